@@ -1,0 +1,143 @@
+"""CLCA Vision Transformer: a timm VisionTransformer (its modules and weights, unforked) driven
+block by block with token reduction, the cross-layer cache and the cross-layer aggregation head.
+
+Forward contract: ``forward(images) -> logits`` in every mode. Training-only extra losses
+(DynamicViT's keep-ratio loss) come from ``forward_with_aux(images) -> (logits, aux_loss)``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .attention import check_attention_module
+from .block import run_block
+from .clca import CrossLayerAggregationHead, cache_carriers
+from .config import ModelConfig
+from .reduction.registry import get_reducer_class
+from .tokens import BlockTokens, TokenState, token_plan
+
+
+def check_backbone(backbone: nn.Module, img_size: int) -> None:
+    """Raise ConfigError unless ``backbone`` is a ViT this wrapper supports at ``img_size``."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    name = type(backbone).__name__
+    if not isinstance(backbone, VisionTransformer):
+        raise ConfigError(f"backbone {name} is not a timm VisionTransformer; use a vit_*/deit3_* model")
+    if getattr(backbone, "cls_token", None) is None:
+        raise ConfigError("the backbone has no class token; CLCA needs one (pick a ViT with class_token=True)")
+    if getattr(backbone, "pos_embed", None) is None:
+        raise ConfigError("the backbone has no absolute position embedding; CLCA needs one")
+    if getattr(backbone, "dynamic_img_size", False):
+        raise ConfigError("dynamic_img_size backbones are not supported: shapes must be static")
+    patch = backbone.patch_embed.patch_size
+    if img_size % patch[0] or img_size % patch[1]:
+        raise ConfigError(f"img_size={img_size} is not divisible by the patch size {patch[0]}")
+    for blk in backbone.blocks:
+        check_attention_module(blk.attn)
+
+
+class ClcaVisionTransformer(nn.Module):
+    def __init__(self, backbone: nn.Module, config: ModelConfig) -> None:
+        super().__init__()
+        check_backbone(backbone, config.img_size)
+        self.config = config
+        self.backbone = backbone
+        depth = len(backbone.blocks)
+        self.plan = config.resolve(depth)
+        dim = backbone.embed_dim
+        heads = backbone.blocks[0].attn.num_heads
+        clca = config.clca
+
+        reducer_cls = get_reducer_class(config.method)
+        self.reducers = nn.ModuleDict()
+        if reducer_cls is not None:
+            for loc, rate in zip(self.plan.locations, self.plan.keep_rates):
+                self.reducers[str(loc)] = reducer_cls(keep_rate=rate, dim=dim, num_heads=heads, **config.method_kwargs)
+        self._tracks_size = bool(reducer_cls is not None and reducer_cls.tracks_size)
+        self._uses_bias = bool(reducer_cls is not None and reducer_cls.uses_bias)
+
+        self.num_base_prefix = backbone.num_prefix_tokens
+        self.num_clr = clca.active_clr
+        self.num_prefix = self.num_base_prefix + self.num_clr
+        if self.num_clr:
+            # CLR tokens start as copies of the (possibly pretrained) CLS token.
+            self.clr_token = nn.Parameter(backbone.cls_token.detach().clone().repeat(1, self.num_clr, 1))
+            self.clr_pos_embed = nn.Parameter(torch.randn(1, self.num_clr, dim) * 0.02)
+        self._clr_slice = slice(self.num_base_prefix, self.num_prefix) if self.num_clr else None
+
+        # CLS after each location and after the last block (once, when a location is the last block).
+        self._collect_at = frozenset(self.plan.locations) | {depth - 1}
+        self.cla_head: Optional[CrossLayerAggregationHead] = None
+        if clca.cla_head:
+            self.cla_head = CrossLayerAggregationHead(
+                dim, len(self._collect_at), config.num_classes, drop_rate=backbone.head_drop.p
+            )
+        self._recovery = frozenset(self.plan.recovery)
+
+        num_patches = backbone.patch_embed.num_patches
+        by_index = {int(k): v for k, v in self.reducers.items()}
+        self.token_plan: list[BlockTokens] = token_plan(num_patches, self.num_prefix, self.plan, clca, by_index)
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def embed(self, images: Tensor) -> Tensor:
+        bb = self.backbone
+        x = bb._pos_embed(bb.patch_embed(images))
+        x = bb.patch_drop(x)
+        if self.num_clr:
+            clr = (self.clr_token + self.clr_pos_embed).expand(x.shape[0], -1, -1)
+            x = torch.cat([x[:, : self.num_base_prefix], clr, x[:, self.num_base_prefix :]], dim=1)
+        return bb.norm_pre(x)
+
+    def _initial_state(self, x: Tensor) -> TokenState:
+        size = x.new_ones(x.shape[0], x.shape[1], 1) if self._tracks_size else None
+        bias = x.new_zeros(x.shape[0], x.shape[1]) if self._uses_bias else None
+        return TokenState(x, size, bias)
+
+    def forward_with_aux(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and the sum of the reducers' auxiliary losses (zero when there are none)."""
+        state = self._initial_state(self.embed(images))
+        clca = self.config.clca
+        cache: list[Tensor] = []
+        cls_tokens: list[Tensor] = []
+        aux_total = images.new_zeros(())
+        for i, blk in enumerate(self.backbone.blocks):
+            state, aux = run_block(blk, state, self.num_prefix, self.reducers[str(i)] if str(i) in self.reducers else None)
+            if aux is not None:
+                aux_total = aux_total + aux
+            if i in self._recovery and cache:
+                state = state.append(TokenState(torch.cat(cache, dim=1)))
+                cache = []
+            if i < self.plan.cache_until:
+                cache.append(cache_carriers(state.x, self.num_prefix, self._clr_slice, clca.gap_carriers))
+            if self.cla_head is not None and i in self._collect_at:
+                cls_tokens.append(state.x[:, 0])
+        return self._head(state.x, cls_tokens), aux_total
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.forward_with_aux(images)[0]
+
+    def _head(self, x: Tensor, cls_tokens: list[Tensor]) -> Tensor:
+        if self.cla_head is not None:
+            return self.cla_head(cls_tokens)
+        bb = self.backbone
+        x = bb.norm(x)[:, 0]
+        return bb.head(bb.head_drop(bb.fc_norm(x)))
+
+    # -- introspection --------------------------------------------------------------------
+
+    @property
+    def tokens_per_block(self) -> list[int]:
+        """Tokens entering each block's attention, prefix included."""
+        return [b.attention for b in self.token_plan]
+
+    def no_weight_decay(self) -> set[str]:
+        names = {"backbone." + n for n in getattr(self.backbone, "no_weight_decay", lambda: set())()}
+        if self.num_clr:
+            names |= {"clr_token", "clr_pos_embed"}
+        return names
