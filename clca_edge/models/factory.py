@@ -34,7 +34,9 @@ def _create_backbone(config: ModelConfig, **extra: Any):
             raise ConfigError(f"backbone {config.backbone!r} is not a timm model ({e})") from None
         raise
     except TypeError as e:
-        raise ConfigError(f"backbone {config.backbone!r} rejected its options: {e}") from None
+        raise ConfigError(
+            f"backbone {config.backbone!r} rejected its options ({e}); is it a timm VisionTransformer?"
+        ) from None
 
 
 def validate_config(config: ModelConfig) -> None:

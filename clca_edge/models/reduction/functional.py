@@ -40,9 +40,9 @@ def fuse_dropped(x: Tensor, weights: Tensor, idx: Tensor) -> Tensor:
 
     Computed as (sum over all) - (sum over kept), which needs no complement index (and so no sort).
     """
-    total = torch.einsum("bn,bnc->bc", weights, x)
-    kept = torch.einsum("bk,bkc->bc", torch.gather(weights, 1, idx), gather_tokens(x, idx))
-    return (total - kept).unsqueeze(1)
+    total = weights.unsqueeze(1) @ x
+    kept = torch.gather(weights, 1, idx).unsqueeze(1) @ gather_tokens(x, idx)
+    return total - kept
 
 
 def one_hot_assign(assign: Tensor, num_groups: int, dtype: torch.dtype) -> Tensor:

@@ -1,0 +1,1 @@
+"""Export: ONNX (opset 17, static shapes) with graph checks and ONNX Runtime parity."""
