@@ -1,0 +1,10 @@
+"""The ``clca-edge`` command line: thin click commands over library functions.
+
+Imports stay lazy: ``clca-edge --help`` must not import torch or tensorrt. Each command module
+registers itself on ``main``; library errors become one-line messages with exit codes.
+"""
+
+from ._common import main
+from . import model_cmds  # noqa: F401,E402  (registers flops, zoo)
+
+__all__ = ["main"]

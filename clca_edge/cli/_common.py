@@ -1,0 +1,78 @@
+"""Shared pieces of the CLI: the group, error reporting, common options."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Any, Callable
+
+import click
+
+from .. import __version__
+from ..errors import ClcaEdgeError
+
+
+def reports_errors(fn: Callable) -> Callable:
+    """Library errors become 'Error: ...' on stderr and the error's exit code, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ClcaEdgeError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(e.exit_code)
+
+    return wrapper
+
+
+def console():
+    from rich.console import Console
+
+    return Console()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="clca-edge")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """CLCA token-reduced Vision Transformers for ultra-fine-grained leaf recognition on Jetson."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def model_options(fn: Callable) -> Callable:
+    """--model/--method/--keep-rate/--locations/--img-size/--num-classes/--clca."""
+    opts = [
+        click.option("--model", "backbone", default="vit_base_patch16_224", show_default=True,
+                     help="timm ViT name (vit_*, deit3_*, CLIP, DINO, MAE variants)."),
+        click.option("--method", default="evit", show_default=True, help="Token reduction method."),
+        click.option("--keep-rate", default="0.1", show_default=True,
+                     help="Keep rate in (0, 1]: one value, or one per location separated by commas."),
+        click.option("--locations", default=None,
+                     help="Reduction block indices, comma separated (default: depth * [3,6,9]/12)."),
+        click.option("--img-size", default=224, show_default=True, type=click.IntRange(min=1)),
+        click.option("--num-classes", default=200, show_default=True, type=click.IntRange(min=1)),
+        click.option("--clca/--no-clca", default=True, show_default=True, help="CLA head + CLC cache."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def model_config(backbone, method, keep_rate, locations, img_size, num_classes, clca, **extra):
+    """Build a ModelConfig from the common options (raises ConfigError on bad values)."""
+    from ..errors import ConfigError
+    from ..models.config import ClcaConfig, ModelConfig, parse_keep_rates
+
+    locs = None
+    if locations:
+        try:
+            locs = tuple(int(v) for v in locations.split(","))
+        except ValueError:
+            raise ConfigError(f"--locations {locations!r} must be comma-separated block indices") from None
+    return ModelConfig(
+        backbone=backbone, method=method, keep_rate=parse_keep_rates(keep_rate), locations=locs,
+        clca=ClcaConfig() if clca else ClcaConfig.off(), num_classes=num_classes, img_size=img_size, **extra,
+    )

@@ -1,0 +1,67 @@
+"""Model inspection commands: ``flops`` and ``zoo``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ._common import console, main, model_config, model_options, reports_errors
+
+
+@main.command()
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@reports_errors
+def flops(backbone, method, keep_rate, locations, img_size, num_classes, clca, as_json) -> None:
+    """GFLOPs (multiply-accumulates, batch 1), parameters and tokens per block of one model."""
+    from ..models.flops import cost_report
+
+    config = model_config(backbone, method, keep_rate, locations, img_size, num_classes, clca)
+    report = cost_report(config)
+    if as_json:
+        out = report.to_dict()
+        out.update(model=backbone, method=method, keep_rate=list(config.keep_rate), img_size=img_size,
+                   num_classes=num_classes, clca=clca)
+        click.echo(json.dumps(out))
+        return
+    console = console()
+    console.print(f"[bold]{backbone}[/] {method} r={keep_rate} {'+CLCA' if clca else ''} @ {img_size}px")
+    console.print(f"GFLOPs (MACs, batch 1): [bold]{report.gflops:.2f}[/]   params: {report.params_m:.2f} M")
+    console.print("tokens per block (entering attention): " + ", ".join(map(str, report.tokens_per_block)))
+
+
+@main.command()
+@click.option("--methods", default=None, help="Comma-separated methods (default: every implemented one).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@reports_errors
+def zoo(methods, as_json) -> None:
+    """Cost table of the paper's model zoo (ViT-B/16 at 448) against the reference figures."""
+    from rich.table import Table
+
+    from ..models.flops import cost_report
+    from ..models.reduction.registry import list_methods
+    from ..models.zoo import reference_gflops, zoo_configs
+
+    names = methods.split(",") if methods else list_methods(implemented_only=True)
+    rows = []
+    for config in zoo_configs(names):
+        rep = cost_report(config)
+        ref = reference_gflops(config.method, config.keep_rate[0], config.clca.enabled)
+        rows.append({
+            "method": config.method, "keep_rate": config.keep_rate[0], "clca": config.clca.enabled,
+            "gflops": round(rep.gflops, 3), "reference": ref, "params_m": round(rep.params_m, 2),
+            "tokens_per_block": rep.tokens_per_block,
+        })
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(title="ViT-B/16 @ 448, 200 classes, locations [3, 6, 9]: GFLOPs (MACs, batch 1)")
+    for col in ("method", "keep rate", "CLCA", "GFLOPs", "reference", "diff", "params (M)"):
+        table.add_column(col, justify="right" if col not in ("method", "CLCA") else "left")
+    for r in rows:
+        diff = "" if r["reference"] is None else f"{100 * (r['gflops'] / r['reference'] - 1):+.1f}%"
+        table.add_row(r["method"], f"{r['keep_rate']:g}", "yes" if r["clca"] else "no", f"{r['gflops']:.2f}",
+                      "" if r["reference"] is None else f"{r['reference']:.2f}", diff, f"{r['params_m']:.2f}")
+    console().print(table)
+
