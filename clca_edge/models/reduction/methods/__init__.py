@@ -1,3 +1,7 @@
-"""One module per reduction method; importing this package registers them all."""
+"""One module per reduction method; importing this package registers every module in it."""
 
-from . import evit, topk  # noqa: F401
+import importlib
+import pkgutil
+
+for _mod in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_mod.name}")

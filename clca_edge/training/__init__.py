@@ -1,0 +1,1 @@
+"""Training: trainer, optimiser/schedule, checkpoints, metrics, DDP."""
