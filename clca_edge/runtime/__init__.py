@@ -1,0 +1,1 @@
+"""Device runtime: bundle loading and checks, preprocessing, inference backends. Never imports torch."""

@@ -1,0 +1,54 @@
+"""The evaluation preprocessing, in numpy/OpenCV: the single implementation used by training's
+evaluation transform, by deploy's calibration and accuracy gate, and by the device runtime, so
+all three feed the model the same tensor for the same file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from ..preprocess import PreprocessSpec
+
+_INTERP = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+
+
+def load_rgb(path) -> Optional[np.ndarray]:
+    """Decode an image file to RGB uint8 (H, W, 3); ``None`` if it is missing, corrupt or truncated."""
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    if data is None or data.size == 0:
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None:
+        return None
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def resize_center_crop(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Shorter side to ``spec.resize_size`` (area filter when shrinking, to avoid aliasing), then
+    a centred ``img_size`` square. uint8 in, uint8 out."""
+    h, w = rgb.shape[:2]
+    short = spec.resize_size
+    scale = short / min(h, w)
+    nh, nw = max(short, round(h * scale)), max(short, round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else _INTERP[spec.interpolation]
+    resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    top, left = (nh - spec.img_size) // 2, (nw - spec.img_size) // 2
+    return resized[top:top + spec.img_size, left:left + spec.img_size]
+
+
+def normalize(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """uint8 HWC RGB -> float32 CHW, scaled to [0, 1] and normalised."""
+    x = rgb.astype(np.float32) / 255.0
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of any size -> model input (3, img_size, img_size) float32."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got shape {rgb.shape}")
+    return normalize(resize_center_crop(rgb, spec), spec)
