@@ -5,6 +5,7 @@ registers itself on ``main``; library errors become one-line messages with exit 
 """
 
 from ._common import main
-from . import model_cmds  # noqa: F401,E402  (registers flops, zoo)
+from . import doctor_cmds, model_cmds  # noqa: F401,E402  (register their commands)
+from . import train_cmds  # noqa: F401,E402  (registers train, eval, data)
 
 __all__ = ["main"]
