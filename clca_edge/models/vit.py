@@ -82,6 +82,14 @@ class ClcaVisionTransformer(nn.Module):
         num_patches = backbone.patch_embed.num_patches
         by_index = {int(k): v for k, v in self.reducers.items()}
         self.token_plan: list[BlockTokens] = token_plan(num_patches, self.num_prefix, self.plan, clca, by_index)
+        # SiT/PatchMerger size their k-dependent parameters from the planned input count, here,
+        # before any weights are loaded (strict checkpoint reloads need a config-fixed state_dict).
+        entering = num_patches
+        for b in self.token_plan:
+            red = by_index.get(b.index)
+            if red is not None:
+                red.bind(b.mlp - self.num_prefix if red.placement == "post" else entering)
+            entering = b.output - self.num_prefix
 
     # -- pieces ---------------------------------------------------------------------------
 

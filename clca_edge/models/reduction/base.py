@@ -69,6 +69,11 @@ class TokenReducer(nn.Module):
     def num_out(self, n: int) -> int:
         raise NotImplementedError
 
+    def bind(self, n: int) -> None:
+        """Called once by the model after token planning with the number of reducible tokens this
+        location sees. Methods whose parameters depend on the output count (SiT, PatchMerger)
+        create them here, so the state_dict is fixed by the config before any weights load."""
+
     def active(self, n: int) -> bool:
         """Whether this location changes anything for ``n`` input tokens (else it is skipped)."""
         return self.num_out(n) != n
