@@ -1,0 +1,195 @@
+"""Training commands: ``train``, ``eval`` and the ``data`` group (``data synth``).
+
+``train`` reads an optional recipe (YAML of the same option names); options given on the command
+line override the recipe, which overrides the defaults. Under ``torchrun --nproc_per_node=N`` the
+same command trains with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import click
+from click.core import ParameterSource
+
+from ._common import console, main, reports_errors
+
+log = logging.getLogger(__name__)
+
+_METHOD_HELP = "Token reduction method: none, topk, evit, dynamicvit, ats, sit, patchmerger, dpcknn, tome."
+
+
+def _apply_recipe(ctx: click.Context, params: dict) -> dict:
+    """Recipe values fill every option not given on the command line."""
+    from ..training.config import load_recipe
+
+    if not params.get("recipe"):
+        return params
+    recipe = load_recipe(params["recipe"])
+    by_name = {p.name: p for p in ctx.command.params}
+    out = dict(params)
+    for key, value in recipe.items():
+        if ctx.get_parameter_source(key) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            continue
+        try:
+            out[key] = by_name[key].type_cast_value(ctx, value)
+        except click.BadParameter as e:
+            raise click.UsageError(f"recipe {params['recipe']}: {key}: {e.message}") from None
+    return out
+
+
+def _train_config(p: dict):
+    from ..data.sources import DataConfig
+    from ..errors import ConfigError
+    from ..models.config import ClcaConfig, ModelConfig, parse_keep_rates
+    from ..training.config import OptimConfig, TrainConfig, parse_model_kwargs
+
+    if not p.get("data"):
+        raise ConfigError("--data is required (or a recipe with data:)")
+    if not p.get("out"):
+        raise ConfigError("--out is required (or a recipe with out:)")
+    locs = None
+    if p["locations"]:
+        try:
+            locs = tuple(int(v) for v in str(p["locations"]).split(","))
+        except ValueError:
+            raise ConfigError(f"--locations {p['locations']!r} must be comma-separated block indices") from None
+    model = ModelConfig(
+        backbone=p["model"], method=p["method"], keep_rate=parse_keep_rates(str(p["keep_rate"])), locations=locs,
+        clca=ClcaConfig() if p["clca"] else ClcaConfig.off(), img_size=p["img_size"],
+        backbone_kwargs=parse_model_kwargs(p["model_kwargs"]), drop_path_rate=p["drop_path"],
+    )
+    data = DataConfig(root=p["data"], val_split=p["val_split"], split_seed=p["split_seed"], image_root=p["image_root"],
+                      train_csv=p["train_csv"], val_csv=p["val_csv"], test_csv=p["test_csv"])
+    optim = OptimConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], min_lr=p["min_lr"],
+                        weight_decay=p["weight_decay"], warmup_epochs=p["warmup_epochs"],
+                        label_smoothing=p["label_smoothing"], clip_grad=p["clip_grad"])
+    return TrainConfig(data=data, model=model, out=p["out"], optim=optim, pretrained=p["pretrained"], seed=p["seed"],
+                       workers=p["workers"], crop_pct=p["crop_pct"], hflip=p["hflip"], amp=p["amp"],
+                       device=p["device"], resume=p["resume"])
+
+
+@main.command(context_settings={"show_default": True})
+@click.option("--recipe", type=click.Path(dir_okay=False), default=None,
+              help="YAML recipe (train/*.yaml); options given here override it.")
+@click.option("--data", default=None, help="Dataset folder: train/+val/ class folders, train.csv+val.csv, "
+              "or one class-folder tree with --val-split.")
+@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              help="Hold out this fraction of a single class-folder tree (stratified, seeded, written to OUT/split/).")
+@click.option("--split-seed", type=int, default=0, help="Seed of the --val-split draw.")
+@click.option("--image-root", default=None, help="Folder the CSV 'dir' paths are relative to.")
+@click.option("--train-csv", default=None, help="Explicit train split CSV (class_id,dir).")
+@click.option("--val-csv", default=None, help="Explicit val split CSV.")
+@click.option("--test-csv", default=None, help="Explicit test split CSV.")
+@click.option("--model", default="vit_base_patch16_224", help="timm ViT backbone name.")
+@click.option("--pretrained", default="hub", help="'hub' (timm/Hugging Face), 'none' (random init) or a weights file.")
+@click.option("--method", default="evit", help=_METHOD_HELP)
+@click.option("--keep-rate", default="0.1", help="Keep rate in (0, 1]: one value or one per location, comma separated.")
+@click.option("--locations", default=None, help="Reduction block indices, comma separated (default: depth*[3,6,9]/12).")
+@click.option("--clca/--no-clca", default=True, help="CLA head + CLC cache.")
+@click.option("--img-size", type=click.IntRange(min=16), default=224)
+@click.option("--model-kwargs", default=None,
+              help="timm kwargs for the backbone: 'depth=4,embed_dim=64,num_heads=2' or a JSON object.")
+@click.option("--drop-path", type=click.FloatRange(0, 1, max_open=True), default=0.0, help="Stochastic depth rate.")
+@click.option("--epochs", type=click.IntRange(min=1), default=50)
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, help="Per process.")
+@click.option("--lr", type=float, default=1e-4)
+@click.option("--min-lr", type=float, default=1e-6)
+@click.option("--weight-decay", type=float, default=0.05)
+@click.option("--warmup-epochs", type=float, default=1.0)
+@click.option("--label-smoothing", type=float, default=0.1)
+@click.option("--clip-grad", type=float, default=1.0, help="Max gradient norm (0: off).")
+@click.option("--amp/--no-amp", default=True, help="Mixed precision (CUDA only; ignored on CPU).")
+@click.option("--seed", type=int, default=0)
+@click.option("--workers", type=click.IntRange(min=0), default=2, help="DataLoader worker processes.")
+@click.option("--crop-pct", type=float, default=0.875, help="Evaluation crop: resize to img_size/crop_pct, center crop.")
+@click.option("--hflip", type=float, default=0.5, help="Horizontal flip probability (training).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--out", default=None, help="Run folder (checkpoints, metrics.csv, split/).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished epoch.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
+@click.pass_context
+@reports_errors
+def train(ctx: click.Context, **params) -> None:
+    """Fine-tune (or train from scratch) a CLCA token-reduced ViT on a leaf dataset."""
+    params = _apply_recipe(ctx, params)
+    config = _train_config(params)
+    from ..training.trainer import train as run_training
+
+    result = run_training(config, console=console())
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    summary = {"out": str(result.out), "epochs": result.epochs, "best_top1": result.best_top1,
+               "best_epoch": result.best_epoch, "last_top1": result.last_top1,
+               "num_classes": len(result.class_names), "skipped_images": len(result.skipped)}
+    if result.skipped:
+        click.echo(f"Skipped {len(result.skipped)} unreadable image(s): " + ", ".join(result.skipped[:5])
+                   + (" ..." if len(result.skipped) > 5 else ""), err=True)
+    if params.get("as_json"):
+        click.echo(json.dumps(summary))
+    else:
+        console().print(f"best val top-1 [bold]{result.best_top1:.2f}%[/] at epoch {result.best_epoch}; "
+                        f"checkpoints in {result.out}")
+
+
+@main.command(name="eval", context_settings={"show_default": True})
+@click.option("--checkpoint", required=True, help="A .safetensors checkpoint or a run folder (uses best).")
+@click.option("--data", default=None, help="Dataset folder (default: the checkpoint's training data).")
+@click.option("--split", type=click.Choice(["val", "test", "train"]), default="val")
+@click.option("--image-root", default=None, help="Folder the CSV 'dir' paths are relative to.")
+@click.option("--out", default=None, help="Folder for confusion.csv/png and per_class.csv.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64)
+@click.option("--workers", type=click.IntRange(min=0), default=2)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (top1, top5, num_images, ...).")
+@reports_errors
+def eval_cmd(checkpoint, data, split, image_root, out, batch_size, workers, device, as_json) -> None:
+    """Top-1/top-5, per-class accuracy and confusion matrix (CSV + PNG) of a checkpoint."""
+    from ..training.evaluate import EvalConfig, evaluate_checkpoint
+
+    report, folder = evaluate_checkpoint(EvalConfig(checkpoint, data, split, image_root, out, batch_size, workers,
+                                                    device))
+    if report.skipped:
+        click.echo(f"Skipped {len(report.skipped)} unreadable image(s): " + ", ".join(report.skipped[:5]), err=True)
+    if as_json:
+        d = report.to_dict()
+        d["outputs"] = str(folder)
+        click.echo(json.dumps(d))
+        return
+    from rich.table import Table
+
+    con = console()
+    con.print(f"top-1 [bold]{report.top1:.2f}%[/]  top-5 {report.top5:.2f}%  images {report.num_images}"
+              f"  skipped {len(report.skipped)}")
+    table = Table(title="per-class accuracy")
+    for col in ("class", "images", "top-1 %"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for row in report.per_class():
+        table.add_row(row["class_name"], str(row["images"]), "" if row["accuracy"] is None else f"{row['accuracy']:.1f}")
+    con.print(table)
+    con.print(f"confusion matrix: {folder / 'confusion.csv'}, {folder / 'confusion.png'}")
+
+
+@main.group()
+def data() -> None:
+    """Dataset tools."""
+
+
+@data.command(context_settings={"show_default": True})
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (train/ and val/).")
+@click.option("--classes", type=click.IntRange(min=2), default=8)
+@click.option("--per-class", type=click.IntRange(min=2), default=40, help="Images per class (train + val).")
+@click.option("--size", type=click.IntRange(min=16), default=96, help="Image side in pixels.")
+@click.option("--seed", type=int, default=0)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25)
+@click.option("--format", "fmt", type=click.Choice(["png", "jpg"]), default="png")
+@reports_errors
+def synth(out, classes, per_class, size, seed, val_fraction, fmt) -> None:
+    """Write a synthetic ultra-fine-grained leaf dataset (ImageFolder train/ + val/)."""
+    from ..data.synth import SynthConfig, write_synthetic_dataset
+
+    summary = write_synthetic_dataset(out, SynthConfig(classes, per_class, size, seed, val_fraction, fmt))
+    click.echo(f"wrote {summary.train_images} train + {summary.val_images} val images of "
+               f"{len(summary.class_names)} classes to {summary.root}")

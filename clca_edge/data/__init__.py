@@ -1,0 +1,1 @@
+"""Datasets (ImageFolder trees, seeded val splits, UFG CSV split files), transforms, synthetic leaves."""

@@ -1,0 +1,263 @@
+"""Where labelled images come from: three layouts, one result (class names + sample lists).
+
+(a) ImageFolder: ``DIR/train/<class>/*``, ``DIR/val/<class>/*``, optional ``DIR/test/<class>/*``.
+(b) One class-folder tree ``DIR/<class>/*`` plus a validation fraction: a stratified, seeded split,
+    written to disk as CSV split files so the run (and its resume) is reproducible.
+(c) CSV split files, the layout of the UFG leaf benchmarks: ``train.csv``/``val.csv``/``test.csv``
+    with ``class_id`` and ``dir`` (image path) columns, optional ``class_name``; image paths are
+    relative to an image folder.
+
+Torch-free, so that deploy and tools can list datasets without it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ConfigError):
+    """A dataset is missing, empty or inconsistent; the message names the file or folder."""
+
+
+Sample = tuple[str, int]  # (image path, class index)
+
+
+@dataclass
+class DataSplits:
+    class_names: list[str]
+    train: list[Sample] = field(default_factory=list)
+    val: list[Sample] = field(default_factory=list)
+    test: list[Sample] = field(default_factory=list)
+    layout: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> list[Sample]:
+        if name not in SPLITS:
+            raise DataError(f"split {name!r}; choose one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def scan_class_tree(root: Path) -> dict[str, list[str]]:
+    """``root/<class>/<images>`` -> {class: sorted image paths}; an empty class folder is an error."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder {str(root)!r} does not exist")
+    classes = _class_dirs(root)
+    if not classes:
+        raise DataError(f"{root} has no class folders; expected {root}/<class name>/<images>")
+    out: dict[str, list[str]] = {}
+    for d in classes:
+        files = sorted(str(p) for p in d.rglob("*") if _is_image(p))
+        if not files:
+            raise DataError(f"class folder {d} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                            "add images or remove the folder")
+        out[d.name] = files
+    return out
+
+
+def load_image_folder(root: Path) -> DataSplits:
+    """Layout (a): ``train/`` and ``val/`` (and optional ``test/``) class-folder trees."""
+    root = Path(root)
+    train = scan_class_tree(root / "train")
+    names = sorted(train)
+    index = {n: i for i, n in enumerate(names)}
+    splits = DataSplits(names, [(p, index[c]) for c in names for p in train[c]], layout="imagefolder")
+    for name in ("val", "test"):
+        if not (root / name).is_dir():
+            continue
+        tree = scan_class_tree(root / name)
+        unknown = sorted(set(tree) - set(index))
+        if unknown:
+            raise DataError(f"{root / name} has class folder(s) {unknown} that {root / 'train'} lacks; "
+                            "every class must have training images")
+        setattr(splits, name, [(p, index[c]) for c in sorted(tree) for p in tree[c]])
+    return splits
+
+
+def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Per class, a seeded shuffle then the first ``round(n * val_fraction)`` (at least 1, and at
+    least one left for training) go to validation."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"--val-split {val_fraction} is outside (0, 1)")
+    by_class: dict[int, list[str]] = {}
+    for path, label in samples:
+        by_class.setdefault(label, []).append(path)
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted(by_class):
+        paths = sorted(by_class[label])
+        if len(paths) < 2:
+            raise DataError(f"class {label} has {len(paths)} image ({paths[0]}); a validation split needs >= 2 per class")
+        rng.shuffle(paths)
+        n_val = min(len(paths) - 1, max(1, round(len(paths) * val_fraction)))
+        val += [(p, label) for p in paths[:n_val]]
+        train += [(p, label) for p in paths[n_val:]]
+    return train, val
+
+
+def write_split_csv(path: Path, samples: list[Sample], class_names: list[str], root: Optional[Path] = None) -> None:
+    """A UFG-style split file (``class_id,dir,class_name``); paths relative to ``root`` when given."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class_id", "dir", "class_name"])
+        for p, label in samples:
+            w.writerow([label, os.path.relpath(p, root) if root else p, class_names[label]])
+    os.replace(tmp, path)
+
+
+def load_split_tree(root: Path, val_fraction: float, seed: int, split_dir: Optional[Path] = None) -> DataSplits:
+    """Layout (b): one class-folder tree split into train/val. When ``split_dir`` already holds a
+    split (a resumed run) that split is reused; otherwise the new split is written there."""
+    root = Path(root).resolve()
+    if split_dir is not None and (Path(split_dir) / "train.csv").is_file():
+        log.info("reusing the split written in %s", split_dir)
+        return load_csv_splits(Path(split_dir), image_root=root)
+    tree = scan_class_tree(root)
+    names = sorted(tree)
+    samples = [(p, i) for i, n in enumerate(names) for p in tree[n]]
+    train, val = stratified_split(samples, val_fraction, seed)
+    splits = DataSplits(names, train, val, layout="split")
+    if split_dir is not None:
+        for name, part in (("train", train), ("val", val)):
+            write_split_csv(Path(split_dir) / f"{name}.csv", part, names, root)
+        log.info("wrote the %d/%d train/val split to %s", len(train), len(val), split_dir)
+    return splits
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise DataError(f"split file {str(path)!r} does not exist")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = [c.strip() for c in (reader.fieldnames or [])]
+        if "class_id" not in fields or "dir" not in fields:
+            raise DataError(f"{path} needs a header with 'class_id' and 'dir' columns (has {fields})")
+        rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k is not None} for r in reader]
+    if not rows:
+        raise DataError(f"split file {path} lists no images")
+    return rows
+
+
+def _find_image_root(csv_dir: Path, first: str) -> Path:
+    """UFG archives keep images in one sub-folder next to the CSVs (e.g. ``cotton_square_new``)."""
+    if (csv_dir / first).exists():
+        return csv_dir
+    hits = [d for d in _class_dirs(csv_dir) if (d / first).exists()]
+    if len(hits) == 1:
+        return hits[0]
+    raise DataError(f"cannot find image {first!r} listed in {csv_dir}/train.csv next to it or in one sub-folder; "
+                    "pass --image-root")
+
+
+def load_csv_splits(csv_dir: Path, image_root: Optional[Path] = None, *, train_csv: Optional[Path] = None,
+                    val_csv: Optional[Path] = None, test_csv: Optional[Path] = None) -> DataSplits:
+    """Layout (c): ``train.csv``, ``val.csv`` (and optional ``test.csv``) in ``csv_dir``, or given paths."""
+    csv_dir = Path(csv_dir)
+    paths = {"train": train_csv or csv_dir / "train.csv", "val": val_csv or csv_dir / "val.csv",
+             "test": test_csv or csv_dir / "test.csv"}
+    rows = {"train": _read_csv(Path(paths["train"])), "val": _read_csv(Path(paths["val"]))}
+    if test_csv is not None or Path(paths["test"]).is_file():
+        rows["test"] = _read_csv(Path(paths["test"]))
+    root = Path(image_root) if image_root else _find_image_root(Path(paths["train"]).parent, rows["train"][0]["dir"])
+
+    def ids(name: str) -> set[int]:
+        out = set()
+        for r in rows[name]:
+            try:
+                out.add(int(r["class_id"]))
+            except ValueError:
+                raise DataError(f"{paths[name]}: class_id {r['class_id']!r} is not an integer") from None
+        return out
+
+    train_ids = ids("train")
+    if min(train_ids) < 0:
+        raise DataError(f"{paths['train']}: class ids must be >= 0 (found {min(train_ids)})")
+    num_classes = max(train_ids) + 1
+    missing = sorted(set(range(num_classes)) - train_ids)
+    if missing:
+        raise DataError(f"{paths['train']} has no images of class id(s) {missing[:10]}; "
+                        "class ids must run 0..K-1 and every class needs training images")
+    names = [str(i) for i in range(num_classes)]
+    for r in rows["train"]:
+        if r.get("class_name"):
+            names[int(r["class_id"])] = r["class_name"]
+    splits = DataSplits(names, layout="csv")
+    for name, part in rows.items():
+        extra = sorted(ids(name) - train_ids)
+        if extra:
+            raise DataError(f"{paths[name]} has class id(s) {extra[:10]} that {paths['train']} lacks; "
+                            "every class must have training images")
+        samples = [(str(root / r["dir"]), int(r["class_id"])) for r in part]
+        absent = [p for p, _ in samples if not os.path.exists(p)]
+        if absent:
+            raise DataError(f"{paths[name]} lists {len(absent)} image(s) that do not exist, e.g. {absent[0]}; "
+                            "check --image-root")
+        setattr(splits, name, samples)
+    return splits
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how to split it. ``val_split`` > 0 selects layout (b)."""
+
+    root: str
+    val_split: float = 0.0
+    split_seed: int = 0
+    image_root: Optional[str] = None
+    train_csv: Optional[str] = None
+    val_csv: Optional[str] = None
+    test_csv: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_split < 1.0:
+            raise DataError(f"--val-split {self.val_split} is outside [0, 1)")
+
+
+def load_splits(config: DataConfig, split_dir: Optional[Path] = None) -> DataSplits:
+    """Pick the layout from what is on disk (or the explicit CSV paths) and load it."""
+    root = Path(config.root)
+    if config.train_csv or config.val_csv:
+        if not (config.train_csv and config.val_csv):
+            raise DataError("give both --train-csv and --val-csv")
+        return load_csv_splits(root, config.image_root and Path(config.image_root), train_csv=Path(config.train_csv),
+                               val_csv=Path(config.val_csv), test_csv=config.test_csv and Path(config.test_csv))
+    if not root.exists():
+        raise DataError(f"data folder {str(root)!r} does not exist")
+    if config.val_split > 0:
+        return load_split_tree(root, config.val_split, config.split_seed, split_dir)
+    if (root / "train.csv").is_file():
+        return load_csv_splits(root, config.image_root and Path(config.image_root))
+    if (root / "train").is_dir():
+        splits = load_image_folder(root)
+        if not splits.val:
+            raise DataError(f"{root} has no val/ folder; add one or pass --val-split 0.2 to split train/")
+        return splits
+    raise DataError(f"{root} has neither train/ + val/ class folders nor train.csv + val.csv; for a single "
+                    "class-folder tree pass --val-split 0.2")

@@ -1,0 +1,327 @@
+"""The training loop: fine-tune (or train from scratch) a CLCA model, validate every epoch, keep
+``last`` and ``best`` checkpoints and a resume file, log metrics; single process or torchrun/DDP.
+
+Only rank 0 writes files. Every epoch reseeds from (seed, epoch, rank) so that a resumed run
+replays exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..data.dataset import LeafImages, collate_skipping
+from ..data.sources import DataError, DataSplits, load_splits
+from ..data.transforms import TrainTransform
+from ..errors import ConfigError
+from ..preprocess import INTERPOLATIONS, PreprocessSpec
+from .checkpoint import CheckpointError, CheckpointMeta, save_checkpoint
+from .config import TrainConfig, config_differences
+from .distributed import DistInfo, all_reduce_sum, barrier, gather_objects, init_distributed, shutdown
+from .evaluate import eval_loader, evaluate_model, resolve_device
+from .metrics import MetricsLog, write_confusion_csv, write_per_class_csv
+from .optim import build_optimizer, build_scheduler
+from .state import STATE_FILE, TrainingState, load_training_state, save_training_state
+
+log = logging.getLogger(__name__)
+
+StepHook = Callable[[int, int], None]  # (epoch index, step within epoch) -> None; may raise
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    epochs: int
+    best_top1: float
+    best_epoch: int
+    last_top1: float
+    class_names: list[str]
+    skipped: list[str] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+
+
+class _WithAux(nn.Module):
+    """DDP synchronises gradients only through ``forward``; route forward_with_aux through it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_with_aux(x)
+
+
+def preprocess_spec(model, config: TrainConfig) -> PreprocessSpec:
+    """Mean/std (and interpolation) of the backbone's pretrained config, the run's crop."""
+    cfg = getattr(model.backbone, "pretrained_cfg", None) or {}
+    kwargs = {"img_size": config.model.img_size, "crop_pct": config.crop_pct}
+    if cfg.get("mean") and cfg.get("std"):
+        kwargs.update(mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    if cfg.get("interpolation") in INTERPOLATIONS:
+        kwargs["interpolation"] = cfg["interpolation"]
+    return PreprocessSpec(**kwargs)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return seed * 1_000_003 + epoch * 1009 + rank
+
+
+class _Progress:
+    """rich progress bar with loss / acc / img/s on rank 0; nothing elsewhere."""
+
+    def __init__(self, enabled: bool, console=None) -> None:
+        self.p = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console,
+                              transient=False)
+
+    def __enter__(self):
+        if self.p:
+            self.p.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.p:
+            self.p.stop()
+
+    def task(self, desc: str, total: int):
+        return self.p.add_task(desc, total=total, stats="") if self.p else None
+
+    def update(self, task, **kw) -> None:
+        if self.p and task is not None:
+            self.p.update(task, **kw)
+
+    def print(self, text: str) -> None:
+        if self.p:
+            self.p.console.print(text)
+
+
+def _check_out_dir(out: Path, resume: bool) -> Optional[TrainingState]:
+    state_path = out / STATE_FILE
+    if resume:
+        if state_path.is_file() and (out / "last.safetensors").is_file():
+            return load_training_state(state_path)
+        log.warning("--resume: %s holds no run to resume; starting a new run there", out)
+        return None
+    if (out / "last.safetensors").is_file() or state_path.is_file():
+        raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    return None
+
+
+def _build(config: TrainConfig, splits: DataSplits, resumed: Optional[TrainingState], out: Path):
+    from ..models.factory import build_model
+
+    model_config = config.model.replace(num_classes=splits.num_classes)
+    if resumed is not None:
+        from safetensors.torch import load_file
+
+        model = build_model(model_config, pretrained=None)
+        state = load_file(str(out / "last.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{out / 'last.safetensors'} does not match the model config "
+                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    else:
+        model = build_model(model_config, pretrained=config.pretrained)
+    return model, model_config
+
+
+def train(config: TrainConfig, *, step_hook: Optional[StepHook] = None, console=None) -> TrainResult:
+    """Run (or resume) training as described by ``config``; returns the run's summary (all ranks)."""
+    device = resolve_device(config.device)
+    info = init_distributed(device.type)
+    try:
+        return _train(config, device, info, step_hook, console)
+    finally:
+        shutdown(info)
+
+
+def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook, console) -> TrainResult:
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    out = Path(config.out)
+    resumed = _check_out_dir(out, config.resume)
+    if resumed is not None:
+        diffs = config_differences(resumed.config, config.to_dict())
+        if diffs:
+            raise ConfigError(f"--resume: {out} was trained with a different config: " + "; ".join(diffs)
+                              + ". Use the original settings, or a new --out")
+
+    # Rank 0 writes a new val split first; the others then read the same one.
+    split_dir = out / "split"
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        splits = load_splits(config.data, split_dir=split_dir)
+    barrier(info)
+    if not info.is_main:
+        splits = load_splits(config.data, split_dir=split_dir)
+    if not splits.val:
+        raise DataError(f"{config.data.root}: no validation images; add val/ or pass --val-split")
+
+    _seed_everything(config.seed)
+    model, model_config = _build(config, splits, resumed, out)
+    model.to(device)
+    spec = preprocess_spec(model, config)
+    # A new run's model config now includes num_classes: record the resolved config.
+    run_config = config.to_dict()
+
+    train_ds = LeafImages(splits.train, TrainTransform(spec, config.hflip))
+    b = config.optim.batch_size
+    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=config.seed)
+    per_rank = len(sampler)
+    if per_rank < 2:
+        raise DataError(f"{len(train_ds)} training images over {info.world_size} process(es) is too few")
+    drop_last = per_rank >= b
+    train_loader = DataLoader(train_ds, batch_size=b, sampler=sampler, num_workers=config.workers,
+                              collate_fn=collate_skipping, drop_last=drop_last,
+                              pin_memory=device.type == "cuda", persistent_workers=config.workers > 0)
+    val_loader = eval_loader(splits.val, spec, b, config.workers, info)
+    steps_per_epoch = len(train_loader)
+
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch, best_top1, best_epoch = 0, -1.0, 0
+    skipped: set[str] = set()
+    if resumed is not None:
+        optimizer.load_state_dict(resumed.optimizer)
+        scheduler.load_state_dict(resumed.scheduler)
+        if resumed.scaler:
+            scaler.load_state_dict(resumed.scaler)
+        start_epoch, best_top1, best_epoch = resumed.epoch, resumed.best_top1, resumed.best_epoch
+        skipped |= set(resumed.skipped)
+        log.info("resuming %s after epoch %d (best top-1 %.2f at epoch %d)", out, start_epoch, best_top1, best_epoch)
+
+    net = _WithAux(model)
+    if info.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    metrics = MetricsLog(out / "metrics.csv", keep_until_epoch=start_epoch) if info.is_main else None
+    history: list[dict] = []
+    last_top1 = float("nan")
+    meta_extra = {"train_config": run_config, "data_layout": splits.layout,
+                  "num_train": len(splits.train), "num_val": len(splits.val)}
+
+    with _Progress(info.is_main, console) as progress:
+        for epoch in range(start_epoch, config.optim.epochs):
+            _seed_everything(_epoch_seed(config.seed, epoch, info.rank))
+            sampler.set_epoch(epoch)
+            t0 = time.perf_counter()
+            task = progress.task(f"epoch {epoch + 1}/{config.optim.epochs}", steps_per_epoch)
+            train_stats = _train_epoch(net, model, train_loader, optimizer, scheduler, scaler, config, device,
+                                       info, epoch, step_hook, progress, task, skipped)
+            report = evaluate_model(model, val_loader, splits.class_names, device, info, amp=use_amp)
+            skipped |= set(report.skipped)
+            elapsed = time.perf_counter() - t0
+            last_top1 = report.top1
+            row = {"epoch": epoch + 1, "train_loss": round(train_stats["loss"], 6),
+                   "train_acc": round(train_stats["acc"], 4), "val_loss": round(report.loss, 6),
+                   "val_top1": round(report.top1, 4), "val_top5": round(report.top5, 4),
+                   "lr": optimizer.param_groups[0]["lr"], "img_per_s": round(train_stats["img_per_s"], 2),
+                   "epoch_s": round(elapsed, 2)}
+            history.append(row)
+            improved = report.top1 > best_top1
+            if improved:
+                best_top1, best_epoch = report.top1, epoch + 1
+            if info.is_main:
+                meta = CheckpointMeta(model_config, splits.class_names, spec, epoch + 1,
+                                      {k: v for k, v in row.items() if k != "epoch"}, meta_extra)
+                save_checkpoint(out / "last.safetensors", model, meta)
+                if improved:
+                    save_checkpoint(out / "best.safetensors", model, meta)
+                    write_confusion_csv(out / "best_confusion.csv", report)
+                    write_per_class_csv(out / "best_per_class.csv", report)
+                save_training_state(out / STATE_FILE, TrainingState(
+                    epoch + 1, best_top1, best_epoch, run_config, optimizer.state_dict(), scheduler.state_dict(),
+                    scaler.state_dict() if use_amp else None, tuple(sorted(skipped))))
+                metrics.append(row)
+                progress.print(f"epoch {epoch + 1}: loss {row['train_loss']:.3f} acc {row['train_acc']:.1f}% | "
+                               f"val top-1 {report.top1:.2f}% top-5 {report.top5:.2f}%" + (" *" if improved else ""))
+            barrier(info)
+    if metrics is not None:
+        metrics.close()
+    skipped = set().union(*gather_objects(skipped, info))
+    if skipped:
+        log.warning("skipped %d unreadable image(s), e.g. %s", len(skipped), sorted(skipped)[0])
+    return TrainResult(out, config.optim.epochs, best_top1, best_epoch, last_top1, splits.class_names,
+                       sorted(skipped), history)
+
+
+def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: TrainConfig, device, info: DistInfo,
+                 epoch: int, step_hook, progress: _Progress, task, skipped: set[str]) -> dict[str, float]:
+    net.train()
+    samples = loader.dataset.samples
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct = torch.zeros((), dtype=torch.float64)
+    seen = torch.zeros((), dtype=torch.float64)
+    use_amp = scaler.is_enabled()
+    t0 = time.perf_counter()
+    for step, batch in enumerate(loader):
+        if step_hook is not None:
+            step_hook(epoch, step)
+        skipped.update(samples[i][0] for i in batch.skipped)
+        images, labels = batch.images, batch.labels
+        n = len(batch.indices)
+        if n == 0:
+            if not info.enabled:
+                continue
+            # Other ranks are waiting in the gradient all-reduce: take part with a zero-weight batch.
+            images = torch.zeros(2, 3, config.model.img_size, config.model.img_size)
+            labels = torch.zeros(2, dtype=torch.long)
+        elif n == 1:
+            # BatchNorm in the CLA head cannot train on one sample; repeat it.
+            images, labels = images.repeat(2, 1, 1, 1), labels.repeat(2)
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=use_amp):
+            logits, aux = net(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.optim.label_smoothing) + aux
+        if n == 0:
+            loss = loss * 0.0
+        if not math.isfinite(float(loss)):
+            raise ConfigError(f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; "
+                              "lower --lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.optim.clip_grad > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        if n:
+            loss_sum += float(loss) * n
+            correct += float((logits[:n].argmax(1) == labels[:n]).sum())
+            seen += n
+        dt = time.perf_counter() - t0
+        progress.update(task, advance=1, stats=f"loss {float(loss_sum / max(seen, 1)):.4f}  "
+                        f"acc {100 * float(correct / max(seen, 1)):.1f}%  {float(seen) * info.world_size / dt:.1f} img/s")
+    elapsed = time.perf_counter() - t0
+    stats = all_reduce_sum(torch.stack([loss_sum, correct, seen]), info)
+    total = max(float(stats[2]), 1.0)
+    return {"loss": float(stats[0]) / total, "acc": 100 * float(stats[1]) / total, "img_per_s": float(stats[2]) / elapsed}
+
+
+__all__ = ["TrainResult", "preprocess_spec", "train"]
