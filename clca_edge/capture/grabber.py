@@ -1,0 +1,151 @@
+"""A grabber thread for live sources: reads as fast as the camera delivers, keeps only the newest
+frame (older unconsumed frames are dropped and counted), and reconnects with exponential
+back-off when the camera goes away. Camera events go to a queue that the capture loop drains
+into the field log, so the log has a single writer."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from ..errors import ConfigError
+from ..runtime.errors import SourceError
+from .sources import Frame, FrameSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    initial_s: float = 0.5
+    max_s: float = 30.0
+    factor: float = 2.0
+    stall_s: float = 5.0     # no new frame for this long while connected: a stall
+
+    def __post_init__(self) -> None:
+        if self.initial_s <= 0 or self.max_s < self.initial_s or self.factor < 1 or self.stall_s <= 0:
+            raise ConfigError(f"reconnect policy {self} needs 0 < initial <= max, factor >= 1, stall > 0")
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    event: str               # opened | lost | reconnected | stalled | stall_ended | open_failed
+    info: dict
+
+
+class LatestFrameGrabber:
+    def __init__(self, source: FrameSource, policy: ReconnectPolicy = ReconnectPolicy()):
+        self.source = source
+        self.policy = policy
+        self.events: "queue.SimpleQueue[SourceEvent]" = queue.SimpleQueue()
+        self.grabbed = 0
+        self.dropped = 0
+        self.losses = 0
+        self.connected = threading.Event()
+        self.ever_connected = threading.Event()
+        self._cond = threading.Condition()
+        self._latest: Optional[Frame] = None
+        self._fresh = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="frame-grabber", daemon=True)
+        self._last_frame_t: Optional[float] = None
+        self._stalled_since: Optional[float] = None
+
+    def _emit(self, event: str, **info) -> None:
+        level = logging.INFO if event in ("opened", "stall_ended", "reconnected") else logging.WARNING
+        log.log(level, "camera %s: %s %s", self.source.description, event, info or "")
+        self.events.put(SourceEvent(event, info))
+
+    def start(self) -> "LatestFrameGrabber":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        # A read stuck inside a driver may outlive the join; the thread is a daemon, the process exits anyway.
+        if not self._thread.is_alive():
+            self.source.close()
+
+    def _connect(self, lost_at: Optional[float]) -> bool:
+        delay = self.policy.initial_s
+        attempts = 0
+        while not self._stop.is_set():
+            attempts += 1
+            try:
+                self.source.open()
+            except SourceError as e:
+                if attempts == 1:
+                    self._emit("open_failed", error=str(e), retry_in_s=delay)
+                self._stop.wait(delay)
+                delay = min(delay * self.policy.factor, self.policy.max_s)
+                continue
+            now = time.monotonic()
+            if lost_at is None:
+                self._emit("opened", attempts=attempts)
+            else:
+                self._emit("reconnected", down_s=round(now - lost_at, 3), attempts=attempts)
+            self._last_frame_t = now
+            self.connected.set()
+            self.ever_connected.set()
+            return True
+        return False
+
+    def _run(self) -> None:
+        lost_at: Optional[float] = None
+        while not self._stop.is_set():
+            if not self.connected.is_set():
+                if not self._connect(lost_at):
+                    return
+                lost_at = None
+            frame = self.source.read()
+            if self._stop.is_set():
+                return
+            if frame is None:
+                lost_at = time.monotonic()
+                self.losses += 1
+                self.connected.clear()
+                self.source.close()
+                self._emit("lost", frames_so_far=self.grabbed)
+                continue
+            frame.seq = self.grabbed
+            self.grabbed += 1
+            with self._cond:
+                if self._fresh:
+                    self.dropped += 1
+                self._latest = frame
+                self._fresh = True
+                self._last_frame_t = frame.t
+                self._cond.notify_all()
+
+    def get(self, timeout: float) -> Optional[Frame]:
+        """The newest frame not returned before, waiting up to ``timeout`` s; None if none came.
+        Also notices stalls (connected, but no frame for ``policy.stall_s``)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._fresh and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            frame = self._latest if self._fresh else None
+            self._fresh = False
+        now = time.monotonic()
+        if frame is not None:
+            if self._stalled_since is not None:
+                self._emit("stall_ended", duration_s=round(now - self._stalled_since, 3))
+                self._stalled_since = None
+        elif (self.connected.is_set() and self._stalled_since is None and self._last_frame_t is not None
+              and now - self._last_frame_t >= self.policy.stall_s):
+            self._stalled_since = self._last_frame_t
+            self._emit("stalled", no_frame_for_s=round(now - self._last_frame_t, 3))
+        if not self.connected.is_set() and self._stalled_since is not None:
+            # A stall that turned into a loss is reported as the loss.
+            self._stalled_since = None
+        return frame

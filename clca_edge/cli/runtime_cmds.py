@@ -1,0 +1,229 @@
+"""`clca-edge predict` and `clca-edge capture`: the device runtime. No torch on this path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from ._common import main, reports_errors
+
+BACKEND_CHOICES = ["auto", "tensorrt", "ort-gpu", "ort-cpu"]
+PRECISION_CHOICES = ["auto", "fp32", "fp16", "int8"]
+
+
+def _err_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _open_runtime(bundle: str, backend: str, precision: str, threads: int):
+    from ..runtime.backends import select_classifier
+    from ..runtime.model import load_model
+
+    model = load_model(bundle)
+    sel = select_classifier(model.files, backend, precision, threads)
+    con = _err_console()
+    for fb in sel.fallbacks:
+        con.print(f"[bold red]FALLBACK[/]: {fb.backend} unavailable ({fb.reason})", highlight=False)
+    if sel.fallbacks:
+        con.print(f"[bold yellow]running on {sel.classifier.describe()}[/]", highlight=False)
+    return model, sel
+
+
+def backend_options(fn):
+    for opt in reversed([
+        click.option("--bundle", "bundle", required=True, type=click.Path(exists=True),
+                     help="Deploy bundle folder or .tar (every file's sha256 is verified)."),
+        click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+                     help="auto tries tensorrt -> ort-gpu -> ort-cpu; a named one must work or the command fails."),
+        click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+                     help="Model variant; auto: the bundle's default engine on TensorRT, fp16 on ort-gpu, fp32 on the CPU."),
+        click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="ONNX Runtime CPU threads (0: one per core)."),
+        click.option("--top-k", "top_k", type=click.IntRange(min=1), default=3, show_default=True),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+@main.command()
+@backend_options
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@reports_errors
+def predict(bundle, backend, precision, threads, top_k, paths, as_json):
+    """Classify image files, folders (recursively) and globs with a deploy bundle.
+
+    Unreadable images are reported and skipped. Exit 0 if at least one image was classified,
+    7 if none could be."""
+    from ..runtime.errors import NoInputError
+    from ..runtime.predict import expand_inputs, predict_files
+
+    inputs = expand_inputs(paths)
+    con = _err_console()
+    for arg in inputs.unmatched:
+        con.print(f"[yellow]warning[/]: {arg!r} matches no image file", highlight=False)
+    if not inputs.files:
+        raise NoInputError(f"no image files found in {', '.join(map(repr, paths))}")
+    model, sel = _open_runtime(bundle, backend, precision, threads)
+    results = list(predict_files(model, sel.classifier, inputs.files, top_k))
+    ok = [r for r in results if r.topk is not None]
+    bad = [r for r in results if r.topk is None]
+    if as_json:
+        click.echo(json.dumps({
+            "backend": sel.classifier.backend, "precision": sel.classifier.precision, "bundle_sha": model.sha,
+            "fallbacks": [f.to_dict() for f in sel.fallbacks],
+            "predictions": [r.to_dict() for r in ok], "skipped": [r.to_dict() for r in bad]}, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{len(ok)} image(s), {sel.classifier.describe()}")
+        table.add_column("file")
+        for i in range(top_k):
+            table.add_column(f"top-{i + 1}")
+        for r in ok:
+            cells = [f"{c} {p:.3f}" for c, p in r.topk]
+            table.add_row(str(r.path), *cells, *[""] * (top_k - len(cells)))
+        Console(width=max(100, Console().width)).print(table)
+    for r in bad:
+        con.print(f"[red]skipped[/] {r.path}: {r.error}", highlight=False)
+    if bad:
+        con.print(f"{len(bad)} of {len(results)} file(s) unreadable and skipped", highlight=False)
+    if not ok:
+        raise NoInputError(f"none of the {len(results)} file(s) could be read as an image")
+
+
+@main.command()
+@backend_options
+@click.option("--camera", type=click.IntRange(min=0), default=None, help="Camera index (V4L2 /dev/videoN).")
+@click.option("--source", default=None,
+              help="/dev/videoN, csi://N, rtsp://..., a video file, an image folder or a glob.")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Camera frame width (CSI default 1280).")
+@click.option("--height", type=click.IntRange(min=1), default=None, help="Camera frame height (CSI default 720).")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None, help="Camera frame rate (CSI default 30).")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Classify every Nth frame.")
+@click.option("--interval", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="At most one classification per this many seconds (source time).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many classified frames.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this many seconds.")
+@click.option("--smooth", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Average probabilities over the last N classified frames.")
+@click.option("--min-conf", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Below this smoothed confidence the decision is 'uncertain'.")
+@click.option("--run-dir", type=click.Path(file_okay=False), default="runs/capture", show_default=True,
+              help="Each run gets a timestamped folder here (log, saved frames).")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
+              help="Field log path (default: RUN_FOLDER/log.jsonl or log.sqlite). Appended to if it exists.")
+@click.option("--log-format", type=click.Choice(["jsonl", "sqlite"]), default="jsonl", show_default=True)
+@click.option("--save-frames", type=click.Choice(["none", "uncertain", "all"]), default="none", show_default=True)
+@click.option("--max-disk-mb", type=click.FloatRange(min=0), default=1024.0, show_default=True,
+              help="Quota for saved frames of this run.")
+@click.option("--min-free-mb", type=click.FloatRange(min=0), default=512.0, show_default=True,
+              help="Stop saving frames when the disk has less free space than this.")
+@click.option("--show", is_flag=True, help="Overlay window with class, confidence and FPS (needs a display).")
+@click.option("--live/--no-live", default=None, help="Rich live panel (default: when stdout is a terminal).")
+@click.option("--open-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Seconds a live source may take to open at start before the run fails (exit 6).")
+@click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Seconds without a frame from a connected camera before a stall is logged.")
+@click.option("--reconnect-max", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Longest wait between reconnection attempts (back-off doubles from 0.5 s).")
+@reports_errors
+def capture(bundle, backend, precision, threads, top_k, camera, source, width, height, fps, every, interval,
+            max_frames, duration, smooth, min_conf, run_dir, log_path, log_format, save_frames, max_disk_mb,
+            min_free_mb, show, live, open_timeout, stall_timeout, reconnect_max):
+    """Classify what a camera (or a video, or images) sees, and log every decision durably.
+
+    Runs headless until the source ends, --max-frames/--duration, or SIGINT/SIGTERM (clean stop
+    with a summary). Camera loss: reconnect with back-off, the run goes on."""
+    import threading
+
+    from ..capture.display import LivePanel, OverlayWindow
+    from ..capture.fieldlog import open_log
+    from ..capture.frames import FrameSaveConfig, FrameSaver
+    from ..capture.grabber import ReconnectPolicy
+    from ..capture.loop import CaptureConfig, run_capture, stop_on_signals
+    from ..capture.sources import make_source, parse_source
+    from ..errors import ConfigError
+
+    if (camera is None) == (source is None):
+        raise click.UsageError("give exactly one of --camera N or --source ...")
+    src_cfg = parse_source(str(camera) if camera is not None else source, width, height, fps)
+    config = CaptureConfig(top_k=top_k, every=every, interval_s=interval, max_frames=max_frames,
+                           duration_s=duration, smooth=smooth, min_conf=min_conf, open_timeout_s=open_timeout,
+                           reconnect=ReconnectPolicy(max_s=max(reconnect_max, 0.5), stall_s=stall_timeout))
+    save_cfg = FrameSaveConfig(policy=save_frames, max_disk_mb=max_disk_mb, min_free_mb=min_free_mb)
+    model, sel = _open_runtime(bundle, backend, precision, threads)
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = Path(run_dir) / f"capture-{stamp}"
+    log_file = Path(log_path) if log_path else folder / ("log.sqlite" if log_format == "sqlite" else "log.jsonl")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        flog = open_log(log_file, log_format)
+    except OSError as e:
+        raise ConfigError(f"cannot write the field log {log_file} ({e}); choose a writable --run-dir/--log") from None
+    saver = FrameSaver(folder / "frames", save_cfg)
+    con = _err_console()
+    con.print(f"capture: {src_cfg.kind} {src_cfg.uri} -> {log_file} ({sel.classifier.describe()})", highlight=False)
+
+    overlay = OverlayWindow() if show else None
+    use_live = sys.stdout.isatty() if live is None else live
+    stop = threading.Event()
+    panel: Optional[LivePanel] = None
+
+    def on_record(record, summary, bgr):
+        if panel is not None:
+            panel.update(record, summary)
+        if overlay is not None:
+            return overlay.show(bgr, record)
+        return True
+
+    with stop_on_signals(stop), flog:
+        try:
+            if use_live:
+                from rich.console import Console
+
+                panel = LivePanel(Console(), f"clca-edge capture: {src_cfg.uri}")
+                with panel:
+                    summary = run_capture(model, sel.classifier, make_source(src_cfg), flog, config, saver,
+                                          tuple(sel.fallbacks), stop, on_record)
+            else:
+                summary = run_capture(model, sel.classifier, make_source(src_cfg), flog, config, saver,
+                                      tuple(sel.fallbacks), stop, on_record)
+        finally:
+            if overlay is not None:
+                overlay.close()
+    _print_summary(summary, log_file)
+
+
+def _print_summary(summary, log_file: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="capture summary", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("stopped by", summary.stop_reason)
+    t.add_row("frames classified", f"{summary.frames} in {summary.duration_s:.1f} s ({summary.fps:.1f} fps)")
+    t.add_row("classes", ", ".join(f"{c}: {n}" for c, n in summary.class_counts.most_common()) or "-")
+    t.add_row("backend", f"{summary.backend} ({summary.precision})")
+    t.add_row("fallbacks", "; ".join(f"{f['backend']}: {f['reason']}" for f in summary.fallbacks) or "none")
+    t.add_row("dropped (stale) frames", str(summary.dropped))
+    t.add_row("not triggered", str(summary.not_triggered))
+    if summary.unreadable:
+        t.add_row("unreadable images", str(summary.unreadable))
+    t.add_row("camera", f"lost {summary.camera_lost}, reconnected {summary.reconnected}, stalls {summary.stalls}")
+    t.add_row("frames saved", str(summary.frames_saved) + (f" (stopped: {summary.frames_stopped})"
+                                                           if summary.frames_stopped else ""))
+    if summary.log_failures:
+        t.add_row("[red]log write failures[/]", str(summary.log_failures))
+    t.add_row("log", str(log_file))
+    Console(width=max(100, Console().width)).print(t)
