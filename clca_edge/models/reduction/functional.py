@@ -61,3 +61,159 @@ def merge_by_assignment(x: Tensor, onehot: Tensor, size: Tensor | None = None) -
     weighted = onehot @ (x * size)
     new_size = onehot @ size
     return weighted / new_size.clamp(min=1e-6), new_size
+
+
+# -- soft merging (SiT, PatchMerger) and density-peak clustering (DPC-KNN) ------------------------
+
+
+def soft_merge(logits: Tensor, x: Tensor) -> Tensor:
+    """Logits (B, k, n) of k output tokens over n input tokens -> k convex combinations (B, k, C)
+    of ``x`` (B, n, C): a softmax over the input tokens, then one matmul."""
+    return logits.softmax(dim=-1) @ x
+
+
+def pairwise_sq_dists(x: Tensor) -> Tensor:
+    """Squared Euclidean distances (B, n, n) as |a|^2 + |b|^2 - 2ab: one matmul, no cdist (which
+    exports badly), clamped at 0 against rounding."""
+    sq = (x * x).sum(-1)
+    return (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2.0 * (x @ x.transpose(-2, -1))).clamp(min=0.0)
+
+
+def knn_density(sq_dists: Tensor, k: int) -> Tensor:
+    """DPC-KNN density (B, n): exp(-mean of the k smallest squared distances of each token, itself
+    included); ``k`` is a Python int."""
+    nearest = torch.topk(sq_dists, k, dim=-1, largest=False, sorted=False).values
+    return torch.exp(-nearest.mean(dim=-1))
+
+
+def distance_to_denser(dists: Tensor, density: Tensor) -> Tensor:
+    """Distance (B, n) of each token to its nearest denser token; the densest gets the largest
+    distance in the sample, so it always ranks as a centre.
+
+    Ties in density are broken by position (the earlier token counts as denser), which makes
+    "denser" a strict total order without the reference's random noise: deterministic, and two
+    identical tokens can no longer both claim the maximum distance.
+    """
+    n = density.shape[-1]
+    pos = torch.arange(n, device=density.device)
+    earlier = pos.view(1, 1, n) < pos.view(1, n, 1)  # [i, j]: j comes before i
+    rho_i, rho_j = density.unsqueeze(-1), density.unsqueeze(-2)
+    denser = (rho_j > rho_i) | ((rho_j == rho_i) & earlier)
+    largest = dists.flatten(1).amax(dim=-1).view(-1, 1, 1)
+    return torch.where(denser, dists, largest).amin(dim=-1)
+
+
+def nearest_centre(dists: Tensor, centres: Tensor) -> Tensor:
+    """Cluster id (B, n) in 0..k-1 of the nearest of the ``centres`` (B, k) token indices; every
+    centre is assigned to its own cluster even when another centre is equally close."""
+    B, n, _ = dists.shape
+    k = centres.shape[-1]
+    to_centres = torch.gather(dists, 2, centres.unsqueeze(1).expand(B, n, k))
+    is_centre = centres.unsqueeze(1) == torch.arange(n, device=dists.device).view(1, n, 1)
+    return torch.where(is_centre, torch.full_like(to_centres, -1.0), to_centres).argmin(dim=-1)
+
+
+def weighted_group_mean(x: Tensor, onehot: Tensor, scores: Tensor) -> Tensor:
+    """Mean of each group's tokens weighted by exp(score): x (B, n, C), onehot (B, g, n), scores
+    (B, n) -> (B, g, C). A softmax over each group's members (non-members masked), so large scores
+    cannot overflow exp(); every group must have at least one member."""
+    masked = torch.where(onehot > 0, scores.unsqueeze(1), torch.full_like(onehot, torch.finfo(onehot.dtype).min))
+    return masked.softmax(dim=-1) @ x
+
+
+# -- masking, sampling and merging (DynamicViT, ATS, ToMe) ------------------------------------
+
+# Key bias that masks a token out of attention: exp(-1e4) is 0 in float32, and -1e4 (unlike
+# -inf or finfo.min) stays finite in float16, so masked rows never turn into NaN.
+MASKED_BIAS = -1e4
+
+
+def gumbel_keep_mask(log_probs: Tensor, tau: float = 1.0) -> Tensor:
+    """(B, n, 2) log-probabilities (channel 0 = keep) -> (B, n) hard 0/1 keep decisions whose
+    gradient is that of the Gumbel-softmax sample (straight-through)."""
+    return torch.nn.functional.gumbel_softmax(log_probs, tau=tau, hard=True, dim=-1)[..., 0]
+
+
+def ats_significance(cls_attn: Tensor, values: Tensor) -> Tensor:
+    """ATS token significance: CLS attention times the norm of the value vector, per head, then
+    averaged over heads and normalised to sum to one. cls_attn (B, H, n), values (B, H, n, d)."""
+    sig = (cls_attn * values.norm(dim=-1)).mean(dim=1)
+    return sig / sig.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def inverse_transform_picks(probs: Tensor, k: int) -> Tensor:
+    """Deterministic inverse-transform sampling: token indices (B, k) at the quantiles
+    u_i = (i + 1/2) / k of the distribution ``probs`` (B, n), in ascending order.
+
+    Token j is picked for u when it is the first with cdf_j >= u, i.e. j = #{cdf < u}: a count of
+    comparisons (no searchsorted, no sort). Tokens of zero probability are never picked.
+    """
+    n = probs.shape[-1]
+    cdf = probs.cumsum(dim=-1)
+    u = (torch.arange(k, device=probs.device, dtype=probs.dtype) + 0.5) / k
+    idx = (cdf.unsqueeze(1) < u.view(1, k, 1)).sum(dim=-1)
+    # Float error can leave cdf[-1] a hair below the last quantile.
+    return idx.clamp(max=n - 1)
+
+
+def repeated_picks(idx: Tensor) -> Tensor:
+    """(B, k) ascending indices -> (B, k) bool, True where a pick repeats the one before it."""
+    first = torch.zeros_like(idx[:, :1], dtype=torch.bool)
+    return torch.cat([first, idx[:, 1:] == idx[:, :-1]], dim=1)
+
+
+def unselected_in_order(selected: Tensor, count: int) -> Tensor:
+    """Indices (B, count) of the positions where ``selected`` (B, n) is 0, in ascending order.
+
+    A top-k over (not selected) * n - position: every unselected position outranks every selected
+    one and positions never tie, so this is exact without a sort or a complement index.
+    """
+    n = selected.shape[-1]
+    pos = torch.arange(n, device=selected.device, dtype=torch.float32)
+    rank = (1.0 - selected.float()) * (2 * n) - pos
+    return topk_indices(rank, count)
+
+
+def bipartite_merge(x: Tensor, size: Tensor, metric: Tensor, r: int) -> tuple[Tensor, Tensor, Tensor]:
+    """One round of ToMe bipartite soft matching: merge ``r`` (<= n // 2) tokens away.
+
+    Set A = odd positions, B = even positions; each A token finds its most similar B token (cosine
+    of ``metric``); the ``r`` A tokens with the best matches are averaged into their B tokens,
+    weighted by size. Returns [unmerged A in order, B] as (x, size, metric), n - r tokens each;
+    the metric is merged the same way so that a further round can match on it.
+    x (B, n, C), size (B, n, 1), metric (B, n, c).
+    """
+    n = x.shape[1]
+    if not 0 < r <= n // 2:
+        raise ValueError(f"a bipartite round merges 1..{n // 2} of {n} tokens, not {r}")
+    m = metric / metric.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    sim = m[:, 1::2] @ m[:, 0::2].transpose(-1, -2)  # (B, |A|, |B|)
+    best, dst = sim.max(dim=-1)
+    src = topk_indices(best, r)  # (B, r): the A tokens that merge
+    num_a, num_b = sim.shape[1], sim.shape[2]
+    chosen = one_hot_assign(src, num_a, x.dtype).sum(dim=1)  # (B, |A|) 0/1
+    keep_a = unselected_in_order(chosen, num_a - r)
+    # (B, |B|, r): which B token each merging A token joins.
+    into_b = one_hot_assign(torch.gather(dst, 1, src), num_b, x.dtype)
+
+    def merge(t: Tensor, s: Tensor) -> Tensor:
+        a, b = t[:, 1::2], t[:, 0::2]
+        return b * s[:, 0::2] + into_b @ (gather_tokens(a, src) * gather_tokens(s[:, 1::2], src))
+
+    new_size_b = size[:, 0::2] + into_b @ gather_tokens(size[:, 1::2], src)
+    denom = new_size_b.clamp(min=1e-6)
+    out = []
+    for t in (x, metric):
+        out.append(torch.cat([gather_tokens(t[:, 1::2], keep_a), merge(t, size) / denom], dim=1))
+    new_size = torch.cat([gather_tokens(size[:, 1::2], keep_a), new_size_b], dim=1)
+    return out[0], new_size, out[1]
+
+
+def merge_rounds(n: int, k: int) -> list[int]:
+    """Tokens merged by each bipartite round to go from ``n`` to ``k`` tokens (each <= n // 2)."""
+    rounds = []
+    while n > k:
+        r = min(n - k, n // 2)
+        rounds.append(r)
+        n -= r
+    return rounds
