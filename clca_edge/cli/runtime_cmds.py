@@ -65,13 +65,13 @@ def predict(bundle, backend, precision, threads, top_k, paths, as_json):
     from ..runtime.errors import NoInputError
     from ..runtime.predict import expand_inputs, predict_files
 
+    model, sel = _open_runtime(bundle, backend, precision, threads)
     inputs = expand_inputs(paths)
     con = _err_console()
     for arg in inputs.unmatched:
         con.print(f"[yellow]warning[/]: {arg!r} matches no image file", highlight=False)
     if not inputs.files:
         raise NoInputError(f"no image files found in {', '.join(map(repr, paths))}")
-    model, sel = _open_runtime(bundle, backend, precision, threads)
     results = list(predict_files(model, sel.classifier, inputs.files, top_k))
     ok = [r for r in results if r.topk is not None]
     bad = [r for r in results if r.topk is None]

@@ -1,0 +1,159 @@
+"""Backend selection: order, fallbacks said once and returned, forced backends, bundle variants."""
+
+import json
+import logging
+import shutil
+import sys
+import types
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from clca_edge.cli import main
+from clca_edge.runtime import backends
+from clca_edge.runtime.backends import BackendUnavailable, Classifier, ModelFiles, select_classifier
+from clca_edge.runtime.errors import BackendError
+from clca_edge.runtime.model import load_model
+from test_runtime_helpers import CLASSES, bundle_dir  # noqa: F401  (fixture)
+
+
+@pytest.fixture(autouse=True)
+def fresh_announcements(monkeypatch):
+    monkeypatch.setattr(backends, "_announced", set())
+    # Make sure no real or leftover tensorrt is importable in these tests.
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+
+
+def test_cpu_backend_matches_a_plain_onnxruntime_session(bundle_dir):
+    from clca_edge.export.onnx_export import onnx_session
+
+    model = load_model(bundle_dir)
+    sel = select_classifier(model.files, "ort-cpu")
+    x = np.random.default_rng(0).standard_normal((3, 64, 64)).astype(np.float32)
+    ref = onnx_session(bundle_dir / "model.onnx").run(None, {"images": x[None]})[0][0]
+    got = sel.classifier.logits(x)
+    assert got.shape == (len(CLASSES),)
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    assert sel.fallbacks == [] and sel.classifier.backend == "ort-cpu" and sel.classifier.precision == "fp32"
+
+
+def test_auto_falls_back_in_order_and_warns_once(bundle_dir, caplog):
+    model = load_model(bundle_dir)
+    with caplog.at_level(logging.WARNING, logger="clca_edge.runtime.backends"):
+        first = select_classifier(model.files)
+        second = select_classifier(model.files)
+    assert [f.backend for f in first.fallbacks] == ["tensorrt", "ort-gpu"]
+    assert "TensorRT is not importable" in first.fallbacks[0].reason
+    assert "no GPU provider" in first.fallbacks[1].reason
+    assert first.classifier.backend == second.classifier.backend == "ort-cpu"
+    # Both runs return their fallbacks (for their logs), but each is announced once per process.
+    assert second.fallbacks == first.fallbacks
+    warnings = [r.getMessage() for r in caplog.records if "FALLBACK" in r.getMessage()]
+    assert len(warnings) == 2 and "tensorrt" in warnings[0] and "ort-gpu" in warnings[1]
+
+
+def test_gpu_provider_that_does_not_initialise_is_a_fallback(bundle_dir, monkeypatch):
+    """ORT lists CUDA but quietly runs on the CPU (CUDA libraries missing): not accepted as GPU."""
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    model = load_model(bundle_dir)
+    with pytest.raises(BackendUnavailable, match="did not initialise|GPU session failed"):
+        backends.open_backend(model.files, "ort-gpu")
+    sel = select_classifier(model.files)
+    assert [f.backend for f in sel.fallbacks] == ["tensorrt", "ort-gpu"]
+
+
+class FakeEngine(Classifier):
+    backend = "tensorrt"
+
+    def __init__(self, precision):
+        self.precision = precision
+
+    def logits(self, chw):
+        return np.arange(len(CLASSES), dtype=np.float32)
+
+
+def test_tensorrt_is_first_when_it_opens(bundle_dir):
+    model = load_model(bundle_dir)
+    opened = []
+
+    def opener(precision):
+        opened.append(precision)
+        return FakeEngine(precision)
+
+    files = ModelFiles(model.files.onnx, 64, "fp16", opener, ("fp16", "int8"))
+    sel = select_classifier(files)
+    assert sel.classifier.backend == "tensorrt" and sel.fallbacks == [] and opened == ["fp16"]
+    assert select_classifier(files, precision="int8").classifier.precision == "int8"
+    # A precision the bundle has no engine for skips TensorRT (and ORT has no int8 ONNX here either).
+    with pytest.raises(BackendError, match="no usable int8 variant"):
+        select_classifier(ModelFiles(model.files.onnx, 64), precision="int8")
+
+
+def test_forced_backend_that_cannot_run_fails_with_exit_5(bundle_dir):
+    model = load_model(bundle_dir)
+    with pytest.raises(BackendError, match="--backend ort-gpu cannot run here: .*no GPU provider"):
+        select_classifier(model.files, "ort-gpu")
+    res = CliRunner().invoke(main, ["predict", "--bundle", str(bundle_dir), "--backend", "tensorrt", str(bundle_dir)])
+    assert res.exit_code == 5 and "--backend tensorrt cannot run here" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_tensorrt_classifier_needs_an_engine_built_for_this_device(bundle_dir, monkeypatch):
+    """With tensorrt importable (a stub) but no engine cached, TensorRT is a fallback that names
+    the build-engine command, not a crash and not a silent build."""
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    fake_engine_mod = types.ModuleType("clca_edge.runtime.tensorrt_engine")
+    fake_engine_mod.cached_engine_path = lambda bundle, precision: None
+    monkeypatch.setitem(sys.modules, "clca_edge.runtime.tensorrt_engine", fake_engine_mod)
+    monkeypatch.delitem(sys.modules, "clca_edge.runtime.trt_classifier", raising=False)
+    model = load_model(bundle_dir)
+    sel = select_classifier(model.files)
+    assert sel.fallbacks[0].backend == "tensorrt"
+    assert "clca-edge build-engine --bundle" in sel.fallbacks[0].reason
+
+
+def test_rejected_variant_is_never_used(tmp_path, bundle_dir):
+    from clca_edge.runtime.bundle import read_manifest, write_manifest
+
+    b = tmp_path / "b"
+    shutil.copytree(bundle_dir, b)
+    shutil.copy(b / "model.onnx", b / "model_int8.onnx")
+    manifest = read_manifest(b)
+    manifest["variants"]["int8"] = {"file": "model_int8.onnx", "precision": "int8", "status": "rejected"}
+    write_manifest(b, manifest)
+    model = load_model(b)
+    assert set(model.files.onnx) == {"fp32"}
+    with pytest.raises(BackendError, match="no usable int8 variant"):
+        select_classifier(model.files, "ort-cpu", "int8")
+
+
+def test_tampered_bundle_is_refused_by_predict_and_capture(tmp_path, bundle_dir):
+    b = tmp_path / "b"
+    shutil.copytree(bundle_dir, b)
+    data = bytearray((b / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (b / "model.onnx").write_bytes(bytes(data))
+    for cmd in (["predict", "--bundle", str(b), str(b)], ["capture", "--bundle", str(b), "--source", str(b)]):
+        res = CliRunner().invoke(main, cmd)
+        assert res.exit_code == 8, res.output
+        assert "model.onnx" in res.output and "does not match" in res.output
+
+
+def test_capture_logs_fallbacks(tmp_path, bundle_dir):
+    import cv2
+
+    from test_runtime_helpers import leaf_images
+
+    for i, img in enumerate(leaf_images(2)):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), img)
+    log = tmp_path / "log.jsonl"
+    res = CliRunner().invoke(main, ["capture", "--bundle", str(bundle_dir), "--source", str(tmp_path / "*.png"),
+                                    "--log", str(log), "--run-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    fbs = [r for r in recs if r["type"] == "fallback"]
+    assert [f["backend"] for f in fbs] == ["tensorrt", "ort-gpu"] and all(f["used"] == "ort-cpu" for f in fbs)
+    assert recs[-1]["type"] == "summary" and len(recs[-1]["fallbacks"]) == 2
