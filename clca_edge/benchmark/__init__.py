@@ -1,0 +1,1 @@
+"""Benchmark sweeps: cost, latency, throughput, memory and accuracy over methods x keep rates x CLCA x backends."""

@@ -1,0 +1,85 @@
+"""``clca-edge benchmark``: the accuracy/cost trade-off sweep of the paper, on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ._common import console, main, reports_errors
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    from ..models.config import parse_keep_rates
+
+    return parse_keep_rates(text)
+
+
+def _kwargs(text: str) -> dict:
+    """'depth=4,embed_dim=64' -> {'depth': 4, 'embed_dim': 64}."""
+    out = {}
+    for part in filter(None, (text or "").split(",")):
+        key, _, value = part.partition("=")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+@main.command()
+@click.option("--model", "backbone", default="vit_small_patch16_224", show_default=True)
+@click.option("--img-size", default=224, show_default=True, type=click.IntRange(min=16))
+@click.option("--methods", default="evit", show_default=True, help="Comma-separated, or 'all'.")
+@click.option("--keep-rates", default="0.1,0.25,0.5,0.7,1.0", show_default=True)
+@click.option("--clca", "clca_mode", type=click.Choice(["on", "off", "both"]), default="on", show_default=True)
+@click.option("--backends", default="ort", show_default=True, help="Comma-separated: torch, ort, ort-int8.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Throughput batch.")
+@click.option("--repeats", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option("--device", default="cpu", show_default=True, help="torch backend device (cpu, cuda).")
+@click.option("--model-kwargs", default="", help="timm kwargs, e.g. depth=4,embed_dim=64,num_heads=2.")
+@click.option("--num-classes", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0: library default).")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), help="Dataset for accuracy.")
+@click.option("--train-epochs", default=0, show_default=True, help="Train each model this long on --data.")
+@click.option("--isolate/--no-isolate", default=True, show_default=True,
+              help="One subprocess per model, so peak memory is that model's own.")
+@click.option("--out", type=click.Path(file_okay=False), help="Write results.csv, tradeoff.png, meta.json here.")
+@reports_errors
+def benchmark(backbone, img_size, methods, keep_rates, clca_mode, backends, batch_size, repeats, warmup, device,
+              model_kwargs, num_classes, threads, data, train_epochs, isolate, out) -> None:
+    """Sweep keep rates x methods x CLCA x backends: GFLOPs, params, latency p50/p90 (batch 1),
+    throughput (batch N), peak memory and, with --data, accuracy; plain ViT as the baseline."""
+    from ..benchmark.config import SweepConfig
+    from ..benchmark.report import machine_description, rich_table, write_csv, write_plot
+    from ..benchmark.sweep import run_sweep
+    from ..models.reduction.registry import list_methods
+
+    names = tuple(list_methods(implemented_only=True)[1:]) if methods == "all" else tuple(methods.split(","))
+    cfg = SweepConfig(
+        backbone=backbone, img_size=img_size, num_classes=num_classes, methods=names, keep_rates=_floats(keep_rates),
+        clca={"on": (True,), "off": (False,), "both": (False, True)}[clca_mode],
+        backends=tuple(backends.split(",")), batch_size=batch_size, warmup=warmup, repeats=repeats, device=device,
+        backbone_kwargs=_kwargs(model_kwargs), threads=threads, data=data, train_epochs=train_epochs, isolate=isolate,
+    )
+    accuracy = None
+    if data:
+        from ..benchmark.accuracy import accuracy_fn
+
+        accuracy = accuracy_fn(cfg, Path(out) / "runs" if out else None)
+    con = console()
+    meta = machine_description()
+    with con.status("benchmarking") as status:
+        rows = run_sweep(cfg, progress=lambda msg: status.update(f"benchmarking {msg}"), accuracy=accuracy)
+    title = f"{backbone} @ {img_size}px — {meta['machine']} — {meta['date']}"
+    con.print(rich_table(rows, title))
+    con.print(f"[dim]{meta['versions']}; python {meta['python']}[/]")
+    if out:
+        out = Path(out)
+        csv_path = write_csv(rows, out / "results.csv")
+        png = write_plot(rows, out / "tradeoff.png", title)
+        (out / "meta.json").write_text(json.dumps({**meta, "sweep": {k: v for k, v in cfg.__dict__.items()}},
+                                                  indent=1, default=str))
+        con.print(f"wrote {csv_path}" + (f", {png}" if png else " (no matplotlib: no plot)"))
