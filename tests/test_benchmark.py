@@ -64,3 +64,22 @@ def test_isolated_run_measures_each_model_in_its_own_process():
     rows = run_sweep(cfg)
     assert [r.error for r in rows] == ["", ""]
     assert rows[0].speedup == 1.0 and rows[1].p50_ms > 0 and rows[1].peak_mb > 50
+
+
+def test_accuracy_sweep_trains_each_model_and_plots_accuracy(tmp_path):
+    data, out = tmp_path / "leaves", tmp_path / "bench"
+    assert CliRunner().invoke(main, ["data", "synth", "--out", str(data), "--classes", "3", "--per-class", "8",
+                                     "--size", "64"]).exit_code == 0
+    res = CliRunner().invoke(main, ["benchmark", *TINY_ARGS, "--methods", "topk", "--keep-rates", "0.5",
+                                    "--backends", "torch", "--no-isolate", "--data", str(data), "--train-epochs", "1",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 2 and all(0.0 <= float(r["top1"]) <= 100.0 for r in rows)
+    assert (out / "runs" / "topk_r0.5_clca" / "best.safetensors").is_file()
+    assert (out / "runs" / "none_r1_plain" / "best.safetensors").is_file()
+
+
+def test_accuracy_without_budget_is_refused(tmp_path):
+    res = CliRunner().invoke(main, ["benchmark", *TINY_ARGS, "--data", str(tmp_path)])
+    assert res.exit_code == 2 and "--train-epochs needs --data" not in res.output and "--train-epochs N" in res.output

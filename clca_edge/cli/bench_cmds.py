@@ -44,12 +44,14 @@ def _kwargs(text: str) -> dict:
 @click.option("--threads", default=0, show_default=True, help="CPU threads (0: library default).")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), help="Dataset for accuracy.")
 @click.option("--train-epochs", default=0, show_default=True, help="Train each model this long on --data.")
+@click.option("--pretrained", default="none", show_default=True, help="Weights for --data runs: none, hub or a file.")
+@click.option("--lr", default=1e-3, show_default=True, help="Learning rate of the --data runs.")
 @click.option("--isolate/--no-isolate", default=True, show_default=True,
               help="One subprocess per model, so peak memory is that model's own.")
 @click.option("--out", type=click.Path(file_okay=False), help="Write results.csv, tradeoff.png, meta.json here.")
 @reports_errors
 def benchmark(backbone, img_size, methods, keep_rates, clca_mode, backends, batch_size, repeats, warmup, device,
-              model_kwargs, num_classes, threads, data, train_epochs, isolate, out) -> None:
+              model_kwargs, num_classes, threads, data, train_epochs, pretrained, lr, isolate, out) -> None:
     """Sweep keep rates x methods x CLCA x backends: GFLOPs, params, latency p50/p90 (batch 1),
     throughput (batch N), peak memory and, with --data, accuracy; plain ViT as the baseline."""
     from ..benchmark.config import SweepConfig
@@ -68,7 +70,7 @@ def benchmark(backbone, img_size, methods, keep_rates, clca_mode, backends, batc
     if data:
         from ..benchmark.accuracy import accuracy_fn
 
-        accuracy = accuracy_fn(cfg, Path(out) / "runs" if out else None)
+        accuracy = accuracy_fn(cfg, Path(out) / "runs" if out else None, pretrained=pretrained, lr=lr)
     con = console()
     meta = machine_description()
     with con.status("benchmarking") as status:
