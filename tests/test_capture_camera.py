@@ -1,0 +1,215 @@
+"""Live sources through the grabber thread, with a fake camera: unplugged mid-run and plugged
+back (reconnect logged, run goes on), stale frames dropped and counted, stalls logged."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from clca_edge.capture.fieldlog import open_log, read_log
+from clca_edge.capture.grabber import LatestFrameGrabber, ReconnectPolicy
+from clca_edge.capture.loop import CaptureConfig, run_capture
+from clca_edge.capture.sources import SourceConfig, VideoCaptureSource, csi_pipeline, parse_source
+from clca_edge.preprocess import PreprocessSpec
+from clca_edge.runtime.backends import Classifier
+from clca_edge.runtime.errors import SourceError
+from clca_edge.runtime.model import RuntimeModel
+from test_runtime_helpers import CLASSES, bundle_dir, leaf_images  # noqa: F401  (fixture)
+
+FRAMES = leaf_images(4, seed=2)
+
+
+class FakeCamera:
+    """A camera the test controls: delivers frames every ``period`` s; ``unplug(for_s)`` makes reads
+    fail and opens fail for that long; ``hang(for_s)`` blocks one read (a stalled stream)."""
+
+    def __init__(self, period=0.002):
+        self.period = period
+        self.opens = 0
+        self.reads = 0
+        self._unplugged_until = 0.0
+        self._hang_s = 0.0
+        self._lock = threading.Lock()
+
+    def unplug(self, for_s):
+        self._unplugged_until = time.monotonic() + for_s
+
+    def hang(self, for_s):
+        self._hang_s = for_s
+
+    def opener(self, cfg):
+        if time.monotonic() < self._unplugged_until:
+            return None   # like cv2.VideoCapture on a missing /dev/video0: not opened
+        self.opens += 1
+        return _Handle(self)
+
+
+class _Handle:
+    def __init__(self, cam):
+        self.cam = cam
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        cam = self.cam
+        if cam._hang_s:
+            hang, cam._hang_s = cam._hang_s, 0.0
+            time.sleep(hang)
+        time.sleep(cam.period)
+        if time.monotonic() < cam._unplugged_until:
+            return False, None
+        cam.reads += 1
+        return True, FRAMES[cam.reads % len(FRAMES)].copy()
+
+    def get(self, prop):
+        return 0.0
+
+    def release(self):
+        pass
+
+
+class SlowClassifier(Classifier):
+    backend, precision = "fake", "fp32"
+
+    def __init__(self, delay):
+        self.delay = delay
+
+    def logits(self, chw):
+        time.sleep(self.delay)
+        return np.array([float(chw.mean()), 0.0, 0.1, 0.2, 0.3], np.float32)
+
+
+def fake_model():
+    from clca_edge.runtime.backends import ModelFiles
+
+    return RuntimeModel(ModelFiles({"fp32": "unused.onnx"}, 32), PreprocessSpec(img_size=32), tuple(CLASSES),
+                        "0" * 64, "fake")
+
+
+def camera_source(cam):
+    return VideoCaptureSource(SourceConfig("camera", "0"), opener=cam.opener)
+
+
+FAST_RECONNECT = ReconnectPolicy(initial_s=0.02, max_s=0.1, factor=2.0, stall_s=0.15)
+
+
+def test_camera_unplugged_mid_run_reconnects_and_the_run_goes_on(tmp_path):
+    cam = FakeCamera()
+    stop = threading.Event()
+    seen = []
+
+    def on_record(rec, summary, bgr):
+        seen.append(rec["frame"])
+        if rec["frame"] == 5:
+            cam.unplug(0.4)
+        return True
+
+    with open_log(tmp_path / "log.jsonl") as flog:
+        summary = run_capture(fake_model(), SlowClassifier(0.005), camera_source(cam), flog,
+                              CaptureConfig(max_frames=30, reconnect=FAST_RECONNECT), stop=stop, on_record=on_record)
+    recs = list(read_log(tmp_path / "log.jsonl"))
+    events = [(i, r["event"]) for i, r in enumerate(recs) if r["type"] == "camera"]
+    names = [e for _, e in events]
+    assert names[0] == "opened" and "lost" in names and "reconnected" in names
+    lost_i = next(i for i, e in events if e == "lost")
+    rec_i = next(i for i, e in events if e == "reconnected")
+    reconnected = recs[rec_i]
+    assert reconnected["down_s"] >= 0.3 and reconnected["attempts"] >= 2      # back-off retried while unplugged
+    assert any(r["type"] == "decision" for r in recs[rec_i:])                  # classification resumed
+    assert lost_i < rec_i and summary.frames == 30 and summary.stop_reason == "max frames"
+    assert summary.camera_lost == 1 and summary.reconnected == 1 and cam.opens == 2
+    assert recs[-1]["type"] == "summary" and recs[-1]["camera_lost"] == 1
+
+
+def test_stale_frames_are_dropped_and_counted():
+    """A 500 fps camera and a 50 fps classifier: the loop always gets the newest frame."""
+    cam = FakeCamera(period=0.002)
+
+    class ListLog:
+        failures = 0
+        recs = []
+
+        def write(self, r):
+            self.recs.append(r)
+
+    flog = ListLog()
+    summary = run_capture(fake_model(), SlowClassifier(0.02), camera_source(cam), flog,
+                          CaptureConfig(max_frames=15, reconnect=FAST_RECONNECT))
+    seqs = [r["source_frame"] for r in flog.recs if r["type"] == "decision"]
+    assert summary.dropped > 15 and summary.dropped == flog.recs[-1]["dropped"]
+    assert all(b - a > 1 for a, b in zip(seqs[1:], seqs[2:]))                  # gaps: stale frames skipped
+    assert all(r["frame_age_ms"] < 50 for r in flog.recs if r["type"] == "decision")
+
+
+def test_a_stalled_stream_is_logged_with_its_duration():
+    cam = FakeCamera(period=0.005)
+    flog_recs = []
+
+    class ListLog:
+        failures = 0
+
+        def write(self, r):
+            flog_recs.append(r)
+
+    def on_record(rec, summary, bgr):
+        if rec["frame"] == 3:
+            cam.hang(0.5)
+        return True
+
+    summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), ListLog(),
+                          CaptureConfig(max_frames=8, poll_s=0.05, reconnect=FAST_RECONNECT), on_record=on_record)
+    ev = {r["event"]: r for r in flog_recs if r["type"] == "camera"}
+    assert "stalled" in ev and "stall_ended" in ev
+    assert 0.3 <= ev["stall_ended"]["duration_s"] <= 2.0
+    assert summary.stalls == 1 and summary.frames == 8
+
+
+def test_a_camera_that_never_opens_is_an_error_after_the_timeout():
+    cam = FakeCamera()
+    cam.unplug(60)
+
+    class ListLog:
+        failures = 0
+        recs = []
+
+        def write(self, r):
+            self.recs.append(r)
+
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match="did not open within 0.3 s"):
+        run_capture(fake_model(), SlowClassifier(0), camera_source(cam), ListLog(),
+                    CaptureConfig(open_timeout_s=0.3, poll_s=0.05, reconnect=FAST_RECONNECT))
+    assert time.monotonic() - t0 < 5
+    assert ListLog.recs[-1]["type"] == "summary"
+    assert any(r.get("event") == "open_failed" for r in ListLog.recs)
+
+
+def test_grabber_keeps_only_the_latest_frame():
+    cam = FakeCamera(period=0.001)
+    g = LatestFrameGrabber(camera_source(cam), FAST_RECONNECT).start()
+    try:
+        first = g.get(2.0)
+        time.sleep(0.1)
+        latest = g.get(1.0)
+        assert first is not None and latest is not None and latest.seq - first.seq > 10
+        assert g.dropped >= latest.seq - first.seq - 2
+        assert g.get(0.0) is None or g.get(0.0).seq > latest.seq   # never the same frame twice
+    finally:
+        g.stop()
+
+
+@pytest.mark.parametrize("text,kind,uri", [
+    ("0", "camera", "0"), ("/dev/video2", "v4l2", "/dev/video2"), ("csi://1", "csi", "1"),
+    ("rtsp://10.0.0.5:8554/cam", "stream", "rtsp://10.0.0.5:8554/cam"), ("/tmp/x/*.jpg", "images", "/tmp/x/*.jpg"),
+])
+def test_source_strings(text, kind, uri):
+    cfg = parse_source(text)
+    assert (cfg.kind, cfg.uri, cfg.live) == (kind, uri, kind in ("camera", "v4l2", "csi", "stream"))
+
+
+def test_csi_pipeline_carries_resolution_and_frame_rate():
+    p = csi_pipeline(1, 1920, 1080, 29.97)
+    assert "nvarguscamerasrc sensor-id=1" in p and "width=(int)1920" in p and "height=(int)1080" in p
+    assert "framerate=(fraction)29970/1000" in p and p.endswith("appsink drop=true max-buffers=1 sync=false")
