@@ -1,0 +1,120 @@
+"""Deployment commands: ``deploy`` (checkpoint -> gated bundle) and ``build-engine`` (on the device)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import console, main, reports_errors
+
+
+def _fmt(v, nd=2):
+    return "" if v is None else f"{v:.{nd}f}"
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Checkpoint file or run folder.")
+@click.option("--target", type=click.Choice(["jetson-orin", "cpu"]), default="jetson-orin", show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to create.")
+@click.option("--calib-data", required=True, type=click.Path(path_type=Path),
+              help="Calibration images, DIR/<class>/<image> (training images, never the eval ones).")
+@click.option("--eval-data", required=True, type=click.Path(path_type=Path),
+              help="Held-out images, DIR/<class>/<image>, for the accuracy gate.")
+@click.option("--precision", default="int8,fp16,fp32", show_default=True,
+              help="Comma-separated variants to build; fp32 is always built as the reference.")
+@click.option("--max-drop", default=1.0, show_default=True, type=float, help="Largest allowed top-1 drop (points).")
+@click.option("--calib-images", default=256, show_default=True, type=int)
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the calibration sample.")
+@click.option("--workspace-mb", default=1024, show_default=True, type=click.IntRange(min=1))
+@click.option("--tar", is_flag=True, help="Also pack the bundle as OUT.tar (verified after packing).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+@click.option("--no-engines", is_flag=True, help="Do not build TensorRT engines even if TensorRT is here.")
+@reports_errors
+def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, calib_images, calib_method, seed,
+           workspace_mb, tar, force, no_engines) -> None:
+    """Turn a checkpoint into a verified deploy bundle: fp32/INT8/FP16 ONNX, accuracy-gated."""
+    from ..export.calibration import CalibrationConfig
+    from ..export.deploy import DeployConfig, run_deploy
+
+    precisions = tuple(dict.fromkeys(p.strip() for p in precision.split(",") if p.strip()))
+    if "fp32" not in precisions:
+        precisions = precisions + ("fp32",)
+    config = DeployConfig(
+        checkpoint=checkpoint, out=out, calib_data=calib_data, eval_data=eval_data, target=target,
+        precisions=precisions, max_drop=max_drop,
+        calibration=CalibrationConfig(num_images=calib_images, method=calib_method, seed=seed),
+        tar=tar, force=force, workspace_mb=workspace_mb, build_engines=False if no_engines else None,
+    )
+    con = console()
+    with con.status("deploying") as status:
+        report = run_deploy(config, progress=lambda m: status.update(m))
+    from rich.table import Table
+
+    table = Table(title=f"bundle {report.bundle}  (gate: drop <= {max_drop} points vs fp32)")
+    for col in ("variant", "top-1 %", "drop", "status", "worst classes / note"):
+        table.add_column(col)
+    for v in report.variants:
+        worst = ", ".join(f"{c} -{d:.1f}" for c, d in v.worst) or v.note
+        style = "red" if v.status == "rejected" else None
+        table.add_row(v.name, _fmt(v.top1), _fmt(v.drop), v.status, worst, style=style)
+    con.print(table)
+    for k, val in sorted(report.parity.items()):
+        con.print(f"parity {k}: max abs diff {val:.3g}")
+    con.print(f"eval images: {report.eval_images} ({report.eval_skipped} unreadable, skipped); "
+              f"calibration images: {report.calib_images} ({report.calib_excluded} excluded: also in eval)")
+    for v in report.rejected:
+        if v.drop is None:  # an engine plan whose source ONNX was rejected
+            click.echo(f"REJECTED: {v.name} ({v.note}, whose ONNX was rejected)", err=True)
+            continue
+        worst = ", ".join(c for c, _ in v.worst) or "none in particular"
+        click.echo(f"REJECTED: {v.name} drops {v.drop:.2f} points (> {max_drop}); worst classes: {worst}", err=True)
+    con.print(f"default variant: [bold]{report.default_variant}[/]")
+    if report.tar:
+        con.print(f"archive: {report.tar} (verified)")
+    if report.engines is not None:
+        _print_engines(con, report.engines)
+
+
+def _print_engines(con, report) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"TensorRT {report.trt_version} on {report.gpu['name']} (sm {report.gpu['compute_capability']})")
+    for col in ("precision", "engine", "p50 ms", "top-1 %", "drop", "status", "note"):
+        table.add_column(col)
+    for o in report.outcomes:
+        t = (o.record.get("timing") or {}).get("p50_ms")
+        acc = (o.record.get("accuracy") or {}).get("top1")
+        note = o.note or ("cached" if o.reused else "")
+        table.add_row(o.precision, o.file or "", _fmt(t, 3), _fmt(acc), _fmt(o.record.get("drop")), o.status, note)
+    con.print(table)
+    con.print(f"default engine: [bold]{report.default_engine}[/]")
+
+
+@main.command("build-engine")
+@click.option("--bundle", required=True, type=click.Path(path_type=Path), help="Bundle folder (extracted).")
+@click.option("--precision", type=click.Choice(["fp16", "int8", "fp32", "auto"]), default="auto", show_default=True,
+              help="auto builds fp16 and int8, times both and records the faster passing one as default.")
+@click.option("--workspace-mb", default=1024, show_default=True, type=click.IntRange(min=1))
+@click.option("--eval-data", type=click.Path(path_type=Path), default=None,
+              help="Held-out images to check the engines against the accuracy gate on the device.")
+@click.option("--max-drop", type=float, default=None, help="Gate threshold (default: the one deploy used).")
+@click.option("--builder", type=click.Choice(["tensorrt", "torch-tensorrt"]), default="tensorrt", show_default=True)
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="For --builder torch-tensorrt.")
+@reports_errors
+def build_engine(bundle, precision, workspace_mb, eval_data, max_drop, builder, checkpoint) -> None:
+    """Build (or reuse) the TensorRT engines of a bundle on this device."""
+    from ..export.engine_build import BuildEngineConfig, build_engines
+
+    config = BuildEngineConfig(bundle=bundle, precision=precision, workspace_mb=workspace_mb, eval_data=eval_data,
+                               max_drop=max_drop, builder=builder, checkpoint=checkpoint)
+    report = build_engines(config)
+    con = console()
+    _print_engines(con, report)
+    for o in report.outcomes:
+        if o.status == "rejected":
+            worst = ", ".join(w["class"] for w in o.record.get("worst_classes", [])) or "none in particular"
+            click.echo(f"REJECTED: {o.precision} engine drops {o.record.get('drop', 0):.2f} points; worst classes: {worst}",
+                       err=True)

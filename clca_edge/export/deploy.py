@@ -1,0 +1,312 @@
+"""``deploy``: checkpoint -> verified bundle of fp32 / INT8 (Q/DQ) / fp16 ONNX variants, each
+checked against the accuracy gate, plus what the device needs to build its TensorRT engines.
+
+Everything is written to a temporary folder next to ``--out`` and renamed into place at the end,
+so a failure never leaves a half-written bundle.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .. import __version__
+from ..errors import ClcaEdgeError, ConfigError
+from ..runtime.bundle import (BUNDLE_FORMAT, LABELS_NAME, PASSED, PREPROCESS_NAME, REJECTED, TO_VERIFY, load_bundle,
+                              write_manifest)
+from ..runtime.tensorrt_engine import trtexec_command
+from .calibration import CalibrationConfig
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("jetson-orin", "cpu")
+VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+CALIB_MANIFEST = "calibration/manifest.json"
+MIN_EVAL_IMAGES = 1
+
+
+class BundleExistsError(ClcaEdgeError):
+    exit_code = 8
+
+
+class OutputError(ClcaEdgeError):
+    exit_code = 8
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    checkpoint: Path
+    out: Path
+    calib_data: Path
+    eval_data: Path
+    target: str = "jetson-orin"
+    precisions: tuple[str, ...] = ("int8", "fp16", "fp32")
+    max_drop: float = 1.0
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    tar: bool = False
+    force: bool = False
+    parity_images: int = 16
+    opset: int = 17
+    workspace_mb: int = 1024
+    build_engines: Optional[bool] = None  # None: build when TensorRT is importable and target is jetson-orin
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ConfigError(f"--target {self.target!r}; choose one of {', '.join(TARGETS)}")
+        bad = [p for p in self.precisions if p not in VARIANT_FILES]
+        if bad or not self.precisions:
+            raise ConfigError(f"--precision {','.join(self.precisions)!r}: each must be one of int8, fp16, fp32")
+        if self.max_drop < 0:
+            raise ConfigError(f"--max-drop {self.max_drop} must be >= 0 (points of top-1)")
+        if self.target == "jetson-orin" and self.opset > 17:
+            raise ConfigError(f"opset {self.opset} > 17: TensorRT 8.5/8.6 on JetPack 5/6.0 parse up to 17")
+
+
+@dataclass
+class VariantReport:
+    name: str
+    status: str
+    top1: Optional[float] = None
+    drop: Optional[float] = None
+    worst: list[tuple[str, float]] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class DeployReport:
+    bundle: Path
+    tar: Optional[Path]
+    variants: list[VariantReport]
+    default_variant: Optional[str]
+    parity: dict[str, float]
+    eval_images: int
+    eval_skipped: int
+    calib_images: int
+    calib_excluded: int
+    engines: Any = None
+
+    @property
+    def rejected(self) -> list[VariantReport]:
+        return [v for v in self.variants if v.status == REJECTED]
+
+
+def _tensorrt_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def _prepare_out(config: DeployConfig) -> Path:
+    out = Path(config.out)
+    if out.exists() and not config.force:
+        raise BundleExistsError(f"{out} already exists; pass --force to replace it or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a folder; choose another --out")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise OutputError(f"cannot write the bundle under {parent} ({e.strerror}); choose a writable --out") from None
+
+
+def _finish(tmp: Path, out: Path, force: bool) -> None:
+    old = None
+    if out.exists() and force:
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def pack_tar(folder: Path, tar_path: Path) -> Path:
+    tmp = tar_path.with_name(f".{tar_path.name}.tmp")
+    with tarfile.open(tmp, "w") as tf:
+        tf.add(folder, arcname=folder.name)
+    os.replace(tmp, tar_path)
+    return tar_path
+
+
+def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] = None) -> DeployReport:
+    say = progress or (lambda msg: log.info(msg))
+    from ..training.checkpoint import find_checkpoint, load_checkpoint
+    from .accuracy import eval_set
+
+    ckpt = find_checkpoint(config.checkpoint)
+    model, meta = load_checkpoint(ckpt)
+    classes = list(meta.class_names)
+    data = eval_set(config.eval_data, classes)
+    tmp = _prepare_out(config)
+    try:
+        report = _build(config, tmp, model, meta, ckpt, data, say)
+        _finish(tmp, Path(config.out), config.force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report.bundle = Path(config.out)
+    load_bundle(report.bundle)  # verifies every hash we just wrote
+    if config.tar:
+        report.tar = pack_tar(report.bundle, Path(str(config.out).rstrip("/") + ".tar"))
+        with tempfile.TemporaryDirectory(prefix="clca-verify-") as d:
+            load_bundle(report.tar, extract_to=d)
+    want_engines = config.build_engines
+    if want_engines is None:
+        want_engines = config.target == "jetson-orin" and _tensorrt_available()
+    if want_engines:
+        from .engine_build import BuildEngineConfig, build_engines
+
+        say("TensorRT found: building engines on this machine")
+        precision = "auto" if {"int8", "fp16"} <= set(config.precisions) else ("int8" if "int8" in config.precisions else "fp16")
+        report.engines = build_engines(BuildEngineConfig(bundle=report.bundle, precision=precision,
+                                                         workspace_mb=config.workspace_mb, eval_data=config.eval_data,
+                                                         max_drop=config.max_drop))
+    return report
+
+
+def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) -> DeployReport:
+    import torch
+
+    from .accuracy import drop_and_worst, evaluate, ort_runner
+    from .calibration import make_data_reader, sample_calibration
+    from .onnx_export import INPUT_NAME, OUTPUT_NAME, OnnxExportConfig, export_onnx
+
+    spec = meta.preprocess
+    if spec.img_size != meta.model.img_size:
+        raise ConfigError(f"{ckpt}: preprocessing img_size {spec.img_size} != model img_size {meta.model.img_size}")
+    classes = list(meta.class_names)
+    variants: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+
+    calib_info = None
+    if "int8" in config.precisions:
+        from .quantize import quantize_int8
+
+        say("sampling calibration images")
+        sample = sample_calibration(config.calib_data, classes, config.calibration,
+                                    exclude_sha256=data.sha256s(), exclude_paths=data.resolved())
+        (tmp / CALIB_MANIFEST).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / CALIB_MANIFEST).write_text(json.dumps(sample.manifest(), indent=2))
+        say("exporting fp32 ONNX")
+        export_onnx(model, tmp / VARIANT_FILES["fp32"], OnnxExportConfig(opset=config.opset, batch_size=1))
+        say(f"calibrating INT8 ({config.calibration.method}, {len(sample.items)} images)")
+        reader = make_data_reader(sample, spec, INPUT_NAME)
+        summary = quantize_int8(tmp / VARIANT_FILES["fp32"], tmp / VARIANT_FILES["int8"], reader,
+                                config.calibration.method, max_opset=config.opset)
+        variants["int8"] = {"file": VARIANT_FILES["int8"], "precision": "int8", "runtime": "onnxruntime",
+                            "quantization": {"format": "QDQ", "symmetric": True, "per_channel_weights": True,
+                                             "op_types": ["MatMul", "Gemm", "Conv"], **summary}}
+        calib_info = {"manifest": CALIB_MANIFEST, "method": config.calibration.method, "images": len(sample.items),
+                      "seed": config.calibration.seed, "excluded_also_in_eval": len(sample.excluded_overlap),
+                      "skipped_corrupt": len(sample.corrupt)}
+    else:
+        say("exporting fp32 ONNX")
+        export_onnx(model, tmp / VARIANT_FILES["fp32"], OnnxExportConfig(opset=config.opset, batch_size=1))
+    variants["fp32"] = {"file": VARIANT_FILES["fp32"], "precision": "fp32", "runtime": "onnxruntime"}
+    if "fp16" in config.precisions:
+        from .quantize import convert_fp16
+
+        say("converting fp16 ONNX")
+        convert_fp16(tmp / VARIANT_FILES["fp32"], tmp / VARIANT_FILES["fp16"], max_opset=config.opset)
+        variants["fp16"] = {"file": VARIANT_FILES["fp16"], "precision": "fp16", "runtime": "onnxruntime-gpu",
+                            "io_dtype": "float32"}
+
+    runners = {}
+    for name, v in variants.items():
+        try:
+            runners[name] = ort_runner(tmp / v["file"], INPUT_NAME, OUTPUT_NAME)
+        except Exception as e:  # e.g. an fp16 kernel ONNX Runtime CPU lacks
+            v["status"] = TO_VERIFY
+            v["note"] = f"cannot run in ONNX Runtime CPU here ({type(e).__name__}); verify with a GPU provider"
+            notes.append(f"{name}: {v['note']}")
+    say(f"evaluating {', '.join(runners)} on {len(data.items)} eval images")
+
+    def torch_ref(x):
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    res = evaluate(data, spec, runners, reference=torch_ref, reference_images=config.parity_images)
+    ref = res.accuracy["fp32"]
+    reports = []
+    for name, v in variants.items():
+        if name not in res.accuracy:
+            reports.append(VariantReport(name, v["status"], note=v.get("note", "")))
+            continue
+        acc = res.accuracy[name]
+        drop, worst = drop_and_worst(ref, acc)
+        status = PASSED if drop <= config.max_drop else REJECTED
+        v.update(status=status, accuracy=acc.to_dict(), drop=round(drop, 4),
+                 worst_classes=[{"class": c, "drop": round(d, 2)} for c, d in worst])
+        if name == "fp32":
+            v["parity"] = {"torch_vs_onnx_max_abs": res.parity.get("torch_vs_fp32"), "images": min(config.parity_images, acc.count)}
+        else:
+            v["parity"] = {"fp32_onnx_vs_this_max_abs": res.parity.get(f"fp32_vs_{name}"), "images": acc.count}
+        reports.append(VariantReport(name, status, acc.top1, drop, worst))
+
+    plans = {}
+    if config.target == "jetson-orin":
+        for prec, src in (("fp16", "fp32"), ("int8", "int8")):
+            if src in variants and (prec == "fp16" and "fp16" in config.precisions or prec == "int8"):
+                plans[f"trt-{prec}"] = {"file": None, "precision": prec, "runtime": "tensorrt", "source": src,
+                                        "status": REJECTED if variants[src].get("status") == REJECTED else TO_VERIFY}
+    for name, v in plans.items():
+        reports.append(VariantReport(name, v["status"], note=f"built by build-engine from {v['source']} ONNX"))
+
+    runnable = [n for n in variants if variants[n].get("status") == PASSED and n in res.accuracy
+                and variants[n]["runtime"] == "onnxruntime"]
+    default = min(runnable, key=lambda n: res.accuracy[n].latency_ms) if runnable else "fp32"
+
+    (tmp / LABELS_NAME).write_text("\n".join(classes) + "\n")
+    (tmp / PREPROCESS_NAME).write_text(json.dumps(spec.to_dict(), indent=2))
+    trtexec = ["#!/bin/sh", "# What `clca-edge build-engine` does, as trtexec commands (run inside the bundle).",
+               "# TensorRT < 8.4: replace --memPoolSize=workspace:NM with --workspace=N.", "set -e", "mkdir -p engines"]
+    for name, v in plans.items():
+        trtexec.append(trtexec_command(VARIANT_FILES[v["source"]], v["precision"], config.workspace_mb,
+                                       f"engines/{v['precision']}.plan"))
+    (tmp / "trtexec.sh").write_text("\n".join(trtexec) + "\n")
+
+    mc = meta.model
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "package": "clca-edge",
+        "version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "target": config.target,
+        "checkpoint": {"file": ckpt.name, "epoch": meta.epoch},
+        "model": mc.to_dict(),
+        "backbone": mc.backbone,
+        "method": mc.method,
+        "keep_rate": list(mc.keep_rate),
+        "locations": list(model.config.locations) if getattr(model.config, "locations", None) else None,
+        "clca": mc.clca.enabled,
+        "opset": config.opset,
+        "input": {"name": INPUT_NAME, "shape": [1, 3, mc.img_size, mc.img_size], "dtype": "float32"},
+        "output": {"name": OUTPUT_NAME, "shape": [1, len(classes)], "dtype": "float32"},
+        "class_names": classes,
+        "labels": LABELS_NAME,
+        "preprocess": spec.to_dict(),
+        "preprocess_file": PREPROCESS_NAME,
+        "gate": {"max_drop": config.max_drop, "metric": "top-1 points vs fp32 ONNX", "eval_data": str(config.eval_data),
+                 "eval_images": ref.count, "eval_skipped": len(res.skipped)},
+        "calibration": calib_info,
+        "variants": {**variants, **plans},
+        "default_variant": default,
+        "trtexec": "trtexec.sh",
+        "engines": {},
+        "notes": notes,
+    }
+    write_manifest(tmp, manifest)
+    return DeployReport(bundle=tmp, tar=None, variants=reports, default_variant=default, parity=res.parity,
+                        eval_images=ref.count, eval_skipped=len(res.skipped),
+                        calib_images=calib_info["images"] if calib_info else 0,
+                        calib_excluded=calib_info["excluded_also_in_eval"] if calib_info else 0)

@@ -1,0 +1,165 @@
+"""INT8 (explicit Q/DQ) and FP16 variants of the fp32 ONNX.
+
+INT8: ``onnxruntime.quantization.quantize_static`` in QDQ format, symmetric int8 activations and
+weights, per-channel weights, only MatMul/Gemm/Conv quantised so LayerNorm, Softmax and GELU stay
+in float (what TensorRT's explicit-quantisation path and ViT accuracy both want). TensorRT 10
+dropped implicit calibrators, so Q/DQ in the graph is the one path that works on 8.5 through 10.
+
+FP16: TensorRT only needs a builder flag on the fp32 ONNX; the fp16 ONNX here is for ONNX Runtime
+GPU providers, converted with ONNX Runtime's own float16 converter, inputs/outputs kept float32.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import ExportError
+from .graph_check import check_graph
+
+log = logging.getLogger(__name__)
+
+QUANT_OP_TYPES = ("MatMul", "Gemm", "Conv")
+
+
+
+def _check_opset(path: Path, max_opset: int) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    problems = [str(v) for v in check_graph(model, max_opset=max_opset)]
+    for imp in model.opset_import:
+        if imp.domain not in ("", "ai.onnx"):
+            problems.append(f"opset domain {imp.domain!r} (not loadable by TensorRT)")
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            problems.append(f"{node.op_type} node {node.name!r} in domain {node.domain!r}")
+    if problems:
+        raise ExportError(f"{path}: quantised graph is not TensorRT-ready: " + "; ".join(problems[:5]))
+
+
+def _quantised_consumers(model) -> list[str]:
+    consumers: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    return sorted({t for n in model.graph.node if n.op_type == "DequantizeLinear"
+                   for t in consumers.get(n.output[0], []) if t != "QuantizeLinear"})
+
+
+def _keep_float_paths(model) -> int:
+    """Feed every op that is not MatMul/Gemm/Conv the float tensor instead of its Q/DQ copy.
+
+    ORT shares one Q/DQ pair among all consumers of a tensor and propagates it through data
+    movement ops (Gather, Concat): then the CLS-attention scores that rank tokens, and the
+    residual stream, would be int8-rounded. Only the GEMM inputs should be. Returns the number of
+    rewired inputs; Q/DQ nodes left without consumers are removed.
+    """
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    rewired = 0
+    for node in graph.node:
+        if node.op_type in QUANT_OP_TYPES or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for k, name in enumerate(node.input):
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[k] = q.input[0]
+                rewired += 1
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    used = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    return rewired
+
+
+def quantize_int8(fp32_path, out_path, data_reader, method: str = "minmax", max_opset: int = 17) -> dict:
+    """Write the Q/DQ INT8 model; returns a summary (counts of Q/DQ nodes and quantised ops)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    out_path = Path(out_path)
+    extra = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        # MatMul weights are (in, out): quantise per output column, as TensorRT expects.
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        # Quantise only the inputs of MatMul/Gemm/Conv; their outputs feed Softmax/LayerNorm/GELU,
+        # which must see float values, not int8-rounded ones.
+        "OpTypesToExcludeOutputQuantization": list(QUANT_OP_TYPES),
+        "DedicatedQDQPair": True,
+        # TensorRT's parser takes int8 Q/DQ only: an int32 DequantizeLinear on a bias fails there.
+        "QuantizeBias": False,
+    }
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    try:
+        quantize_static(
+            str(fp32_path), str(out_path), data_reader, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=True, reduce_range=False,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=methods[method], extra_options=extra,
+        )
+    except ExportError:
+        raise
+    except Exception as e:  # ORT raises plain exceptions with useful text
+        raise ExportError(f"INT8 quantisation of {fp32_path} failed ({type(e).__name__}: {e})") from e
+    model = onnx.load(str(out_path))
+    rewired = _keep_float_paths(model)
+    onnx.save(model, str(out_path))
+    _check_opset(out_path, max_opset)
+    ops = [n.op_type for n in model.graph.node]
+    quantised = _quantised_consumers(model)
+    leaked = [t for t in quantised if t not in QUANT_OP_TYPES]
+    if leaked:
+        raise ExportError(f"{out_path}: {', '.join(leaked)} got quantised inputs; only {', '.join(QUANT_OP_TYPES)} may")
+    summary = {"rewired_to_float": rewired, "quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
+               "quantized_op_types": quantised, "calib_method": method}
+    log.info("INT8 Q/DQ model %s: %s", out_path, summary)
+    return summary
+
+
+def _toposort(graph) -> None:
+    known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:
+            raise ExportError("fp16 graph has a cycle or an undefined input; cannot order it")
+        for n in ready:
+            known.update(n.output)
+            ordered.append(n)
+        done = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in done]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def convert_fp16(fp32_path, out_path, max_opset: int = 17) -> Path:
+    """fp16 weights and compute, float32 inputs/outputs (so callers feed the same tensors)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(fp32_path))
+    try:
+        half = convert_float_to_float16(model, keep_io_types=True)
+    except Exception as e:
+        raise ExportError(f"fp16 conversion of {fp32_path} failed ({type(e).__name__}: {e})") from e
+    _toposort(half.graph)  # the converter appends its input casts at the end of the node list
+    onnx.save(half, str(out_path))
+    _check_opset(Path(out_path), max_opset)
+    return Path(out_path)

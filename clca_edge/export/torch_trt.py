@@ -1,0 +1,62 @@
+"""``build-engine --builder torch-tensorrt``: compile the PyTorch checkpoint with Torch-TensorRT on a
+CUDA host, instead of building from the bundle's ONNX. Needs torch with CUDA and torch_tensorrt;
+INT8 through Torch-TensorRT needs ModelOpt quantisation, so only fp16/fp32 are offered here (the
+bundle's Q/DQ ONNX is the INT8 path).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from ..runtime.bundle import UNVERIFIED, load_bundle, write_manifest
+from ..runtime.tensorrt_engine import EngineError, gpu_info
+
+log = logging.getLogger(__name__)
+
+
+def build_with_torch_tensorrt(config):
+    from .engine_build import ENGINE_DIR, BuildEngineReport, EngineOutcome
+
+    if config.checkpoint is None:
+        raise EngineError("--builder torch-tensorrt compiles from the checkpoint: pass --checkpoint CKPT")
+    if config.precision not in ("fp16", "fp32"):
+        raise EngineError(f"--builder torch-tensorrt supports --precision fp16 or fp32, not {config.precision!r}; "
+                          "for INT8 use the default builder on the bundle's Q/DQ ONNX")
+    try:
+        import torch
+        import torch_tensorrt
+    except ImportError as e:
+        raise EngineError(f"--builder torch-tensorrt needs torch and torch_tensorrt ({e}); "
+                          "install NVIDIA's build for this JetPack/CUDA or use --builder tensorrt") from None
+    if not torch.cuda.is_available():
+        raise EngineError("--builder torch-tensorrt needs a CUDA GPU; torch.cuda.is_available() is False here")
+    from ..training.checkpoint import load_checkpoint
+
+    bundle = load_bundle(config.bundle)
+    model, meta = load_checkpoint(config.checkpoint)
+    if list(meta.class_names) != bundle.labels:
+        raise EngineError(f"{config.checkpoint} has other classes than the bundle {bundle.root}")
+    shape = bundle.input_shape
+    example = torch.randn(*shape, device="cuda")
+    dtype = torch.float16 if config.precision == "fp16" else torch.float32
+    t0 = time.perf_counter()
+    trt_mod = torch_tensorrt.compile(
+        model.cuda().eval(), ir="dynamo", inputs=[torch_tensorrt.Input(shape, dtype=torch.float32)],
+        enabled_precisions={dtype}, workspace_size=int(config.workspace_mb) << 20,
+    )
+    gpu = gpu_info()
+    fname = f"torchtrt_{config.precision}_torch{torch.__version__}_trt{torch_tensorrt.__version__}_sm{gpu.compute_capability.replace('.', '')}.ep"
+    out = bundle.root / ENGINE_DIR / fname
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch_tensorrt.save(trt_mod, str(out), inputs=[example])
+    rec = {"file": f"{ENGINE_DIR}/{fname}", "builder": "torch-tensorrt", "status": UNVERIFIED,
+           "key": {"trt_version": f"torch-tensorrt {torch_tensorrt.__version__}", "gpu_name": gpu.name,
+                   "compute_capability": gpu.compute_capability, "precision": config.precision,
+                   "onnx_sha256": "n/a (compiled from checkpoint)"},
+           "build_seconds": round(time.perf_counter() - t0, 3)}
+    bundle.manifest.setdefault("engines", {})[fname] = rec
+    write_manifest(bundle.root, bundle.manifest)
+    return BuildEngineReport(bundle.root, [EngineOutcome(config.precision, fname, UNVERIFIED, record=rec)], None,
+                             gpu.to_dict(), f"torch-tensorrt {torch_tensorrt.__version__}")

@@ -1,0 +1,194 @@
+"""`clca-edge deploy`: a real tiny model trained on synthetic class folders goes through fp32 /
+INT8 (Q/DQ) / fp16 export, the accuracy gate and the bundle, checked on real outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from clca_edge.cli import main
+from clca_edge.runtime.bundle import BundleIntegrityError, load_bundle, sha256_file
+
+from test_deploy_support import CLASSES, load_tensors, make_workspace
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    w = make_workspace(root)
+    # One corrupt eval image: skipped and counted, never fatal.
+    (w["eval"] / "ash" / "broken.png").write_bytes(b"\x89PNG not really")
+    return w
+
+
+def _deploy(ws, out, *extra):
+    args = ["deploy", "--checkpoint", str(ws["ckpt"]), "--out", str(out), "--calib-data", str(ws["calib"]),
+            "--eval-data", str(ws["eval"]), "--calib-images", "12", *extra]
+    return CliRunner().invoke(main, args)
+
+
+@pytest.fixture(scope="module")
+def bundle(ws):
+    out = ws["ckpt"].parent / "bundle"
+    res = _deploy(ws, out, "--tar")
+    assert res.exit_code == 0, res.output
+    return out, res
+
+
+def test_manifest_records_everything(bundle, ws):
+    out, res = bundle
+    m = json.loads((out / "manifest.json").read_text())
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert set(m["files"]) == on_disk
+    assert all(sha256_file(out / f) == h for f, h in m["files"].items())
+    assert m["input"]["shape"] == [1, 3, 64, 64] and m["opset"] == 17
+    assert m["class_names"] == CLASSES and (out / "labels.txt").read_text().split() == CLASSES
+    assert m["preprocess"]["img_size"] == 64 and m["preprocess"]["resize_size"] == 73
+    assert len(m["preprocess"]["mean"]) == 3 and len(m["preprocess"]["std"]) == 3
+    assert m["method"] == "evit" and m["keep_rate"] == [0.25]
+    import clca_edge
+    assert m["version"] == clca_edge.__version__
+    v = m["variants"]
+    assert v["fp32"]["parity"]["torch_vs_onnx_max_abs"] <= 1e-4
+    assert v["fp32"]["accuracy"]["top1"] >= 80.0  # trained: far above the 33% of chance
+    assert m["gate"]["eval_images"] == 18 and m["gate"]["eval_skipped"] == 1
+    for name in ("int8", "fp16"):
+        assert v[name]["status"] == ("passed" if v[name]["drop"] <= 1.0 else "rejected")
+        assert set(v[name]["accuracy"]["per_class"]) == set(CLASSES)
+    assert v["trt-fp16"]["status"] == v["trt-int8"]["status"] == "to verify on device"
+    assert m["default_variant"] in ("fp32", "int8")
+    script = (out / "trtexec.sh").read_text()
+    assert "--onnx=model.onnx --fp16" in script and "--onnx=model.int8.onnx --int8 --fp16" in script
+    assert "REJECTED" not in res.output
+
+
+def test_int8_is_explicit_symmetric_per_channel_qdq_at_opset_17(bundle):
+    out, _ = bundle
+    model = onnx.load(str(out / "model.int8.onnx"))
+    assert [i.version for i in model.opset_import if i.domain in ("", "ai.onnx")] == [17]
+    assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq and any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    fed = {t for n in dq for t in consumers[n.output[0]]}
+    assert fed <= {"MatMul", "Gemm", "Conv"}  # LayerNorm / Softmax / GELU stay float
+    weight_dq = [n for n in dq if n.input[0] in inits]
+    assert weight_dq and all(inits[n.input[1]].size > 1 for n in weight_dq)  # per-channel scales
+    zero_points = [inits[n.input[2]] for n in dq if len(n.input) > 2 and n.input[2] in inits]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)  # symmetric
+
+
+def test_int8_accuracy_is_computed_on_real_ort_outputs(bundle, ws):
+    import onnxruntime as ort
+    from clca_edge.preprocess import PreprocessSpec
+
+    out, _ = bundle
+    m = json.loads((out / "manifest.json").read_text())
+    x, y = load_tensors(ws["eval"], PreprocessSpec.from_dict(m["preprocess"]))
+    sess = ort.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    pred = np.array([sess.run(None, {"images": x[i:i + 1]})[0].argmax() for i in range(len(x))])
+    assert m["variants"]["int8"]["accuracy"]["top1"] == pytest.approx(100.0 * (pred == y).mean(), abs=1e-3)
+
+
+def test_calibration_manifest_is_balanced_and_disjoint_from_eval(bundle, ws):
+    out, _ = bundle
+    cal = json.loads((out / "calibration" / "manifest.json").read_text())
+    assert cal["count"] == 12 and cal["per_class"] == {c: 4 for c in CLASSES}
+    eval_hashes = {sha256_file(p) for p in ws["eval"].rglob("*.png")}
+    for f in cal["files"]:
+        assert sha256_file(ws["calib"] / f["path"]) == f["sha256"]
+        assert f["sha256"] not in eval_hashes
+
+
+def test_tar_round_trip_and_one_flipped_byte_is_refused(bundle, tmp_path):
+    out, _ = bundle
+    tar = out.with_name(out.name + ".tar")
+    b = load_bundle(tar, extract_to=tmp_path / "x")
+    assert b.labels == CLASSES and b.variant("int8").path.is_file()
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    target = copy / "model.int8.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match="model.int8.onnx"):
+        load_bundle(copy)
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(copy)])
+    assert res.exit_code == 8 and "sha256 of model.int8.onnx does not match" in res.output
+
+
+def test_gate_rejects_a_variant_made_worse_on_purpose(ws, tmp_path, monkeypatch):
+    import clca_edge.export.quantize as q
+
+    real = q.quantize_int8
+
+    def quantize_then_break(fp32, out, reader, method="minmax", max_opset=17):
+        summary = real(fp32, out, reader, method, max_opset)
+        model = onnx.load(str(out))
+        rng = np.random.default_rng(0)
+        for init in model.graph.initializer:
+            if init.data_type == onnx.TensorProto.INT8 and len(init.dims) >= 2:
+                w = onnx.numpy_helper.to_array(init)
+                init.CopyFrom(onnx.numpy_helper.from_array(rng.integers(-127, 128, w.shape).astype(np.int8), init.name))
+        onnx.save(model, str(out))
+        return summary
+
+    monkeypatch.setattr(q, "quantize_int8", quantize_then_break)
+    out = tmp_path / "bad"
+    res = _deploy(ws, out, "--precision", "int8,fp32")
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["variants"]["int8"]["status"] == "rejected" and m["variants"]["int8"]["drop"] > 1.0
+    assert m["variants"]["trt-int8"]["status"] == "rejected"
+    assert m["default_variant"] == "fp32"
+    worst = [w["class"] for w in m["variants"]["int8"]["worst_classes"]]
+    assert worst and f"REJECTED: int8 drops" in res.output and worst[0] in res.output
+
+
+def test_existing_bundle_needs_force_and_nothing_half_written(bundle, ws):
+    out, _ = bundle
+    res = _deploy(ws, out)
+    assert res.exit_code == 8 and "already exists; pass --force" in res.output
+    res = _deploy(ws, out, "--calib-images", "100", "--force")  # fails late: too few calibration images
+    assert res.exit_code == 10 and "has 24 usable images" in res.output and "minimum 3" in res.output
+    assert load_bundle(out).labels == CLASSES  # the old bundle is intact
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".bundle.")]
+
+
+@pytest.mark.parametrize("case,code,needle", [
+    ("missing_ckpt", 5, "does not exist"),
+    ("corrupt_ckpt", 5, "not a readable safetensors checkpoint"),
+    ("eval_extra_class", 10, "unknown dogwood"),
+    ("unwritable_out", 8, "choose a writable --out"),
+    ("tiny_calib", 10, "minimum is 3"),
+])
+def test_bad_input_is_one_line_error(ws, tmp_path, case, code, needle):
+    ckpt, ev, out, calib_n = ws["ckpt"], ws["eval"], tmp_path / "b", "12"
+    if case == "missing_ckpt":
+        ckpt = tmp_path / "nope.safetensors"
+    elif case == "corrupt_ckpt":
+        ckpt = tmp_path / "bad.safetensors"
+        ckpt.write_bytes(b"garbage" * 10)
+    elif case == "eval_extra_class":
+        ev = tmp_path / "ev"
+        shutil.copytree(ws["eval"], ev)
+        shutil.copytree(ev / "ash", ev / "dogwood")
+    elif case == "unwritable_out":
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "bundle"
+    elif case == "tiny_calib":
+        calib_n = "2"
+    res = CliRunner().invoke(main, ["deploy", "--checkpoint", str(ckpt), "--out", str(out), "--calib-data",
+                                    str(ws["calib"]), "--eval-data", str(ev), "--calib-images", calib_n])
+    assert res.exit_code == code, res.output
+    assert needle in res.output and "Traceback" not in res.output
+    assert not out.exists()

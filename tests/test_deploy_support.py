@@ -1,0 +1,79 @@
+"""Shared helpers of the deploy/bundle/engine tests (no tests here): synthetic class-folder image
+trees and a tiny model trained on them for a few seconds, saved as a real checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ["ash", "birch", "cedar"]
+# Per-class colour and stripe direction: easy for a tiny ViT to learn in a few steps, so fp32
+# accuracy is far above chance and a broken variant shows as a real drop.
+_COLOURS = {"ash": (200, 60, 60), "birch": (60, 190, 70), "cedar": (60, 80, 210)}
+
+
+def write_class_tree(root: Path, n_per_class: int, seed: int, size: int = 80, classes=CLASSES) -> Path:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for ci, c in enumerate(classes):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            img = np.empty((size, size, 3), np.float32)
+            img[:] = _COLOURS[c]
+            img += rng.normal(0, 25, img.shape)
+            band = slice(int(rng.integers(0, size // 2)), None, 7)
+            if ci % 2:
+                img[band, :, :] *= 0.6
+            else:
+                img[:, band, :] *= 0.6
+            bgr = np.clip(img, 0, 255).astype(np.uint8)[:, :, ::-1]
+            cv2.imwrite(str(root / c / f"{c}_{seed}_{i:03d}.png"), bgr)
+    return root
+
+
+def load_tensors(root: Path, spec, classes=CLASSES):
+    from clca_edge.runtime.preprocess import load_rgb, preprocess
+
+    xs, ys = [], []
+    for ci, c in enumerate(classes):
+        for p in sorted((root / c).iterdir()):
+            rgb = load_rgb(p)
+            if rgb is not None:
+                xs.append(preprocess(rgb, spec))
+                ys.append(ci)
+    return np.stack(xs), np.asarray(ys)
+
+
+def train_checkpoint(path: Path, train_root: Path, steps: int = 12, seed: int = 0) -> Path:
+    """A tiny CLCA model trained a few Adam steps on ``train_root``, saved with save_checkpoint."""
+    import torch
+
+    from clca_edge.preprocess import PreprocessSpec
+    from clca_edge.training.checkpoint import CheckpointMeta, save_checkpoint
+    from conftest import TINY_IMG, tiny_model
+
+    torch.manual_seed(seed)
+    spec = PreprocessSpec(img_size=TINY_IMG)
+    model = tiny_model(num_classes=len(CLASSES))
+    x, y = load_tensors(train_root, spec)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+    meta = CheckpointMeta(model=model.config, class_names=list(CLASSES), preprocess=spec, epoch=1)
+    return save_checkpoint(path, model, meta)
+
+
+def make_workspace(root: Path, steps: int = 12) -> dict[str, Path]:
+    """calib/ (3 x 8), eval/ (3 x 6), train/ and a trained checkpoint under ``root``."""
+    calib = write_class_tree(root / "calib", 8, seed=1)
+    ev = write_class_tree(root / "eval", 6, seed=2)
+    train = write_class_tree(root / "train", 6, seed=3)
+    ckpt = train_checkpoint(root / "model.safetensors", train, steps=steps)
+    return {"calib": calib, "eval": ev, "train": train, "ckpt": ckpt}
