@@ -44,7 +44,7 @@ def test_auto_falls_back_in_order_and_warns_once(bundle_dir, caplog):
         first = select_classifier(model.files)
         second = select_classifier(model.files)
     assert [f.backend for f in first.fallbacks] == ["tensorrt", "ort-gpu"]
-    assert "TensorRT is not importable" in first.fallbacks[0].reason
+    assert "TensorRT's Python module is not importable" in first.fallbacks[0].reason
     assert "no GPU provider" in first.fallbacks[1].reason
     assert first.classifier.backend == second.classifier.backend == "ort-cpu"
     # Both runs return their fallbacks (for their logs), but each is announced once per process.
@@ -101,18 +101,71 @@ def test_forced_backend_that_cannot_run_fails_with_exit_5(bundle_dir):
     assert "Traceback" not in res.output
 
 
-def test_tensorrt_classifier_needs_an_engine_built_for_this_device(bundle_dir, monkeypatch):
-    """With tensorrt importable (a stub) but no engine cached, TensorRT is a fallback that names
-    the build-engine command, not a crash and not a silent build."""
-    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
-    fake_engine_mod = types.ModuleType("clca_edge.runtime.tensorrt_engine")
-    fake_engine_mod.cached_engine_path = lambda bundle, precision: None
-    monkeypatch.setitem(sys.modules, "clca_edge.runtime.tensorrt_engine", fake_engine_mod)
-    monkeypatch.delitem(sys.modules, "clca_edge.runtime.trt_classifier", raising=False)
-    model = load_model(bundle_dir)
-    sel = select_classifier(model.files)
-    assert sel.fallbacks[0].backend == "tensorrt"
-    assert "clca-edge build-engine --bundle" in sel.fallbacks[0].reason
+def _bundle_with_engines(tmp_path, bundle_dir, engines):
+    from clca_edge.runtime.bundle import read_manifest, write_manifest
+
+    b = tmp_path / "b"
+    shutil.copytree(bundle_dir, b)
+    (b / "engines").mkdir()
+    manifest = read_manifest(b)
+    manifest["engines"] = {}
+    for fname, key in engines.items():
+        (b / "engines" / fname).write_bytes(b"plan:" + fname.encode())
+        manifest["engines"][fname] = {"file": f"engines/{fname}", "key": key, "status": "passed"}
+    manifest["default_engine"] = next(iter(engines), None)
+    write_manifest(b, manifest)
+    return b
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    """tensorrt importable (a stub), a known GPU, and a runner that records the plan it was given."""
+    from clca_edge.runtime import tensorrt_engine, trt_classifier  # noqa: F401
+
+    stub = types.ModuleType("tensorrt")
+    stub.__version__ = "10.3.0"
+    monkeypatch.setitem(sys.modules, "tensorrt", stub)
+    gpu = tensorrt_engine.GpuInfo("Orin (nvgpu)", "8.7", "test")
+    monkeypatch.setattr(tensorrt_engine, "gpu_info", lambda: gpu)
+    plans = []
+
+    class Runner:
+        def __init__(self, trt, plan, memory=None):
+            plans.append(plan)
+
+        def __call__(self, x):
+            return np.full((1, len(CLASSES)), 7.0, np.float32)
+
+    monkeypatch.setattr(tensorrt_engine, "TrtRunner", Runner)
+    return plans
+
+
+def _key(bundle_dir, precision="fp16", trt="10.3.0", gpu="Orin (nvgpu)"):
+    from clca_edge.runtime.bundle import sha256_file
+
+    return {"trt_version": trt, "gpu_name": gpu, "compute_capability": "8.7", "precision": precision,
+            "onnx_sha256": sha256_file(bundle_dir / "model.onnx")}
+
+
+def test_tensorrt_runs_the_engine_built_for_this_device(tmp_path, bundle_dir, fake_trt):
+    b = _bundle_with_engines(tmp_path, bundle_dir, {
+        "fp16_old.plan": _key(bundle_dir, trt="8.6.2"),     # built by another TensorRT: never loaded
+        "fp16_here.plan": _key(bundle_dir)})
+    sel = select_classifier(load_model(b).files)
+    assert sel.fallbacks == [] and sel.classifier.backend == "tensorrt" and sel.classifier.precision == "fp16"
+    assert fake_trt == [b"plan:fp16_here.plan"] and "fp16_here.plan" in sel.classifier.detail
+    assert sel.classifier.logits(np.zeros((3, 64, 64), np.float32)).shape == (len(CLASSES),)
+
+
+def test_stale_or_missing_engine_falls_back_naming_build_engine(tmp_path, bundle_dir, fake_trt):
+    b = _bundle_with_engines(tmp_path, bundle_dir, {"fp16_xavier.plan": _key(bundle_dir, gpu="Xavier")})
+    sel = select_classifier(load_model(b).files)
+    assert sel.classifier.backend == "ort-cpu" and fake_trt == []
+    reason = sel.fallbacks[0].reason
+    assert sel.fallbacks[0].backend == "tensorrt" and "fp16_xavier.plan" in reason and "another TensorRT/GPU" in reason
+    assert f"clca-edge build-engine --bundle {b} --precision fp16" in reason
+    no_engine = select_classifier(load_model(bundle_dir).files)
+    assert "no fp16 engine built for TensorRT 10.3.0 on Orin (nvgpu)" in no_engine.fallbacks[0].reason
 
 
 def test_rejected_variant_is_never_used(tmp_path, bundle_dir):

@@ -136,16 +136,17 @@ def _announce(fb: Fallback) -> None:
 
 
 def _pick_precision(files: ModelFiles, backend: str, precision: str) -> str:
-    have = set(files.engine_precisions) if backend == "tensorrt" else set(files.onnx)
+    if backend == "tensorrt":
+        # The engine opener knows which engines match this device; it says what is missing.
+        if precision != "auto":
+            return precision
+        have = files.engine_precisions
+        return files.default_precision if files.default_precision in have or not have else have[0]
+    have = set(files.onnx)
     if precision != "auto":
         if precision not in have:
             raise BackendUnavailable(f"no usable {precision} variant for {backend} (have: {', '.join(sorted(have)) or 'none'})")
         return precision
-    if backend == "tensorrt":
-        for p in (files.default_precision, "fp16", "int8", "fp32"):
-            if p in have:
-                return p
-        raise BackendUnavailable("the bundle has no engine precision to build")
     # fp16 ONNX only pays off on a GPU; on the CPU fp32 is the fast, exact choice (AVX2 without VNNI).
     if backend == "ort-gpu" and "fp16" in have:
         return "fp16"

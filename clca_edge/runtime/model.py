@@ -7,7 +7,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Sequence
 
 from ..preprocess import PreprocessSpec
 from .backends import BackendUnavailable, Classifier, ModelFiles
@@ -31,14 +31,15 @@ class RuntimeModel:
         return cls(ModelFiles({"fp32": onnx_path}, spec.img_size), spec, tuple(class_names), sha, onnx_path)
 
 
-def _engine_opener(bundle) -> Optional[callable]:
-    """A TensorRT opener over the deploy module, or None when tensorrt/the module is missing."""
+def _engine_opener(bundle) -> Callable[[str], Classifier]:
+    """A TensorRT opener for the bundle; any missing piece (tensorrt, CUDA bindings, an engine
+    for this device) is a BackendUnavailable, i.e. a fallback to ONNX Runtime."""
 
     def open_engine(precision: str) -> Classifier:
         try:
             from .trt_classifier import TensorRTClassifier
-        except ImportError as e:  # tensorrt / CUDA bindings not installed: ORT takes over
-            raise BackendUnavailable(f"TensorRT is not importable ({e})") from None
+        except ImportError as e:
+            raise BackendUnavailable(f"TensorRT support is not importable ({e})") from None
         return TensorRTClassifier.from_bundle(bundle, precision)
 
     return open_engine
@@ -50,18 +51,18 @@ def load_model(path) -> RuntimeModel:
 
     bundle = load_bundle(path)
     onnx: dict[str, Path] = {}
-    engine_precisions: list[str] = []
     for v in bundle.variants.values():
-        if v.status == "rejected":
-            log.info("variant %s rejected by the accuracy gate; not used", v.name)
+        if not v.usable:
+            log.info("variant %s (%s) is %s; not used", v.name, v.precision, v.status)
             continue
-        if v.path is not None and v.path.suffix == ".onnx":
+        if v.path.suffix == ".onnx":
             onnx.setdefault(v.precision, v.path)
-        # Engines are built on the device from the fp32 ONNX (+ Q/DQ for int8) at any non-rejected precision.
-        if v.precision not in engine_precisions and v.precision in ("fp16", "int8", "fp32"):
-            engine_precisions.append(v.precision)
-    default = bundle.default_variant
-    default_precision = bundle.variants[default].precision if default in bundle.variants else "fp32"
+    # Engines cached by build-engine, per precision; which one matches this device is decided on opening.
+    engine_precisions = sorted({str(e.get("key", {}).get("precision")) for e in bundle.engines.values()
+                                if e.get("status") not in ("rejected", "failed to run")} - {"None"})
+    default_engine = bundle.manifest.get("default_engine")
+    default_precision = (bundle.engines.get(default_engine, {}).get("key", {}).get("precision")
+                         or (engine_precisions[0] if engine_precisions else "fp16"))
     files = ModelFiles(onnx, bundle.preprocess.img_size, default_precision, _engine_opener(bundle),
                        tuple(engine_precisions))
     return RuntimeModel(files, bundle.preprocess, tuple(bundle.labels), sha256_file(bundle.root / MANIFEST_NAME),
