@@ -1,0 +1,202 @@
+"""build-engine through the TensorRT Python API, against fake tensorrt modules of each major
+version: network flags, precision flags, workspace API, serialisation, cache keys, rebuilds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from clca_edge.cli import main
+from clca_edge.export.engine_build import BuildEngineConfig, build_engines
+from clca_edge.runtime import tensorrt_engine as te
+from clca_edge.runtime.bundle import load_bundle, sha256_file, write_manifest
+from clca_edge.runtime.tensorrt_engine import GpuInfo, HostMemory
+
+from fake_tensorrt import make_module
+from test_deploy_support import make_workspace
+
+ORIN = GpuInfo("Orin (nvgpu)", "8.7", "test")
+VERSIONS = {"trt8": "8.5.2.2", "trt10": "10.3.0.30"}
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    from clca_edge.export.calibration import CalibrationConfig
+    from clca_edge.export.deploy import DeployConfig, run_deploy
+
+    root = tmp_path_factory.mktemp("engine")
+    ws = make_workspace(root)
+    out = root / "bundle"
+    run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=out, calib_data=ws["calib"], eval_data=ws["eval"],
+                            precisions=("int8", "fp32"), calibration=CalibrationConfig(num_images=12),
+                            build_engines=False))
+    return ws, out
+
+
+@pytest.fixture
+def bundle(deployed, tmp_path, monkeypatch):
+    monkeypatch.setattr("clca_edge.export.engine_build.gpu_info", lambda: ORIN)
+    dst = tmp_path / "bundle"
+    shutil.copytree(deployed[1], dst)
+    return dst
+
+
+def _build(bundle, trt, **kw):
+    cfg = BuildEngineConfig(bundle=bundle, timing_iters=3, **kw)
+    return build_engines(cfg, trt=trt, memory=HostMemory())
+
+
+@pytest.mark.parametrize("flavour", sorted(VERSIONS))
+def test_auto_builds_both_gates_times_and_picks_default(bundle, deployed, flavour):
+    trt = make_module(VERSIONS[flavour])
+    rep = _build(bundle, trt, precision="auto", eval_data=deployed[0]["eval"])
+    calls = trt.calls
+    flags = [c[1] for c in calls if c[0] == "create_network"]
+    assert flags == ([1, 1] if flavour == "trt8" else [0, 0])  # EXPLICIT_BATCH on 8.x only
+    assert [c for c in calls if c[0] == "set_memory_pool_limit"] == [("set_memory_pool_limit", "WORKSPACE", 1024 << 20)] * 2
+    assert not [c for c in calls if c[0] == "max_workspace_size"]
+    assert [c[1] for c in calls if c[0] == "build_serialized_network"] == [["FP16"], ["FP16", "INT8"]]
+
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert len(m["engines"]) == 2
+    fp32_top1 = m["variants"]["fp32"]["accuracy"]["top1"]
+    for o in rep.outcomes:
+        rec = m["engines"][o.file]
+        src = "model.onnx" if o.precision == "fp16" else "model.int8.onnx"
+        assert rec["key"] == {"trt_version": VERSIONS[flavour], "gpu_name": ORIN.name, "compute_capability": "8.7",
+                              "precision": o.precision, "onnx_sha256": sha256_file(bundle / src)}
+        assert o.file.startswith(f"{o.precision}_trt{VERSIONS[flavour]}_orin-nvgpu_sm87_")
+        # The fake engine runs the ONNX it was built from: accuracy is that of the source variant.
+        src_acc = m["variants"]["fp32" if o.precision == "fp16" else "int8"]["accuracy"]["top1"]
+        assert rec["accuracy"]["top1"] == pytest.approx(src_acc)
+        assert rec["drop"] == pytest.approx(fp32_top1 - src_acc)
+        assert rec["status"] == ("passed" if rec["drop"] <= 1.0 else "rejected")
+    passing = [o for o in rep.outcomes if o.status == "passed"]
+    fastest = min(passing, key=lambda o: o.record["timing"]["p50_ms"])
+    assert m["default_engine"] == rep.default_engine == fastest.file and m["default_engine_verified"]
+    assert set(load_bundle(bundle).engines) == {o.file for o in rep.outcomes}  # plans are hashed too
+
+
+def test_cached_engine_is_reused_and_foreign_ones_rebuilt(bundle, monkeypatch):
+    trt = make_module("8.5.2.2")
+    first = _build(bundle, trt, precision="fp16")
+    trt.calls.clear()
+    again = _build(bundle, trt, precision="fp16")
+    assert again.outcomes[0].reused and again.outcomes[0].file == first.outcomes[0].file
+    assert not [c for c in trt.calls if c[0] == "build_serialized_network"]
+
+    # Another GPU: the cached plan is never loaded; a new one is built and both stay keyed.
+    monkeypatch.setattr("clca_edge.export.engine_build.gpu_info", lambda: GpuInfo("NVIDIA H100", "9.0", "test"))
+    trt.calls.clear()
+    other = _build(bundle, trt, precision="fp16")
+    assert not other.outcomes[0].reused and other.outcomes[0].file != first.outcomes[0].file
+    assert [c[0] for c in trt.calls].count("deserialize_cuda_engine") == 1
+
+    # Another TensorRT (JetPack upgrade 5 -> 6): rebuilt; the 8.5 plan would not even deserialise.
+    trt10 = make_module("10.3.0.30")
+    upgraded = _build(bundle, trt10, precision="fp16")
+    assert not upgraded.outcomes[0].reused and "trt10.3.0.30" in upgraded.outcomes[0].file
+    assert upgraded.outcomes[0].status != "failed to run"
+    assert len(load_bundle(bundle).engines) == 3
+
+
+def test_changed_onnx_means_a_new_key(bundle):
+    trt = make_module("10.3.0.30")
+    first = _build(bundle, trt, precision="int8")
+    m = json.loads((bundle / "manifest.json").read_text())
+    key = first.outcomes[0].record["key"]
+    assert key["onnx_sha256"] == m["files"]["model.int8.onnx"]
+    k2 = te.EngineKey.from_dict({**key, "onnx_sha256": "0" * 64})
+    assert k2.file_name() != first.outcomes[0].file
+
+
+def test_old_tensorrt_uses_max_workspace_size(bundle):
+    trt = make_module("8.2.3.0")
+    _build(bundle, trt, precision="fp16", workspace_mb=256)
+    assert ("max_workspace_size", 256 << 20) in trt.calls
+
+
+def test_rejected_int8_onnx_is_not_built(bundle, deployed):
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["variants"]["int8"]["status"] = "rejected"
+    write_manifest(bundle, m, hash_files=False)
+    trt = make_module("10.3.0.30")
+    rep = _build(bundle, trt, precision="auto", eval_data=deployed[0]["eval"])
+    by = {o.precision: o for o in rep.outcomes}
+    assert by["int8"].status == "skipped" and "rejected" in by["int8"].note
+    assert rep.default_engine == by["fp16"].file
+
+
+def test_unparseable_onnx_is_a_clear_error(bundle):
+    trt = make_module("8.5.2.2")
+    cfg = te.EngineBuildConfig("fp16", 64)
+    bad = bundle / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(te.EngineError, match="cannot parse .*bad.onnx"):
+        te.build_serialized_engine(trt, bad, cfg)
+
+
+def test_cli_without_tensorrt_says_how_to_get_it(bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle)])
+    assert res.exit_code == 9 and "deploy/jetson/setup.sh" in res.output and "Traceback" not in res.output
+
+
+def test_cli_builds_with_injected_tensorrt(bundle, deployed, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_module("10.3.0.30"))
+    monkeypatch.setattr(te, "_CudaRt", HostMemory)
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle), "--precision", "int8",
+                                    "--eval-data", str(deployed[0]["eval"])])
+    assert res.exit_code == 0, res.output
+    assert "default engine: int8_trt10.3.0.30" in res.output
+
+
+def test_deploy_on_a_tensorrt_machine_builds_right_away(deployed, tmp_path, monkeypatch):
+    from clca_edge.export.calibration import CalibrationConfig
+    from clca_edge.export.deploy import DeployConfig, run_deploy
+
+    ws = deployed[0]
+    trt = make_module("8.5.2.2")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("clca_edge.export.deploy._tensorrt_available", lambda: True)
+    monkeypatch.setattr("clca_edge.export.engine_build.gpu_info", lambda: ORIN)
+    monkeypatch.setattr(te, "_CudaRt", HostMemory)
+    rep = run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=tmp_path / "b", calib_data=ws["calib"], eval_data=ws["eval"],
+                                  precisions=("int8", "fp32"), calibration=CalibrationConfig(num_images=6)))
+    assert rep.engines is not None and [o.precision for o in rep.engines.outcomes] == ["int8"]
+    assert list(load_bundle(tmp_path / "b").engines) == [rep.engines.outcomes[0].file]
+
+
+def test_torch_tensorrt_builder_boundary(bundle, deployed, monkeypatch):
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle), "--builder", "torch-tensorrt",
+                                    "--precision", "fp16"])
+    assert res.exit_code == 9 and "pass --checkpoint" in res.output
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle), "--builder", "torch-tensorrt",
+                                    "--precision", "int8", "--checkpoint", str(deployed[0]["ckpt"])])
+    assert res.exit_code == 9 and "supports --precision fp16 or fp32" in res.output
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", None)
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle), "--builder", "torch-tensorrt",
+                                    "--precision", "fp16", "--checkpoint", str(deployed[0]["ckpt"])])
+    assert res.exit_code == 9 and "needs torch and torch_tensorrt" in res.output
+
+
+def test_gpu_info_degrades_to_nvidia_smi_then_unknown(tmp_path, monkeypatch):
+    for probe in ("_cuda_python_info", "_pycuda_info", "_tegra_info"):
+        monkeypatch.setattr(te, probe, lambda: None)
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 9.0'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert te.gpu_info() == GpuInfo("NVIDIA H100 80GB HBM3", "9.0", "nvidia-smi")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert te.gpu_info() == GpuInfo("unknown", "unknown", "none")
+
+
+def test_trtexec_command_per_precision():
+    assert te.trtexec_command("model.onnx", "fp16", 512, "engines/fp16.plan") == (
+        "trtexec --onnx=model.onnx --fp16 --memPoolSize=workspace:512M --saveEngine=engines/fp16.plan")
+    assert "--int8 --fp16" in te.trtexec_command("model.int8.onnx", "int8", 512, "e.plan")
