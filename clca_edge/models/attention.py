@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -31,22 +32,43 @@ def check_attention_module(attn: nn.Module) -> None:
             )
 
 
+def policy_softmax(logits: Tensor, policy: Tensor, eps: float = 1e-6) -> Tensor:
+    """Softmax over keys that counts only kept keys (``policy`` (B, N) in [0, 1]) plus each
+    query's own key, so a masked token never influences a kept one yet its own row stays defined.
+
+    Multiplicative rather than an additive bias so that the gradient reaches the (straight-through
+    Gumbel) policy; computed in float32 as in DynamicViT.
+    """
+    n = logits.shape[-1]
+    keep = policy[:, None, None, :].float()
+    eye = torch.eye(n, device=logits.device, dtype=torch.float32)
+    weights = keep + (1.0 - keep) * eye
+    lf = logits.float()
+    e = (lf - lf.amax(dim=-1, keepdim=True)).exp() * weights
+    return ((e + eps / n) / (e.sum(dim=-1, keepdim=True) + eps)).to(logits.dtype)
+
+
 def attention_forward(
-    attn: nn.Module, x: Tensor, bias: Optional[Tensor] = None, need_info: bool = False
+    attn: nn.Module,
+    x: Tensor,
+    bias: Optional[Tensor] = None,
+    need_info: bool = False,
+    policy: Optional[Tensor] = None,
 ) -> tuple[Tensor, Optional[AttentionInfo]]:
-    """Run ``attn`` on ``x`` (B, N, C); ``bias`` (B, N) is added to every query's logits per key."""
+    """Run ``attn`` on ``x`` (B, N, C); ``bias`` (B, N) is added to every query's logits per key;
+    ``policy`` (B, N), when given, masks keys multiplicatively (see ``policy_softmax``)."""
     B, N, _ = x.shape
     qkv = attn.qkv(x).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
     q, k = attn.q_norm(q), attn.k_norm(k)
     info = None
-    if not need_info and bias is None and getattr(attn, "fused_attn", False):
+    if not need_info and bias is None and policy is None and getattr(attn, "fused_attn", False):
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.attn_drop.p if attn.training else 0.0)
     else:
         logits = (q * attn.scale) @ k.transpose(-2, -1)
         if bias is not None:
             logits = logits + bias[:, None, None, :]
-        probs = logits.softmax(dim=-1)
+        probs = logits.softmax(dim=-1) if policy is None else policy_softmax(logits, policy)
         out = attn.attn_drop(probs) @ v
         if need_info:
             info = AttentionInfo(probs=probs, keys=k, values=v)

@@ -15,13 +15,13 @@ def _apply_reducer(
     reducer: TokenReducer, state: TokenState, num_prefix: int, info: Optional[AttentionInfo]
 ) -> tuple[TokenState, Optional[Tensor]]:
     prefix, rest = state.split(num_prefix)
-    inp = ReduceInput(x=rest.x, prefix=prefix.x, size=rest.size, bias=rest.bias)
+    inp = ReduceInput(x=rest.x, prefix=prefix.x, size=rest.size, bias=rest.bias, policy=rest.policy)
     if info is not None:
         inp.cls_attn = info.probs[:, :, 0, num_prefix:]
         inp.keys = info.keys[:, :, num_prefix:]
         inp.values = info.values[:, :, num_prefix:]
     out = reducer(inp)
-    reduced = TokenState(out.x, out.size, out.bias)
+    reduced = TokenState(out.x, out.size, out.bias, out.policy)
     return prefix.append(reduced), out.aux_loss
 
 
@@ -36,7 +36,7 @@ def run_block(
     if placement == "pre":
         state, aux = _apply_reducer(reducer, state, num_prefix, None)
     need_info = placement in ("mid", "post") and reducer.needs_attention
-    out, info = attention_forward(block.attn, block.norm1(state.x), state.bias, need_info)
+    out, info = attention_forward(block.attn, block.norm1(state.x), state.bias, need_info, state.policy)
     state = state.with_x(state.x + block.drop_path1(block.ls1(out)))
     if placement == "mid":
         state, aux = _apply_reducer(reducer, state, num_prefix, info)

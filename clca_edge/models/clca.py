@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -28,11 +30,20 @@ class CrossLayerAggregationHead(nn.Module):
         return self.classify(self.drop(x)).flatten(1)
 
 
-def cache_carriers(x: Tensor, num_prefix: int, clr: slice | None, gap: bool) -> Tensor:
-    """Tokens a block leaves in the cross-layer cache: the mean of its non-prefix tokens, its CLRs."""
+def cache_carriers(
+    x: Tensor, num_prefix: int, clr: slice | None, gap: bool, weight: Optional[Tensor] = None
+) -> Tensor:
+    """Tokens a block leaves in the cross-layer cache: the mean of its non-prefix tokens, its CLRs.
+
+    ``weight`` (B, N): per-token weight of the mean, so that masked tokens (DynamicViT training
+    masks, ATS duplicate placeholders) do not count; ``None`` for a plain mean.
+    """
     parts = []
-    if gap:
+    if gap and weight is None:
         parts.append(x[:, num_prefix:].mean(dim=1, keepdim=True))
+    elif gap:
+        w = weight[:, num_prefix:].unsqueeze(-1)
+        parts.append((x[:, num_prefix:] * w).sum(dim=1, keepdim=True) / w.sum(dim=1, keepdim=True).clamp(min=1e-6))
     if clr is not None:
         parts.append(x[:, clr])
     return torch.cat(parts, dim=1)

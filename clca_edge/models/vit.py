@@ -60,6 +60,7 @@ class ClcaVisionTransformer(nn.Module):
                 self.reducers[str(loc)] = reducer_cls(keep_rate=rate, dim=dim, num_heads=heads, **config.method_kwargs)
         self._tracks_size = bool(reducer_cls is not None and reducer_cls.tracks_size)
         self._uses_bias = bool(reducer_cls is not None and reducer_cls.uses_bias)
+        self._masks_with_bias = bool(reducer_cls is not None and reducer_cls.masks_with_bias)
 
         self.num_base_prefix = backbone.num_prefix_tokens
         self.num_clr = clca.active_clr
@@ -90,8 +91,16 @@ class ClcaVisionTransformer(nn.Module):
             if red is not None:
                 red.bind(b.mlp - self.num_prefix if red.placement == "post" else entering)
             entering = b.output - self.num_prefix
+        # DynamicViT's training pass masks instead of dropping: its targets need the full counts.
+        unreduced = token_plan(num_patches, self.num_prefix, self.plan, clca, {})
+        for loc, red in by_index.items():
+            red.bind_unreduced(self._entering(unreduced, loc), len(by_index))
 
     # -- pieces ---------------------------------------------------------------------------
+
+    def _entering(self, plan: list[BlockTokens], loc: int) -> int:
+        """Reducible tokens entering block ``loc`` (before any reduction in it)."""
+        return plan[loc - 1].output - self.num_prefix if loc else self.backbone.patch_embed.num_patches
 
     def embed(self, images: Tensor) -> Tensor:
         bb = self.backbone
@@ -122,7 +131,8 @@ class ClcaVisionTransformer(nn.Module):
                 state = state.append(TokenState(torch.cat(cache, dim=1)))
                 cache = []
             if i < self.plan.cache_until:
-                cache.append(cache_carriers(state.x, self.num_prefix, self._clr_slice, clca.gap_carriers))
+                weight = state.presence(self._masks_with_bias)
+                cache.append(cache_carriers(state.x, self.num_prefix, self._clr_slice, clca.gap_carriers, weight))
             if self.cla_head is not None and i in self._collect_at:
                 cls_tokens.append(state.x[:, 0])
         return self._head(state.x, cls_tokens), aux_total

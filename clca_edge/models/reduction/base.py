@@ -26,6 +26,7 @@ class ReduceInput:
     ``size`` (B, n, 1): how many original tokens each token stands for (``None`` unless tracked).
     ``bias`` (B, n): additive attention-logit bias on keys (``None`` when unused).
     ``prefix`` (B, P, C): the CLS/CLR/register tokens, for methods that use global context.
+    ``policy`` (B, n): multiplicative keep mask from an earlier location (``None``: all kept).
     """
 
     x: Tensor
@@ -35,6 +36,7 @@ class ReduceInput:
     values: Optional[Tensor] = None
     size: Optional[Tensor] = None
     bias: Optional[Tensor] = None
+    policy: Optional[Tensor] = None
 
 
 @dataclass
@@ -43,6 +45,7 @@ class ReduceOutput:
     size: Optional[Tensor] = None
     bias: Optional[Tensor] = None
     aux_loss: Optional[Tensor] = None
+    policy: Optional[Tensor] = None
 
 
 class TokenReducer(nn.Module):
@@ -57,6 +60,9 @@ class TokenReducer(nn.Module):
     needs_attention: ClassVar[bool] = False
     tracks_size: ClassVar[bool] = False  # carry token sizes (B, N, 1) from the first block
     uses_bias: ClassVar[bool] = False  # carry an attention-logit bias (B, N) from the first block
+    # Tokens whose bias is MASKED_BIAS are placeholders (kept for static shapes): leave them out of
+    # pooled summaries such as the CLC cache's average.
+    masks_with_bias: ClassVar[bool] = False
 
     def __init__(self, keep_rate: float, dim: int, num_heads: int, **kwargs) -> None:
         super().__init__()
@@ -80,6 +86,15 @@ class TokenReducer(nn.Module):
 
     def reduce(self, inp: ReduceInput) -> ReduceOutput:
         raise NotImplementedError
+
+    def bind(self, n: int) -> None:
+        """Told once by the model: ``n`` reducible tokens reach this location at inference (the
+        token plan). Methods with parameters sized by the token count create them here."""
+
+    def bind_unreduced(self, n_unreduced: int, num_locations: int) -> None:
+        """Told once by the model, after ``bind``: ``n_unreduced`` reducible tokens reach this
+        location when no earlier location removes any (a training pass that masks instead of
+        dropping), and the model has ``num_locations`` locations."""
 
     def forward(self, inp: ReduceInput) -> ReduceOutput:
         return self.reduce(inp)

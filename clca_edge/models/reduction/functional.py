@@ -134,10 +134,13 @@ def gumbel_keep_mask(log_probs: Tensor, tau: float = 1.0) -> Tensor:
     return torch.nn.functional.gumbel_softmax(log_probs, tau=tau, hard=True, dim=-1)[..., 0]
 
 
-def ats_significance(cls_attn: Tensor, values: Tensor) -> Tensor:
+def ats_significance(cls_attn: Tensor, values: Tensor, present: Tensor | None = None) -> Tensor:
     """ATS token significance: CLS attention times the norm of the value vector, per head, then
-    averaged over heads and normalised to sum to one. cls_attn (B, H, n), values (B, H, n, d)."""
+    averaged over heads and normalised to sum to one. cls_attn (B, H, n), values (B, H, n, d);
+    ``present`` (B, n) zeroes the significance of masked placeholder tokens."""
     sig = (cls_attn * values.norm(dim=-1)).mean(dim=1)
+    if present is not None:
+        sig = sig * present
     return sig / sig.sum(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
@@ -148,7 +151,7 @@ def inverse_transform_picks(probs: Tensor, k: int) -> Tensor:
     Token j is picked for u when it is the first with cdf_j >= u, i.e. j = #{cdf < u}: a count of
     comparisons (no searchsorted, no sort). Tokens of zero probability are never picked.
     """
-    n = probs.shape[-1]
+    n = int(probs.shape[-1])
     cdf = probs.cumsum(dim=-1)
     u = (torch.arange(k, device=probs.device, dtype=probs.dtype) + 0.5) / k
     idx = (cdf.unsqueeze(1) < u.view(1, k, 1)).sum(dim=-1)
@@ -168,7 +171,7 @@ def unselected_in_order(selected: Tensor, count: int) -> Tensor:
     A top-k over (not selected) * n - position: every unselected position outranks every selected
     one and positions never tie, so this is exact without a sort or a complement index.
     """
-    n = selected.shape[-1]
+    n = int(selected.shape[-1])  # a constant in traced graphs, like every count here
     pos = torch.arange(n, device=selected.device, dtype=torch.float32)
     rank = (1.0 - selected.float()) * (2 * n) - pos
     return topk_indices(rank, count)
@@ -183,16 +186,18 @@ def bipartite_merge(x: Tensor, size: Tensor, metric: Tensor, r: int) -> tuple[Te
     the metric is merged the same way so that a further round can match on it.
     x (B, n, C), size (B, n, 1), metric (B, n, c).
     """
-    n = x.shape[1]
+    n = int(x.shape[1])
     if not 0 < r <= n // 2:
         raise ValueError(f"a bipartite round merges 1..{n // 2} of {n} tokens, not {r}")
     m = metric / metric.norm(dim=-1, keepdim=True).clamp(min=1e-6)
     sim = m[:, 1::2] @ m[:, 0::2].transpose(-1, -2)  # (B, |A|, |B|)
     best, dst = sim.max(dim=-1)
     src = topk_indices(best, r)  # (B, r): the A tokens that merge
-    num_a, num_b = sim.shape[1], sim.shape[2]
-    chosen = one_hot_assign(src, num_a, x.dtype).sum(dim=1)  # (B, |A|) 0/1
-    keep_a = unselected_in_order(chosen, num_a - r)
+    num_a, num_b = n // 2, n - n // 2
+    keep_a = None
+    if r < num_a:  # static; a TopK with K = 0 would be legal ONNX but upsets TensorRT
+        chosen = one_hot_assign(src, num_a, x.dtype).sum(dim=-1)  # (B, |A|) 0/1
+        keep_a = unselected_in_order(chosen, num_a - r)
     # (B, |B|, r): which B token each merging A token joins.
     into_b = one_hot_assign(torch.gather(dst, 1, src), num_b, x.dtype)
 
@@ -200,13 +205,14 @@ def bipartite_merge(x: Tensor, size: Tensor, metric: Tensor, r: int) -> tuple[Te
         a, b = t[:, 1::2], t[:, 0::2]
         return b * s[:, 0::2] + into_b @ (gather_tokens(a, src) * gather_tokens(s[:, 1::2], src))
 
+    def with_unmerged(t: Tensor, merged_b: Tensor) -> Tensor:
+        return merged_b if keep_a is None else torch.cat([gather_tokens(t[:, 1::2], keep_a), merged_b], dim=1)
+
     new_size_b = size[:, 0::2] + into_b @ gather_tokens(size[:, 1::2], src)
     denom = new_size_b.clamp(min=1e-6)
-    out = []
-    for t in (x, metric):
-        out.append(torch.cat([gather_tokens(t[:, 1::2], keep_a), merge(t, size) / denom], dim=1))
-    new_size = torch.cat([gather_tokens(size[:, 1::2], keep_a), new_size_b], dim=1)
-    return out[0], new_size, out[1]
+    new_x = with_unmerged(x, merge(x, size) / denom)
+    new_metric = with_unmerged(metric, merge(metric, size) / denom)
+    return new_x, with_unmerged(size, new_size_b), new_metric
 
 
 def merge_rounds(n: int, k: int) -> list[int]:
