@@ -46,7 +46,7 @@ class OptimConfig:
             (self.lr > 0, f"--lr {self.lr} must be > 0"),
             (0 <= self.min_lr <= self.lr, f"--min-lr {self.min_lr} must be in [0, lr={self.lr}]"),
             (self.weight_decay >= 0, f"--weight-decay {self.weight_decay} must be >= 0"),
-            (0 <= self.warmup_epochs < self.epochs, f"--warmup-epochs {self.warmup_epochs} must be in [0, epochs)"),
+            (self.warmup_epochs >= 0, f"--warmup-epochs {self.warmup_epochs} must be >= 0"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing {self.label_smoothing} is outside [0, 1)"),
             (self.clip_grad >= 0, f"--clip-grad {self.clip_grad} must be >= 0 (0 turns clipping off)"),
         ]

@@ -42,5 +42,5 @@ class WarmupCosine:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):
     total = cfg.epochs * steps_per_epoch
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = min(total, int(round(cfg.warmup_epochs * steps_per_epoch)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup, total, cfg.min_lr / cfg.lr))

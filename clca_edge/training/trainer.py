@@ -300,8 +300,9 @@ def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: Train
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.optim.label_smoothing) + aux
         if n == 0:
             loss = loss * 0.0
-        if not math.isfinite(float(loss)):
-            raise ConfigError(f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; "
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise ConfigError(f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; "
                               "lower --lr or check the data")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -312,7 +313,7 @@ def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: Train
         scaler.update()
         scheduler.step()
         if n:
-            loss_sum += float(loss) * n
+            loss_sum += loss_value * n
             correct += float((logits[:n].argmax(1) == labels[:n]).sum())
             seen += n
         dt = time.perf_counter() - t0
