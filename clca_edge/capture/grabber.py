@@ -149,3 +149,53 @@ class LatestFrameGrabber:
             # A stall that turned into a loss is reported as the loss.
             self._stalled_since = None
         return frame
+
+
+class ReadAhead:
+    """For recorded sources (files, images): a thread decodes the next frames while the loop
+    classifies the current one. Every frame is kept, in order (a bounded queue: the reader waits
+    when it is ``depth`` frames ahead). ``get()`` returns None at the end of the source."""
+
+    _END = object()
+
+    def __init__(self, source: FrameSource, depth: int = 2):
+        self.source = source
+        self._q: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="frame-reader", daemon=True)
+
+    def start(self) -> "ReadAhead":
+        self._thread.start()
+        return self
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                frame = self.source.read()
+                if frame is None or not self._put(frame):
+                    break
+        except BaseException as e:  # surfaced in the loop's thread by get()
+            self._error = e
+        self._put(self._END)
+
+    def get(self) -> Optional[Frame]:
+        item = self._q.get()
+        if item is self._END:
+            if self._error is not None:
+                raise self._error
+            return None
+        return item
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)

@@ -23,7 +23,7 @@ from ..runtime.model import RuntimeModel
 from ..runtime.preprocess import preprocess
 from .fieldlog import FieldLog
 from .frames import FrameSaver
-from .grabber import LatestFrameGrabber, ReconnectPolicy
+from .grabber import LatestFrameGrabber, ReadAhead, ReconnectPolicy
 from .sources import Frame, FrameSource
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
     smoother = Smoother(model.class_names, config.smooth, config.min_conf)
     trigger = Trigger(config.every, config.interval_s)
     grabber: Optional[LatestFrameGrabber] = None
+    reader: Optional[ReadAhead] = None
     t_start = time.monotonic()
 
     def drain_events() -> None:
@@ -171,6 +172,7 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
         grabber = LatestFrameGrabber(source, config.reconnect).start()
     else:
         source.open()
+        reader = ReadAhead(source).start()
     summary.stop_reason = "end of source"
     try:
         while True:
@@ -194,10 +196,10 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
                     continue
                 grab_ms = _ms(t0, time.monotonic())
             else:
-                frame = source.read()
+                frame = reader.get()
                 if frame is None:
                     break
-                grab_ms = round(frame.grab_ms, 3)
+                grab_ms = round(frame.grab_ms, 3)   # decode time, spent on the reader thread
             if not trigger.due(frame):
                 summary.not_triggered += 1
                 continue
@@ -241,6 +243,7 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
             drain_events()
             summary.dropped = grabber.dropped
         else:
+            reader.stop()
             source.close()
         summary.unreadable = source.skipped
         summary.duration_s = time.monotonic() - t_start

@@ -96,6 +96,9 @@ class OrtClassifier(Classifier):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
+        # Idle ORT workers spin by default; in the capture process they would take the CPU the
+        # frame reader/grabber and fsync threads need between inferences (2-6 core devices).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._sess = ort.InferenceSession(str(onnx_path), opts, providers=providers)
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)

@@ -1,0 +1,174 @@
+"""Capture loop overhead and memory: end-to-end `clca-edge capture` frames/s on a video file
+against the bare backend inference rate on the same bundle, and the capture process's peak RSS,
+with ONNX Runtime on the CPU, one run.
+
+The model is ViT-S/16 with EViT + CLCA at keep rate 0.1, 224 px (random weights: speed and memory
+do not depend on them), exported and packed as a bundle. The bare rate is measured before and
+after the capture run (same process settings) and averaged, so drift on a shared machine hits
+both sides alike. Capture runs as its own process (`clca-edge capture`), so its peak RSS is that
+of the device command alone (VmHWM of the process, read as it exits).
+
+    python benchmarks/capture_fps.py                 # 300 frames of 640x480 video
+    python benchmarks/capture_fps.py --frames 100 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def make_bundle(root: Path, backbone: str, keep_rate: float, img_size: int, num_classes: int) -> Path:
+    import torch
+
+    from clca_edge.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+    from clca_edge.models import create_model
+    from clca_edge.preprocess import PreprocessSpec
+    from clca_edge.runtime.bundle import BUNDLE_FORMAT, PASSED, write_manifest
+
+    torch.manual_seed(0)
+    model = create_model(backbone, method="evit", keep_rate=keep_rate, clca=True, num_classes=num_classes,
+                         img_size=img_size, pretrained="none")
+    root.mkdir(parents=True)
+    export_onnx(model, root / "model.onnx")
+    classes = [f"cultivar_{i:03d}" for i in range(num_classes)]
+    (root / "labels.txt").write_text("\n".join(classes) + "\n")
+    (root / "preprocess.json").write_text(json.dumps(PreprocessSpec(img_size=img_size).to_dict()))
+    write_manifest(root, {
+        "format": BUNDLE_FORMAT, "class_names": classes,
+        "input": {"name": INPUT_NAME, "shape": [1, 3, img_size, img_size]}, "output": {"name": OUTPUT_NAME},
+        "variants": {"fp32": {"file": "model.onnx", "precision": "fp32", "status": PASSED}},
+        "default_variant": "fp32", "model": {"backbone": backbone, "method": "evit", "keep_rate": keep_rate}})
+    return root
+
+
+def make_video(path: Path, n: int, width: int, height: int, fps: float = 30.0) -> Path:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    base = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    for i in range(n):
+        frame = np.roll(base, 7 * i, axis=1)   # a moving scene: every frame decodes to new pixels
+        cv2.circle(frame, (width // 2, height // 2), 40 + i % 60, (0, 180, 0), -1)
+        vw.write(frame)
+    vw.release()
+    return path
+
+
+def bare_rate(bundle: Path, n: int, threads: int) -> float:
+    """Frames/s of the backend alone: one preprocessed input, inference only."""
+    from clca_edge.runtime.backends import select_classifier
+    from clca_edge.runtime.model import load_model
+
+    model = load_model(bundle)
+    clf = select_classifier(model.files, "ort-cpu", threads=threads).classifier
+    x = np.random.default_rng(1).standard_normal((3, model.spec.img_size, model.spec.img_size)).astype(np.float32)
+    for _ in range(5):
+        clf.logits(x)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        clf.logits(x)
+    return n / (time.perf_counter() - t0)
+
+
+# The child reports its own VmHWM at exit: getrusage() of a forked child also counts the parent's
+# pages from before exec (this benchmark holds torch), which would overstate the device command.
+CHILD = """
+import atexit, sys
+OUT = sys.argv[1]
+def _hwm():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM'):
+            open(OUT, 'w').write(line.split()[1])
+atexit.register(_hwm)
+sys.argv = ['clca-edge'] + sys.argv[2:]
+from clca_edge.cli import main
+main()
+"""
+
+
+def run_capture(bundle: Path, video: Path, log: Path, threads: int) -> tuple[dict, float, float]:
+    """(summary record, peak RSS MB, wall s) of one `clca-edge capture` process."""
+    hwm = log.parent / "vmhwm.txt"
+    cmd = [sys.executable, "-c", CHILD, str(hwm), "capture", "--bundle", str(bundle),
+           "--source", str(video), "--backend", "ort-cpu", "--threads", str(threads), "--log", str(log),
+           "--run-dir", str(log.parent / "runs"), "--no-live"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"capture failed: {proc.stderr.decode()}")
+    from clca_edge.capture.fieldlog import read_log
+
+    summary = [r for r in read_log(log) if r["type"] == "summary"][-1]
+    return summary, int(hwm.read_text()) / 1024.0, wall   # VmHWM is in kB
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="vit_small_patch16_224")
+    ap.add_argument("--keep-rate", type=float, default=0.1)
+    ap.add_argument("--img-size", type=int, default=224)
+    ap.add_argument("--num-classes", type=int, default=100)
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--threads", type=int, default=0, help="ORT intra-op threads for both sides (0: ORT default)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        bundle = make_bundle(tmp / "bundle", args.model, args.keep_rate, args.img_size, args.num_classes)
+        video = make_video(tmp / "field.avi", args.frames, args.width, args.height)
+        before = bare_rate(bundle, args.frames, args.threads)
+        summary, rss_mb, wall = run_capture(bundle, video, tmp / "log.jsonl", args.threads)
+        after = bare_rate(bundle, args.frames, args.threads)
+
+    bare = (before + after) / 2
+    import onnxruntime as ort
+
+    result = {
+        "date": dt.date.today().isoformat(), "machine": machine(), "onnxruntime": ort.__version__,
+        "model": f"{args.model} EViT+CLCA r={args.keep_rate} @ {args.img_size}, {args.num_classes} classes",
+        "video": f"{args.frames} frames {args.width}x{args.height} MJPG",
+        "bare_fps_before": round(before, 2), "bare_fps_after": round(after, 2), "bare_fps": round(bare, 2),
+        "capture_fps": summary["fps"], "ratio": round(summary["fps"] / bare, 3),
+        "capture_frames": summary["frames"], "capture_wall_s_incl_startup": round(wall, 2),
+        "peak_rss_mb": round(rss_mb, 1),
+        "targets": {"ratio": ">= 0.90", "peak_rss_mb": "<= 500"},
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
