@@ -216,8 +216,10 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
 
     net = _WithAux(model)
     if info.enabled:
+        # With the CLA head the backbone's final norm is unused, and some reducers leave
+        # parameters idle in some modes: let DDP find them rather than hang.
         net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+            net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     metrics = MetricsLog(out / "metrics.csv", keep_until_epoch=start_epoch) if info.is_main else None
     history: list[dict] = []
     last_top1 = float("nan")
