@@ -96,6 +96,14 @@ def test_ufg_csv_layout_with_images_in_a_subfolder(tmp_path, synth):
     splits = load_splits(DataConfig(str(tmp_path)))
     assert splits.layout == "csv" and splits.class_names == ["0", "1"]
     assert splits.val == [(str(imgs / "4.png"), 0), (str(imgs / "5.png"), 1)]
+    # eval reads one split file; a subset of the classes is fine, an unknown id is not.
+    from clca_edge.training.evaluate import eval_samples
+
+    _write_csv(tmp_path / "test.csv", [(1, "5.png")])
+    assert eval_samples(tmp_path, "test", ["0", "1"]) == [(str(imgs / "5.png"), 1)]
+    _write_csv(tmp_path / "test.csv", [(4, "5.png")])
+    with pytest.raises(DataError, match="outside the checkpoint's 0..1"):
+        eval_samples(tmp_path, "test", ["0", "1"])
 
 
 @pytest.mark.parametrize("case,needle", [
