@@ -113,6 +113,9 @@ def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(leaves, tmp_
     import csv
 
     assert [r["epoch"] for r in csv.DictReader(open(tmp_path / "a" / "metrics.csv"))] == ["1", "2"]
+    # Resuming a finished run trains nothing and reports the finished run.
+    again = train(tiny_config(leaves, tmp_path / "a", epochs=2, resume=True))
+    assert again.history == [] and again.best_top1 == resumed.best_top1 and again.last_top1 == pytest.approx(resumed.last_top1, abs=1e-3)
 
 
 def test_resume_with_another_config_says_what_differs(leaves, tmp_path):

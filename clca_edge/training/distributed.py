@@ -42,7 +42,11 @@ def init_distributed(device_kind: str) -> DistInfo:
 
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+        # Leave together: a rank tearing down gloo while a peer is still mid-collective aborts it.
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def barrier(info: DistInfo) -> None:

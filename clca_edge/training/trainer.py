@@ -11,6 +11,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -26,7 +27,7 @@ from ..data.sources import DataError, DataSplits, load_splits
 from ..data.transforms import TrainTransform
 from ..errors import ConfigError
 from ..preprocess import INTERPOLATIONS, PreprocessSpec
-from .checkpoint import CheckpointError, CheckpointMeta, save_checkpoint
+from .checkpoint import CheckpointError, CheckpointMeta, read_checkpoint_meta, save_checkpoint
 from .config import TrainConfig, config_differences
 from .distributed import DistInfo, all_reduce_sum, barrier, gather_objects, init_distributed, shutdown
 from .evaluate import eval_loader, evaluate_model, resolve_device
@@ -203,7 +204,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start_epoch, best_top1, best_epoch = 0, -1.0, 0
+    start_epoch, best_top1, best_epoch, last_top1 = 0, -1.0, 0, float("nan")
     skipped: set[str] = set()
     if resumed is not None:
         optimizer.load_state_dict(resumed.optimizer)
@@ -211,6 +212,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
         if resumed.scaler:
             scaler.load_state_dict(resumed.scaler)
         start_epoch, best_top1, best_epoch = resumed.epoch, resumed.best_top1, resumed.best_epoch
+        last_top1 = float(read_checkpoint_meta(out / "last.safetensors").metrics.get("val_top1", best_top1))
         skipped |= set(resumed.skipped)
         log.info("resuming %s after epoch %d (best top-1 %.2f at epoch %d)", out, start_epoch, best_top1, best_epoch)
 
@@ -222,7 +224,6 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
             net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     metrics = MetricsLog(out / "metrics.csv", keep_until_epoch=start_epoch) if info.is_main else None
     history: list[dict] = []
-    last_top1 = float("nan")
     meta_extra = {"train_config": run_config, "data_layout": splits.layout,
                   "num_train": len(splits.train), "num_val": len(splits.val)}
 
@@ -313,7 +314,10 @@ def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: Train
             nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad)
         scaler.step(optimizer)
         scaler.update()
-        scheduler.step()
+        with warnings.catch_warnings():
+            # GradScaler skips the optimizer step on overflow (by design); the schedule still advances.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            scheduler.step()
         if n:
             loss_sum += loss_value * n
             correct += float((logits[:n].argmax(1) == labels[:n]).sum())
