@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-exec .venv/bin/clca-edge zoo "$@"
+exec .venv/bin/clca-edge quickstart "$@"

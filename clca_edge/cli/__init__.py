@@ -5,7 +5,7 @@ registers itself on ``main``; library errors become one-line messages with exit 
 """
 
 from ._common import main
-from . import bench_cmds, doctor_cmds, model_cmds  # noqa: F401,E402  (register their commands)
+from . import bench_cmds, doctor_cmds, model_cmds, quickstart_cmds  # noqa: F401,E402  (register their commands)
 from . import train_cmds  # noqa: F401,E402  (registers train, eval, data)
 from . import runtime_cmds  # noqa: F401,E402  (registers predict, capture)
 from . import deploy_cmds  # noqa: F401,E402  (registers deploy, build-engine)
