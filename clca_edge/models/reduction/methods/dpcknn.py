@@ -9,7 +9,7 @@ with k nearest neighbours, one merged token per cluster (before block loc).
 - centres = top-K of rho * delta (K = keep_count(n, r)), output clusters in that order;
 - every token joins its nearest centre (each centre its own cluster);
 - merged token = mean of the members weighted by exp(score), score = Linear(D, 1)(x), the only
-  learned part (trunc-normal std .02, bias 0: about equal weights at step 0), computed as a
+  learned part (trunc-normal std .02, no bias: about equal weights at step 0), computed as a
   softmax over each cluster's members (no overflow) and a matmul with the one-hot assignment.
   ``equal_weight=True`` gives the plain mean and no parameters.
 
@@ -52,9 +52,10 @@ class DpcKnnReducer(BoundReducer):
     def build(self, k: int) -> None:
         # Only active locations get the score layer: an unused one would never see a gradient.
         if not self.equal_weight:
-            self.score = nn.Linear(self.dim, 1)
+            # No bias: the weights are a softmax within each cluster, which a shared offset cannot
+            # change, so a bias would never receive a gradient.
+            self.score = nn.Linear(self.dim, 1, bias=False)
             nn.init.trunc_normal_(self.score.weight, std=0.02)
-            nn.init.zeros_(self.score.bias)
 
     def cluster(self, x):
         """Cluster ids (B, n) in 0..K-1 for the tokens x (B, n, D); no gradient flows through."""
