@@ -59,7 +59,6 @@ class ClcaVisionTransformer(nn.Module):
             for loc, rate in zip(self.plan.locations, self.plan.keep_rates):
                 self.reducers[str(loc)] = reducer_cls(keep_rate=rate, dim=dim, num_heads=heads, **config.method_kwargs)
         self._tracks_size = bool(reducer_cls is not None and reducer_cls.tracks_size)
-        self._uses_bias = bool(reducer_cls is not None and reducer_cls.uses_bias)
         self._masks_with_bias = bool(reducer_cls is not None and reducer_cls.masks_with_bias)
 
         self.num_base_prefix = backbone.num_prefix_tokens
@@ -113,8 +112,9 @@ class ClcaVisionTransformer(nn.Module):
 
     def _initial_state(self, x: Tensor) -> TokenState:
         size = x.new_ones(x.shape[0], x.shape[1], 1) if self._tracks_size else None
-        bias = x.new_zeros(x.shape[0], x.shape[1]) if self._uses_bias else None
-        return TokenState(x, size, bias)
+        # No bias until a reducer makes one: an all-zero bias would only keep the blocks before
+        # the first location off the fused attention kernel (TokenState.append fills it in later).
+        return TokenState(x, size, None)
 
     def forward_with_aux(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and the sum of the reducers' auxiliary losses (zero when there are none)."""

@@ -59,7 +59,7 @@ class TokenReducer(nn.Module):
     placement: ClassVar[Placement] = "mid"
     needs_attention: ClassVar[bool] = False
     tracks_size: ClassVar[bool] = False  # carry token sizes (B, N, 1) from the first block
-    uses_bias: ClassVar[bool] = False  # carry an attention-logit bias (B, N) from the first block
+    uses_bias: ClassVar[bool] = False  # outputs an attention-logit bias (B, N) that later blocks apply
     # Tokens whose bias is MASKED_BIAS are placeholders (kept for static shapes): leave them out of
     # pooled summaries such as the CLC cache's average.
     masks_with_bias: ClassVar[bool] = False
