@@ -135,3 +135,16 @@ def test_eval_is_deterministic_and_batch_independent(images):
         full = model(images)
         single = torch.cat([model(images[i:i + 1]) for i in range(4)])
     torch.testing.assert_close(full, single, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", REDUCING)
+def test_fused_and_explicit_attention_agree(method, images):
+    """The fused kernel (+ the CLS row recomputed alone) and the explicit attention map give the
+    same model: same reductions, same logits."""
+    model = tiny_model(method, keep_rate=0.25, clca=True).eval()
+    with torch.no_grad():
+        fused = model(images)
+        for blk in model.backbone.blocks:
+            blk.attn.fused_attn = False
+        explicit = model(images)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)

@@ -1,7 +1,10 @@
 """Self-attention over a timm ``Attention`` module's own weights, exposing what reducers need.
 
-timm's fused path hides the attention map; reducers need the CLS row, keys and values, and ToMe
-and ATS need an additive bias on the keys. Blocks that need none of that keep timm's fused path.
+timm's fused kernel hides the attention map, yet reducers need only its CLS row (plus keys and
+values), and ToMe and ATS need an additive bias on the keys. So the output always comes from the
+fused kernel (with the bias as its mask) and the CLS row is recomputed from the CLS query alone:
+(B, H, 1, N) instead of materialising (B, H, N, N). Only DynamicViT's training policy, which must
+stay differentiable, takes the explicit path.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from ..errors import ConfigError
 
 @dataclass
 class AttentionInfo:
-    probs: Tensor  # (B, H, N, N) softmax probabilities
+    cls_attn: Tensor  # (B, H, N) softmax probabilities of the CLS query over every key
     keys: Tensor  # (B, H, N, head_dim)
     values: Tensor  # (B, H, N, head_dim)
 
@@ -62,16 +65,23 @@ def attention_forward(
     q, k, v = qkv.unbind(0)
     q, k = attn.q_norm(q), attn.k_norm(k)
     info = None
-    if not need_info and bias is None and policy is None and getattr(attn, "fused_attn", False):
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.attn_drop.p if attn.training else 0.0)
+    mask = None if bias is None else bias[:, None, None, :].to(q.dtype)
+    if policy is None and getattr(attn, "fused_attn", False):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                             dropout_p=attn.attn_drop.p if attn.training else 0.0)
+        if need_info:
+            cls_logits = (q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)
+            if mask is not None:
+                cls_logits = cls_logits + mask
+            info = AttentionInfo(cls_attn=cls_logits.softmax(dim=-1)[:, :, 0], keys=k, values=v)
     else:
         logits = (q * attn.scale) @ k.transpose(-2, -1)
-        if bias is not None:
-            logits = logits + bias[:, None, None, :]
+        if mask is not None:
+            logits = logits + mask
         probs = logits.softmax(dim=-1) if policy is None else policy_softmax(logits, policy)
         out = attn.attn_drop(probs) @ v
         if need_info:
-            info = AttentionInfo(probs=probs, keys=k, values=v)
+            info = AttentionInfo(cls_attn=probs[:, :, 0], keys=k, values=v)
     out = out.transpose(1, 2).reshape(B, N, attn.num_heads * attn.head_dim)
     out = getattr(attn, "norm", nn.Identity())(out)
     gate = getattr(attn, "gate", None)

@@ -17,7 +17,7 @@ def _apply_reducer(
     prefix, rest = state.split(num_prefix)
     inp = ReduceInput(x=rest.x, prefix=prefix.x, size=rest.size, bias=rest.bias, policy=rest.policy)
     if info is not None:
-        inp.cls_attn = info.probs[:, :, 0, num_prefix:]
+        inp.cls_attn = info.cls_attn[:, :, num_prefix:]
         inp.keys = info.keys[:, :, num_prefix:]
         inp.values = info.values[:, :, num_prefix:]
     out = reducer(inp)
