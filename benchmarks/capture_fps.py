@@ -19,8 +19,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,15 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    from clca_edge.benchmark.report import machine_description
+
+    return machine_description()["machine"]
 
 
 def make_bundle(root: Path, backbone: str, keep_rate: float, img_size: int, num_classes: int) -> Path:

@@ -13,8 +13,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -24,15 +22,9 @@ import numpy as np
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    from clca_edge.benchmark.report import machine_description
+
+    return machine_description()["machine"]
 
 
 def main() -> None:

@@ -5,12 +5,11 @@ as at evaluation, random crop, horizontal flip."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
 from ..preprocess import PreprocessSpec
-from ..runtime.preprocess import _INTERP, normalize, preprocess
+from ..runtime.preprocess import normalize, preprocess, resize_shorter
 
 
 class EvalTransform:
@@ -31,12 +30,8 @@ class TrainTransform:
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         spec = self.spec
-        h, w = rgb.shape[:2]
-        short = spec.resize_size
-        scale = short / min(h, w)
-        nh, nw = max(short, round(h * scale)), max(short, round(w * scale))
-        interp = cv2.INTER_AREA if scale < 1 else _INTERP[spec.interpolation]
-        img = cv2.resize(rgb, (nw, nh), interpolation=interp)
+        img = resize_shorter(rgb, spec)
+        nh, nw = img.shape[:2]
         top = int(torch.randint(0, nh - spec.img_size + 1, ()).item())
         left = int(torch.randint(0, nw - spec.img_size + 1, ()).item())
         img = img[top:top + spec.img_size, left:left + spec.img_size]

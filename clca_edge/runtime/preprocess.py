@@ -27,15 +27,21 @@ def load_rgb(path) -> Optional[np.ndarray]:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def resize_center_crop(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Shorter side to ``spec.resize_size`` (area filter when shrinking, to avoid aliasing), then
-    a centred ``img_size`` square. uint8 in, uint8 out."""
+def resize_shorter(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Shorter side to ``spec.resize_size``, aspect kept (area filter when shrinking, to avoid
+    aliasing; the spec's interpolation when enlarging)."""
     h, w = rgb.shape[:2]
     short = spec.resize_size
     scale = short / min(h, w)
     nh, nw = max(short, round(h * scale)), max(short, round(w * scale))
     interp = cv2.INTER_AREA if scale < 1 else _INTERP[spec.interpolation]
-    resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    return cv2.resize(rgb, (nw, nh), interpolation=interp)
+
+
+def resize_center_crop(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """``resize_shorter`` then a centred ``img_size`` square. uint8 in, uint8 out."""
+    resized = resize_shorter(rgb, spec)
+    nh, nw = resized.shape[:2]
     top, left = (nh - spec.img_size) // 2, (nw - spec.img_size) // 2
     return resized[top:top + spec.img_size, left:left + spec.img_size]
 
