@@ -90,7 +90,10 @@ def test_logged_decisions_equal_predict_on_the_same_frames(bundle_dir, video, tm
         assert r["time"].endswith("Z")
         lat = r["latency_ms"]
         assert all(lat[k] >= 0 for k in ("grab", "preprocess", "infer", "total"))
-        assert lat["total"] >= lat["preprocess"] + lat["infer"]
+        assert lat["preprocess"] > 0
+        # Files: decoding and preprocessing ran ahead on the reader thread, so the loop's own
+        # time for the frame is inference (plus bookkeeping), not the sum of the stages.
+        assert lat["total"] >= lat["infer"]
     assert n_uncertain > 0
     summary = list(read_log(log))[-1]
     assert summary["type"] == "summary" and summary["frames"] == N_FRAMES and summary["stop_reason"] == "end of source"

@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from ..errors import ConfigError
 from ..runtime.errors import SourceError
@@ -154,12 +154,17 @@ class LatestFrameGrabber:
 class ReadAhead:
     """For recorded sources (files, images): a thread decodes the next frames while the loop
     classifies the current one. Every frame is kept, in order (a bounded queue: the reader waits
-    when it is ``depth`` frames ahead). ``get()`` returns None at the end of the source."""
+    when it is ``depth`` frames ahead). ``get()`` returns None at the end of the source.
+
+    ``prepare(frame) -> frame``, run on the reader thread, lets the trigger decision and the
+    preprocessing overlap with inference too, instead of adding to every frame's time."""
 
     _END = object()
 
-    def __init__(self, source: FrameSource, depth: int = 2):
+    def __init__(self, source: FrameSource, depth: int = 2,
+                 prepare: Optional[Callable[[Frame], Frame]] = None):
         self.source = source
+        self._prepare = prepare
         self._q: "queue.Queue" = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._error: Optional[BaseException] = None
@@ -182,6 +187,8 @@ class ReadAhead:
         try:
             while not self._stop.is_set():
                 frame = self.source.read()
+                if frame is not None and self._prepare is not None:
+                    frame = self._prepare(frame)
                 if frame is None or not self._put(frame):
                     break
         except BaseException as e:  # surfaced in the loop's thread by get()

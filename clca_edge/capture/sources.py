@@ -97,6 +97,9 @@ class Frame:
     pos_s: float             # position in the source in seconds (media time for files, wall time for live)
     grab_ms: float           # time spent reading/decoding it
     name: str = ""           # file name for image sources
+    x: Optional[np.ndarray] = None  # model input, when the reader thread already preprocessed it
+    prep_ms: float = 0.0     # time that preprocessing took (on whichever thread did it)
+    due: bool = True         # False: the trigger skipped it (decided on the reader thread)
 
 
 class FrameSource:
