@@ -183,7 +183,8 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     model, model_config = _build(config, splits, resumed, out)
     model.to(device)
     spec = preprocess_spec(model, config)
-    # A new run's model config now includes num_classes: record the resolved config.
+    # The config as given (its num_classes is the CLI placeholder): --resume compares like with
+    # like. The checkpoint's model config holds the resolved one (num_classes from the data).
     run_config = config.to_dict()
 
     train_ds = LeafImages(splits.train, TrainTransform(spec, config.hflip))
