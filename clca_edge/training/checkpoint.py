@@ -8,13 +8,12 @@ half-written checkpoint. Nothing is ever unpickled from a checkpoint.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ClcaEdgeError
+from ..fileio import atomic_write_bytes  # re-exported: metrics/state import it from here
 from ..models.config import ModelConfig
 from ..preprocess import PreprocessSpec
 
@@ -59,22 +58,6 @@ class CheckpointMeta:
             metrics=dict(d.get("metrics", {})),
             extra=dict(d.get("extra", {})),
         )
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path, model, meta: CheckpointMeta) -> Path:
