@@ -46,3 +46,20 @@ def test_zoo_json_lists_reference_rows():
     assert rows[0]["method"] == "none" and abs(rows[0]["gflops"] - 78.5) < 0.2
     for r in rows[1:]:
         assert abs(r["diff_pct"]) < 3.0 and abs(r["gflops"] / r["reference"] - 1) < 0.03
+
+
+def test_flops_prints_a_readable_report():
+    res = CliRunner().invoke(main, ["flops", "--model", "vit_base_patch16_224", "--method", "evit", "--keep-rate", "0.1",
+                                    "--img-size", "448"])
+    assert res.exit_code == 0, res.output
+    assert "GFLOPs (MACs, batch 1): 25.2" in res.output
+    assert "tokens per block (entering attention): 786, 786, 786, 786, 88" in res.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["flops", "--model", "vit_small_patch16_18x2_224"], "only timm's pre-norm Block is supported"),
+    (["flops", "--model", "vit_base_patch16_rpn_224"], "no class token"),
+])
+def test_unsupported_vit_variants_are_config_errors(args, needle):
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output

@@ -80,3 +80,19 @@ def test_config_round_trips_through_dict():
 def test_clca_needs_carriers():
     with pytest.raises(ConfigError, match="carriers"):
         ClcaConfig(num_clr=0, gap_carriers=False)
+
+
+def test_wrongly_typed_values_are_config_errors():
+    assert ModelConfig(keep_rate="0.5,0.25", locations=(1, 2)).keep_rate == (0.5, 0.25)
+    assert ModelConfig(num_classes="3").num_classes == 3
+    with pytest.raises(ConfigError, match="wrong type"):
+        ModelConfig(locations=["a"])
+
+
+def test_backbone_assertions_and_unknown_method_options_fail_before_weights():
+    with pytest.raises(ConfigError, match="rejected its options"):
+        validate_config(ModelConfig(backbone="vit_tiny_patch16_224", img_size=64,
+                                    backbone_kwargs=dict(depth=4, embed_dim=65, num_heads=2)))
+    with pytest.raises(ConfigError, match="has no options \\['bogus'\\]"):
+        validate_config(ModelConfig(backbone="vit_tiny_patch16_224", img_size=64, backbone_kwargs=TINY,
+                                    method="topk", method_kwargs={"bogus": 1}))

@@ -148,3 +148,30 @@ def test_fused_and_explicit_attention_agree(method, images):
             blk.attn.fused_attn = False
         explicit = model(images)
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_average_excludes_the_tokens_recovered_at_the_same_block(images):
+    """At a recovery block the carrier GAP is taken over the block's own tokens, before the
+    cache is appended (the spec's 'current patch tokens')."""
+    model = tiny_model("topk", keep_rate=0.5, clca=True, locations=(1, 2)).eval()
+    entering = []
+    hooks = [b.norm1.register_forward_pre_hook(lambda m, a: entering.append(a[0].detach())) for b in model.backbone.blocks]
+    with torch.no_grad():
+        model(images)
+    for h in hooks:
+        h.remove()
+    P = model.num_prefix
+    x2, x3 = entering[2], entering[3]  # after block 1 (recovery), after block 2 (recovery)
+    # x2 = [prefix, 8 kept, block-0 carriers (2)]; block 2 keeps 5 of those 10 and appends
+    # block 1's carriers, whose GAP must be over x2's 8 kept tokens only.
+    assert x2.shape[1] == P + 8 + 2 and x3.shape[1] == P + 5 + 2
+    torch.testing.assert_close(x3[:, -2], x2[:, P:P + 8].mean(dim=1))
+    torch.testing.assert_close(x3[:, -1], x2[:, 1])
+
+
+def test_head_follows_the_backbones_average_pooling(images):
+    """Without the CLA head, a global_pool='avg' backbone classifies from the mean of its patch
+    tokens (CLR excluded), as its own head was trained to; with method none it equals timm."""
+    plain = tiny_model("none", clca=False, global_pool="avg").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(images), plain.backbone(images), atol=1e-5, rtol=1e-5)

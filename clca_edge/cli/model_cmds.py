@@ -25,10 +25,11 @@ def flops(backbone, method, keep_rate, locations, img_size, num_classes, clca, a
                    num_classes=num_classes, clca=clca)
         click.echo(json.dumps(out))
         return
-    console = console()
-    console.print(f"[bold]{backbone}[/] {method} r={keep_rate} {'+CLCA' if clca else ''} @ {img_size}px")
-    console.print(f"GFLOPs (MACs, batch 1): [bold]{report.gflops:.2f}[/]   params: {report.params_m:.2f} M")
-    console.print("tokens per block (entering attention): " + ", ".join(map(str, report.tokens_per_block)))
+    con = console()
+    con.print(f"[bold]{backbone}[/] {method} r={keep_rate} {'+CLCA' if clca else ''} @ {img_size}px")
+    con.print(f"GFLOPs (MACs, batch 1): [bold]{report.gflops:.2f}[/]   "
+              f"(attention products {report.attention_gflops:.2f})   params: {report.params_m:.2f} M")
+    con.print("tokens per block (entering attention): " + ", ".join(map(str, report.tokens_per_block)))
 
 
 @main.command()

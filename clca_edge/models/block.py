@@ -28,22 +28,20 @@ def _apply_reducer(
 def run_block(
     block: nn.Module, state: TokenState, num_prefix: int, reducer: Optional[TokenReducer] = None
 ) -> tuple[TokenState, Optional[Tensor]]:
-    """Run a timm ``Block`` with an optional reduction before, inside or after it."""
+    """Run a timm ``Block`` with an optional reduction before it or between attention and MLP."""
     n = state.x.shape[1] - num_prefix
     active = reducer is not None and reducer.active(n)
     placement = reducer.placement if active else None
     aux = None
     if placement == "pre":
         state, aux = _apply_reducer(reducer, state, num_prefix, None)
-    need_info = placement in ("mid", "post") and reducer.needs_attention
+    need_info = placement == "mid" and reducer.needs_attention
     out, info = attention_forward(block.attn, block.norm1(state.x), state.bias, need_info, state.policy)
     state = state.with_x(state.x + block.drop_path1(block.ls1(out)))
     if placement == "mid":
         state, aux = _apply_reducer(reducer, state, num_prefix, info)
     x = state.x
     state = state.with_x(x + block.drop_path2(block.ls2(block.mlp(block.norm2(x)))))
-    if placement == "post":
-        state, aux = _apply_reducer(reducer, state, num_prefix, info)
     return state, aux
 
 

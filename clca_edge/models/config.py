@@ -75,12 +75,14 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         # Normalise sequences so that equal configs compare equal and hash.
-        keep = self.keep_rate
-        if isinstance(keep, (int, float)):
-            keep = (float(keep),)
-        object.__setattr__(self, "keep_rate", tuple(float(r) for r in keep))
-        if self.locations is not None:
-            object.__setattr__(self, "locations", tuple(int(i) for i in self.locations))
+        try:
+            object.__setattr__(self, "keep_rate", parse_keep_rates(self.keep_rate))
+            if self.locations is not None:
+                object.__setattr__(self, "locations", tuple(int(i) for i in self.locations))
+            object.__setattr__(self, "num_classes", int(self.num_classes))
+            object.__setattr__(self, "img_size", int(self.img_size))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model config has a value of the wrong type ({e})") from None
         object.__setattr__(self, "backbone_kwargs", dict(self.backbone_kwargs))
         object.__setattr__(self, "method_kwargs", dict(self.method_kwargs))
         self._validate_static()
@@ -180,11 +182,12 @@ def default_locations(depth: int) -> tuple[int, ...]:
 
 
 def parse_keep_rates(text: str | Sequence[float] | float) -> tuple[float, ...]:
-    """'0.1' or '0.5,0.25,0.1' -> a tuple of floats; raises ConfigError naming the bad value."""
+    """'0.1', '0.5,0.25,0.1', 0.1 or [0.5, 0.25] -> a tuple of floats; raises ConfigError naming
+    the bad value."""
     if isinstance(text, (int, float)):
         return (float(text),)
     if not isinstance(text, str):
-        return tuple(float(v) for v in text)
+        return tuple(v for part in text for v in parse_keep_rates(part))
     out = []
     for part in text.split(","):
         try:

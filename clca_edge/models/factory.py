@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 Pretrained = Union[str, os.PathLike, bool, None]
 
 
-def _timm_kwargs(config: ModelConfig, *, meta: bool = False) -> dict[str, Any]:
+def _timm_kwargs(config: ModelConfig) -> dict[str, Any]:
     kwargs = dict(config.backbone_kwargs)
     kwargs.setdefault("img_size", config.img_size)
     kwargs["num_classes"] = 0 if config.clca.cla_head else config.num_classes
@@ -37,6 +37,9 @@ def _create_backbone(config: ModelConfig, **extra: Any):
         raise ConfigError(
             f"backbone {config.backbone!r} rejected its options ({e}); is it a timm VisionTransformer?"
         ) from None
+    except (AssertionError, ValueError) as e:  # timm asserts e.g. embed_dim % num_heads == 0
+        raise ConfigError(f"backbone {config.backbone!r} rejected its options {dict(config.backbone_kwargs)}: "
+                          f"{e or 'invalid combination'}") from None
 
 
 def validate_config(config: ModelConfig) -> None:
@@ -52,8 +55,12 @@ def validate_config(config: ModelConfig) -> None:
         raise ConfigError(str(e.args[0])) from None
     with torch.device("meta"):
         backbone = _create_backbone(config)
-    check_backbone(backbone, config.img_size)
-    config.resolve(len(backbone.blocks))
+        check_backbone(backbone, config.img_size)
+        plan = config.resolve(len(backbone.blocks))
+        reducer_cls = get_reducer_class(config.method)
+        if reducer_cls is not None:  # unknown method_kwargs fail here, before any weights exist
+            reducer_cls(keep_rate=plan.keep_rates[0], dim=backbone.embed_dim,
+                        num_heads=backbone.blocks[0].attn.num_heads, **config.method_kwargs)
 
 
 def _pretrained_args(config: ModelConfig, pretrained: Pretrained) -> dict[str, Any]:

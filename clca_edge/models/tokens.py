@@ -101,8 +101,6 @@ def token_plan(
         if active and red.placement == "mid":
             n = red.num_out(n)
         mlp_n = n
-        if active and red.placement == "post":
-            n = red.num_out(n)
         recovered = 0
         if i in plan.recovery:
             recovered, n, cached = cached, n + cached, 0

@@ -23,7 +23,7 @@ from .tokens import BlockTokens, TokenState, token_plan
 
 def check_backbone(backbone: nn.Module, img_size: int) -> None:
     """Raise ConfigError unless ``backbone`` is a ViT this wrapper supports at ``img_size``."""
-    from timm.models.vision_transformer import VisionTransformer
+    from timm.models.vision_transformer import Block, VisionTransformer
 
     name = type(backbone).__name__
     if not isinstance(backbone, VisionTransformer):
@@ -37,7 +37,13 @@ def check_backbone(backbone: nn.Module, img_size: int) -> None:
     patch = backbone.patch_embed.patch_size
     if img_size % patch[0] or img_size % patch[1]:
         raise ConfigError(f"img_size={img_size} is not divisible by the patch size {patch[0]}")
-    for blk in backbone.blocks:
+    if getattr(backbone, "global_pool", "token") not in ("token", "avg"):
+        raise ConfigError(f"global_pool={backbone.global_pool!r} is not supported; use 'token' or 'avg'")
+    for i, blk in enumerate(backbone.blocks):
+        # run_block drives the pre-norm timm Block's parts one by one; other block types
+        # (parallel, post-norm) compute something else.
+        if not isinstance(blk, Block):
+            raise ConfigError(f"block {i} is a {type(blk).__name__}; only timm's pre-norm Block is supported")
         check_attention_module(blk.attn)
 
 
@@ -84,16 +90,15 @@ class ClcaVisionTransformer(nn.Module):
         self.token_plan: list[BlockTokens] = token_plan(num_patches, self.num_prefix, self.plan, clca, by_index)
         # SiT/PatchMerger size their k-dependent parameters from the planned input count, here,
         # before any weights are loaded (strict checkpoint reloads need a config-fixed state_dict).
-        entering = num_patches
-        for b in self.token_plan:
-            red = by_index.get(b.index)
-            if red is not None:
-                red.bind(b.mlp - self.num_prefix if red.placement == "post" else entering)
-            entering = b.output - self.num_prefix
-        # DynamicViT's training pass masks instead of dropping: its targets need the full counts.
-        unreduced = token_plan(num_patches, self.num_prefix, self.plan, clca, {})
         for loc, red in by_index.items():
-            red.bind_unreduced(self._entering(unreduced, loc), len(by_index))
+            red.bind(self._entering(self.token_plan, loc))
+        if by_index:
+            # DynamicViT's training pass masks instead of dropping: its targets need the full counts.
+            unreduced = token_plan(num_patches, self.num_prefix, self.plan, clca, {})
+            for loc, red in by_index.items():
+                red.bind_unreduced(self._entering(unreduced, loc), len(by_index))
+        # Static per-block lookups, so the forward pass does no string keys or set tests.
+        self._block_reducers = [by_index.get(i) for i in range(depth)]
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -124,15 +129,20 @@ class ClcaVisionTransformer(nn.Module):
         cls_tokens: list[Tensor] = []
         aux_total = images.new_zeros(())
         for i, blk in enumerate(self.backbone.blocks):
-            state, aux = run_block(blk, state, self.num_prefix, self.reducers[str(i)] if str(i) in self.reducers else None)
+            state, aux = run_block(blk, state, self.num_prefix, self._block_reducers[i])
             if aux is not None:
                 aux_total = aux_total + aux
+            carriers = None
+            if i < self.plan.cache_until:
+                # Taken before this block's recovery: the average is over the block's own tokens,
+                # not over the cached ones about to be appended.
+                weight = state.presence(self._masks_with_bias)
+                carriers = cache_carriers(state.x, self.num_prefix, self._clr_slice, clca.gap_carriers, weight)
             if i in self._recovery and cache:
                 state = state.append(TokenState(torch.cat(cache, dim=1)))
                 cache = []
-            if i < self.plan.cache_until:
-                weight = state.presence(self._masks_with_bias)
-                cache.append(cache_carriers(state.x, self.num_prefix, self._clr_slice, clca.gap_carriers, weight))
+            if carriers is not None:
+                cache.append(carriers)
             if self.cla_head is not None and i in self._collect_at:
                 cls_tokens.append(state.x[:, 0])
         return self._head(state.x, cls_tokens), aux_total
@@ -144,7 +154,9 @@ class ClcaVisionTransformer(nn.Module):
         if self.cla_head is not None:
             return self.cla_head(cls_tokens)
         bb = self.backbone
-        x = bb.norm(x)[:, 0]
+        x = bb.norm(x)
+        # The backbone's own pooling (its head was trained on it); CLR tokens are not features.
+        x = x[:, self.num_prefix:].mean(dim=1) if bb.global_pool == "avg" else x[:, 0]
         return bb.head(bb.head_drop(bb.fc_norm(x)))
 
     # -- introspection --------------------------------------------------------------------

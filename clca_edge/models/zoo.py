@@ -31,9 +31,6 @@ REFERENCE_GFLOPS: dict[str, dict[float, tuple[float, float]]] = {
 # attention ran through the fused kernel: compare them with our figure minus attention products.
 REFERENCE_WITHOUT_ATTENTION = frozenset({"sit", "patchmerger", "dpcknn"})
 
-# The paper's own table (EViT + CLCA).
-PAPER_GFLOPS = {("evit", 0.1, True): 25.2, ("evit", 0.7, True): 50.9}
-
 
 def reference_gflops(method: str, keep_rate: float, clca: bool) -> Optional[float]:
     if method == "none" or keep_rate >= 1.0:

@@ -12,9 +12,10 @@ from typing import ClassVar, Literal, Optional
 
 from torch import Tensor, nn
 
+from ...errors import ConfigError
 from .functional import gather_tokens
 
-Placement = Literal["pre", "mid", "post"]
+Placement = Literal["pre", "mid"]
 
 
 @dataclass
@@ -52,14 +53,13 @@ class TokenReducer(nn.Module):
     """Base class: subclasses set ``placement`` and implement ``num_out`` and ``reduce``.
 
     placement: ``pre`` runs before the block's attention, ``mid`` between attention and MLP
-    (the attention of this block is available), ``post`` after the MLP.
+    (the attention of this block is available).
     """
 
     method_name: ClassVar[str] = ""
     placement: ClassVar[Placement] = "mid"
     needs_attention: ClassVar[bool] = False
     tracks_size: ClassVar[bool] = False  # carry token sizes (B, N, 1) from the first block
-    uses_bias: ClassVar[bool] = False  # outputs an attention-logit bias (B, N) that later blocks apply
     # Tokens whose bias is MASKED_BIAS are placeholders (kept for static shapes): leave them out of
     # pooled summaries such as the CLC cache's average.
     masks_with_bias: ClassVar[bool] = False
@@ -67,18 +67,13 @@ class TokenReducer(nn.Module):
     def __init__(self, keep_rate: float, dim: int, num_heads: int, **kwargs) -> None:
         super().__init__()
         if kwargs:
-            raise TypeError(f"{type(self).__name__} got unknown options {sorted(kwargs)}")
+            raise ConfigError(f"method {self.method_name!r} has no options {sorted(kwargs)} (method_kwargs)")
         self.keep_rate = float(keep_rate)
         self.dim = dim
         self.num_heads = num_heads
 
     def num_out(self, n: int) -> int:
         raise NotImplementedError
-
-    def bind(self, n: int) -> None:
-        """Called once by the model after token planning with the number of reducible tokens this
-        location sees. Methods whose parameters depend on the output count (SiT, PatchMerger)
-        create them here, so the state_dict is fixed by the config before any weights load."""
 
     def active(self, n: int) -> bool:
         """Whether this location changes anything for ``n`` input tokens (else it is skipped)."""

@@ -30,7 +30,6 @@ from ..registry import register_reducer
 class ATSReducer(TokenReducer):
     placement = "mid"
     needs_attention = True
-    uses_bias = True
     masks_with_bias = True
 
     def num_out(self, n: int) -> int:

@@ -26,7 +26,6 @@ class ToMeReducer(TokenReducer):
     placement = "mid"
     needs_attention = True
     tracks_size = True
-    uses_bias = True
 
     def num_out(self, n: int) -> int:
         return keep_count(n, self.keep_rate)
