@@ -199,7 +199,14 @@ def check_cameras(system: System) -> list[Finding]:
 
 
 def check_disk(system: System, path: str) -> list[Finding]:
-    free = system.disk_free_mb(path)
+    # The log folder may not exist before the first capture: measure the disk it will be on.
+    where = Path(path).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = system.disk_free_mb(str(where))
+    except OSError as e:
+        return [Finding("free disk", WARN, f"unknown at {path} ({e})", "check the path given to --disk-path")]
     status = FAIL if free < MIN_FREE_DISK_MB else OK
     return [Finding("free disk", status, f"{free:,.0f} MB at {path}",
                     "" if status == OK else f"capture needs >= {MIN_FREE_DISK_MB} MB for its decision log; free space")]

@@ -41,6 +41,11 @@ def test_old_jetpack_and_missing_pieces_are_findings(tmp_path):
     assert check_jetson(bare)[0].value.startswith("not a Jetson")
 
 
+def test_disk_path_not_created_yet_is_measured_on_its_disk(tmp_path):
+    f = check_disk(System(), str(tmp_path / "runs" / "capture"))[0]
+    assert f.status == OK and f.value.endswith(f"at {tmp_path / 'runs' / 'capture'}")
+
+
 def test_full_disk_blocks_capture(tmp_path):
     class Full(System):
         def disk_free_mb(self, path):

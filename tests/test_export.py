@@ -63,6 +63,17 @@ def test_graph_check_catches_opset_above_target():
     assert check_graph(model, max_opset=18) == []
 
 
+def test_export_and_parity_leave_the_model_mode_alone(images, tmp_path):
+    from clca_edge.errors import ExportError
+
+    model = tiny_model("evit").train()
+    path = export_onnx(model, tmp_path / "m.onnx", OnnxExportConfig(batch_size=2))
+    assert model.training
+    assert onnx_parity(model, path, images) <= 1e-4 and model.training
+    with pytest.raises(ExportError, match="at least 2 images"):
+        onnx_parity(model, path, images[:1])
+
+
 def test_export_rejects_a_rule_breaking_model(tmp_path):
     from clca_edge.errors import ExportError
 

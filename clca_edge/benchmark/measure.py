@@ -73,9 +73,7 @@ def measure_torch(model, img_size: int, batch: int, warmup: int, repeats: int, d
 
 
 def _ort_sessions(model, img_size: int, batch: int, int8: bool, threads: int, workdir: Path):
-    import onnxruntime as ort
-
-    from ..export.onnx_export import OnnxExportConfig, export_onnx
+    from ..export.onnx_export import OnnxExportConfig, export_onnx, onnx_session
 
     paths = {}
     for b in sorted({1, batch}):
@@ -83,43 +81,43 @@ def _ort_sessions(model, img_size: int, batch: int, int8: bool, threads: int, wo
         if int8:
             p = quantize_for_benchmark(p, img_size, b)
         paths[b] = p
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return {b: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for b, p in paths.items()}
+    return {b: onnx_session(p, threads=threads) for b, p in paths.items()}
 
 
 def quantize_for_benchmark(path: Path, img_size: int, batch: int) -> Path:
-    """Static INT8 Q/DQ for latency only (random calibration data: accuracy is not measured here)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    """The same INT8 Q/DQ quantisation ``deploy`` ships, calibrated on random inputs: latency
+    only (accuracy is not measured here)."""
+    from ..export.onnx_export import INPUT_NAME
+    from ..export.quantize import quantize_int8
 
-    class Random(CalibrationDataReader):
+    class Random:
         def __init__(self) -> None:
             rng = np.random.default_rng(0)
-            self.items = iter([{"images": rng.standard_normal((batch, 3, img_size, img_size)).astype(np.float32)}
+            self.items = iter([{INPUT_NAME: rng.standard_normal((batch, 3, img_size, img_size)).astype(np.float32)}
                                for _ in range(4)])
 
         def get_next(self):
             return next(self.items, None)
 
     out = path.with_name(path.stem + ".int8.onnx")
-    quantize_static(str(path), str(out), Random(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["MatMul", "Gemm", "Conv"], extra_options={"ActivationSymmetric": True})
+    quantize_int8(path, out, Random(), method="minmax")
     return out
 
 
 def measure_ort(model, img_size: int, batch: int, warmup: int, repeats: int, int8: bool = False,
                 threads: int = 0) -> Timing:
+    """peak_mb is the measuring process's: with ``isolate`` that includes building and exporting
+    the model in torch, so it bounds, not measures, ONNX Runtime's own footprint."""
+    from ..export.onnx_export import INPUT_NAME
+
     with tempfile.TemporaryDirectory() as tmp:
         sessions = _ort_sessions(model, img_size, batch, int8, threads, Path(tmp))
         del model
         rng = np.random.default_rng(0)
         one = rng.standard_normal((1, 3, img_size, img_size)).astype(np.float32)
         many = rng.standard_normal((batch, 3, img_size, img_size)).astype(np.float32)
-        lat = _time(lambda: sessions[1].run(None, {"images": one}), warmup, repeats)
-        thr = _time(lambda: sessions[batch].run(None, {"images": many}), max(1, warmup // 2), max(3, repeats // 4))
+        lat = _time(lambda: sessions[1].run(None, {INPUT_NAME: one}), warmup, repeats)
+        thr = _time(lambda: sessions[batch].run(None, {INPUT_NAME: many}), max(1, warmup // 2), max(3, repeats // 4))
         return _summarise(lat, thr, batch, peak_rss_mb())
 
 

@@ -10,24 +10,6 @@ import click
 from ._common import console, main, reports_errors
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    from ..models.config import parse_keep_rates
-
-    return parse_keep_rates(text)
-
-
-def _kwargs(text: str) -> dict:
-    """'depth=4,embed_dim=64' -> {'depth': 4, 'embed_dim': 64}."""
-    out = {}
-    for part in filter(None, (text or "").split(",")):
-        key, _, value = part.partition("=")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
 @main.command()
 @click.option("--model", "backbone", default="vit_small_patch16_224", show_default=True)
 @click.option("--img-size", default=224, show_default=True, type=click.IntRange(min=16))
@@ -55,16 +37,18 @@ def benchmark(backbone, img_size, methods, keep_rates, clca_mode, backends, batc
     """Sweep keep rates x methods x CLCA x backends: GFLOPs, params, latency p50/p90 (batch 1),
     throughput (batch N), peak memory and, with --data, accuracy; plain ViT as the baseline."""
     from ..benchmark.config import SweepConfig
+    from ..models.config import parse_keep_rates
+    from ..training.config import parse_model_kwargs
     from ..benchmark.report import machine_description, rich_table, write_csv, write_plot
     from ..benchmark.sweep import run_sweep
     from ..models.reduction.registry import list_methods
 
     names = tuple(list_methods(implemented_only=True)[1:]) if methods == "all" else tuple(methods.split(","))
     cfg = SweepConfig(
-        backbone=backbone, img_size=img_size, num_classes=num_classes, methods=names, keep_rates=_floats(keep_rates),
+        backbone=backbone, img_size=img_size, num_classes=num_classes, methods=names, keep_rates=parse_keep_rates(keep_rates),
         clca={"on": (True,), "off": (False,), "both": (False, True)}[clca_mode],
         backends=tuple(backends.split(",")), batch_size=batch_size, warmup=warmup, repeats=repeats, device=device,
-        backbone_kwargs=_kwargs(model_kwargs), threads=threads, data=data, train_epochs=train_epochs, isolate=isolate,
+        backbone_kwargs=parse_model_kwargs(model_kwargs), threads=threads, data=data, train_epochs=train_epochs, isolate=isolate,
     )
     accuracy = None
     if data:

@@ -39,14 +39,18 @@ def export_onnx(model, path, config: OnnxExportConfig = OnnxExportConfig()) -> P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = model.config.img_size
-    model = model.eval()
     dummy = torch.randn(config.batch_size, 3, size, size)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about Python ints are expected: k is static
-        torch.onnx.export(
-            model, (dummy,), str(path), dynamo=False, opset_version=config.opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
-        )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about Python ints are expected: k is static
+            torch.onnx.export(
+                model, (dummy,), str(path), dynamo=False, opset_version=config.opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)
     if config.check:
         violations = check_graph(path, max_opset=config.opset)
         if violations:
@@ -55,11 +59,14 @@ def export_onnx(model, path, config: OnnxExportConfig = OnnxExportConfig()) -> P
     return path
 
 
-def onnx_session(path, providers: Optional[list[str]] = None):
+def onnx_session(path, providers: Optional[list[str]] = None, threads: int = 0):
+    """An ONNX Runtime session (CPU unless ``providers`` say otherwise); ``threads`` 0: ORT's default."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
 
@@ -73,12 +80,18 @@ def onnx_parity(model, path, images) -> float:
     sess = onnx_session(path)
     batch = sess.get_inputs()[0].shape[0]
     images = torch.as_tensor(images, dtype=torch.float32)
+    if images.shape[0] < batch:
+        raise ExportError(f"parity needs at least {batch} images (the exported batch size), got {images.shape[0]}")
     worst = 0.0
-    model = model.eval()
-    for start in range(0, images.shape[0] - batch + 1, batch):
-        chunk = images[start:start + batch]
-        with torch.no_grad():
-            ref = model(chunk).numpy()
-        got = sess.run([OUTPUT_NAME], {INPUT_NAME: chunk.numpy()})[0]
-        worst = max(worst, float(np.max(np.abs(ref - got))))
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, images.shape[0] - batch + 1, batch):
+            chunk = images[start:start + batch]
+            with torch.no_grad():
+                ref = model(chunk).numpy()
+            got = sess.run([OUTPUT_NAME], {INPUT_NAME: chunk.numpy()})[0]
+            worst = max(worst, float(np.max(np.abs(ref - got))))
+    finally:
+        model.train(was_training)
     return worst
