@@ -7,9 +7,7 @@ recorded sources (video files, images) are read in order, every frame, nothing d
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -18,12 +16,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..data.files import IMAGE_EXTENSIONS, glob_images, has_image_suffix, list_images
 from ..errors import ConfigError
 from ..runtime.errors import SourceError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # the one list, in data.files
 LIVE_KINDS = ("camera", "v4l2", "csi", "stream")
 
 
@@ -36,6 +35,9 @@ class SourceConfig:
     width: Optional[int] = None
     height: Optional[int] = None
     fps: Optional[float] = None
+    # Open/read timeout for live sources whose OpenCV backend supports one (FFmpeg streams, some
+    # camera backends): a hung read then returns "no frame" and the grabber reconnects.
+    timeout_s: float = 15.0
 
     @property
     def live(self) -> bool:
@@ -46,14 +48,16 @@ class SourceConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise ConfigError(f"--{name} {v} must be > 0")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"source timeout {self.timeout_s} s must be > 0")
 
 
 def parse_source(text: str, width: Optional[int] = None, height: Optional[int] = None,
-                 fps: Optional[float] = None) -> SourceConfig:
+                 fps: Optional[float] = None, timeout_s: float = 15.0) -> SourceConfig:
     """Classify a --source/--camera value: '0', '/dev/video0', 'csi://0', 'rtsp://...', a video
     file, an image folder or a glob."""
     text = str(text).strip()
-    kw = dict(width=width, height=height, fps=fps)
+    kw = dict(width=width, height=height, fps=fps, timeout_s=timeout_s)
     if re.fullmatch(r"\d+", text):
         return SourceConfig("camera", text, **kw)
     if re.fullmatch(r"/dev/video\d+", text):
@@ -121,9 +125,17 @@ class FrameSource:
     skipped: int = 0         # unreadable items passed over (image sources)
 
 
+def _timeout_params(cv2, timeout_s: float) -> list[int]:
+    """[prop, value, ...] for the open and read timeouts this OpenCV build knows (4.5.2+)."""
+    ms = int(round(timeout_s * 1000))
+    return [v for name in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC")
+            if hasattr(cv2, name) for v in (getattr(cv2, name), ms)]
+
+
 def _cv2_capture(cfg: SourceConfig):
     import cv2
 
+    params = _timeout_params(cv2, cfg.timeout_s) if cfg.live else []
     if cfg.kind == "camera":
         cap = cv2.VideoCapture(int(cfg.uri))
     elif cfg.kind == "v4l2":
@@ -131,8 +143,19 @@ def _cv2_capture(cfg: SourceConfig):
     elif cfg.kind == "csi":
         cap = cv2.VideoCapture(csi_pipeline(int(cfg.uri), cfg.width or 1280, cfg.height or 720, cfg.fps or 30),
                                cv2.CAP_GSTREAMER)
+    elif cfg.kind == "stream" and params:
+        # FFmpeg reads its timeouts only when opening. OpenCV skips a backend that cannot use
+        # a parameter; if none could, open without them rather than not at all.
+        cap = cv2.VideoCapture(cfg.uri, cv2.CAP_ANY, params)
+        if not cap.isOpened():
+            cap = cv2.VideoCapture(cfg.uri)
     else:
         cap = cv2.VideoCapture(cfg.uri)
+    if cfg.live and cfg.kind != "stream":
+        # Cameras: backends that support a read timeout take it now; the others ignore it (set()
+        # returns False) and a hung read is caught by the grabber's stall-then-loss rule.
+        for prop, value in zip(params[::2], params[1::2]):
+            cap.set(prop, value)
     if cfg.kind in ("camera", "v4l2"):
         if cfg.width:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
@@ -206,16 +229,14 @@ class VideoCaptureSource(FrameSource):
 
 
 def expand_images(pattern: str) -> list[Path]:
-    """Image files of a folder (recursively, sorted) or matched by a glob (sorted)."""
+    """Image files of a folder (recursively, hidden ones skipped, sorted) or matched by a glob
+    (sorted); the ``data.files`` rules, as for training and deploy."""
     p = Path(pattern)
     if p.is_dir():
-        found = [q for q in p.rglob("*") if q.is_file()]
-    elif p.is_file():
-        found = [p]
-    else:
-        found = [Path(q) for q in glob.glob(os.path.expanduser(pattern), recursive=True)]
-        found = [q for q in found if q.is_file()]
-    return sorted(q for q in found if q.suffix.lower() in IMAGE_SUFFIXES)
+        return list_images(p)
+    if p.is_file():
+        return [p] if has_image_suffix(p) else []
+    return glob_images(pattern)
 
 
 class ImageSource(FrameSource):
@@ -226,7 +247,6 @@ class ImageSource(FrameSource):
         self.description = f"images:{cfg.uri}"
         self._files: list[Path] = []
         self._i = 0
-        self.skipped_files: list[str] = []
 
     def open(self) -> None:
         self._files = expand_images(self.cfg.uri)
@@ -234,22 +254,20 @@ class ImageSource(FrameSource):
             raise SourceError(f"--source {self.cfg.uri!r} matches no image files ({', '.join(IMAGE_SUFFIXES)})")
 
     def read(self) -> Optional[Frame]:
-        from ..runtime.preprocess import load_rgb
-        import cv2
+        from ..runtime.preprocess import load_bgr
 
         while self._i < len(self._files):
             path = self._files[self._i]
             seq = self._i
             self._i += 1
             t0 = time.monotonic()
-            rgb = load_rgb(path)
+            bgr = load_bgr(path)   # frames are BGR: decoded as is, no RGB round trip
             t1 = time.monotonic()
-            if rgb is None:
+            if bgr is None:
                 self.skipped += 1
-                self.skipped_files.append(str(path))
                 log.warning("skipping unreadable image %s", path)
                 continue
-            return Frame(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), seq, t1, float(seq), (t1 - t0) * 1000.0, str(path))
+            return Frame(bgr, seq, t1, float(seq), (t1 - t0) * 1000.0, str(path))
         return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import click
 
@@ -61,18 +61,23 @@ def model_options(fn: Callable) -> Callable:
     return fn
 
 
+def parse_locations(text) -> Optional[tuple[int, ...]]:
+    """--locations '3,6,9' -> (3, 6, 9); empty/None -> None (the model's default placement)."""
+    from ..errors import ConfigError
+
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        return tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"--locations {text!r} must be comma-separated block indices") from None
+
+
 def model_config(backbone, method, keep_rate, locations, img_size, num_classes, clca, **extra):
     """Build a ModelConfig from the common options (raises ConfigError on bad values)."""
-    from ..errors import ConfigError
     from ..models.config import ClcaConfig, ModelConfig, parse_keep_rates
 
-    locs = None
-    if locations:
-        try:
-            locs = tuple(int(v) for v in locations.split(","))
-        except ValueError:
-            raise ConfigError(f"--locations {locations!r} must be comma-separated block indices") from None
     return ModelConfig(
-        backbone=backbone, method=method, keep_rate=parse_keep_rates(keep_rate), locations=locs,
+        backbone=backbone, method=method, keep_rate=parse_keep_rates(keep_rate), locations=parse_locations(locations),
         clca=ClcaConfig() if clca else ClcaConfig.off(), num_classes=num_classes, img_size=img_size, **extra,
     )

@@ -14,7 +14,7 @@ import os
 import click
 from click.core import ParameterSource
 
-from ._common import console, main, reports_errors
+from ._common import console, main, parse_locations, reports_errors
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,9 @@ def _train_config(p: dict):
         raise ConfigError("--data is required (or a recipe with data:)")
     if not p.get("out"):
         raise ConfigError("--out is required (or a recipe with out:)")
-    locs = None
-    if p["locations"]:
-        try:
-            locs = tuple(int(v) for v in str(p["locations"]).split(","))
-        except ValueError:
-            raise ConfigError(f"--locations {p['locations']!r} must be comma-separated block indices") from None
     model = ModelConfig(
-        backbone=p["model"], method=p["method"], keep_rate=parse_keep_rates(str(p["keep_rate"])), locations=locs,
+        backbone=p["model"], method=p["method"], keep_rate=parse_keep_rates(str(p["keep_rate"])),
+        locations=parse_locations(p["locations"]),
         clca=ClcaConfig() if p["clca"] else ClcaConfig.off(), img_size=p["img_size"],
         backbone_kwargs=parse_model_kwargs(p["model_kwargs"]), drop_path_rate=p["drop_path"],
     )
@@ -124,6 +119,8 @@ def train(ctx: click.Context, **params) -> None:
     summary = {"out": str(result.out), "epochs": result.epochs, "best_top1": result.best_top1,
                "best_epoch": result.best_epoch, "last_top1": result.last_top1,
                "num_classes": len(result.class_names), "skipped_images": len(result.skipped)}
+    for note in result.notices:
+        click.echo(f"Warning: {note}", err=True)
     if result.skipped:
         click.echo(f"Skipped {len(result.skipped)} unreadable image(s): " + ", ".join(result.skipped[:5])
                    + (" ..." if len(result.skipped) > 5 else ""), err=True)

@@ -13,6 +13,7 @@ Torch-free, so that deploy and tools can list datasets without it.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import random
@@ -21,10 +22,11 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ConfigError
+from ..training.checkpoint import atomic_write_bytes
+from .files import IMAGE_EXTENSIONS, class_folders, scan_class_images
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val", "test")
 
 
@@ -53,30 +55,20 @@ class DataSplits:
         return getattr(self, name)
 
 
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-
-
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
 def scan_class_tree(root: Path) -> dict[str, list[str]]:
-    """``root/<class>/<images>`` -> {class: sorted image paths}; an empty class folder is an error."""
+    """``root/<class>/**/<images>`` -> {class: sorted image paths} (``data.files`` rules: recursive,
+    hidden files and folders skipped); an empty class folder is an error."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder {str(root)!r} does not exist")
-    classes = _class_dirs(root)
-    if not classes:
+    found = scan_class_images(root)
+    if not found:
         raise DataError(f"{root} has no class folders; expected {root}/<class name>/<images>")
-    out: dict[str, list[str]] = {}
-    for d in classes:
-        files = sorted(str(p) for p in d.rglob("*") if _is_image(p))
+    for name, files in found.items():
         if not files:
-            raise DataError(f"class folder {d} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+            raise DataError(f"class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                             "add images or remove the folder")
-        out[d.name] = files
-    return out
+    return {name: [str(p) for p in files] for name, files in found.items()}
 
 
 def load_image_folder(root: Path) -> DataSplits:
@@ -121,15 +113,13 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> t
 
 def write_split_csv(path: Path, samples: list[Sample], class_names: list[str], root: Optional[Path] = None) -> None:
     """A UFG-style split file (``class_id,dir,class_name``); paths relative to ``root`` when given."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["class_id", "dir", "class_name"])
-        for p, label in samples:
-            w.writerow([label, os.path.relpath(p, root) if root else p, class_names[label]])
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["class_id", "dir", "class_name"])
+    for p, label in samples:
+        w.writerow([label, os.path.relpath(p, root) if root else p, class_names[label]])
+    # fsync'd temp file + rename: a resumed run must never read a half-written split.
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 
 def load_split_tree(root: Path, val_fraction: float, seed: int, split_dir: Optional[Path] = None) -> DataSplits:
@@ -169,7 +159,7 @@ def _find_image_root(csv_dir: Path, first: str) -> Path:
     """UFG archives keep images in one sub-folder next to the CSVs (e.g. ``cotton_square_new``)."""
     if (csv_dir / first).exists():
         return csv_dir
-    hits = [d for d in _class_dirs(csv_dir) if (d / first).exists()]
+    hits = [d for d in class_folders(csv_dir) if (d / first).exists()]
     if len(hits) == 1:
         return hits[0]
     raise DataError(f"cannot find image {first!r} listed in {csv_dir}/train.csv next to it or in one sub-folder; "

@@ -7,7 +7,6 @@ calibration can be audited and reproduced (see ``calibration/README.md`` at the 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +14,14 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from ..data.files import IMAGE_EXTENSIONS, scan_class_images
 from ..errors import ClcaEdgeError
 from ..preprocess import PreprocessSpec
+from ..runtime.bundle import sha256_file
 from ..runtime.preprocess import load_rgb, preprocess
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -32,17 +32,16 @@ class DeployDataError(ClcaEdgeError):
 
 
 def scan_class_folders(root, what: str) -> dict[str, list[Path]]:
-    """``root/<class>/<image>`` -> {class: sorted image paths}. Empty class folders are an error."""
+    """``root/<class>/**/<image>`` -> {class: sorted image paths}, by the same rules as training
+    (``data.files``: recursive, hidden files and folders skipped). Empty class folders are an error."""
     root = Path(root)
     if not root.is_dir():
         raise DeployDataError(f"{what} folder {str(root)!r} does not exist; pass a folder of class sub-folders")
-    classes = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    classes = scan_class_images(root)
+    for name, files in classes.items():
         if not files:
-            raise DeployDataError(f"{what} class folder {d} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+            raise DeployDataError(f"{what} class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                                   "add images or remove the folder")
-        classes[d.name] = files
     if not classes:
         raise DeployDataError(f"{what} folder {root} has no class sub-folders (expected {root}/<class>/<image>)")
     return classes
@@ -59,10 +58,6 @@ def check_classes(found: dict[str, list[Path]], class_names: list[str], what: st
             parts.append(f"unknown {', '.join(extra)}")
         raise DeployDataError(f"{what} classes in {root} do not match the checkpoint's ({'; '.join(parts)}); "
                               f"the checkpoint has: {', '.join(class_names)}")
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -158,7 +153,7 @@ def sample_calibration(root, class_names: list[str], config: CalibrationConfig,
             while len(usable[c]) < quotas[c] and cursor[c] < len(order[c]):
                 p = order[c][cursor[c]]
                 cursor[c] += 1
-                digest = file_sha256(p)
+                digest = sha256_file(p)
                 if digest in exclude_sha256 or p.resolve() in exclude_paths:
                     overlap.append(p)
                 elif load_rgb(p) is None:

@@ -3,14 +3,12 @@ reported and skipped; the rest are classified."""
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
-from ..capture.sources import IMAGE_SUFFIXES
+from ..data.files import glob_images, list_images
 from .backends import Classifier
 from .decision import softmax, top_k
 from .model import RuntimeModel
@@ -27,7 +25,8 @@ class Inputs:
 
 def expand_inputs(args: Iterable[str]) -> Inputs:
     """Files as given (any suffix: a corrupt one is reported, not silently ignored), image files of
-    folders (recursive) and of globs, in argument order, each folder/glob sorted, no duplicates."""
+    folders (recursive, hidden ones skipped: the ``data.files`` rules) and of globs, in argument
+    order, each folder/glob sorted, no duplicates."""
     out = Inputs()
     seen: set[Path] = set()
     for arg in args:
@@ -35,10 +34,9 @@ def expand_inputs(args: Iterable[str]) -> Inputs:
         if p.is_file():
             found = [p]
         elif p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            found = list_images(p)
         else:
-            found = sorted(Path(q) for q in glob.glob(os.path.expanduser(arg), recursive=True)
-                           if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_SUFFIXES)
+            found = glob_images(arg)
         if not found:
             out.unmatched.append(arg)
         for q in found:

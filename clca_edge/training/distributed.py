@@ -68,14 +68,6 @@ def gather_objects(obj, info: DistInfo) -> list:
     return out
 
 
-def broadcast_object(obj, info: DistInfo):
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 class ShardSampler(Sampler):
     """Every ``world``-th index from ``rank``, no padding: each evaluation image is seen once."""
 

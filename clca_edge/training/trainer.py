@@ -1,14 +1,27 @@
 """The training loop: fine-tune (or train from scratch) a CLCA model, validate every epoch, keep
 ``last`` and ``best`` checkpoints and a resume file, log metrics; single process or torchrun/DDP.
 
-Only rank 0 writes files. Every epoch reseeds from (seed, epoch, rank) so that a resumed run
-replays exactly what an uninterrupted one would have done.
+Only rank 0 writes files. Every epoch reseeds from (seed, epoch, rank), and DataLoader workers are
+started afresh each epoch from that seed, so that a resumed run replays exactly what an
+uninterrupted one would have done.
+
+End of an epoch, in this order: the weights go to ``last.pending.safetensors``, then ``best``, then
+``train_state.pt``, then the pending file replaces ``last.safetensors``. A crash between any two
+steps leaves a run that ``--resume`` continues exactly: before the state is written the epoch is
+trained again from the same start; after it, the pending weights are moved into place.
+
+Should ``last.safetensors`` and ``train_state.pt`` still disagree on the epoch (a run written by
+an older version, which had a crash window between them, or files copied by hand), ``--resume``
+says so (a logged warning and a line in the CLI output) and continues after the epoch of the
+weights: the epoch counter, learning-rate schedule, best score and metrics.csv are set to that
+epoch, so no epoch is trained twice or skipped; only the optimizer moments come from the other
+epoch, so the run will not match an uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import os
 import random
 import time
 import warnings
@@ -38,6 +51,10 @@ from .state import STATE_FILE, TrainingState, load_training_state, save_training
 log = logging.getLogger(__name__)
 
 StepHook = Callable[[int, int], None]  # (epoch index, step within epoch) -> None; may raise
+LAST, PENDING = "last.safetensors", "last.pending.safetensors"
+# Steps between checks for a non-finite loss (and progress-bar statistics): each check waits for
+# the GPU, so not every step.
+CHECK_EVERY = 25
 
 
 @dataclass
@@ -50,6 +67,7 @@ class TrainResult:
     class_names: list[str]
     skipped: list[str] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # things the user must hear about (e.g. resume repairs)
 
 
 class _WithAux(nn.Module):
@@ -117,11 +135,38 @@ class _Progress:
             self.p.console.print(text)
 
 
-def _check_out_dir(out: Path, resume: bool) -> Optional[TrainingState]:
+def _finish_interrupted_save(out: Path, finished: int) -> None:
+    """Complete or undo an end-of-epoch save that a crash interrupted (see the module docstring)."""
+    pending = out / PENDING
+    if not pending.is_file():
+        return
+    try:
+        epoch = read_checkpoint_meta(pending).epoch
+    except CheckpointError:
+        epoch = None
+    if epoch == finished:
+        _commit_last(out)
+        log.warning("--resume: completed the interrupted save of epoch %d in %s", finished, out)
+    else:
+        pending.unlink()
+        log.warning("--resume: dropped the unfinished save of epoch %s in %s; epoch %d is trained again",
+                    epoch, out, finished + 1)
+
+
+def _commit_last(out: Path) -> None:
+    os.replace(out / PENDING, out / LAST)
+
+
+def _check_out_dir(out: Path, resume: bool, info: DistInfo) -> Optional[TrainingState]:
     state_path = out / STATE_FILE
     if resume:
-        if state_path.is_file() and (out / "last.safetensors").is_file():
-            return load_training_state(state_path)
+        if state_path.is_file():
+            state = load_training_state(state_path)
+            if info.is_main:
+                _finish_interrupted_save(out, state.epoch)
+            barrier(info)
+            if (out / LAST).is_file():
+                return state
         log.warning("--resume: %s holds no run to resume; starting a new run there", out)
         return None
     if (out / "last.safetensors").is_file() or state_path.is_file():
@@ -161,7 +206,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     out = Path(config.out)
-    resumed = _check_out_dir(out, config.resume)
+    resumed = _check_out_dir(out, config.resume, info)
     if resumed is not None:
         diffs = config_differences(resumed.config, config.to_dict())
         if diffs:
@@ -195,9 +240,12 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     if per_rank < 2:
         raise DataError(f"{len(train_ds)} training images over {info.world_size} process(es) is too few")
     drop_last = per_rank >= b
+    # No persistent workers: each epoch starts its workers afresh, seeded from the torch generator
+    # that the epoch's reseed set, so a resumed run's workers draw the same augmentation as an
+    # uninterrupted run's (persistent ones keep the seeds of whichever epoch started them).
     train_loader = DataLoader(train_ds, batch_size=b, sampler=sampler, num_workers=config.workers,
                               collate_fn=collate_skipping, drop_last=drop_last,
-                              pin_memory=device.type == "cuda", persistent_workers=config.workers > 0)
+                              pin_memory=device.type == "cuda", persistent_workers=False)
     val_loader = eval_loader(splits.val, spec, b, config.workers, info)
     steps_per_epoch = len(train_loader)
 
@@ -207,13 +255,21 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch, best_top1, best_epoch, last_top1 = 0, -1.0, 0, float("nan")
     skipped: set[str] = set()
+    notices: list[str] = []
+    last_meta = None
     if resumed is not None:
         optimizer.load_state_dict(resumed.optimizer)
         scheduler.load_state_dict(resumed.scheduler)
         if resumed.scaler:
             scaler.load_state_dict(resumed.scaler)
         start_epoch, best_top1, best_epoch = resumed.epoch, resumed.best_top1, resumed.best_epoch
-        last_top1 = float(read_checkpoint_meta(out / "last.safetensors").metrics.get("val_top1", best_top1))
+        last_meta = read_checkpoint_meta(out / LAST)
+        if last_meta.epoch != resumed.epoch:
+            start_epoch, best_top1, best_epoch, note = _adopt_weights_epoch(
+                out, last_meta, resumed, scheduler, steps_per_epoch)
+            log.warning(note)
+            notices.append(note)
+        last_top1 = float(last_meta.metrics.get("val_top1", best_top1))
         skipped |= set(resumed.skipped)
         log.info("resuming %s after epoch %d (best top-1 %.2f at epoch %d)", out, start_epoch, best_top1, best_epoch)
 
@@ -224,6 +280,11 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     metrics = MetricsLog(out / "metrics.csv", keep_until_epoch=start_epoch) if info.is_main else None
+    if metrics is not None and last_meta is not None and start_epoch and \
+            not any(int(r["epoch"]) == start_epoch for r in metrics.rows):
+        # The row of the epoch whose weights we continue from was never logged (crash before it):
+        # the checkpoint holds the same numbers.
+        metrics.append({"epoch": start_epoch, **last_meta.metrics})
     history: list[dict] = []
     meta_extra = {"train_config": run_config, "data_layout": splits.layout,
                   "num_train": len(splits.train), "num_val": len(splits.val)}
@@ -252,7 +313,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
             if info.is_main:
                 meta = CheckpointMeta(model_config, splits.class_names, spec, epoch + 1,
                                       {k: v for k, v in row.items() if k != "epoch"}, meta_extra)
-                save_checkpoint(out / "last.safetensors", model, meta)
+                save_checkpoint(out / PENDING, model, meta)
                 if improved:
                     save_checkpoint(out / "best.safetensors", model, meta)
                     write_confusion_csv(out / "best_confusion.csv", report)
@@ -260,6 +321,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
                 save_training_state(out / STATE_FILE, TrainingState(
                     epoch + 1, best_top1, best_epoch, run_config, optimizer.state_dict(), scheduler.state_dict(),
                     scaler.state_dict() if use_amp else None, tuple(sorted(skipped))))
+                _commit_last(out)
                 metrics.append(row)
                 progress.print(f"epoch {epoch + 1}: loss {row['train_loss']:.3f} acc {row['train_acc']:.1f}% | "
                                f"val top-1 {report.top1:.2f}% top-5 {report.top5:.2f}%" + (" *" if improved else ""))
@@ -270,17 +332,49 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     if skipped:
         log.warning("skipped %d unreadable image(s), e.g. %s", len(skipped), sorted(skipped)[0])
     return TrainResult(out, config.optim.epochs, best_top1, best_epoch, last_top1, splits.class_names,
-                       sorted(skipped), history)
+                       sorted(skipped), history, notices)
+
+
+def _adopt_weights_epoch(out: Path, last_meta: CheckpointMeta, state: TrainingState, scheduler,
+                         steps_per_epoch: int) -> tuple[int, float, int, str]:
+    """``last.safetensors`` and the resume file disagree on the epoch: continue after the weights'
+    epoch (never train an epoch twice on top of itself, never skip one). Returns the start epoch,
+    best top-1 and best epoch, and the message for the user."""
+    epoch = last_meta.epoch
+    step = epoch * steps_per_epoch
+    scheduler.last_epoch = step
+    lrs = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
+    best_top1, best_epoch = state.best_top1, state.best_epoch
+    best_path = out / "best.safetensors"
+    if best_path.is_file():
+        best = read_checkpoint_meta(best_path)
+        if best_epoch < best.epoch <= epoch and "val_top1" in best.metrics:
+            best_top1, best_epoch = float(best.metrics["val_top1"]), best.epoch
+    if best_epoch > epoch:  # the best epoch lies beyond the weights we continue from: it is retrained
+        best_top1, best_epoch = -1.0, 0
+    note = (f"--resume: {out / LAST} holds epoch {epoch} but {out / STATE_FILE} was saved after epoch "
+            f"{state.epoch} (a save interrupted by a crash, or files from different runs). Continuing after "
+            f"epoch {epoch}, the weights' epoch, with the learning-rate schedule set to it; the optimizer "
+            f"moments are those of epoch {state.epoch}, so this run will not match an uninterrupted one "
+            "exactly. Start a new --out to be sure.")
+    return epoch, best_top1, best_epoch, note
 
 
 def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: TrainConfig, device, info: DistInfo,
                  epoch: int, step_hook, progress: _Progress, task, skipped: set[str]) -> dict[str, float]:
     net.train()
     samples = loader.dataset.samples
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.float64)
-    seen = torch.zeros((), dtype=torch.float64)
+    # Sums stay on the device; reading them waits for the GPU, so only every CHECK_EVERY steps.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
+    bad_loss = torch.zeros((), dtype=torch.float32, device=device)  # and that loss
+    seen = 0
     use_amp = scaler.is_enabled()
+    last_step = len(loader) - 1
     t0 = time.perf_counter()
     for step, batch in enumerate(loader):
         if step_hook is not None:
@@ -304,10 +398,10 @@ def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: Train
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.optim.label_smoothing) + aux
         if n == 0:
             loss = loss * 0.0
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise ConfigError(f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; "
-                              "lower --lr or check the data")
+        loss_value = loss.detach()
+        first_bad = (bad_step < 0) & ~torch.isfinite(loss_value)
+        bad_step = torch.where(first_bad, step, bad_step)
+        bad_loss = torch.where(first_bad, loss_value.float(), bad_loss)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if config.optim.clip_grad > 0:
@@ -321,15 +415,28 @@ def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: Train
             scheduler.step()
         if n:
             loss_sum += loss_value * n
-            correct += float((logits[:n].argmax(1) == labels[:n]).sum())
+            correct += (logits[:n].argmax(1) == labels[:n]).sum()
             seen += n
+        if (step + 1) % CHECK_EVERY and step != last_step:
+            progress.update(task, advance=1)
+            continue
+        _check_finite(bad_step, bad_loss, epoch)
         dt = time.perf_counter() - t0
-        progress.update(task, advance=1, stats=f"loss {float(loss_sum / max(seen, 1)):.4f}  "
-                        f"acc {100 * float(correct / max(seen, 1)):.1f}%  {float(seen) * info.world_size / dt:.1f} img/s")
+        progress.update(task, advance=1, stats=f"loss {float(loss_sum) / max(seen, 1):.4f}  "
+                        f"acc {100 * float(correct) / max(seen, 1):.1f}%  {seen * info.world_size / dt:.1f} img/s")
+    _check_finite(bad_step, bad_loss, epoch)  # also after a loop left early (empty loader)
     elapsed = time.perf_counter() - t0
-    stats = all_reduce_sum(torch.stack([loss_sum, correct, seen]), info)
+    stats = all_reduce_sum(torch.stack([loss_sum, correct, torch.tensor(float(seen), dtype=torch.float64,
+                                                                        device=device)]), info)
     total = max(float(stats[2]), 1.0)
     return {"loss": float(stats[0]) / total, "acc": 100 * float(stats[1]) / total, "img_per_s": float(stats[2]) / elapsed}
+
+
+def _check_finite(bad_step: torch.Tensor, bad_loss: torch.Tensor, epoch: int) -> None:
+    step = int(bad_step)
+    if step >= 0:
+        raise ConfigError(f"loss became {float(bad_loss)} at epoch {epoch + 1}, step {step + 1}; "
+                          "lower --lr or check the data")
 
 
 __all__ = ["TrainResult", "preprocess_spec", "train"]
