@@ -9,8 +9,8 @@ import pytest
 
 from clca_edge.capture.fieldlog import open_log, read_log
 from clca_edge.capture.grabber import LatestFrameGrabber, ReconnectPolicy
-from clca_edge.capture.loop import CaptureConfig, run_capture
-from clca_edge.capture.sources import SourceConfig, VideoCaptureSource, csi_pipeline, parse_source
+from clca_edge.capture.loop import CaptureConfig, StopRequest, run_capture
+from clca_edge.capture.sources import SourceConfig, VideoCaptureSource, _cv2_capture, csi_pipeline, parse_source
 from clca_edge.preprocess import PreprocessSpec
 from clca_edge.runtime.backends import Classifier
 from clca_edge.runtime.errors import SourceError
@@ -85,7 +85,7 @@ def fake_model():
     from clca_edge.runtime.backends import ModelFiles
 
     return RuntimeModel(ModelFiles({"fp32": "unused.onnx"}, 32), PreprocessSpec(img_size=32), tuple(CLASSES),
-                        "0" * 64, "fake")
+                        "0" * 64)
 
 
 def camera_source(cam):
@@ -97,7 +97,7 @@ FAST_RECONNECT = ReconnectPolicy(initial_s=0.02, max_s=0.1, factor=2.0, stall_s=
 
 def test_camera_unplugged_mid_run_reconnects_and_the_run_goes_on(tmp_path):
     cam = FakeCamera()
-    stop = threading.Event()
+    stop = StopRequest()
     seen = []
 
     def on_record(rec, summary, bgr):
@@ -158,12 +158,65 @@ def test_a_stalled_stream_is_logged_with_its_duration():
             cam.hang(0.5)
         return True
 
+    patient = ReconnectPolicy(initial_s=0.02, max_s=0.1, factor=2.0, stall_s=0.15, lost_after_stalls=20)
     summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), ListLog(),
-                          CaptureConfig(max_frames=8, poll_s=0.05, reconnect=FAST_RECONNECT), on_record=on_record)
+                          CaptureConfig(max_frames=8, poll_s=0.05, reconnect=patient), on_record=on_record)
     ev = {r["event"]: r for r in flog_recs if r["type"] == "camera"}
-    assert "stalled" in ev and "stall_ended" in ev
+    assert "stalled" in ev and "stall_ended" in ev and "lost" not in ev
     assert 0.3 <= ev["stall_ended"]["duration_s"] <= 2.0
-    assert summary.stalls == 1 and summary.frames == 8
+    assert summary.stalls == 1 and summary.frames == 8 and cam.opens == 1
+
+
+def test_a_read_blocked_for_several_stall_times_is_a_loss_and_reconnects():
+    """stall_s 0.15 x 3: a read that hung 0.8 s is treated as a lost camera once it returns: the
+    source is closed and reopened, the run goes on."""
+    cam = FakeCamera(period=0.005)
+    flog_recs = []
+
+    class ListLog:
+        failures = 0
+
+        def write(self, r):
+            flog_recs.append(r)
+
+    def on_record(rec, summary, bgr):
+        if rec["frame"] == 3:
+            cam.hang(0.8)
+        return True
+
+    summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), ListLog(),
+                          CaptureConfig(max_frames=10, poll_s=0.05, reconnect=FAST_RECONNECT), on_record=on_record)
+    events = [r for r in flog_recs if r["type"] == "camera"]
+    names = [r["event"] for r in events]
+    assert names == ["opened", "stalled", "lost", "reconnected"]
+    assert events[2]["blocked_s"] >= 0.45
+    assert summary.stalls == 1 and summary.camera_lost == 1 and summary.reconnected == 1
+    assert cam.opens == 2 and summary.frames == 10
+
+
+def test_stream_and_camera_captures_get_opencv_timeouts(monkeypatch):
+    import cv2
+
+    made = []
+
+    class FakeVideoCapture:
+        def __init__(self, *args):
+            self.args, self.props = args, {}
+            made.append(self)
+
+        def isOpened(self):
+            return True
+
+        def set(self, prop, value):
+            self.props[prop] = value
+            return True
+
+    monkeypatch.setattr(cv2, "VideoCapture", FakeVideoCapture)
+    _cv2_capture(parse_source("rtsp://10.0.0.5/cam", timeout_s=4.5))
+    assert made[-1].args == ("rtsp://10.0.0.5/cam", cv2.CAP_ANY,
+                             [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 4500, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 4500])
+    _cv2_capture(parse_source("/dev/video1", timeout_s=2))
+    assert made[-1].props[cv2.CAP_PROP_READ_TIMEOUT_MSEC] == 2000
 
 
 def test_a_camera_that_never_opens_is_an_error_after_the_timeout():

@@ -4,6 +4,8 @@ decisions equal `predict` on the same decoded frames; smoothing, abstention, tri
 import hashlib
 import json
 import sqlite3
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -146,3 +148,79 @@ def test_missing_source_and_bad_options(bundle_dir, tmp_path):
     assert res.exit_code == 2 and "Invalid value" in res.output
     res = CliRunner().invoke(main, ["capture", "--bundle", str(bundle_dir), "--source", "csi://front"])
     assert res.exit_code == 2 and "csi://N" in res.output
+
+
+def test_image_frames_are_decoded_once_without_colour_round_trips(bundle_dir, video, tmp_path, monkeypatch):
+    """Image sources hand the decoded BGR frame on as is and the loop preprocesses it with
+    bgr=True: no cv2.cvtColor per frame, and the same decisions as predict on the files."""
+    _, frames_dir = video
+    calls = []
+    real = cv2.cvtColor
+    monkeypatch.setattr(cv2, "cvtColor", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    _, log = capture(bundle_dir, str(frames_dir / "000*.png"), tmp_path, "--top-k", len(CLASSES))
+    assert calls == []
+    monkeypatch.undo()
+    got = [{d["class"]: d["conf"] for d in r["topk"]} for r in decisions(log)]
+    ref = predict_probs(bundle_dir, frames_dir)[:len(got)]
+    assert len(got) == 10
+    for g, e in zip(got, ref):
+        assert g.keys() == e.keys() and all(abs(g[c] - e[c]) <= 1e-5 for c in g)
+
+
+class _BlockingSource:
+    """A recorded source whose 4th read hangs until released; records if close() ran during a read."""
+
+    live, description, skipped = False, "blocking", 0
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.reading = False
+        self.closed = threading.Event()
+        self.closed_during_read = False
+        self._n = 0
+
+    def open(self):
+        pass
+
+    def read(self):
+        from clca_edge.capture.sources import Frame
+
+        self.reading = True
+        try:
+            if self._n >= 3:
+                self.release.wait(10)
+            self._n += 1
+            return Frame(leaf_images(1, seed=self._n)[0], self._n - 1, time.monotonic(), float(self._n), 0.0)
+        finally:
+            self.reading = False
+
+    def close(self):
+        self.closed_during_read = self.reading
+        self.closed.set()
+
+
+def test_stop_while_a_read_hangs_does_not_close_the_source_under_it(tmp_path):
+    from clca_edge.capture.fieldlog import open_log
+    from clca_edge.capture.loop import CaptureConfig, run_capture
+    from test_capture_camera import SlowClassifier, fake_model
+
+    src = _BlockingSource()
+    with open_log(tmp_path / "log.jsonl") as flog:
+        summary = run_capture(fake_model(), SlowClassifier(0), src, flog, CaptureConfig(max_frames=1))
+    assert summary.frames == 1 and summary.stop_reason == "max frames"
+    assert not src.closed.is_set()                  # the read is still in progress: not closed under it
+    src.release.set()
+    assert src.closed.wait(5) and not src.closed_during_read
+
+
+def test_the_cli_closes_the_classifier(bundle_dir, video, tmp_path, monkeypatch):
+    from clca_edge.runtime.backends import OrtClassifier
+
+    closed = []
+    real_close = OrtClassifier.close
+    monkeypatch.setattr(OrtClassifier, "close", lambda self: closed.append(self.backend) or real_close(self))
+    path, frames_dir = video
+    capture(bundle_dir, path, tmp_path, "--max-frames", 2)
+    assert closed == ["ort-cpu"]
+    predict_probs(bundle_dir, frames_dir)
+    assert closed == ["ort-cpu", "ort-cpu"]

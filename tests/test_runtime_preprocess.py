@@ -1,13 +1,15 @@
 """The runtime's numpy/OpenCV preprocessing equals a torch evaluation transform on real image
 files (decode -> resize shorter side -> centre crop -> scale -> normalise -> CHW)."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from clca_edge.preprocess import PreprocessSpec
-from clca_edge.runtime.preprocess import load_rgb, preprocess
+from clca_edge.runtime.preprocess import load_bgr, load_rgb, preprocess
 from test_runtime_helpers import leaf_images
 
 
@@ -59,3 +61,51 @@ def test_bgr_frames_are_converted_like_files(tmp_path):
     from_frame = preprocess(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), spec)
     assert np.array_equal(from_file, from_frame)
     assert not np.allclose(from_frame, preprocess(bgr, spec))  # channel order matters: the test can fail
+
+
+@pytest.mark.parametrize("spec", [
+    PreprocessSpec(img_size=64, crop_pct=0.875, interpolation="bicubic"),
+    PreprocessSpec(img_size=224, crop_pct=0.875, interpolation="bilinear"),   # enlarging
+    PreprocessSpec(img_size=32, crop_pct=1.0, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4)),
+])
+def test_bgr_option_gives_the_identical_tensor(spec):
+    """preprocess(bgr, bgr=True) swaps channels while normalising: bit for bit the tensor of
+    converting the full frame to RGB first."""
+    for i, size in enumerate([(96, 128), (97, 131), (240, 181)]):
+        bgr = leaf_images(1, seed=20 + i, size=size)[0]
+        ref = preprocess(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), spec)
+        got = preprocess(bgr, spec, bgr=True)
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        assert float(np.abs(got - ref).max()) == 0.0
+        assert not np.array_equal(got, preprocess(bgr, spec))   # the flag is what makes them equal
+
+
+def test_load_bgr_is_opencv_order_of_load_rgb(tmp_path):
+    bgr = leaf_images(1, seed=6)[0]
+    cv2.imwrite(str(tmp_path / "f.png"), bgr)
+    assert np.array_equal(load_bgr(tmp_path / "f.png"), bgr)
+    assert np.array_equal(load_rgb(tmp_path / "f.png"), bgr[:, :, ::-1])
+
+
+def test_a_file_that_cannot_be_read_is_none_not_an_exception(tmp_path, monkeypatch):
+    """An existing file whose read fails (permissions, I/O error) is skipped like a corrupt one."""
+    path = tmp_path / "f.png"
+    cv2.imwrite(str(path), leaf_images(1, seed=6)[0])
+
+    def failing_read(*a, **k):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(np, "fromfile", failing_read)
+    assert load_rgb(path) is None and load_bgr(path) is None
+
+
+def test_an_unreadable_file_mode_000_is_none(tmp_path):
+    path = tmp_path / "f.png"
+    cv2.imwrite(str(path), leaf_images(1, seed=6)[0])
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("running as root: permissions do not stop reads (the monkeypatched test covers it)")
+        assert load_rgb(path) is None
+    finally:
+        path.chmod(0o644)

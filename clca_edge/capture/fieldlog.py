@@ -42,13 +42,17 @@ class FieldLog:
         try:
             self._write(rec)
         except (OSError, sqlite3.Error) as e:
-            self.failures += 1
-            if not self._warned:
-                log.error("field log %s: write failed (%s); decisions are not being recorded", self.path, e)
-                self._warned = True
+            self._failed(e)
             return False
         self.records += 1
         return True
+
+    def _failed(self, e: BaseException, what: str = "write") -> None:
+        """Count a failed write or fsync; warn about the first one."""
+        self.failures += 1
+        if not self._warned:
+            log.error("field log %s: %s failed (%s); decisions are not being recorded durably", self.path, what, e)
+            self._warned = True
 
     def _write(self, rec: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -64,53 +68,103 @@ class FieldLog:
 
 
 class JsonlLog(FieldLog):
-    """Each record is one write(2) of one line, then fsync. The fsync of record N runs on a helper
-    thread while the caller works on frame N+1 (it is an I/O wait, and inference can use the CPU
-    meanwhile); it is joined before record N+1 is written, so at any time at most the last record
-    is not yet on disk: the same guarantee as a synchronous fsync, without stalling the loop."""
+    """Each record is one line appended with write(2) (repeated until every byte is written), then
+    fsynced. The fsync runs on one persistent helper thread while the caller works on the next
+    frame (it is an I/O wait, and inference can use the CPU meanwhile); the write of record N+1
+    first waits for the fsync of record N, so at any time at most the last record is not yet on
+    disk: the same guarantee as a synchronous fsync, without stalling the loop.
+
+    A write cut short (disk full, I/O error) leaves a partial line; the next record then starts
+    with a newline, so the partial line stays on its own and ``read_log`` skips it, and only the
+    failed record is lost. A failed fsync is counted (``failures``) when it is noticed, before the
+    next record, which is still written."""
+
+    # Seams for tests: the system calls that may fail on a full or broken disk.
+    _os_write = staticmethod(os.write)
+    _os_fsync = staticmethod(os.fsync)
 
     def __init__(self, path: Path):
         super().__init__(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd: Optional[int] = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         # A previous run cut mid-record leaves a partial line; start ours on a fresh line.
+        self._partial_line = False
         if os.fstat(self._fd).st_size > 0:
             with open(self.path, "rb") as f:
                 f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    os.write(self._fd, b"\n")
-        self._syncing: Optional[threading.Thread] = None
+                self._partial_line = f.read(1) != b"\n"
+        self._cond = threading.Condition()
+        self._requested = 0      # fsyncs asked for (one per record written)
+        self._synced = 0         # ... and done (successfully or not)
+        self._closing = False
         self._sync_error: Optional[OSError] = None
+        self._syncer = threading.Thread(target=self._sync_loop, name="fieldlog-fsync", daemon=True)
+        self._syncer.start()
 
-    def _fsync(self) -> None:
-        try:
-            os.fsync(self._fd)
-        except OSError as e:
-            self._sync_error = e
+    def _sync_loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._synced == self._requested and not self._closing:
+                    self._cond.wait()
+                if self._synced == self._requested:
+                    return
+                target = self._requested
+            try:
+                self._os_fsync(self._fd)
+                err = None
+            except OSError as e:
+                err = e
+            with self._cond:
+                if err is not None:
+                    self._sync_error = err
+                self._synced = target
+                self._cond.notify_all()
 
-    def _join(self) -> None:
-        if self._syncing is not None:
-            self._syncing.join()
-            self._syncing = None
-        if self._sync_error is not None:
+    def _wait_synced(self) -> Optional[OSError]:
+        """Wait for the pending fsync; return (and clear) its error, if it failed."""
+        with self._cond:
+            while self._synced != self._requested:
+                self._cond.wait()
             err, self._sync_error = self._sync_error, None
-            raise err
+        return err
+
+    def _write_all(self, data: bytes) -> None:
+        written = 0
+        try:
+            while written < len(data):
+                n = self._os_write(self._fd, data[written:])
+                if n <= 0:
+                    raise OSError(f"write returned {n} after {written} of {len(data)} bytes")
+                written += n
+        finally:
+            if written:
+                # Bytes went out: the line is partial unless they ended with the newline.
+                self._partial_line = not data[:written].endswith(b"\n")
 
     def _write(self, rec: dict[str, Any]) -> None:
-        self._join()
+        err = self._wait_synced()
+        if err is not None:
+            self._failed(err, "fsync")
         data = (json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-        os.write(self._fd, data)
-        self._syncing = threading.Thread(target=self._fsync, name="fieldlog-fsync", daemon=True)
-        self._syncing.start()
+        if self._partial_line:
+            data = b"\n" + data
+        self._write_all(data)
+        with self._cond:
+            self._requested += 1
+            self._cond.notify_all()
 
     def close(self) -> None:
-        if self._fd is not None:
-            try:
-                self._join()
-            except OSError as e:
-                log.error("field log %s: final fsync failed (%s)", self.path, e)
-            os.close(self._fd)
-            self._fd = None
+        if self._fd is None:
+            return
+        err = self._wait_synced()
+        if err is not None:
+            self._failed(err, "final fsync")
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._syncer.join()
+        os.close(self._fd)
+        self._fd = None
 
 
 class SqliteLog(FieldLog):

@@ -25,10 +25,20 @@ class ReconnectPolicy:
     max_s: float = 30.0
     factor: float = 2.0
     stall_s: float = 5.0     # no new frame for this long while connected: a stall
+    # A read that stayed blocked for lost_after_stalls x stall_s is a lost camera once it returns
+    # (closed and reopened): a stream that hung that long is better restarted than trusted. The
+    # OpenCV read timeout of stream sources is set to the same time, so that read() returns.
+    lost_after_stalls: float = 3.0
 
     def __post_init__(self) -> None:
-        if self.initial_s <= 0 or self.max_s < self.initial_s or self.factor < 1 or self.stall_s <= 0:
-            raise ConfigError(f"reconnect policy {self} needs 0 < initial <= max, factor >= 1, stall > 0")
+        if (self.initial_s <= 0 or self.max_s < self.initial_s or self.factor < 1 or self.stall_s <= 0
+                or self.lost_after_stalls < 1):
+            raise ConfigError(f"reconnect policy {self} needs 0 < initial <= max, factor >= 1, stall > 0, "
+                              "lost_after_stalls >= 1")
+
+    @property
+    def lost_after_s(self) -> float:
+        return self.stall_s * self.lost_after_stalls
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,6 @@ class LatestFrameGrabber:
         self.events: "queue.SimpleQueue[SourceEvent]" = queue.SimpleQueue()
         self.grabbed = 0
         self.dropped = 0
-        self.losses = 0
         self.connected = threading.Event()
         self.ever_connected = threading.Event()
         self._cond = threading.Condition()
@@ -54,6 +63,8 @@ class LatestFrameGrabber:
         self._thread = threading.Thread(target=self._run, name="frame-grabber", daemon=True)
         self._last_frame_t: Optional[float] = None
         self._stalled_since: Optional[float] = None
+        self._connection = 0             # incremented on every (re)connection
+        self._stall_connection = 0       # the connection a reported stall belongs to
 
     def _emit(self, event: str, **info) -> None:
         level = logging.INFO if event in ("opened", "stall_ended", "reconnected") else logging.WARNING
@@ -92,6 +103,7 @@ class LatestFrameGrabber:
             else:
                 self._emit("reconnected", down_s=round(now - lost_at, 3), attempts=attempts)
             self._last_frame_t = now
+            self._connection += 1
             self.connected.set()
             self.ever_connected.set()
             return True
@@ -107,12 +119,15 @@ class LatestFrameGrabber:
             frame = self.source.read()
             if self._stop.is_set():
                 return
-            if frame is None:
-                lost_at = time.monotonic()
-                self.losses += 1
+            waited = time.monotonic() - self._last_frame_t
+            if frame is None or waited >= self.policy.lost_after_s:
+                lost_at = time.monotonic() if frame is None else self._last_frame_t
                 self.connected.clear()
                 self.source.close()
-                self._emit("lost", frames_so_far=self.grabbed)
+                info = {"frames_so_far": self.grabbed}
+                if frame is not None:
+                    info["blocked_s"] = round(waited, 3)   # the frame that ended the hang is dropped
+                self._emit("lost", **info)
                 continue
             frame.seq = self.grabbed
             self.grabbed += 1
@@ -137,6 +152,10 @@ class LatestFrameGrabber:
             frame = self._latest if self._fresh else None
             self._fresh = False
         now = time.monotonic()
+        if self._stalled_since is not None and (not self.connected.is_set()
+                                                or self._stall_connection != self._connection):
+            # A stall that turned into a loss is reported as the loss (and the reconnection).
+            self._stalled_since = None
         if frame is not None:
             if self._stalled_since is not None:
                 self._emit("stall_ended", duration_s=round(now - self._stalled_since, 3))
@@ -144,10 +163,8 @@ class LatestFrameGrabber:
         elif (self.connected.is_set() and self._stalled_since is None and self._last_frame_t is not None
               and now - self._last_frame_t >= self.policy.stall_s):
             self._stalled_since = self._last_frame_t
+            self._stall_connection = self._connection
             self._emit("stalled", no_frame_for_s=round(now - self._last_frame_t, 3))
-        if not self.connected.is_set() and self._stalled_since is not None:
-            # A stall that turned into a loss is reported as the loss.
-            self._stalled_since = None
         return frame
 
 
@@ -157,7 +174,10 @@ class ReadAhead:
     when it is ``depth`` frames ahead). ``get()`` returns None at the end of the source.
 
     ``prepare(frame) -> frame``, run on the reader thread, lets the trigger decision and the
-    preprocessing overlap with inference too, instead of adding to every frame's time."""
+    preprocessing overlap with inference too, instead of adding to every frame's time.
+
+    The reader thread opens nothing but closes the source when it ends, so the source is never
+    closed under a read() still in progress (a stop while a read hangs leaves it to that thread)."""
 
     _END = object()
 
@@ -193,6 +213,11 @@ class ReadAhead:
                     break
         except BaseException as e:  # surfaced in the loop's thread by get()
             self._error = e
+        finally:
+            try:
+                self.source.close()
+            except Exception as e:
+                log.warning("closing %s failed: %s", self.source.description, e)
         self._put(self._END)
 
     def get(self) -> Optional[Frame]:
@@ -203,6 +228,9 @@ class ReadAhead:
             return None
         return item
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
-        self._thread.join(2.0)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("%s: a read is still in progress at shutdown; the reader thread closes the source "
+                        "when it returns", self.source.description)

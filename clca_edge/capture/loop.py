@@ -13,8 +13,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-import cv2
-
 from ..errors import ConfigError
 from ..runtime.backends import Classifier, Fallback
 from ..runtime.decision import Smoother, softmax, top_k
@@ -108,23 +106,37 @@ class Summary:
         return d
 
 
+class StopRequest:
+    """Asks the capture loop to stop after its current frame, saying why (the summary's
+    ``stop_reason``); the first reason given is kept."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason: Optional[str] = None
+
+    def set(self, reason: str = "stop requested") -> None:
+        if self.reason is None:
+            self.reason = reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
 @contextlib.contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[dict]:
-    """SIGINT/SIGTERM set ``stop`` (the loop finishes its frame, logs and summarises) instead of
-    killing the process. Yields a dict that receives the signal's name."""
-    got: dict = {}
+def stop_on_signals(stop: StopRequest) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` with the signal's name as the reason (the loop finishes its
+    frame, logs and summarises) instead of killing the process."""
     if threading.current_thread() is not threading.main_thread():
-        yield got
+        yield
         return
 
     def handler(signum, _frame):
-        got.setdefault("signal", signal.Signals(signum).name)
-        stop.reason = got["signal"]  # the loop's summary says which signal stopped it
-        stop.set()
+        stop.set(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield got
+        yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -136,12 +148,12 @@ def _ms(a: float, b: float) -> float:
 
 def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource, flog: FieldLog,
                 config: CaptureConfig = CaptureConfig(), saver: Optional[FrameSaver] = None,
-                fallbacks: tuple[Fallback, ...] = (), stop: Optional[threading.Event] = None,
+                fallbacks: tuple[Fallback, ...] = (), stop: Optional[StopRequest] = None,
                 on_record: Optional[Callable[[dict, Summary, Any], bool]] = None) -> Summary:
     """Run until the source ends, a limit is reached or ``stop`` is set; returns the summary (also
     logged as the last record). ``on_record(record, summary, bgr)`` sees every decision (live
     panel, overlay); returning False asks the loop to stop."""
-    stop = stop or threading.Event()
+    stop = stop or StopRequest()
     summary = Summary(backend=classifier.backend, precision=classifier.precision,
                       fallbacks=[f.to_dict() for f in fallbacks])
     common = {"source": source.description, "backend": classifier.backend,
@@ -174,7 +186,7 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
         frame.due = trigger.due(frame)
         if frame.due:
             t = time.monotonic()
-            frame.x = preprocess(cv2.cvtColor(frame.bgr, cv2.COLOR_BGR2RGB), model.spec)
+            frame.x = preprocess(frame.bgr, model.spec, bgr=True)
             frame.prep_ms = _ms(t, time.monotonic())
         return frame
 
@@ -187,7 +199,7 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
     try:
         while True:
             if stop.is_set():
-                summary.stop_reason = getattr(stop, "reason", None) or "stop requested"
+                summary.stop_reason = stop.reason or "stop requested"
                 break
             if config.max_frames is not None and summary.frames >= config.max_frames:
                 summary.stop_reason = "max frames"
@@ -216,7 +228,7 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
             t1 = time.monotonic()
             x = frame.x
             if x is None:
-                x = preprocess(cv2.cvtColor(frame.bgr, cv2.COLOR_BGR2RGB), model.spec)
+                x = preprocess(frame.bgr, model.spec, bgr=True)
                 frame.prep_ms = _ms(t1, time.monotonic())
             t2 = time.monotonic()
             logits = classifier.logits(x)
@@ -249,15 +261,14 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
             summary.class_counts[decision.label] += 1
             summary.uncertain += decision.uncertain
             if on_record is not None and on_record(record, summary, frame.bgr) is False:
-                stop.set()
+                stop.set("stop requested by the display")
     finally:
         if grabber is not None:
             grabber.stop()
             drain_events()
             summary.dropped = grabber.dropped
         else:
-            reader.stop()
-            source.close()
+            reader.stop()   # the reader thread closes the source once no read() is in progress
         summary.unreadable = source.skipped
         summary.duration_s = time.monotonic() - t_start
         if saver is not None:

@@ -66,13 +66,16 @@ def predict(bundle, backend, precision, threads, top_k, paths, as_json):
     from ..runtime.predict import expand_inputs, predict_files
 
     model, sel = _open_runtime(bundle, backend, precision, threads)
-    inputs = expand_inputs(paths)
-    con = _err_console()
-    for arg in inputs.unmatched:
-        con.print(f"[yellow]warning[/]: {arg!r} matches no image file", highlight=False)
-    if not inputs.files:
-        raise NoInputError(f"no image files found in {', '.join(map(repr, paths))}")
-    results = list(predict_files(model, sel.classifier, inputs.files, top_k))
+    try:
+        inputs = expand_inputs(paths)
+        con = _err_console()
+        for arg in inputs.unmatched:
+            con.print(f"[yellow]warning[/]: {arg!r} matches no image file", highlight=False)
+        if not inputs.files:
+            raise NoInputError(f"no image files found in {', '.join(map(repr, paths))}")
+        results = list(predict_files(model, sel.classifier, inputs.files, top_k))
+    finally:
+        sel.classifier.close()   # frees the engine / session (GPU memory) before printing
     ok = [r for r in results if r.topk is not None]
     bad = [r for r in results if r.topk is None]
     if as_json:
@@ -143,24 +146,37 @@ def capture(bundle, backend, precision, threads, top_k, camera, source, width, h
 
     Runs headless until the source ends, --max-frames/--duration, or SIGINT/SIGTERM (clean stop
     with a summary). Camera loss: reconnect with back-off, the run goes on."""
-    import threading
-
-    from ..capture.display import LivePanel, OverlayWindow
-    from ..capture.fieldlog import open_log
-    from ..capture.frames import FrameSaveConfig, FrameSaver
+    from ..capture.frames import FrameSaveConfig
     from ..capture.grabber import ReconnectPolicy
-    from ..capture.loop import CaptureConfig, run_capture, stop_on_signals
-    from ..capture.sources import make_source, parse_source
-    from ..errors import ConfigError
+    from ..capture.loop import CaptureConfig
+    from ..capture.sources import parse_source
 
     if (camera is None) == (source is None):
         raise click.UsageError("give exactly one of --camera N or --source ...")
-    src_cfg = parse_source(str(camera) if camera is not None else source, width, height, fps)
+    policy = ReconnectPolicy(max_s=max(reconnect_max, 0.5), stall_s=stall_timeout)
+    # A read blocked as long as the grabber's stall-then-loss time makes OpenCV give up too.
+    src_cfg = parse_source(str(camera) if camera is not None else source, width, height, fps,
+                           timeout_s=policy.lost_after_s)
     config = CaptureConfig(top_k=top_k, every=every, interval_s=interval, max_frames=max_frames,
                            duration_s=duration, smooth=smooth, min_conf=min_conf, open_timeout_s=open_timeout,
-                           reconnect=ReconnectPolicy(max_s=max(reconnect_max, 0.5), stall_s=stall_timeout))
+                           reconnect=policy)
     save_cfg = FrameSaveConfig(policy=save_frames, max_disk_mb=max_disk_mb, min_free_mb=min_free_mb)
     model, sel = _open_runtime(bundle, backend, precision, threads)
+    try:
+        summary, log_file = _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, log_format,
+                                             show, live)
+    finally:
+        sel.classifier.close()
+    _print_summary(summary, log_file)
+
+
+def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, log_format, show, live):
+    from ..capture.display import LivePanel, OverlayWindow
+    from ..capture.fieldlog import open_log
+    from ..capture.frames import FrameSaver
+    from ..capture.loop import StopRequest, run_capture, stop_on_signals
+    from ..capture.sources import make_source
+    from ..errors import ConfigError
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = Path(run_dir) / f"capture-{stamp}"
@@ -176,7 +192,7 @@ def capture(bundle, backend, precision, threads, top_k, camera, source, width, h
 
     overlay = OverlayWindow() if show else None
     use_live = sys.stdout.isatty() if live is None else live
-    stop = threading.Event()
+    stop = StopRequest()
     panel: Optional[LivePanel] = None
 
     def on_record(record, summary, bgr):
@@ -201,7 +217,7 @@ def capture(bundle, backend, precision, threads, top_k, camera, source, width, h
         finally:
             if overlay is not None:
                 overlay.close()
-    _print_summary(summary, log_file)
+    return summary, log_file
 
 
 def _print_summary(summary, log_file: Path) -> None:

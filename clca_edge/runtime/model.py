@@ -3,11 +3,10 @@ preprocessing spec, class names and an identity (the manifest's sha256) for the 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from ..preprocess import PreprocessSpec
 from .backends import BackendUnavailable, Classifier, ModelFiles
@@ -21,14 +20,6 @@ class RuntimeModel:
     spec: PreprocessSpec
     class_names: tuple[str, ...]
     sha: str
-    path: Path
-
-    @classmethod
-    def from_onnx(cls, onnx_path, spec: PreprocessSpec, class_names: Sequence[str]) -> "RuntimeModel":
-        """A bare fp32 ONNX file (tests, benchmarks): identity is the file's sha256."""
-        onnx_path = Path(onnx_path)
-        sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-        return cls(ModelFiles({"fp32": onnx_path}, spec.img_size), spec, tuple(class_names), sha, onnx_path)
 
 
 def _engine_opener(bundle) -> Callable[[str], Classifier]:
@@ -65,5 +56,4 @@ def load_model(path) -> RuntimeModel:
                          or (engine_precisions[0] if engine_precisions else "fp16"))
     files = ModelFiles(onnx, bundle.preprocess.img_size, default_precision, _engine_opener(bundle),
                        tuple(engine_precisions))
-    return RuntimeModel(files, bundle.preprocess, tuple(bundle.labels), sha256_file(bundle.root / MANIFEST_NAME),
-                        Path(path))
+    return RuntimeModel(files, bundle.preprocess, tuple(bundle.labels), sha256_file(bundle.root / MANIFEST_NAME))

@@ -5,6 +5,7 @@ all three feed the model the same tensor for the same file.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -13,18 +14,31 @@ import numpy as np
 
 from ..preprocess import PreprocessSpec
 
+log = logging.getLogger(__name__)
+
 _INTERP = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 
+def load_bgr(path) -> Optional[np.ndarray]:
+    """Decode an image file to BGR uint8 (H, W, 3), OpenCV's order; ``None`` if it is missing,
+    unreadable (permissions, I/O error), corrupt or truncated: callers skip and count it
+    (DESIGN.md bad-input policy) instead of crashing the run."""
+    try:
+        if not Path(path).is_file():
+            return None
+        data = np.fromfile(str(path), dtype=np.uint8)
+        if data.size == 0:
+            return None
+        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except (OSError, cv2.error) as e:
+        log.debug("cannot read image %s: %s", path, e)
+        return None
+
+
 def load_rgb(path) -> Optional[np.ndarray]:
-    """Decode an image file to RGB uint8 (H, W, 3); ``None`` if it is missing, corrupt or truncated."""
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    if data is None or data.size == 0:
-        return None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if img is None:
-        return None
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """Decode an image file to RGB uint8 (H, W, 3); ``None`` as for ``load_bgr``."""
+    img = load_bgr(path)
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def resize_shorter(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -46,21 +60,26 @@ def resize_center_crop(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return resized[top:top + spec.img_size, left:left + spec.img_size]
 
 
-def normalize(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """uint8 HWC RGB -> float32 CHW, scaled to [0, 1] and normalised, (x / 255 - mean) / std, as
-    one multiply-add per channel, written straight into the CHW output (5x faster than the
-    broadcast form, same values to float32 rounding)."""
+def normalize(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.ndarray:
+    """uint8 HWC RGB (BGR with ``bgr=True``: channels taken in reverse) -> float32 CHW RGB, scaled
+    to [0, 1] and normalised, (x / 255 - mean) / std, as one multiply-add per channel, written
+    straight into the CHW output (5x faster than the broadcast form, same values to float32
+    rounding)."""
     scale = 1.0 / (255.0 * np.asarray(spec.std, np.float64))
     offset = -np.asarray(spec.mean, np.float64) / np.asarray(spec.std, np.float64)
-    out = np.empty((3, rgb.shape[0], rgb.shape[1]), np.float32)
+    out = np.empty((3, img.shape[0], img.shape[1]), np.float32)
     for c in range(3):
-        np.multiply(rgb[:, :, c], np.float32(scale[c]), out=out[c], casting="unsafe")
+        np.multiply(img[:, :, 2 - c if bgr else c], np.float32(scale[c]), out=out[c], casting="unsafe")
         out[c] += np.float32(offset[c])
     return out
 
 
-def preprocess(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of any size -> model input (3, img_size, img_size) float32."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an RGB image (H, W, 3), got shape {rgb.shape}")
-    return normalize(resize_center_crop(rgb, spec), spec)
+def preprocess(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of any size -> model input (3, img_size, img_size) float32 (RGB order).
+
+    ``bgr=True`` takes a BGR frame (camera, OpenCV decode) as is: resizing and cropping treat each
+    channel alike, so the channels are only swapped while normalising: the same tensor as
+    converting the whole frame to RGB first, without that full-frame copy."""
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected a colour image (H, W, 3), got shape {img.shape}")
+    return normalize(resize_center_crop(img, spec), spec, bgr)
