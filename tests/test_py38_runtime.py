@@ -1,0 +1,66 @@
+"""The device runtime on Python 3.8, the Python of JetPack 5 (TensorRT's bindings there exist for
+3.8 only): predict and capture in a torch-free 3.8 environment give the same decisions as here.
+
+Runs where scripts/setup_py38_runtime.sh could build .venv-py38 (it needs a Python 3.8 install);
+skipped elsewhere, saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from test_runtime_helpers import bundle_dir, leaf_images, write_video  # noqa: F401  (fixture, helpers)
+
+REPO = Path(__file__).resolve().parents[1]
+PY38 = REPO / ".venv-py38" / "bin" / "python"
+
+pytestmark = pytest.mark.skipif(not PY38.exists(), reason="no .venv-py38 (run scripts/setup_py38_runtime.sh)")
+
+CLI = "import sys; sys.argv[0] = 'clca-edge'; from clca_edge.cli import main; main()"
+
+
+def run38(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(PY38), "-c", CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_interpreter_is_3_8_and_has_no_torch():
+    out = subprocess.run([str(PY38), "-c", "import sys, importlib.util as u; "
+                          "print(sys.version_info[:2], u.find_spec('torch') is None)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(3, 8) True"
+
+
+def test_predict_and_capture_on_python_3_8_match_this_runtime(bundle_dir, tmp_path):
+    import cv2
+    from click.testing import CliRunner
+
+    from clca_edge.capture.fieldlog import read_log
+    from clca_edge.cli import main
+
+    frames = leaf_images(6)
+    images = []
+    for i, f in enumerate(frames):
+        images.append(tmp_path / f"leaf{i}.png")
+        cv2.imwrite(str(images[-1]), f)
+    here = json.loads(CliRunner().invoke(main, ["predict", "--bundle", str(bundle_dir), "--json",
+                                                *map(str, images)]).stdout)
+    res = run38("predict", "--bundle", str(bundle_dir), "--json", *map(str, images))
+    assert res.returncode == 0, res.stderr
+    there = json.loads(res.stdout)
+    assert [p["topk"][0]["class"] for p in there["predictions"]] == [p["topk"][0]["class"] for p in here["predictions"]]
+    for a, b in zip(there["predictions"], here["predictions"]):
+        assert a["topk"][0]["conf"] == pytest.approx(b["topk"][0]["conf"], abs=1e-4)
+
+    video = write_video(tmp_path / "v.avi", frames)
+    log = tmp_path / "log.jsonl"
+    res = run38("capture", "--bundle", str(bundle_dir), "--source", str(video), "--log", str(log),
+                "--run-dir", str(tmp_path / "runs"), "--no-live")
+    assert res.returncode == 0, res.stderr
+    records = list(read_log(log))
+    decisions = [r for r in records if r["type"] == "decision"]
+    assert len(decisions) == len(images) and records[-1]["type"] == "summary"
+    assert records[-1]["backend"] == "ort-cpu"
