@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 import pytest
 
@@ -81,3 +82,100 @@ def test_loading_needs_no_torch(tmp_path):
             f"load_bundle({str(root)!r}); print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def _tar(root, tar):
+    with tarfile.open(tar, "w") as tf:
+        tf.add(root, arcname=root.name)
+    return tar
+
+
+@pytest.fixture
+def counted_extract(monkeypatch):
+    import clca_edge.runtime.bundle as bmod
+
+    calls = []
+    real = bmod._safe_extract
+    monkeypatch.setattr(bmod, "_safe_extract", lambda t, d: calls.append(d) or real(t, d))
+    return calls
+
+
+def test_tar_is_extracted_once_next_to_it_and_reused(tmp_path, monkeypatch, counted_extract):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    tar = _tar(_bundle(tmp_path / "b"), tmp_path / "b.tar")
+    first = load_bundle(tar)
+    second = load_bundle(tar)
+    assert first.root == second.root == tmp_path / "b.tar.d" / "b" and second.source == tar
+    assert len(counted_extract) == 1  # the second load verified and reused the extraction
+    assert list(scratch.iterdir()) == []  # nothing left in the temp folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "b.tar", "b.tar.d", "scratch"]
+
+
+@pytest.mark.parametrize("tamper", ["file", "manifest", "replaced_tar"])
+def test_tampered_or_stale_extraction_is_extracted_again(tmp_path, counted_extract, tamper):
+    src = _bundle(tmp_path / "b")
+    tar = _tar(src, tmp_path / "b.tar")
+    root = load_bundle(tar).root
+    if tamper == "file":
+        (root / "model.onnx").write_bytes(b"evil-bytes")
+    elif tamper == "manifest":  # e.g. a rejected variant marked passed, hashes left intact
+        m = json.loads((root / "manifest.json").read_text())
+        m["variants"]["trt-fp16"]["status"] = "passed"
+        write_manifest(root, m, hash_files=False)
+    else:
+        (src / "model.onnx").write_bytes(b"new-onnx")
+        write_manifest(src, json.loads((src / "manifest.json").read_text()))
+        _tar(src, tar)
+    b = load_bundle(tar)
+    assert len(counted_extract) == 2
+    assert (b.root / "model.onnx").read_bytes() == (src / "model.onnx").read_bytes()
+    assert b.variant("trt-fp16").status == "to verify on device"
+
+
+def test_engines_added_in_the_extraction_survive_reloads(tmp_path, counted_extract):
+    tar = _tar(_bundle(tmp_path / "b"), tmp_path / "b.tar")
+    b = load_bundle(tar)
+    (b.root / "engines").mkdir()
+    (b.root / "engines" / "x.plan").write_bytes(b"plan")
+    b.manifest["engines"] = {"x.plan": {"file": "engines/x.plan", "status": "passed"}}
+    write_manifest(b.root, b.manifest, new_files=["engines/x.plan"])
+    again = load_bundle(tar)
+    assert len(counted_extract) == 1 and list(again.engines) == ["x.plan"]
+
+
+def test_a_foreign_folder_in_the_way_is_refused(tmp_path):
+    tar = _tar(_bundle(tmp_path / "b"), tmp_path / "b.tar")
+    (tmp_path / "b.tar.d").mkdir()
+    (tmp_path / "b.tar.d" / "notes.txt").write_text("mine")
+    with pytest.raises(BundleError, match="was not extracted by clca-edge"):
+        load_bundle(tar)
+    assert (tmp_path / "b.tar.d" / "notes.txt").read_text() == "mine"
+
+
+def test_read_only_tar_folder_extracts_into_the_user_cache(tmp_path, monkeypatch):
+    import clca_edge.runtime.bundle as bmod
+
+    tar = _tar(_bundle(tmp_path / "b"), tmp_path / "b.tar")
+    monkeypatch.setattr(bmod.os, "access", lambda p, mode: False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    b = load_bundle(tar)
+    assert (tmp_path / "cache" / "clca-edge" / "bundles") in b.root.parents and not (tmp_path / "b.tar.d").exists()
+
+
+def test_write_manifest_hashes_only_new_files(tmp_path, monkeypatch):
+    import clca_edge.runtime.bundle as bmod
+
+    root = _bundle(tmp_path / "b")
+    (root / "calibration").mkdir()
+    (root / "calibration" / "manifest.json").write_text("{}")
+    m = json.loads((root / "manifest.json").read_text())
+    write_manifest(root, m)
+    assert "calibration/manifest.json" in m["files"] and "manifest.json" not in m["files"]
+    hashed = []
+    real = bmod.sha256_file
+    monkeypatch.setattr(bmod, "sha256_file", lambda p, *a: hashed.append(p) or real(p, *a))
+    (root / "extra.bin").write_bytes(b"x")
+    write_manifest(root, m, new_files=["extra.bin"])
+    assert hashed == [root / "extra.bin"] and m["files"]["extra.bin"] == real(root / "extra.bin")

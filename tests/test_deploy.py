@@ -43,8 +43,8 @@ def bundle(ws):
 def test_manifest_records_everything(bundle, ws):
     out, res = bundle
     m = json.loads((out / "manifest.json").read_text())
-    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"}
-    assert set(m["files"]) == on_disk
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p != out / "manifest.json"}
+    assert set(m["files"]) == on_disk and "calibration/manifest.json" in on_disk
     assert all(sha256_file(out / f) == h for f, h in m["files"].items())
     assert m["input"]["shape"] == [1, 3, 64, 64] and m["opset"] == 17
     assert m["class_names"] == CLASSES and (out / "labels.txt").read_text().split() == CLASSES

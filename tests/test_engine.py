@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -17,7 +19,7 @@ from clca_edge.runtime.bundle import load_bundle, sha256_file, write_manifest
 from clca_edge.runtime.tensorrt_engine import GpuInfo, HostMemory
 
 from fake_tensorrt import make_module
-from test_deploy_support import make_workspace
+from test_deploy_support import CLASSES, make_workspace
 
 ORIN = GpuInfo("Orin (nvgpu)", "8.7", "test")
 VERSIONS = {"trt8": "8.5.2.2", "trt10": "10.3.0.30"}
@@ -63,7 +65,6 @@ def test_auto_builds_both_gates_times_and_picks_default(bundle, deployed, flavou
 
     m = json.loads((bundle / "manifest.json").read_text())
     assert len(m["engines"]) == 2
-    fp32_top1 = m["variants"]["fp32"]["accuracy"]["top1"]
     for o in rep.outcomes:
         rec = m["engines"][o.file]
         src = "model.onnx" if o.precision == "fp16" else "model.int8.onnx"
@@ -73,6 +74,9 @@ def test_auto_builds_both_gates_times_and_picks_default(bundle, deployed, flavou
         # The fake engine runs the ONNX it was built from: accuracy is that of the source variant.
         src_acc = m["variants"]["fp32" if o.precision == "fp16" else "int8"]["accuracy"]["top1"]
         assert rec["accuracy"]["top1"] == pytest.approx(src_acc)
+        # Same eval images as deploy here, so the fresh fp32 ONNX reference equals deploy's figure.
+        fp32_top1 = rec["reference"]["accuracy"]["top1"]
+        assert fp32_top1 == pytest.approx(m["variants"]["fp32"]["accuracy"]["top1"])
         assert rec["drop"] == pytest.approx(fp32_top1 - src_acc)
         assert rec["status"] == ("passed" if rec["drop"] <= 1.0 else "rejected")
     passing = [o for o in rep.outcomes if o.status == "passed"]
@@ -200,3 +204,133 @@ def test_trtexec_command_per_precision():
     assert te.trtexec_command("model.onnx", "fp16", 512, "engines/fp16.plan") == (
         "trtexec --onnx=model.onnx --fp16 --memPoolSize=workspace:512M --saveEngine=engines/fp16.plan")
     assert "--int8 --fp16" in te.trtexec_command("model.int8.onnx", "int8", 512, "e.plan")
+
+
+def _ort_logits(onnx_path, x):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"images": x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def test_gate_scores_fp32_onnx_on_the_device_images_in_the_same_pass(bundle, tmp_path):
+    from clca_edge.preprocess import PreprocessSpec
+    from test_deploy_support import load_tensors, write_class_tree
+
+    # Deploy's fp32 figure came from other images; make it absurd so using it would show.
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["variants"]["fp32"]["accuracy"] = {"top1": 0.0, "per_class": {c: 0.0 for c in CLASSES}, "images": 99}
+    write_manifest(bundle, m, hash_files=False)
+    device_eval = write_class_tree(tmp_path / "device_eval", 4, seed=7)
+    rep = _build(bundle, make_module("10.3.0.30"), precision="auto", eval_data=device_eval)
+
+    x, y = load_tensors(device_eval, PreprocessSpec.from_dict(m["preprocess"]))
+    fp32 = _ort_logits(bundle / "model.onnx", x)
+    int8 = _ort_logits(bundle / "model.int8.onnx", x)
+    top1 = {"fp16": 100.0 * (fp32.argmax(1) == y).mean(), "int8": 100.0 * (int8.argmax(1) == y).mean()}
+    ref_top1 = top1["fp16"]  # the fake fp16 engine runs the fp32 ONNX
+    by = {o.precision: o.record for o in rep.outcomes}
+    for p, rec in by.items():
+        assert rec["reference"]["accuracy"]["top1"] == pytest.approx(ref_top1, abs=1e-3)
+        assert rec["reference"]["eval_data"] == str(device_eval) and rec["accuracy"]["images"] == len(y)
+        assert rec["drop"] == pytest.approx(ref_top1 - top1[p], abs=1e-3)
+        assert rec["status"] == ("passed" if rec["drop"] <= 1.0 else "rejected")
+    assert by["fp16"]["drop"] == 0.0 and by["fp16"]["agreement"]["top1_agreement"] == 100.0
+    assert by["fp16"]["agreement"]["max_abs_logit_diff"] == pytest.approx(0.0, abs=1e-5)
+    assert by["int8"]["agreement"]["max_abs_logit_diff"] == pytest.approx(float(np.abs(int8 - fp32).max()), rel=1e-4)
+    assert by["int8"]["agreement"]["top1_agreement"] == pytest.approx(100.0 * (int8.argmax(1) == fp32.argmax(1)).mean())
+
+
+def test_failed_int8_build_keeps_the_fp16_engine(bundle, deployed):
+    broken = make_module("10.3.0.30", fail_flags=("INT8",))
+    rep = _build(bundle, broken, precision="auto", eval_data=deployed[0]["eval"])
+    by = {o.precision: o for o in rep.outcomes}
+    assert by["int8"].status == "build failed" and by["int8"].file is None
+    assert "failed to build a int8 engine" in by["int8"].note
+    assert by["fp16"].file and by["fp16"].status in ("passed", "rejected")
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert list(m["engines"]) == [by["fp16"].file] and (bundle / m["engines"][by["fp16"].file]["file"]).is_file()
+    (fail_name, fail), = m["engine_build_failures"].items()
+    assert fail["status"] == "build failed" and fail["key"]["precision"] == "int8" and "int8" in fail["note"]
+    assert set(load_bundle(bundle).engines) == {by["fp16"].file}  # manifest written and verifiable
+
+    # Next start with a working builder: fp16 is reused as is, int8 built, the failure cleared.
+    fixed = make_module("10.3.0.30")
+    again = _build(bundle, fixed, precision="auto")
+    by2 = {o.precision: o for o in again.outcomes}
+    assert by2["fp16"].reused and by2["fp16"].file == by["fp16"].file
+    assert [c[1] for c in fixed.calls if c[0] == "build_serialized_network"] == [["FP16", "INT8"]]
+    assert by2["int8"].file == fail_name
+    assert json.loads((bundle / "manifest.json").read_text())["engine_build_failures"] == {}
+
+
+def test_cli_reports_a_failed_build_without_traceback(bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_module("10.3.0.30", fail_flags=("FP16",)))
+    monkeypatch.setattr(te, "_CudaRt", HostMemory)
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle), "--precision", "fp16"])
+    assert res.exit_code == 9 and "BUILD FAILED: fp16 engine" in res.output and "Traceback" not in res.output
+
+
+def test_build_reuses_verified_hashes(bundle, monkeypatch):
+    import clca_edge.runtime.bundle as bmod
+
+    hashed = []
+    real = bmod.sha256_file
+    monkeypatch.setattr(bmod, "sha256_file", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
+    n_files = len(json.loads((bundle / "manifest.json").read_text())["files"])
+    rep = _build(bundle, make_module("10.3.0.30"), precision="auto")
+    assert hashed.count("model.onnx") == 1  # load_bundle's verification only
+    assert len(hashed) == n_files + 2  # + the two new plans; unchanged files are not re-hashed
+    assert sorted(hashed[n_files:]) == sorted(o.file for o in rep.outcomes)
+
+
+class RecordingMemory(HostMemory):
+    def __init__(self):
+        super().__init__()
+        self.sent = []
+
+    def htod(self, ptr, arr):
+        self.sent.append(arr)
+        super().htod(ptr, arr)
+
+
+def test_runner_copies_contiguous_input_directly_and_frees_on_close(bundle):
+    trt = make_module("10.3.0.30")
+    plan = te.build_serialized_engine(trt, bundle / "model.onnx", te.EngineBuildConfig("fp16", 64))
+    mem = RecordingMemory()
+    runner = te.TrtRunner(trt, plan, memory=mem)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    expected = _ort_logits(bundle / "model.onnx", x)
+    out = runner(x)
+    assert mem.sent[-1] is x and np.allclose(out, expected, atol=1e-5)
+    out = runner(x[0].astype(np.float64))  # other dtype: staged through the host buffer
+    assert mem.sent[-1] is runner.inputs[0][1] and np.allclose(out, expected, atol=1e-5)
+    fortran = np.asfortranarray(x[0])
+    assert np.allclose(runner(fortran), expected, atol=1e-5) and mem.sent[-1] is not fortran
+    assert len(mem._bufs) == 2
+    runner.close()
+    runner.close()  # idempotent
+    assert mem._bufs == {}
+    with pytest.raises(te.EngineError, match="closed"):
+        runner(x)
+
+
+def test_build_engine_and_engine_lookup_on_a_tar(bundle, monkeypatch, tmp_path):
+    from clca_edge.export.deploy import pack_tar
+    from clca_edge.runtime.trt_classifier import find_engine
+
+    tar = pack_tar(bundle, tmp_path / "field.tar")
+    trt = make_module("10.3.0.30")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(te, "_CudaRt", HostMemory)
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(tar), "--precision", "fp16"])
+    assert res.exit_code == 0, res.output
+    root = tmp_path / "field.tar.d" / "bundle"
+    (plan,) = (root / "engines").iterdir()
+    trt.calls.clear()
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(tar), "--precision", "fp16"])
+    assert res.exit_code == 0 and "cached" in res.output
+    assert not [c for c in trt.calls if c[0] == "build_serialized_network"]
+    b = load_bundle(tar)  # what capture opens: the same extracted folder, engine included
+    assert b.root == root and b.source == tar
+    assert find_engine(b, "fp16", trt, ORIN) == plan

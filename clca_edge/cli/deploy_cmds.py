@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..runtime.bundle import BUILD_FAILED, PRECISIONS
 from ._common import console, main, reports_errors
 
 
@@ -94,8 +95,9 @@ def _print_engines(con, report) -> None:
 
 
 @main.command("build-engine")
-@click.option("--bundle", required=True, type=click.Path(path_type=Path), help="Bundle folder (extracted).")
-@click.option("--precision", type=click.Choice(["fp16", "int8", "fp32", "auto"]), default="auto", show_default=True,
+@click.option("--bundle", required=True, type=click.Path(path_type=Path),
+              help="Bundle folder, or .tar (extracted once to NAME.tar.d/ next to it; engines are cached there).")
+@click.option("--precision", type=click.Choice([*PRECISIONS, "auto"]), default="auto", show_default=True,
               help="auto builds fp16 and int8, times both and records the faster passing one as default.")
 @click.option("--workspace-mb", default=1024, show_default=True, type=click.IntRange(min=1))
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None,
@@ -118,3 +120,7 @@ def build_engine(bundle, precision, workspace_mb, eval_data, max_drop, builder, 
             worst = ", ".join(w["class"] for w in o.record.get("worst_classes", [])) or "none in particular"
             click.echo(f"REJECTED: {o.precision} engine drops {o.record.get('drop', 0):.2f} points; worst classes: {worst}",
                        err=True)
+        elif o.status == BUILD_FAILED:
+            click.echo(f"BUILD FAILED: {o.precision} engine: {o.note}", err=True)
+    if not any(o.file for o in report.outcomes) and any(o.status == BUILD_FAILED for o in report.outcomes):
+        raise SystemExit(9)  # nothing usable was built: capture will fall back to ONNX Runtime

@@ -16,8 +16,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..preprocess import PreprocessSpec
+from ..runtime.bundle import sha256_file
 from ..runtime.preprocess import load_rgb, preprocess
-from .calibration import DeployDataError, check_classes, file_sha256, scan_class_folders
+from .calibration import DeployDataError, check_classes, scan_class_folders
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class EvalSet:
     items: list[tuple[Path, int]]
 
     def sha256s(self) -> set[str]:
-        return {file_sha256(p) for p, _ in self.items}
+        return {sha256_file(p) for p, _ in self.items}
 
     def resolved(self) -> set[Path]:
         return {p.resolve() for p, _ in self.items}
@@ -66,6 +67,8 @@ class EvalResult:
     skipped: list[Path] = field(default_factory=list)
     # Max abs logit difference of each named pair (e.g. "torch_vs_fp32", "fp32_vs_int8").
     parity: dict[str, float] = field(default_factory=dict)
+    # Percent of images where each runner's top-1 class equals that of ``parity_against``.
+    agreement: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate(data: EvalSet, spec: PreprocessSpec, runners: dict[str, Runner],
@@ -81,6 +84,7 @@ def evaluate(data: EvalSet, spec: PreprocessSpec, runners: dict[str, Runner],
     correct = {k: np.zeros(n_cls, np.int64) for k in runners}
     totals = np.zeros(n_cls, np.int64)
     spent = {k: 0.0 for k in runners}
+    agree = {k: 0 for k in runners}
     parity: dict[str, float] = {}
     skipped: list[Path] = []
     seen_ref = 0
@@ -106,6 +110,7 @@ def evaluate(data: EvalSet, spec: PreprocessSpec, runners: dict[str, Runner],
                 if name != parity_against:
                     key = f"{parity_against}_vs_{name}"
                     parity[key] = max(parity.get(key, 0.0), float(np.max(np.abs(logits - base))))
+                    agree[name] += int(np.argmax(logits[0]) == np.argmax(base[0]))
             if reference is not None and seen_ref < reference_images:
                 ref = np.asarray(reference(x), dtype=np.float32).reshape(1, -1)
                 key = f"torch_vs_{parity_against}"
@@ -125,7 +130,8 @@ def evaluate(data: EvalSet, spec: PreprocessSpec, runners: dict[str, Runner],
                for i, c in enumerate(data.class_names)}
         acc[name] = Accuracy(top1=100.0 * correct[name].sum() / n, per_class=per, count=n,
                              latency_ms=1000.0 * spent[name] / n)
-    return EvalResult(accuracy=acc, skipped=skipped, parity=parity)
+    agreement = {k: 100.0 * agree[k] / n for k in runners if k != parity_against and parity_against in runners}
+    return EvalResult(accuracy=acc, skipped=skipped, parity=parity, agreement=agreement)
 
 
 def drop_and_worst(reference: Accuracy, candidate: Accuracy, k: int = 3) -> tuple[float, list[tuple[str, float]]]:

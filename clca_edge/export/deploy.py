@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 TARGETS = ("jetson-orin", "cpu")
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 CALIB_MANIFEST = "calibration/manifest.json"
-MIN_EVAL_IMAGES = 1
 
 
 class BundleExistsError(ClcaEdgeError):

@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import ConfigError
-from ..runtime.bundle import (PASSED, REJECTED, UNVERIFIED, Bundle, BundleError, load_bundle, sha256_file,
-                              write_manifest)
+from ..runtime.bundle import (BUILD_FAILED, ENGINE_SOURCE, FAILED_TO_RUN, PASSED, PRECISIONS, REJECTED, UNVERIFIED,
+                              Bundle, BundleError, load_bundle, write_manifest)
 from ..runtime.tensorrt_engine import (EngineBuildConfig, EngineError, EngineKey, TrtRunner, build_serialized_engine,
                                        engine_key, gpu_info, import_tensorrt, write_plan)
 
 log = logging.getLogger(__name__)
 
 ENGINE_DIR = "engines"
-# Which ONNX variant an engine precision is built from: fp16 is a builder flag on fp32.
-ENGINE_SOURCE = {"fp32": "fp32", "fp16": "fp32", "int8": "int8"}
 BUILDERS = ("tensorrt", "torch-tensorrt")
+# The gate's reference: the bundle's fp32 ONNX in ONNX Runtime CPU, scored on the same images in the
+# same pass as the engines, so the drop never compares two different image sets.
+REFERENCE = "fp32-onnx"
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class BuildEngineConfig:
     timing_iters: int = 50
 
     def __post_init__(self) -> None:
-        if self.precision not in ("auto", "fp32", "fp16", "int8"):
+        if self.precision not in ("auto", *PRECISIONS):
             raise ConfigError(f"--precision {self.precision!r}; choose fp16, int8, fp32 or auto")
         if self.builder not in BUILDERS:
             raise ConfigError(f"--builder {self.builder!r}; choose one of {', '.join(BUILDERS)}")
@@ -93,22 +94,21 @@ def build_engines(config: BuildEngineConfig, trt=None, memory=None,
                   runner_factory: Optional[Callable[[Any, bytes], Callable]] = None) -> BuildEngineReport:
     """Build/reuse, gate and time engines for ``config.precisions``; updates the bundle manifest.
 
-    ``trt``/``memory``/``runner_factory`` are injectable so the logic is testable without a GPU.
+    A ``.tar`` bundle is worked on through its persistent extracted folder (engines are cached
+    there). One precision failing to build is recorded and does not cost the others; the manifest
+    is always written for what was built. ``trt``/``memory``/``runner_factory`` are injectable so
+    the logic is testable without a GPU.
     """
     if config.builder == "torch-tensorrt":
         from .torch_trt import build_with_torch_tensorrt
 
         return build_with_torch_tensorrt(config)
-    if Path(config.bundle).is_file():
-        raise BundleError(f"{config.bundle} is an archive; extract it first (tar xf) so engines can be cached in it")
     bundle = load_bundle(config.bundle)
     trt = trt or import_tensorrt()
     gpu = gpu_info()
     make_runner = runner_factory or (lambda t, plan: TrtRunner(t, plan, memory=memory))
     manifest = bundle.manifest
-    engines = manifest.setdefault("engines", {})
     max_drop = config.max_drop if config.max_drop is not None else manifest.get("gate", {}).get("max_drop", 1.0)
-    fp32_acc = manifest["variants"]["fp32"].get("accuracy", {}).get("top1")
 
     data = None
     if config.eval_data is not None:
@@ -116,71 +116,130 @@ def build_engines(config: BuildEngineConfig, trt=None, memory=None,
 
         data = eval_set(config.eval_data, bundle.labels)
 
-    outcomes: list[EngineOutcome] = []
-    for precision in config.precisions:
-        src_name = ENGINE_SOURCE[precision]
+    job = _Job(bundle, trt, gpu, config, make_runner)
+    default = manifest.get("default_engine")
+    try:
+        outcomes = [job.engine(precision) for precision in config.precisions]
+        if data is not None and job.runners:
+            _gate(bundle, data, job.runners, max_drop)
+        for o in outcomes:
+            if o.file:
+                o.status = o.record["status"]
+        candidates = [o for o in outcomes if o.file and o.status in (PASSED, UNVERIFIED) and o.record.get("timing")]
+        verified = [o for o in candidates if o.status == PASSED]
+        pool = verified or candidates
+        if pool:
+            default = min(pool, key=lambda o: o.record["timing"]["p50_ms"]).file
+            manifest["default_engine"] = default
+            manifest["default_engine_verified"] = bool(verified)
+    finally:
+        for runner in job.runners.values():
+            getattr(runner, "close", lambda: None)()
+        write_manifest(bundle.root, manifest, new_files=job.new_files)  # whatever was built is kept
+    return BuildEngineReport(bundle.root, outcomes, default, gpu.to_dict(), str(trt.__version__))
+
+
+class _Job:
+    """Per-precision build/reuse state of one build-engine run."""
+
+    def __init__(self, bundle: Bundle, trt, gpu, config: BuildEngineConfig, make_runner) -> None:
+        self.bundle, self.trt, self.gpu, self.config, self.make_runner = bundle, trt, gpu, config, make_runner
+        self.engines = bundle.manifest.setdefault("engines", {})
+        self.failures = bundle.manifest.setdefault("engine_build_failures", {})
+        self.runners: dict[str, tuple[Callable, dict[str, Any]]] = {}
+        self.new_files: list[str] = []
+
+    def engine(self, precision: str) -> EngineOutcome:
+        bundle, src_name = self.bundle, ENGINE_SOURCE[precision]
         src = bundle.variants.get(src_name)
         if src is None or src.path is None:
-            outcomes.append(EngineOutcome(precision, None, "skipped", note=f"bundle has no {src_name} ONNX"))
-            continue
+            return EngineOutcome(precision, None, "skipped", note=f"bundle has no {src_name} ONNX")
         if src.status == REJECTED:
-            outcomes.append(EngineOutcome(precision, None, "skipped",
-                                          note=f"the {src_name} ONNX was rejected by the accuracy gate at deploy"))
-            continue
-        key = engine_key(trt, gpu, precision, sha256_file(src.path))
-        cached = _find_cached(bundle, key)
-        reused = cached is not None
+            return EngineOutcome(precision, None, "skipped",
+                                 note=f"the {src_name} ONNX was rejected by the accuracy gate at deploy")
+        key = engine_key(self.trt, self.gpu, precision, bundle.sha256(src.path))  # verified at load
+        fname = _find_cached(bundle, key)
+        reused = fname is not None
         if reused:
-            fname = cached
-            plan = (bundle.root / engines[fname]["file"]).read_bytes()
+            plan = (bundle.root / self.engines[fname]["file"]).read_bytes()
             log.info("reusing cached engine %s", fname)
         else:
             for stale in _stale_for(bundle, key):
                 log.warning("engine %s was built elsewhere; not loading it, building for this device", stale)
             fname = key.file_name()
             t0 = time.perf_counter()
-            plan = build_serialized_engine(trt, src.path, EngineBuildConfig(precision, config.workspace_mb))
-            build_s = time.perf_counter() - t0
-            write_plan(bundle.root / ENGINE_DIR / fname, plan)
-            engines[fname] = {"file": f"{ENGINE_DIR}/{fname}", "key": key.to_dict(), "source": src_name,
-                              "workspace_mb": config.workspace_mb, "build_seconds": round(build_s, 3),
-                              "gpu_info_source": gpu.source, "status": UNVERIFIED}
-        rec = engines[fname]
-        runner = None
+            try:
+                plan = build_serialized_engine(self.trt, src.path, EngineBuildConfig(precision, self.config.workspace_mb))
+            except EngineError as e:
+                log.error("%s engine not built: %s", precision, e)
+                self.failures[fname] = {"key": key.to_dict(), "source": src_name, "status": BUILD_FAILED,
+                                        "note": str(e), "workspace_mb": self.config.workspace_mb}
+                return EngineOutcome(precision, None, BUILD_FAILED, note=str(e))
+            rel = f"{ENGINE_DIR}/{fname}"
+            write_plan(bundle.root / rel, plan)
+            self.new_files.append(rel)
+            self.failures.pop(fname, None)
+            self.engines[fname] = {"file": rel, "key": key.to_dict(), "source": src_name,
+                                   "workspace_mb": self.config.workspace_mb,
+                                   "build_seconds": round(time.perf_counter() - t0, 3),
+                                   "gpu_info_source": self.gpu.source, "status": UNVERIFIED}
+        rec = self.engines[fname]
         try:
-            runner = make_runner(trt, plan)
-            rec["timing"] = runner.time_ms(iters=config.timing_iters) if hasattr(runner, "time_ms") else None
+            runner = self.make_runner(self.trt, plan)
+            rec["timing"] = runner.time_ms(iters=self.config.timing_iters) if hasattr(runner, "time_ms") else None
         except EngineError as e:
-            rec["status"] = "failed to run"
+            rec["status"] = FAILED_TO_RUN
             rec["note"] = str(e)
-        if data is not None and runner is not None:
-            from .accuracy import drop_and_worst, evaluate
-
-            res = evaluate(data, bundle.preprocess, {precision: runner})
-            acc = res.accuracy[precision]
-            rec["accuracy"] = acc.to_dict()
-            rec["skipped_images"] = len(res.skipped)
-            if fp32_acc is not None:
-                ref = _reference_accuracy(manifest)
-                drop, worst = drop_and_worst(ref, acc)
-                rec["drop"] = round(drop, 4)
-                rec["worst_classes"] = [{"class": c, "drop": round(d, 2)} for c, d in worst]
-                rec["status"] = PASSED if drop <= max_drop else REJECTED
-        outcomes.append(EngineOutcome(precision, fname, rec["status"], reused=reused, record=rec))
-
-    candidates = [o for o in outcomes if o.file and o.status in (PASSED, UNVERIFIED) and o.record.get("timing")]
-    verified = [o for o in candidates if o.status == PASSED]
-    pool = verified or candidates
-    default = min(pool, key=lambda o: o.record["timing"]["p50_ms"]).file if pool else manifest.get("default_engine")
-    if pool:
-        manifest["default_engine"] = default
-        manifest["default_engine_verified"] = bool(verified)
-    write_manifest(bundle.root, manifest)
-    return BuildEngineReport(bundle.root, outcomes, default, gpu.to_dict(), str(trt.__version__))
+        else:
+            if rec.get("status") == FAILED_TO_RUN:  # runs now (e.g. CUDA bindings installed since)
+                rec["status"] = UNVERIFIED
+                rec.pop("note", None)
+            self.runners[precision] = (runner, rec)
+        return EngineOutcome(precision, fname, rec["status"], reused=reused, record=rec)
 
 
-def _reference_accuracy(manifest: dict[str, Any]):
-    from .accuracy import Accuracy
+def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, dict[str, Any]]], max_drop: float) -> None:
+    """Score the fp32 ONNX (ONNX Runtime CPU) and every engine on the same images in one pass; the
+    drop and the logit agreement of each engine are against that reference."""
+    from .accuracy import evaluate, ort_runner
 
-    a = manifest["variants"]["fp32"]["accuracy"]
-    return Accuracy(top1=a["top1"], per_class=dict(a["per_class"]), count=a.get("images", 0))
+    fp32 = bundle.variants.get("fp32")
+    if fp32 is None or fp32.path is None:
+        raise BundleError(f"bundle {bundle.source} has no fp32 ONNX to score the engines against")
+    try:
+        ref = ort_runner(fp32.path, bundle.manifest["input"]["name"], bundle.manifest["output"]["name"])
+    except ImportError as e:
+        raise EngineError(f"--eval-data scores the fp32 ONNX with ONNX Runtime as the reference ({e}); "
+                          "install onnxruntime or leave out --eval-data") from None
+    engines = {p: r for p, (r, _) in runners.items()}
+    try:
+        res = evaluate(data, bundle.preprocess, {REFERENCE: ref, **engines}, parity_against=REFERENCE)
+        per = {p: res for p in engines}
+    except EngineError as e:  # one engine failing mid-run: score each alone so the others keep a verdict
+        log.warning("an engine failed during the accuracy gate (%s); scoring each engine separately", e)
+        per = {}
+        for p, run in engines.items():
+            try:
+                per[p] = evaluate(data, bundle.preprocess, {REFERENCE: ref, p: run}, parity_against=REFERENCE)
+            except EngineError as err:
+                runners[p][1].update(status=FAILED_TO_RUN, note=str(err))
+    for p, res in per.items():
+        _record_gate(runners[p][1], p, res, max_drop, data)
+
+
+def _record_gate(rec: dict[str, Any], precision: str, res, max_drop: float, data) -> None:
+    from .accuracy import drop_and_worst
+
+    ref, acc = res.accuracy[REFERENCE], res.accuracy[precision]
+    drop, worst = drop_and_worst(ref, acc)
+    rec["accuracy"] = acc.to_dict()
+    rec["skipped_images"] = len(res.skipped)
+    rec["reference"] = {"variant": "fp32", "runtime": "onnxruntime CPU", "eval_data": str(data.root),
+                        "accuracy": ref.to_dict()}
+    rec["agreement"] = {"vs": "fp32 ONNX (onnxruntime CPU)", "images": acc.count,
+                        "max_abs_logit_diff": res.parity.get(f"{REFERENCE}_vs_{precision}"),
+                        "top1_agreement": res.agreement.get(precision)}
+    rec["drop"] = round(drop, 4)
+    rec["worst_classes"] = [{"class": c, "drop": round(d, 2)} for c, d in worst]
+    rec["status"] = PASSED if drop <= max_drop else REJECTED
+    rec.pop("note", None)

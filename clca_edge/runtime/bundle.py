@@ -5,6 +5,10 @@ under ``files`` with its sha256: the ONNX variants, ``labels.txt``, ``preprocess
 calibration manifest, ``trtexec.sh`` and any TensorRT engines built on the device. Loading
 refuses a bundle with a missing file or a hash that does not match, so a truncated copy or a
 tampered file never reaches the model.
+
+A ``.tar`` is extracted once into a persistent folder next to it (``NAME.tar`` -> ``NAME.tar.d/``)
+and reused while it agrees with the archive's manifest, so a capture start does not unpack hundreds
+of MB again and ``build-engine`` can cache engines there.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 from ..errors import ClcaEdgeError
+from ..fileio import atomic_write_bytes
 from ..preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -34,6 +40,17 @@ PASSED = "passed"
 REJECTED = "rejected"
 TO_VERIFY = "to verify on device"
 UNVERIFIED = "built, not verified"
+FAILED_TO_RUN = "failed to run"
+BUILD_FAILED = "build failed"
+# Engine statuses the runtime must never pick.
+UNUSABLE = (REJECTED, FAILED_TO_RUN, BUILD_FAILED)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+# Which ONNX variant an engine of a precision is built from: fp16 is a builder flag on fp32.
+ENGINE_SOURCE = {"fp32": "fp32", "fp16": "fp32", "int8": "int8"}
+# Manifest keys build-engine may change in an extracted archive; everything else must match the .tar.
+ENGINE_KEYS = ("engines", "engine_build_failures", "default_engine", "default_engine_verified", "files")
+EXTRACT_SUFFIX = ".d"
 
 
 class BundleError(ClcaEdgeError):
@@ -76,30 +93,20 @@ class Bundle:
     labels: list[str]
     preprocess: PreprocessSpec
     variants: dict[str, Variant]
+    source: Optional[Path] = None  # what was opened: the folder, or the .tar it was extracted from
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.manifest["input"]["shape"])
 
     @property
-    def input_name(self) -> str:
-        return self.manifest["input"]["name"]
-
-    @property
-    def output_name(self) -> str:
-        return self.manifest["output"]["name"]
-
-    @property
-    def default_variant(self) -> Optional[str]:
-        return self.manifest.get("default_variant")
-
-    @property
     def engines(self) -> dict[str, dict[str, Any]]:
         """Cached TensorRT engines, keyed by file name (see runtime.tensorrt_engine.EngineKey)."""
         return self.manifest.get("engines", {})
 
-    def path(self, rel: str) -> Path:
-        return self.root / rel
+    def sha256(self, path: Path) -> str:
+        """A bundle file's sha256 as verified at load (no re-hash)."""
+        return self.manifest["files"][Path(path).relative_to(self.root).as_posix()]
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
@@ -130,24 +137,124 @@ def verify_files(root: Path, files: dict[str, str]) -> None:
                                    "(corrupted or modified); copy the bundle again or re-run clca-edge deploy")
 
 
+def _top_manifest(names: list[str], tar_path: Path) -> tuple[str, ...]:
+    """The folder parts of the archive's one bundle manifest: its root or one top folder."""
+    tops = {PurePosixPath(n).parts[:-1] for n in names
+            if PurePosixPath(n).name == MANIFEST_NAME and len(PurePosixPath(n).parts) <= 2}
+    if () in tops:  # a bundle at the archive's root; calibration/manifest.json is not another one
+        return ()
+    if len(tops) != 1:
+        raise BundleError(f"{tar_path} holds {len(tops)} bundle manifests at its top; a bundle archive holds exactly one")
+    return next(iter(tops))
+
+
+def _open_tar(tar_path: Path):
+    try:
+        return tarfile.open(tar_path, "r:*")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise BundleError(f"{tar_path} is not a readable bundle archive ({e}); copy it again") from None
+
+
 def _safe_extract(tar_path: Path, dest: Path) -> Path:
     """Extract regular files and folders only, all inside ``dest``; returns the bundle folder."""
     try:
-        with tarfile.open(tar_path, "r:*") as tf:
+        with _open_tar(tar_path) as tf:
             members = tf.getmembers()
             for m in members:
                 p = PurePosixPath(m.name)
                 if p.is_absolute() or ".." in p.parts or not (m.isfile() or m.isdir()):
                     raise BundleIntegrityError(f"{tar_path}: member {m.name!r} is not a plain file inside the bundle")
+            top = _top_manifest([m.name for m in members if m.isfile()], tar_path)
             kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tf.extractall(dest, members=members, **kw)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise BundleError(f"{tar_path} is not a readable bundle archive ({e}); copy it again") from None
-    # The bundle is the archive's top folder (or its root); calibration/manifest.json is not it.
-    found = [d for d in [dest, *sorted(p for p in dest.iterdir() if p.is_dir())] if (d / MANIFEST_NAME).is_file()]
-    if len(found) != 1:
-        raise BundleError(f"{tar_path} holds {len(found)} bundle manifests at its top; a bundle archive holds exactly one")
-    return found[0]
+    return dest.joinpath(*top)
+
+
+def _tar_manifest(tar_path: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The archive's bundle manifest (read without extracting anything else) and its folder parts."""
+    try:
+        with _open_tar(tar_path) as tf:
+            members = {m.name: m for m in tf.getmembers() if m.isfile()}
+            top = _top_manifest(list(members), tar_path)
+            name = next(n for n in members if PurePosixPath(n).parts == (*top, MANIFEST_NAME))
+            f = tf.extractfile(members[name])
+            data = f.read() if f is not None else b""
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise BundleError(f"{tar_path} is not a readable bundle archive ({e}); copy it again") from None
+    try:
+        manifest = json.loads(data)
+    except ValueError as e:
+        raise BundleIntegrityError(f"{tar_path}: its {MANIFEST_NAME} is not valid JSON ({e}); copy it again") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise BundleError(f"{tar_path}: not a clca-edge bundle archive of format {BUNDLE_FORMAT}")
+    return manifest, top
+
+
+EXTRACT_MARKER = ".clca-edge-extracted"
+
+
+def extraction_dir(tar_path: Path) -> Path:
+    """Where a ``.tar`` bundle is kept extracted: ``NAME.tar.d`` next to it, or, if that folder
+    cannot be written (read-only media), a per-archive folder in the user cache."""
+    tar_path = Path(tar_path)
+    sibling = tar_path.with_name(tar_path.name + EXTRACT_SUFFIX)
+    if sibling.exists() or os.access(tar_path.resolve().parent, os.W_OK):
+        return sibling
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clca-edge" / "bundles"
+    tag = hashlib.sha256(str(tar_path.resolve()).encode()).hexdigest()[:12]
+    return cache / f"{tar_path.name}-{tag}{EXTRACT_SUFFIX}"
+
+
+def _agrees(root: Path, tar_manifest: dict[str, Any]) -> bool:
+    """The extracted manifest is the archive's, plus only what build-engine adds (engines)."""
+    try:
+        mine = read_manifest(root)
+    except BundleError:
+        return False
+    fixed = {k: v for k, v in mine.items() if k not in ENGINE_KEYS}
+    if fixed != {k: v for k, v in tar_manifest.items() if k not in ENGINE_KEYS}:
+        return False
+    return all(mine["files"].get(rel) == digest for rel, digest in tar_manifest["files"].items())
+
+
+def _extract_fresh(tar_path: Path, dest: Path) -> None:
+    if dest.exists() and not (dest / EXTRACT_MARKER).is_file():
+        raise BundleError(f"{dest} exists but was not extracted by clca-edge from {tar_path}; move it away "
+                          "so the archive can be extracted there")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as e:
+        raise BundleError(f"cannot extract {tar_path} under {dest.parent} ({e.strerror}); extract it yourself "
+                          "(tar xf) and pass the folder") from None
+    try:
+        _safe_extract(tar_path, tmp)
+        (tmp / EXTRACT_MARKER).write_text(f"{tar_path.resolve()}\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _load_archive(tar_path: Path) -> Bundle:
+    """Reuse the persistent extraction while it agrees with the archive and verifies; else extract again."""
+    tar_manifest, top = _tar_manifest(tar_path)
+    dest = extraction_dir(tar_path)
+    root = dest.joinpath(*top)
+    if (dest / EXTRACT_MARKER).is_file():
+        if _agrees(root, tar_manifest):
+            try:
+                return _open(root, source=tar_path)
+            except BundleIntegrityError as e:
+                log.warning("extracted copy of %s fails verification (%s); extracting it again", tar_path, e)
+        else:
+            log.info("%s does not match %s (archive replaced or copy edited); extracting it again", dest, tar_path)
+    _extract_fresh(tar_path, dest)
+    return _open(root, source=tar_path)
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
@@ -166,17 +273,22 @@ def read_manifest(root: Path) -> dict[str, Any]:
 def load_bundle(path: Union[str, Path], extract_to: Optional[Union[str, Path]] = None) -> Bundle:
     """Open a bundle folder or ``.tar`` archive, verifying every file's sha256.
 
-    An archive is extracted to ``extract_to`` (default: a new temporary folder).
+    An archive is extracted into ``extract_to`` if given, else into its persistent folder
+    (``extraction_dir``), which later loads reuse while it matches the archive.
     """
     path = Path(path)
     if not path.exists():
         raise BundleError(f"bundle {str(path)!r} does not exist")
-    if path.is_file():
-        dest = Path(extract_to) if extract_to else Path(tempfile.mkdtemp(prefix="clca-bundle-"))
+    if path.is_dir():
+        return _open(path)
+    if extract_to is not None:
+        dest = Path(extract_to)
         dest.mkdir(parents=True, exist_ok=True)
-        root = _safe_extract(path, dest)
-    else:
-        root = path
+        return _open(_safe_extract(path, dest), source=path)
+    return _load_archive(path)
+
+
+def _open(root: Path, source: Optional[Path] = None) -> Bundle:
     manifest = read_manifest(root)
     verify_files(root, manifest["files"])
     listed = set(manifest["files"])
@@ -197,32 +309,31 @@ def load_bundle(path: Union[str, Path], extract_to: Optional[Union[str, Path]] =
     for key, e in manifest.get("engines", {}).items():
         if e.get("file") not in listed:
             raise BundleIntegrityError(f"{root}: engine {key} file {e.get('file')} is not hashed in the manifest")
-    return Bundle(root=root, manifest=manifest, labels=labels, preprocess=spec, variants=variants)
+    return Bundle(root=root, manifest=manifest, labels=labels, preprocess=spec, variants=variants,
+                  source=source or root)
 
 
-def write_manifest(root: Path, manifest: dict[str, Any], hash_files: bool = True) -> None:
-    """Re-hash every file under ``root`` (except the manifest) into ``manifest['files']`` and write
-    the manifest atomically. Used by deploy and by build-engine when it adds engines."""
-    if hash_files:
+def write_manifest(root: Path, manifest: dict[str, Any], hash_files: bool = True,
+                   new_files: Optional[Iterable[str]] = None) -> None:
+    """Write the manifest atomically. ``new_files`` (paths relative to ``root``): hash only these into
+    ``manifest['files']`` and keep the other, already verified hashes (build-engine adding plans);
+    else with ``hash_files`` re-hash every file under ``root`` but the manifest itself (deploy)."""
+    if new_files is not None:
+        files = dict(manifest.get("files", {}))
+        for rel in new_files:
+            files[rel] = sha256_file(_safe_rel(rel, root))
+        manifest["files"] = files
+    elif hash_files:
         files = {}
         for p in sorted(root.rglob("*")):
-            if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith("."):
-                files[p.relative_to(root).as_posix()] = sha256_file(p)
+            rel = p.relative_to(root).as_posix()
+            if p.is_file() and rel != MANIFEST_NAME and not p.name.startswith("."):
+                files[rel] = sha256_file(p)
         manifest["files"] = files
-    data = json.dumps(manifest, indent=2, sort_keys=False).encode()
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{MANIFEST_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, root / MANIFEST_NAME)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(root / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=False).encode())
 
 
-__all__ = ["BUNDLE_FORMAT", "Bundle", "BundleError", "BundleIntegrityError", "LABELS_NAME", "MANIFEST_NAME",
-           "PASSED", "PREPROCESS_NAME", "REJECTED", "TO_VERIFY", "UNVERIFIED", "Variant", "load_bundle",
-           "read_manifest", "sha256_file", "verify_files", "write_manifest"]
+__all__ = ["BUILD_FAILED", "BUNDLE_FORMAT", "Bundle", "BundleError", "BundleIntegrityError", "ENGINE_SOURCE",
+           "FAILED_TO_RUN", "LABELS_NAME", "MANIFEST_NAME", "PASSED", "PRECISIONS", "PREPROCESS_NAME", "REJECTED",
+           "TO_VERIFY", "UNUSABLE", "UNVERIFIED", "Variant", "extraction_dir", "load_bundle", "read_manifest",
+           "sha256_file", "verify_files", "write_manifest"]

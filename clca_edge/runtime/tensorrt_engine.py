@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -29,10 +28,10 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import ClcaEdgeError
+from ..fileio import atomic_write_bytes
+from .bundle import PRECISIONS
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class EngineError(ClcaEdgeError):
@@ -251,9 +250,9 @@ class _CudaRt:
                 import pycuda.driver as drv
             except ImportError:
                 raise EngineError("running an engine needs cuda-python or pycuda (pip install cuda-python)") from None
-            self._rt = None
+                self._rt = None
             self._pycuda = drv
-        self._keep: list = []
+        self._keep: dict[int, Any] = {}  # pycuda objects by handle: they free themselves when dropped
 
     def _check(self, res):
         err = res[0] if isinstance(res, tuple) else res
@@ -264,7 +263,7 @@ class _CudaRt:
     def malloc(self, nbytes: int) -> int:
         if self._pycuda:
             buf = self._pycuda.mem_alloc(nbytes)
-            self._keep.append(buf)
+            self._keep[int(buf)] = buf
             return int(buf)
         return int(self._check(self._rt.cudaMalloc(nbytes)))
 
@@ -285,7 +284,7 @@ class _CudaRt:
     def stream(self) -> int:
         if self._pycuda:
             s = self._pycuda.Stream()
-            self._keep.append(s)
+            self._keep[int(s.handle)] = s
             return int(s.handle)
         return int(self._check(self._rt.cudaStreamCreate()))
 
@@ -296,8 +295,18 @@ class _CudaRt:
             self._check(self._rt.cudaStreamSynchronize(stream))
 
     def free(self, ptr: int) -> None:
-        if not self._pycuda:
-            self._rt.cudaFree(ptr)
+        if self._pycuda:
+            buf = self._keep.pop(ptr, None)
+            if buf is not None:
+                buf.free()
+        else:
+            self._check(self._rt.cudaFree(ptr))
+
+    def free_stream(self, stream: int) -> None:
+        if self._pycuda:
+            self._keep.pop(stream, None)
+        elif stream:
+            self._check(self._rt.cudaStreamDestroy(stream))
 
 
 class HostMemory:
@@ -326,6 +335,9 @@ class HostMemory:
 
     def free(self, ptr: int) -> None:
         self._bufs.pop(ptr, None)
+
+    def free_stream(self, stream: int) -> None:
+        pass
 
 
 class TrtRunner:
@@ -360,15 +372,31 @@ class TrtRunner:
         return self.inputs[0][1].shape
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if not self.inputs:
+            raise EngineError("this TensorRT runner was closed")
         _, host_in, ptr_in = self.inputs[0]
         _, host_out, ptr_out = self.outputs[0]
-        np.copyto(host_in, np.asarray(x, dtype=np.float32).reshape(host_in.shape))
-        self.mem.htod(ptr_in, host_in)
+        if (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous
+                and x.size == host_in.size):
+            src = x  # the preprocessed frame is already what the engine wants: no staging copy
+        else:
+            np.copyto(host_in, np.asarray(x, dtype=np.float32).reshape(host_in.shape))
+            src = host_in
+        self.mem.htod(ptr_in, src)
         if not self.context.execute_async_v3(self.stream):
             raise EngineError("TensorRT execution failed")
         self.mem.sync(self.stream)
         self.mem.dtoh(host_out, ptr_out)
         return host_out.copy()
+
+    def close(self) -> None:
+        """Free the device buffers and the stream; idempotent. The runner cannot run afterwards."""
+        bufs, self.inputs, self.outputs = self.inputs + self.outputs, [], []
+        for _, _, ptr in bufs:
+            self.mem.free(ptr)
+        if bufs:
+            self.mem.free_stream(self.stream)
+        self.context = None
 
     def time_ms(self, iters: int = 50, warmup: int = 10) -> dict[str, float]:
         x = np.random.default_rng(0).standard_normal(self.input_shape).astype(np.float32)
@@ -384,13 +412,7 @@ class TrtRunner:
 
 def write_plan(path: Path, plan: bytes) -> None:
     """Atomic, so an interrupted build never leaves a truncated plan under the cached name."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "wb") as f:
-        f.write(plan)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, plan)
 
 
 __all__ = ["EngineBuildConfig", "EngineError", "EngineKey", "GpuInfo", "HostMemory", "PRECISIONS", "TrtRunner",

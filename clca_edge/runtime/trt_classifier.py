@@ -13,13 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from .backends import BackendUnavailable, Classifier
-from .bundle import REJECTED
+from .bundle import ENGINE_SOURCE, UNUSABLE
 
 log = logging.getLogger(__name__)
-
-# Which ONNX variant an engine of a precision is built from (fp16 is a builder flag on fp32).
-ENGINE_SOURCE = {"fp32": "fp32", "fp16": "fp32", "int8": "int8"}
-UNUSABLE = (REJECTED, "failed to run")
 
 
 def find_engine(bundle, precision: str, trt, gpu) -> Path:
@@ -29,8 +25,7 @@ def find_engine(bundle, precision: str, trt, gpu) -> Path:
     src = bundle.variants.get(ENGINE_SOURCE[precision])
     if src is None or src.path is None:
         raise BackendUnavailable(f"bundle has no {ENGINE_SOURCE[precision]} ONNX to build a {precision} engine from")
-    rel = src.path.relative_to(bundle.root).as_posix()
-    key = engine_key(trt, gpu, precision, bundle.manifest["files"][rel])  # verified at load: no re-hash
+    key = engine_key(trt, gpu, precision, bundle.sha256(src.path))  # verified at load: no re-hash
     others = []
     for fname, rec in bundle.engines.items():
         try:
@@ -46,7 +41,7 @@ def find_engine(bundle, precision: str, trt, gpu) -> Path:
     where = f"TensorRT {key.trt_version} on {key.gpu_name} (sm {key.compute_capability})"
     stale = f" (cached engines {', '.join(others)} were built for another TensorRT/GPU/ONNX)" if others else ""
     raise BackendUnavailable(f"no {precision} engine built for {where}{stale}; run "
-                             f"'clca-edge build-engine --bundle {bundle.root} --precision {precision}' on this device")
+                             f"'clca-edge build-engine --bundle {bundle.source or bundle.root} --precision {precision}' on this device")
 
 
 class TensorRTClassifier(Classifier):
@@ -72,3 +67,8 @@ class TensorRTClassifier(Classifier):
 
     def logits(self, chw: np.ndarray) -> np.ndarray:
         return np.asarray(self._runner(chw), dtype=np.float32).reshape(-1)
+
+    def close(self) -> None:
+        close = getattr(self._runner, "close", None)
+        if close is not None:
+            close()

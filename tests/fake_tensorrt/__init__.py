@@ -22,7 +22,9 @@ import numpy as np
 MAGIC = b"FAKEPLAN"
 
 
-def make_module(version: str) -> types.ModuleType:
+def make_module(version: str, fail_flags: tuple[str, ...] = ()) -> types.ModuleType:
+    """``fail_flags``: builds with any of these builder flags (e.g. "INT8") fail as the real builder
+    does, by returning None (out of memory, unsupported layer, ...)."""
     major, minor = (int(v) for v in version.split(".")[:2])
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
@@ -95,6 +97,8 @@ def make_module(version: str) -> types.ModuleType:
 
         def build_serialized_network(self, network, config):
             rec(("build_serialized_network", sorted(f.name for f in config.flags)))
+            if {f.name for f in config.flags} & set(fail_flags):
+                return None
             header = json.dumps({"version": version, "flags": sorted(f.name for f in config.flags)}).encode()
             return MAGIC + header + b"\n" + network.onnx
 
