@@ -57,6 +57,6 @@ def build_with_torch_tensorrt(config):
                    "onnx_sha256": "n/a (compiled from checkpoint)"},
            "build_seconds": round(time.perf_counter() - t0, 3)}
     bundle.manifest.setdefault("engines", {})[fname] = rec
-    write_manifest(bundle.root, bundle.manifest)
+    write_manifest(bundle.root, bundle.manifest, new_files=[rec["file"]])
     return BuildEngineReport(bundle.root, [EngineOutcome(config.precision, fname, UNVERIFIED, record=rec)], None,
                              gpu.to_dict(), f"torch-tensorrt {torch_tensorrt.__version__}")
