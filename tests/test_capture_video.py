@@ -174,6 +174,7 @@ class _BlockingSource:
 
     def __init__(self):
         self.release = threading.Event()
+        self.blocked = threading.Event()
         self.reading = False
         self.closed = threading.Event()
         self.closed_during_read = False
@@ -188,6 +189,7 @@ class _BlockingSource:
         self.reading = True
         try:
             if self._n >= 3:
+                self.blocked.set()
                 self.release.wait(10)
             self._n += 1
             return Frame(leaf_images(1, seed=self._n)[0], self._n - 1, time.monotonic(), float(self._n), 0.0)
@@ -206,7 +208,8 @@ def test_stop_while_a_read_hangs_does_not_close_the_source_under_it(tmp_path):
 
     src = _BlockingSource()
     with open_log(tmp_path / "log.jsonl") as flog:
-        summary = run_capture(fake_model(), SlowClassifier(0), src, flog, CaptureConfig(max_frames=1))
+        summary = run_capture(fake_model(), SlowClassifier(0), src, flog, CaptureConfig(max_frames=1),
+                              on_record=lambda *a: src.blocked.wait(5))   # stop once the read hangs
     assert summary.frames == 1 and summary.stop_reason == "max frames"
     assert not src.closed.is_set()                  # the read is still in progress: not closed under it
     src.release.set()
