@@ -163,3 +163,46 @@ def test_eval_transform_is_the_runtime_preprocess_and_train_augments(synth):
     # With no flip and a crop equal to the resize, augmentation is the eval transform.
     full = PreprocessSpec(img_size=24, crop_pct=1.0)
     assert np.allclose(TrainTransform(full, hflip=0.0)(rgb).numpy(), preprocess(rgb, full))
+
+
+def test_one_image_listing_for_train_deploy_predict_and_capture(tmp_path):
+    """Nested class folders count everywhere; hidden files/folders and non-images nowhere."""
+    from pathlib import Path
+
+    from clca_edge.capture.sources import expand_images
+    from clca_edge.data.sources import scan_class_tree
+    from clca_edge.export.calibration import scan_class_folders
+    from clca_edge.runtime.predict import expand_inputs
+    from clca_edge.training.evaluate import eval_samples
+
+    root = tmp_path / "data"
+    for rel in ["oak/a.png", "oak/2024/b.JPG", "oak/2024/deep/c.webp", "oak/.d.png", "oak/.cache/e.png",
+                "oak/notes.txt", "elm/f.jpg", ".trash/g.png"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    want = {"elm": ["elm/f.jpg"], "oak": ["oak/2024/b.JPG", "oak/2024/deep/c.webp", "oak/a.png"]}
+
+    def rel(paths):
+        return [Path(p).relative_to(root).as_posix() for p in paths]
+
+    assert {c: rel(v) for c, v in scan_class_tree(root).items()} == want                 # train
+    assert {c: rel(v) for c, v in scan_class_folders(root, "calibration").items()} == want  # deploy
+    evals = eval_samples(root, "val", ["elm", "oak"])                                      # eval
+    assert rel(p for p, _ in evals) == want["elm"] + want["oak"] and [c for _, c in evals] == [0, 1, 1, 1]
+    assert rel(expand_inputs([str(root / "oak")]).files) == want["oak"]                   # predict
+    assert rel(expand_images(str(root / "oak"))) == want["oak"]                           # capture
+    assert rel(expand_images(str(root / "oak" / "**" / "*"))) == want["oak"]              # glob
+
+
+def test_split_files_are_written_atomically(tmp_path, monkeypatch):
+    import os
+
+    from clca_edge.data.sources import write_split_csv
+
+    fsynced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd)))
+    write_split_csv(tmp_path / "s" / "train.csv", [("/d/a.png", 1), ("/d/b.png", 0)], ["x", "y"], root=None)
+    assert fsynced and sorted(p.name for p in (tmp_path / "s").iterdir()) == ["train.csv"]
+    rows = list(csv.reader(open(tmp_path / "s" / "train.csv", newline="")))
+    assert rows == [["class_id", "dir", "class_name"], ["1", "/d/a.png", "y"], ["0", "/d/b.png", "x"]]

@@ -20,13 +20,13 @@ NUM_CLASSES = 6
 MIN_TOP1 = 50.0
 
 
-def tiny_config(data, out, epochs=10, keep_rate=0.25, **kw):
+def tiny_config(data, out, epochs=10, keep_rate=0.25, workers=0, **kw):
     return TrainConfig(
         data=DataConfig(str(data)),
         model=ModelConfig(backbone="vit_tiny_patch16_224", method="evit", keep_rate=(keep_rate,), img_size=64,
                           backbone_kwargs=TINY_KW),
         out=str(out), optim=OptimConfig(epochs=epochs, batch_size=16, lr=1e-3, warmup_epochs=1),
-        pretrained="none", workers=0, **kw)
+        pretrained="none", workers=workers, **kw)
 
 
 TINY_ARGS = ["--model", "vit_tiny_patch16_224", "--pretrained", "none", "--method", "evit", "--keep-rate", "0.25",
@@ -201,3 +201,125 @@ def test_model_kwargs_parse_key_values_and_json():
     assert parse_model_kwargs('{"depth": 2}') == {"depth": 2}
     with pytest.raises(ConfigError, match="not key=value"):
         parse_model_kwargs("depth")
+
+
+def _weights_close(a_path, b_path):
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(a_path)), load_file(str(b_path))
+    return max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+def _kill_at(epoch_to_kill):
+    def hook(epoch, step):
+        if epoch == epoch_to_kill and step == 0:
+            raise _Killed
+    return hook
+
+
+def test_crash_in_the_end_of_epoch_save_resumes_exactly(leaves, tmp_path, monkeypatch):
+    import clca_edge.training.trainer as trainer
+
+    full = train(tiny_config(leaves, tmp_path / "full", epochs=2))
+    real_state, real_commit = trainer.save_training_state, trainer._commit_last
+    for where in ("state", "commit"):
+        out = tmp_path / where
+
+        def crash_on_epoch_2(real):
+            def wrapped(*args):
+                if trainer.read_checkpoint_meta(out / trainer.PENDING).epoch == 2:
+                    raise _Killed
+                return real(*args)
+            return wrapped
+
+        monkeypatch.setattr(trainer, "save_training_state" if where == "state" else "_commit_last",
+                            crash_on_epoch_2(real_state if where == "state" else real_commit))
+        with pytest.raises(_Killed):
+            train(tiny_config(leaves, out, epochs=2))
+        monkeypatch.undo()
+        assert (out / trainer.PENDING).is_file()
+        resumed = train(tiny_config(leaves, out, epochs=2, resume=True))
+        # Before the state was written epoch 2 is trained again; after it, the saved weights are kept.
+        assert [r["epoch"] for r in resumed.history] == ([2] if where == "state" else [])
+        assert not (out / trainer.PENDING).exists() and resumed.notices == []
+        assert _weights_close(out / "last.safetensors", full.out / "last.safetensors")
+        assert resumed.best_top1 == full.best_top1
+
+
+def test_weights_newer_than_the_resume_file_are_reported_and_not_trained_again(leaves, tmp_path, caplog):
+    """The crash window of older versions: last.safetensors of epoch 2 next to the state of epoch 1."""
+    import csv
+    import logging
+
+    from clca_edge.training.checkpoint import read_checkpoint_meta
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    with pytest.raises(_Killed):
+        train(tiny_config(leaves, a, epochs=3), step_hook=_kill_at(1))
+    with pytest.raises(_Killed):
+        train(tiny_config(leaves, b, epochs=3), step_hook=_kill_at(2))
+    shutil.copy(b / "last.safetensors", a / "last.safetensors")  # what the crash window left behind
+    with caplog.at_level(logging.WARNING, logger="clca_edge.training.trainer"):
+        resumed = train(tiny_config(leaves, a, epochs=3, resume=True))
+    assert any("holds epoch 2" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert len(resumed.notices) == 1 and "saved after epoch 1" in resumed.notices[0]
+    assert [r["epoch"] for r in resumed.history] == [3]  # epoch 2 is not trained again on top of itself
+    rows = list(csv.DictReader(open(a / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert read_checkpoint_meta(a / "last.safetensors").epoch == 3
+    # The learning-rate schedule continued from epoch 2, as in the uninterrupted run.
+    reference = train(tiny_config(leaves, b, epochs=3, resume=True))
+    assert resumed.history[0]["lr"] == pytest.approx(reference.history[0]["lr"], rel=1e-9)
+
+
+def test_resume_mismatch_is_in_the_cli_output(leaves, tmp_path, monkeypatch):
+    import clca_edge.training.trainer as trainer
+
+    out, other = tmp_path / "run", tmp_path / "other"
+    args = ["train", "--data", str(leaves), "--epochs", "3"] + TINY_ARGS
+    real = trainer._train_epoch
+    for folder, crash_epoch in ((out, 1), (other, 2)):  # runs that finished epoch 1 and epoch 2
+
+        def crashing(*a, crash_epoch=crash_epoch, **kw):
+            if a[9] == crash_epoch:  # the epoch index argument
+                raise _Killed
+            return real(*a, **kw)
+
+        monkeypatch.setattr(trainer, "_train_epoch", crashing)
+        assert isinstance(CliRunner().invoke(main, args + ["--out", str(folder)]).exception, _Killed)
+    monkeypatch.undo()
+    shutil.copy(other / "last.safetensors", out / "last.safetensors")
+    res = CliRunner().invoke(main, args + ["--out", str(out), "--resume", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "Warning: --resume:" in res.output and "holds epoch 2" in res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["epochs"] == 3
+
+
+def test_resumed_run_with_a_worker_draws_the_same_augmentation(tmp_path):
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, SynthConfig(classes=2, per_class=8, size=64, seed=3))
+    with pytest.raises(_Killed):
+        train(tiny_config(data, tmp_path / "a", epochs=2, workers=1), step_hook=_kill_at(1))
+    train(tiny_config(data, tmp_path / "a", epochs=2, workers=1, resume=True))
+    train(tiny_config(data, tmp_path / "b", epochs=2, workers=1))
+    assert _weights_close(tmp_path / "a" / "last.safetensors", tmp_path / "b" / "last.safetensors")
+
+
+def test_a_nan_loss_stops_training_naming_epoch_and_step(leaves, tmp_path, monkeypatch):
+    import torch.nn.functional as F
+
+    real, calls = F.cross_entropy, []
+
+    def nan_on_third(*args, **kw):
+        calls.append(1)
+        loss = real(*args, **kw)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(F, "cross_entropy", nan_on_third)
+    with pytest.raises(ConfigError, match=r"loss became nan at epoch 1, step 3"):
+        train(tiny_config(leaves, tmp_path / "r", epochs=1))
+    assert not (tmp_path / "r" / "last.safetensors").exists()

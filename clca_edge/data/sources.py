@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ConfigError
-from ..training.checkpoint import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from .files import IMAGE_EXTENSIONS, class_folders, scan_class_images
 
 log = logging.getLogger(__name__)
