@@ -17,12 +17,12 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from .bundle import PRECISIONS
 from .errors import BackendError
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("tensorrt", "ort-gpu", "ort-cpu")
-PRECISIONS = ("fp32", "fp16", "int8")
 ORT_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 _announced: set[tuple[str, str]] = set()

@@ -38,7 +38,7 @@ def _engine_opener(bundle) -> Callable[[str], Classifier]:
 
 def load_model(path) -> RuntimeModel:
     """Open and verify a bundle folder or .tar (every sha256 checked) for the runtime."""
-    from .bundle import MANIFEST_NAME, load_bundle, sha256_file
+    from .bundle import MANIFEST_NAME, UNUSABLE, load_bundle, sha256_file
 
     bundle = load_bundle(path)
     onnx: dict[str, Path] = {}
@@ -50,7 +50,7 @@ def load_model(path) -> RuntimeModel:
             onnx.setdefault(v.precision, v.path)
     # Engines cached by build-engine, per precision; which one matches this device is decided on opening.
     engine_precisions = sorted({str(e.get("key", {}).get("precision")) for e in bundle.engines.values()
-                                if e.get("status") not in ("rejected", "failed to run")} - {"None"})
+                                if e.get("status") not in UNUSABLE} - {"None"})
     default_engine = bundle.manifest.get("default_engine")
     default_precision = (bundle.engines.get(default_engine, {}).get("key", {}).get("precision")
                          or (engine_precisions[0] if engine_precisions else "fp16"))
