@@ -50,7 +50,9 @@ def test_manifest_records_everything(bundle, ws):
     assert m["class_names"] == CLASSES and (out / "labels.txt").read_text().split() == CLASSES
     assert m["preprocess"]["img_size"] == 64 and m["preprocess"]["resize_size"] == 73
     assert len(m["preprocess"]["mean"]) == 3 and len(m["preprocess"]["std"]) == 3
-    assert m["method"] == "evit" and m["keep_rate"] == [0.25]
+    # Resolved for the 4-block tiny backbone (default locations scale with depth).
+    assert m["method"] == "evit" and m["keep_rate"] == [0.25, 0.25, 0.25] and m["locations"] == [1, 2, 3]
+    assert len(m["tokens_per_block"]) == 4 and m["tokens_per_block"][0] == 1 + 1 + 16
     import clca_edge
     assert m["version"] == clca_edge.__version__
     v = m["variants"]

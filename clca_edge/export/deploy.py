@@ -285,8 +285,10 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         "model": mc.to_dict(),
         "backbone": mc.backbone,
         "method": mc.method,
-        "keep_rate": list(mc.keep_rate),
-        "locations": list(model.config.locations) if getattr(model.config, "locations", None) else None,
+        # Resolved against the backbone's depth: what the device-side graph actually does.
+        "keep_rate": list(model.plan.keep_rates),
+        "locations": list(model.plan.locations),
+        "tokens_per_block": list(model.tokens_per_block),
         "clca": mc.clca.enabled,
         "opset": config.opset,
         "input": {"name": INPUT_NAME, "shape": [1, 3, mc.img_size, mc.img_size], "dtype": "float32"},
