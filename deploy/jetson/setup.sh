@@ -35,10 +35,9 @@ esac
 # --- Python ------------------------------------------------------------------------------------
 PYV=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 # The TensorRT bindings are built for the system python only (3.8 on JetPack 5, 3.10 on JetPack 6).
-if [ "$JETPACK" = 5 ]; then
-  /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' || die \
-    "JetPack 5 ships Python $PYV, whose TensorRT bindings are the only ones available, but clca-edge needs Python >= 3.9. Use JetPack 6, or the container (deploy/jetson/Dockerfile) on a JetPack 6 base."
-fi
+# The device runtime (predict, capture, build-engine, doctor) runs on 3.8; training needs 3.9+.
+/usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 8))' || die \
+  "the system Python $PYV is older than 3.8, the oldest the clca-edge runtime supports"
 
 # --- venv with the system TensorRT visible -------------------------------------------------------
 [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$VENV"
