@@ -133,8 +133,8 @@ def test_gate_rejects_a_variant_made_worse_on_purpose(ws, tmp_path, monkeypatch)
 
     real = q.quantize_int8
 
-    def quantize_then_break(fp32, out, reader, method="minmax", max_opset=17):
-        summary = real(fp32, out, reader, method, max_opset)
+    def quantize_then_break(fp32, out, reader, method="minmax", max_opset=17, flavour="tensorrt-qdq"):
+        summary = real(fp32, out, reader, method, max_opset, flavour)
         model = onnx.load(str(out))
         rng = np.random.default_rng(0)
         for init in model.graph.initializer:
@@ -194,3 +194,103 @@ def test_bad_input_is_one_line_error(ws, tmp_path, case, code, needle):
     assert res.exit_code == code, res.output
     assert needle in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def _consumers(model):
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    return consumers
+
+
+def _matmuls_with_quantised_output(model):
+    consumers = _consumers(model)
+    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
+            and "QuantizeLinear" in consumers.get(n.output[0], [])]
+
+
+@pytest.fixture(scope="module")
+def cpu_bundle(ws):
+    out = ws["ckpt"].parent / "cpu_bundle"
+    res = _deploy(ws, out, "--target", "cpu", "--precision", "int8,fp32")
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_jetson_int8_is_tensorrt_qdq_with_float_matmul_outputs(bundle):
+    out, _ = bundle
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["variants"]["int8"]["flavour"] == "tensorrt-qdq"
+    assert m["variants"]["int8"]["quantization"]["outputs_quantized"] is False
+    assert _matmuls_with_quantised_output(onnx.load(str(out / "model.int8.onnx"))) == []
+
+
+def test_cpu_int8_quantises_matmul_outputs_so_ort_fuses_qlinearmatmul(cpu_bundle, tmp_path):
+    import onnxruntime as ort
+
+    m = json.loads((cpu_bundle / "manifest.json").read_text())
+    v = m["variants"]["int8"]
+    assert m["target"] == "cpu" and v["flavour"] == "ort-cpu-qdq" and v["measured_on"] == "ort-cpu"
+    model = onnx.load(str(cpu_bundle / "model.int8.onnx"))
+    assert [i.version for i in model.opset_import if i.domain in ("", "ai.onnx")] == [17]
+    assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+    fused = _matmuls_with_quantised_output(model)
+    assert fused and len(fused) == v["quantization"]["quantized_outputs"]
+    # Softmax / LayerNorm / GELU are never fed dequantised values, so ORT keeps them float.
+    consumers = _consumers(model)
+    fed = {t for n in model.graph.node if n.op_type == "DequantizeLinear" for t in consumers[n.output[0]]}
+    assert fed <= {"MatMul", "Gemm", "Add", "QuantizeLinear"}, fed
+    # ORT really fuses the pattern into its integer kernel.
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(cpu_bundle / "model.int8.onnx"), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert ops.count("QLinearMatMul") == len(fused) and "QLinearSoftmax" not in ops
+    # Through the gate on the trained tiny model, like any variant.
+    assert v["status"] == "passed" and v["drop"] <= 1.0, v["drop"]
+    print(f"cpu int8 drop {v['drop']} points, top-1 {v['accuracy']['top1']} vs fp32 {m['variants']['fp32']['accuracy']['top1']}")
+    assert json.loads((cpu_bundle / "calibration" / "manifest.json").read_text())["count"] == 12
+    assert m["calibration"]["images"] == 12
+
+
+def _with_default(tmp_path, src, name, default, drop_measured=False):
+    from clca_edge.runtime.bundle import read_manifest, write_manifest
+
+    b = tmp_path / name
+    shutil.copytree(src, b)
+    manifest = read_manifest(b)
+    manifest["default_variant"] = default
+    if drop_measured:  # a bundle from before deploy recorded where it timed the variants
+        for v in manifest["variants"].values():
+            v.pop("measured_on", None)
+    write_manifest(b, manifest)
+    return b
+
+
+def test_precision_auto_on_ort_cpu_runs_the_default_variant(cpu_bundle, bundle, ws, tmp_path):
+    from clca_edge.runtime.backends import select_classifier
+    from clca_edge.runtime.model import load_model
+
+    def auto_cpu(b):
+        clf = select_classifier(load_model(b).files, "ort-cpu", "auto").classifier
+        try:
+            return clf.precision
+        finally:
+            clf.close()
+
+    fast = _with_default(tmp_path, cpu_bundle, "cpu_int8", "int8")
+    assert auto_cpu(fast) == "int8"
+    res = CliRunner().invoke(main, ["predict", "--bundle", str(fast), "--backend", "ort-cpu", "--json",
+                                    str(ws["eval"] / "ash")])
+    assert res.exit_code == 0, res.output
+    out, _ = json.JSONDecoder().raw_decode(res.output[res.output.index("{"):])
+    assert out["precision"] == "int8" and out["backend"] == "ort-cpu" and len(out["predictions"]) == 6
+    assert auto_cpu(_with_default(tmp_path, cpu_bundle, "cpu_fp32", "fp32")) == "fp32"
+    # Not measured on ORT CPU, or not through the gate: fp32.
+    assert auto_cpu(_with_default(tmp_path, cpu_bundle, "old", "int8", drop_measured=True)) == "fp32"
+    jetson, _ = bundle
+    assert auto_cpu(_with_default(tmp_path, jetson, "orin_fp32", "fp32")) == "fp32"
+    assert auto_cpu(_with_default(tmp_path, jetson, "orin_trt", "trt-int8")) == "fp32"
+    # An explicit --precision still wins.
+    assert select_classifier(load_model(fast).files, "ort-cpu", "fp32").classifier.precision == "fp32"

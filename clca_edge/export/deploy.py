@@ -189,8 +189,11 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
 
     calib_info = None
     if "int8" in config.precisions:
-        from .quantize import quantize_int8
+        from .quantize import CPU_QUANT_OP_TYPES, ORT_CPU_QDQ, QUANT_OP_TYPES, TENSORRT_QDQ, quantize_int8
 
+        # TensorRT needs Q/DQ on GEMM inputs only; ONNX Runtime CPU only runs its integer
+        # kernels when MatMul outputs are quantised too (see export/quantize.py).
+        flavour = ORT_CPU_QDQ if config.target == "cpu" else TENSORRT_QDQ
         say("sampling calibration images")
         sample = sample_calibration(config.calib_data, classes, config.calibration,
                                     exclude_sha256=data.sha256s(), exclude_paths=data.resolved())
@@ -198,13 +201,18 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         (tmp / CALIB_MANIFEST).write_text(json.dumps(sample.manifest(), indent=2))
         say("exporting fp32 ONNX")
         export_onnx(model, tmp / VARIANT_FILES["fp32"], OnnxExportConfig(opset=config.opset, batch_size=1))
-        say(f"calibrating INT8 ({config.calibration.method}, {len(sample.items)} images)")
+        say(f"calibrating INT8 {flavour} ({config.calibration.method}, {len(sample.items)} images)")
         reader = make_data_reader(sample, spec, INPUT_NAME)
         summary = quantize_int8(tmp / VARIANT_FILES["fp32"], tmp / VARIANT_FILES["int8"], reader,
-                                config.calibration.method, max_opset=config.opset)
+                                config.calibration.method, max_opset=config.opset, flavour=flavour)
+        if flavour == ORT_CPU_QDQ:
+            qinfo = {"format": "QDQ", "symmetric": False, "weights": "int8 symmetric", "activations": "uint8",
+                     "per_channel_weights": True, "op_types": list(CPU_QUANT_OP_TYPES), "outputs_quantized": True}
+        else:
+            qinfo = {"format": "QDQ", "symmetric": True, "per_channel_weights": True,
+                     "op_types": list(QUANT_OP_TYPES), "outputs_quantized": False}
         variants["int8"] = {"file": VARIANT_FILES["int8"], "precision": "int8", "runtime": "onnxruntime",
-                            "quantization": {"format": "QDQ", "symmetric": True, "per_channel_weights": True,
-                                             "op_types": ["MatMul", "Gemm", "Conv"], **summary}}
+                            "flavour": flavour, "quantization": {**qinfo, **summary}}
         calib_info = {"manifest": CALIB_MANIFEST, "method": config.calibration.method, "images": len(sample.items),
                       "seed": config.calibration.seed, "excluded_also_in_eval": len(sample.excluded_overlap),
                       "skipped_corrupt": len(sample.corrupt)}
@@ -246,6 +254,9 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         status = PASSED if drop <= config.max_drop else REJECTED
         v.update(status=status, accuracy=acc.to_dict(), drop=round(drop, 4),
                  worst_classes=[{"class": c, "drop": round(d, 2)} for c, d in worst])
+        # The gate's timing runs on ONNX Runtime's CPU provider (ort_runner); the runtime's
+        # --precision auto on ort-cpu trusts default_variant only when it was measured there.
+        v["measured_on"] = "ort-cpu"
         if name == "fp32":
             v["parity"] = {"torch_vs_onnx_max_abs": res.parity.get("torch_vs_fp32"), "images": min(config.parity_images, acc.count)}
         else:

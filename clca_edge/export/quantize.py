@@ -1,9 +1,17 @@
 """INT8 (explicit Q/DQ) and FP16 variants of the fp32 ONNX.
 
-INT8: ``onnxruntime.quantization.quantize_static`` in QDQ format, symmetric int8 activations and
-weights, per-channel weights, only MatMul/Gemm/Conv quantised so LayerNorm, Softmax and GELU stay
-in float (what TensorRT's explicit-quantisation path and ViT accuracy both want). TensorRT 10
-dropped implicit calibrators, so Q/DQ in the graph is the one path that works on 8.5 through 10.
+INT8 comes in two flavours, both ``onnxruntime.quantization.quantize_static`` in QDQ format at
+the bundle's opset, calibrated on the same images:
+
+- ``tensorrt-qdq`` (``--target jetson-orin``): symmetric int8 activations and weights, per-channel
+  weights, only the *inputs* of MatMul/Gemm/Conv quantised so LayerNorm, Softmax and GELU stay in
+  float (what TensorRT's explicit-quantisation path and ViT accuracy both want). TensorRT 10
+  dropped implicit calibrators, so Q/DQ in the graph is the one path that works on 8.5 through 10.
+  ONNX Runtime CPU runs this graph *slower* than fp32: it only picks its integer kernels when a
+  MatMul's output is quantised too.
+- ``ort-cpu-qdq`` (``--target cpu``): uint8 activations, symmetric per-channel int8 weights,
+  MatMul/Gemm inputs *and* outputs quantised, so ONNX Runtime fuses DQ -> MatMul -> Q into
+  QLinearMatMul. LayerNorm, Softmax and GELU are not quantised ops (they compute in float).
 
 FP16: TensorRT only needs a builder flag on the fp32 ONNX; the fp16 ONNX here is for ONNX Runtime
 GPU providers, converted with ONNX Runtime's own float16 converter, inputs/outputs kept float32.
@@ -20,6 +28,10 @@ from .graph_check import check_graph
 log = logging.getLogger(__name__)
 
 QUANT_OP_TYPES = ("MatMul", "Gemm", "Conv")
+CPU_QUANT_OP_TYPES = ("MatMul", "Gemm")
+TENSORRT_QDQ = "tensorrt-qdq"
+ORT_CPU_QDQ = "ort-cpu-qdq"
+FLAVOURS = (TENSORRT_QDQ, ORT_CPU_QDQ)
 
 
 
@@ -85,13 +97,34 @@ def _keep_float_paths(model) -> int:
     return rewired
 
 
-def quantize_int8(fp32_path, out_path, data_reader, method: str = "minmax", max_opset: int = 17) -> dict:
-    """Write the Q/DQ INT8 model; returns a summary (counts of Q/DQ nodes and quantised ops)."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+def _quantised_outputs(model, op_types) -> int:
+    """How many ``op_types`` nodes feed a QuantizeLinear (the pattern ORT fuses to QLinear*)."""
+    consumers: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    return sum(1 for n in model.graph.node if n.op_type in op_types
+               and "QuantizeLinear" in consumers.get(n.output[0], []))
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+
+def _calib_methods():
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}
+
+
+def quantize_int8(fp32_path, out_path, data_reader, method: str = "minmax", max_opset: int = 17,
+                  flavour: str = TENSORRT_QDQ) -> dict:
+    """Write the Q/DQ INT8 model of ``flavour``; returns a summary (Q/DQ counts, quantised ops)."""
+    if flavour == ORT_CPU_QDQ:
+        return _quantize_int8_ort_cpu(fp32_path, out_path, data_reader, method, max_opset)
+    if flavour != TENSORRT_QDQ:
+        raise ExportError(f"INT8 flavour {flavour!r} is unknown; choose one of {', '.join(FLAVOURS)}")
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    methods = _calib_methods()
     out_path = Path(out_path)
     extra = {
         "ActivationSymmetric": True,
@@ -127,9 +160,54 @@ def quantize_int8(fp32_path, out_path, data_reader, method: str = "minmax", max_
     leaked = [t for t in quantised if t not in QUANT_OP_TYPES]
     if leaked:
         raise ExportError(f"{out_path}: {', '.join(leaked)} got quantised inputs; only {', '.join(QUANT_OP_TYPES)} may")
-    summary = {"rewired_to_float": rewired, "quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
-               "quantized_op_types": quantised, "calib_method": method}
+    summary = {"flavour": TENSORRT_QDQ, "rewired_to_float": rewired, "quantize_linear": ops.count("QuantizeLinear"),
+               "dequantize_linear": ops.count("DequantizeLinear"), "quantized_op_types": quantised,
+               "calib_method": method}
     log.info("INT8 Q/DQ model %s: %s", out_path, summary)
+    return summary
+
+
+def _quantize_int8_ort_cpu(fp32_path, out_path, data_reader, method: str, max_opset: int) -> dict:
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    out_path = Path(out_path)
+    fp32 = onnx.load(str(fp32_path))
+    weights = {i.name for i in fp32.graph.initializer}
+    # Attention's activation x activation MatMuls (q @ k^T, attn @ v) stay float: quantising them
+    # puts Q/DQ around Softmax, which ORT then fuses to a uint8 QLinearSoftmax, and the CLS
+    # attention that ranks tokens for top-k would be uint8-rounded.
+    act_matmuls = [n.name for n in fp32.graph.node if n.op_type == "MatMul" and not weights.intersection(n.input)]
+    del fp32
+    extra = {
+        "WeightSymmetric": True,
+        # MatMul weights are (in, out): one scale per output column.
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+    }
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    try:
+        quantize_static(
+            str(fp32_path), str(out_path), data_reader, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(CPU_QUANT_OP_TYPES), nodes_to_exclude=act_matmuls, per_channel=True,
+            reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=_calib_methods()[method], extra_options=extra,
+        )
+    except ExportError:
+        raise
+    except Exception as e:  # ORT raises plain exceptions with useful text
+        raise ExportError(f"INT8 quantisation of {fp32_path} failed ({type(e).__name__}: {e})") from e
+    model = onnx.load(str(out_path))
+    _check_opset(out_path, max_opset)
+    ops = [n.op_type for n in model.graph.node]
+    fused = _quantised_outputs(model, CPU_QUANT_OP_TYPES)
+    if not fused:
+        raise ExportError(f"{out_path}: no MatMul/Gemm output is quantised, so ONNX Runtime would not use "
+                          "its integer kernels; report this with the onnxruntime version")
+    summary = {"flavour": ORT_CPU_QDQ, "rewired_to_float": 0, "quantize_linear": ops.count("QuantizeLinear"),
+               "dequantize_linear": ops.count("DequantizeLinear"), "quantized_op_types": _quantised_consumers(model),
+               "quantized_outputs": fused, "calib_method": method}
+    log.info("INT8 Q/DQ model (ONNX Runtime CPU) %s: %s", out_path, summary)
     return summary
 
 

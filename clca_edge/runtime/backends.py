@@ -68,6 +68,9 @@ class ModelFiles:
     default_precision: str = "fp32"
     engine_opener: Optional[Callable[[str], "Classifier"]] = None
     engine_precisions: tuple[str, ...] = field(default=())
+    # What ``--precision auto`` runs on ort-cpu: the bundle's default_variant when deploy measured
+    # it fastest on ONNX Runtime CPU and it passed the gate, else fp32 (see runtime.model).
+    cpu_precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if "fp32" not in self.onnx:
@@ -150,9 +153,12 @@ def _pick_precision(files: ModelFiles, backend: str, precision: str) -> str:
         if precision not in have:
             raise BackendUnavailable(f"no usable {precision} variant for {backend} (have: {', '.join(sorted(have)) or 'none'})")
         return precision
-    # fp16 ONNX only pays off on a GPU; on the CPU fp32 is the fast, exact choice (AVX2 without VNNI).
+    # fp16 ONNX only pays off on a GPU. On the CPU, fp32 unless deploy measured another variant
+    # faster there (an ort-cpu-qdq INT8 is; a TensorRT-style Q/DQ INT8 is slower than fp32).
     if backend == "ort-gpu" and "fp16" in have:
         return "fp16"
+    if backend == "ort-cpu" and files.cpu_precision in have:
+        return files.cpu_precision
     return "fp32"
 
 

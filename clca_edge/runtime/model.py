@@ -36,6 +36,18 @@ def _engine_opener(bundle) -> Callable[[str], Classifier]:
     return open_engine
 
 
+def _cpu_precision(bundle, onnx: dict) -> str:
+    """The bundle's default_variant's precision if it is a passed ONNX variant whose speed deploy
+    measured on ONNX Runtime CPU; else fp32 (e.g. a jetson-orin bundle's TensorRT-style INT8)."""
+    from .bundle import PASSED
+
+    v = bundle.variants.get(bundle.manifest.get("default_variant") or "")
+    if (v is None or v.status != PASSED or v.info.get("measured_on") != "ort-cpu"
+            or onnx.get(v.precision) != v.path):
+        return "fp32"
+    return v.precision
+
+
 def load_model(path) -> RuntimeModel:
     """Open and verify a bundle folder or .tar (every sha256 checked) for the runtime."""
     from .bundle import MANIFEST_NAME, UNUSABLE, load_bundle, sha256_file
@@ -55,5 +67,5 @@ def load_model(path) -> RuntimeModel:
     default_precision = (bundle.engines.get(default_engine, {}).get("key", {}).get("precision")
                          or (engine_precisions[0] if engine_precisions else "fp16"))
     files = ModelFiles(onnx, bundle.preprocess.img_size, default_precision, _engine_opener(bundle),
-                       tuple(engine_precisions))
+                       tuple(engine_precisions), _cpu_precision(bundle, onnx))
     return RuntimeModel(files, bundle.preprocess, tuple(bundle.labels), sha256_file(bundle.root / MANIFEST_NAME))
