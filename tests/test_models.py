@@ -17,6 +17,17 @@ REDUCING = [m for m in METHODS if m != "none"]
 NUM_PATCHES = (TINY_IMG // 16) ** 2
 
 
+def _sequences_entering_blocks(model, images):
+    """The token sequence entering each block, from one eval forward pass."""
+    entering = []
+    hooks = [b.norm1.register_forward_pre_hook(lambda m, a: entering.append(a[0].detach())) for b in model.backbone.blocks]
+    with torch.no_grad():
+        model(images)
+    for h in hooks:
+        h.remove()
+    return entering
+
+
 def _record_tokens(model):
     """Hooks recording how many tokens enter each block's attention and MLP."""
     seen = {"attn": [], "mlp": []}
@@ -85,12 +96,7 @@ def test_recovery_appends_cached_gap_and_clr_tokens(images):
     the GAP of the earlier blocks' non-prefix tokens and their CLR tokens."""
     model = tiny_model("topk", keep_rate=0.5, clca=True, locations=(1, 2)).eval()
     assert model.plan.recovery == (1, 2)
-    entering = []
-    hooks = [b.norm1.register_forward_pre_hook(lambda m, a: entering.append(a[0].detach())) for b in model.backbone.blocks]
-    with torch.no_grad():
-        model(images)
-    for h in hooks:
-        h.remove()
+    entering = _sequences_entering_blocks(model, images)
     P = model.num_prefix
     assert P == 2  # CLS + one CLR
     x1, x2 = entering[1], entering[2]  # output of block 0, output of block 1 (after recovery)
@@ -154,12 +160,7 @@ def test_cached_average_excludes_the_tokens_recovered_at_the_same_block(images):
     """At a recovery block the carrier GAP is taken over the block's own tokens, before the
     cache is appended (the spec's 'current patch tokens')."""
     model = tiny_model("topk", keep_rate=0.5, clca=True, locations=(1, 2)).eval()
-    entering = []
-    hooks = [b.norm1.register_forward_pre_hook(lambda m, a: entering.append(a[0].detach())) for b in model.backbone.blocks]
-    with torch.no_grad():
-        model(images)
-    for h in hooks:
-        h.remove()
+    entering = _sequences_entering_blocks(model, images)
     P = model.num_prefix
     x2, x3 = entering[2], entering[3]  # after block 1 (recovery), after block 2 (recovery)
     # x2 = [prefix, 8 kept, block-0 carriers (2)]; block 2 keeps 5 of those 10 and appends

@@ -122,7 +122,7 @@ def quantize_int8(fp32_path, out_path, data_reader, method: str = "minmax", max_
     if flavour != TENSORRT_QDQ:
         raise ExportError(f"INT8 flavour {flavour!r} is unknown; choose one of {', '.join(FLAVOURS)}")
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType
 
     methods = _calib_methods()
     out_path = Path(out_path)
@@ -140,17 +140,12 @@ def quantize_int8(fp32_path, out_path, data_reader, method: str = "minmax", max_
     }
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
-    try:
-        quantize_static(
-            str(fp32_path), str(out_path), data_reader, quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=True, reduce_range=False,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=methods[method], extra_options=extra,
-        )
-    except ExportError:
-        raise
-    except Exception as e:  # ORT raises plain exceptions with useful text
-        raise ExportError(f"INT8 quantisation of {fp32_path} failed ({type(e).__name__}: {e})") from e
+    _quantize_static(
+        fp32_path, out_path, data_reader, quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=True, reduce_range=False,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        calibrate_method=methods[method], extra_options=extra,
+    )
     model = onnx.load(str(out_path))
     rewired = _keep_float_paths(model)
     onnx.save(model, str(out_path))
@@ -167,9 +162,21 @@ def quantize_int8(fp32_path, out_path, data_reader, method: str = "minmax", max_
     return summary
 
 
+def _quantize_static(fp32_path, out_path, data_reader, **kwargs) -> None:
+    """onnxruntime's quantize_static, its plain exceptions turned into ExportError."""
+    from onnxruntime.quantization import quantize_static
+
+    try:
+        quantize_static(str(fp32_path), str(out_path), data_reader, **kwargs)
+    except ExportError:
+        raise
+    except Exception as e:  # ORT raises plain exceptions with useful text
+        raise ExportError(f"INT8 quantisation of {fp32_path} failed ({type(e).__name__}: {e})") from e
+
+
 def _quantize_int8_ort_cpu(fp32_path, out_path, data_reader, method: str, max_opset: int) -> dict:
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType
 
     out_path = Path(out_path)
     fp32 = onnx.load(str(fp32_path))
@@ -186,17 +193,12 @@ def _quantize_int8_ort_cpu(fp32_path, out_path, data_reader, method: str, max_op
     }
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
-    try:
-        quantize_static(
-            str(fp32_path), str(out_path), data_reader, quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(CPU_QUANT_OP_TYPES), nodes_to_exclude=act_matmuls, per_channel=True,
-            reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=_calib_methods()[method], extra_options=extra,
-        )
-    except ExportError:
-        raise
-    except Exception as e:  # ORT raises plain exceptions with useful text
-        raise ExportError(f"INT8 quantisation of {fp32_path} failed ({type(e).__name__}: {e})") from e
+    _quantize_static(
+        fp32_path, out_path, data_reader, quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(CPU_QUANT_OP_TYPES), nodes_to_exclude=act_matmuls, per_channel=True,
+        reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method=_calib_methods()[method], extra_options=extra,
+    )
     model = onnx.load(str(out_path))
     _check_opset(out_path, max_opset)
     ops = [n.op_type for n in model.graph.node]
