@@ -123,17 +123,24 @@ def test_camera_unplugged_mid_run_reconnects_and_the_run_goes_on(tmp_path):
     assert recs[-1]["type"] == "summary" and recs[-1]["camera_lost"] == 1
 
 
+class ListLog:
+    """A field log that keeps its records in memory."""
+
+    failures = 0
+
+    def __init__(self) -> None:
+        self.recs: list[dict] = []
+
+    def write(self, r: dict) -> None:
+        self.recs.append(r)
+
+    def camera_events(self) -> list[dict]:
+        return [r for r in self.recs if r["type"] == "camera"]
+
+
 def test_stale_frames_are_dropped_and_counted():
     """A 500 fps camera and a 50 fps classifier: the loop always gets the newest frame."""
     cam = FakeCamera(period=0.002)
-
-    class ListLog:
-        failures = 0
-        recs = []
-
-        def write(self, r):
-            self.recs.append(r)
-
     flog = ListLog()
     summary = run_capture(fake_model(), SlowClassifier(0.02), camera_source(cam), flog,
                           CaptureConfig(max_frames=15, reconnect=FAST_RECONNECT))
@@ -145,13 +152,7 @@ def test_stale_frames_are_dropped_and_counted():
 
 def test_a_stalled_stream_is_logged_with_its_duration():
     cam = FakeCamera(period=0.005)
-    flog_recs = []
-
-    class ListLog:
-        failures = 0
-
-        def write(self, r):
-            flog_recs.append(r)
+    flog = ListLog()
 
     def on_record(rec, summary, bgr):
         if rec["frame"] == 3:
@@ -159,9 +160,9 @@ def test_a_stalled_stream_is_logged_with_its_duration():
         return True
 
     patient = ReconnectPolicy(initial_s=0.02, max_s=0.1, factor=2.0, stall_s=0.15, lost_after_stalls=20)
-    summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), ListLog(),
+    summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), flog,
                           CaptureConfig(max_frames=8, poll_s=0.05, reconnect=patient), on_record=on_record)
-    ev = {r["event"]: r for r in flog_recs if r["type"] == "camera"}
+    ev = {r["event"]: r for r in flog.camera_events()}
     assert "stalled" in ev and "stall_ended" in ev and "lost" not in ev
     assert 0.3 <= ev["stall_ended"]["duration_s"] <= 2.0
     assert summary.stalls == 1 and summary.frames == 8 and cam.opens == 1
@@ -171,22 +172,16 @@ def test_a_read_blocked_for_several_stall_times_is_a_loss_and_reconnects():
     """stall_s 0.15 x 3: a read that hung 0.8 s is treated as a lost camera once it returns: the
     source is closed and reopened, the run goes on."""
     cam = FakeCamera(period=0.005)
-    flog_recs = []
-
-    class ListLog:
-        failures = 0
-
-        def write(self, r):
-            flog_recs.append(r)
+    flog = ListLog()
 
     def on_record(rec, summary, bgr):
         if rec["frame"] == 3:
             cam.hang(0.8)
         return True
 
-    summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), ListLog(),
+    summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), flog,
                           CaptureConfig(max_frames=10, poll_s=0.05, reconnect=FAST_RECONNECT), on_record=on_record)
-    events = [r for r in flog_recs if r["type"] == "camera"]
+    events = flog.camera_events()
     names = [r["event"] for r in events]
     assert names == ["opened", "stalled", "lost", "reconnected"]
     assert events[2]["blocked_s"] >= 0.45
@@ -222,21 +217,14 @@ def test_stream_and_camera_captures_get_opencv_timeouts(monkeypatch):
 def test_a_camera_that_never_opens_is_an_error_after_the_timeout():
     cam = FakeCamera()
     cam.unplug(60)
-
-    class ListLog:
-        failures = 0
-        recs = []
-
-        def write(self, r):
-            self.recs.append(r)
-
+    flog = ListLog()
     t0 = time.monotonic()
     with pytest.raises(SourceError, match="did not open within 0.3 s"):
-        run_capture(fake_model(), SlowClassifier(0), camera_source(cam), ListLog(),
+        run_capture(fake_model(), SlowClassifier(0), camera_source(cam), flog,
                     CaptureConfig(open_timeout_s=0.3, poll_s=0.05, reconnect=FAST_RECONNECT))
     assert time.monotonic() - t0 < 5
-    assert ListLog.recs[-1]["type"] == "summary"
-    assert any(r.get("event") == "open_failed" for r in ListLog.recs)
+    assert flog.recs[-1]["type"] == "summary"
+    assert any(r.get("event") == "open_failed" for r in flog.camera_events())
 
 
 def test_grabber_keeps_only_the_latest_frame():
