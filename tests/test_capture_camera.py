@@ -254,3 +254,15 @@ def test_csi_pipeline_carries_resolution_and_frame_rate():
     p = csi_pipeline(1, 1920, 1080, 29.97)
     assert "nvarguscamerasrc sensor-id=1" in p and "width=(int)1920" in p and "height=(int)1080" in p
     assert "framerate=(fraction)29970/1000" in p and p.endswith("appsink drop=true max-buffers=1 sync=false")
+
+
+def test_a_slow_first_frame_after_opening_is_not_a_loss():
+    """Sensor start-up or an RTSP keyframe wait can take longer than the loss threshold: the first
+    read after (re)connecting is allowed to, or the source would reconnect forever."""
+    cam = FakeCamera(period=0.005)
+    cam.hang(0.8)          # > 3 x stall_s (0.45 s), on the very first read
+    flog = ListLog()
+    summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), flog,
+                          CaptureConfig(max_frames=5, poll_s=0.05, reconnect=FAST_RECONNECT))
+    assert summary.frames == 5 and cam.opens == 1
+    assert "lost" not in [r["event"] for r in flog.camera_events()]

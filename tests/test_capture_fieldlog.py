@@ -66,7 +66,8 @@ def test_a_failed_fsync_is_counted_and_the_next_record_still_written(tmp_path):
     log.close()
     assert results == [True] * 4
     assert [r["frame"] for r in read_log(tmp_path / "log.jsonl")] == [0, 1, 2, 3]
-    assert log.failures == 1 and calls["n"] == 4
+    # one fsync per record, plus close()'s final one (bytes written after the last requested sync)
+    assert log.failures == 1 and calls["n"] == 5
 
 
 def test_one_persistent_fsync_thread_and_every_earlier_record_synced(tmp_path, monkeypatch):
@@ -105,3 +106,29 @@ def test_a_log_cut_by_a_power_cut_is_continued_on_a_fresh_line(tmp_path):
     with JsonlLog(path) as log:
         log.write({"type": "decision", "frame": 0})
     assert [r["type"] for r in read_log(path)] == ["start", "decision"]
+
+
+def test_an_unexpected_error_in_the_fsync_thread_never_hangs_writes_or_close(tmp_path):
+    path = tmp_path / "log.jsonl"
+    log = JsonlLog(path)
+    calls = {"n": 0}
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("not an OSError")
+        os.fsync(fd)
+
+    log._os_fsync = fsync
+    done = threading.Event()
+
+    def work():
+        for i in range(3):
+            log.write({"type": "decision", "frame": i})
+        log.close()
+        done.set()
+
+    threading.Thread(target=work, daemon=True).start()
+    assert done.wait(5), "write()/close() hung after the fsync thread hit an unexpected error"
+    assert log.failures >= 1
+    assert [r["frame"] for r in read_log(path)] == [0, 1, 2]

@@ -176,3 +176,28 @@ def test_head_follows_the_backbones_average_pooling(images):
     plain = tiny_model("none", clca=False, global_pool="avg").eval()
     with torch.no_grad():
         torch.testing.assert_close(plain(images), plain.backbone(images), atol=1e-5, rtol=1e-5)
+
+
+def test_avg_pool_head_ignores_ats_placeholders(images, monkeypatch):
+    """ATS keeps repeated picks as masked placeholders; the avg-pool head must not count them."""
+    import clca_edge.models.vit as vit_mod
+
+    seen = {}
+    real = vit_mod.token_mean
+
+    def spy(x, num_prefix, weight=None):
+        seen.update(x=x, num_prefix=num_prefix, weight=weight)
+        return real(x, num_prefix, weight)
+
+    monkeypatch.setattr(vit_mod, "token_mean", spy)
+    torch.manual_seed(0)
+    model = tiny_model("ats", keep_rate=0.9, clca=False, global_pool="avg").eval()
+    with torch.no_grad():
+        logits = model(images)
+        w = seen["weight"][:, seen["num_prefix"]:]
+        assert (w == 0).any(), "expected ATS placeholders in this configuration"
+        tokens = seen["x"][:, seen["num_prefix"]:]
+        weighted = (tokens * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
+        bb = model.backbone
+        torch.testing.assert_close(logits, bb.head(bb.fc_norm(weighted)))
+        assert not torch.allclose(logits, bb.head(bb.fc_norm(tokens.mean(1))), atol=1e-4)

@@ -109,16 +109,17 @@ class JsonlLog(FieldLog):
                 if self._synced == self._requested:
                     return
                 target = self._requested
+            err: Optional[BaseException] = None
             try:
                 self._os_fsync(self._fd)
-                err = None
-            except OSError as e:
+            except BaseException as e:  # whatever it is, the writer waiting on it must wake up
                 err = e
-            with self._cond:
-                if err is not None:
-                    self._sync_error = err
-                self._synced = target
-                self._cond.notify_all()
+            finally:
+                with self._cond:
+                    if err is not None:
+                        self._sync_error = err if isinstance(err, OSError) else OSError(f"fsync failed: {err!r}")
+                    self._synced = target
+                    self._cond.notify_all()
 
     def _wait_synced(self) -> Optional[OSError]:
         """Wait for the pending fsync; return (and clear) its error, if it failed."""
@@ -157,12 +158,17 @@ class JsonlLog(FieldLog):
         if self._fd is None:
             return
         err = self._wait_synced()
-        if err is not None:
-            self._failed(err, "final fsync")
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         self._syncer.join()
+        try:
+            # Covers bytes written after the last requested fsync (an interrupt between the two).
+            self._os_fsync(self._fd)
+        except OSError as e:
+            err = err or e
+        if err is not None:
+            self._failed(err, "final fsync")
         os.close(self._fd)
         self._fd = None
 

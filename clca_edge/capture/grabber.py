@@ -62,6 +62,7 @@ class LatestFrameGrabber:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="frame-grabber", daemon=True)
         self._last_frame_t: Optional[float] = None
+        self._connected_t: Optional[float] = None  # when the current connection opened
         self._stalled_since: Optional[float] = None
         self._connection = 0             # incremented on every (re)connection
         self._stall_connection = 0       # the connection a reported stall belongs to
@@ -102,7 +103,7 @@ class LatestFrameGrabber:
                 self._emit("opened", attempts=attempts)
             else:
                 self._emit("reconnected", down_s=round(now - lost_at, 3), attempts=attempts)
-            self._last_frame_t = now
+            self._last_frame_t = self._connected_t = now
             self._connection += 1
             self.connected.set()
             self.ever_connected.set()
@@ -116,11 +117,16 @@ class LatestFrameGrabber:
                 if not self._connect(lost_at):
                     return
                 lost_at = None
+            first_read = self._last_frame_t == self._connected_t
+            read_started = time.monotonic()
             frame = self.source.read()
             if self._stop.is_set():
                 return
             waited = time.monotonic() - self._last_frame_t
-            if frame is None or waited >= self.policy.lost_after_s:
+            # A hung read (this one call blocked that long) is a lost camera; a slow first frame
+            # after (re)connecting (sensor start-up, RTSP keyframe) is not.
+            blocked = not first_read and time.monotonic() - read_started >= self.policy.lost_after_s
+            if frame is None or blocked:
                 lost_at = time.monotonic() if frame is None else self._last_frame_t
                 self.connected.clear()
                 self.source.close()

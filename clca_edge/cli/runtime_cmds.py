@@ -135,7 +135,8 @@ def predict(bundle, backend, precision, threads, top_k, paths, as_json):
 @click.option("--open-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Seconds a live source may take to open at start before the run fails (exit 6).")
 @click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
-              help="Seconds without a frame from a connected camera before a stall is logged.")
+              help="Seconds without a frame from a connected camera before a stall is logged; a single "
+                   "read blocked 3x this long counts as a lost camera (reconnect).")
 @click.option("--reconnect-max", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Longest wait between reconnection attempts (back-off doubles from 0.5 s).")
 @reports_errors

@@ -30,6 +30,17 @@ class CrossLayerAggregationHead(nn.Module):
         return self.classify(self.drop(x)).flatten(1)
 
 
+def token_mean(x: Tensor, num_prefix: int, weight: Optional[Tensor] = None) -> Tensor:
+    """(B, C) mean of the non-prefix tokens of ``x`` (B, N, C); ``weight`` (B, N) makes it a
+    weighted mean, so that masked tokens (DynamicViT training masks, ATS duplicate placeholders)
+    do not count."""
+    tokens = x[:, num_prefix:]
+    if weight is None:
+        return tokens.mean(dim=1)
+    w = weight[:, num_prefix:].unsqueeze(-1).to(tokens.dtype)
+    return (tokens * w).sum(dim=1) / w.sum(dim=1).clamp(min=1e-6)
+
+
 def cache_carriers(
     x: Tensor, num_prefix: int, clr: slice | None, gap: bool, weight: Optional[Tensor] = None
 ) -> Tensor:
@@ -39,11 +50,8 @@ def cache_carriers(
     masks, ATS duplicate placeholders) do not count; ``None`` for a plain mean.
     """
     parts = []
-    if gap and weight is None:
-        parts.append(x[:, num_prefix:].mean(dim=1, keepdim=True))
-    elif gap:
-        w = weight[:, num_prefix:].unsqueeze(-1)
-        parts.append((x[:, num_prefix:] * w).sum(dim=1, keepdim=True) / w.sum(dim=1, keepdim=True).clamp(min=1e-6))
+    if gap:
+        parts.append(token_mean(x, num_prefix, weight).unsqueeze(1))
     if clr is not None:
         parts.append(x[:, clr])
     return torch.cat(parts, dim=1)

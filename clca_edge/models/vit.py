@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from .attention import check_attention_module
 from .block import run_block
-from .clca import CrossLayerAggregationHead, cache_carriers
+from .clca import CrossLayerAggregationHead, cache_carriers, token_mean
 from .config import ModelConfig
 from .reduction.registry import get_reducer_class
 from .tokens import BlockTokens, TokenState, token_plan
@@ -145,18 +145,22 @@ class ClcaVisionTransformer(nn.Module):
                 cache.append(carriers)
             if self.cla_head is not None and i in self._collect_at:
                 cls_tokens.append(state.x[:, 0])
-        return self._head(state.x, cls_tokens), aux_total
+        return self._head(state, cls_tokens), aux_total
 
     def forward(self, images: Tensor) -> Tensor:
         return self.forward_with_aux(images)[0]
 
-    def _head(self, x: Tensor, cls_tokens: list[Tensor]) -> Tensor:
+    def _head(self, state: TokenState, cls_tokens: list[Tensor]) -> Tensor:
         if self.cla_head is not None:
             return self.cla_head(cls_tokens)
         bb = self.backbone
-        x = bb.norm(x)
-        # The backbone's own pooling (its head was trained on it); CLR tokens are not features.
-        x = x[:, self.num_prefix:].mean(dim=1) if bb.global_pool == "avg" else x[:, 0]
+        x = bb.norm(state.x)
+        if bb.global_pool == "avg":
+            # The backbone's own pooling (its head was trained on it), over real tokens only:
+            # not CLR, not ATS placeholders, not tokens a DynamicViT training policy dropped.
+            x = token_mean(x, self.num_prefix, state.presence(self._masks_with_bias))
+        else:
+            x = x[:, 0]
         return bb.head(bb.head_drop(bb.fc_norm(x)))
 
     # -- introspection --------------------------------------------------------------------

@@ -232,9 +232,19 @@ def _extract_fresh(tar_path: Path, dest: Path) -> None:
     try:
         _safe_extract(tar_path, tmp)
         (tmp / EXTRACT_MARKER).write_text(f"{tar_path.resolve()}\n")
-        if dest.exists():
-            shutil.rmtree(dest)
+        # Move the stale folder aside (one rename) before putting the new one in place (another),
+        # so no instant leaves a half-deleted folder at ``dest`` for a reader to open.
+        old = None
+        if dest.is_symlink() or dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            os.replace(dest, old)
         os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BundleError(f"cannot extract {tar_path} to {dest} ({e.strerror or e}); extract it yourself "
+                          "(tar xf) and pass the folder") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -250,7 +250,7 @@ class _CudaRt:
                 import pycuda.driver as drv
             except ImportError:
                 raise EngineError("running an engine needs cuda-python or pycuda (pip install cuda-python)") from None
-                self._rt = None
+            self._rt = None
             self._pycuda = drv
         self._keep: dict[int, Any] = {}  # pycuda objects by handle: they free themselves when dropped
 
