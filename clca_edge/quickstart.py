@@ -80,7 +80,9 @@ def _run_cli(args: list[str]) -> None:
 
 
 def _heldout_images(data: Path) -> list[tuple[Path, str]]:
-    return [(p, p.parent.name) for p in sorted((data / "val").glob("*/*")) if p.is_file()]
+    from .data.files import scan_class_images
+
+    return [(p, label) for label, paths in scan_class_images(data / "val").items() for p in paths]
 
 
 def run_quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print) -> QuickstartResult:
@@ -121,8 +123,9 @@ def _collect(res: QuickstartResult, cfg: QuickstartConfig, heldout: list[tuple[P
         acc = v.get("accuracy") or {}
         res.variants[name] = {"status": v.get("status"), "top1": acc.get("top1"), "drop": v.get("drop")}
     decisions, summary = [], {}
-    for line in (cfg.out / "capture" / "log.jsonl").read_text().splitlines():
-        rec = json.loads(line)
+    from .capture.fieldlog import read_log
+
+    for rec in read_log(cfg.out / "capture" / "log.jsonl"):
         if rec.get("type") == "decision":
             decisions.append(rec)
         elif rec.get("type") == "summary":

@@ -150,15 +150,20 @@ def test_stale_frames_are_dropped_and_counted():
     assert all(r["frame_age_ms"] < 50 for r in flog.recs if r["type"] == "decision")
 
 
+def hang_at_frame(cam, frame, seconds):
+    """An on_record hook that makes ``cam`` block one read for ``seconds`` after ``frame``."""
+    def on_record(rec, summary, bgr):
+        if rec["frame"] == frame:
+            cam.hang(seconds)
+        return True
+
+    return on_record
+
+
 def test_a_stalled_stream_is_logged_with_its_duration():
     cam = FakeCamera(period=0.005)
     flog = ListLog()
-
-    def on_record(rec, summary, bgr):
-        if rec["frame"] == 3:
-            cam.hang(0.5)
-        return True
-
+    on_record = hang_at_frame(cam, 3, 0.5)
     patient = ReconnectPolicy(initial_s=0.02, max_s=0.1, factor=2.0, stall_s=0.15, lost_after_stalls=20)
     summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), flog,
                           CaptureConfig(max_frames=8, poll_s=0.05, reconnect=patient), on_record=on_record)
@@ -173,12 +178,7 @@ def test_a_read_blocked_for_several_stall_times_is_a_loss_and_reconnects():
     source is closed and reopened, the run goes on."""
     cam = FakeCamera(period=0.005)
     flog = ListLog()
-
-    def on_record(rec, summary, bgr):
-        if rec["frame"] == 3:
-            cam.hang(0.8)
-        return True
-
+    on_record = hang_at_frame(cam, 3, 0.8)
     summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), flog,
                           CaptureConfig(max_frames=10, poll_s=0.05, reconnect=FAST_RECONNECT), on_record=on_record)
     events = flog.camera_events()
