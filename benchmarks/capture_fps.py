@@ -39,10 +39,10 @@ def machine() -> str:
 def make_bundle(root: Path, backbone: str, keep_rate: float, img_size: int, num_classes: int) -> Path:
     import torch
 
-    from clca_edge.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+    from clca_edge.deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
     from clca_edge.models import create_model
-    from clca_edge.preprocess import PreprocessSpec
-    from clca_edge.runtime.bundle import BUNDLE_FORMAT, PASSED, write_manifest
+    from clca_edge.core.preprocess import PreprocessSpec
+    from clca_edge.bundle import BUNDLE_FORMAT, PASSED, write_manifest
 
     torch.manual_seed(0)
     model = create_model(backbone, method="evit", keep_rate=keep_rate, clca=True, num_classes=num_classes,

@@ -42,12 +42,12 @@ def main() -> None:
     import torch
 
     from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
-    from clca_edge.export.calibration import CalibrationConfig
-    from clca_edge.export.deploy import DeployConfig, run_deploy
+    from clca_edge.deploy.calibration import CalibrationConfig
+    from clca_edge.deploy.pipeline import DeployConfig, run_deploy
     from clca_edge.models import create_model
-    from clca_edge.preprocess import PreprocessSpec
-    from clca_edge.runtime.bundle import load_bundle
-    from clca_edge.runtime.preprocess import load_rgb, preprocess
+    from clca_edge.core.preprocess import PreprocessSpec
+    from clca_edge.bundle import load_bundle
+    from clca_edge.core.preprocess import load_rgb, preprocess
     from clca_edge.training.checkpoint import CheckpointMeta, save_checkpoint
 
     root = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
@@ -92,9 +92,9 @@ def main() -> None:
     out["tiny64_fp32_ms_p50_p90"] = latency(root / "bundle/model.onnx", (1, 3, 64, 64), args.runs)
     out["tiny64_int8_ms_p50_p90"] = latency(root / "bundle/model.int8.onnx", (1, 3, 64, 64), args.runs)
 
-    from clca_edge.export.calibration import CalibrationSample, make_data_reader
-    from clca_edge.export.onnx_export import export_onnx
-    from clca_edge.export.quantize import quantize_int8
+    from clca_edge.deploy.calibration import CalibrationSample, make_data_reader
+    from clca_edge.deploy.onnx_export import export_onnx
+    from clca_edge.deploy.quantize import quantize_int8
 
     small = create_model("vit_small_patch16_224", method="evit", keep_rate=0.25, clca=True, img_size=224,
                          num_classes=200).eval()

@@ -29,8 +29,8 @@ def main() -> None:
     import torch
     from onnxruntime.quantization import CalibrationDataReader
 
-    from clca_edge.export.onnx_export import export_onnx
-    from clca_edge.export.quantize import ORT_CPU_QDQ, TENSORRT_QDQ, quantize_int8
+    from clca_edge.deploy.onnx_export import export_onnx
+    from clca_edge.deploy.quantize import ORT_CPU_QDQ, TENSORRT_QDQ, quantize_int8
     from clca_edge.models import create_model
 
     torch.manual_seed(0)

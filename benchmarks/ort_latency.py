@@ -44,7 +44,7 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from clca_edge.export.onnx_export import INPUT_NAME, export_onnx
+    from clca_edge.deploy.onnx_export import INPUT_NAME, export_onnx
     from clca_edge.models import ClcaConfig, ModelConfig, build_model, list_methods
     from clca_edge.models.flops import cost_report
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import ClcaEdgeError
+from .core.errors import ClcaEdgeError
 
 # Names this command creates under --out; a rerun replaces exactly these and nothing else.
 OWNED = ("data", "run", "bundle", "capture", "heldout.avi", "summary.json")
@@ -80,7 +80,7 @@ def _run_cli(args: list[str]) -> None:
 
 
 def _heldout_images(data: Path) -> list[tuple[Path, str]]:
-    from .data.files import scan_class_images
+    from .core.files import scan_class_images
 
     return [(p, label) for label, paths in scan_class_images(data / "val").items() for p in paths]
 

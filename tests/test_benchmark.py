@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from clca_edge.benchmark.config import SweepConfig
 from clca_edge.benchmark.sweep import model_configs
 from clca_edge.cli import main
-from clca_edge.errors import ConfigError
+from clca_edge.core.errors import ConfigError
 
 TINY_ARGS = ["--model", "vit_tiny_patch16_224", "--model-kwargs", "depth=4,embed_dim=64,num_heads=2",
              "--img-size", "64", "--repeats", "3", "--warmup", "1", "--batch-size", "2"]

@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from clca_edge.runtime.bundle import BundleError, BundleIntegrityError, load_bundle, write_manifest
+from clca_edge.bundle import BundleError, BundleIntegrityError, load_bundle, write_manifest
 
 
 def _bundle(root):
@@ -77,8 +77,8 @@ def test_archive_round_trip_and_unsafe_members(tmp_path):
 
 def test_loading_needs_no_torch(tmp_path):
     root = _bundle(tmp_path / "b")
-    code = ("import sys; from clca_edge.runtime.bundle import load_bundle; "
-            "import clca_edge.runtime.tensorrt_engine, clca_edge.export.engine_build; "
+    code = ("import sys; from clca_edge.bundle import load_bundle; "
+            "import clca_edge.engines.tensorrt, clca_edge.engines.build; "
             f"load_bundle({str(root)!r}); print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
@@ -92,7 +92,7 @@ def _tar(root, tar):
 
 @pytest.fixture
 def counted_extract(monkeypatch):
-    import clca_edge.runtime.bundle as bmod
+    import clca_edge.bundle.store as bmod
 
     calls = []
     real = bmod._safe_extract
@@ -155,7 +155,7 @@ def test_a_foreign_folder_in_the_way_is_refused(tmp_path):
 
 
 def test_read_only_tar_folder_extracts_into_the_user_cache(tmp_path, monkeypatch):
-    import clca_edge.runtime.bundle as bmod
+    import clca_edge.bundle.store as bmod
 
     tar = _tar(_bundle(tmp_path / "b"), tmp_path / "b.tar")
     monkeypatch.setattr(bmod.os, "access", lambda p, mode: False)
@@ -165,7 +165,7 @@ def test_read_only_tar_folder_extracts_into_the_user_cache(tmp_path, monkeypatch
 
 
 def test_write_manifest_hashes_only_new_files(tmp_path, monkeypatch):
-    import clca_edge.runtime.bundle as bmod
+    import clca_edge.bundle.store as bmod
 
     root = _bundle(tmp_path / "b")
     (root / "calibration").mkdir()

@@ -11,9 +11,9 @@ from clca_edge.capture.fieldlog import open_log, read_log
 from clca_edge.capture.grabber import LatestFrameGrabber, ReconnectPolicy
 from clca_edge.capture.loop import CaptureConfig, StopRequest, run_capture
 from clca_edge.capture.sources import SourceConfig, VideoCaptureSource, _cv2_capture, csi_pipeline, parse_source
-from clca_edge.preprocess import PreprocessSpec
+from clca_edge.core.preprocess import PreprocessSpec
 from clca_edge.runtime.backends import Classifier
-from clca_edge.runtime.errors import SourceError
+from clca_edge.core.errors import SourceError
 from clca_edge.runtime.model import RuntimeModel
 from test_runtime_helpers import CLASSES, bundle_dir, leaf_images  # noqa: F401  (fixture)
 

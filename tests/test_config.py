@@ -2,7 +2,7 @@
 
 import pytest
 
-from clca_edge.errors import ConfigError
+from clca_edge.core.errors import ConfigError
 from clca_edge.models import ClcaConfig, ModelConfig, default_locations, validate_config
 
 from conftest import TINY

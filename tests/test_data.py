@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from clca_edge.core.errors import ExitCode
 from clca_edge.cli import main
 from clca_edge.data.sources import DataConfig, DataError, load_csv_splits, load_splits, stratified_split
 from clca_edge.data.synth import SynthConfig, class_traits, write_synthetic_dataset
@@ -42,7 +43,7 @@ def test_synth_classes_differ_in_traits_not_outline():
 
 
 def test_synth_cli_writes_images(tmp_path):
-    from clca_edge.runtime.preprocess import load_rgb
+    from clca_edge.core.preprocess import load_rgb
 
     res = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path), "--classes", "2", "--per-class", "4",
                                     "--size", "40", "--format", "jpg"])
@@ -52,8 +53,8 @@ def test_synth_cli_writes_images(tmp_path):
     assert load_rgb(imgs[0]).shape == (40, 40, 3)
 
 
-def test_synth_bad_values_exit_2():
-    res = CliRunner().invoke(main, ["data", "synth", "--out", "x", "--size", "8"])
+def test_synth_bad_values_exit_2(tmp_path):
+    res = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path / "x"), "--size", "8"])
     assert res.exit_code == 2 and "Invalid value" in res.output
 
 
@@ -141,7 +142,7 @@ def test_bad_datasets_name_the_problem(tmp_path, synth, case, needle):
 def test_train_cli_reports_missing_csv_without_traceback(tmp_path):
     res = CliRunner().invoke(main, ["train", "--data", str(tmp_path), "--train-csv", str(tmp_path / "t.csv"),
                                     "--val-csv", str(tmp_path / "v.csv"), "--out", str(tmp_path / "run")])
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == ExitCode.DATA, res.output
     assert f"split file '{tmp_path / 't.csv'}' does not exist" in res.output
     assert "Traceback" not in res.output
 
@@ -150,8 +151,8 @@ def test_eval_transform_is_the_runtime_preprocess_and_train_augments(synth):
     import torch
 
     from clca_edge.data.transforms import EvalTransform, TrainTransform
-    from clca_edge.preprocess import PreprocessSpec
-    from clca_edge.runtime.preprocess import load_rgb, preprocess
+    from clca_edge.core.preprocess import PreprocessSpec
+    from clca_edge.core.preprocess import load_rgb, preprocess
 
     spec = PreprocessSpec(img_size=24, crop_pct=0.75)
     rgb = load_rgb(next((synth / "val" / "cultivar_01").iterdir()))
@@ -171,7 +172,7 @@ def test_one_image_listing_for_train_deploy_predict_and_capture(tmp_path):
 
     from clca_edge.capture.sources import expand_images
     from clca_edge.data.sources import scan_class_tree
-    from clca_edge.export.calibration import scan_class_folders
+    from clca_edge.deploy.calibration import scan_class_folders
     from clca_edge.runtime.predict import expand_inputs
     from clca_edge.training.evaluate import eval_samples
 

@@ -11,8 +11,9 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from clca_edge.core.errors import ExitCode
 from clca_edge.cli import main
-from clca_edge.runtime.bundle import BundleIntegrityError, load_bundle, sha256_file
+from clca_edge.bundle import BundleIntegrityError, load_bundle, sha256_file
 
 from test_deploy_support import CLASSES, load_tensors, make_workspace
 
@@ -91,7 +92,7 @@ def test_int8_is_explicit_symmetric_per_channel_qdq_at_opset_17(bundle):
 
 def test_int8_accuracy_is_computed_on_real_ort_outputs(bundle, ws):
     import onnxruntime as ort
-    from clca_edge.preprocess import PreprocessSpec
+    from clca_edge.core.preprocess import PreprocessSpec
 
     out, _ = bundle
     m = json.loads((out / "manifest.json").read_text())
@@ -125,11 +126,11 @@ def test_tar_round_trip_and_one_flipped_byte_is_refused(bundle, tmp_path):
     with pytest.raises(BundleIntegrityError, match="model.int8.onnx"):
         load_bundle(copy)
     res = CliRunner().invoke(main, ["build-engine", "--bundle", str(copy)])
-    assert res.exit_code == 8 and "sha256 of model.int8.onnx does not match" in res.output
+    assert res.exit_code == ExitCode.BUNDLE and "sha256 of model.int8.onnx does not match" in res.output
 
 
 def test_gate_rejects_a_variant_made_worse_on_purpose(ws, tmp_path, monkeypatch):
-    import clca_edge.export.quantize as q
+    import clca_edge.deploy.quantize as q
 
     real = q.quantize_int8
 
@@ -159,7 +160,7 @@ def test_gate_rejects_a_variant_made_worse_on_purpose(ws, tmp_path, monkeypatch)
 def test_existing_bundle_needs_force_and_nothing_half_written(bundle, ws):
     out, _ = bundle
     res = _deploy(ws, out)
-    assert res.exit_code == 8 and "already exists; pass --force" in res.output
+    assert res.exit_code == ExitCode.OUTPUT and "already exists; pass --force" in res.output
     res = _deploy(ws, out, "--calib-images", "100", "--force")  # fails late: too few calibration images
     assert res.exit_code == 10 and "has 24 usable images" in res.output and "minimum 3" in res.output
     assert load_bundle(out).labels == CLASSES  # the old bundle is intact
@@ -167,10 +168,10 @@ def test_existing_bundle_needs_force_and_nothing_half_written(bundle, ws):
 
 
 @pytest.mark.parametrize("case,code,needle", [
-    ("missing_ckpt", 5, "does not exist"),
-    ("corrupt_ckpt", 5, "not a readable safetensors checkpoint"),
+    ("missing_ckpt", ExitCode.CHECKPOINT, "does not exist"),
+    ("corrupt_ckpt", ExitCode.CHECKPOINT, "not a readable safetensors checkpoint"),
     ("eval_extra_class", 10, "unknown dogwood"),
-    ("unwritable_out", 8, "choose a writable --out"),
+    ("unwritable_out", ExitCode.OUTPUT, "choose a writable --out"),
     ("tiny_calib", 10, "minimum is 3"),
 ])
 def test_bad_input_is_one_line_error(ws, tmp_path, case, code, needle):
@@ -255,7 +256,7 @@ def test_cpu_int8_quantises_matmul_outputs_so_ort_fuses_qlinearmatmul(cpu_bundle
 
 
 def _with_default(tmp_path, src, name, default, drop_measured=False):
-    from clca_edge.runtime.bundle import read_manifest, write_manifest
+    from clca_edge.bundle import read_manifest, write_manifest
 
     b = tmp_path / name
     shutil.copytree(src, b)

@@ -34,7 +34,7 @@ def write_class_tree(root: Path, n_per_class: int, seed: int, size: int = 80, cl
 
 
 def load_tensors(root: Path, spec, classes=CLASSES):
-    from clca_edge.runtime.preprocess import load_rgb, preprocess
+    from clca_edge.core.preprocess import load_rgb, preprocess
 
     xs, ys = [], []
     for ci, c in enumerate(classes):
@@ -50,7 +50,7 @@ def train_checkpoint(path: Path, train_root: Path, steps: int = 12, seed: int = 
     """A tiny CLCA model trained a few Adam steps on ``train_root``, saved with save_checkpoint."""
     import torch
 
-    from clca_edge.preprocess import PreprocessSpec
+    from clca_edge.core.preprocess import PreprocessSpec
     from clca_edge.training.checkpoint import CheckpointMeta, save_checkpoint
     from conftest import TINY_IMG, tiny_model
 

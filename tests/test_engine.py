@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from clca_edge.cli import main
-from clca_edge.export.engine_build import BuildEngineConfig, build_engines
-from clca_edge.runtime import tensorrt_engine as te
-from clca_edge.runtime.bundle import load_bundle, sha256_file, write_manifest
-from clca_edge.runtime.tensorrt_engine import GpuInfo, HostMemory
+from clca_edge.engines.build import BuildEngineConfig, build_engines
+from clca_edge.engines import tensorrt as te
+from clca_edge.bundle import load_bundle, sha256_file, write_manifest
+from clca_edge.engines.tensorrt import GpuInfo, HostMemory
 
 from fake_tensorrt import make_module
 from test_deploy_support import CLASSES, make_workspace
@@ -27,8 +27,8 @@ VERSIONS = {"trt8": "8.5.2.2", "trt10": "10.3.0.30"}
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
-    from clca_edge.export.calibration import CalibrationConfig
-    from clca_edge.export.deploy import DeployConfig, run_deploy
+    from clca_edge.deploy.calibration import CalibrationConfig
+    from clca_edge.deploy.pipeline import DeployConfig, run_deploy
 
     root = tmp_path_factory.mktemp("engine")
     ws = make_workspace(root)
@@ -41,7 +41,7 @@ def deployed(tmp_path_factory):
 
 @pytest.fixture
 def bundle(deployed, tmp_path, monkeypatch):
-    monkeypatch.setattr("clca_edge.export.engine_build.gpu_info", lambda: ORIN)
+    monkeypatch.setattr("clca_edge.engines.build.gpu_info", lambda: ORIN)
     dst = tmp_path / "bundle"
     shutil.copytree(deployed[1], dst)
     return dst
@@ -94,7 +94,7 @@ def test_cached_engine_is_reused_and_foreign_ones_rebuilt(bundle, monkeypatch):
     assert not [c for c in trt.calls if c[0] == "build_serialized_network"]
 
     # Another GPU: the cached plan is never loaded; a new one is built and both stay keyed.
-    monkeypatch.setattr("clca_edge.export.engine_build.gpu_info", lambda: GpuInfo("NVIDIA H100", "9.0", "test"))
+    monkeypatch.setattr("clca_edge.engines.build.gpu_info", lambda: GpuInfo("NVIDIA H100", "9.0", "test"))
     trt.calls.clear()
     other = _build(bundle, trt, precision="fp16")
     assert not other.outcomes[0].reused and other.outcomes[0].file != first.outcomes[0].file
@@ -160,14 +160,14 @@ def test_cli_builds_with_injected_tensorrt(bundle, deployed, monkeypatch):
 
 
 def test_deploy_on_a_tensorrt_machine_builds_right_away(deployed, tmp_path, monkeypatch):
-    from clca_edge.export.calibration import CalibrationConfig
-    from clca_edge.export.deploy import DeployConfig, run_deploy
+    from clca_edge.deploy.calibration import CalibrationConfig
+    from clca_edge.deploy.pipeline import DeployConfig, run_deploy
 
     ws = deployed[0]
     trt = make_module("8.5.2.2")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("clca_edge.export.deploy._tensorrt_available", lambda: True)
-    monkeypatch.setattr("clca_edge.export.engine_build.gpu_info", lambda: ORIN)
+    monkeypatch.setattr("clca_edge.deploy.pipeline._tensorrt_available", lambda: True)
+    monkeypatch.setattr("clca_edge.engines.build.gpu_info", lambda: ORIN)
     monkeypatch.setattr(te, "_CudaRt", HostMemory)
     rep = run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=tmp_path / "b", calib_data=ws["calib"], eval_data=ws["eval"],
                                   precisions=("int8", "fp32"), calibration=CalibrationConfig(num_images=6)))
@@ -214,7 +214,7 @@ def _ort_logits(onnx_path, x):
 
 
 def test_gate_scores_fp32_onnx_on_the_device_images_in_the_same_pass(bundle, tmp_path):
-    from clca_edge.preprocess import PreprocessSpec
+    from clca_edge.core.preprocess import PreprocessSpec
     from test_deploy_support import load_tensors, write_class_tree
 
     # Deploy's fp32 figure came from other images; make it absurd so using it would show.
@@ -272,7 +272,7 @@ def test_cli_reports_a_failed_build_without_traceback(bundle, monkeypatch):
 
 
 def test_build_reuses_verified_hashes(bundle, monkeypatch):
-    import clca_edge.runtime.bundle as bmod
+    import clca_edge.bundle.store as bmod
 
     hashed = []
     real = bmod.sha256_file
@@ -316,8 +316,8 @@ def test_runner_copies_contiguous_input_directly_and_frees_on_close(bundle):
 
 
 def test_build_engine_and_engine_lookup_on_a_tar(bundle, monkeypatch, tmp_path):
-    from clca_edge.export.deploy import pack_tar
-    from clca_edge.runtime.trt_classifier import find_engine
+    from clca_edge.deploy.pipeline import pack_tar
+    from clca_edge.runtime.tensorrt_backend import find_engine
 
     tar = pack_tar(bundle, tmp_path / "field.tar")
     trt = make_module("10.3.0.30")

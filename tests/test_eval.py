@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from clca_edge.core.errors import ExitCode
 from clca_edge.cli import main
 from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
 from clca_edge.training.metrics import ClassificationReport, confusion_image
@@ -67,12 +68,12 @@ def test_eval_rejects_classes_the_checkpoint_does_not_know(run, tmp_path):
     shutil.copytree(run / "data" / "val", tmp_path / "val")
     (tmp_path / "val" / "cultivar_00").rename(tmp_path / "val" / "weed")
     res = CliRunner().invoke(main, ["eval", "--checkpoint", str(run / "run"), "--data", str(tmp_path), "--workers", "0"])
-    assert res.exit_code == 2 and "['weed']" in res.output and "not trained on" in res.output
+    assert res.exit_code == ExitCode.DATA and "['weed']" in res.output and "not trained on" in res.output
 
 
 def test_eval_missing_checkpoint_is_an_error(tmp_path):
     res = CliRunner().invoke(main, ["eval", "--checkpoint", str(tmp_path / "nope.safetensors"), "--data", str(tmp_path)])
-    assert res.exit_code == 5 and "does not exist" in res.output
+    assert res.exit_code == ExitCode.CHECKPOINT and "does not exist" in res.output
 
 
 def test_ddp_two_cpu_processes_train_and_only_rank0_writes(run, tmp_path):

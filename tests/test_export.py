@@ -7,8 +7,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from clca_edge.export.graph_check import check_graph
-from clca_edge.export.onnx_export import OnnxExportConfig, export_onnx, onnx_parity
+from clca_edge.deploy.graph_check import check_graph
+from clca_edge.deploy.onnx_export import OnnxExportConfig, export_onnx, onnx_parity
 from clca_edge.models.reduction.registry import list_methods
 
 from conftest import tiny_model
@@ -64,7 +64,7 @@ def test_graph_check_catches_opset_above_target():
 
 
 def test_export_and_parity_leave_the_model_mode_alone(images, tmp_path):
-    from clca_edge.errors import ExportError
+    from clca_edge.core.errors import ExportError
 
     model = tiny_model("evit").train()
     path = export_onnx(model, tmp_path / "m.onnx", OnnxExportConfig(batch_size=2))
@@ -75,7 +75,7 @@ def test_export_and_parity_leave_the_model_mode_alone(images, tmp_path):
 
 
 def test_export_rejects_a_rule_breaking_model(tmp_path):
-    from clca_edge.errors import ExportError
+    from clca_edge.core.errors import ExportError
 
     class Sorts(torch.nn.Module):
         config = type("C", (), {"img_size": 16})()

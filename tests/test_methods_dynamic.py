@@ -226,7 +226,7 @@ def test_tome_sizes_sum_to_the_original_tokens(rate, images):
 
 def test_tome_partial_round_exports_with_parity(images, tmp_path):
     """keep 0.7 merges fewer than half the tokens, the path with unmerged A tokens."""
-    from clca_edge.export.onnx_export import OnnxExportConfig, export_onnx, onnx_parity
+    from clca_edge.deploy.onnx_export import OnnxExportConfig, export_onnx, onnx_parity
 
     model = tiny_model("tome", keep_rate=0.7, clca=True).eval()
     path = export_onnx(model, tmp_path / "tome.onnx", OnnxExportConfig(batch_size=4))

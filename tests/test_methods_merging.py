@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from clca_edge.errors import ConfigError
+from clca_edge.core.errors import ConfigError
 from clca_edge.models import ClcaConfig, ModelConfig
 from clca_edge.models.reduction.base import ReduceInput
 from clca_edge.models.reduction.functional import (
@@ -174,7 +174,7 @@ def test_learned_k_follows_the_planned_input_count(method, clca):
 
 @pytest.mark.parametrize("method", MERGERS)
 def test_state_dict_is_fixed_by_the_config_and_reloads_strictly(method, tmp_path, images):
-    from clca_edge.preprocess import PreprocessSpec
+    from clca_edge.core.preprocess import PreprocessSpec
     from clca_edge.training.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 
     a, b = (tiny_model(method, keep_rate=0.25, clca=True) for _ in range(2))

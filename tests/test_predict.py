@@ -8,10 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from clca_edge.cli import main
-from clca_edge.export.onnx_export import onnx_session
-from clca_edge.preprocess import PreprocessSpec
+from clca_edge.deploy.onnx_export import onnx_session
+from clca_edge.core.preprocess import PreprocessSpec, load_rgb, preprocess
 from clca_edge.runtime.decision import softmax
-from clca_edge.runtime.preprocess import load_rgb, preprocess
 from test_runtime_helpers import CLASSES, bundle_dir, leaf_images  # noqa: F401  (fixture)
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from clca_edge.errors import PretrainedWeightsError
+from clca_edge.core.errors import PretrainedWeightsError
 from clca_edge.models import create_model
 
 from conftest import TINY, TINY_IMG

@@ -5,7 +5,7 @@ import json
 from click.testing import CliRunner
 
 from clca_edge.cli import main
-from clca_edge.runtime.bundle import load_bundle
+from clca_edge.bundle import load_bundle
 
 
 def test_quickstart_runs_the_mission_and_reports_real_figures(tmp_path):

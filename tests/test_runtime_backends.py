@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from clca_edge.cli import main
 from clca_edge.runtime import backends
 from clca_edge.runtime.backends import BackendUnavailable, Classifier, ModelFiles, select_classifier
-from clca_edge.runtime.errors import BackendError
+from clca_edge.core.errors import BackendError
 from clca_edge.runtime.model import load_model
 from test_runtime_helpers import CLASSES, bundle_dir  # noqa: F401  (fixture)
 
@@ -26,7 +26,7 @@ def fresh_announcements(monkeypatch):
 
 
 def test_cpu_backend_matches_a_plain_onnxruntime_session(bundle_dir):
-    from clca_edge.export.onnx_export import onnx_session
+    from clca_edge.deploy.onnx_export import onnx_session
 
     model = load_model(bundle_dir)
     sel = select_classifier(model.files, "ort-cpu")
@@ -102,7 +102,7 @@ def test_forced_backend_that_cannot_run_fails_with_exit_5(bundle_dir):
 
 
 def _bundle_with_engines(tmp_path, bundle_dir, engines):
-    from clca_edge.runtime.bundle import read_manifest, write_manifest
+    from clca_edge.bundle import read_manifest, write_manifest
 
     b = tmp_path / "b"
     shutil.copytree(bundle_dir, b)
@@ -120,7 +120,8 @@ def _bundle_with_engines(tmp_path, bundle_dir, engines):
 @pytest.fixture
 def fake_trt(monkeypatch):
     """tensorrt importable (a stub), a known GPU, and a runner that records the plan it was given."""
-    from clca_edge.runtime import tensorrt_engine, trt_classifier  # noqa: F401
+    from clca_edge.engines import tensorrt as tensorrt_engine
+    from clca_edge.runtime import tensorrt_backend  # noqa: F401
 
     stub = types.ModuleType("tensorrt")
     stub.__version__ = "10.3.0"
@@ -141,7 +142,7 @@ def fake_trt(monkeypatch):
 
 
 def _key(bundle_dir, precision="fp16", trt="10.3.0", gpu="Orin (nvgpu)"):
-    from clca_edge.runtime.bundle import sha256_file
+    from clca_edge.bundle import sha256_file
 
     return {"trt_version": trt, "gpu_name": gpu, "compute_capability": "8.7", "precision": precision,
             "onnx_sha256": sha256_file(bundle_dir / "model.onnx")}
@@ -169,7 +170,7 @@ def test_stale_or_missing_engine_falls_back_naming_build_engine(tmp_path, bundle
 
 
 def test_rejected_variant_is_never_used(tmp_path, bundle_dir):
-    from clca_edge.runtime.bundle import read_manifest, write_manifest
+    from clca_edge.bundle import read_manifest, write_manifest
 
     b = tmp_path / "b"
     shutil.copytree(bundle_dir, b)

@@ -17,9 +17,9 @@ def write_bundle(root: Path, num_classes: int = len(CLASSES), img_size: int = 64
     import torch
     from conftest import tiny_model
 
-    from clca_edge.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
-    from clca_edge.preprocess import PreprocessSpec
-    from clca_edge.runtime.bundle import BUNDLE_FORMAT, PASSED, write_manifest
+    from clca_edge.deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+    from clca_edge.core.preprocess import PreprocessSpec
+    from clca_edge.bundle import BUNDLE_FORMAT, PASSED, write_manifest
 
     torch.manual_seed(seed)
     model = tiny_model(num_classes=num_classes, img_size=img_size)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from clca_edge.preprocess import PreprocessSpec
-from clca_edge.runtime.preprocess import load_bgr, load_rgb, preprocess
+from clca_edge.core.preprocess import PreprocessSpec, load_bgr, load_rgb, preprocess
 from test_runtime_helpers import leaf_images
 
 

@@ -6,10 +6,10 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
+from clca_edge.core.errors import ConfigError, ExitCode
 from clca_edge.cli import main
 from clca_edge.data.sources import DataConfig
 from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
-from clca_edge.errors import ConfigError
 from clca_edge.models.config import ModelConfig
 from clca_edge.training.config import OptimConfig, TrainConfig, load_recipe, parse_model_kwargs
 from clca_edge.training.trainer import train
@@ -181,9 +181,10 @@ def test_every_registered_method_is_accepted(tmp_path):
     from clca_edge.models.reduction.registry import list_methods
 
     for m in list_methods():
-        res = CliRunner().invoke(main, ["train", "--method", m, "--data", str(tmp_path / "none"), "--out", "x"])
-        assert res.exit_code == 2 and "data folder" in res.output, (m, res.output)
-    res = CliRunner().invoke(main, ["train", "--method", "magic", "--data", str(tmp_path), "--out", "x"])
+        res = CliRunner().invoke(main, ["train", "--method", m, "--data", str(tmp_path / "none"),
+                                        "--out", str(tmp_path / "x")])
+        assert res.exit_code == ExitCode.DATA and "data folder" in res.output, (m, res.output)
+    res = CliRunner().invoke(main, ["train", "--method", "magic", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "method='magic' is unknown" in res.output
 
 

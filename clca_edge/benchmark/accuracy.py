@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ..models.config import ModelConfig
 from .config import SweepConfig
 

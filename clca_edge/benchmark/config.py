@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 BACKENDS = ("torch", "ort", "ort-int8")
 DEFAULT_KEEP_RATES = (0.1, 0.25, 0.5, 0.7, 1.0)

@@ -73,7 +73,7 @@ def measure_torch(model, img_size: int, batch: int, warmup: int, repeats: int, d
 
 
 def _ort_sessions(model, img_size: int, batch: int, int8: bool, threads: int, workdir: Path):
-    from ..export.onnx_export import OnnxExportConfig, export_onnx, onnx_session
+    from ..deploy.onnx_export import OnnxExportConfig, export_onnx, onnx_session
 
     paths = {}
     for b in sorted({1, batch}):
@@ -87,8 +87,8 @@ def _ort_sessions(model, img_size: int, batch: int, int8: bool, threads: int, wo
 def quantize_for_benchmark(path: Path, img_size: int, batch: int) -> Path:
     """The INT8 Q/DQ flavour ``deploy --target cpu`` ships (the one ONNX Runtime CPU runs fast),
     calibrated on random inputs: latency only (accuracy is not measured here)."""
-    from ..export.onnx_export import INPUT_NAME
-    from ..export.quantize import ORT_CPU_QDQ, quantize_int8
+    from ..deploy.onnx_export import INPUT_NAME
+    from ..deploy.quantize import ORT_CPU_QDQ, quantize_int8
 
     class Random:
         def __init__(self) -> None:
@@ -108,7 +108,7 @@ def measure_ort(model, img_size: int, batch: int, warmup: int, repeats: int, int
                 threads: int = 0) -> Timing:
     """peak_mb is the measuring process's: with ``isolate`` that includes building and exporting
     the model in torch, so it bounds, not measures, ONNX Runtime's own footprint."""
-    from ..export.onnx_export import INPUT_NAME
+    from ..deploy.onnx_export import INPUT_NAME
 
     with tempfile.TemporaryDirectory() as tmp:
         sessions = _ort_sessions(model, img_size, batch, int8, threads, Path(tmp))

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

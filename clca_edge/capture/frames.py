@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..errors import ConfigError
-from ..runtime.errors import SourceError
+from ..core.errors import ConfigError, SourceError
 from .sources import Frame, FrameSource
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError, SourceError
 from ..runtime.backends import Classifier, Fallback
 from ..runtime.decision import Smoother, softmax, top_k
-from ..runtime.errors import SourceError
 from ..runtime.model import RuntimeModel
-from ..runtime.preprocess import preprocess
+from ..core.preprocess import preprocess
 from .fieldlog import FieldLog
 from .frames import FrameSaver
 from .grabber import LatestFrameGrabber, ReadAhead, ReconnectPolicy

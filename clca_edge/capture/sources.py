@@ -16,9 +16,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..data.files import IMAGE_EXTENSIONS, glob_images, has_image_suffix, list_images
-from ..errors import ConfigError
-from ..runtime.errors import SourceError
+from ..core.files import IMAGE_EXTENSIONS, glob_images, has_image_suffix, list_images
+from ..core.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +253,7 @@ class ImageSource(FrameSource):
             raise SourceError(f"--source {self.cfg.uri!r} matches no image files ({', '.join(IMAGE_SUFFIXES)})")
 
     def read(self) -> Optional[Frame]:
-        from ..runtime.preprocess import load_bgr
+        from ..core.preprocess import load_bgr
 
         while self._i < len(self._files):
             path = self._files[self._i]

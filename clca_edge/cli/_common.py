@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 import click
 
 from .. import __version__
-from ..errors import ClcaEdgeError
+from ..core.errors import ClcaEdgeError
 
 
 def reports_errors(fn: Callable) -> Callable:
@@ -63,7 +63,7 @@ def model_options(fn: Callable) -> Callable:
 
 def parse_locations(text) -> Optional[tuple[int, ...]]:
     """--locations '3,6,9' -> (3, 6, 9); empty/None -> None (the model's default placement)."""
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if text is None or str(text).strip() == "":
         return None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..runtime.bundle import BUILD_FAILED, PRECISIONS
+from ..bundle import BUILD_FAILED, PRECISIONS
 from ._common import console, main, reports_errors
 
 
@@ -37,8 +37,8 @@ def _fmt(v, nd=2):
 def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, calib_images, calib_method, seed,
            workspace_mb, tar, force, no_engines) -> None:
     """Turn a checkpoint into a verified deploy bundle: fp32/INT8/FP16 ONNX, accuracy-gated."""
-    from ..export.calibration import CalibrationConfig
-    from ..export.deploy import DeployConfig, run_deploy
+    from ..deploy.calibration import CalibrationConfig
+    from ..deploy.pipeline import DeployConfig, run_deploy
 
     precisions = tuple(dict.fromkeys(p.strip() for p in precision.split(",") if p.strip()))
     if "fp32" not in precisions:
@@ -108,7 +108,7 @@ def _print_engines(con, report) -> None:
 @reports_errors
 def build_engine(bundle, precision, workspace_mb, eval_data, max_drop, builder, checkpoint) -> None:
     """Build (or reuse) the TensorRT engines of a bundle on this device."""
-    from ..export.engine_build import BuildEngineConfig, build_engines
+    from ..engines.build import BuildEngineConfig, build_engines
 
     config = BuildEngineConfig(bundle=bundle, precision=precision, workspace_mb=workspace_mb, eval_data=eval_data,
                                max_drop=max_drop, builder=builder, checkpoint=checkpoint)

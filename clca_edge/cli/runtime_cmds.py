@@ -62,7 +62,7 @@ def predict(bundle, backend, precision, threads, top_k, paths, as_json):
 
     Unreadable images are reported and skipped. Exit 0 if at least one image was classified,
     7 if none could be."""
-    from ..runtime.errors import NoInputError
+    from ..core.errors import NoInputError
     from ..runtime.predict import expand_inputs, predict_files
 
     model, sel = _open_runtime(bundle, backend, precision, threads)
@@ -177,7 +177,7 @@ def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, l
     from ..capture.frames import FrameSaver
     from ..capture.loop import StopRequest, run_capture, stop_on_signals
     from ..capture.sources import make_source
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = Path(run_dir) / f"capture-{stamp}"

@@ -42,7 +42,7 @@ def _apply_recipe(ctx: click.Context, params: dict) -> dict:
 
 def _train_config(p: dict):
     from ..data.sources import DataConfig
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
     from ..models.config import ClcaConfig, ModelConfig, parse_keep_rates
     from ..training.config import OptimConfig, TrainConfig, parse_model_kwargs
 

@@ -8,7 +8,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ..runtime.preprocess import load_rgb
+from ..core.preprocess import load_rgb
 from .sources import Sample
 
 

@@ -21,17 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..errors import ConfigError
-from ..fileio import atomic_write_bytes
-from .files import IMAGE_EXTENSIONS, class_folders, scan_class_images
+from ..core.errors import DataError
+from ..core.fileio import atomic_write_bytes
+from ..core.files import IMAGE_EXTENSIONS, class_folders, scan_class_images
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-
-
-class DataError(ConfigError):
-    """A dataset is missing, empty or inconsistent; the message names the file or folder."""
 
 
 Sample = tuple[str, int]  # (image path, class index)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..preprocess import PreprocessSpec
-from ..runtime.preprocess import normalize, preprocess, resize_shorter
+from ..core.preprocess import PreprocessSpec, normalize, preprocess, resize_shorter
 
 
 class EvalTransform:

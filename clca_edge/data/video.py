@@ -8,11 +8,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..errors import ClcaEdgeError
+from ..core.errors import OutputError
 
 
-class VideoWriteError(ClcaEdgeError):
-    exit_code = 6
+class VideoWriteError(OutputError):
+    """The video file cannot be written."""
 
 
 def write_video(images: Sequence[Path], out: Path, fps: float = 10.0, size: int = 224,

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 # Fractions of depth where the paper reduces tokens: blocks 3, 6, 9 of a 12-block ViT.
 DEFAULT_LOCATION_FRACTIONS = (3 / 12, 6 / 12, 9 / 12)

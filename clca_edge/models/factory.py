@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..errors import ConfigError, PretrainedWeightsError
+from ..core.errors import ConfigError, PretrainedWeightsError
 from .config import ClcaConfig, ModelConfig
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .attention import check_attention_module
 from .block import run_block
 from .clca import CrossLayerAggregationHead, cache_carriers, token_mean

@@ -16,9 +16,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
-from .bundle import PRECISIONS
-from .errors import BackendError
+from ..core.errors import BackendError, ConfigError
+from ..bundle import PRECISIONS
 
 log = logging.getLogger(__name__)
 

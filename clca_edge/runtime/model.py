@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..preprocess import PreprocessSpec
+from ..core.preprocess import PreprocessSpec
 from .backends import BackendUnavailable, Classifier, ModelFiles
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def _engine_opener(bundle) -> Callable[[str], Classifier]:
 
     def open_engine(precision: str) -> Classifier:
         try:
-            from .trt_classifier import TensorRTClassifier
+            from .tensorrt_backend import TensorRTClassifier
         except ImportError as e:
             raise BackendUnavailable(f"TensorRT support is not importable ({e})") from None
         return TensorRTClassifier.from_bundle(bundle, precision)
@@ -39,7 +39,7 @@ def _engine_opener(bundle) -> Callable[[str], Classifier]:
 def _cpu_precision(bundle, onnx: dict) -> str:
     """The bundle's default_variant's precision if it is a passed ONNX variant whose speed deploy
     measured on ONNX Runtime CPU; else fp32 (e.g. a jetson-orin bundle's TensorRT-style INT8)."""
-    from .bundle import PASSED
+    from ..bundle import PASSED
 
     v = bundle.variants.get(bundle.manifest.get("default_variant") or "")
     if (v is None or v.status != PASSED or v.info.get("measured_on") != "ort-cpu"
@@ -50,7 +50,7 @@ def _cpu_precision(bundle, onnx: dict) -> str:
 
 def load_model(path) -> RuntimeModel:
     """Open and verify a bundle folder or .tar (every sha256 checked) for the runtime."""
-    from .bundle import MANIFEST_NAME, UNUSABLE, load_bundle, sha256_file
+    from ..bundle import MANIFEST_NAME, UNUSABLE, load_bundle, sha256_file
 
     bundle = load_bundle(path)
     onnx: dict[str, Path] = {}

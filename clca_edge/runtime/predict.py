@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
-from ..data.files import glob_images, list_images
+from ..core.files import glob_images, list_images
 from .backends import Classifier
 from .decision import softmax, top_k
 from .model import RuntimeModel
-from .preprocess import load_rgb, preprocess
+from ..core.preprocess import load_rgb, preprocess
 
 log = logging.getLogger(__name__)
 

@@ -12,17 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ClcaEdgeError
-from ..fileio import atomic_write_bytes  # re-exported: metrics/state import it from here
+from ..core.errors import CheckpointError, ClcaEdgeError
+from ..core.fileio import atomic_write_bytes  # re-exported: metrics/state import it from here
 from ..models.config import ModelConfig
-from ..preprocess import PreprocessSpec
+from ..core.preprocess import PreprocessSpec
 
 META_KEY = "clca_edge"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ClcaEdgeError):
-    exit_code = 5
 
 
 @dataclass

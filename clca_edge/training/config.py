@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ..data.sources import DataConfig
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ..models.config import ModelConfig
 
 # Keys a recipe may hold: the train command's option names (with underscores), plus notes.

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from ..data.dataset import LeafImages, collate_skipping
 from ..data.sources import DataError, Sample, scan_class_tree
 from ..data.transforms import EvalTransform
-from ..preprocess import PreprocessSpec
+from ..core.preprocess import PreprocessSpec
 from .distributed import DistInfo, ShardSampler, all_reduce_sum, gather_objects
 from .metrics import ClassificationReport, topk_counts, write_confusion_csv, write_confusion_png, write_per_class_csv
 
@@ -123,7 +123,7 @@ def resolve_device(kind: str) -> torch.device:
     if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cuda" and not torch.cuda.is_available():
-        from ..errors import ConfigError
+        from ..core.errors import ConfigError
 
         raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
     return torch.device(kind)

@@ -38,8 +38,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..data.dataset import LeafImages, collate_skipping
 from ..data.sources import DataError, DataSplits, load_splits
 from ..data.transforms import TrainTransform
-from ..errors import ConfigError
-from ..preprocess import INTERPOLATIONS, PreprocessSpec
+from ..core.errors import ConfigError
+from ..core.preprocess import INTERPOLATIONS, PreprocessSpec
 from .checkpoint import CheckpointError, CheckpointMeta, read_checkpoint_meta, save_checkpoint
 from .config import TrainConfig, config_differences
 from .distributed import DistInfo, all_reduce_sum, barrier, gather_objects, init_distributed, shutdown

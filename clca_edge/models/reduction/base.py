@@ -12,7 +12,7 @@ from typing import ClassVar, Literal, Optional
 
 from torch import Tensor, nn
 
-from ...errors import ConfigError
+from ...core.errors import ConfigError
 from .functional import gather_tokens
 
 Placement = Literal["pre", "mid"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ....errors import ConfigError
+from ....core.errors import ConfigError
 from ..base import TokenReducer
 from ..functional import keep_count
 

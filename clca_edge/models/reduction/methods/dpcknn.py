@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ....errors import ConfigError
+from ....core.errors import ConfigError
 from ..base import ReduceInput, ReduceOutput
 from ..functional import (
     distance_to_denser,

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ....errors import ConfigError
+from ....core.errors import ConfigError
 from ..base import ReduceInput, ReduceOutput, TokenReducer, gather_optional
 from ..functional import gather_tokens, gumbel_keep_mask, keep_count, topk_indices
 from ..registry import register_reducer

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Union
 
+from .errors import DataError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 PathLike = Union[str, os.PathLike]
@@ -55,5 +57,34 @@ def scan_class_images(root: PathLike) -> dict[str, list[Path]]:
     return {d.name: list_images(d) for d in class_folders(root)}
 
 
-__all__ = ["IMAGE_EXTENSIONS", "class_folders", "glob_images", "has_image_suffix", "list_images",
-           "scan_class_images"]
+def scan_class_folders(root, what: str) -> dict[str, list[Path]]:
+    """``root/<class>/**/<image>`` -> {class: sorted image paths}, by the same rules as training
+    (``data.files``: recursive, hidden files and folders skipped). Empty class folders are an error."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{what} folder {str(root)!r} does not exist; pass a folder of class sub-folders")
+    classes = scan_class_images(root)
+    for name, files in classes.items():
+        if not files:
+            raise DataError(f"{what} class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                                  "add images or remove the folder")
+    if not classes:
+        raise DataError(f"{what} folder {root} has no class sub-folders (expected {root}/<class>/<image>)")
+    return classes
+
+
+def check_classes(found: dict[str, list[Path]], class_names: list[str], what: str, root) -> None:
+    missing = [c for c in class_names if c not in found]
+    extra = [c for c in found if c not in class_names]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if extra:
+            parts.append(f"unknown {', '.join(extra)}")
+        raise DataError(f"{what} classes in {root} do not match the checkpoint's ({'; '.join(parts)}); "
+                              f"the checkpoint has: {', '.join(class_names)}")
+
+
+__all__ = ["IMAGE_EXTENSIONS", "check_classes", "class_folders", "glob_images", "has_image_suffix", "list_images",
+           "scan_class_folders", "scan_class_images"]

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import ExportError
+from ..core.errors import ExportError
 from .graph_check import check_graph
 
 log = logging.getLogger(__name__)

@@ -27,17 +27,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import ClcaEdgeError
-from ..fileio import atomic_write_bytes
-from .bundle import PRECISIONS
+from ..core.errors import EngineError
+from ..core.fileio import atomic_write_bytes
+from ..bundle import PRECISIONS
 
 log = logging.getLogger(__name__)
-
-
-class EngineError(ClcaEdgeError):
-    """TensorRT is missing, the ONNX does not parse, or the engine cannot be built or run."""
-
-    exit_code = 9
 
 
 def import_tensorrt():
@@ -172,7 +166,7 @@ class EngineBuildConfig:
     workspace_mb: int = 1024
 
     def __post_init__(self) -> None:
-        from ..errors import ConfigError
+        from ..core.errors import ConfigError
 
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")

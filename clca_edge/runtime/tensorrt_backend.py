@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from .backends import BackendUnavailable, Classifier
-from .bundle import ENGINE_SOURCE, UNUSABLE
+from ..bundle import ENGINE_SOURCE, UNUSABLE
 
 log = logging.getLogger(__name__)
 
 
 def find_engine(bundle, precision: str, trt, gpu) -> Path:
     """The cached plan whose key matches this device exactly; BackendUnavailable otherwise."""
-    from .tensorrt_engine import EngineKey, engine_key
+    from ..engines.tensorrt import EngineKey, engine_key
 
     src = bundle.variants.get(ENGINE_SOURCE[precision])
     if src is None or src.path is None:
@@ -54,8 +54,8 @@ class TensorRTClassifier(Classifier):
 
     @classmethod
     def from_bundle(cls, bundle, precision: str) -> "TensorRTClassifier":
-        from ..errors import ClcaEdgeError
-        from .tensorrt_engine import TrtRunner, gpu_info, import_tensorrt
+        from ..core.errors import ClcaEdgeError
+        from ..engines.tensorrt import TrtRunner, gpu_info, import_tensorrt
 
         try:
             trt = import_tensorrt()

@@ -10,14 +10,14 @@ import logging
 import time
 from pathlib import Path
 
-from ..runtime.bundle import UNVERIFIED, load_bundle, write_manifest
-from ..runtime.tensorrt_engine import EngineError, gpu_info
+from ..bundle import UNVERIFIED, load_bundle, write_manifest
+from .report import ENGINE_DIR, BuildEngineReport, EngineOutcome
+from .tensorrt import EngineError, gpu_info
 
 log = logging.getLogger(__name__)
 
 
 def build_with_torch_tensorrt(config):
-    from .engine_build import ENGINE_DIR, BuildEngineReport, EngineOutcome
 
     if config.checkpoint is None:
         raise EngineError("--builder torch-tensorrt compiles from the checkpoint: pass --checkpoint CKPT")

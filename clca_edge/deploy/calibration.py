@@ -14,50 +14,14 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from ..data.files import IMAGE_EXTENSIONS, scan_class_images
-from ..errors import ClcaEdgeError
-from ..preprocess import PreprocessSpec
-from ..runtime.bundle import sha256_file
-from ..runtime.preprocess import load_rgb, preprocess
+from ..core.files import check_classes, scan_class_folders
+from ..core.errors import DataError
+from ..core.preprocess import PreprocessSpec, load_rgb, preprocess
+from ..bundle import sha256_file
 
 log = logging.getLogger(__name__)
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-
-
-class DeployDataError(ClcaEdgeError):
-    """Calibration or evaluation images are missing, too few, or do not match the checkpoint."""
-
-    exit_code = 10
-
-
-def scan_class_folders(root, what: str) -> dict[str, list[Path]]:
-    """``root/<class>/**/<image>`` -> {class: sorted image paths}, by the same rules as training
-    (``data.files``: recursive, hidden files and folders skipped). Empty class folders are an error."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DeployDataError(f"{what} folder {str(root)!r} does not exist; pass a folder of class sub-folders")
-    classes = scan_class_images(root)
-    for name, files in classes.items():
-        if not files:
-            raise DeployDataError(f"{what} class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                                  "add images or remove the folder")
-    if not classes:
-        raise DeployDataError(f"{what} folder {root} has no class sub-folders (expected {root}/<class>/<image>)")
-    return classes
-
-
-def check_classes(found: dict[str, list[Path]], class_names: list[str], what: str, root) -> None:
-    missing = [c for c in class_names if c not in found]
-    extra = [c for c in found if c not in class_names]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing)}")
-        if extra:
-            parts.append(f"unknown {', '.join(extra)}")
-        raise DeployDataError(f"{what} classes in {root} do not match the checkpoint's ({'; '.join(parts)}); "
-                              f"the checkpoint has: {', '.join(class_names)}")
 
 
 @dataclass(frozen=True)
@@ -67,7 +31,7 @@ class CalibrationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from ..errors import ConfigError
+        from ..core.errors import ConfigError
 
         if self.num_images < 1:
             raise ConfigError(f"--calib-images {self.num_images} must be >= 1")
@@ -135,7 +99,7 @@ def sample_calibration(root, class_names: list[str], config: CalibrationConfig,
     found = scan_class_folders(root, "calibration")
     check_classes(found, class_names, "calibration", root)
     if config.num_images < len(class_names):
-        raise DeployDataError(f"--calib-images {config.num_images} is fewer than the {len(class_names)} classes; "
+        raise DataError(f"--calib-images {config.num_images} is fewer than the {len(class_names)} classes; "
                               f"the minimum is {len(class_names)} (one per class), 256 is typical")
     rng = np.random.default_rng(config.seed)
     corrupt: list[Path] = []
@@ -165,7 +129,7 @@ def sample_calibration(root, class_names: list[str], config: CalibrationConfig,
             break
     total = sum(len(v) for v in usable.values())
     if total < config.num_images:
-        raise DeployDataError(
+        raise DataError(
             f"calibration set {root} has {total} usable images ({len(corrupt)} corrupt, {len(overlap)} also in the eval set) "
             f"but --calib-images asks for {config.num_images}; add images or lower --calib-images "
             f"(minimum {len(class_names)}, one per class)")

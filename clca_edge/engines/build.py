@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import ConfigError
-from ..runtime.bundle import (BUILD_FAILED, ENGINE_SOURCE, FAILED_TO_RUN, PASSED, PRECISIONS, REJECTED, UNVERIFIED,
+from ..core.errors import ConfigError
+from ..bundle import (BUILD_FAILED, ENGINE_SOURCE, FAILED_TO_RUN, PASSED, PRECISIONS, REJECTED, UNVERIFIED,
                               Bundle, BundleError, load_bundle, write_manifest)
-from ..runtime.tensorrt_engine import (EngineBuildConfig, EngineError, EngineKey, TrtRunner, build_serialized_engine,
+from .report import ENGINE_DIR, BuildEngineReport, EngineOutcome
+from .tensorrt import (EngineBuildConfig, EngineError, EngineKey, TrtRunner, build_serialized_engine,
                                        engine_key, gpu_info, import_tensorrt, write_plan)
 
 log = logging.getLogger(__name__)
 
-ENGINE_DIR = "engines"
 BUILDERS = ("tensorrt", "torch-tensorrt")
 # The gate's reference: the bundle's fp32 ONNX in ONNX Runtime CPU, scored on the same images in the
 # same pass as the engines, so the drop never compares two different image sets.
@@ -48,25 +48,6 @@ class BuildEngineConfig:
     @property
     def precisions(self) -> tuple[str, ...]:
         return ("fp16", "int8") if self.precision == "auto" else (self.precision,)
-
-
-@dataclass
-class EngineOutcome:
-    precision: str
-    file: Optional[str]
-    status: str
-    reused: bool = False
-    note: str = ""
-    record: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class BuildEngineReport:
-    bundle: Path
-    outcomes: list[EngineOutcome]
-    default_engine: Optional[str]
-    gpu: dict[str, str]
-    trt_version: str
 
 
 def _find_cached(bundle: Bundle, key: EngineKey) -> Optional[str]:
@@ -112,7 +93,7 @@ def build_engines(config: BuildEngineConfig, trt=None, memory=None,
 
     data = None
     if config.eval_data is not None:
-        from .accuracy import eval_set
+        from ..runtime.scoring import eval_set
 
         data = eval_set(config.eval_data, bundle.labels)
 
@@ -201,7 +182,7 @@ class _Job:
 def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, dict[str, Any]]], max_drop: float) -> None:
     """Score the fp32 ONNX (ONNX Runtime CPU) and every engine on the same images in one pass; the
     drop and the logit agreement of each engine are against that reference."""
-    from .accuracy import evaluate, ort_runner
+    from ..runtime.scoring import evaluate, ort_runner
 
     fp32 = bundle.variants.get("fp32")
     if fp32 is None or fp32.path is None:
@@ -228,7 +209,7 @@ def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, dict[str, Any
 
 
 def _record_gate(rec: dict[str, Any], precision: str, res, max_drop: float, data) -> None:
-    from .accuracy import drop_and_worst
+    from ..runtime.scoring import drop_and_worst
 
     ref, acc = res.accuracy[REFERENCE], res.accuracy[precision]
     drop, worst = drop_and_worst(ref, acc)

@@ -15,10 +15,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..preprocess import PreprocessSpec
-from ..runtime.bundle import sha256_file
-from ..runtime.preprocess import load_rgb, preprocess
-from .calibration import DeployDataError, check_classes, scan_class_folders
+from ..core.preprocess import PreprocessSpec, load_rgb, preprocess
+from ..bundle import sha256_file
+from ..core.errors import DataError
+from ..core.files import check_classes, scan_class_folders
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def evaluate(data: EvalSet, spec: PreprocessSpec, runners: dict[str, Runner],
                     ", ".join(str(p) for p in skipped[:5]))
     n = int(totals.sum())
     if n == 0:
-        raise DeployDataError(f"eval set {data.root}: none of its {len(data.items)} images could be read")
+        raise DataError(f"eval set {data.root}: none of its {len(data.items)} images could be read")
     acc = {}
     for name in runners:
         per = {c: (100.0 * correct[name][i] / totals[i]) if totals[i] else float("nan")

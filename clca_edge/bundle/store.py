@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Optional, Union
 
-from ..errors import ClcaEdgeError
-from ..fileio import atomic_write_bytes
-from ..preprocess import PreprocessSpec
+from ..core.errors import BundleError
+from ..core.fileio import atomic_write_bytes
+from ..core.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,6 @@ ENGINE_SOURCE = {"fp32": "fp32", "fp16": "fp32", "int8": "int8"}
 # Manifest keys build-engine may change in an extracted archive; everything else must match the .tar.
 ENGINE_KEYS = ("engines", "engine_build_failures", "default_engine", "default_engine_verified", "files")
 EXTRACT_SUFFIX = ".d"
-
-
-class BundleError(ClcaEdgeError):
-    """The bundle cannot be used: missing, unreadable, incomplete or tampered with."""
-
-    exit_code = 8
 
 
 class BundleIntegrityError(BundleError):

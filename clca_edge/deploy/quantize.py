@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..errors import ExportError
+from ..core.errors import ExportError
 from .graph_check import check_graph
 
 log = logging.getLogger(__name__)

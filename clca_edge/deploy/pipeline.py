@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .. import __version__
-from ..errors import ClcaEdgeError, ConfigError
-from ..runtime.bundle import (BUNDLE_FORMAT, LABELS_NAME, PASSED, PREPROCESS_NAME, REJECTED, TO_VERIFY, load_bundle,
+from ..core.errors import ClcaEdgeError, ConfigError, OutputError
+from ..bundle import (BUNDLE_FORMAT, LABELS_NAME, PASSED, PREPROCESS_NAME, REJECTED, TO_VERIFY, load_bundle,
                               write_manifest)
-from ..runtime.tensorrt_engine import trtexec_command
+from ..engines.tensorrt import trtexec_command
 from .calibration import CalibrationConfig
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,8 @@ VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model
 CALIB_MANIFEST = "calibration/manifest.json"
 
 
-class BundleExistsError(ClcaEdgeError):
-    exit_code = 8
-
-
-class OutputError(ClcaEdgeError):
-    exit_code = 8
+class BundleExistsError(OutputError):
+    """--out exists and --force was not given (or it is not a bundle clca-edge may replace)."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +136,7 @@ def pack_tar(folder: Path, tar_path: Path) -> Path:
 def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] = None) -> DeployReport:
     say = progress or (lambda msg: log.info(msg))
     from ..training.checkpoint import find_checkpoint, load_checkpoint
-    from .accuracy import eval_set
+    from ..runtime.scoring import eval_set
 
     ckpt = find_checkpoint(config.checkpoint)
     model, meta = load_checkpoint(ckpt)
@@ -163,7 +159,7 @@ def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] =
     if want_engines is None:
         want_engines = config.target == "jetson-orin" and _tensorrt_available()
     if want_engines:
-        from .engine_build import BuildEngineConfig, build_engines
+        from ..engines.build import BuildEngineConfig, build_engines
 
         say("TensorRT found: building engines on this machine")
         precision = "auto" if {"int8", "fp16"} <= set(config.precisions) else ("int8" if "int8" in config.precisions else "fp16")
@@ -176,7 +172,7 @@ def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] =
 def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) -> DeployReport:
     import torch
 
-    from .accuracy import drop_and_worst, evaluate, ort_runner
+    from ..runtime.scoring import drop_and_worst, evaluate, ort_runner
     from .calibration import make_data_reader, sample_calibration
     from .onnx_export import INPUT_NAME, OUTPUT_NAME, OnnxExportConfig, export_onnx
 

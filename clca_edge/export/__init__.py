@@ -1,1 +1,0 @@
-"""Export: ONNX (opset 17, static shapes) with graph checks and ONNX Runtime parity."""
