@@ -4,7 +4,8 @@ them feed the model the same tensor for the same file.
 
 Evaluation transform: resize the shorter side to ``resize_size`` (keeping aspect), center-crop
 ``img_size`` x ``img_size``, scale to [0, 1], normalise with ``mean``/``std``, CHW float32.
-Torch-free so the device can read it from a bundle.
+Torch-free so the device can read it from a bundle; OpenCV is imported on first use, so reading a
+spec (the CLI, bundle manifests) does not load it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import cv2
 import numpy as np
 
 from .errors import ConfigError
@@ -61,13 +61,15 @@ class PreprocessSpec:
         return cls(**d)
 
 
-_INTERP = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+_INTERP = {"bilinear": "INTER_LINEAR", "bicubic": "INTER_CUBIC"}  # cv2 constant names
 
 
 def load_bgr(path) -> Optional[np.ndarray]:
     """Decode an image file to BGR uint8 (H, W, 3), OpenCV's order; ``None`` if it is missing,
     unreadable (permissions, I/O error), corrupt or truncated: callers skip and count it
     (DESIGN.md bad-input policy) instead of crashing the run."""
+    import cv2
+
     try:
         if not Path(path).is_file():
             return None
@@ -82,6 +84,8 @@ def load_bgr(path) -> Optional[np.ndarray]:
 
 def load_rgb(path) -> Optional[np.ndarray]:
     """Decode an image file to RGB uint8 (H, W, 3); ``None`` as for ``load_bgr``."""
+    import cv2
+
     img = load_bgr(path)
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
@@ -89,11 +93,13 @@ def load_rgb(path) -> Optional[np.ndarray]:
 def resize_shorter(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Shorter side to ``spec.resize_size``, aspect kept (area filter when shrinking, to avoid
     aliasing; the spec's interpolation when enlarging)."""
+    import cv2
+
     h, w = rgb.shape[:2]
     short = spec.resize_size
     scale = short / min(h, w)
     nh, nw = max(short, round(h * scale)), max(short, round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else _INTERP[spec.interpolation]
+    interp = cv2.INTER_AREA if scale < 1 else getattr(cv2, _INTERP[spec.interpolation])
     return cv2.resize(rgb, (nw, nh), interpolation=interp)
 
 
