@@ -19,13 +19,12 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Optional, Union
 
 from ..core.errors import BundleError
-from ..core.fileio import atomic_write_bytes
+from ..core.fileio import atomic_write_bytes, make_temp_dir
 from ..core.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -67,23 +66,31 @@ def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
 
 @dataclass(frozen=True)
 class Variant:
-    """One precision variant of the model (an ONNX file or a TensorRT plan still to build)."""
+    """One precision variant of the model (an ONNX file or a TensorRT plan still to build), with its
+    file resolved inside the bundle; ``record`` is its manifest record."""
 
     name: str
-    precision: str
-    status: str
+    record: VariantRecord
     path: Optional[Path]
-    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> str:
+        return self.record.precision
+
+    @property
+    def status(self) -> Status:
+        return self.record.status
 
     @property
     def usable(self) -> bool:
-        return self.status != REJECTED and self.path is not None
+        """The runtime may run it: an ONNX file whose status is not rejected / failed to run."""
+        return self.status.usable and self.path is not None
 
 
 @dataclass
 class Bundle:
     root: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     labels: list[str]
     preprocess: PreprocessSpec
     variants: dict[str, Variant]
@@ -91,16 +98,16 @@ class Bundle:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.manifest["input"]["shape"])
+        return tuple(self.manifest.input.shape or ())
 
     @property
-    def engines(self) -> dict[str, dict[str, Any]]:
-        """Cached TensorRT engines, keyed by file name (see runtime.tensorrt_engine.EngineKey)."""
-        return self.manifest.get("engines", {})
+    def engines(self):
+        """Cached TensorRT engines (``EngineRecord``), keyed by file name (see ``EngineKey``)."""
+        return self.manifest.engines
 
     def sha256(self, path: Path) -> str:
         """A bundle file's sha256 as verified at load (no re-hash)."""
-        return self.manifest["files"][Path(path).relative_to(self.root).as_posix()]
+        return self.manifest.files[Path(path).relative_to(self.root).as_posix()]
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
@@ -166,7 +173,7 @@ def _safe_extract(tar_path: Path, dest: Path) -> Path:
     return dest.joinpath(*top)
 
 
-def _tar_manifest(tar_path: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
+def _tar_manifest(tar_path: Path) -> tuple[Manifest, tuple[str, ...]]:
     """The archive's bundle manifest (read without extracting anything else) and its folder parts."""
     try:
         with _open_tar(tar_path) as tf:
@@ -177,13 +184,7 @@ def _tar_manifest(tar_path: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
             data = f.read() if f is not None else b""
     except (tarfile.TarError, OSError, EOFError) as e:
         raise BundleError(f"{tar_path} is not a readable bundle archive ({e}); copy it again") from None
-    try:
-        manifest = json.loads(data)
-    except ValueError as e:
-        raise BundleIntegrityError(f"{tar_path}: its {MANIFEST_NAME} is not valid JSON ({e}); copy it again") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise BundleError(f"{tar_path}: not a clca-edge bundle archive of format {BUNDLE_FORMAT}")
-    return manifest, top
+    return _parse_manifest(data, f"{tar_path} ({name})"), top
 
 
 EXTRACT_MARKER = ".clca-edge-extracted"
@@ -201,16 +202,16 @@ def extraction_dir(tar_path: Path) -> Path:
     return cache / f"{tar_path.name}-{tag}{EXTRACT_SUFFIX}"
 
 
-def _agrees(root: Path, tar_manifest: dict[str, Any]) -> bool:
+def _agrees(root: Path, tar_manifest: Manifest) -> bool:
     """The extracted manifest is the archive's, plus only what build-engine adds (engines)."""
     try:
         mine = read_manifest(root)
     except BundleError:
         return False
-    fixed = {k: v for k, v in mine.items() if k not in ENGINE_KEYS}
-    if fixed != {k: v for k, v in tar_manifest.items() if k not in ENGINE_KEYS}:
+    ours, theirs = mine.to_dict(), tar_manifest.to_dict()
+    if {k: v for k, v in ours.items() if k not in ENGINE_KEYS} != {k: v for k, v in theirs.items() if k not in ENGINE_KEYS}:
         return False
-    return all(mine["files"].get(rel) == digest for rel, digest in tar_manifest["files"].items())
+    return all(mine.files.get(rel) == digest for rel, digest in tar_manifest.files.items())
 
 
 def _extract_fresh(tar_path: Path, dest: Path) -> None:
@@ -219,7 +220,7 @@ def _extract_fresh(tar_path: Path, dest: Path) -> None:
                           "so the archive can be extracted there")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        tmp = make_temp_dir(dest.parent, prefix=f".{dest.name}.")
     except OSError as e:
         raise BundleError(f"cannot extract {tar_path} under {dest.parent} ({e.strerror}); extract it yourself "
                           "(tar xf) and pass the folder") from None
@@ -261,17 +262,28 @@ def _load_archive(tar_path: Path) -> Bundle:
     return _open(root, source=tar_path)
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    mpath = root / MANIFEST_NAME
+def _parse_manifest(data: bytes, where: str) -> Manifest:
+    try:
+        raw = json.loads(data)
+    except ValueError as e:
+        raise BundleIntegrityError(f"{where} is not valid JSON ({e}); copy the bundle again") from None
+    try:
+        return Manifest.from_dict(raw)
+    except BundleError as e:
+        raise type(e)(f"{where}: {e}") from None
+
+
+def read_manifest(root: Union[str, Path]) -> Manifest:
+    """The bundle's manifest, validated (format 1 converted); the ONE reader of ``manifest.json``.
+    Does not verify the files' hashes (``load_bundle`` does)."""
+    mpath = Path(root) / MANIFEST_NAME
     if not mpath.is_file():
         raise BundleError(f"{root} has no {MANIFEST_NAME}; is it a bundle written by clca-edge deploy?")
     try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError) as e:
-        raise BundleIntegrityError(f"{mpath} is not valid JSON ({e}); copy the bundle again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT or "files" not in manifest:
-        raise BundleError(f"{mpath}: not a clca-edge bundle manifest of format {BUNDLE_FORMAT}")
-    return manifest
+        data = mpath.read_bytes()
+    except OSError as e:
+        raise BundleIntegrityError(f"{mpath} cannot be read ({e.strerror}); copy the bundle again") from None
+    return _parse_manifest(data, str(mpath))
 
 
 def load_bundle(path: Union[str, Path], extract_to: Optional[Union[str, Path]] = None) -> Bundle:
@@ -294,50 +306,63 @@ def load_bundle(path: Union[str, Path], extract_to: Optional[Union[str, Path]] =
 
 def _open(root: Path, source: Optional[Path] = None) -> Bundle:
     manifest = read_manifest(root)
-    verify_files(root, manifest["files"])
-    listed = set(manifest["files"])
-    for rel in (LABELS_NAME, PREPROCESS_NAME):
+    verify_files(root, manifest.files)
+    listed = set(manifest.files)
+    for rel in (manifest.labels, manifest.preprocess_file):
         if rel not in listed:
             raise BundleIntegrityError(f"{root}: manifest does not list {rel}; re-run clca-edge deploy")
-    labels = [ln for ln in (root / LABELS_NAME).read_text().splitlines() if ln]
-    if labels != list(manifest["class_names"]):
-        raise BundleIntegrityError(f"{root}: {LABELS_NAME} disagrees with the manifest's class names")
-    spec = PreprocessSpec.from_dict(json.loads((root / PREPROCESS_NAME).read_text()))
+    labels = [ln for ln in _safe_rel(manifest.labels, root).read_text().splitlines() if ln]
+    if labels != list(manifest.class_names):
+        raise BundleIntegrityError(f"{root}: {manifest.labels} disagrees with the manifest's class names")
+    spec_path = _safe_rel(manifest.preprocess_file, root)
+    try:
+        spec = PreprocessSpec.from_dict(json.loads(spec_path.read_text()))
+    except (ValueError, TypeError) as e:  # bad JSON, unknown keys, or values ConfigError refuses
+        raise BundleError(f"{spec_path} is not a valid preprocessing spec ({e}); re-run clca-edge deploy") from None
     variants = {}
-    for name, v in manifest.get("variants", {}).items():
-        rel = v.get("file")
-        if rel is not None and rel not in listed:
-            raise BundleIntegrityError(f"{root}: variant {name!r} file {rel} is not hashed in the manifest")
-        variants[name] = Variant(name=name, precision=v["precision"], status=v["status"],
-                                 path=_safe_rel(rel, root) if rel else None, info=v)
-    for key, e in manifest.get("engines", {}).items():
-        if e.get("file") not in listed:
-            raise BundleIntegrityError(f"{root}: engine {key} file {e.get('file')} is not hashed in the manifest")
+    for name, v in manifest.variants.items():
+        if v.file is not None and v.file not in listed:
+            raise BundleIntegrityError(f"{root}: variant {name!r} file {v.file} is not hashed in the manifest")
+        variants[name] = Variant(name=name, record=v, path=_safe_rel(v.file, root) if v.file else None)
+    for key, e in {**manifest.engines, **manifest.torch_tensorrt}.items():
+        if e.file not in listed:
+            raise BundleIntegrityError(f"{root}: engine {key} file {e.file} is not hashed in the manifest")
     return Bundle(root=root, manifest=manifest, labels=labels, preprocess=spec, variants=variants,
                   source=source or root)
 
 
-def write_manifest(root: Path, manifest: dict[str, Any], hash_files: bool = True,
+def write_manifest(root: Path, manifest: Manifest, hash_files: bool = True,
                    new_files: Optional[Iterable[str]] = None) -> None:
-    """Write the manifest atomically. ``new_files`` (paths relative to ``root``): hash only these into
-    ``manifest['files']`` and keep the other, already verified hashes (build-engine adding plans);
-    else with ``hash_files`` re-hash every file under ``root`` but the manifest itself (deploy)."""
+    """Write ``manifest`` (format 2) atomically; the ONE writer of ``manifest.json``. ``new_files``
+    (paths relative to ``root``): hash only these into ``manifest.files`` and keep the other, already
+    verified hashes (build-engine adding plans); else with ``hash_files`` re-hash every file under
+    ``root`` but the manifest itself (deploy). What is written is read back through the reader
+    first, so nothing the reader would refuse is ever written."""
+    if not isinstance(manifest, Manifest):
+        raise TypeError(f"write_manifest takes a bundle.Manifest, not {type(manifest).__name__}")
+    root = Path(root)
     if new_files is not None:
-        files = dict(manifest.get("files", {}))
+        files = dict(manifest.files)
         for rel in new_files:
             files[rel] = sha256_file(_safe_rel(rel, root))
-        manifest["files"] = files
+        manifest.files = files
     elif hash_files:
         files = {}
         for p in sorted(root.rglob("*")):
             rel = p.relative_to(root).as_posix()
             if p.is_file() and rel != MANIFEST_NAME and not p.name.startswith("."):
                 files[rel] = sha256_file(p)
-        manifest["files"] = files
-    atomic_write_bytes(root / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=False).encode())
+        manifest.files = files
+    manifest.format = FORMAT_VERSION
+    data = json.dumps(manifest.to_dict(), indent=2, sort_keys=False).encode()
+    try:
+        Manifest.from_dict(json.loads(data))
+    except BundleError as e:
+        raise BundleError(f"refusing to write {root / MANIFEST_NAME}: {e}") from None
+    atomic_write_bytes(root / MANIFEST_NAME, data)
 
 
 __all__ = ["BUILD_FAILED", "BUNDLE_FORMAT", "Bundle", "BundleError", "BundleIntegrityError", "ENGINE_SOURCE",
-           "FAILED_TO_RUN", "LABELS_NAME", "MANIFEST_NAME", "PASSED", "PRECISIONS", "PREPROCESS_NAME", "REJECTED",
-           "TO_VERIFY", "UNUSABLE", "UNVERIFIED", "Variant", "extraction_dir", "load_bundle", "read_manifest",
-           "sha256_file", "verify_files", "write_manifest"]
+           "FAILED_TO_RUN", "LABELS_NAME", "MANIFEST_NAME", "Manifest", "PASSED", "PRECISIONS", "PREPROCESS_NAME",
+           "REJECTED", "Status", "TO_VERIFY", "UNUSABLE", "UNVERIFIED", "Variant", "extraction_dir", "load_bundle",
+           "read_manifest", "sha256_file", "verify_files", "write_manifest"]
