@@ -6,7 +6,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from clca_edge.core.errors import ConfigError, ExitCode
+from clca_edge.core.errors import ConfigError, ExitCode, TrainingError
 from clca_edge.cli import main
 from clca_edge.data.sources import DataConfig
 from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
@@ -321,6 +321,6 @@ def test_a_nan_loss_stops_training_naming_epoch_and_step(leaves, tmp_path, monke
         return loss * float("nan") if len(calls) == 3 else loss
 
     monkeypatch.setattr(F, "cross_entropy", nan_on_third)
-    with pytest.raises(ConfigError, match=r"loss became nan at epoch 1, step 3"):
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, step 3"):
         train(tiny_config(leaves, tmp_path / "r", epochs=1))
     assert not (tmp_path / "r" / "last.safetensors").exists()

@@ -153,7 +153,10 @@ def _open_tar(tar_path: Path):
     try:
         return tarfile.open(tar_path, "r:*")
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise BundleError(f"{tar_path} is not a readable bundle archive ({e}); copy it again") from None
+        # tarfile's message lists every compression it tried, over several lines.
+        why = "not a tar archive" if isinstance(e, tarfile.ReadError) else " ".join(str(e).split())
+        raise BundleError(f"{tar_path} is not a readable bundle archive ({why}); pass a bundle folder or "
+                          "the .tar that deploy wrote, or copy it again") from None
 
 
 def _safe_extract(tar_path: Path, dest: Path) -> Path:

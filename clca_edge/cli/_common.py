@@ -10,19 +10,34 @@ from typing import Any, Callable, Optional
 import click
 
 from .. import __version__
-from ..core.errors import ClcaEdgeError
+from ..core.errors import ClcaEdgeError, ExitCode
+
+log = logging.getLogger(__name__)
+
+
+def one_line(text: object) -> str:
+    """A message on one line: wrapped library texts (tarfile, sqlite) are joined with spaces."""
+    return " ".join(str(text).split())
 
 
 def reports_errors(fn: Callable) -> Callable:
-    """Library errors become 'Error: ...' on stderr and the error's exit code, no traceback."""
+    """Library errors become one 'Error: ...' line on stderr and the error's exit code, no traceback.
+    An OSError that escaped a specific check (a disk that fails mid-run) is said the same way, with
+    exit 1; ``-vv`` logs the traceback of either."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ClcaEdgeError as e:
-            click.echo(f"Error: {e}", err=True)
+            log.debug("error details", exc_info=True)
+            click.echo(f"Error: {one_line(e)}", err=True)
             sys.exit(e.exit_code)
+        except OSError as e:
+            log.debug("error details", exc_info=True)
+            where = f": {e.filename}" if getattr(e, "filename", None) else ""
+            click.echo(f"Error: {one_line(e.strerror or e)}{where}", err=True)
+            sys.exit(ExitCode.FAILED)
 
     return wrapper
 

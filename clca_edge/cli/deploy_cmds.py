@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..bundle import BUILD_FAILED, PRECISIONS
+from ..core.errors import ExitCode
 from ._common import console, main, reports_errors
 
 
@@ -123,4 +124,4 @@ def build_engine(bundle, precision, workspace_mb, eval_data, max_drop, builder, 
         elif o.status == BUILD_FAILED:
             click.echo(f"BUILD FAILED: {o.precision} engine: {o.note}", err=True)
     if not any(o.file for o in report.outcomes) and any(o.status == BUILD_FAILED for o in report.outcomes):
-        raise SystemExit(9)  # nothing usable was built: capture will fall back to ONNX Runtime
+        raise SystemExit(ExitCode.ENGINE)  # nothing usable was built: capture will fall back to ONNX Runtime

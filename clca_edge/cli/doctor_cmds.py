@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..core.errors import ExitCode
 from ._common import console, main
 
 
@@ -34,4 +35,4 @@ def doctor(as_json: bool, disk_path: str) -> None:
             table.add_row(f.check, f"[{style[f.status]}]{f.status}[/]", f.value, f.hint)
         console().print(table)
     if any(f.blocks_capture for f in findings):
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)

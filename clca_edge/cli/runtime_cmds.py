@@ -38,7 +38,8 @@ def _open_runtime(bundle: str, backend: str, precision: str, threads: int):
 
 def backend_options(fn):
     for opt in reversed([
-        click.option("--bundle", "bundle", required=True, type=click.Path(exists=True),
+        # No exists=True: a missing bundle is a bundle error (exit 8, as the README's table says), not click's 2.
+        click.option("--bundle", "bundle", required=True, type=click.Path(),
                      help="Deploy bundle folder or .tar (every file's sha256 is verified)."),
         click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
                      help="auto tries tensorrt -> ort-gpu -> ort-cpu; a named one must work or the command fails."),

@@ -32,7 +32,7 @@ class ExitCode(IntEnum):
 # What each code means, for the README table and ``clca-edge --help`` readers.
 EXIT_CODES: dict[ExitCode, str] = {
     ExitCode.OK: "done (end of source, limit reached, or stopped by SIGINT/SIGTERM for capture)",
-    ExitCode.FAILED: "an unexpected failure the message describes",
+    ExitCode.FAILED: "a failure the message describes (`doctor`: something blocks `capture`)",
     ExitCode.BAD_INPUT: "bad arguments or values (click's message, or a one-line `Error:`)",
     ExitCode.WEIGHTS: "pretrained weights cannot be had (offline hub, missing or unreadable file)",
     ExitCode.EXPORT: "the exported ONNX graph is invalid or does not match PyTorch",
@@ -48,6 +48,20 @@ EXIT_CODES: dict[ExitCode, str] = {
     ExitCode.SELF_CHECK: "a requested backend/precision failed the device self-check",
     ExitCode.TRUST: "a bundle's signature is missing or does not verify against the trusted keys",
 }
+
+
+README_BEGIN = "<!-- exit-codes: generated from clca_edge.core.errors.EXIT_CODES by scripts/exit_codes.py -->"
+README_END = "<!-- /exit-codes -->"
+
+
+def exit_code_table() -> str:
+    """The README's exit-code table (Markdown), generated from ``EXIT_CODES``: every command uses it."""
+    missing = [c.name for c in ExitCode if c not in EXIT_CODES]
+    if missing:
+        raise AssertionError(f"EXIT_CODES does not describe {missing}")
+    rows = ["| code | name | meaning |", "|---|---|---|"]
+    rows += [f"| {int(c)} | `{c.name}` | {EXIT_CODES[c]} |" for c in sorted(ExitCode)]
+    return "\n".join(rows) + "\n"
 
 
 class ClcaEdgeError(Exception):
@@ -128,6 +142,6 @@ class TrainingError(ClcaEdgeError):
     exit_code = ExitCode.TRAINING
 
 
-__all__ = ["BackendError", "BundleError", "CheckpointError", "ClcaEdgeError", "ConfigError", "DataError",
+__all__ = ["README_BEGIN", "README_END", "exit_code_table", "BackendError", "BundleError", "CheckpointError", "ClcaEdgeError", "ConfigError", "DataError",
            "EXIT_CODES", "EngineError", "ExitCode", "ExportError", "NoInputError", "OutputError",
            "PretrainedWeightsError", "SourceError", "TrainingError"]

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..data.dataset import LeafImages, collate_skipping
 from ..data.sources import DataError, DataSplits, load_splits
 from ..data.transforms import TrainTransform
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, TrainingError
 from ..core.preprocess import INTERPOLATIONS, PreprocessSpec
 from .checkpoint import CheckpointError, CheckpointMeta, read_checkpoint_meta, save_checkpoint
 from .config import TrainConfig, config_differences
@@ -435,7 +435,7 @@ def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: Train
 def _check_finite(bad_step: torch.Tensor, bad_loss: torch.Tensor, epoch: int) -> None:
     step = int(bad_step)
     if step >= 0:
-        raise ConfigError(f"loss became {float(bad_loss)} at epoch {epoch + 1}, step {step + 1}; "
+        raise TrainingError(f"loss became {float(bad_loss)} at epoch {epoch + 1}, step {step + 1}; "
                           "lower --lr or check the data")
 
 
