@@ -1,0 +1,141 @@
+"""The frame-quality guard on its own: measures of real pixels (synthetic leaves, the quick start's
+generator) against a reference built from other leaves of the same generator; black, overexposed,
+blurred and colour-cast frames are refused with the right reason, normal leaves are not."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from clca_edge.capture.quality import (BLURRED, OUT_OF_DISTRIBUTION, OVEREXPOSED, TOO_DARK, QualityConfig,
+                                       QualityGuard, derive_thresholds)
+from clca_edge.core.errors import BundleError, ConfigError
+from clca_edge.core.image_stats import MIN_OOD_IMAGES, QualityReference, build_reference, measure
+from clca_edge.core.preprocess import PreprocessSpec, resize_center_crop
+from clca_edge.data.synth import class_traits, draw_leaf
+
+SPEC = PreprocessSpec(img_size=64)
+TRAITS = class_traits(4, seed=0)
+
+
+def leaves(n: int, seed: int, size: int = 96) -> list[np.ndarray]:
+    """RGB leaves on soil, as the synthetic data set draws them."""
+    return [draw_leaf(TRAITS[i % len(TRAITS)], size, np.random.default_rng([seed, i])) for i in range(n)]
+
+
+def crop(rgb: np.ndarray) -> np.ndarray:
+    return resize_center_crop(rgb, SPEC)
+
+
+# The kinds of frame a field camera produces that the model cannot judge (RGB in, RGB out).
+def black(rgb):
+    return np.zeros_like(rgb)
+
+
+def overexposed(rgb):
+    return np.clip(rgb.astype(np.float32) * 3.0, 0, 255).astype(np.uint8)
+
+
+def blurred(rgb):
+    return cv2.GaussianBlur(rgb, (0, 0), 4)
+
+
+def tinted(rgb):  # a strong colour cast (tungsten light, a wrong white balance)
+    return np.clip(rgb.astype(np.float32) * np.array([1.6, 1.0, 0.6]), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def reference() -> QualityReference:
+    return build_reference([measure(crop(x)) for x in leaves(60, seed=1)], "synthetic leaves", SPEC.img_size)
+
+
+@pytest.fixture(scope="module")
+def guard(reference) -> QualityGuard:
+    return QualityGuard.for_bundle(reference)
+
+
+def test_normal_leaves_are_accepted(guard):
+    verdicts = [guard.check(crop(x)) for x in leaves(40, seed=2)]
+    assert all(v.ok for v in verdicts), [v.to_dict() for v in verdicts if not v.ok]
+    # Every check ran: the colour distance is measured and within the derived limit.
+    assert all(v.ood is not None and v.ood <= guard.thresholds.max_ood for v in verdicts)
+
+
+@pytest.mark.parametrize("spoil, reason", [(black, TOO_DARK), (overexposed, OVEREXPOSED), (blurred, BLURRED),
+                                           (tinted, OUT_OF_DISTRIBUTION)])
+def test_unjudgeable_frames_are_refused_with_their_reason(guard, spoil, reason):
+    for x in leaves(8, seed=3):
+        v = guard.check(crop(spoil(x)))
+        assert not v.ok and v.reason == reason, v.to_dict()
+        d = v.to_dict()
+        assert d["ok"] is False and d["reason"] == reason and d["reasons"][0] == reason
+        assert set(d["measures"]) == {"luminance", "dark_fraction", "bright_fraction", "sharpness", "ood"}
+    # The measures say why: black has no light, overexposed is mostly clipped, blur has no edges.
+    m = guard.check(crop(spoil(leaves(1, seed=3)[0]))).measures
+    if reason == TOO_DARK:
+        assert m.luminance == 0.0 and m.dark_fraction == 1.0
+    elif reason == OVEREXPOSED:
+        assert m.bright_fraction > guard.thresholds.max_bright_fraction
+    elif reason == BLURRED:
+        assert m.sharpness < guard.thresholds.min_sharpness
+
+
+def test_bgr_frames_measure_like_rgb_images(guard):
+    x = crop(tinted(leaves(1, seed=4)[0]))
+    a, b = guard.check(x), guard.check(np.ascontiguousarray(x[:, :, ::-1]), bgr=True)
+    assert a.reasons == b.reasons and a.measures == b.measures
+
+
+def test_thresholds_follow_the_reference_and_the_user(reference):
+    t, notes = derive_thresholds(reference)
+    assert t.min_sharpness == pytest.approx(0.25 * reference.sharpness["p5"])
+    assert t.max_ood == pytest.approx(1.5 * reference.ood_distance["p99"])
+    assert t.min_luminance == pytest.approx(min(0.1, 0.5 * reference.luminance["p1"]))
+    assert "60 reference images" in notes[0]
+    t2, _ = derive_thresholds(reference, QualityConfig(min_sharpness=0.0, max_ood=math.inf, min_luminance=0.3))
+    assert t2.min_sharpness == 0.0 and t2.max_ood is None and t2.min_luminance == 0.3
+    g = QualityGuard(t2, reference)
+    v = g.check(crop(blurred(leaves(1, seed=5)[0])))
+    assert BLURRED not in v.reasons and v.ood is None        # both checks off
+    assert QualityGuard.for_bundle(reference, QualityConfig(enabled=False)) is None
+    # A reference with training images on a white background widens the clipping limit.
+    white = QualityReference(**{**reference.__dict__, "bright_fraction": {**reference.bright_fraction, "p99": 0.6}})
+    assert derive_thresholds(white)[0].max_bright_fraction == pytest.approx(0.8)
+
+
+def test_a_bundle_without_a_reference_still_checks_exposure_and_blur_but_not_colour():
+    guard = QualityGuard.for_bundle(None)
+    assert guard.thresholds.max_ood is None and "no quality_reference" in guard.notes[0]
+    x = leaves(1, seed=6)[0]
+    assert guard.check(crop(x)).ok
+    assert guard.check(crop(tinted(x))).ok                  # nothing to measure the cast against
+    assert guard.check(crop(black(x))).reason == TOO_DARK
+    assert guard.check(crop(overexposed(x))).reason == OVEREXPOSED
+    assert guard.check(crop(cv2.GaussianBlur(x, (0, 0), 8))).reason == BLURRED
+    _, notes = derive_thresholds(None, QualityConfig(max_ood=3.0))
+    assert any("--max-ood ignored" in n for n in notes)
+
+
+def test_reference_round_trips_through_json_and_rejects_garbage(reference):
+    d = json.loads(json.dumps(reference.to_dict()))
+    back = QualityReference.from_dict(d)
+    assert back.images == 60 and back.has_colour
+    x = measure(crop(tinted(leaves(1, seed=7)[0])))
+    assert back.distance_fn()(x) == pytest.approx(reference.distance_fn()(x), rel=1e-6)
+    for bad in ({**d, "version": 99}, {**d, "colour_cov": [[1.0]]}, {k: v for k, v in d.items() if k != "sharpness"}):
+        with pytest.raises(BundleError, match="quality_reference"):
+            QualityReference.from_dict(bad)
+    few = build_reference([measure(crop(x)) for x in leaves(MIN_OOD_IMAGES - 1, seed=8)], "few", 64)
+    assert not few.has_colour and "colour_mean" not in few.to_dict()
+    assert derive_thresholds(few)[0].max_ood is None
+
+
+@pytest.mark.parametrize("kw", [dict(min_luminance=1.5), dict(min_sharpness=-1), dict(max_ood=0),
+                                dict(min_luminance=0.5, max_luminance=0.4)])
+def test_bad_quality_options_are_config_errors(kw):
+    with pytest.raises(ConfigError):
+        QualityConfig(**kw)
