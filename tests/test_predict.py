@@ -87,4 +87,4 @@ def test_bad_arguments_are_clicks_errors(bundle_dir, tmp_path):
     res = CliRunner().invoke(main, ["predict", "--bundle", str(bundle_dir), "--top-k", "0", str(tmp_path)])
     assert res.exit_code == 2 and "Invalid value" in res.output
     res = CliRunner().invoke(main, ["predict", "--bundle", str(tmp_path / "missing"), str(tmp_path)])
-    assert res.exit_code == 2 and "does not exist" in res.output
+    assert res.exit_code == 8 and "does not exist" in res.output   # a bundle error, as the exit-code table says

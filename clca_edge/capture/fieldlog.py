@@ -3,6 +3,10 @@
 JSON lines: one object per line, appended, flushed and fsynced before the next frame, so a
 power cut loses at most the record being written (a partial last line, which readers skip).
 SQLite: one row per record in WAL mode with synchronous=FULL, for those who query logs.
+
+An existing log is appended to only in its own format, told by its first bytes (SQLite's header
+or JSON): JSON lines appended to a database (or rows to a text file) would be garbage the reader
+cannot see.
 """
 
 from __future__ import annotations
@@ -16,11 +20,31 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, OutputError
 
 log = logging.getLogger(__name__)
 
 LOG_FORMATS = ("jsonl", "sqlite")
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database file
+UNKNOWN = "unknown"
+
+
+def detect_format(path) -> Optional[str]:
+    """The format of an existing log: ``"sqlite"``, ``"jsonl"``, ``UNKNOWN`` (neither), or None
+    for a missing or empty file (a new log of either format)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        return UNKNOWN
+    if not head:
+        return None
+    if head == SQLITE_HEADER:
+        return "sqlite"
+    # A JSON-lines log starts with a record, or with the newline a cut first record leaves.
+    return "jsonl" if head.lstrip()[:1] in (b"{", b"") else UNKNOWN
 
 
 def utc_now() -> str:
@@ -177,11 +201,17 @@ class SqliteLog(FieldLog):
     def __init__(self, path: Path):
         super().__init__(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS records (id INTEGER PRIMARY KEY, time TEXT NOT NULL, "
-                         "type TEXT NOT NULL, frame INTEGER, label TEXT, record TEXT NOT NULL)")
+        self._db = None
+        try:
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS records (id INTEGER PRIMARY KEY, time TEXT NOT NULL, "
+                             "type TEXT NOT NULL, frame INTEGER, label TEXT, record TEXT NOT NULL)")
+        except sqlite3.Error as e:
+            if self._db is not None:
+                self._db.close()
+            raise OutputError(f"cannot open the SQLite field log {self.path} ({e}); choose another --log") from None
 
     def _write(self, rec: dict[str, Any]) -> None:
         self._db.execute("INSERT INTO records (time, type, frame, label, record) VALUES (?, ?, ?, ?, ?)",
@@ -195,17 +225,30 @@ class SqliteLog(FieldLog):
 
 
 def open_log(path, fmt: str = "jsonl") -> FieldLog:
-    if fmt == "jsonl":
-        return JsonlLog(Path(path))
-    if fmt == "sqlite":
-        return SqliteLog(Path(path))
-    raise ConfigError(f"--log-format {fmt!r}; choose one of {', '.join(LOG_FORMATS)}")
+    """Open (or create) a field log to append to; an existing log of another format, or a file that
+    is no log, is refused (``OutputError``) and left as it is."""
+    if fmt not in LOG_FORMATS:
+        raise ConfigError(f"--log-format {fmt!r}; choose one of {', '.join(LOG_FORMATS)}")
+    path = Path(path)
+    found = detect_format(path)
+    if found == UNKNOWN:
+        raise OutputError(f"--log {path} exists and is neither a JSON-lines nor a SQLite field log; "
+                          "choose another --log")
+    if found is not None and found != fmt:
+        raise OutputError(f"--log {path} is a {found} field log; pass --log-format {found} to append to it, "
+                          "or choose another --log")
+    try:
+        return JsonlLog(path) if fmt == "jsonl" else SqliteLog(path)
+    except OSError as e:
+        raise OutputError(f"cannot write the field log {path} ({e.strerror or e}); choose a writable "
+                          "--run-dir/--log") from None
 
 
 def read_log(path, fmt: Optional[str] = None) -> Iterator[dict[str, Any]]:
-    """Every complete record of a field log; a partial line left by a power cut is skipped."""
+    """Every complete record of a field log (format told by its content unless given); a partial
+    line left by a power cut is skipped."""
     path = Path(path)
-    fmt = fmt or ("sqlite" if path.suffix in (".db", ".sqlite", ".sqlite3") else "jsonl")
+    fmt = fmt or detect_format(path) or ("sqlite" if path.suffix in (".db", ".sqlite", ".sqlite3") else "jsonl")
     if fmt == "sqlite":
         db = sqlite3.connect(str(path))
         try:

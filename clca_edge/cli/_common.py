@@ -42,10 +42,22 @@ def reports_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def console():
+# Rich wraps at 80 columns when it is not writing to a terminal; a pipe or a log file then gets file
+# names and table columns cut. Off a terminal (and without $COLUMNS) lines are only as wide as their text.
+UNWRAPPED_WIDTH = 10_000
+
+
+def console(stderr: bool = False):
+    """A rich console on stdout (or stderr): the terminal's width on a terminal, unwrapped otherwise."""
+    import os
+
     from rich.console import Console
 
-    return Console()
+    stream = sys.stderr if stderr else sys.stdout
+    isatty = getattr(stream, "isatty", None)
+    if (isatty is not None and isatty()) or os.environ.get("COLUMNS"):
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=UNWRAPPED_WIDTH)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

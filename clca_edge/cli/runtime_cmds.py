@@ -10,16 +10,14 @@ from typing import Optional
 
 import click
 
-from ._common import main, reports_errors
+from ._common import console, main, reports_errors
 
 BACKEND_CHOICES = ["auto", "tensorrt", "ort-gpu", "ort-cpu"]
 PRECISION_CHOICES = ["auto", "fp32", "fp16", "int8"]
 
 
 def _err_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
+    return console(stderr=True)
 
 
 def _open_runtime(bundle: str, backend: str, precision: str, threads: int):
@@ -34,6 +32,14 @@ def _open_runtime(bundle: str, backend: str, precision: str, threads: int):
     if sel.fallbacks:
         con.print(f"[bold yellow]running on {sel.classifier.describe()}[/]", highlight=False)
     return model, sel
+
+
+def _clamp_top_k(top_k: int, model) -> int:
+    """--top-k beyond the bundle's classes shows them all, without empty columns."""
+    n = len(model.class_names)
+    if top_k > n:
+        _err_console().print(f"--top-k {top_k}: the bundle has {n} classes; showing {n}", highlight=False)
+    return min(top_k, n)
 
 
 def backend_options(fn):
@@ -67,6 +73,7 @@ def predict(bundle, backend, precision, threads, top_k, paths, as_json):
     from ..runtime.predict import expand_inputs, predict_files
 
     model, sel = _open_runtime(bundle, backend, precision, threads)
+    top_k = _clamp_top_k(top_k, model)
     try:
         inputs = expand_inputs(paths)
         con = _err_console()
@@ -85,7 +92,6 @@ def predict(bundle, backend, precision, threads, top_k, paths, as_json):
             "fallbacks": [f.to_dict() for f in sel.fallbacks],
             "predictions": [r.to_dict() for r in ok], "skipped": [r.to_dict() for r in bad]}, indent=2))
     else:
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title=f"{len(ok)} image(s), {sel.classifier.describe()}")
@@ -95,7 +101,7 @@ def predict(bundle, backend, precision, threads, top_k, paths, as_json):
         for r in ok:
             cells = [f"{c} {p:.3f}" for c, p in r.topk]
             table.add_row(str(r.path), *cells, *[""] * (top_k - len(cells)))
-        Console(width=max(100, Console().width)).print(table)
+        console().print(table)
     for r in bad:
         con.print(f"[red]skipped[/] {r.path}: {r.error}", highlight=False)
     if bad:
@@ -164,6 +170,10 @@ def capture(bundle, backend, precision, threads, top_k, camera, source, width, h
                            reconnect=policy)
     save_cfg = FrameSaveConfig(policy=save_frames, max_disk_mb=max_disk_mb, min_free_mb=min_free_mb)
     model, sel = _open_runtime(bundle, backend, precision, threads)
+    if top_k > len(model.class_names):
+        import dataclasses
+
+        config = dataclasses.replace(config, top_k=_clamp_top_k(top_k, model))
     try:
         summary, log_file = _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, log_format,
                                              show, live)
@@ -178,17 +188,21 @@ def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, l
     from ..capture.frames import FrameSaver
     from ..capture.loop import StopRequest, run_capture, stop_on_signals
     from ..capture.sources import make_source
-    from ..core.errors import ConfigError
+    from ..core.outputs import make_dirs, missing_dirs, remove_empty_dirs, removes_empty_dirs, writable_parent
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = Path(run_dir) / f"capture-{stamp}"
     log_file = Path(log_path) if log_path else folder / ("log.sqlite" if log_format == "sqlite" else "log.jsonl")
+    # The folders this run creates; whichever stay empty (a --log elsewhere, no frames saved) go again.
+    created = missing_dirs(folder / "frames")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(run_dir, "--run-dir")
+        writable_parent(log_file, "--log")
         flog = open_log(log_file, log_format)
-    except OSError as e:
-        raise ConfigError(f"cannot write the field log {log_file} ({e}); choose a writable --run-dir/--log") from None
-    saver = FrameSaver(folder / "frames", save_cfg)
+        saver = FrameSaver(folder / "frames", save_cfg)
+    except BaseException:
+        remove_empty_dirs(created)
+        raise
     con = _err_console()
     con.print(f"capture: {src_cfg.kind} {src_cfg.uri} -> {log_file} ({sel.classifier.describe()})", highlight=False)
 
@@ -204,7 +218,7 @@ def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, l
             return overlay.show(bgr, record)
         return True
 
-    with stop_on_signals(stop), flog:
+    with removes_empty_dirs(created), stop_on_signals(stop), flog:
         try:
             if use_live:
                 from rich.console import Console
@@ -223,7 +237,6 @@ def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, l
 
 
 def _print_summary(summary, log_file: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title="capture summary", show_header=False)
@@ -244,4 +257,4 @@ def _print_summary(summary, log_file: Path) -> None:
     if summary.log_failures:
         t.add_row("[red]log write failures[/]", str(summary.log_failures))
     t.add_row("log", str(log_file))
-    Console(width=max(100, Console().width)).print(t)
+    console().print(t)
