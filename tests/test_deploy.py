@@ -232,8 +232,12 @@ def test_cpu_int8_quantises_matmul_outputs_so_ort_fuses_qlinearmatmul(cpu_bundle
 
     m = json.loads((cpu_bundle / "manifest.json").read_text())
     v = m["variants"]["int8"]
-    assert m["target"] == "cpu" and v["flavour"] == "ort-cpu-qdq" and v["measured_on"] == "ort-cpu"
+    assert m["target"] == "cpu" and v["flavour"] == "ort-cpu-u8s8-w7" and v["measured_on"] == "ort-cpu"
     model = onnx.load(str(cpu_bundle / "model.int8.onnx"))
+    # 7-bit weights (reduce_range), so x86 CPUs without VNNI cannot saturate (deploy/saturation.py).
+    weights = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert weights and all(w.min() >= -64 and w.max() <= 64 for w in weights)
+    assert v["quantization"]["weight_bits"] == 7 and v["quantization"]["x86_non_vnni_saturation"] is False
     assert [i.version for i in model.opset_import if i.domain in ("", "ai.onnx")] == [17]
     assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
     fused = _matmuls_with_quantised_output(model)

@@ -88,7 +88,7 @@ def quantize_for_benchmark(path: Path, img_size: int, batch: int) -> Path:
     """The INT8 Q/DQ flavour ``deploy --target cpu`` ships (the one ONNX Runtime CPU runs fast),
     calibrated on random inputs: latency only (accuracy is not measured here)."""
     from ..deploy.onnx_export import INPUT_NAME
-    from ..deploy.quantize import ORT_CPU_QDQ, quantize_int8
+    from ..deploy.quantize import CPU_FLAVOUR, quantize_int8
 
     class Random:
         def __init__(self) -> None:
@@ -100,7 +100,7 @@ def quantize_for_benchmark(path: Path, img_size: int, batch: int) -> Path:
             return next(self.items, None)
 
     out = path.with_name(path.stem + ".int8.onnx")
-    quantize_int8(path, out, Random(), method="minmax", flavour=ORT_CPU_QDQ)
+    quantize_int8(path, out, Random(), method="minmax", flavour=CPU_FLAVOUR)
     return out
 
 

@@ -1,17 +1,28 @@
 """INT8 (explicit Q/DQ) and FP16 variants of the fp32 ONNX.
 
-INT8 comes in two flavours, both ``onnxruntime.quantization.quantize_static`` in QDQ format at
-the bundle's opset, calibrated on the same images:
+INT8 flavours are rows of one table (``FLAVOURS``, ``Int8Flavour`` records) that drive one
+function, ``quantize_int8``: ``onnxruntime.quantization.quantize_static`` in QDQ format at the
+bundle's opset, calibrated on the same images, then the flavour's graph rules. The table's columns:
+activation/weight types, symmetry, per-channel weights, 7-bit weights (``reduce_range``), which op
+types get Q/DQ, whether their outputs are quantised, whether attention's activation x activation
+MatMuls stay float, and whether Q/DQ copies that leak into other ops are rewired back to float.
 
-- ``tensorrt-qdq`` (``--target jetson-orin``): symmetric int8 activations and weights, per-channel
-  weights, only the *inputs* of MatMul/Gemm/Conv quantised so LayerNorm, Softmax and GELU stay in
-  float (what TensorRT's explicit-quantisation path and ViT accuracy both want). TensorRT 10
-  dropped implicit calibrators, so Q/DQ in the graph is the one path that works on 8.5 through 10.
-  ONNX Runtime CPU runs this graph *slower* than fp32: it only picks its integer kernels when a
-  MatMul's output is quantised too.
-- ``ort-cpu-qdq`` (``--target cpu``): uint8 activations, symmetric per-channel int8 weights,
-  MatMul/Gemm inputs *and* outputs quantised, so ONNX Runtime fuses DQ -> MatMul -> Q into
-  QLinearMatMul. LayerNorm, Softmax and GELU are not quantised ops (they compute in float).
+- ``tensorrt-qdq`` (``--target jetson-orin``): symmetric int8 activations and weights, only the
+  *inputs* of MatMul/Gemm/Conv quantised, so LayerNorm, Softmax and GELU stay in float (what
+  TensorRT's explicit-quantisation path and ViT accuracy both want). TensorRT 10 dropped implicit
+  calibrators, so Q/DQ in the graph is the one path that works on 8.5 through 10. ONNX Runtime CPU
+  runs this graph *slower* than fp32: it only picks its integer kernels when a MatMul's output is
+  quantised too.
+- ``ort-cpu-u8s8-w7`` (``--target cpu``, and the CPU fallback INT8 of a jetson-orin bundle):
+  uint8 activations, symmetric per-channel int8 weights of 7 bits, the weight MatMul/Gemm inputs
+  *and* outputs quantised so ONNX Runtime fuses DQ -> MatMul -> Q into QLinearMatMul. The 7 bits
+  are what ONNX Runtime documents for U8S8 on x86 without VNNI: its AVX2/AVX-512 kernel adds pairs
+  of u8 x s8 products in saturating 16-bit lanes (``VPMADDUBSW``), which 8-bit weights overflow
+  (255 * 127 * 2 > 32767) and 7-bit ones cannot (255 * 64 * 2 = 32640). One file then computes the
+  same on x86 with or without VNNI and on ARM (see ``deploy/saturation.py`` and BENCHMARKS.md).
+- ``ort-cpu-u8s8`` (8-bit weights; ``--target cpu`` before 0.2), ``ort-cpu-u8u8`` and
+  ``ort-cpu-s8s8``: the candidates measured against it, kept in the table for the benchmark and
+  the saturation test; deploy does not write them.
 
 FP16: TensorRT only needs a builder flag on the fp32 ONNX; the fp16 ONNX here is for ONNX Runtime
 GPU providers, converted with ONNX Runtime's own float16 converter, inputs/outputs kept float32.
@@ -20,19 +31,91 @@ GPU providers, converted with ONNX Runtime's own float16 converter, inputs/outpu
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import ExportError
 from .graph_check import check_graph
 
 log = logging.getLogger(__name__)
 
-QUANT_OP_TYPES = ("MatMul", "Gemm", "Conv")
-CPU_QUANT_OP_TYPES = ("MatMul", "Gemm")
-TENSORRT_QDQ = "tensorrt-qdq"
-ORT_CPU_QDQ = "ort-cpu-qdq"
-FLAVOURS = (TENSORRT_QDQ, ORT_CPU_QDQ)
 
+@dataclass(frozen=True)
+class Int8Flavour:
+    """One INT8 recipe: everything ``quantize_int8`` does differently per flavour."""
+
+    name: str
+    purpose: str
+    activations: str            # "int8" | "uint8"
+    weights: str                # "int8" | "uint8"
+    activation_symmetric: bool
+    weight_symmetric: bool
+    per_channel: bool           # one weight scale per output column
+    reduce_range: bool          # 7-bit weights ([-64, 64])
+    op_types: tuple[str, ...]   # ops whose inputs get Q/DQ
+    outputs_quantized: bool     # their outputs too (ONNX Runtime fuses to QLinearMatMul)
+    float_attention_matmuls: bool  # q @ k^T and attn @ v stay float
+    rewire_to_float: bool       # every other op reads the float tensor, not a Q/DQ copy
+    quantize_bias: bool
+    dedicated_qdq_pair: bool
+    shipped: bool = False       # written by deploy (the others are measured candidates)
+
+    @property
+    def weight_bits(self) -> int:
+        return 7 if self.reduce_range else 8
+
+    @property
+    def x86_saturates(self) -> bool:
+        """Whether ONNX Runtime's x86 non-VNNI kernel can clamp its 16-bit pair sums on this graph:
+        u8 x s8 (int8 activations are shifted to uint8 first) with full 8-bit weights."""
+        return self.weights == "int8" and not self.reduce_range
+
+    def manifest_info(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("name", "purpose", "shipped"):
+            d.pop(k)
+        d["op_types"] = list(self.op_types)
+        d.update(format="QDQ", weight_bits=self.weight_bits, x86_non_vnni_saturation=self.x86_saturates)
+        return d
+
+
+_GEMMS = ("MatMul", "Gemm")
+_CPU = dict(op_types=_GEMMS, outputs_quantized=True, float_attention_matmuls=True, rewire_to_float=False,
+            quantize_bias=True, dedicated_qdq_pair=False, weight_symmetric=True, per_channel=True)
+TENSORRT_QDQ = "tensorrt-qdq"
+ORT_CPU_SAFE = "ort-cpu-u8s8-w7"
+FLAVOURS: dict[str, Int8Flavour] = {f.name: f for f in (
+    Int8Flavour(TENSORRT_QDQ, "TensorRT explicit quantisation (jetson-orin engines)", activations="int8",
+                weights="int8", activation_symmetric=True, weight_symmetric=True, per_channel=True,
+                reduce_range=False, op_types=("MatMul", "Gemm", "Conv"), outputs_quantized=False,
+                float_attention_matmuls=False, rewire_to_float=True,
+                # TensorRT's parser takes int8 Q/DQ only: an int32 DequantizeLinear on a bias fails there.
+                quantize_bias=False, dedicated_qdq_pair=True, shipped=True),
+    Int8Flavour(ORT_CPU_SAFE, "ONNX Runtime CPU: x86 with or without VNNI, ARM", activations="uint8",
+                weights="int8", activation_symmetric=False, reduce_range=True, shipped=True, **_CPU),
+    Int8Flavour("ort-cpu-u8s8", "ONNX Runtime CPU, 8-bit weights: VNNI and ARM only (saturates on AVX2)",
+                activations="uint8", weights="int8", activation_symmetric=False, reduce_range=False, **_CPU),
+    Int8Flavour("ort-cpu-u8u8", "ONNX Runtime CPU, uint8 weights: the non-saturating widening kernel",
+                activations="uint8", weights="uint8", activation_symmetric=False, reduce_range=False, **_CPU),
+    Int8Flavour("ort-cpu-s8s8", "ONNX Runtime's default QDQ types (x86 shifts activations to uint8)",
+                activations="int8", weights="int8", activation_symmetric=False, reduce_range=False, **_CPU),
+)}
+# What deploy writes: the TensorRT file, and the CPU file (``--target cpu``, and a jetson-orin
+# bundle's ONNX Runtime CPU fallback).
+TARGET_FLAVOUR = {"jetson-orin": TENSORRT_QDQ, "cpu": ORT_CPU_SAFE}
+CPU_FLAVOUR = ORT_CPU_SAFE
+# Older names (deploy/benchmark code written before the table).
+ORT_CPU_QDQ = CPU_FLAVOUR
+QUANT_OP_TYPES = FLAVOURS[TENSORRT_QDQ].op_types
+CPU_QUANT_OP_TYPES = FLAVOURS[CPU_FLAVOUR].op_types
+
+
+def flavour(name: str) -> Int8Flavour:
+    try:
+        return FLAVOURS[name]
+    except KeyError:
+        raise ExportError(f"INT8 flavour {name!r} is unknown; choose one of {', '.join(FLAVOURS)}") from None
 
 
 def _check_opset(path: Path, max_opset: int) -> None:
@@ -51,17 +134,22 @@ def _check_opset(path: Path, max_opset: int) -> None:
         raise ExportError(f"{path}: quantised graph is not TensorRT-ready: " + "; ".join(problems[:5]))
 
 
-def _quantised_consumers(model) -> list[str]:
-    consumers: dict[str, list[str]] = {}
+def _consumers(model) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
     for n in model.graph.node:
         for i in n.input:
-            consumers.setdefault(i, []).append(n.op_type)
+            out.setdefault(i, []).append(n.op_type)
+    return out
+
+
+def _quantised_consumers(model) -> list[str]:
+    consumers = _consumers(model)
     return sorted({t for n in model.graph.node if n.op_type == "DequantizeLinear"
                    for t in consumers.get(n.output[0], []) if t != "QuantizeLinear"})
 
 
-def _keep_float_paths(model) -> int:
-    """Feed every op that is not MatMul/Gemm/Conv the float tensor instead of its Q/DQ copy.
+def _keep_float_paths(model, op_types) -> int:
+    """Feed every op that is not in ``op_types`` the float tensor instead of its Q/DQ copy.
 
     ORT shares one Q/DQ pair among all consumers of a tensor and propagates it through data
     movement ops (Gather, Concat): then the CLS-attention scores that rank tokens, and the
@@ -72,7 +160,7 @@ def _keep_float_paths(model) -> int:
     producer = {o: n for n in graph.node for o in n.output}
     rewired = 0
     for node in graph.node:
-        if node.op_type in QUANT_OP_TYPES or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        if node.op_type in op_types or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
         for k, name in enumerate(node.input):
             dq = producer.get(name)
@@ -99,12 +187,18 @@ def _keep_float_paths(model) -> int:
 
 def _quantised_outputs(model, op_types) -> int:
     """How many ``op_types`` nodes feed a QuantizeLinear (the pattern ORT fuses to QLinear*)."""
-    consumers: dict[str, list[str]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n.op_type)
+    consumers = _consumers(model)
     return sum(1 for n in model.graph.node if n.op_type in op_types
                and "QuantizeLinear" in consumers.get(n.output[0], []))
+
+
+def _activation_matmuls(fp32_path) -> list[str]:
+    """MatMuls without a weight initializer input: attention's q @ k^T and attn @ v."""
+    import onnx
+
+    fp32 = onnx.load(str(fp32_path))
+    weights = {i.name for i in fp32.graph.initializer}
+    return [n.name for n in fp32.graph.node if n.op_type == "MatMul" and not weights.intersection(n.input)]
 
 
 def _calib_methods():
@@ -112,54 +206,6 @@ def _calib_methods():
 
     return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile}
-
-
-def quantize_int8(fp32_path, out_path, data_reader, method: str = "minmax", max_opset: int = 17,
-                  flavour: str = TENSORRT_QDQ) -> dict:
-    """Write the Q/DQ INT8 model of ``flavour``; returns a summary (Q/DQ counts, quantised ops)."""
-    if flavour == ORT_CPU_QDQ:
-        return _quantize_int8_ort_cpu(fp32_path, out_path, data_reader, method, max_opset)
-    if flavour != TENSORRT_QDQ:
-        raise ExportError(f"INT8 flavour {flavour!r} is unknown; choose one of {', '.join(FLAVOURS)}")
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType
-
-    methods = _calib_methods()
-    out_path = Path(out_path)
-    extra = {
-        "ActivationSymmetric": True,
-        "WeightSymmetric": True,
-        # MatMul weights are (in, out): quantise per output column, as TensorRT expects.
-        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
-        # Quantise only the inputs of MatMul/Gemm/Conv; their outputs feed Softmax/LayerNorm/GELU,
-        # which must see float values, not int8-rounded ones.
-        "OpTypesToExcludeOutputQuantization": list(QUANT_OP_TYPES),
-        "DedicatedQDQPair": True,
-        # TensorRT's parser takes int8 Q/DQ only: an int32 DequantizeLinear on a bias fails there.
-        "QuantizeBias": False,
-    }
-    if method == "percentile":
-        extra["CalibPercentile"] = 99.999
-    _quantize_static(
-        fp32_path, out_path, data_reader, quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=True, reduce_range=False,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        calibrate_method=methods[method], extra_options=extra,
-    )
-    model = onnx.load(str(out_path))
-    rewired = _keep_float_paths(model)
-    onnx.save(model, str(out_path))
-    _check_opset(out_path, max_opset)
-    ops = [n.op_type for n in model.graph.node]
-    quantised = _quantised_consumers(model)
-    leaked = [t for t in quantised if t not in QUANT_OP_TYPES]
-    if leaked:
-        raise ExportError(f"{out_path}: {', '.join(leaked)} got quantised inputs; only {', '.join(QUANT_OP_TYPES)} may")
-    summary = {"flavour": TENSORRT_QDQ, "rewired_to_float": rewired, "quantize_linear": ops.count("QuantizeLinear"),
-               "dequantize_linear": ops.count("DequantizeLinear"), "quantized_op_types": quantised,
-               "calib_method": method}
-    log.info("INT8 Q/DQ model %s: %s", out_path, summary)
-    return summary
 
 
 def _quantize_static(fp32_path, out_path, data_reader, **kwargs) -> None:
@@ -174,42 +220,61 @@ def _quantize_static(fp32_path, out_path, data_reader, **kwargs) -> None:
         raise ExportError(f"INT8 quantisation of {fp32_path} failed ({type(e).__name__}: {e})") from e
 
 
-def _quantize_int8_ort_cpu(fp32_path, out_path, data_reader, method: str, max_opset: int) -> dict:
+def quantize_int8(fp32_path, out_path, data_reader, method: str = "minmax", max_opset: int = 17,
+                  flavour: str = TENSORRT_QDQ) -> dict:
+    """Write the Q/DQ INT8 model of ``flavour`` (a ``FLAVOURS`` name); returns a summary (the
+    flavour's table row, Q/DQ counts, quantised ops) for the manifest."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType
 
+    f = globals()["flavour"](flavour)
+    qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     out_path = Path(out_path)
-    fp32 = onnx.load(str(fp32_path))
-    weights = {i.name for i in fp32.graph.initializer}
-    # Attention's activation x activation MatMuls (q @ k^T, attn @ v) stay float: quantising them
-    # puts Q/DQ around Softmax, which ORT then fuses to a uint8 QLinearSoftmax, and the CLS
-    # attention that ranks tokens for top-k would be uint8-rounded.
-    act_matmuls = [n.name for n in fp32.graph.node if n.op_type == "MatMul" and not weights.intersection(n.input)]
-    del fp32
-    extra = {
-        "WeightSymmetric": True,
-        # MatMul weights are (in, out): one scale per output column.
+    extra: dict[str, Any] = {
+        "ActivationSymmetric": f.activation_symmetric,
+        "WeightSymmetric": f.weight_symmetric,
+        # MatMul weights are (in, out): one scale per output column, as TensorRT and MLAS expect.
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
     }
+    if not f.outputs_quantized:
+        # Their outputs feed Softmax/LayerNorm/GELU, which must see float values, not int8-rounded ones.
+        extra["OpTypesToExcludeOutputQuantization"] = list(f.op_types)
+    if f.dedicated_qdq_pair:
+        extra["DedicatedQDQPair"] = True
+    if not f.quantize_bias:
+        extra["QuantizeBias"] = False
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
+    # Quantising attention's activation x activation MatMuls puts Q/DQ around Softmax, which ORT
+    # fuses to a uint8 QLinearSoftmax: the CLS attention that ranks tokens would be uint8-rounded.
+    exclude = _activation_matmuls(fp32_path) if f.float_attention_matmuls else []
     _quantize_static(
-        fp32_path, out_path, data_reader, quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(CPU_QUANT_OP_TYPES), nodes_to_exclude=act_matmuls, per_channel=True,
-        reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        fp32_path, out_path, data_reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(f.op_types),
+        nodes_to_exclude=exclude, per_channel=f.per_channel, reduce_range=f.reduce_range,
+        activation_type=qtype[f.activations], weight_type=qtype[f.weights],
         calibrate_method=_calib_methods()[method], extra_options=extra,
     )
     model = onnx.load(str(out_path))
+    rewired = 0
+    if f.rewire_to_float:
+        rewired = _keep_float_paths(model, f.op_types)
+        onnx.save(model, str(out_path))
     _check_opset(out_path, max_opset)
     ops = [n.op_type for n in model.graph.node]
-    fused = _quantised_outputs(model, CPU_QUANT_OP_TYPES)
-    if not fused:
-        raise ExportError(f"{out_path}: no MatMul/Gemm output is quantised, so ONNX Runtime would not use "
-                          "its integer kernels; report this with the onnxruntime version")
-    summary = {"flavour": ORT_CPU_QDQ, "rewired_to_float": 0, "quantize_linear": ops.count("QuantizeLinear"),
-               "dequantize_linear": ops.count("DequantizeLinear"), "quantized_op_types": _quantised_consumers(model),
-               "quantized_outputs": fused, "calib_method": method}
-    log.info("INT8 Q/DQ model (ONNX Runtime CPU) %s: %s", out_path, summary)
+    quantised = _quantised_consumers(model)
+    if f.rewire_to_float:
+        leaked = [t for t in quantised if t not in f.op_types]
+        if leaked:
+            raise ExportError(f"{out_path}: {', '.join(leaked)} got quantised inputs; only "
+                              f"{', '.join(f.op_types)} may")
+    fused = _quantised_outputs(model, f.op_types)
+    if f.outputs_quantized and not fused:
+        raise ExportError(f"{out_path}: no {'/'.join(f.op_types)} output is quantised, so ONNX Runtime would "
+                          "not use its integer kernels; report this with the onnxruntime version")
+    summary = {**f.manifest_info(), "flavour": f.name, "rewired_to_float": rewired,
+               "quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
+               "quantized_op_types": quantised, "quantized_outputs": fused, "calib_method": method}
+    log.info("INT8 Q/DQ model %s (%s): %s", out_path, f.name, summary)
     return summary
 
 
