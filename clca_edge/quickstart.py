@@ -117,11 +117,13 @@ def _collect(res: QuickstartResult, cfg: QuickstartConfig, heldout: list[tuple[P
 
     meta = read_checkpoint_meta(find_checkpoint(cfg.out / "run"))
     res.val_top1 = float(meta.metrics["val_top1"])
-    manifest = json.loads((cfg.out / "bundle" / "manifest.json").read_text())
-    res.default_variant = str(manifest.get("default_variant", ""))
-    for name, v in manifest.get("variants", {}).items():
-        acc = v.get("accuracy") or {}
-        res.variants[name] = {"status": v.get("status"), "top1": acc.get("top1"), "drop": v.get("drop")}
+    from .bundle import read_manifest
+
+    manifest = read_manifest(cfg.out / "bundle")
+    res.default_variant = manifest.default_variant or ""
+    for name, v in manifest.variants.items():
+        res.variants[name] = {"status": v.status.value, "top1": v.accuracy.top1 if v.accuracy else None,
+                              "drop": v.drop}
     decisions, summary = [], {}
     from .capture.fieldlog import read_log
 

@@ -11,19 +11,24 @@ import tempfile
 
 import pytest
 
-from clca_edge.bundle import BundleError, BundleIntegrityError, load_bundle, write_manifest
+from clca_edge.bundle import (BundleError, BundleIntegrityError, EngineKey, EngineRecord, Manifest, Status, TensorSpec,
+                              VariantRecord, load_bundle, read_manifest, write_manifest)
+from clca_edge.core.preprocess import PreprocessSpec
+
+
+def _manifest():
+    return Manifest(class_names=["a", "b"], input=TensorSpec("images", [1, 3, 64, 64]), output=TensorSpec("logits"),
+                    variants={"fp32": VariantRecord(file="model.onnx", precision="fp32", status=Status.PASSED),
+                              "trt-fp16": VariantRecord(file=None, precision="fp16", status=Status.TO_VERIFY,
+                                                        source="fp32")})
 
 
 def _bundle(root):
     root.mkdir()
     (root / "model.onnx").write_bytes(b"onnx-bytes")
     (root / "labels.txt").write_text("a\nb\n")
-    (root / "preprocess.json").write_text(json.dumps({"img_size": 64}))
-    manifest = {"format": 1, "class_names": ["a", "b"], "input": {"name": "images", "shape": [1, 3, 64, 64]},
-                "output": {"name": "logits"},
-                "variants": {"fp32": {"file": "model.onnx", "precision": "fp32", "status": "passed"},
-                             "trt-fp16": {"file": None, "precision": "fp16", "status": "to verify on device"}}}
-    write_manifest(root, manifest)
+    (root / "preprocess.json").write_text(json.dumps(PreprocessSpec(img_size=64).to_dict()))
+    write_manifest(root, _manifest())
     return root
 
 
@@ -50,8 +55,8 @@ def test_damage_is_refused(tmp_path, damage, needle):
 
 def test_manifest_pointing_outside_is_refused(tmp_path):
     root = _bundle(tmp_path / "b")
-    m = json.loads((root / "manifest.json").read_text())
-    m["files"]["../escape"] = "0" * 64
+    m = read_manifest(root)
+    m.files["../escape"] = "0" * 64
     write_manifest(root, m, hash_files=False)
     with pytest.raises(BundleIntegrityError, match="outside the bundle"):
         load_bundle(root)
@@ -121,12 +126,12 @@ def test_tampered_or_stale_extraction_is_extracted_again(tmp_path, counted_extra
     if tamper == "file":
         (root / "model.onnx").write_bytes(b"evil-bytes")
     elif tamper == "manifest":  # e.g. a rejected variant marked passed, hashes left intact
-        m = json.loads((root / "manifest.json").read_text())
-        m["variants"]["trt-fp16"]["status"] = "passed"
+        m = read_manifest(root)
+        m.variants["trt-fp16"].status = Status.PASSED
         write_manifest(root, m, hash_files=False)
     else:
         (src / "model.onnx").write_bytes(b"new-onnx")
-        write_manifest(src, json.loads((src / "manifest.json").read_text()))
+        write_manifest(src, read_manifest(src))
         _tar(src, tar)
     b = load_bundle(tar)
     assert len(counted_extract) == 2
@@ -139,7 +144,8 @@ def test_engines_added_in_the_extraction_survive_reloads(tmp_path, counted_extra
     b = load_bundle(tar)
     (b.root / "engines").mkdir()
     (b.root / "engines" / "x.plan").write_bytes(b"plan")
-    b.manifest["engines"] = {"x.plan": {"file": "engines/x.plan", "status": "passed"}}
+    key = EngineKey("10.3.0", "Orin (nvgpu)", "8.7", "fp16", b.sha256(b.root / "model.onnx"))
+    b.manifest.engines = {"x.plan": EngineRecord(file="engines/x.plan", key=key, status=Status.PASSED)}
     write_manifest(b.root, b.manifest, new_files=["engines/x.plan"])
     again = load_bundle(tar)
     assert len(counted_extract) == 1 and list(again.engines) == ["x.plan"]
@@ -170,12 +176,12 @@ def test_write_manifest_hashes_only_new_files(tmp_path, monkeypatch):
     root = _bundle(tmp_path / "b")
     (root / "calibration").mkdir()
     (root / "calibration" / "manifest.json").write_text("{}")
-    m = json.loads((root / "manifest.json").read_text())
+    m = read_manifest(root)
     write_manifest(root, m)
-    assert "calibration/manifest.json" in m["files"] and "manifest.json" not in m["files"]
+    assert "calibration/manifest.json" in m.files and "manifest.json" not in m.files
     hashed = []
     real = bmod.sha256_file
     monkeypatch.setattr(bmod, "sha256_file", lambda p, *a: hashed.append(p) or real(p, *a))
     (root / "extra.bin").write_bytes(b"x")
     write_manifest(root, m, new_files=["extra.bin"])
-    assert hashed == [root / "extra.bin"] and m["files"]["extra.bin"] == real(root / "extra.bin")
+    assert hashed == [root / "extra.bin"] and m.files["extra.bin"] == real(root / "extra.bin")

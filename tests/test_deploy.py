@@ -265,10 +265,10 @@ def _with_default(tmp_path, src, name, default, drop_measured=False):
     b = tmp_path / name
     shutil.copytree(src, b)
     manifest = read_manifest(b)
-    manifest["default_variant"] = default
+    manifest.default_variant = default
     if drop_measured:  # a bundle from before deploy recorded where it timed the variants
-        for v in manifest["variants"].values():
-            v.pop("measured_on", None)
+        for v in manifest.variants.values():
+            v.measured_on = None
     write_manifest(b, manifest)
     return b
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from clca_edge.cli import main
 from clca_edge.engines.build import BuildEngineConfig, build_engines
 from clca_edge.engines import tensorrt as te
-from clca_edge.bundle import load_bundle, sha256_file, write_manifest
+from clca_edge.bundle import AccuracyRecord, Status, load_bundle, read_manifest, sha256_file, write_manifest
 from clca_edge.engines.tensorrt import GpuInfo, HostMemory
 
 from fake_tensorrt import make_module
@@ -80,7 +80,7 @@ def test_auto_builds_both_gates_times_and_picks_default(bundle, deployed, flavou
         assert rec["drop"] == pytest.approx(fp32_top1 - src_acc)
         assert rec["status"] == ("passed" if rec["drop"] <= 1.0 else "rejected")
     passing = [o for o in rep.outcomes if o.status == "passed"]
-    fastest = min(passing, key=lambda o: o.record["timing"]["p50_ms"])
+    fastest = min(passing, key=lambda o: o.record.timing.p50_ms)
     assert m["default_engine"] == rep.default_engine == fastest.file and m["default_engine_verified"]
     assert set(load_bundle(bundle).engines) == {o.file for o in rep.outcomes}  # plans are hashed too
 
@@ -112,9 +112,9 @@ def test_changed_onnx_means_a_new_key(bundle):
     trt = make_module("10.3.0.30")
     first = _build(bundle, trt, precision="int8")
     m = json.loads((bundle / "manifest.json").read_text())
-    key = first.outcomes[0].record["key"]
-    assert key["onnx_sha256"] == m["files"]["model.int8.onnx"]
-    k2 = te.EngineKey.from_dict({**key, "onnx_sha256": "0" * 64})
+    key = first.outcomes[0].record.key
+    assert key.onnx_sha256 == m["files"]["model.int8.onnx"]
+    k2 = te.EngineKey.from_dict({**key.to_dict(), "onnx_sha256": "0" * 64})
     assert k2.file_name() != first.outcomes[0].file
 
 
@@ -125,8 +125,8 @@ def test_old_tensorrt_uses_max_workspace_size(bundle):
 
 
 def test_rejected_int8_onnx_is_not_built(bundle, deployed):
-    m = json.loads((bundle / "manifest.json").read_text())
-    m["variants"]["int8"]["status"] = "rejected"
+    m = read_manifest(bundle)
+    m.variants["int8"].status = Status.REJECTED
     write_manifest(bundle, m, hash_files=False)
     trt = make_module("10.3.0.30")
     rep = _build(bundle, trt, precision="auto", eval_data=deployed[0]["eval"])
@@ -214,31 +214,30 @@ def _ort_logits(onnx_path, x):
 
 
 def test_gate_scores_fp32_onnx_on_the_device_images_in_the_same_pass(bundle, tmp_path):
-    from clca_edge.core.preprocess import PreprocessSpec
     from test_deploy_support import load_tensors, write_class_tree
 
     # Deploy's fp32 figure came from other images; make it absurd so using it would show.
-    m = json.loads((bundle / "manifest.json").read_text())
-    m["variants"]["fp32"]["accuracy"] = {"top1": 0.0, "per_class": {c: 0.0 for c in CLASSES}, "images": 99}
+    m = read_manifest(bundle)
+    m.variants["fp32"].accuracy = AccuracyRecord(top1=0.0, per_class={c: 0.0 for c in CLASSES}, images=99)
     write_manifest(bundle, m, hash_files=False)
     device_eval = write_class_tree(tmp_path / "device_eval", 4, seed=7)
     rep = _build(bundle, make_module("10.3.0.30"), precision="auto", eval_data=device_eval)
 
-    x, y = load_tensors(device_eval, PreprocessSpec.from_dict(m["preprocess"]))
+    x, y = load_tensors(device_eval, m.preprocess)
     fp32 = _ort_logits(bundle / "model.onnx", x)
     int8 = _ort_logits(bundle / "model.int8.onnx", x)
     top1 = {"fp16": 100.0 * (fp32.argmax(1) == y).mean(), "int8": 100.0 * (int8.argmax(1) == y).mean()}
     ref_top1 = top1["fp16"]  # the fake fp16 engine runs the fp32 ONNX
     by = {o.precision: o.record for o in rep.outcomes}
     for p, rec in by.items():
-        assert rec["reference"]["accuracy"]["top1"] == pytest.approx(ref_top1, abs=1e-3)
-        assert rec["reference"]["eval_data"] == str(device_eval) and rec["accuracy"]["images"] == len(y)
-        assert rec["drop"] == pytest.approx(ref_top1 - top1[p], abs=1e-3)
-        assert rec["status"] == ("passed" if rec["drop"] <= 1.0 else "rejected")
-    assert by["fp16"]["drop"] == 0.0 and by["fp16"]["agreement"]["top1_agreement"] == 100.0
-    assert by["fp16"]["agreement"]["max_abs_logit_diff"] == pytest.approx(0.0, abs=1e-5)
-    assert by["int8"]["agreement"]["max_abs_logit_diff"] == pytest.approx(float(np.abs(int8 - fp32).max()), rel=1e-4)
-    assert by["int8"]["agreement"]["top1_agreement"] == pytest.approx(100.0 * (int8.argmax(1) == fp32.argmax(1)).mean())
+        assert rec.reference.accuracy.top1 == pytest.approx(ref_top1, abs=1e-3)
+        assert rec.reference.eval_data == str(device_eval) and rec.accuracy.images == len(y)
+        assert rec.drop == pytest.approx(ref_top1 - top1[p], abs=1e-3)
+        assert rec.status == ("passed" if rec.drop <= 1.0 else "rejected")
+    assert by["fp16"].drop == 0.0 and by["fp16"].agreement.top1_agreement == 100.0
+    assert by["fp16"].agreement.max_abs_logit_diff == pytest.approx(0.0, abs=1e-5)
+    assert by["int8"].agreement.max_abs_logit_diff == pytest.approx(float(np.abs(int8 - fp32).max()), rel=1e-4)
+    assert by["int8"].agreement.top1_agreement == pytest.approx(100.0 * (int8.argmax(1) == fp32.argmax(1)).mean())
 
 
 def test_failed_int8_build_keeps_the_fp16_engine(bundle, deployed):

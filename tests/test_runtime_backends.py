@@ -102,17 +102,17 @@ def test_forced_backend_that_cannot_run_fails_with_exit_5(bundle_dir):
 
 
 def _bundle_with_engines(tmp_path, bundle_dir, engines):
-    from clca_edge.bundle import read_manifest, write_manifest
+    from clca_edge.bundle import EngineRecord, Status, read_manifest, write_manifest
 
     b = tmp_path / "b"
     shutil.copytree(bundle_dir, b)
     (b / "engines").mkdir()
     manifest = read_manifest(b)
-    manifest["engines"] = {}
+    manifest.engines = {}
     for fname, key in engines.items():
         (b / "engines" / fname).write_bytes(b"plan:" + fname.encode())
-        manifest["engines"][fname] = {"file": f"engines/{fname}", "key": key, "status": "passed"}
-    manifest["default_engine"] = next(iter(engines), None)
+        manifest.engines[fname] = EngineRecord(file=f"engines/{fname}", key=key, status=Status.PASSED)
+    manifest.default_engine = next(iter(engines), None)
     write_manifest(b, manifest)
     return b
 
@@ -142,10 +142,10 @@ def fake_trt(monkeypatch):
 
 
 def _key(bundle_dir, precision="fp16", trt="10.3.0", gpu="Orin (nvgpu)"):
-    from clca_edge.bundle import sha256_file
+    from clca_edge.bundle import EngineKey, sha256_file
 
-    return {"trt_version": trt, "gpu_name": gpu, "compute_capability": "8.7", "precision": precision,
-            "onnx_sha256": sha256_file(bundle_dir / "model.onnx")}
+    return EngineKey(trt_version=trt, gpu_name=gpu, compute_capability="8.7", precision=precision,
+                     onnx_sha256=sha256_file(bundle_dir / "model.onnx"))
 
 
 def test_tensorrt_runs_the_engine_built_for_this_device(tmp_path, bundle_dir, fake_trt):
@@ -170,13 +170,13 @@ def test_stale_or_missing_engine_falls_back_naming_build_engine(tmp_path, bundle
 
 
 def test_rejected_variant_is_never_used(tmp_path, bundle_dir):
-    from clca_edge.bundle import read_manifest, write_manifest
+    from clca_edge.bundle import Status, VariantRecord, read_manifest, write_manifest
 
     b = tmp_path / "b"
     shutil.copytree(bundle_dir, b)
     shutil.copy(b / "model.onnx", b / "model_int8.onnx")
     manifest = read_manifest(b)
-    manifest["variants"]["int8"] = {"file": "model_int8.onnx", "precision": "int8", "status": "rejected"}
+    manifest.variants["int8"] = VariantRecord(file="model_int8.onnx", precision="int8", status=Status.REJECTED)
     write_manifest(b, manifest)
     model = load_model(b)
     assert set(model.files.onnx) == {"fp32"}

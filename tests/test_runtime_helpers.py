@@ -19,7 +19,7 @@ def write_bundle(root: Path, num_classes: int = len(CLASSES), img_size: int = 64
 
     from clca_edge.deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
     from clca_edge.core.preprocess import PreprocessSpec
-    from clca_edge.bundle import BUNDLE_FORMAT, PASSED, write_manifest
+    from clca_edge.bundle import Manifest, Status, TensorSpec, VariantRecord, write_manifest
 
     torch.manual_seed(seed)
     model = tiny_model(num_classes=num_classes, img_size=img_size)
@@ -33,13 +33,12 @@ def write_bundle(root: Path, num_classes: int = len(CLASSES), img_size: int = 64
     (root / "labels.txt").write_text("\n".join(classes) + "\n")
     spec = PreprocessSpec(img_size=img_size, crop_pct=0.875, interpolation="bicubic")
     (root / "preprocess.json").write_text(json.dumps(spec.to_dict()))
-    manifest = {
-        "format": BUNDLE_FORMAT, "class_names": classes,
-        "input": {"name": INPUT_NAME, "shape": [1, 3, img_size, img_size]},
-        "output": {"name": OUTPUT_NAME},
-        "variants": {"fp32": {"file": "model.onnx", "precision": "fp32", "status": PASSED}},
-        "default_variant": "fp32",
-    }
+    manifest = Manifest(
+        class_names=classes, input=TensorSpec(INPUT_NAME, [1, 3, img_size, img_size]), output=TensorSpec(OUTPUT_NAME),
+        variants={"fp32": VariantRecord(file="model.onnx", precision="fp32", status=Status.PASSED,
+                                        runtime="onnxruntime")},
+        default_variant="fp32", preprocess=spec,
+    )
     write_manifest(root, manifest)
     return root
 

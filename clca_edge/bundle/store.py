@@ -9,6 +9,9 @@ tampered file never reaches the model.
 A ``.tar`` is extracted once into a persistent folder next to it (``NAME.tar`` -> ``NAME.tar.d/``)
 and reused while it agrees with the archive's manifest, so a capture start does not unpack hundreds
 of MB again and ``build-engine`` can cache engines there.
+
+The manifest's schema is ``bundle.manifest`` (typed records, format 2); ``read_manifest`` and
+``write_manifest`` here are the only code that reads or writes ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -19,36 +22,31 @@ import logging
 import os
 import shutil
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Optional, Union
+from typing import Iterable, Optional, Union
 
 from ..core.errors import BundleError
 from ..core.fileio import atomic_write_bytes, make_temp_dir
 from ..core.preprocess import PreprocessSpec
+from .manifest import (ENGINE_SOURCE, FORMAT_VERSION, LABELS_NAME, MANIFEST_NAME, PRECISIONS, PREPROCESS_NAME,
+                       UNUSABLE, Manifest, Status, VariantRecord)
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
-LABELS_NAME = "labels.txt"
-PREPROCESS_NAME = "preprocess.json"
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = FORMAT_VERSION  # what write_manifest writes
 
-# Variant statuses written by deploy / build-engine.
-PASSED = "passed"
-REJECTED = "rejected"
-TO_VERIFY = "to verify on device"
-UNVERIFIED = "built, not verified"
-FAILED_TO_RUN = "failed to run"
-BUILD_FAILED = "build failed"
-# Engine statuses the runtime must never pick.
-UNUSABLE = (REJECTED, FAILED_TO_RUN, BUILD_FAILED)
+# The statuses by name (Status members: equal to, and printed as, their manifest text).
+PASSED = Status.PASSED
+REJECTED = Status.REJECTED
+TO_VERIFY = Status.TO_VERIFY
+UNVERIFIED = Status.UNVERIFIED
+FAILED_TO_RUN = Status.FAILED_TO_RUN
+BUILD_FAILED = Status.BUILD_FAILED
 
-PRECISIONS = ("fp32", "fp16", "int8")
-# Which ONNX variant an engine of a precision is built from: fp16 is a builder flag on fp32.
-ENGINE_SOURCE = {"fp32": "fp32", "fp16": "fp32", "int8": "int8"}
 # Manifest keys build-engine may change in an extracted archive; everything else must match the .tar.
-ENGINE_KEYS = ("engines", "engine_build_failures", "default_engine", "default_engine_verified", "files")
+ENGINE_KEYS = ("engines", "engine_build_failures", "default_engine", "default_engine_verified", "torch_tensorrt",
+               "files")
 EXTRACT_SUFFIX = ".d"
 
 

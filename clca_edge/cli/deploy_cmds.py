@@ -60,13 +60,15 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
         table.add_column(col)
     for v in report.variants:
         worst = ", ".join(f"{c} -{d:.1f}" for c, d in v.worst) or v.note
-        style = "red" if v.status == "rejected" else None
-        table.add_row(v.name, _fmt(v.top1), _fmt(v.drop), v.status, worst, style=style)
+        style = "red" if v.status in ("rejected", "failed to run") else None
+        table.add_row(v.name, _fmt(v.top1), _fmt(v.drop), str(v.status), worst, style=style)
     con.print(table)
     for k, val in sorted(report.parity.items()):
         con.print(f"parity {k}: max abs diff {val:.3g}")
     con.print(f"eval images: {report.eval_images} ({report.eval_skipped} unreadable, skipped); "
               f"calibration images: {report.calib_images} ({report.calib_excluded} excluded: also in eval)")
+    for v in report.failed:
+        click.echo(f"FAILED TO RUN: {v.name} ({v.note}); recorded in the manifest, never used", err=True)
     for v in report.rejected:
         if v.drop is None:  # an engine plan whose source ONNX was rejected
             click.echo(f"REJECTED: {v.name} ({v.note}, whose ONNX was rejected)", err=True)
@@ -87,10 +89,12 @@ def _print_engines(con, report) -> None:
     for col in ("precision", "engine", "p50 ms", "top-1 %", "drop", "status", "note"):
         table.add_column(col)
     for o in report.outcomes:
-        t = (o.record.get("timing") or {}).get("p50_ms")
-        acc = (o.record.get("accuracy") or {}).get("top1")
+        rec = o.record
+        t = rec.timing.p50_ms if rec is not None and rec.timing is not None else None
+        acc = rec.accuracy.top1 if rec is not None and rec.accuracy is not None else None
         note = o.note or ("cached" if o.reused else "")
-        table.add_row(o.precision, o.file or "", _fmt(t, 3), _fmt(acc), _fmt(o.record.get("drop")), o.status, note)
+        table.add_row(o.precision, o.file or "", _fmt(t, 3), _fmt(acc), _fmt(rec.drop if rec else None), str(o.status),
+                      note)
     con.print(table)
     con.print(f"default engine: [bold]{report.default_engine}[/]")
 
@@ -117,9 +121,9 @@ def build_engine(bundle, precision, workspace_mb, eval_data, max_drop, builder, 
     con = console()
     _print_engines(con, report)
     for o in report.outcomes:
-        if o.status == "rejected":
-            worst = ", ".join(w["class"] for w in o.record.get("worst_classes", [])) or "none in particular"
-            click.echo(f"REJECTED: {o.precision} engine drops {o.record.get('drop', 0):.2f} points; worst classes: {worst}",
+        if o.status == "rejected" and o.record is not None:
+            worst = ", ".join(w.class_name for w in o.record.worst_classes or []) or "none in particular"
+            click.echo(f"REJECTED: {o.precision} engine drops {o.record.drop or 0:.2f} points; worst classes: {worst}",
                        err=True)
         elif o.status == BUILD_FAILED:
             click.echo(f"BUILD FAILED: {o.precision} engine: {o.note}", err=True)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .. import __version__
-from ..core.errors import ClcaEdgeError, ConfigError, OutputError
-from ..bundle import (BUNDLE_FORMAT, LABELS_NAME, PASSED, PREPROCESS_NAME, REJECTED, TO_VERIFY, load_bundle,
-                              write_manifest)
+from ..core.errors import ClcaEdgeError, ConfigError, ExportError, OutputError
+from ..bundle import (LABELS_NAME, PREPROCESS_NAME, AccuracyRecord, CalibrationRecord, CheckpointRef, GateRecord,
+                      Manifest, Status, TensorSpec, VariantRecord, WorstClass, load_bundle, write_manifest)
 from ..engines.tensorrt import trtexec_command
 from .calibration import CalibrationConfig
 
@@ -68,7 +68,7 @@ class DeployConfig:
 @dataclass
 class VariantReport:
     name: str
-    status: str
+    status: Status
     top1: Optional[float] = None
     drop: Optional[float] = None
     worst: list[tuple[str, float]] = field(default_factory=list)
@@ -90,7 +90,12 @@ class DeployReport:
 
     @property
     def rejected(self) -> list[VariantReport]:
-        return [v for v in self.variants if v.status == REJECTED]
+        return [v for v in self.variants if v.status == Status.REJECTED]
+
+    @property
+    def failed(self) -> list[VariantReport]:
+        """Variants ONNX Runtime could not load here: recorded as failed to run, never used."""
+        return [v for v in self.variants if v.status == Status.FAILED_TO_RUN]
 
 
 def _tensorrt_available() -> bool:
@@ -161,12 +166,24 @@ def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] =
     if want_engines:
         from ..engines.build import BuildEngineConfig, build_engines
 
-        say("TensorRT found: building engines on this machine")
-        precision = "auto" if {"int8", "fp16"} <= set(config.precisions) else ("int8" if "int8" in config.precisions else "fp16")
-        report.engines = build_engines(BuildEngineConfig(bundle=report.bundle, precision=precision,
-                                                         workspace_mb=config.workspace_mb, eval_data=config.eval_data,
-                                                         max_drop=config.max_drop))
+        precision = engine_precision(config.precisions)
+        if precision is None:
+            say("TensorRT found, but no fp16/int8 variant requested: no engine to build")
+        else:
+            say("TensorRT found: building engines on this machine")
+            report.engines = build_engines(BuildEngineConfig(bundle=report.bundle, precision=precision,
+                                                             workspace_mb=config.workspace_mb,
+                                                             eval_data=config.eval_data, max_drop=config.max_drop))
     return report
+
+
+def engine_precision(precisions: tuple[str, ...]) -> Optional[str]:
+    """The build-engine ``--precision`` covering exactly the requested engine precisions (TensorRT
+    plans exist for fp16 and int8; an fp32-only deploy builds none)."""
+    wanted = [p for p in ("fp16", "int8") if p in precisions]
+    if not wanted:
+        return None
+    return "auto" if len(wanted) == 2 else wanted[0]
 
 
 def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) -> DeployReport:
@@ -180,7 +197,7 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
     if spec.img_size != meta.model.img_size:
         raise ConfigError(f"{ckpt}: preprocessing img_size {spec.img_size} != model img_size {meta.model.img_size}")
     classes = list(meta.class_names)
-    variants: dict[str, dict[str, Any]] = {}
+    variants: dict[str, VariantRecord] = {}
     notes: list[str] = []
 
     calib_info = None
@@ -207,31 +224,37 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         else:
             qinfo = {"format": "QDQ", "symmetric": True, "per_channel_weights": True,
                      "op_types": list(QUANT_OP_TYPES), "outputs_quantized": False}
-        variants["int8"] = {"file": VARIANT_FILES["int8"], "precision": "int8", "runtime": "onnxruntime",
-                            "flavour": flavour, "quantization": {**qinfo, **summary}}
-        calib_info = {"manifest": CALIB_MANIFEST, "method": config.calibration.method, "images": len(sample.items),
-                      "seed": config.calibration.seed, "excluded_also_in_eval": len(sample.excluded_overlap),
-                      "skipped_corrupt": len(sample.corrupt)}
+        variants["int8"] = VariantRecord(file=VARIANT_FILES["int8"], precision="int8", status=Status.TO_VERIFY,
+                                         runtime="onnxruntime", flavour=flavour, quantization={**qinfo, **summary})
+        calib_info = CalibrationRecord(manifest=CALIB_MANIFEST, method=config.calibration.method,
+                                       images=len(sample.items), seed=config.calibration.seed,
+                                       excluded_also_in_eval=len(sample.excluded_overlap),
+                                       skipped_corrupt=len(sample.corrupt))
     else:
         say("exporting fp32 ONNX")
         export_onnx(model, tmp / VARIANT_FILES["fp32"], OnnxExportConfig(opset=config.opset, batch_size=1))
-    variants["fp32"] = {"file": VARIANT_FILES["fp32"], "precision": "fp32", "runtime": "onnxruntime"}
+    variants["fp32"] = VariantRecord(file=VARIANT_FILES["fp32"], precision="fp32", status=Status.TO_VERIFY,
+                                     runtime="onnxruntime")
     if "fp16" in config.precisions:
         from .quantize import convert_fp16
 
         say("converting fp16 ONNX")
         convert_fp16(tmp / VARIANT_FILES["fp32"], tmp / VARIANT_FILES["fp16"], max_opset=config.opset)
-        variants["fp16"] = {"file": VARIANT_FILES["fp16"], "precision": "fp16", "runtime": "onnxruntime-gpu",
-                            "io_dtype": "float32"}
+        variants["fp16"] = VariantRecord(file=VARIANT_FILES["fp16"], precision="fp16", status=Status.TO_VERIFY,
+                                         runtime="onnxruntime-gpu", io_dtype="float32")
 
     runners = {}
     for name, v in variants.items():
         try:
-            runners[name] = ort_runner(tmp / v["file"], INPUT_NAME, OUTPUT_NAME)
-        except Exception as e:  # e.g. an fp16 kernel ONNX Runtime CPU lacks
-            v["status"] = TO_VERIFY
-            v["note"] = f"cannot run in ONNX Runtime CPU here ({type(e).__name__}); verify with a GPU provider"
-            notes.append(f"{name}: {v['note']}")
+            runners[name] = ort_runner(tmp / v.file, INPUT_NAME, OUTPUT_NAME)
+        except Exception as e:  # ORT raises its own types (InvalidGraph, NotImplemented, Fail, ...)
+            if name == "fp32":  # the gate's reference: nothing can be gated without it
+                raise ExportError(f"ONNX Runtime cannot load the exported fp32 ONNX ({type(e).__name__}: "
+                                  f"{_first_line(e)}); nothing can be gated without it") from None
+            # Recorded, and never used: the runtime skips a variant that failed to run.
+            v.status = Status.FAILED_TO_RUN
+            v.note = f"ONNX Runtime cannot load it ({type(e).__name__}: {_first_line(e)})"
+            notes.append(f"{name}: {v.note}")
     say(f"evaluating {', '.join(runners)} on {len(data.items)} eval images")
 
     def torch_ref(x):
@@ -243,33 +266,38 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
     reports = []
     for name, v in variants.items():
         if name not in res.accuracy:
-            reports.append(VariantReport(name, v["status"], note=v.get("note", "")))
+            reports.append(VariantReport(name, v.status, note=v.note or ""))
             continue
         acc = res.accuracy[name]
         drop, worst = drop_and_worst(ref, acc)
-        status = PASSED if drop <= config.max_drop else REJECTED
-        v.update(status=status, accuracy=acc.to_dict(), drop=round(drop, 4),
-                 worst_classes=[{"class": c, "drop": round(d, 2)} for c, d in worst])
+        v.status = Status.PASSED if drop <= config.max_drop else Status.REJECTED
+        v.accuracy = AccuracyRecord.from_dict(acc.to_dict())
+        v.drop = round(drop, 4)
+        v.worst_classes = [WorstClass(c, round(d, 2)) for c, d in worst]
         # The gate's timing runs on ONNX Runtime's CPU provider (ort_runner); the runtime's
         # --precision auto on ort-cpu trusts default_variant only when it was measured there.
-        v["measured_on"] = "ort-cpu"
+        v.measured_on = "ort-cpu"
         if name == "fp32":
-            v["parity"] = {"torch_vs_onnx_max_abs": res.parity.get("torch_vs_fp32"), "images": min(config.parity_images, acc.count)}
+            v.parity = {"torch_vs_onnx_max_abs": res.parity.get("torch_vs_fp32"), "images": min(config.parity_images, acc.count)}
         else:
-            v["parity"] = {"fp32_onnx_vs_this_max_abs": res.parity.get(f"fp32_vs_{name}"), "images": acc.count}
-        reports.append(VariantReport(name, status, acc.top1, drop, worst))
+            v.parity = {"fp32_onnx_vs_this_max_abs": res.parity.get(f"fp32_vs_{name}"), "images": acc.count}
+        reports.append(VariantReport(name, v.status, acc.top1, drop, worst))
 
-    plans = {}
+    plans: dict[str, VariantRecord] = {}
     if config.target == "jetson-orin":
         for prec, src in (("fp16", "fp32"), ("int8", "int8")):
-            if src in variants and (prec == "fp16" and "fp16" in config.precisions or prec == "int8"):
-                plans[f"trt-{prec}"] = {"file": None, "precision": prec, "runtime": "tensorrt", "source": src,
-                                        "status": REJECTED if variants[src].get("status") == REJECTED else TO_VERIFY}
+            if src in variants and prec in config.precisions:
+                # A plan from an ONNX that was rejected or does not run here inherits that verdict
+                # (build-engine skips it); otherwise it is checked on the device.
+                source_status = variants[src].status
+                plans[f"trt-{prec}"] = VariantRecord(
+                    file=None, precision=prec, runtime="tensorrt", source=src,
+                    status=source_status if not source_status.usable else Status.TO_VERIFY)
     for name, v in plans.items():
-        reports.append(VariantReport(name, v["status"], note=f"built by build-engine from {v['source']} ONNX"))
+        reports.append(VariantReport(name, v.status, note=f"built by build-engine from {v.source} ONNX"))
 
-    runnable = [n for n in variants if variants[n].get("status") == PASSED and n in res.accuracy
-                and variants[n]["runtime"] == "onnxruntime"]
+    runnable = [n for n, v in variants.items() if v.status == Status.PASSED and n in res.accuracy
+                and v.runtime == "onnxruntime"]
     default = min(runnable, key=lambda n: res.accuracy[n].latency_ms) if runnable else "fp32"
 
     (tmp / LABELS_NAME).write_text("\n".join(classes) + "\n")
@@ -277,44 +305,46 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
     trtexec = ["#!/bin/sh", "# What `clca-edge build-engine` does, as trtexec commands (run inside the bundle).",
                "# TensorRT < 8.4: replace --memPoolSize=workspace:NM with --workspace=N.", "set -e", "mkdir -p engines"]
     for name, v in plans.items():
-        trtexec.append(trtexec_command(VARIANT_FILES[v["source"]], v["precision"], config.workspace_mb,
-                                       f"engines/{v['precision']}.plan"))
+        trtexec.append(trtexec_command(VARIANT_FILES[v.source], v.precision, config.workspace_mb,
+                                       f"engines/{v.precision}.plan"))
     (tmp / "trtexec.sh").write_text("\n".join(trtexec) + "\n")
 
     mc = meta.model
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "package": "clca-edge",
-        "version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "target": config.target,
-        "checkpoint": {"file": ckpt.name, "epoch": meta.epoch},
-        "model": mc.to_dict(),
-        "backbone": mc.backbone,
-        "method": mc.method,
+    manifest = Manifest(
+        version=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        target=config.target,
+        checkpoint=CheckpointRef(file=ckpt.name, epoch=meta.epoch),
+        model=mc.to_dict(),
+        backbone=mc.backbone,
+        method=mc.method,
         # Resolved against the backbone's depth: what the device-side graph actually does.
-        "keep_rate": list(model.plan.keep_rates),
-        "locations": list(model.plan.locations),
-        "tokens_per_block": list(model.tokens_per_block),
-        "clca": mc.clca.enabled,
-        "opset": config.opset,
-        "input": {"name": INPUT_NAME, "shape": [1, 3, mc.img_size, mc.img_size], "dtype": "float32"},
-        "output": {"name": OUTPUT_NAME, "shape": [1, len(classes)], "dtype": "float32"},
-        "class_names": classes,
-        "labels": LABELS_NAME,
-        "preprocess": spec.to_dict(),
-        "preprocess_file": PREPROCESS_NAME,
-        "gate": {"max_drop": config.max_drop, "metric": "top-1 points vs fp32 ONNX", "eval_data": str(config.eval_data),
-                 "eval_images": ref.count, "eval_skipped": len(res.skipped)},
-        "calibration": calib_info,
-        "variants": {**variants, **plans},
-        "default_variant": default,
-        "trtexec": "trtexec.sh",
-        "engines": {},
-        "notes": notes,
-    }
+        keep_rate=list(model.plan.keep_rates),
+        locations=list(model.plan.locations),
+        tokens_per_block=list(model.tokens_per_block),
+        clca=mc.clca.enabled,
+        opset=config.opset,
+        input=TensorSpec(INPUT_NAME, [1, 3, mc.img_size, mc.img_size]),
+        output=TensorSpec(OUTPUT_NAME, [1, len(classes)]),
+        class_names=classes,
+        labels=LABELS_NAME,
+        preprocess=spec,
+        preprocess_file=PREPROCESS_NAME,
+        gate=GateRecord(max_drop=config.max_drop, eval_data=str(config.eval_data), eval_images=ref.count,
+                        eval_skipped=len(res.skipped)),
+        calibration=calib_info,
+        variants={**variants, **plans},
+        default_variant=default,
+        trtexec="trtexec.sh",
+        notes=notes,
+    )
     write_manifest(tmp, manifest)
     return DeployReport(bundle=tmp, tar=None, variants=reports, default_variant=default, parity=res.parity,
                         eval_images=ref.count, eval_skipped=len(res.skipped),
-                        calib_images=calib_info["images"] if calib_info else 0,
-                        calib_excluded=calib_info["excluded_also_in_eval"] if calib_info else 0)
+                        calib_images=calib_info.images if calib_info else 0,
+                        calib_excluded=calib_info.excluded_also_in_eval if calib_info else 0)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..core.errors import ConfigError
-from ..bundle import (BUILD_FAILED, ENGINE_SOURCE, FAILED_TO_RUN, PASSED, PRECISIONS, REJECTED, UNVERIFIED,
-                              Bundle, BundleError, load_bundle, write_manifest)
+from ..bundle import (ENGINE_SOURCE, PRECISIONS, AccuracyRecord, Agreement, Bundle, BundleError, EngineBuildFailure,
+                      EngineRecord, EngineTiming, GateReference, Status, WorstClass, load_bundle, write_manifest)
 from .report import ENGINE_DIR, BuildEngineReport, EngineOutcome
 from .tensorrt import (EngineBuildConfig, EngineError, EngineKey, TrtRunner, build_serialized_engine,
-                                       engine_key, gpu_info, import_tensorrt, write_plan)
+                       engine_key, gpu_info, import_tensorrt, write_plan)
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +53,16 @@ class BuildEngineConfig:
 def _find_cached(bundle: Bundle, key: EngineKey) -> Optional[str]:
     """The cached plan for exactly ``key``; any other plan (other TRT, GPU, ONNX) is never loaded."""
     for fname, rec in bundle.engines.items():
-        try:
-            if EngineKey.from_dict(rec["key"]) == key and (bundle.root / rec["file"]).is_file():
-                return fname
-        except (KeyError, TypeError):
-            continue
+        if rec.key == key and (bundle.root / rec.file).is_file():
+            return fname
     return None
 
 
 def _stale_for(bundle: Bundle, key: EngineKey) -> list[str]:
     out = []
     for fname, rec in bundle.engines.items():
-        k = rec.get("key", {})
-        if k.get("precision") == key.precision and EngineKey.from_dict(k) != key:
-            diff = [f for f in ("trt_version", "gpu_name", "compute_capability", "onnx_sha256") if k.get(f) != getattr(key, f)]
-            out.append(f"{fname} (differs in {', '.join(diff)})")
+        if rec.key.precision == key.precision and rec.key != key:
+            out.append(f"{fname} (differs in {', '.join(rec.key.differs_in(key))})")
     return out
 
 
@@ -89,7 +84,7 @@ def build_engines(config: BuildEngineConfig, trt=None, memory=None,
     gpu = gpu_info()
     make_runner = runner_factory or (lambda t, plan: TrtRunner(t, plan, memory=memory))
     manifest = bundle.manifest
-    max_drop = config.max_drop if config.max_drop is not None else manifest.get("gate", {}).get("max_drop", 1.0)
+    max_drop = config.max_drop if config.max_drop is not None else (manifest.gate.max_drop if manifest.gate else 1.0)
 
     data = None
     if config.eval_data is not None:
@@ -98,21 +93,22 @@ def build_engines(config: BuildEngineConfig, trt=None, memory=None,
         data = eval_set(config.eval_data, bundle.labels)
 
     job = _Job(bundle, trt, gpu, config, make_runner)
-    default = manifest.get("default_engine")
+    default = manifest.default_engine
     try:
         outcomes = [job.engine(precision) for precision in config.precisions]
         if data is not None and job.runners:
             _gate(bundle, data, job.runners, max_drop)
         for o in outcomes:
             if o.file:
-                o.status = o.record["status"]
-        candidates = [o for o in outcomes if o.file and o.status in (PASSED, UNVERIFIED) and o.record.get("timing")]
-        verified = [o for o in candidates if o.status == PASSED]
+                o.status = o.record.status
+        candidates = [o for o in outcomes if o.file and o.status in (Status.PASSED, Status.UNVERIFIED)
+                      and o.record.timing is not None]
+        verified = [o for o in candidates if o.status == Status.PASSED]
         pool = verified or candidates
         if pool:
-            default = min(pool, key=lambda o: o.record["timing"]["p50_ms"]).file
-            manifest["default_engine"] = default
-            manifest["default_engine_verified"] = bool(verified)
+            default = min(pool, key=lambda o: o.record.timing.p50_ms).file
+            manifest.default_engine = default
+            manifest.default_engine_verified = bool(verified)
     finally:
         for runner in job.runners.values():
             getattr(runner, "close", lambda: None)()
@@ -125,9 +121,9 @@ class _Job:
 
     def __init__(self, bundle: Bundle, trt, gpu, config: BuildEngineConfig, make_runner) -> None:
         self.bundle, self.trt, self.gpu, self.config, self.make_runner = bundle, trt, gpu, config, make_runner
-        self.engines = bundle.manifest.setdefault("engines", {})
-        self.failures = bundle.manifest.setdefault("engine_build_failures", {})
-        self.runners: dict[str, tuple[Callable, dict[str, Any]]] = {}
+        self.engines = bundle.manifest.engines
+        self.failures = bundle.manifest.engine_build_failures
+        self.runners: dict[str, tuple[Callable, EngineRecord]] = {}
         self.new_files: list[str] = []
 
     def engine(self, precision: str) -> EngineOutcome:
@@ -135,14 +131,16 @@ class _Job:
         src = bundle.variants.get(src_name)
         if src is None or src.path is None:
             return EngineOutcome(precision, None, "skipped", note=f"bundle has no {src_name} ONNX")
-        if src.status == REJECTED:
+        if src.status == Status.REJECTED:
             return EngineOutcome(precision, None, "skipped",
                                  note=f"the {src_name} ONNX was rejected by the accuracy gate at deploy")
+        if not src.status.usable:
+            return EngineOutcome(precision, None, "skipped", note=f"the {src_name} ONNX is {src.status} at deploy")
         key = engine_key(self.trt, self.gpu, precision, bundle.sha256(src.path))  # verified at load
         fname = _find_cached(bundle, key)
         reused = fname is not None
         if reused:
-            plan = (bundle.root / self.engines[fname]["file"]).read_bytes()
+            plan = (bundle.root / self.engines[fname].file).read_bytes()
             log.info("reusing cached engine %s", fname)
         else:
             for stale in _stale_for(bundle, key):
@@ -153,33 +151,34 @@ class _Job:
                 plan = build_serialized_engine(self.trt, src.path, EngineBuildConfig(precision, self.config.workspace_mb))
             except EngineError as e:
                 log.error("%s engine not built: %s", precision, e)
-                self.failures[fname] = {"key": key.to_dict(), "source": src_name, "status": BUILD_FAILED,
-                                        "note": str(e), "workspace_mb": self.config.workspace_mb}
-                return EngineOutcome(precision, None, BUILD_FAILED, note=str(e))
+                self.failures[fname] = EngineBuildFailure(key=key, source=src_name, note=str(e),
+                                                          workspace_mb=self.config.workspace_mb)
+                return EngineOutcome(precision, None, Status.BUILD_FAILED, note=str(e))
             rel = f"{ENGINE_DIR}/{fname}"
             write_plan(bundle.root / rel, plan)
             self.new_files.append(rel)
             self.failures.pop(fname, None)
-            self.engines[fname] = {"file": rel, "key": key.to_dict(), "source": src_name,
-                                   "workspace_mb": self.config.workspace_mb,
-                                   "build_seconds": round(time.perf_counter() - t0, 3),
-                                   "gpu_info_source": self.gpu.source, "status": UNVERIFIED}
+            self.engines[fname] = EngineRecord(file=rel, key=key, source=src_name, status=Status.UNVERIFIED,
+                                               workspace_mb=self.config.workspace_mb,
+                                               build_seconds=round(time.perf_counter() - t0, 3),
+                                               gpu_info_source=self.gpu.source)
         rec = self.engines[fname]
         try:
             runner = self.make_runner(self.trt, plan)
-            rec["timing"] = runner.time_ms(iters=self.config.timing_iters) if hasattr(runner, "time_ms") else None
+            timing = runner.time_ms(iters=self.config.timing_iters) if hasattr(runner, "time_ms") else None
+            rec.timing = EngineTiming.from_dict(timing, "timing") if timing is not None else None
         except EngineError as e:
-            rec["status"] = FAILED_TO_RUN
-            rec["note"] = str(e)
+            rec.status = Status.FAILED_TO_RUN
+            rec.note = str(e)
         else:
-            if rec.get("status") == FAILED_TO_RUN:  # runs now (e.g. CUDA bindings installed since)
-                rec["status"] = UNVERIFIED
-                rec.pop("note", None)
+            if rec.status == Status.FAILED_TO_RUN:  # runs now (e.g. CUDA bindings installed since)
+                rec.status = Status.UNVERIFIED
+                rec.note = None
             self.runners[precision] = (runner, rec)
-        return EngineOutcome(precision, fname, rec["status"], reused=reused, record=rec)
+        return EngineOutcome(precision, fname, rec.status, reused=reused, record=rec)
 
 
-def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, dict[str, Any]]], max_drop: float) -> None:
+def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, EngineRecord]], max_drop: float) -> None:
     """Score the fp32 ONNX (ONNX Runtime CPU) and every engine on the same images in one pass; the
     drop and the logit agreement of each engine are against that reference."""
     from ..runtime.scoring import evaluate, ort_runner
@@ -188,7 +187,7 @@ def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, dict[str, Any
     if fp32 is None or fp32.path is None:
         raise BundleError(f"bundle {bundle.source} has no fp32 ONNX to score the engines against")
     try:
-        ref = ort_runner(fp32.path, bundle.manifest["input"]["name"], bundle.manifest["output"]["name"])
+        ref = ort_runner(fp32.path, bundle.manifest.input.name, bundle.manifest.output.name)
     except ImportError as e:
         raise EngineError(f"--eval-data scores the fp32 ONNX with ONNX Runtime as the reference ({e}); "
                           "install onnxruntime or leave out --eval-data") from None
@@ -203,24 +202,25 @@ def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, dict[str, Any
             try:
                 per[p] = evaluate(data, bundle.preprocess, {REFERENCE: ref, p: run}, parity_against=REFERENCE)
             except EngineError as err:
-                runners[p][1].update(status=FAILED_TO_RUN, note=str(err))
+                runners[p][1].status = Status.FAILED_TO_RUN
+                runners[p][1].note = str(err)
     for p, res in per.items():
         _record_gate(runners[p][1], p, res, max_drop, data)
 
 
-def _record_gate(rec: dict[str, Any], precision: str, res, max_drop: float, data) -> None:
+def _record_gate(rec: EngineRecord, precision: str, res, max_drop: float, data) -> None:
     from ..runtime.scoring import drop_and_worst
 
     ref, acc = res.accuracy[REFERENCE], res.accuracy[precision]
     drop, worst = drop_and_worst(ref, acc)
-    rec["accuracy"] = acc.to_dict()
-    rec["skipped_images"] = len(res.skipped)
-    rec["reference"] = {"variant": "fp32", "runtime": "onnxruntime CPU", "eval_data": str(data.root),
-                        "accuracy": ref.to_dict()}
-    rec["agreement"] = {"vs": "fp32 ONNX (onnxruntime CPU)", "images": acc.count,
-                        "max_abs_logit_diff": res.parity.get(f"{REFERENCE}_vs_{precision}"),
-                        "top1_agreement": res.agreement.get(precision)}
-    rec["drop"] = round(drop, 4)
-    rec["worst_classes"] = [{"class": c, "drop": round(d, 2)} for c, d in worst]
-    rec["status"] = PASSED if drop <= max_drop else REJECTED
-    rec.pop("note", None)
+    rec.accuracy = AccuracyRecord.from_dict(acc.to_dict(), "accuracy")
+    rec.skipped_images = len(res.skipped)
+    rec.reference = GateReference(variant="fp32", runtime="onnxruntime CPU", eval_data=str(data.root),
+                                  accuracy=AccuracyRecord.from_dict(ref.to_dict(), "reference.accuracy"))
+    rec.agreement = Agreement(vs="fp32 ONNX (onnxruntime CPU)", images=acc.count,
+                              max_abs_logit_diff=res.parity.get(f"{REFERENCE}_vs_{precision}"),
+                              top1_agreement=res.agreement.get(precision))
+    rec.drop = round(drop, 4)
+    rec.worst_classes = [WorstClass(c, round(d, 2)) for c, d in worst]
+    rec.status = Status.PASSED if drop <= max_drop else Status.REJECTED
+    rec.note = None

@@ -3,9 +3,11 @@ neither imports the other."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
+
+from ..bundle import EngineRecord
 
 ENGINE_DIR = "engines"  # bundle sub-folder holding the plans built on the device
 
@@ -14,10 +16,10 @@ ENGINE_DIR = "engines"  # bundle sub-folder holding the plans built on the devic
 class EngineOutcome:
     precision: str
     file: Optional[str]
-    status: str
+    status: str  # a bundle Status, or "skipped"
     reused: bool = False
     note: str = ""
-    record: dict[str, Any] = field(default_factory=dict)
+    record: Optional[EngineRecord] = None  # the manifest's record of the engine (None: nothing built)
 
 
 @dataclass

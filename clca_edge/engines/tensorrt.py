@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import re
 import shutil
 import subprocess
 import time
@@ -29,7 +28,7 @@ import numpy as np
 
 from ..core.errors import EngineError
 from ..core.fileio import atomic_write_bytes
-from ..bundle import PRECISIONS
+from ..bundle import PRECISIONS, EngineKey
 
 log = logging.getLogger(__name__)
 
@@ -132,29 +131,7 @@ def gpu_info() -> GpuInfo:
 
 
 # ------------------------------------------------------------------------------------------ cache key
-@dataclass(frozen=True)
-class EngineKey:
-    """What a serialised plan depends on: a plan is only valid for exactly this combination."""
-
-    trt_version: str
-    gpu_name: str
-    compute_capability: str
-    precision: str
-    onnx_sha256: str
-
-    def file_name(self) -> str:
-        gpu = re.sub(r"[^A-Za-z0-9]+", "-", self.gpu_name).strip("-").lower()[:40] or "gpu"
-        cc = self.compute_capability.replace(".", "")
-        return f"{self.precision}_trt{self.trt_version}_{gpu}_sm{cc}_{self.onnx_sha256[:12]}.plan"
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EngineKey":
-        return cls(**{k: str(d[k]) for k in ("trt_version", "gpu_name", "compute_capability", "precision", "onnx_sha256")})
-
-
+# EngineKey (what a plan depends on) is part of the bundle contract: bundle.manifest defines it.
 def engine_key(trt, gpu: GpuInfo, precision: str, onnx_sha256: str) -> EngineKey:
     return EngineKey(trt_version(trt), gpu.name, gpu.compute_capability, precision, onnx_sha256)
 

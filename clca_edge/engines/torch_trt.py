@@ -2,6 +2,11 @@
 CUDA host, instead of building from the bundle's ONNX. Needs torch with CUDA and torch_tensorrt;
 INT8 through Torch-TensorRT needs ModelOpt quantisation, so only fp16/fp32 are offered here (the
 bundle's Q/DQ ONNX is the INT8 path).
+
+What it writes is a Torch-TensorRT module (an ExportedProgram, loaded with ``torch_tensorrt.load``
+under torch), not a TensorRT plan: the device runtime is torch-free and cannot run it. So it is
+recorded in the manifest's ``torch_tensorrt`` section, hashed like every bundle file, and never
+among ``engines`` (what predict/capture pick from) nor as ``default_engine``.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from ..bundle import UNVERIFIED, load_bundle, write_manifest
+from ..bundle import TORCH_TRT_PRECISIONS, Bundle, Status, TorchTrtModule, load_bundle, write_manifest
 from .report import ENGINE_DIR, BuildEngineReport, EngineOutcome
 from .tensorrt import EngineError, gpu_info
 
@@ -21,7 +26,7 @@ def build_with_torch_tensorrt(config):
 
     if config.checkpoint is None:
         raise EngineError("--builder torch-tensorrt compiles from the checkpoint: pass --checkpoint CKPT")
-    if config.precision not in ("fp16", "fp32"):
+    if config.precision not in TORCH_TRT_PRECISIONS:
         raise EngineError(f"--builder torch-tensorrt supports --precision fp16 or fp32, not {config.precision!r}; "
                           "for INT8 use the default builder on the bundle's Q/DQ ONNX")
     try:
@@ -51,12 +56,18 @@ def build_with_torch_tensorrt(config):
     out = bundle.root / ENGINE_DIR / fname
     out.parent.mkdir(parents=True, exist_ok=True)
     torch_tensorrt.save(trt_mod, str(out), inputs=[example])
-    rec = {"file": f"{ENGINE_DIR}/{fname}", "builder": "torch-tensorrt", "status": UNVERIFIED,
-           "key": {"trt_version": f"torch-tensorrt {torch_tensorrt.__version__}", "gpu_name": gpu.name,
-                   "compute_capability": gpu.compute_capability, "precision": config.precision,
-                   "onnx_sha256": "n/a (compiled from checkpoint)"},
-           "build_seconds": round(time.perf_counter() - t0, 3)}
-    bundle.manifest.setdefault("engines", {})[fname] = rec
-    write_manifest(bundle.root, bundle.manifest, new_files=[rec["file"]])
-    return BuildEngineReport(bundle.root, [EngineOutcome(config.precision, fname, UNVERIFIED, record=rec)], None,
-                             gpu.to_dict(), f"torch-tensorrt {torch_tensorrt.__version__}")
+    module = TorchTrtModule(file=f"{ENGINE_DIR}/{fname}", precision=config.precision,
+                            torch_tensorrt_version=str(torch_tensorrt.__version__), torch_version=str(torch.__version__),
+                            gpu_name=gpu.name, compute_capability=gpu.compute_capability,
+                            build_seconds=round(time.perf_counter() - t0, 3))
+    record_module(bundle, fname, module)
+    note = "Torch-TensorRT module (torch_tensorrt.load under torch); not an engine predict/capture run"
+    return BuildEngineReport(bundle.root, [EngineOutcome(config.precision, fname, Status.UNVERIFIED, note=note)],
+                             bundle.manifest.default_engine, gpu.to_dict(), f"torch-tensorrt {torch_tensorrt.__version__}")
+
+
+def record_module(bundle: Bundle, fname: str, module: TorchTrtModule) -> None:
+    """Record a compiled module in the manifest's ``torch_tensorrt`` section (hashing its file),
+    apart from the TensorRT ``engines`` the runtime picks from."""
+    bundle.manifest.torch_tensorrt[fname] = module
+    write_manifest(bundle.root, bundle.manifest, new_files=[module.file])

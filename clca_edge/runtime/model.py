@@ -41,8 +41,8 @@ def _cpu_precision(bundle, onnx: dict) -> str:
     measured on ONNX Runtime CPU; else fp32 (e.g. a jetson-orin bundle's TensorRT-style INT8)."""
     from ..bundle import PASSED
 
-    v = bundle.variants.get(bundle.manifest.get("default_variant") or "")
-    if (v is None or v.status != PASSED or v.info.get("measured_on") != "ort-cpu"
+    v = bundle.variants.get(bundle.manifest.default_variant or "")
+    if (v is None or v.status != PASSED or v.record.measured_on != "ort-cpu"
             or onnx.get(v.precision) != v.path):
         return "fp32"
     return v.precision
@@ -50,7 +50,7 @@ def _cpu_precision(bundle, onnx: dict) -> str:
 
 def load_model(path) -> RuntimeModel:
     """Open and verify a bundle folder or .tar (every sha256 checked) for the runtime."""
-    from ..bundle import MANIFEST_NAME, UNUSABLE, load_bundle, sha256_file
+    from ..bundle import MANIFEST_NAME, load_bundle, sha256_file
 
     bundle = load_bundle(path)
     onnx: dict[str, Path] = {}
@@ -61,11 +61,11 @@ def load_model(path) -> RuntimeModel:
         if v.path.suffix == ".onnx":
             onnx.setdefault(v.precision, v.path)
     # Engines cached by build-engine, per precision; which one matches this device is decided on opening.
-    engine_precisions = sorted({str(e.get("key", {}).get("precision")) for e in bundle.engines.values()
-                                if e.get("status") not in UNUSABLE} - {"None"})
-    default_engine = bundle.manifest.get("default_engine")
-    default_precision = (bundle.engines.get(default_engine, {}).get("key", {}).get("precision")
-                         or (engine_precisions[0] if engine_precisions else "fp16"))
+    # (Torch-TensorRT modules are kept apart, in manifest.torch_tensorrt: this runtime cannot run them.)
+    engine_precisions = sorted({e.key.precision for e in bundle.engines.values() if e.status.usable})
+    default = bundle.engines.get(bundle.manifest.default_engine or "")
+    default_precision = (default.key.precision if default is not None and default.status.usable
+                         else (engine_precisions[0] if engine_precisions else "fp16"))
     files = ModelFiles(onnx, bundle.preprocess.img_size, default_precision, _engine_opener(bundle),
                        tuple(engine_precisions), _cpu_precision(bundle, onnx))
     return RuntimeModel(files, bundle.preprocess, tuple(bundle.labels), sha256_file(bundle.root / MANIFEST_NAME))

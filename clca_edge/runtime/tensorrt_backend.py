@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from .backends import BackendUnavailable, Classifier
-from ..bundle import ENGINE_SOURCE, UNUSABLE
+from ..bundle import ENGINE_SOURCE
 
 log = logging.getLogger(__name__)
 
 
 def find_engine(bundle, precision: str, trt, gpu) -> Path:
     """The cached plan whose key matches this device exactly; BackendUnavailable otherwise."""
-    from ..engines.tensorrt import EngineKey, engine_key
+    from ..engines.tensorrt import engine_key
 
     src = bundle.variants.get(ENGINE_SOURCE[precision])
     if src is None or src.path is None:
@@ -28,15 +28,12 @@ def find_engine(bundle, precision: str, trt, gpu) -> Path:
     key = engine_key(trt, gpu, precision, bundle.sha256(src.path))  # verified at load: no re-hash
     others = []
     for fname, rec in bundle.engines.items():
-        try:
-            match = EngineKey.from_dict(rec["key"]) == key
-        except (KeyError, TypeError):
-            match = False
-        if match and rec.get("status") not in UNUSABLE:
-            return bundle.root / rec["file"]
+        match = rec.key == key
+        if match and rec.status.usable:
+            return bundle.root / rec.file
         if match:
-            raise BackendUnavailable(f"the {precision} engine {fname} is marked {rec.get('status')!r} by build-engine")
-        if rec.get("key", {}).get("precision") == precision:
+            raise BackendUnavailable(f"the {precision} engine {fname} is marked {rec.status.value!r} by build-engine")
+        if rec.key.precision == precision:
             others.append(fname)
     where = f"TensorRT {key.trt_version} on {key.gpu_name} (sm {key.compute_capability})"
     stale = f" (cached engines {', '.join(others)} were built for another TensorRT/GPU/ONNX)" if others else ""
