@@ -49,7 +49,7 @@ def main() -> None:
     from clca_edge.models.flops import cost_report
 
     torch.manual_seed(0)
-    methods = list_methods(implemented_only=True)[1:] if args.methods == "all" else args.methods.split(",")
+    methods = list_methods()[1:] if args.methods == "all" else args.methods.split(",")
     configs = [ModelConfig(backbone=args.model, method="none", keep_rate=1.0, clca=ClcaConfig.off(),
                            num_classes=200, img_size=args.img_size)]
     for m in methods:

@@ -9,11 +9,11 @@ from onnx import TensorProto, helper
 
 from clca_edge.deploy.graph_check import check_graph
 from clca_edge.deploy.onnx_export import OnnxExportConfig, export_onnx, onnx_parity
-from clca_edge.models.reduction.registry import list_methods
+from clca_edge.models.reduction import list_methods
 
 from conftest import tiny_model
 
-METHODS = list_methods(implemented_only=True)
+METHODS = list_methods()
 
 
 @pytest.mark.parametrize("clca", [True, False], ids=["clca", "plain"])

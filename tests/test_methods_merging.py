@@ -19,7 +19,7 @@ from clca_edge.models.reduction.functional import (
     one_hot_assign,
     weighted_group_mean,
 )
-from clca_edge.models.reduction.registry import get_reducer_class
+from clca_edge.models.reduction import get_reducer_class
 
 from conftest import TINY_IMG, tiny_model
 

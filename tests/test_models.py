@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from clca_edge.models.reduction.functional import keep_count
-from clca_edge.models.reduction.registry import list_methods
+from clca_edge.models.reduction import list_methods
 
 from conftest import TINY_BACKBONES, TINY_IMG, tiny_model
 
-METHODS = list_methods(implemented_only=True)
+METHODS = list_methods()
 REDUCING = [m for m in METHODS if m != "none"]
 NUM_PATCHES = (TINY_IMG // 16) ** 2
 

@@ -171,14 +171,56 @@ def test_recipe_values_apply_and_cli_flags_override(leaves, tmp_path):
 def test_paper_recipes_hold_the_paper_settings(name):
     from pathlib import Path
 
-    r = load_recipe(Path(__file__).parent.parent / "train" / f"{name}.yaml")
+    from clca_edge.cli.train_cmds import recipe_keys
+
+    r = load_recipe(Path(__file__).parent.parent / "train" / f"{name}.yaml", recipe_keys())
     assert r["epochs"] == 50 and r["lr"] == 1e-4 and r["weight_decay"] == 0.05 and r["batch_size"] == 32
     assert r["img_size"] == 448 and r["locations"] == "3,6,9" and r["model"] == "vit_base_patch16_224"
     assert r["method"] == "evit" and float(r["keep_rate"]) == 0.1 and r["clca"] is True
 
 
+def test_recipe_keys_are_the_train_options_and_each_one_is_used(tmp_path):
+    """Recipe keys come from the train command's options: a recipe may set every option but the
+    command-only ones, the loader says exactly those, each one reaches the training config, and the
+    paper recipes hold nothing else (besides notes)."""
+    import ast
+    from pathlib import Path
+
+    import yaml
+
+    from clca_edge.cli.train_cmds import COMMAND_ONLY, _train_config, recipe_keys
+    from clca_edge.cli.train_cmds import train as train_cmd
+    from clca_edge.training.config import RECIPE_NOTES
+
+    options = {p.name for p in train_cmd.params}
+    assert COMMAND_ONLY <= options and recipe_keys() == options - COMMAND_ONLY
+    assert {"model", "model_kwargs", "method", "keep_rate", "locations", "img_size", "clca"} <= recipe_keys()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("nope: 1\n")
+    res = CliRunner().invoke(main, ["train", "--recipe", str(recipe)])
+    assert res.exit_code == 2 and set(ast.literal_eval(res.output.split("allowed: ")[1].strip())) == recipe_keys()
+
+    class Reads(dict):
+        read: set = set()
+
+        def __getitem__(self, key):
+            self.read.add(key)
+            return super().__getitem__(key)
+
+        def get(self, key, default=None):
+            self.read.add(key)
+            return super().get(key, default)
+
+    params = Reads({p.name: p.default for p in train_cmd.params}, data=str(tmp_path), out=str(tmp_path / "o"))
+    _train_config(params)
+    assert recipe_keys() <= params.read, recipe_keys() - params.read  # no recipe key is ignored
+    for path in (Path(__file__).parent.parent / "train").glob("*.yaml"):
+        keys = {str(k).replace("-", "_") for k in yaml.safe_load(path.read_text())}
+        assert keys <= recipe_keys() | RECIPE_NOTES, (path.name, keys - recipe_keys() - RECIPE_NOTES)
+
+
 def test_every_registered_method_is_accepted(tmp_path):
-    from clca_edge.models.reduction.registry import list_methods
+    from clca_edge.models.reduction import list_methods
 
     for m in list_methods():
         res = CliRunner().invoke(main, ["train", "--method", m, "--data", str(tmp_path / "none"),

@@ -31,10 +31,10 @@ class SweepConfig:
     train_epochs: int = 0
 
     def __post_init__(self) -> None:
-        from ..models.reduction.registry import list_methods
+        from ..models.reduction import is_method, list_methods
 
         for m in self.methods:
-            if m not in list_methods():
+            if not is_method(m):
                 raise ConfigError(f"method {m!r} is unknown; choose from {', '.join(list_methods())}")
         for b in self.backends:
             if b not in BACKENDS:

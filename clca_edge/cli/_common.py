@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import click
 
@@ -69,42 +69,58 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def model_options(fn: Callable) -> Callable:
-    """--model/--method/--keep-rate/--locations/--img-size/--num-classes/--clca."""
-    opts = [
-        click.option("--model", "backbone", default="vit_base_patch16_224", show_default=True,
-                     help="timm ViT name (vit_*, deit3_*, CLIP, DINO, MAE variants)."),
-        click.option("--method", default="evit", show_default=True, help="Token reduction method."),
-        click.option("--keep-rate", default="0.1", show_default=True,
-                     help="Keep rate in (0, 1]: one value, or one per location separated by commas."),
-        click.option("--locations", default=None,
-                     help="Reduction block indices, comma separated (default: depth * [3,6,9]/12)."),
-        click.option("--img-size", default=224, show_default=True, type=click.IntRange(min=1)),
-        click.option("--num-classes", default=200, show_default=True, type=click.IntRange(min=1)),
-        click.option("--clca/--no-clca", default=True, show_default=True, help="CLA head + CLC cache."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+class _MethodOption(click.Option):
+    """--method: its help lists the registry's methods when shown (which loads them, and torch),
+    so that importing the CLI (``clca-edge --help``) does not."""
+
+    def get_help_record(self, ctx):
+        from ..models.reduction import list_methods
+
+        self.help = f"Token reduction method: {', '.join(list_methods())} (or one registered with register_reducer)."
+        return super().get_help_record(ctx)
 
 
-def parse_locations(text) -> Optional[tuple[int, ...]]:
-    """--locations '3,6,9' -> (3, 6, 9); empty/None -> None (the model's default placement)."""
-    from ..core.errors import ConfigError
+# The model options, declared once: name -> (flags, click settings). Each command takes the ones it
+# uses, with its own defaults where they differ (``model_options("model", "img_size", img_size=96)``);
+# ``model_config`` turns their values into a ModelConfig, and the names are the recipe keys of ``train``.
+MODEL_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "model": (("--model",), dict(default="vit_base_patch16_224",
+                                 help="timm ViT backbone name (vit_*, deit3_*, CLIP, DINO, MAE variants).")),
+    "model_kwargs": (("--model-kwargs",), dict(
+        default=None, help="timm kwargs for the backbone: 'depth=4,embed_dim=64,num_heads=2' or a JSON object.")),
+    "method": (("--method",), dict(default="evit", cls=_MethodOption)),
+    "keep_rate": (("--keep-rate",), dict(
+        default="0.1", help="Keep rate in (0, 1]: one value, or one per location, comma separated.")),
+    "locations": (("--locations",), dict(
+        default=None, help="Reduction block indices, comma separated (default: depth * [3, 6, 9] / 12).")),
+    "img_size": (("--img-size",), dict(default=224, type=click.IntRange(min=16))),
+    "num_classes": (("--num-classes",), dict(default=200, type=click.IntRange(min=1))),
+    "clca": (("--clca/--no-clca",), dict(default=True, help="CLA head + CLC cache.")),
+}
 
-    if text is None or str(text).strip() == "":
-        return None
-    try:
-        return tuple(int(v) for v in str(text).split(","))
-    except ValueError:
-        raise ConfigError(f"--locations {text!r} must be comma-separated block indices") from None
+
+def model_options(*names: str, **defaults: Any) -> Callable[[Callable], Callable]:
+    """Decorator adding the model options ``names`` (all of MODEL_OPTIONS when none are given),
+    in the table's order, with ``defaults`` overriding the table's defaults."""
+    chosen = names or tuple(MODEL_OPTIONS)
+    unknown = (set(chosen) | set(defaults)) - set(MODEL_OPTIONS)
+    if unknown or not set(defaults) <= set(chosen):
+        raise ValueError(f"model options {sorted(unknown or set(defaults) - set(chosen))} are not declared/chosen")
+
+    def deco(fn: Callable) -> Callable:
+        for name in reversed([n for n in MODEL_OPTIONS if n in chosen]):
+            flags, settings = MODEL_OPTIONS[name]
+            settings = {"show_default": True, **settings}
+            if name in defaults:
+                settings["default"] = defaults[name]
+            fn = click.option(*flags, name, **settings)(fn)
+        return fn
+
+    return deco
 
 
-def model_config(backbone, method, keep_rate, locations, img_size, num_classes, clca, **extra):
-    """Build a ModelConfig from the common options (raises ConfigError on bad values)."""
-    from ..models.config import ClcaConfig, ModelConfig, parse_keep_rates
+def model_config(**options: Any):
+    """A ModelConfig from the model options' values (raises ConfigError on bad values)."""
+    from ..models.config import ModelConfig
 
-    return ModelConfig(
-        backbone=backbone, method=method, keep_rate=parse_keep_rates(keep_rate), locations=parse_locations(locations),
-        clca=ClcaConfig() if clca else ClcaConfig.off(), num_classes=num_classes, img_size=img_size, **extra,
-    )
+    return ModelConfig.from_options(**options)

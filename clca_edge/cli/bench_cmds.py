@@ -7,12 +7,11 @@ from pathlib import Path
 
 import click
 
-from ._common import console, main, reports_errors
+from ._common import console, main, model_options, reports_errors
 
 
 @main.command()
-@click.option("--model", "backbone", default="vit_small_patch16_224", show_default=True)
-@click.option("--img-size", default=224, show_default=True, type=click.IntRange(min=16))
+@model_options("model", "model_kwargs", "img_size", "num_classes", model="vit_small_patch16_224")
 @click.option("--methods", default="evit", show_default=True, help="Comma-separated, or 'all'.")
 @click.option("--keep-rates", default="0.1,0.25,0.5,0.7,1.0", show_default=True)
 @click.option("--clca", "clca_mode", type=click.Choice(["on", "off", "both"]), default="on", show_default=True)
@@ -21,8 +20,6 @@ from ._common import console, main, reports_errors
 @click.option("--repeats", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0))
 @click.option("--device", default="cpu", show_default=True, help="torch backend device (cpu, cuda).")
-@click.option("--model-kwargs", default="", help="timm kwargs, e.g. depth=4,embed_dim=64,num_heads=2.")
-@click.option("--num-classes", default=200, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=0, show_default=True, help="CPU threads (0: library default).")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), help="Dataset for accuracy.")
 @click.option("--train-epochs", default=0, show_default=True, help="Train each model this long on --data.")
@@ -32,20 +29,19 @@ from ._common import console, main, reports_errors
               help="One subprocess per model, so peak memory is that model's own.")
 @click.option("--out", type=click.Path(file_okay=False), help="Write results.csv, tradeoff.png, meta.json here.")
 @reports_errors
-def benchmark(backbone, img_size, methods, keep_rates, clca_mode, backends, batch_size, repeats, warmup, device,
-              model_kwargs, num_classes, threads, data, train_epochs, pretrained, lr, isolate, out) -> None:
+def benchmark(model, model_kwargs, img_size, num_classes, methods, keep_rates, clca_mode, backends, batch_size,
+              repeats, warmup, device, threads, data, train_epochs, pretrained, lr, isolate, out) -> None:
     """Sweep keep rates x methods x CLCA x backends: GFLOPs, params, latency p50/p90 (batch 1),
     throughput (batch N), peak memory and, with --data, accuracy; plain ViT as the baseline."""
     from ..benchmark.config import SweepConfig
-    from ..models.config import parse_keep_rates
-    from ..training.config import parse_model_kwargs
+    from ..models.config import parse_keep_rates, parse_model_kwargs
     from ..benchmark.report import machine_description, rich_table, write_csv, write_plot
     from ..benchmark.sweep import run_sweep
-    from ..models.reduction.registry import list_methods
+    from ..models.reduction import list_methods
 
-    names = tuple(list_methods(implemented_only=True)[1:]) if methods == "all" else tuple(methods.split(","))
+    names = tuple(list_methods()[1:]) if methods == "all" else tuple(methods.split(","))
     cfg = SweepConfig(
-        backbone=backbone, img_size=img_size, num_classes=num_classes, methods=names, keep_rates=parse_keep_rates(keep_rates),
+        backbone=model, img_size=img_size, num_classes=num_classes, methods=names, keep_rates=parse_keep_rates(keep_rates),
         clca={"on": (True,), "off": (False,), "both": (False, True)}[clca_mode],
         backends=tuple(backends.split(",")), batch_size=batch_size, warmup=warmup, repeats=repeats, device=device,
         backbone_kwargs=parse_model_kwargs(model_kwargs), threads=threads, data=data, train_epochs=train_epochs, isolate=isolate,
@@ -59,7 +55,7 @@ def benchmark(backbone, img_size, methods, keep_rates, clca_mode, backends, batc
     meta = machine_description()
     with con.status("benchmarking") as status:
         rows = run_sweep(cfg, progress=lambda msg: status.update(f"benchmarking {msg}"), accuracy=accuracy)
-    title = f"{backbone} @ {img_size}px — {meta['machine']} — {meta['date']}"
+    title = f"{model} @ {img_size}px — {meta['machine']} — {meta['date']}"
     con.print(rich_table(rows, title))
     con.print(f"[dim]{meta['versions']}; python {meta['python']}[/]")
     if out:

@@ -10,23 +10,26 @@ from ._common import console, main, model_config, model_options, reports_errors
 
 
 @main.command()
-@model_options
+@model_options()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @reports_errors
-def flops(backbone, method, keep_rate, locations, img_size, num_classes, clca, as_json) -> None:
-    """GFLOPs (multiply-accumulates, batch 1), parameters and tokens per block of one model."""
+def flops(as_json, **options) -> None:
+    """GFLOPs (multiply-accumulates, batch 1), parameters and tokens per block of one model
+    (--model-kwargs costs the exact model you trained, e.g. a tiny one)."""
     from ..models.flops import cost_report
 
-    config = model_config(backbone, method, keep_rate, locations, img_size, num_classes, clca)
+    config = model_config(**options)
     report = cost_report(config)
     if as_json:
         out = report.to_dict()
-        out.update(model=backbone, method=method, keep_rate=list(config.keep_rate), img_size=img_size,
-                   num_classes=num_classes, clca=clca)
+        out.update(model=config.backbone, method=config.method, keep_rate=list(config.keep_rate),
+                   img_size=config.img_size, num_classes=config.num_classes, clca=options["clca"],
+                   model_kwargs=dict(config.backbone_kwargs))
         click.echo(json.dumps(out))
         return
     con = console()
-    con.print(f"[bold]{backbone}[/] {method} r={keep_rate} {'+CLCA' if clca else ''} @ {img_size}px")
+    con.print(f"[bold]{config.backbone}[/] {config.method} r={options['keep_rate']} {'+CLCA' if options['clca'] else ''}"
+              f" @ {config.img_size}px")
     con.print(f"GFLOPs (MACs, batch 1): [bold]{report.gflops:.2f}[/]   "
               f"(attention products {report.attention_gflops:.2f})   params: {report.params_m:.2f} M")
     con.print("tokens per block (entering attention): " + ", ".join(map(str, report.tokens_per_block)))
@@ -41,10 +44,10 @@ def zoo(methods, as_json) -> None:
     from rich.table import Table
 
     from ..models.flops import cost_report
-    from ..models.reduction.registry import list_methods
+    from ..models.reduction import list_methods
     from ..models.zoo import REFERENCE_WITHOUT_ATTENTION, reference_gflops, zoo_configs
 
-    names = methods.split(",") if methods else list_methods(implemented_only=True)
+    names = methods.split(",") if methods else list_methods()
     rows = []
     for config in zoo_configs(names):
         rep = cost_report(config)

@@ -14,11 +14,19 @@ import os
 import click
 from click.core import ParameterSource
 
-from ._common import console, main, parse_locations, reports_errors
+from ._common import console, main, model_options, reports_errors
 
 log = logging.getLogger(__name__)
 
-_METHOD_HELP = "Token reduction method: none, topk, evit, dynamicvit, ats, sit, patchmerger, dpcknn, tome."
+# The model options train takes (all but --num-classes, which the data decides).
+TRAIN_MODEL_OPTIONS = ("model", "model_kwargs", "method", "keep_rate", "locations", "img_size", "clca")
+# Options of the train command that say how to run it, not what to train: no recipe sets them.
+COMMAND_ONLY = frozenset({"recipe", "resume", "as_json"})
+
+
+def recipe_keys() -> frozenset[str]:
+    """What a recipe (train/*.yaml) may set: every option of ``train`` but COMMAND_ONLY."""
+    return frozenset(p.name for p in train.params) - COMMAND_ONLY
 
 
 def _apply_recipe(ctx: click.Context, params: dict) -> dict:
@@ -27,7 +35,7 @@ def _apply_recipe(ctx: click.Context, params: dict) -> dict:
 
     if not params.get("recipe"):
         return params
-    recipe = load_recipe(params["recipe"])
+    recipe = load_recipe(params["recipe"], recipe_keys())
     by_name = {p.name: p for p in ctx.command.params}
     out = dict(params)
     for key, value in recipe.items():
@@ -43,19 +51,14 @@ def _apply_recipe(ctx: click.Context, params: dict) -> dict:
 def _train_config(p: dict):
     from ..data.sources import DataConfig
     from ..core.errors import ConfigError
-    from ..models.config import ClcaConfig, ModelConfig, parse_keep_rates
-    from ..training.config import OptimConfig, TrainConfig, parse_model_kwargs
+    from ..models.config import ModelConfig
+    from ..training.config import OptimConfig, TrainConfig
 
     if not p.get("data"):
         raise ConfigError("--data is required (or a recipe with data:)")
     if not p.get("out"):
         raise ConfigError("--out is required (or a recipe with out:)")
-    model = ModelConfig(
-        backbone=p["model"], method=p["method"], keep_rate=parse_keep_rates(str(p["keep_rate"])),
-        locations=parse_locations(p["locations"]),
-        clca=ClcaConfig() if p["clca"] else ClcaConfig.off(), img_size=p["img_size"],
-        backbone_kwargs=parse_model_kwargs(p["model_kwargs"]), drop_path_rate=p["drop_path"],
-    )
+    model = ModelConfig.from_options(**{k: p[k] for k in TRAIN_MODEL_OPTIONS}, drop_path_rate=p["drop_path"])
     data = DataConfig(root=p["data"], val_split=p["val_split"], split_seed=p["split_seed"], image_root=p["image_root"],
                       train_csv=p["train_csv"], val_csv=p["val_csv"], test_csv=p["test_csv"])
     optim = OptimConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], min_lr=p["min_lr"],
@@ -78,15 +81,8 @@ def _train_config(p: dict):
 @click.option("--train-csv", default=None, help="Explicit train split CSV (class_id,dir).")
 @click.option("--val-csv", default=None, help="Explicit val split CSV.")
 @click.option("--test-csv", default=None, help="Explicit test split CSV.")
-@click.option("--model", default="vit_base_patch16_224", help="timm ViT backbone name.")
+@model_options(*TRAIN_MODEL_OPTIONS)
 @click.option("--pretrained", default="hub", help="'hub' (timm/Hugging Face), 'none' (random init) or a weights file.")
-@click.option("--method", default="evit", help=_METHOD_HELP)
-@click.option("--keep-rate", default="0.1", help="Keep rate in (0, 1]: one value or one per location, comma separated.")
-@click.option("--locations", default=None, help="Reduction block indices, comma separated (default: depth*[3,6,9]/12).")
-@click.option("--clca/--no-clca", default=True, help="CLA head + CLC cache.")
-@click.option("--img-size", type=click.IntRange(min=16), default=224)
-@click.option("--model-kwargs", default=None,
-              help="timm kwargs for the backbone: 'depth=4,embed_dim=64,num_heads=2' or a JSON object.")
 @click.option("--drop-path", type=click.FloatRange(0, 1, max_open=True), default=0.0, help="Stochastic depth rate.")
 @click.option("--epochs", type=click.IntRange(min=1), default=50)
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, help="Per process.")

@@ -6,6 +6,7 @@ checkpoint and bundle: the device must be able to rebuild token counts without t
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
@@ -88,9 +89,9 @@ class ModelConfig:
         self._validate_static()
 
     def _validate_static(self) -> None:
-        from .reduction.registry import list_methods
+        from .reduction import is_method, list_methods
 
-        if self.method not in list_methods():
+        if not is_method(self.method):
             raise ConfigError(f"method={self.method!r} is unknown; choose one of {', '.join(list_methods())}")
         if not self.keep_rate:
             raise ConfigError("keep_rate is empty; give one value in (0, 1] or one per location")
@@ -159,6 +160,18 @@ class ModelConfig:
     def replace(self, **changes: Any) -> "ModelConfig":
         return replace(self, **changes)
 
+    @classmethod
+    def from_options(cls, model: str = "vit_base_patch16_224", method: str = "evit", keep_rate: Any = "0.1",
+                     locations: Any = None, img_size: int = 224, num_classes: int = 200, clca: bool = True,
+                     model_kwargs: Any = None, **fields_: Any) -> "ModelConfig":
+        """The config the model options describe (``--model --method --keep-rate --locations
+        --img-size --num-classes --clca --model-kwargs``, text as typed); ``fields_`` are further
+        fields (e.g. drop_path_rate). Raises ConfigError naming a bad value."""
+        kwargs = model_kwargs if isinstance(model_kwargs, Mapping) else parse_model_kwargs(model_kwargs)
+        return cls(backbone=model, method=method, keep_rate=parse_keep_rates(keep_rate),
+                   locations=parse_locations(locations), clca=ClcaConfig() if clca else ClcaConfig.off(),
+                   num_classes=num_classes, img_size=img_size, backbone_kwargs=kwargs, **fields_)
+
 
 @dataclass(frozen=True)
 class ResolvedPlan:
@@ -195,3 +208,39 @@ def parse_keep_rates(text: str | Sequence[float] | float) -> tuple[float, ...]:
         except ValueError:
             raise ConfigError(f"keep rate {part!r} is not a number") from None
     return tuple(out)
+
+
+def parse_locations(text: Any) -> tuple[int, ...] | None:
+    """'3,6,9' (or [3, 6, 9]) -> (3, 6, 9); empty/None -> None (the model's default placement)."""
+    if text is None or (isinstance(text, str) and text.strip() == ""):
+        return None
+    parts = text.split(",") if isinstance(text, str) else text
+    try:
+        return tuple(int(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--locations {text!r} must be comma-separated block indices") from None
+
+
+def parse_model_kwargs(text: str | None) -> dict[str, Any]:
+    """'depth=4,embed_dim=64' or a JSON object -> timm keyword arguments."""
+    if not text:
+        return {}
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--model-kwargs {text!r} is not valid JSON ({e.msg})") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"--model-kwargs {text!r} must be a JSON object")
+        return value
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise ConfigError(f"--model-kwargs item {part!r} is not key=value")
+        key, raw = (s.strip() for s in part.split("=", 1))
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out

@@ -46,7 +46,7 @@ def validate_config(config: ModelConfig) -> None:
     """Every check that needs the backbone's shape, on the meta device (no memory, no weights)."""
     import torch
 
-    from .reduction.registry import get_reducer_class
+    from .reduction import get_reducer_class
     from .vit import check_backbone
 
     try:

@@ -17,7 +17,7 @@ from .attention import check_attention_module
 from .block import run_block
 from .clca import CrossLayerAggregationHead, cache_carriers, token_mean
 from .config import ModelConfig
-from .reduction.registry import get_reducer_class
+from .reduction import get_reducer_class
 from .tokens import BlockTokens, TokenState, token_plan
 
 

@@ -8,19 +8,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Collection, Mapping
 
 from ..data.sources import DataConfig
 from ..core.errors import ConfigError
-from ..models.config import ModelConfig
+from ..models.config import ModelConfig, parse_model_kwargs  # noqa: F401  (re-exported)
 
-# Keys a recipe may hold: the train command's option names (with underscores), plus notes.
-RECIPE_KEYS = {
-    "data", "val_split", "split_seed", "image_root", "train_csv", "val_csv", "test_csv",
-    "model", "pretrained", "method", "keep_rate", "locations", "clca", "img_size", "model_kwargs", "drop_path",
-    "epochs", "batch_size", "lr", "min_lr", "weight_decay", "warmup_epochs", "label_smoothing", "clip_grad",
-    "amp", "seed", "workers", "crop_pct", "hflip", "device", "out",
-}
 # Recorded for people (the paper's settings), not used by the trainer.
 RECIPE_NOTES = {"dataset", "description", "seeds", "augmentation", "optimizer", "paper", "scheduler"}
 
@@ -108,8 +101,10 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: s
     return out
 
 
-def load_recipe(path) -> dict[str, Any]:
-    """A recipe's settings (option names with underscores); unknown keys are an error."""
+def load_recipe(path, keys: Collection[str]) -> dict[str, Any]:
+    """A recipe's settings. ``keys``: what a recipe may set, the option names of the command
+    (with underscores) that reads it; ``clca-edge train`` passes its own (cli.train_cmds.recipe_keys),
+    so a recipe takes exactly the train options. Other keys, except RECIPE_NOTES, are an error."""
     import yaml
 
     path = Path(path)
@@ -122,10 +117,11 @@ def load_recipe(path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of option: value")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(data) - RECIPE_KEYS - RECIPE_NOTES)
+    keys = set(keys)
+    unknown = sorted(set(data) - keys - RECIPE_NOTES)
     if unknown:
-        raise ConfigError(f"recipe {path} has unknown key(s) {unknown}; allowed: {sorted(RECIPE_KEYS)}")
-    settings = {k: v for k, v in data.items() if k in RECIPE_KEYS}
+        raise ConfigError(f"recipe {path} has unknown key(s) {unknown}; allowed: {sorted(keys)}")
+    settings = {k: v for k, v in data.items() if k in keys}
     if "seed" not in settings and isinstance(data.get("seeds"), list) and data["seeds"]:
         settings["seed"] = int(data["seeds"][0])
     # Lists in YAML read naturally; the CLI takes comma-separated text.
@@ -137,30 +133,4 @@ def load_recipe(path) -> dict[str, Any]:
     return settings
 
 
-def parse_model_kwargs(text: Optional[str]) -> dict[str, Any]:
-    """'depth=4,embed_dim=64' or a JSON object -> timm keyword arguments."""
-    if not text:
-        return {}
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--model-kwargs {text!r} is not valid JSON ({e.msg})") from None
-        if not isinstance(value, dict):
-            raise ConfigError(f"--model-kwargs {text!r} must be a JSON object")
-        return value
-    out: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if "=" not in part:
-            raise ConfigError(f"--model-kwargs item {part!r} is not key=value")
-        key, raw = (s.strip() for s in part.split("=", 1))
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
-
-
-__all__ = ["OptimConfig", "TrainConfig", "config_differences", "load_recipe", "parse_model_kwargs",
-           "RECIPE_KEYS"]
+__all__ = ["OptimConfig", "RECIPE_NOTES", "TrainConfig", "config_differences", "load_recipe", "parse_model_kwargs"]

@@ -1,23 +1,32 @@
 """Registry of token reduction methods: name -> reducer class (``none`` has no reducer).
 
-Kept free of torch so that configs can be validated without importing it.
+The one list of methods there is: the built-in ones register themselves with ``register_reducer``
+when ``clca_edge.models.reduction`` loads them, and so does a method defined anywhere else.
+This module holds the table only (no torch, imports nothing); listing and lookup, which load the
+built-in methods first, are in ``clca_edge.models.reduction``.
 """
 
 from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-# Methods whose implementation lives in this package; importing it fills the registry.
-_BUILTIN = ("none", "topk", "evit", "dynamicvit", "ats", "sit", "patchmerger", "dpcknn", "tome")
+NONE = "none"  # the plain ViT: no reducer, a method name like the others
 _REDUCERS: dict[str, type] = {}
 
 T = TypeVar("T", bound=type)
 
 
 def register_reducer(name: str) -> Callable[[T], T]:
+    """Class decorator: ``@register_reducer("mine")`` on a ``TokenReducer`` subclass makes
+    ``method="mine"`` work everywhere a built-in method does (configs, create_model, ONNX export,
+    cost counting, the CLI)."""
+    if not isinstance(name, str) or not name or name != name.strip() or "," in name or name == NONE:
+        raise ValueError(f"reduction method name {name!r}: a non-empty name without commas, not {NONE!r}")
+
     def deco(cls: T) -> T:
-        if name in _REDUCERS:
-            raise ValueError(f"reduction method {name!r} registered twice")
+        if name in _REDUCERS and _REDUCERS[name] is not cls:
+            raise ValueError(f"reduction method {name!r} registered twice "
+                             f"({_REDUCERS[name].__qualname__} and {cls.__qualname__})")
         cls.method_name = name
         _REDUCERS[name] = cls
         return cls
@@ -25,24 +34,6 @@ def register_reducer(name: str) -> Callable[[T], T]:
     return deco
 
 
-def _load_builtin() -> None:
-    from . import methods  # noqa: F401  (registers every built-in reducer)
-
-
-def get_reducer_class(name: str) -> type | None:
-    """The reducer class of a method; ``None`` for ``none``."""
-    if name == "none":
-        return None
-    _load_builtin()
-    try:
-        return _REDUCERS[name]
-    except KeyError:
-        raise KeyError(f"reduction method {name!r} is not implemented") from None
-
-
-def list_methods(implemented_only: bool = False) -> list[str]:
-    """Method names in a stable order. ``implemented_only`` imports torch to check."""
-    if not implemented_only:
-        return list(_BUILTIN)
-    _load_builtin()
-    return ["none"] + [m for m in _BUILTIN if m in _REDUCERS]
+def registered() -> dict[str, type]:
+    """A copy of the table as it stands (built-in methods only once they are loaded)."""
+    return dict(_REDUCERS)
