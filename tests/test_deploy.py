@@ -11,7 +11,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from clca_edge.core.errors import ExitCode
+from clca_edge.core.errors import ClcaEdgeError, ExitCode
 from clca_edge.cli import main
 from clca_edge.bundle import BundleIntegrityError, load_bundle, sha256_file
 
@@ -299,3 +299,59 @@ def test_precision_auto_on_ort_cpu_runs_the_default_variant(cpu_bundle, bundle, 
     assert auto_cpu(_with_default(tmp_path, jetson, "orin_trt", "trt-int8")) == "fp32"
     # An explicit --precision still wins.
     assert select_classifier(load_model(fast).files, "ort-cpu", "fp32").classifier.precision == "fp32"
+
+
+def _unloadable(path):
+    """Make ``path`` an ONNX file ONNX Runtime refuses to load: one more node, of an op in a domain
+    no runtime implements (the graph's outputs are unchanged)."""
+    model = onnx.load(str(path))
+    out = model.graph.output[0].name
+    model.graph.node.append(onnx.helper.make_node("NoSuchOp", [out], [out + "_unused"], domain="org.example.none"))
+    model.opset_import.append(onnx.helper.make_opsetid("org.example.none", 1))
+    onnx.save(model, str(path))
+
+
+def test_a_variant_onnx_runtime_cannot_load_is_failed_and_never_used(ws, tmp_path, monkeypatch):
+    import clca_edge.deploy.quantize as q
+    from clca_edge.runtime.backends import select_classifier
+    from clca_edge.runtime.model import load_model
+
+    real = q.quantize_int8
+
+    def quantize_then_break(*args, **kwargs):
+        summary = real(*args, **kwargs)
+        _unloadable(args[1])
+        return summary
+
+    monkeypatch.setattr(q, "quantize_int8", quantize_then_break)
+    out = tmp_path / "b"
+    res = _deploy(ws, out, "--precision", "int8,fp32")
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "manifest.json").read_text())
+    v = m["variants"]["int8"]
+    assert v["status"] == "failed to run" and "ONNX Runtime cannot load it" in v["note"] and "accuracy" not in v
+    assert m["variants"]["trt-int8"]["status"] == "failed to run"  # build-engine skips it
+    assert m["default_variant"] == "fp32" and any(n.startswith("int8: ONNX Runtime cannot load it") for n in m["notes"])
+    assert "FAILED TO RUN: int8" in res.output and "Traceback" not in res.output
+    model = load_model(out)
+    assert set(model.files.onnx) == {"fp32"}
+    with pytest.raises(ClcaEdgeError, match="no usable int8 variant"):
+        select_classifier(model.files, "ort-cpu", "int8")
+
+
+def test_an_fp32_onnx_runtime_cannot_load_is_an_export_error(ws, tmp_path, monkeypatch):
+    import clca_edge.deploy.onnx_export as ox
+
+    real = ox.export_onnx
+
+    def export_then_break(model, path, *args, **kwargs):
+        result = real(model, path, *args, **kwargs)
+        _unloadable(path)
+        return result
+
+    monkeypatch.setattr(ox, "export_onnx", export_then_break)
+    out = tmp_path / "b"
+    res = _deploy(ws, out, "--precision", "fp32")
+    assert res.exit_code == ExitCode.EXPORT, res.output
+    assert "ONNX Runtime cannot load the exported fp32 ONNX" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not out.exists()

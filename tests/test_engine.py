@@ -124,14 +124,17 @@ def test_old_tensorrt_uses_max_workspace_size(bundle):
     assert ("max_workspace_size", 256 << 20) in trt.calls
 
 
-def test_rejected_int8_onnx_is_not_built(bundle, deployed):
+@pytest.mark.parametrize("status,why", [(Status.REJECTED, "rejected by the accuracy gate"),
+                                        (Status.FAILED_TO_RUN, "is failed to run at deploy")])
+def test_rejected_or_failed_int8_onnx_is_not_built(bundle, deployed, status, why):
     m = read_manifest(bundle)
-    m.variants["int8"].status = Status.REJECTED
+    m.variants["int8"].status = status
     write_manifest(bundle, m, hash_files=False)
     trt = make_module("10.3.0.30")
     rep = _build(bundle, trt, precision="auto", eval_data=deployed[0]["eval"])
     by = {o.precision: o for o in rep.outcomes}
-    assert by["int8"].status == "skipped" and "rejected" in by["int8"].note
+    assert by["int8"].status == "skipped" and why in by["int8"].note
+    assert [c[1] for c in trt.calls if c[0] == "build_serialized_network"] == [["FP16"]]
     assert rep.default_engine == by["fp16"].file
 
 
@@ -159,7 +162,9 @@ def test_cli_builds_with_injected_tensorrt(bundle, deployed, monkeypatch):
     assert "default engine: int8_trt10.3.0.30" in res.output
 
 
-def test_deploy_on_a_tensorrt_machine_builds_right_away(deployed, tmp_path, monkeypatch):
+@pytest.mark.parametrize("precisions,built", [(("int8", "fp32"), ["int8"]), (("fp32",), [])])
+def test_deploy_on_a_tensorrt_machine_builds_right_away_only_what_was_asked(deployed, tmp_path, monkeypatch,
+                                                                             precisions, built):
     from clca_edge.deploy.calibration import CalibrationConfig
     from clca_edge.deploy.pipeline import DeployConfig, run_deploy
 
@@ -170,9 +175,22 @@ def test_deploy_on_a_tensorrt_machine_builds_right_away(deployed, tmp_path, monk
     monkeypatch.setattr("clca_edge.engines.build.gpu_info", lambda: ORIN)
     monkeypatch.setattr(te, "_CudaRt", HostMemory)
     rep = run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=tmp_path / "b", calib_data=ws["calib"], eval_data=ws["eval"],
-                                  precisions=("int8", "fp32"), calibration=CalibrationConfig(num_images=6)))
-    assert rep.engines is not None and [o.precision for o in rep.engines.outcomes] == ["int8"]
-    assert list(load_bundle(tmp_path / "b").engines) == [rep.engines.outcomes[0].file]
+                                  precisions=precisions, calibration=CalibrationConfig(num_images=6)))
+    if built:
+        assert rep.engines is not None and [o.precision for o in rep.engines.outcomes] == built
+        assert list(load_bundle(tmp_path / "b").engines) == [rep.engines.outcomes[0].file]
+    else:  # an fp32-only deploy asked for no fp16/int8 engine: none is built
+        assert rep.engines is None and load_bundle(tmp_path / "b").engines == {}
+        assert not [c for c in trt.calls if c[0] == "build_serialized_network"]
+
+
+def test_deploy_engine_precision_is_exactly_the_requested_ones():
+    from clca_edge.deploy.pipeline import engine_precision
+
+    assert engine_precision(("int8", "fp16", "fp32")) == "auto"
+    assert engine_precision(("fp16", "fp32")) == "fp16"
+    assert engine_precision(("int8", "fp32")) == "int8"
+    assert engine_precision(("fp32",)) is None
 
 
 def test_torch_tensorrt_builder_boundary(bundle, deployed, monkeypatch):
@@ -333,3 +351,36 @@ def test_build_engine_and_engine_lookup_on_a_tar(bundle, monkeypatch, tmp_path):
     b = load_bundle(tar)  # what capture opens: the same extracted folder, engine included
     assert b.root == root and b.source == tar
     assert find_engine(b, "fp16", trt, ORIN) == plan
+
+
+def test_torch_tensorrt_module_is_recorded_apart_and_never_picked_by_the_runtime(bundle, deployed, monkeypatch):
+    """What --builder torch-tensorrt writes needs torch to run: it is hashed and recorded under
+    torch_tensorrt, never among the engines predict/capture choose from."""
+    import types
+
+    import torch
+
+    import clca_edge.engines.torch_trt as tt
+    from clca_edge.runtime.backends import BackendUnavailable
+    from clca_edge.runtime.model import load_model
+    from clca_edge.runtime.tensorrt_backend import find_engine
+
+    fake = types.ModuleType("torch_tensorrt")
+    fake.__version__ = "2.4.0"
+    fake.save = lambda module, path, inputs: Path(path).write_bytes(b"exported program")
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(tt, "_compile", lambda *a: (object(), None))  # the CUDA-only step
+    monkeypatch.setattr(tt, "gpu_info", lambda: ORIN)
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle), "--builder", "torch-tensorrt",
+                                    "--precision", "fp16", "--checkpoint", str(deployed[0]["ckpt"])])
+    assert res.exit_code == 0, res.output
+    b = load_bundle(bundle)  # the .ep is hashed and verifies
+    (name, module), = b.manifest.torch_tensorrt.items()
+    assert name.endswith(".ep") and module.precision == "fp16" and module.torch_tensorrt_version == "2.4.0"
+    assert module.status == Status.UNVERIFIED and b.sha256(b.root / module.file) == sha256_file(b.root / module.file)
+    assert b.engines == {} and b.manifest.default_engine is None
+    assert json.loads((bundle / "manifest.json").read_text())["engines"] == {}
+    assert load_model(bundle).files.engine_precisions == ()
+    with pytest.raises(BackendUnavailable, match="no fp16 engine built"):
+        find_engine(b, "fp16", make_module("10.3.0.30"), ORIN)

@@ -43,14 +43,8 @@ def build_with_torch_tensorrt(config):
     model, meta = load_checkpoint(config.checkpoint)
     if list(meta.class_names) != bundle.labels:
         raise EngineError(f"{config.checkpoint} has other classes than the bundle {bundle.root}")
-    shape = bundle.input_shape
-    example = torch.randn(*shape, device="cuda")
-    dtype = torch.float16 if config.precision == "fp16" else torch.float32
     t0 = time.perf_counter()
-    trt_mod = torch_tensorrt.compile(
-        model.cuda().eval(), ir="dynamo", inputs=[torch_tensorrt.Input(shape, dtype=torch.float32)],
-        enabled_precisions={dtype}, workspace_size=int(config.workspace_mb) << 20,
-    )
+    trt_mod, example = _compile(torch, torch_tensorrt, model, bundle.input_shape, config.precision, config.workspace_mb)
     gpu = gpu_info()
     fname = f"torchtrt_{config.precision}_torch{torch.__version__}_trt{torch_tensorrt.__version__}_sm{gpu.compute_capability.replace('.', '')}.ep"
     out = bundle.root / ENGINE_DIR / fname
@@ -64,6 +58,17 @@ def build_with_torch_tensorrt(config):
     note = "Torch-TensorRT module (torch_tensorrt.load under torch); not an engine predict/capture run"
     return BuildEngineReport(bundle.root, [EngineOutcome(config.precision, fname, Status.UNVERIFIED, note=note)],
                              bundle.manifest.default_engine, gpu.to_dict(), f"torch-tensorrt {torch_tensorrt.__version__}")
+
+
+def _compile(torch, torch_tensorrt, model, shape, precision: str, workspace_mb: int):
+    """The part that needs the CUDA GPU: the compiled module and the example input it is saved with."""
+    example = torch.randn(*shape, device="cuda")
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    trt_mod = torch_tensorrt.compile(
+        model.cuda().eval(), ir="dynamo", inputs=[torch_tensorrt.Input(shape, dtype=torch.float32)],
+        enabled_precisions={dtype}, workspace_size=int(workspace_mb) << 20,
+    )
+    return trt_mod, example
 
 
 def record_module(bundle: Bundle, fname: str, module: TorchTrtModule) -> None:
