@@ -42,7 +42,7 @@ def make_bundle(root: Path, backbone: str, keep_rate: float, img_size: int, num_
     from clca_edge.deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
     from clca_edge.models import create_model
     from clca_edge.core.preprocess import PreprocessSpec
-    from clca_edge.bundle import BUNDLE_FORMAT, PASSED, write_manifest
+    from clca_edge.bundle import Manifest, Status, TensorSpec, VariantRecord, write_manifest
 
     torch.manual_seed(0)
     model = create_model(backbone, method="evit", keep_rate=keep_rate, clca=True, num_classes=num_classes,
@@ -51,12 +51,13 @@ def make_bundle(root: Path, backbone: str, keep_rate: float, img_size: int, num_
     export_onnx(model, root / "model.onnx")
     classes = [f"cultivar_{i:03d}" for i in range(num_classes)]
     (root / "labels.txt").write_text("\n".join(classes) + "\n")
-    (root / "preprocess.json").write_text(json.dumps(PreprocessSpec(img_size=img_size).to_dict()))
-    write_manifest(root, {
-        "format": BUNDLE_FORMAT, "class_names": classes,
-        "input": {"name": INPUT_NAME, "shape": [1, 3, img_size, img_size]}, "output": {"name": OUTPUT_NAME},
-        "variants": {"fp32": {"file": "model.onnx", "precision": "fp32", "status": PASSED}},
-        "default_variant": "fp32", "model": {"backbone": backbone, "method": "evit", "keep_rate": keep_rate}})
+    spec = PreprocessSpec(img_size=img_size)
+    (root / "preprocess.json").write_text(json.dumps(spec.to_dict()))
+    write_manifest(root, Manifest(
+        class_names=classes, input=TensorSpec(INPUT_NAME, [1, 3, img_size, img_size]), output=TensorSpec(OUTPUT_NAME),
+        variants={"fp32": VariantRecord(file="model.onnx", precision="fp32", status=Status.PASSED,
+                                        runtime="onnxruntime")},
+        default_variant="fp32", preprocess=spec, model=model.config.to_dict(), backbone=backbone, method="evit"))
     return root
 
 

@@ -46,7 +46,7 @@ def main() -> None:
     from clca_edge.deploy.pipeline import DeployConfig, run_deploy
     from clca_edge.models import create_model
     from clca_edge.core.preprocess import PreprocessSpec
-    from clca_edge.bundle import load_bundle
+    from clca_edge.bundle import load_bundle, read_manifest
     from clca_edge.core.preprocess import load_rgb, preprocess
     from clca_edge.training.checkpoint import CheckpointMeta, save_checkpoint
 
@@ -80,15 +80,15 @@ def main() -> None:
     deploy_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as d:
         verified = load_bundle(rep.tar, extract_to=d).labels == classes
-    m = json.loads((root / "bundle/manifest.json").read_text())
+    m = read_manifest(root / "bundle")
     out = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
            "date": time.strftime("%Y-%m-%d"), "deploy_seconds": round(deploy_s, 1), "tar_verified": verified,
-           "eval_images": m["gate"]["eval_images"],
-           "fp32_parity_torch_vs_onnx": m["variants"]["fp32"]["parity"]["torch_vs_onnx_max_abs"]}
+           "eval_images": m.gate.eval_images,
+           "fp32_parity_torch_vs_onnx": m.variants["fp32"].parity["torch_vs_onnx_max_abs"]}
     for v in ("fp32", "int8", "fp16"):
-        out[f"{v}_top1"] = m["variants"][v]["accuracy"]["top1"]
-        out[f"{v}_drop"] = m["variants"][v].get("drop")
-        out[f"{v}_status"] = m["variants"][v]["status"]
+        out[f"{v}_top1"] = m.variants[v].accuracy.top1 if m.variants[v].accuracy else None
+        out[f"{v}_drop"] = m.variants[v].drop
+        out[f"{v}_status"] = m.variants[v].status.value
     out["tiny64_fp32_ms_p50_p90"] = latency(root / "bundle/model.onnx", (1, 3, 64, 64), args.runs)
     out["tiny64_int8_ms_p50_p90"] = latency(root / "bundle/model.int8.onnx", (1, 3, 64, 64), args.runs)
 
