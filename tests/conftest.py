@@ -32,3 +32,20 @@ def images():
 
     g = torch.Generator().manual_seed(0)
     return torch.randn(4, 3, TINY_IMG, TINY_IMG, generator=g)
+
+
+@pytest.fixture(scope="session")
+def cpu_int8_bundle(tmp_path_factory):
+    """(workspace, bundle folder): a tiny trained model deployed for --target cpu with fp32 and
+    INT8 variants (and reference samples); tests copy the folder before changing it."""
+    from clca_edge.deploy.calibration import CalibrationConfig
+    from clca_edge.deploy.pipeline import DeployConfig, run_deploy
+    from test_deploy_support import make_workspace
+
+    root = tmp_path_factory.mktemp("cpu_int8")
+    ws = make_workspace(root)
+    out = root / "bundle"
+    run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=out, calib_data=ws["calib"], eval_data=ws["eval"], target="cpu",
+                            precisions=("int8", "fp32"), calibration=CalibrationConfig(num_images=12),
+                            build_engines=False))
+    return ws, out

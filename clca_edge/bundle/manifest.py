@@ -49,6 +49,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..core.errors import BundleError
 from ..core.preprocess import PreprocessSpec
+from .reference import ReferenceSet
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -478,6 +479,9 @@ class Manifest(ManifestRecord):
     default_engine: Optional[str] = None
     default_engine_verified: Optional[bool] = None
     torch_tensorrt: Dict[str, TorchTrtModule] = field(default_factory=dict)
+    # Held-out images + fp32 logits the device self-check runs every backend/precision on before it
+    # classifies (bundle/reference.py; None: bundle from before it, the check is skipped).
+    reference: Optional[ReferenceSet] = None
     notes: List[str] = field(default_factory=list)
     files: Dict[str, str] = field(default_factory=dict, metadata={"required": True})
     extra: Dict[str, Any] = extra_field()

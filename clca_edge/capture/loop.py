@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from ..core.errors import ConfigError, SourceError
 from ..runtime.backends import Classifier, Fallback
@@ -79,6 +79,7 @@ class Summary:
     class_counts: Counter = field(default_factory=Counter)
     uncertain: int = 0
     fallbacks: list[dict] = field(default_factory=list)
+    self_checks: list[dict] = field(default_factory=list)   # device self-checks at start (runtime.selfcheck)
     dropped: int = 0                 # live frames replaced by a newer one before being looked at
     not_triggered: int = 0           # frames passed over by --every / --interval
     unreadable: int = 0              # image files that could not be decoded
@@ -148,19 +149,27 @@ def _ms(a: float, b: float) -> float:
 def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource, flog: FieldLog,
                 config: CaptureConfig = CaptureConfig(), saver: Optional[FrameSaver] = None,
                 fallbacks: tuple[Fallback, ...] = (), stop: Optional[StopRequest] = None,
-                on_record: Optional[Callable[[dict, Summary, Any], bool]] = None) -> Summary:
+                on_record: Optional[Callable[[dict, Summary, Any], bool]] = None,
+                checks: Sequence[Any] = ()) -> Summary:
     """Run until the source ends, a limit is reached or ``stop`` is set; returns the summary (also
     logged as the last record). ``on_record(record, summary, bgr)`` sees every decision (live
-    panel, overlay); returning False asks the loop to stop."""
+    panel, overlay); returning False asks the loop to stop.
+
+    ``checks`` (``Selection.checks``): the device self-checks run when the classifier was chosen,
+    each logged as a ``selfcheck`` record after the start (a failed one says why a variant was
+    passed over)."""
     stop = stop or StopRequest()
     summary = Summary(backend=classifier.backend, precision=classifier.precision,
-                      fallbacks=[f.to_dict() for f in fallbacks])
+                      fallbacks=[f.to_dict() for f in fallbacks],
+                      self_checks=[{k: v for k, v in c.to_dict().items() if k != "key"} for c in checks])
     common = {"source": source.description, "backend": classifier.backend,
               "precision": classifier.precision, "bundle_sha": model.sha}
     flog.write({"type": "start", **common, "classes": len(model.class_names),
                 "config": {k: v for k, v in asdict(config).items() if k != "reconnect"}})
     for fb in fallbacks:
         flog.write({"type": "fallback", **fb.to_dict(), "used": classifier.backend})
+    for check in checks:
+        flog.write({**check.to_record(), "used": f"{classifier.backend} {classifier.precision}"})
     smoother = Smoother(model.class_names, config.smooth, config.min_conf)
     trigger = Trigger(config.every, config.interval_s)
     grabber: Optional[LatestFrameGrabber] = None

@@ -20,16 +20,24 @@ def _err_console():
     return console(stderr=True)
 
 
-def _open_runtime(bundle: str, backend: str, precision: str, threads: int):
+def _open_runtime(bundle: str, backend: str, precision: str, threads: int, force_variant: bool = False):
     from ..runtime.backends import select_classifier
     from ..runtime.model import load_model
 
+    if force_variant and precision == "auto":
+        raise click.UsageError("--force-variant needs an explicit --precision (auto only runs variants that pass "
+                               "the device self-check)")
     model = load_model(bundle)
-    sel = select_classifier(model.files, backend, precision, threads)
+    sel = select_classifier(model.files, backend, precision, threads, force=force_variant)
     con = _err_console()
     for fb in sel.fallbacks:
         con.print(f"[bold red]FALLBACK[/]: {fb.backend} unavailable ({fb.reason})", highlight=False)
-    if sel.fallbacks:
+    for check in sel.rejected:
+        if check.forced:
+            con.print(f"[bold red]FORCED[/]: {check.summary()}; used anyway (--force-variant)", highlight=False)
+        else:
+            con.print(f"[bold red]SELF-CHECK FAILED[/]: {check.summary()}; not used", highlight=False)
+    if sel.fallbacks or sel.rejected:
         con.print(f"[bold yellow]running on {sel.classifier.describe()}[/]", highlight=False)
     return model, sel
 
@@ -54,6 +62,8 @@ def backend_options(fn):
         click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
                      help="ONNX Runtime CPU threads (0: one per core)."),
         click.option("--top-k", "top_k", type=click.IntRange(min=1), default=3, show_default=True),
+        click.option("--force-variant", "force_variant", is_flag=True,
+                     help="Use the --precision given even if it fails the device self-check (loudly; never with auto)."),
     ]):
         fn = opt(fn)
     return fn
@@ -64,7 +74,7 @@ def backend_options(fn):
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @reports_errors
-def predict(bundle, backend, precision, threads, top_k, paths, as_json):
+def predict(bundle, backend, precision, threads, top_k, force_variant, paths, as_json):
     """Classify image files, folders (recursively) and globs with a deploy bundle.
 
     Unreadable images are reported and skipped. Exit 0 if at least one image was classified,
@@ -72,7 +82,7 @@ def predict(bundle, backend, precision, threads, top_k, paths, as_json):
     from ..core.errors import NoInputError
     from ..runtime.predict import expand_inputs, predict_files
 
-    model, sel = _open_runtime(bundle, backend, precision, threads)
+    model, sel = _open_runtime(bundle, backend, precision, threads, force_variant)
     top_k = _clamp_top_k(top_k, model)
     try:
         inputs = expand_inputs(paths)
@@ -89,7 +99,7 @@ def predict(bundle, backend, precision, threads, top_k, paths, as_json):
     if as_json:
         click.echo(json.dumps({
             "backend": sel.classifier.backend, "precision": sel.classifier.precision, "bundle_sha": model.sha,
-            "fallbacks": [f.to_dict() for f in sel.fallbacks],
+            "fallbacks": [f.to_dict() for f in sel.fallbacks], "self_check": [c.to_dict() for c in sel.checks],
             "predictions": [r.to_dict() for r in ok], "skipped": [r.to_dict() for r in bad]}, indent=2))
     else:
         from rich.table import Table
@@ -147,7 +157,7 @@ def predict(bundle, backend, precision, threads, top_k, paths, as_json):
 @click.option("--reconnect-max", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Longest wait between reconnection attempts (back-off doubles from 0.5 s).")
 @reports_errors
-def capture(bundle, backend, precision, threads, top_k, camera, source, width, height, fps, every, interval,
+def capture(bundle, backend, precision, threads, top_k, force_variant, camera, source, width, height, fps, every, interval,
             max_frames, duration, smooth, min_conf, run_dir, log_path, log_format, save_frames, max_disk_mb,
             min_free_mb, show, live, open_timeout, stall_timeout, reconnect_max):
     """Classify what a camera (or a video, or images) sees, and log every decision durably.
@@ -169,7 +179,7 @@ def capture(bundle, backend, precision, threads, top_k, camera, source, width, h
                            duration_s=duration, smooth=smooth, min_conf=min_conf, open_timeout_s=open_timeout,
                            reconnect=policy)
     save_cfg = FrameSaveConfig(policy=save_frames, max_disk_mb=max_disk_mb, min_free_mb=min_free_mb)
-    model, sel = _open_runtime(bundle, backend, precision, threads)
+    model, sel = _open_runtime(bundle, backend, precision, threads, force_variant)
     if top_k > len(model.class_names):
         import dataclasses
 
@@ -226,10 +236,10 @@ def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, l
                 panel = LivePanel(Console(), f"clca-edge capture: {src_cfg.uri}")
                 with panel:
                     summary = run_capture(model, sel.classifier, make_source(src_cfg), flog, config, saver,
-                                          tuple(sel.fallbacks), stop, on_record)
+                                          tuple(sel.fallbacks), stop, on_record, checks=sel.checks)
             else:
                 summary = run_capture(model, sel.classifier, make_source(src_cfg), flog, config, saver,
-                                      tuple(sel.fallbacks), stop, on_record)
+                                      tuple(sel.fallbacks), stop, on_record, checks=sel.checks)
         finally:
             if overlay is not None:
                 overlay.close()
@@ -247,6 +257,8 @@ def _print_summary(summary, log_file: Path) -> None:
     t.add_row("classes", ", ".join(f"{c}: {n}" for c, n in summary.class_counts.most_common()) or "-")
     t.add_row("backend", f"{summary.backend} ({summary.precision})")
     t.add_row("fallbacks", "; ".join(f"{f['backend']}: {f['reason']}" for f in summary.fallbacks) or "none")
+    t.add_row("self-check", "; ".join(f"{c['backend']} {c['precision']}: {c['status']}"
+                                      + (" (forced)" if c.get("forced") else "") for c in summary.self_checks) or "-")
     t.add_row("dropped (stale) frames", str(summary.dropped))
     t.add_row("not triggered", str(summary.not_triggered))
     if summary.unreadable:

@@ -142,6 +142,13 @@ class TrainingError(ClcaEdgeError):
     exit_code = ExitCode.TRAINING
 
 
+class SelfCheckError(ClcaEdgeError):
+    """A requested backend/precision (or every candidate) failed the device self-check: on this
+    device it does not reproduce the fp32 logits deploy stored for the bundle's reference samples."""
+
+    exit_code = ExitCode.SELF_CHECK
+
+
 __all__ = ["README_BEGIN", "README_END", "exit_code_table", "BackendError", "BundleError", "CheckpointError", "ClcaEdgeError", "ConfigError", "DataError",
            "EXIT_CODES", "EngineError", "ExitCode", "ExportError", "NoInputError", "OutputError",
-           "PretrainedWeightsError", "SourceError", "TrainingError"]
+           "PretrainedWeightsError", "SelfCheckError", "SourceError", "TrainingError"]

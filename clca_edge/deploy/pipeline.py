@@ -201,6 +201,7 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
     notes: list[str] = []
 
     calib_info = None
+    calib_sha256: set[str] = set()  # reference samples never reuse a calibration image
     if "int8" in config.precisions:
         from .quantize import CPU_QUANT_OP_TYPES, ORT_CPU_QDQ, QUANT_OP_TYPES, TENSORRT_QDQ, quantize_int8
 
@@ -210,6 +211,7 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         say("sampling calibration images")
         sample = sample_calibration(config.calib_data, classes, config.calibration,
                                     exclude_sha256=data.sha256s(), exclude_paths=data.resolved())
+        calib_sha256 = {digest for _, _, digest in sample.items}
         (tmp / CALIB_MANIFEST).parent.mkdir(parents=True, exist_ok=True)
         (tmp / CALIB_MANIFEST).write_text(json.dumps(sample.manifest(), indent=2))
         say("exporting fp32 ONNX")
@@ -300,6 +302,15 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
                 and v.runtime == "onnxruntime"]
     default = min(runnable, key=lambda n: res.accuracy[n].latency_ms) if runnable else "fp32"
 
+    from .reference import build_reference
+
+    say("storing reference samples for the device self-check")
+    reference = build_reference(data.items, classes, spec, tmp, runners["fp32"],
+                                {n: r for n, r in runners.items() if n != "fp32"},
+                                precisions={n: v.precision for n, v in variants.items()},
+                                usable=[n for n, v in variants.items() if v.status == Status.PASSED],
+                                exclude_sha256=calib_sha256, seed=config.calibration.seed)
+
     (tmp / LABELS_NAME).write_text("\n".join(classes) + "\n")
     (tmp / PREPROCESS_NAME).write_text(json.dumps(spec.to_dict(), indent=2))
     trtexec = ["#!/bin/sh", "# What `clca-edge build-engine` does, as trtexec commands (run inside the bundle).",
@@ -338,6 +349,7 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         trtexec="trtexec.sh",
         notes=notes,
     )
+    manifest.reference = reference
     write_manifest(tmp, manifest)
     return DeployReport(bundle=tmp, tar=None, variants=reports, default_variant=default, parity=res.parity,
                         eval_images=ref.count, eval_skipped=len(res.skipped),

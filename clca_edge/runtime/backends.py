@@ -12,7 +12,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -46,9 +46,15 @@ class Classifier(ABC):
     backend: str
     precision: str
     detail: str = ""
+    # The bundle file it runs (ONNX or plan): its verified sha256 keys the device self-check cache.
+    source_file: Optional[Path] = None
 
     @abstractmethod
     def logits(self, chw: np.ndarray) -> np.ndarray: ...
+
+    def key_info(self) -> dict[str, str]:
+        """What else its results depend on (provider, GPU, TensorRT version): part of the self-check key."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -70,6 +76,9 @@ class ModelFiles:
     # What ``--precision auto`` runs on ort-cpu: the bundle's default_variant when deploy measured
     # it fastest on ONNX Runtime CPU and it passed the gate, else fp32 (see runtime.model).
     cpu_precision: str = "fp32"
+    # The device self-check (runtime.selfcheck.SelfChecker.check): every classifier opened by
+    # select_classifier passes it before it classifies; None: no check (a hand-built ModelFiles).
+    self_check: Optional[Callable[["Classifier"], Any]] = None
 
     def __post_init__(self) -> None:
         if "fp32" not in self.onnx:
@@ -122,6 +131,17 @@ class OrtClassifier(Classifier):
         self.backend = "ort-gpu" if gpu else "ort-cpu"
         self.precision = precision
         self.detail = used[0]
+        self.source_file = Path(onnx_path)
+        self._ort_version = ort.__version__
+
+    def key_info(self) -> dict[str, str]:
+        info = {"provider": self.detail, "onnxruntime": self._ort_version}
+        if self.backend == "ort-gpu":
+            from ..engines.tensorrt import gpu_info
+
+            gpu = gpu_info()
+            info.update(gpu=gpu.name, compute_capability=gpu.compute_capability)
+        return info
 
     def logits(self, chw: np.ndarray) -> np.ndarray:
         x = chw[None] if chw.ndim == 3 else chw
@@ -178,26 +198,113 @@ def open_backend(files: ModelFiles, backend: str, precision: str = "auto", threa
 class Selection:
     classifier: Classifier
     fallbacks: list[Fallback]
+    # Every device self-check run (or found cached) on the way, in order: the failed ones say why
+    # a candidate was passed over; the last one is the chosen classifier's.
+    checks: list[Any] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> list[Any]:
+        """Self-checks that failed (a candidate not used, or a forced one used anyway)."""
+        return [c for c in self.checks if c.status == "failed"]
+
+
+def _candidates(files: ModelFiles, backend: str, precision: str) -> list[str]:
+    """Precisions to try on ``backend``, in order: the picked one, then (``auto`` only) what to run
+    if it fails its self-check: the other engines on TensorRT, fp32 on ONNX Runtime."""
+    first = _pick_precision(files, backend, precision)
+    if precision != "auto":
+        return [first]
+    rest = list(files.engine_precisions) if backend == "tensorrt" else ["fp32"]
+    return [first] + [p for p in rest if p != first]
+
+
+def _announce_check(res: Any) -> None:
+    key = ("selfcheck", res.summary())
+    if key not in _announced:
+        _announced.add(key)
+        log.warning("SELF-CHECK FAILED: %s", res.summary())
+
+
+def _open_checked(files: ModelFiles, backend: str, precision: str, threads: int, force: bool,
+                  checks: list[Any]) -> Classifier:
+    """Open ``backend`` with the first candidate precision that passes the device self-check.
+
+    The first candidate not opening is the backend being unavailable (BackendUnavailable, as
+    before). A candidate that fails its check is closed and the next one tried; an explicitly
+    requested precision that fails is a SelfCheckError (or, with ``force``, used with an error log).
+    """
+    from ..core.errors import SelfCheckError
+
+    cands = _candidates(files, backend, precision)
+    passed_over: list[str] = []
+    for i, prec in enumerate(cands):
+        try:
+            clf = open_backend(files, backend, prec, threads)
+        except BackendUnavailable as e:
+            if i == 0:
+                raise
+            passed_over.append(f"{prec}: {e}")
+            continue
+        if files.self_check is None:
+            return clf
+        res = files.self_check(clf)
+        checks.append(res)
+        if res.usable:
+            return clf
+        if res.status != "failed":  # could not run: the provider/engine fails at run time
+            clf.close()
+            if precision != "auto":
+                raise BackendUnavailable(f"{prec} self-check could not run ({res.reason})")
+            passed_over.append(f"{prec}: self-check could not run ({res.reason})")
+            continue
+        if precision != "auto":
+            if force:
+                res.forced = True
+                log.error("FORCED: %s; used anyway because --force-variant was given: its outputs are not "
+                          "what deploy measured", res.summary())
+                return clf
+            clf.close()
+            raise SelfCheckError(f"{res.summary()}; this device computes something else than deploy measured. "
+                                 "Choose another --precision/--backend, re-deploy, or pass --force-variant to use it anyway")
+        clf.close()
+        _announce_check(res)
+        passed_over.append(f"{prec} failed the device self-check")
+    raise BackendUnavailable("; ".join(passed_over))
 
 
 def select_classifier(files: ModelFiles, backend: str = "auto", precision: str = "auto", threads: int = 0,
-                      order: Sequence[str] = BACKENDS) -> Selection:
-    """The first backend of ``order`` that opens (``backend='auto'``), or exactly ``backend``."""
+                      order: Sequence[str] = BACKENDS, force: bool = False) -> Selection:
+    """The first backend of ``order`` that opens and passes the device self-check
+    (``backend='auto'``), or exactly ``backend``. ``force`` uses an explicitly requested
+    precision even if it fails its self-check (loudly)."""
+    from ..core.errors import SelfCheckError
+
     if precision != "auto" and precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r} is unknown; choose auto, {', '.join(PRECISIONS)}")
+    if force and precision == "auto":
+        raise ConfigError("--force-variant needs an explicit --precision (auto only uses variants that pass the self-check)")
+    checks: list[Any] = []
     if backend != "auto":
         try:
-            return Selection(open_backend(files, backend, precision, threads), [])
+            return Selection(_open_checked(files, backend, precision, threads, force, checks), [], checks)
         except BackendUnavailable as e:
+            failed = [c for c in checks if c.status == "failed"]
+            if failed:
+                raise SelfCheckError(f"--backend {backend}: no variant passes the device self-check: "
+                                     + "; ".join(c.summary() for c in failed)) from e
             raise BackendError(f"--backend {backend} cannot run here: {e}") from e
     fallbacks: list[Fallback] = []
     for name in order:
         try:
-            clf = open_backend(files, name, precision, threads)
+            clf = _open_checked(files, name, precision, threads, force, checks)
         except BackendUnavailable as e:
             fb = Fallback(name, str(e))
             _announce(fb)
             fallbacks.append(fb)
             continue
-        return Selection(clf, fallbacks)
+        return Selection(clf, fallbacks, checks)
+    failed = [c for c in checks if c.status == "failed"]
+    if failed:
+        raise SelfCheckError("no backend/precision passes the device self-check: "
+                             + "; ".join(c.summary() for c in failed))
     raise BackendError("no backend could run: " + "; ".join(f"{f.backend}: {f.reason}" for f in fallbacks))

@@ -3,13 +3,17 @@ preprocessing spec, class names and an identity (the manifest's sha256) for the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ..core.preprocess import PreprocessSpec
 from .backends import BackendUnavailable, Classifier, ModelFiles
+
+if TYPE_CHECKING:
+    from .selfcheck import SelfChecker
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +24,9 @@ class RuntimeModel:
     spec: PreprocessSpec
     class_names: tuple[str, ...]
     sha: str
+    # The device self-check over the bundle's reference samples (files.self_check is its check);
+    # doctor --bundle runs it uncached for every backend/precision.
+    checker: Optional["SelfChecker"] = None
 
 
 def _engine_opener(bundle) -> Callable[[str], Classifier]:
@@ -68,4 +75,29 @@ def load_model(path) -> RuntimeModel:
                          else (engine_precisions[0] if engine_precisions else "fp16"))
     files = ModelFiles(onnx, bundle.preprocess.img_size, default_precision, _engine_opener(bundle),
                        tuple(engine_precisions), _cpu_precision(bundle, onnx))
-    return RuntimeModel(files, bundle.preprocess, tuple(bundle.labels), sha256_file(bundle.root / MANIFEST_NAME))
+    checker = self_checker(bundle)
+    files = dataclasses.replace(files, self_check=checker.check)
+    return RuntimeModel(files, bundle.preprocess, tuple(bundle.labels), sha256_file(bundle.root / MANIFEST_NAME),
+                        checker=checker)
+
+def self_checker(bundle) -> "SelfChecker":
+    """The bundle's self-checker: its reference samples (None for a bundle from before them: every
+    check is then skipped with one warning), cached next to the bundle or in the user cache."""
+    from ..core.errors import BundleError
+    from .selfcheck import SelfCheckCache, SelfChecker, cache_path
+
+    ref = bundle.manifest.reference
+    if ref is not None:
+        problem = ref.problems(bundle.manifest.files, len(bundle.labels))
+        if problem:
+            raise BundleError(f"{bundle.source}: {problem}; re-run clca-edge deploy")
+
+    def model_sha256(classifier) -> Optional[str]:
+        path = getattr(classifier, "source_file", None)
+        try:
+            return bundle.sha256(path) if path is not None else None  # verified at load: no re-hash
+        except (KeyError, ValueError):
+            return None
+
+    return SelfChecker(bundle.root, ref, bundle.preprocess, model_sha256, SelfCheckCache(cache_path(bundle.root)))
+

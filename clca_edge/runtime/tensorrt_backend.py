@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -44,10 +45,16 @@ def find_engine(bundle, precision: str, trt, gpu) -> Path:
 class TensorRTClassifier(Classifier):
     backend = "tensorrt"
 
-    def __init__(self, runner, precision: str, detail: str = ""):
+    def __init__(self, runner, precision: str, detail: str = "", source_file=None,
+                 key: Optional[dict] = None):
         self._runner = runner
         self.precision = precision
         self.detail = detail
+        self.source_file = source_file
+        self._key = dict(key or {})
+
+    def key_info(self) -> dict:
+        return dict(self._key)
 
     @classmethod
     def from_bundle(cls, bundle, precision: str) -> "TensorRTClassifier":
@@ -56,11 +63,13 @@ class TensorRTClassifier(Classifier):
 
         try:
             trt = import_tensorrt()
-            path = find_engine(bundle, precision, trt, gpu_info())
+            gpu = gpu_info()
+            path = find_engine(bundle, precision, trt, gpu)
             runner = TrtRunner(trt, path.read_bytes())
         except ClcaEdgeError as e:  # EngineError: no TensorRT, no CUDA bindings, undeserialisable plan
             raise BackendUnavailable(str(e)) from None
-        return cls(runner, precision, detail=f"TensorRT {trt.__version__}, {path.name}")
+        return cls(runner, precision, detail=f"TensorRT {trt.__version__}, {path.name}", source_file=path,
+                   key={"tensorrt": str(trt.__version__), "gpu": gpu.name, "compute_capability": gpu.compute_capability})
 
     def logits(self, chw: np.ndarray) -> np.ndarray:
         return np.asarray(self._runner(chw), dtype=np.float32).reshape(-1)
