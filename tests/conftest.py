@@ -26,6 +26,23 @@ def tiny_model(method="evit", keep_rate=0.25, clca=True, backbone="vit_tiny_patc
                         num_classes=num_classes, **opts)
 
 
+@pytest.fixture(autouse=True)
+def _run_in_a_scratch_folder(tmp_path_factory, monkeypatch):
+    """Every test (and every process it starts) runs in a fresh empty folder, so an output whose
+    path a test left to a default (``runs/...``) or made relative lands under pytest's temporary
+    folders, never in the checkout. Tests still name their outputs under ``tmp_path``."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory):
+    """A tiny EViT+CLCA bundle folder (fp32 ONNX, labels, preprocessing, manifest): built once per
+    session (per worker under xdist) and shared by every test module; tests that change it copy it."""
+    from test_runtime_helpers import write_bundle
+
+    return write_bundle(tmp_path_factory.mktemp("bundle") / "leafnet")
+
+
 @pytest.fixture
 def images():
     import torch

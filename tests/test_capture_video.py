@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from clca_edge.capture.fieldlog import read_log
 from clca_edge.cli import main
-from test_runtime_helpers import CLASSES, bundle_dir, leaf_images, write_video  # noqa: F401  (fixture)
+from test_runtime_helpers import CLASSES, leaf_images, write_video
 
 N_FRAMES = 24
 

@@ -15,7 +15,7 @@ from clca_edge.bundle import (FORMAT_VERSION, BundleError, EngineKey, EngineReco
 from clca_edge.core.errors import ExitCode
 from clca_edge.core.preprocess import PreprocessSpec
 
-from test_runtime_helpers import CLASSES, bundle_dir, leaf_images  # noqa: F401  (fixture)
+from test_runtime_helpers import CLASSES, leaf_images
 
 FORMAT1 = Path(__file__).parent / "data" / "bundle_format1"
 FP16_PLAN = "fp16_trt10.3.0.30_orin-nvgpu_sm87_dc920908b45f.plan"

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from clca_edge.cli import main
-from clca_edge.deploy.onnx_export import onnx_session
+from clca_edge.runtime.sessions import open_session
 from clca_edge.core.preprocess import PreprocessSpec, load_rgb, preprocess
 from clca_edge.runtime.decision import softmax
-from test_runtime_helpers import CLASSES, bundle_dir, leaf_images  # noqa: F401  (fixture)
+from test_runtime_helpers import CLASSES, leaf_images
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def image_tree(tmp_path):
 def reference_topk(bundle, path, k=3):
     spec = PreprocessSpec.from_dict(json.loads((bundle / "preprocess.json").read_text()))
     x = preprocess(load_rgb(path), spec)
-    probs = softmax(onnx_session(bundle / "model.onnx").run(None, {"images": x[None]})[0][0])
+    probs = softmax(open_session(bundle / "model.onnx").run(None, {"images": x[None]})[0][0])
     order = np.argsort(-probs, kind="stable")[:k]
     return [(CLASSES[i], float(probs[i])) for i in order]
 

@@ -15,7 +15,7 @@ from clca_edge.runtime import backends
 from clca_edge.runtime.backends import BackendUnavailable, Classifier, ModelFiles, select_classifier
 from clca_edge.core.errors import BackendError
 from clca_edge.runtime.model import load_model
-from test_runtime_helpers import CLASSES, bundle_dir  # noqa: F401  (fixture)
+from test_runtime_helpers import CLASSES
 
 
 @pytest.fixture(autouse=True)
@@ -26,12 +26,13 @@ def fresh_announcements(monkeypatch):
 
 
 def test_cpu_backend_matches_a_plain_onnxruntime_session(bundle_dir):
-    from clca_edge.deploy.onnx_export import onnx_session
+    import onnxruntime as ort
 
     model = load_model(bundle_dir)
     sel = select_classifier(model.files, "ort-cpu")
     x = np.random.default_rng(0).standard_normal((3, 64, 64)).astype(np.float32)
-    ref = onnx_session(bundle_dir / "model.onnx").run(None, {"images": x[None]})[0][0]
+    plain = ort.InferenceSession(str(bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    ref = plain.run(None, {"images": x[None]})[0][0]
     got = sel.classifier.logits(x)
     assert got.shape == (len(CLASSES),)
     np.testing.assert_allclose(got, ref, atol=1e-6)

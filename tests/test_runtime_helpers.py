@@ -1,5 +1,6 @@
 """Helpers for the runtime/capture/predict tests: a tiny real model exported to ONNX in a bundle
-laid out as runtime.bundle requires, synthetic leaf-like images and a video file."""
+(the session-wide ``bundle_dir`` fixture of conftest.py is built with ``write_bundle``), synthetic
+leaf-like images and a video file. No tests here."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 CLASSES = ["oak", "maple", "birch", "ash", "elm"]
 
@@ -73,7 +73,3 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path
     vw.release()
     return path
 
-
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory) -> Path:
-    return write_bundle(tmp_path_factory.mktemp("bundle") / "leafnet")

@@ -73,7 +73,8 @@ def measure_torch(model, img_size: int, batch: int, warmup: int, repeats: int, d
 
 
 def _ort_sessions(model, img_size: int, batch: int, int8: bool, threads: int, workdir: Path):
-    from ..deploy.onnx_export import OnnxExportConfig, export_onnx, onnx_session
+    from ..deploy.onnx_export import OnnxExportConfig, export_onnx
+    from ..runtime.sessions import open_session
 
     paths = {}
     for b in sorted({1, batch}):
@@ -81,7 +82,7 @@ def _ort_sessions(model, img_size: int, batch: int, int8: bool, threads: int, wo
         if int8:
             p = quantize_for_benchmark(p, img_size, b)
         paths[b] = p
-    return {b: onnx_session(p, threads=threads) for b, p in paths.items()}
+    return {b: open_session(p, threads=threads) for b, p in paths.items()}
 
 
 def quantize_for_benchmark(path: Path, img_size: int, batch: int) -> Path:

@@ -6,7 +6,6 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -59,17 +58,6 @@ def export_onnx(model, path, config: OnnxExportConfig = OnnxExportConfig()) -> P
     return path
 
 
-def onnx_session(path, providers: Optional[list[str]] = None, threads: int = 0):
-    """An ONNX Runtime session (CPU unless ``providers`` say otherwise); ``threads`` 0: ORT's default."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
-
-
 def onnx_parity(model, path, images) -> float:
     """Max abs difference between PyTorch and ONNX Runtime (CPU) logits on ``images`` (N, 3, H, W).
 
@@ -77,7 +65,9 @@ def onnx_parity(model, path, images) -> float:
     """
     import torch
 
-    sess = onnx_session(path)
+    from ..runtime.sessions import open_session
+
+    sess = open_session(path)
     batch = sess.get_inputs()[0].shape[0]
     images = torch.as_tensor(images, dtype=torch.float32)
     if images.shape[0] < batch:

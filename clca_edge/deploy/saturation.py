@@ -114,7 +114,8 @@ def inspect(qdq_path, batches: Iterable[np.ndarray], input_name: str = "images",
             max_images: Optional[int] = None) -> SaturationReport:
     """Count ``VPMADDUBSW`` saturations of the Q/DQ model at ``qdq_path`` on ``batches``."""
     import onnx
-    import onnxruntime as ort
+
+    from ..runtime.sessions import open_session
 
     model = onnx.load(str(qdq_path))
     nodes = _weight_matmuls(model)
@@ -124,11 +125,8 @@ def inspect(qdq_path, batches: Iterable[np.ndarray], input_name: str = "images",
     kernel = "u8s8-vpmaddubsw" if weight_types == {np.dtype(np.int8)} else "u8u8-widening"
     names = list(dict.fromkeys(q for _, q, _ in nodes))
     model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(q) for q in names)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
     # Un-optimised, so each Q node runs as itself and its output is the exact kernel input.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = open_session(model.SerializeToString(), optimize=False)
     report = SaturationReport(kernel=kernel, images=0,
                               nodes=[NodeSaturation(n, (int(w.min()), int(w.max()))) for n, _, w in nodes])
     for x in batches:

@@ -18,11 +18,11 @@ import numpy as np
 
 from ..core.errors import BackendError, ConfigError
 from ..bundle import PRECISIONS
+from .sessions import CPU_PROVIDER, GPU_PROVIDERS, open_session
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("tensorrt", "ort-gpu", "ort-cpu")
-ORT_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 _announced: set[tuple[str, str]] = set()
 
@@ -94,30 +94,22 @@ class OrtClassifier(Classifier):
 
         available = ort.get_available_providers()
         if gpu:
-            wanted = [p for p in ORT_GPU_PROVIDERS if p in available]
+            wanted = [p for p in GPU_PROVIDERS if p in available]
             if not wanted:
                 raise BackendUnavailable(
                     f"onnxruntime {ort.__version__} has no GPU provider (available: {', '.join(available)}); "
                     "install the onnxruntime-gpu wheel for this JetPack")
-            providers = wanted + ["CPUExecutionProvider"]
+            providers = wanted + [CPU_PROVIDER]
         else:
-            providers = ["CPUExecutionProvider"]
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        # Idle ORT workers spin by default; in the capture process they would take the CPU the
-        # frame reader/grabber and fsync threads need between inferences (2-6 core devices).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            providers = [CPU_PROVIDER]
         try:
-            self._sess = ort.InferenceSession(str(onnx_path), opts, providers=providers)
+            self._sess = open_session(onnx_path, providers, threads)
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             if gpu:
                 raise BackendUnavailable(f"onnxruntime GPU session failed: {e}") from e
             raise BackendError(f"{onnx_path}: onnxruntime cannot load it ({e}); re-run deploy") from e
         used = self._sess.get_providers()
-        if gpu and used[0] not in ORT_GPU_PROVIDERS:
+        if gpu and used[0] not in GPU_PROVIDERS:
             # ORT quietly drops a provider whose CUDA libraries fail to load.
             raise BackendUnavailable(f"onnxruntime GPU provider did not initialise (session uses {used[0]})")
         inp = self._sess.get_inputs()[0]

@@ -143,9 +143,9 @@ def drop_and_worst(reference: Accuracy, candidate: Accuracy, k: int = 3) -> tupl
 
 
 def ort_runner(path, input_name: str, output_name: str, providers: Optional[list[str]] = None) -> Runner:
-    import onnxruntime as ort
+    """A runner over an ONNX Runtime session opened as the device opens it (runtime.sessions), so
+    the gate's latency per variant is the one ``--precision auto`` on ort-cpu relies on."""
+    from .sessions import CPU_PROVIDER, open_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+    sess = open_session(path, providers or [CPU_PROVIDER])
     return lambda x: sess.run([output_name], {input_name: x})[0]
