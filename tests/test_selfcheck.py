@@ -22,6 +22,7 @@ from clca_edge.runtime.backends import OrtClassifier, select_classifier
 from clca_edge.runtime.model import load_model
 
 from test_deploy_support import CLASSES
+from test_runtime_helpers import bundle_dir  # noqa: F401  (fixture: a bundle from before reference samples)
 
 
 @pytest.fixture(autouse=True)
@@ -91,10 +92,10 @@ def test_deploy_stores_class_balanced_reference_samples_with_fp32_logits(cpu_int
     assert ref["stored_bytes"] == sum((root / s["file"]).stat().st_size for s in samples) <= ref["budget_bytes"]
     # The logits are the fp32 ONNX's on the stored file through the device preprocessing.
     from clca_edge.core.preprocess import PreprocessSpec
-    from clca_edge.runtime.sessions import open_session
+    from clca_edge.deploy.onnx_export import onnx_session
 
     spec = PreprocessSpec.from_dict(json.loads((root / "preprocess.json").read_text()))
-    sess = open_session(root / "model.onnx")
+    sess = onnx_session(root / "model.onnx")
     for s in samples:
         x = preprocess(load_bgr(root / s["file"]), spec, bgr=True)[None]
         np.testing.assert_allclose(sess.run(None, {"images": x})[0][0], s["logits"], atol=1e-5)

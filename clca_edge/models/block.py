@@ -7,6 +7,7 @@ from typing import Optional
 from torch import Tensor, nn
 
 from .attention import AttentionInfo, attention_forward
+from .provenance import active_trace
 from .reduction.base import ReduceInput, TokenReducer
 from .tokens import TokenState
 
@@ -20,8 +21,13 @@ def _apply_reducer(
         inp.cls_attn = info.cls_attn[:, :, num_prefix:]
         inp.keys = info.keys[:, :, num_prefix:]
         inp.values = info.values[:, :, num_prefix:]
+    trace = active_trace()
+    if trace is not None:
+        trace.begin(rest.x)
     out = reducer(inp)
     reduced = TokenState(out.x, out.size, out.bias, out.policy)
+    if trace is not None:
+        trace.end(out.x, reduced.presence(reducer.masks_with_bias), reducer.method_name)
     return prefix.append(reduced), out.aux_loss
 
 

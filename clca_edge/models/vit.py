@@ -17,6 +17,7 @@ from .attention import check_attention_module
 from .block import run_block
 from .clca import CrossLayerAggregationHead, cache_carriers, token_mean
 from .config import ModelConfig
+from .provenance import active_trace
 from .reduction import get_reducer_class
 from .tokens import BlockTokens, TokenState, token_plan
 
@@ -124,6 +125,9 @@ class ClcaVisionTransformer(nn.Module):
     def forward_with_aux(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and the sum of the reducers' auxiliary losses (zero when there are none)."""
         state = self._initial_state(self.embed(images))
+        trace = active_trace()  # None unless provenance is being recorded (models.provenance)
+        if trace is not None:
+            trace.start(images.shape[0], self.backbone.patch_embed.num_patches, images.device)
         clca = self.config.clca
         cache: list[Tensor] = []
         cls_tokens: list[Tensor] = []
@@ -139,7 +143,10 @@ class ClcaVisionTransformer(nn.Module):
                 weight = state.presence(self._masks_with_bias)
                 carriers = cache_carriers(state.x, self.num_prefix, self._clr_slice, clca.gap_carriers, weight)
             if i in self._recovery and cache:
-                state = state.append(TokenState(torch.cat(cache, dim=1)))
+                recovered = torch.cat(cache, dim=1)
+                state = state.append(TokenState(recovered))
+                if trace is not None:
+                    trace.recovered(recovered.shape[1])
                 cache = []
             if carriers is not None:
                 cache.append(carriers)

@@ -2,6 +2,12 @@
 
 Export rules (CLCA_SPEC.md): every TopK has a constant k, no sort/argsort, no scatter with a
 reduction, no index_add_, no NonZero/unique, no in-place indexed writes.
+
+Reducers mix tokens only through the primitives here (gather_tokens, concat_tokens, fuse_dropped,
+merge_by_assignment, weighted_group_mean, soft_merge, bipartite_merge). Each hands the matrix it
+applied to an active provenance trace (``models.provenance``); with none active (always, unless
+``record_provenance`` is on) that is one ``ContextVar.get`` and nothing else, so the computed and
+exported graph is unchanged.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from ..provenance import Role, active_trace
 
 # Guards ceil() against float error: 0.7 * 10 is 7.000000000000001 in binary floating point.
 _EPS = 1e-9
@@ -30,9 +38,26 @@ def topk_indices(scores: Tensor, k: int) -> Tensor:
     return torch.topk(scores, k, dim=-1, largest=True, sorted=True).indices
 
 
+def _gather(x: Tensor, idx: Tensor) -> Tensor:
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
     """x (B, n, C), idx (B, k) -> (B, k, C)."""
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    out = _gather(x, idx)
+    trace = active_trace()
+    if trace is not None:
+        trace.selected(x, out, idx)
+    return out
+
+
+def concat_tokens(parts: list[Tensor]) -> Tensor:
+    """Token sequences (B, n_i, C) one after the other (B, sum n_i, C)."""
+    out = torch.cat(parts, dim=1)
+    trace = active_trace()
+    if trace is not None:
+        trace.concatenated(parts, out)
+    return out
 
 
 def fuse_dropped(x: Tensor, weights: Tensor, idx: Tensor) -> Tensor:
@@ -41,8 +66,13 @@ def fuse_dropped(x: Tensor, weights: Tensor, idx: Tensor) -> Tensor:
     Computed as (sum over all) - (sum over kept), which needs no complement index (and so no sort).
     """
     total = weights.unsqueeze(1) @ x
-    kept = torch.gather(weights, 1, idx).unsqueeze(1) @ gather_tokens(x, idx)
-    return total - kept
+    kept = torch.gather(weights, 1, idx).unsqueeze(1) @ _gather(x, idx)
+    out = total - kept
+    trace = active_trace()
+    if trace is not None:
+        dropped = 1.0 - one_hot_assign(idx, x.shape[1], weights.dtype).sum(dim=-1)  # (B, n) 0 where kept
+        trace.mixed(x, out, (weights * dropped).unsqueeze(1), role=Role.FUSED, merged=False)
+    return out
 
 
 def one_hot_assign(assign: Tensor, num_groups: int, dtype: torch.dtype) -> Tensor:
@@ -60,7 +90,11 @@ def merge_by_assignment(x: Tensor, onehot: Tensor, size: Tensor | None = None) -
         size = torch.ones_like(x[..., :1])
     weighted = onehot @ (x * size)
     new_size = onehot @ size
-    return weighted / new_size.clamp(min=1e-6), new_size
+    out = weighted / new_size.clamp(min=1e-6)
+    trace = active_trace()
+    if trace is not None:
+        trace.mixed(x, out, onehot * size.transpose(1, 2) / new_size.clamp(min=1e-6))
+    return out, new_size
 
 
 # -- soft merging (SiT, PatchMerger) and density-peak clustering (DPC-KNN) ------------------------
@@ -69,7 +103,12 @@ def merge_by_assignment(x: Tensor, onehot: Tensor, size: Tensor | None = None) -
 def soft_merge(logits: Tensor, x: Tensor) -> Tensor:
     """Logits (B, k, n) of k output tokens over n input tokens -> k convex combinations (B, k, C)
     of ``x`` (B, n, C): a softmax over the input tokens, then one matmul."""
-    return logits.softmax(dim=-1) @ x
+    weights = logits.softmax(dim=-1)
+    out = weights @ x
+    trace = active_trace()
+    if trace is not None:
+        trace.mixed(x, out, weights)
+    return out
 
 
 def pairwise_sq_dists(x: Tensor) -> Tensor:
@@ -118,7 +157,12 @@ def weighted_group_mean(x: Tensor, onehot: Tensor, scores: Tensor) -> Tensor:
     (B, n) -> (B, g, C). A softmax over each group's members (non-members masked), so large scores
     cannot overflow exp(); every group must have at least one member."""
     masked = torch.where(onehot > 0, scores.unsqueeze(1), torch.full_like(onehot, torch.finfo(onehot.dtype).min))
-    return masked.softmax(dim=-1) @ x
+    weights = masked.softmax(dim=-1)
+    out = weights @ x
+    trace = active_trace()
+    if trace is not None:
+        trace.mixed(x, out, weights)
+    return out
 
 
 # -- masking, sampling and merging (DynamicViT, ATS, ToMe) ------------------------------------
@@ -203,15 +247,20 @@ def bipartite_merge(x: Tensor, size: Tensor, metric: Tensor, r: int) -> tuple[Te
 
     def merge(t: Tensor, s: Tensor) -> Tensor:
         a, b = t[:, 1::2], t[:, 0::2]
-        return b * s[:, 0::2] + into_b @ (gather_tokens(a, src) * gather_tokens(s[:, 1::2], src))
+        return b * s[:, 0::2] + into_b @ (_gather(a, src) * _gather(s[:, 1::2], src))
 
     def with_unmerged(t: Tensor, merged_b: Tensor) -> Tensor:
-        return merged_b if keep_a is None else torch.cat([gather_tokens(t[:, 1::2], keep_a), merged_b], dim=1)
+        return merged_b if keep_a is None else torch.cat([_gather(t[:, 1::2], keep_a), merged_b], dim=1)
 
-    new_size_b = size[:, 0::2] + into_b @ gather_tokens(size[:, 1::2], src)
+    new_size_b = size[:, 0::2] + into_b @ _gather(size[:, 1::2], src)
     denom = new_size_b.clamp(min=1e-6)
     new_x = with_unmerged(x, merge(x, size) / denom)
     new_metric = with_unmerged(metric, merge(metric, size) / denom)
+    trace = active_trace()
+    if trace is not None:
+        # The round is linear in the tokens: applied to the identity it yields its own matrix.
+        eye = torch.eye(n, dtype=x.dtype, device=x.device).expand(x.shape[0], -1, -1)
+        trace.mixed(x, new_x, with_unmerged(eye, merge(eye, size) / denom))
     return new_x, with_unmerged(size, new_size_b), new_metric
 
 

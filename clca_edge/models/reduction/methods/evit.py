@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..base import ReduceInput, ReduceOutput, gather_optional
-from ..functional import fuse_dropped, gather_tokens, keep_count
+from ..functional import concat_tokens, fuse_dropped, gather_tokens, keep_count
 from ..registry import register_reducer
 from .topk import TopKReducer
 
@@ -20,7 +20,7 @@ class EViTReducer(TopKReducer):
         scores, idx = self.select(inp)
         kept = gather_tokens(inp.x, idx)
         fused = fuse_dropped(inp.x, scores, idx)
-        x = torch.cat([kept, fused], dim=1)
+        x = concat_tokens([kept, fused])
         size = gather_optional(inp.size, idx)
         if size is not None:
             # The fused token stands for every dropped token.
