@@ -47,7 +47,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..core.confidence import ConfidenceCalibration
 from ..core.errors import BundleError
+from ..core.image_stats import QualityReference
 from ..core.preprocess import PreprocessSpec
 from .reference import ReferenceSet
 
@@ -479,6 +481,11 @@ class Manifest(ManifestRecord):
     default_engine: Optional[str] = None
     default_engine_verified: Optional[bool] = None
     torch_tensorrt: Dict[str, TorchTrtModule] = field(default_factory=dict)
+    # Temperature scaling fitted at deploy (None: bundle from before it; the runtime uses T = 1).
+    confidence: Optional[ConfidenceCalibration] = None
+    # The training images' statistics the capture quality guard judges frames against (None: bundle
+    # from before it; the guard then has no out-of-distribution check).
+    quality_reference: Optional[QualityReference] = None
     # Held-out images + fp32 logits the device self-check runs every backend/precision on before it
     # classifies (bundle/reference.py; None: bundle from before it, the check is skipped).
     reference: Optional[ReferenceSet] = None

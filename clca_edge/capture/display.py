@@ -26,7 +26,8 @@ class FpsMeter:
 
 
 class LivePanel:
-    """A rich table refreshed a few times a second: last decision, top-k, FPS, latencies, counts."""
+    """A rich table refreshed a few times a second: last decision (or refused frame and why), top-k,
+    FPS, latencies, class counts and refusals."""
 
     def __init__(self, console, title: str):
         from rich.live import Live
@@ -51,15 +52,23 @@ class LivePanel:
         if record is None:
             t.add_row("status", "waiting for frames...")
             return t
-        t.add_row("frame", str(record["frame"]))
-        style = "yellow" if record["class"] == "uncertain" else "green"
-        t.add_row("class", f"[{style}]{record['class']}[/] ({record['confidence']:.2f})")
-        t.add_row("top-k", ", ".join(f"{d['class']} {d['conf']:.2f}" for d in record["topk"]))
         lat = record["latency_ms"]
-        t.add_row("latency ms", f"grab {lat['grab']:.1f} / pre {lat['preprocess']:.1f} / infer {lat['infer']:.1f}")
+        if record["type"] == "refused":
+            t.add_row("frame", f"source frame {record['source_frame']}")
+            t.add_row("class", f"[red]refused: {', '.join(record['reasons'])}[/] (not classified)")
+            t.add_row("measures", ", ".join(f"{k} {v:g}" for k, v in record["measures"].items()))
+            t.add_row("latency ms", f"grab {lat['grab']:.1f} / pre {lat['preprocess']:.1f}")
+        else:
+            t.add_row("frame", str(record["frame"]))
+            style = "yellow" if record["class"] == "uncertain" else "green"
+            t.add_row("class", f"[{style}]{record['class']}[/] ({record['confidence']:.2f})")
+            t.add_row("top-k", ", ".join(f"{d['class']} {d['conf']:.2f}" for d in record["topk"]))
+            t.add_row("latency ms", f"grab {lat['grab']:.1f} / pre {lat['preprocess']:.1f} / infer {lat['infer']:.1f}")
         t.add_row("fps", f"{self.fps.fps:.1f}")
         t.add_row("backend", f"{record['backend']} ({record['precision']})")
         t.add_row("counts", ", ".join(f"{c}: {n}" for c, n in summary.class_counts.most_common(5)))
+        t.add_row("refused", f"{summary.refused}" + (" (" + ", ".join(
+            f"{r}: {n}" for r, n in summary.refused_reasons.most_common()) + ")" if summary.refused else ""))
         t.add_row("camera", f"lost {summary.camera_lost}, reconnected {summary.reconnected}, stalls {summary.stalls}")
         return t
 
@@ -84,8 +93,12 @@ class OverlayWindow:
 
         self.fps.tick()
         img = bgr.copy()
-        text = f"{record['class']} {record['confidence']:.2f}  {self.fps.fps:.1f} fps"
-        colour = (0, 200, 255) if record["class"] == "uncertain" else (0, 220, 0)
+        if record["type"] == "refused":
+            text = f"refused: {record['reason']}  {self.fps.fps:.1f} fps"
+            colour = (0, 0, 255)
+        else:
+            text = f"{record['class']} {record['confidence']:.2f}  {self.fps.fps:.1f} fps"
+            colour = (0, 200, 255) if record["class"] == "uncertain" else (0, 220, 0)
         cv2.putText(img, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 4, cv2.LINE_AA)
         cv2.putText(img, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, colour, 2, cv2.LINE_AA)
         try:

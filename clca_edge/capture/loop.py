@@ -17,10 +17,11 @@ from ..core.errors import ConfigError, SourceError
 from ..runtime.backends import Classifier, Fallback
 from ..runtime.decision import Smoother, softmax, top_k
 from ..runtime.model import RuntimeModel
-from ..core.preprocess import preprocess
+from ..core.preprocess import normalize, preprocess, resize_center_crop
 from .fieldlog import FieldLog
 from .frames import FrameSaver
 from .grabber import LatestFrameGrabber, ReadAhead, ReconnectPolicy
+from .quality import QualityConfig, QualityGuard
 from .sources import Frame, FrameSource
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class CaptureConfig:
     open_timeout_s: float = 30.0        # a live source that never opens within this is an error
     poll_s: float = 0.25                # how often the loop wakes while waiting for a frame
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    quality: QualityConfig = field(default_factory=QualityConfig)   # the frame-quality guard
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -78,6 +80,8 @@ class Summary:
     frames: int = 0
     class_counts: Counter = field(default_factory=Counter)
     uncertain: int = 0
+    refused: int = 0                 # frames the quality guard would not let the model judge
+    refused_reasons: Counter = field(default_factory=Counter)   # by first reason
     fallbacks: list[dict] = field(default_factory=list)
     self_checks: list[dict] = field(default_factory=list)   # device self-checks at start (runtime.selfcheck)
     dropped: int = 0                 # live frames replaced by a newer one before being looked at
@@ -101,6 +105,7 @@ class Summary:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["class_counts"] = dict(self.class_counts.most_common())
+        d["refused_reasons"] = dict(self.refused_reasons.most_common())
         d["fps"] = round(self.fps, 3)
         d["duration_s"] = round(self.duration_s, 3)
         return d
@@ -146,14 +151,43 @@ def _ms(a: float, b: float) -> float:
     return round((b - a) * 1000.0, 3)
 
 
+def _refuse(frame: Frame, summary: Summary, flog: FieldLog, common: dict, saver: Optional[FrameSaver],
+            grab_ms: float, t0: float, t1: float, live: bool) -> dict:
+    """Log a frame the quality guard refused (never a class), count it, save it if frames are kept
+    (``--save-frames uncertain|all``: a person should see what was refused)."""
+    verdict = frame.quality
+    record = {"type": "refused", "source_frame": frame.seq, **common, "reason": verdict.reason,
+              "reasons": list(verdict.reasons), "measures": verdict.measures_dict(),
+              "latency_ms": {"grab": grab_ms, "preprocess": frame.prep_ms, "total": _ms(t0, time.monotonic())}}
+    if frame.name:
+        record["file"] = frame.name
+    if live:
+        record["frame_age_ms"] = _ms(frame.t, t1)
+    if saver is not None and saver.wants(True):
+        saved = saver.save(frame.bgr, f"refused_{frame.seq:08d}_{verdict.reason}")
+        if saved is not None:
+            record["saved"] = str(saved)
+        elif summary.frames_stopped is None:
+            summary.frames_stopped = saver.stopped_reason
+            flog.write({"type": "frames_stopped", "reason": saver.stopped_reason, "frame": summary.frames})
+    flog.write(record)
+    summary.refused += 1
+    summary.refused_reasons[verdict.reason] += 1
+    return record
+
+
 def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource, flog: FieldLog,
                 config: CaptureConfig = CaptureConfig(), saver: Optional[FrameSaver] = None,
                 fallbacks: tuple[Fallback, ...] = (), stop: Optional[StopRequest] = None,
                 on_record: Optional[Callable[[dict, Summary, Any], bool]] = None,
                 checks: Sequence[Any] = ()) -> Summary:
     """Run until the source ends, a limit is reached or ``stop`` is set; returns the summary (also
-    logged as the last record). ``on_record(record, summary, bgr)`` sees every decision (live
-    panel, overlay); returning False asks the loop to stop.
+    logged as the last record). ``on_record(record, summary, bgr)`` sees every decision and every
+    refused frame (live panel, overlay); returning False asks the loop to stop.
+
+    The quality guard (``config.quality``) measures each due frame's model-size crop on the thread
+    that preprocesses it (the reader thread for files); a frame it refuses is not classified: it is
+    logged as a ``refused`` record with its reason and measures, and counted in the summary.
 
     ``checks`` (``Selection.checks``): the device self-checks run when the classifier was chosen,
     each logged as a ``selfcheck`` record after the start (a failed one says why a variant was
@@ -164,8 +198,17 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
                       self_checks=[{k: v for k, v in c.to_dict().items() if k != "key"} for c in checks])
     common = {"source": source.description, "backend": classifier.backend,
               "precision": classifier.precision, "bundle_sha": model.sha}
+    guard = QualityGuard.for_bundle(model.quality_reference, config.quality)
+    if guard is None:
+        log.info("quality guard off: every frame is classified")
+    else:
+        for note in guard.notes:
+            log.log(logging.WARNING if "no quality_reference" in note or "ignored" in note else logging.INFO,
+                    "quality guard: %s", note)
     flog.write({"type": "start", **common, "classes": len(model.class_names),
-                "config": {k: v for k, v in asdict(config).items() if k != "reconnect"}})
+                "config": {k: v for k, v in asdict(config).items() if k not in ("reconnect", "quality")},
+                "quality": guard.describe() if guard is not None else {"enabled": False},
+                "temperature": model.temperature})
     for fb in fallbacks:
         flog.write({"type": "fallback", **fb.to_dict(), "used": classifier.backend})
     for check in checks:
@@ -188,14 +231,28 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
             elif ev.event == "stalled":
                 summary.stalls += 1
 
+    def prepare_input(frame: Frame) -> None:
+        """Quality check and model input of a due frame, on whichever thread runs it: the crop
+        the model would see is measured, and normalised only if the guard lets it through."""
+        t = time.monotonic()
+        if guard is None:
+            frame.x = preprocess(frame.bgr, model.spec, bgr=True)
+        else:
+            if frame.bgr.ndim != 3 or frame.bgr.shape[2] != 3:
+                raise ValueError(f"expected a colour image (H, W, 3), got shape {frame.bgr.shape}")
+            crop = resize_center_crop(frame.bgr, model.spec)
+            frame.quality = guard.check(crop, bgr=True)
+            if frame.quality.ok:
+                frame.x = normalize(crop, model.spec, bgr=True)
+        frame.prep_ms = _ms(t, time.monotonic())
+
     def prepare(frame: Frame) -> Frame:
-        """Trigger and preprocess on the reader thread (recorded sources: nothing is dropped, so
-        the trigger sees the same frames in the same order as it would in the loop)."""
+        """Trigger, quality check and preprocessing on the reader thread (recorded sources:
+        nothing is dropped, so the trigger sees the same frames in the same order as it would in
+        the loop)."""
         frame.due = trigger.due(frame)
         if frame.due:
-            t = time.monotonic()
-            frame.x = preprocess(frame.bgr, model.spec, bgr=True)
-            frame.prep_ms = _ms(t, time.monotonic())
+            prepare_input(frame)
         return frame
 
     if source.live:
@@ -234,14 +291,18 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
                 summary.not_triggered += 1
                 continue
             t1 = time.monotonic()
+            if frame.x is None and frame.quality is None:   # live frames: prepared here
+                prepare_input(frame)
+            if frame.quality is not None and not frame.quality.ok:
+                record = _refuse(frame, summary, flog, common, saver, grab_ms, t0, t1, live=grabber is not None)
+                if on_record is not None and on_record(record, summary, frame.bgr) is False:
+                    stop.set("stop requested by the display")
+                continue
             x = frame.x
-            if x is None:
-                x = preprocess(frame.bgr, model.spec, bgr=True)
-                frame.prep_ms = _ms(t1, time.monotonic())
             t2 = time.monotonic()
             logits = classifier.logits(x)
             t3 = time.monotonic()
-            probs = softmax(logits)
+            probs = softmax(logits, model.temperature)
             decision = smoother.update(probs)
             index = summary.frames
             saved = None
@@ -264,6 +325,8 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
                 record["frame_age_ms"] = _ms(frame.t, t1)
             if saved is not None:
                 record["saved"] = str(saved)
+            if frame.quality is not None:
+                record["quality"] = frame.quality.measures_dict()
             flog.write(record)
             summary.frames += 1
             summary.class_counts[decision.label] += 1

@@ -35,10 +35,12 @@ TOO_DARK, OVEREXPOSED, BLURRED, OUT_OF_DISTRIBUTION = "too_dark", "overexposed",
 REASONS = (TOO_DARK, OVEREXPOSED, BLURRED, OUT_OF_DISTRIBUTION)
 
 # Defaults without a reference (and the limits a reference may only widen): a crop darker than
-# 10% or brighter than 90% mean grey, or with more than half its pixels clipped, is not judged.
+# 10% or brighter than 90% mean grey, with more than half its pixels black or more than 30% blown
+# out, is not judged.
 MIN_LUMINANCE = 0.10
 MAX_LUMINANCE = 0.90
-MAX_CLIPPED = 0.5
+MAX_DARK_CLIPPED = 0.5
+MAX_BRIGHT_CLIPPED = 0.3
 # Without a reference only a heavy blur is caught (Laplacian variance of the model-size crop).
 MIN_SHARPNESS_ABSOLUTE = 5.0
 # With a reference: 1/4 of the 5th percentile of the training images' sharpness, and 1.5x the 99th
@@ -96,15 +98,15 @@ def derive_thresholds(reference: Optional[QualityReference], config: QualityConf
     from (logged once, written to the capture's start record)."""
     notes: list[str] = []
     if reference is None:
-        lum_lo, lum_hi, dark, bright, sharp, ood = (MIN_LUMINANCE, MAX_LUMINANCE, MAX_CLIPPED, MAX_CLIPPED,
-                                                    MIN_SHARPNESS_ABSOLUTE, None)
+        lum_lo, lum_hi, dark, bright, sharp, ood = (MIN_LUMINANCE, MAX_LUMINANCE, MAX_DARK_CLIPPED,
+                                                    MAX_BRIGHT_CLIPPED, MIN_SHARPNESS_ABSOLUTE, None)
         notes.append("the bundle has no quality_reference (deployed before the quality guard): absolute "
                      "exposure and blur limits, no out_of_distribution check; re-run deploy to get them")
     else:
         lum_lo = min(MIN_LUMINANCE, 0.5 * reference.luminance["p1"])
         lum_hi = _widened(MAX_LUMINANCE, reference.luminance["p99"])
-        dark = _widened(MAX_CLIPPED, reference.dark_fraction["p99"])
-        bright = _widened(MAX_CLIPPED, reference.bright_fraction["p99"])
+        dark = _widened(MAX_DARK_CLIPPED, reference.dark_fraction["p99"])
+        bright = _widened(MAX_BRIGHT_CLIPPED, reference.bright_fraction["p99"])
         sharp = SHARPNESS_FACTOR * reference.sharpness["p5"]
         ood = OOD_FACTOR * reference.ood_distance["p99"] if reference.has_colour else None
         notes.append(f"thresholds derived from the bundle's {reference.images} reference images")

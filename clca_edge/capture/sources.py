@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -103,6 +103,7 @@ class Frame:
     x: Optional[np.ndarray] = None  # model input, when the reader thread already preprocessed it
     prep_ms: float = 0.0     # time that preprocessing took (on whichever thread did it)
     due: bool = True         # False: the trigger skipped it (decided on the reader thread)
+    quality: Optional[Any] = None   # capture.quality.Verdict once the quality guard measured it
 
 
 class FrameSource:

@@ -75,11 +75,30 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
             continue
         worst = ", ".join(c for c, _ in v.worst) or "none in particular"
         click.echo(f"REJECTED: {v.name} drops {v.drop:.2f} points (> {max_drop}); worst classes: {worst}", err=True)
+    _print_field_stats(con, report)
     con.print(f"default variant: [bold]{report.default_variant}[/]")
     if report.tar:
         con.print(f"archive: {report.tar} (verified)")
     if report.engines is not None:
         _print_engines(con, report.engines)
+
+
+def _print_field_stats(con, report) -> None:
+    """The temperature (and the calibration error it fixes) and the capture quality reference."""
+    c = report.confidence
+    if c is not None:
+        cv = f", cross-validated {c.ece_after_cv:.3f}" if c.ece_after_cv is not None else ""
+        bound = " [yellow](at its bound: too few or too easy eval images to pin it down)[/]" if c.at_bound else ""
+        con.print(f"confidence: temperature {c.temperature:.3f} fitted on {c.images} eval images; "
+                  f"ECE ({c.bins} bins) {c.ece_before:.3f} -> {c.ece_after:.3f}{cv}{bound}", highlight=False)
+    q = report.quality_reference
+    if q is None:
+        con.print("[yellow]quality reference: none[/] (capture judges exposure and blur only)", highlight=False)
+    else:
+        ood = (f", colour distance p99 {q.ood_distance['p99']:.2f}" if q.has_colour
+               else " (too few for the colour check)")
+        con.print(f"quality reference: {q.images} training images, sharpness p5 {q.sharpness['p5']:.1f}{ood}",
+                  highlight=False)
 
 
 def _print_engines(con, report) -> None:

@@ -69,21 +69,66 @@ def backend_options(fn):
     return fn
 
 
+def quality_options(fn):
+    """The frame-quality guard's options, shared by predict (flags) and capture (refuses)."""
+    for opt in reversed([
+        click.option("--quality", "quality", type=click.Choice(["on", "off"]), default="on", show_default=True,
+                     help="Frame-quality guard: too dark, overexposed, blurred or out of distribution "
+                          "(thresholds from the bundle's training-image statistics)."),
+        click.option("--min-luminance", type=click.FloatRange(0, 1), default=None,
+                     help="Refuse a crop whose mean grey level (0..1) is below this "
+                          "[default: from the bundle, <= 0.1]."),
+        click.option("--max-luminance", type=click.FloatRange(0, 1), default=None,
+                     help="Refuse a crop whose mean grey level (0..1) is above this "
+                          "[default: from the bundle, >= 0.9]."),
+        click.option("--min-sharpness", type=click.FloatRange(min=0), default=None,
+                     help="Refuse a crop whose Laplacian variance is below this; 0: no blur check "
+                          "[default: 1/4 of the training images' 5th percentile]."),
+        click.option("--max-ood", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Refuse a crop whose colour statistics are further than this (Mahalanobis) from the "
+                          "training images'; inf: no such check [default: 1.5x their own 99th percentile]."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood):
+    from ..capture.quality import QualityConfig
+
+    return QualityConfig(enabled=quality == "on", min_luminance=min_luminance, max_luminance=max_luminance,
+                         min_sharpness=min_sharpness, max_ood=max_ood)
+
+
+def _describe_guard(guard) -> str:
+    if guard is None:
+        return "quality guard off"
+    t = guard.thresholds
+    ood = "no OOD check" if t.max_ood is None else f"OOD <= {t.max_ood:.2f}"
+    return (f"quality guard: luminance {t.min_luminance:.2f}..{t.max_luminance:.2f}, sharpness >= "
+            f"{t.min_sharpness:.1f}, {ood}" + "".join(f"; {n}" for n in guard.notes))
+
+
 @main.command()
 @backend_options
+@quality_options
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @reports_errors
-def predict(bundle, backend, precision, threads, top_k, force_variant, paths, as_json):
+def predict(bundle, backend, precision, threads, top_k, force_variant, quality, min_luminance, max_luminance,
+            min_sharpness, max_ood, paths, as_json):
     """Classify image files, folders (recursively) and globs with a deploy bundle.
 
-    Unreadable images are reported and skipped. Exit 0 if at least one image was classified,
-    7 if none could be."""
+    Unreadable images are reported and skipped. Images the quality guard would refuse in capture
+    are still classified, and flagged with the reason. Exit 0 if at least one image was
+    classified, 7 if none could be."""
+    from ..capture.quality import QualityGuard
     from ..core.errors import NoInputError
     from ..runtime.predict import expand_inputs, predict_files
 
+    qconfig = _quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood)
     model, sel = _open_runtime(bundle, backend, precision, threads, force_variant)
     top_k = _clamp_top_k(top_k, model)
+    guard = QualityGuard.for_bundle(model.quality_reference, qconfig)
     try:
         inputs = expand_inputs(paths)
         con = _err_console()
@@ -91,7 +136,8 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, paths, as
             con.print(f"[yellow]warning[/]: {arg!r} matches no image file", highlight=False)
         if not inputs.files:
             raise NoInputError(f"no image files found in {', '.join(map(repr, paths))}")
-        results = list(predict_files(model, sel.classifier, inputs.files, top_k))
+        results = list(predict_files(model, sel.classifier, inputs.files, top_k,
+                                     judge=guard.check if guard is not None else None))
     finally:
         sel.classifier.close()   # frees the engine / session (GPU memory) before printing
     ok = [r for r in results if r.topk is not None]
@@ -100,6 +146,9 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, paths, as
         click.echo(json.dumps({
             "backend": sel.classifier.backend, "precision": sel.classifier.precision, "bundle_sha": model.sha,
             "fallbacks": [f.to_dict() for f in sel.fallbacks], "self_check": [c.to_dict() for c in sel.checks],
+            "temperature": model.temperature,
+            "quality": guard.describe() if guard is not None else {"enabled": False},
+            "flagged": sum(r.flagged for r in ok),
             "predictions": [r.to_dict() for r in ok], "skipped": [r.to_dict() for r in bad]}, indent=2))
     else:
         from rich.table import Table
@@ -108,10 +157,20 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, paths, as
         table.add_column("file")
         for i in range(top_k):
             table.add_column(f"top-{i + 1}")
+        if guard is not None:
+            table.add_column("quality")
         for r in ok:
             cells = [f"{c} {p:.3f}" for c, p in r.topk]
-            table.add_row(str(r.path), *cells, *[""] * (top_k - len(cells)))
+            flag = []
+            if guard is not None:
+                flag = [f"[yellow]flagged: {', '.join(r.quality['reasons'])}[/]" if r.flagged else "ok"]
+            table.add_row(str(r.path), *cells, *[""] * (top_k - len(cells)), *flag)
         console().print(table)
+        con.print(_describe_guard(guard), highlight=False)
+    flagged = sum(r.flagged for r in ok)
+    if flagged:
+        con.print(f"[yellow]{flagged} of {len(ok)} image(s) flagged by the quality guard[/] (classified anyway; "
+                  "capture would refuse them)", highlight=False)
     for r in bad:
         con.print(f"[red]skipped[/] {r.path}: {r.error}", highlight=False)
     if bad:
@@ -122,6 +181,7 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, paths, as
 
 @main.command()
 @backend_options
+@quality_options
 @click.option("--camera", type=click.IntRange(min=0), default=None, help="Camera index (V4L2 /dev/videoN).")
 @click.option("--source", default=None,
               help="/dev/videoN, csi://N, rtsp://..., a video file, an image folder or a glob.")
@@ -137,9 +197,9 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, paths, as
               help="Average probabilities over the last N classified frames.")
 @click.option("--min-conf", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Below this smoothed confidence the decision is 'uncertain'.")
-@click.option("--run-dir", type=click.Path(), default="runs/capture", show_default=True,
+@click.option("--run-dir", type=click.Path(file_okay=False), default="runs/capture", show_default=True,
               help="Each run gets a timestamped folder here (log, saved frames).")
-@click.option("--log", "log_path", type=click.Path(), default=None,
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
               help="Field log path (default: RUN_FOLDER/log.jsonl or log.sqlite). Appended to if it exists.")
 @click.option("--log-format", type=click.Choice(["jsonl", "sqlite"]), default="jsonl", show_default=True)
 @click.option("--save-frames", type=click.Choice(["none", "uncertain", "all"]), default="none", show_default=True)
@@ -157,13 +217,16 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, paths, as
 @click.option("--reconnect-max", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Longest wait between reconnection attempts (back-off doubles from 0.5 s).")
 @reports_errors
-def capture(bundle, backend, precision, threads, top_k, force_variant, camera, source, width, height, fps, every, interval,
+def capture(bundle, backend, precision, threads, top_k, force_variant, quality, min_luminance, max_luminance,
+            min_sharpness, max_ood, camera, source, width, height, fps, every, interval,
             max_frames, duration, smooth, min_conf, run_dir, log_path, log_format, save_frames, max_disk_mb,
             min_free_mb, show, live, open_timeout, stall_timeout, reconnect_max):
     """Classify what a camera (or a video, or images) sees, and log every decision durably.
 
     Runs headless until the source ends, --max-frames/--duration, or SIGINT/SIGTERM (clean stop
-    with a summary). Camera loss: reconnect with back-off, the run goes on."""
+    with a summary). Camera loss: reconnect with back-off, the run goes on. Frames the quality
+    guard refuses (too dark, overexposed, blurred, out of distribution) are logged with the
+    reason, never classified."""
     from ..capture.frames import FrameSaveConfig
     from ..capture.grabber import ReconnectPolicy
     from ..capture.loop import CaptureConfig
@@ -177,7 +240,8 @@ def capture(bundle, backend, precision, threads, top_k, force_variant, camera, s
                            timeout_s=policy.lost_after_s)
     config = CaptureConfig(top_k=top_k, every=every, interval_s=interval, max_frames=max_frames,
                            duration_s=duration, smooth=smooth, min_conf=min_conf, open_timeout_s=open_timeout,
-                           reconnect=policy)
+                           reconnect=policy,
+                           quality=_quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood))
     save_cfg = FrameSaveConfig(policy=save_frames, max_disk_mb=max_disk_mb, min_free_mb=min_free_mb)
     model, sel = _open_runtime(bundle, backend, precision, threads, force_variant)
     if top_k > len(model.class_names):
@@ -215,6 +279,9 @@ def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, l
         raise
     con = _err_console()
     con.print(f"capture: {src_cfg.kind} {src_cfg.uri} -> {log_file} ({sel.classifier.describe()})", highlight=False)
+    from ..capture.quality import QualityGuard
+
+    con.print(_describe_guard(QualityGuard.for_bundle(model.quality_reference, config.quality)), highlight=False)
 
     overlay = OverlayWindow() if show else None
     use_live = sys.stdout.isatty() if live is None else live
@@ -255,6 +322,8 @@ def _print_summary(summary, log_file: Path) -> None:
     t.add_row("stopped by", summary.stop_reason)
     t.add_row("frames classified", f"{summary.frames} in {summary.duration_s:.1f} s ({summary.fps:.1f} fps)")
     t.add_row("classes", ", ".join(f"{c}: {n}" for c, n in summary.class_counts.most_common()) or "-")
+    reasons = ", ".join(f"{r}: {n}" for r, n in summary.refused_reasons.most_common())
+    t.add_row("refused (quality)", f"{summary.refused} ({reasons})" if summary.refused else "0")
     t.add_row("backend", f"{summary.backend} ({summary.precision})")
     t.add_row("fallbacks", "; ".join(f"{f['backend']}: {f['reason']}" for f in summary.fallbacks) or "none")
     t.add_row("self-check", "; ".join(f"{c['backend']} {c['precision']}: {c['status']}"

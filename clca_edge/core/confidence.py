@@ -152,7 +152,8 @@ class ConfidenceCalibration:
                        prior_sigma=float(d.get("prior_sigma", PRIOR_SIGMA)),
                        at_bound=bool(d.get("at_bound", False)), fitted_on=str(d.get("fitted_on", "")))
         except (KeyError, TypeError, ValueError) as e:
-            raise BundleError(f"the bundle's confidence calibration is malformed ({e}); re-run clca-edge deploy") from None
+            raise BundleError(f"the bundle's confidence calibration is malformed ({e}); "
+                              "re-run clca-edge deploy") from None
 
 
 def _cv_ece(logits: np.ndarray, labels: np.ndarray, bounds: tuple, prior_sigma: float, folds: int, bins: int
@@ -179,7 +180,8 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, bounds: tuple = TEMPERATUR
     at_bound = bool(t <= bounds[0] * 1.1 or t >= bounds[1] / 1.1)
     return ConfidenceCalibration(
         temperature=t, images=len(labels), ece_before=ece(softmax(logits), labels, bins),
-        ece_after=ece(softmax(logits, t), labels, bins), ece_after_cv=_cv_ece(logits, labels, bounds, prior_sigma, CV_FOLDS, bins),
+        ece_after=ece(softmax(logits, t), labels, bins),
+        ece_after_cv=_cv_ece(logits, labels, bounds, prior_sigma, CV_FOLDS, bins),
         nll_before=nll(logits, labels), nll_after=nll(logits, labels, t), bins=bins, bounds=tuple(bounds),
         prior_sigma=prior_sigma,
         at_bound=at_bound, fitted_on=fitted_on)

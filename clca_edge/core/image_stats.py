@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import BundleError
 
-# A pixel is clipped dark at grey <= DARK_LEVEL, clipped bright with any channel >= BRIGHT_LEVEL.
+# A pixel is clipped dark at grey <= DARK_LEVEL, clipped bright with two channels >= BRIGHT_LEVEL.
 DARK_LEVEL = 8
 BRIGHT_LEVEL = 250
 # The colour features, in this order (RGB, 0..1 scale).
@@ -31,11 +31,15 @@ MIN_OOD_IMAGES = 10
 REFERENCE_VERSION = 1
 
 
+_GREY_RGB = np.array([[0.299, 0.587, 0.114]], np.float32)
+_GREY_BGR = _GREY_RGB[:, ::-1].copy()
+
+
 @dataclass(frozen=True)
 class ImageMeasures:
     luminance: float          # mean grey level, 0..1
     dark_fraction: float      # fraction of pixels at grey <= DARK_LEVEL
-    bright_fraction: float    # fraction of pixels with a channel >= BRIGHT_LEVEL (saturated)
+    bright_fraction: float    # fraction of pixels with two or three channels >= BRIGHT_LEVEL (saturated)
     sharpness: float          # variance of the Laplacian of the grey image (8-bit units)
     colour: tuple             # COLOUR_FEATURES values
 
@@ -51,22 +55,25 @@ def measure(img: np.ndarray, bgr: bool = False) -> ImageMeasures:
 
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected a colour image (H, W, 3), got shape {img.shape}")
-    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)
+    # OpenCV's grey weights (BT.601) as one matrix product: no colour conversion call (capture
+    # frames make no colour round trips) and the same value as cvtColor to rounding.
+    grey = cv2.transform(img, _GREY_BGR if bgr else _GREY_RGB)
     n = float(grey.size)
     lap = cv2.Laplacian(grey, cv2.CV_32F)
     _, lap_std = cv2.meanStdDev(lap)
     mean, std = cv2.meanStdDev(img)
-    # A pixel with any channel at the ceiling has lost information (an overexposed green leaf
-    # saturates G long before its grey level reaches the top).
+    # A pixel whose middle channel is at the ceiling has lost information although its grey level
+    # may not be (an overexposed green leaf saturates G and R long before grey reaches the top); one
+    # saturated channel alone is a strongly coloured object (a red fruit), not overexposure.
     c0, c1, c2 = cv2.split(img)
-    brightest = cv2.max(cv2.max(c0, c1), c2)
+    middle = cv2.max(cv2.min(c0, c1), cv2.min(cv2.max(c0, c1), c2))
     mean, std = mean.ravel() / 255.0, std.ravel() / 255.0
     if bgr:
         mean, std = mean[::-1], std[::-1]
     return ImageMeasures(
         luminance=float(cv2.mean(grey)[0]) / 255.0,
         dark_fraction=float(np.count_nonzero(grey <= DARK_LEVEL)) / n,
-        bright_fraction=float(np.count_nonzero(brightest >= BRIGHT_LEVEL)) / n,
+        bright_fraction=float(np.count_nonzero(middle >= BRIGHT_LEVEL)) / n,
         sharpness=float(lap_std[0, 0]) ** 2,
         colour=tuple(float(v) for v in (*mean, *std)))
 

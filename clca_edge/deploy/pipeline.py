@@ -10,18 +10,19 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import shutil
+import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .. import __version__
-from ..core.errors import ClcaEdgeError, ConfigError, ExportError
+from ..core.errors import ClcaEdgeError, ConfigError, ExportError, OutputError
 from ..bundle import (LABELS_NAME, PREPROCESS_NAME, AccuracyRecord, CalibrationRecord, CheckpointRef, GateRecord,
                       Manifest, Status, TensorSpec, VariantRecord, WorstClass, load_bundle, write_manifest)
 from ..engines.tensorrt import trtexec_command
-from ..core.outputs import replace_dir
 from .calibration import CalibrationConfig
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model
 CALIB_MANIFEST = "calibration/manifest.json"
 
 
-# Where the bundle goes and what --force may replace: deploy/output.py (re-exported for callers).
-from .output import BundleExistsError, check_out, pack_tar, tar_path, temp_bundle_dir  # noqa: E402,F401
+class BundleExistsError(OutputError):
+    """--out exists and --force was not given (or it is not a bundle clca-edge may replace)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ class DeployReport:
     calib_images: int
     calib_excluded: int
     engines: Any = None
+    confidence: Any = None          # core.confidence.ConfidenceCalibration (temperature, ECE before/after)
+    quality_reference: Any = None   # core.image_stats.QualityReference of the training images
 
     @property
     def rejected(self) -> list[VariantReport]:
@@ -103,29 +106,60 @@ def _tensorrt_available() -> bool:
     return importlib.util.find_spec("tensorrt") is not None
 
 
+def _prepare_out(config: DeployConfig) -> Path:
+    out = Path(config.out)
+    if out.exists() and not config.force:
+        raise BundleExistsError(f"{out} already exists; pass --force to replace it or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a folder; choose another --out")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise OutputError(f"cannot write the bundle under {parent} ({e.strerror}); choose a writable --out") from None
+
+
+def _finish(tmp: Path, out: Path, force: bool) -> None:
+    old = None
+    if out.exists() and force:
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def pack_tar(folder: Path, tar_path: Path) -> Path:
+    tmp = tar_path.with_name(f".{tar_path.name}.tmp")
+    with tarfile.open(tmp, "w") as tf:
+        tf.add(folder, arcname=folder.name)
+    os.replace(tmp, tar_path)
+    return tar_path
+
+
 def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] = None) -> DeployReport:
     say = progress or (lambda msg: log.info(msg))
     from ..training.checkpoint import find_checkpoint, load_checkpoint
     from ..runtime.scoring import eval_set
 
-    # Before any work: a refused --out costs nothing and nothing at it is touched.
-    check_out(Path(config.out), config.force, config.tar, Path(config.checkpoint), config.calib_data,
-              config.eval_data)
     ckpt = find_checkpoint(config.checkpoint)
     model, meta = load_checkpoint(ckpt)
     classes = list(meta.class_names)
     data = eval_set(config.eval_data, classes)
-    tmp = temp_bundle_dir(Path(config.out))
+    tmp = _prepare_out(config)
     try:
         report = _build(config, tmp, model, meta, ckpt, data, say)
-        replace_dir(tmp, Path(config.out))
+        _finish(tmp, Path(config.out), config.force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     report.bundle = Path(config.out)
     load_bundle(report.bundle)  # verifies every hash we just wrote
     if config.tar:
-        report.tar = pack_tar(report.bundle, tar_path(Path(config.out)))
+        report.tar = pack_tar(report.bundle, Path(str(config.out).rstrip("/") + ".tar"))
         with tempfile.TemporaryDirectory(prefix="clca-verify-") as d:
             load_bundle(report.tar, extract_to=d)
     want_engines = config.build_engines
@@ -169,6 +203,7 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
     notes: list[str] = []
 
     calib_info = None
+    sample = None
     calib_sha256: set[str] = set()  # reference samples never reuse a calibration image
     if "int8" in config.precisions:
         from .quantize import CPU_QUANT_OP_TYPES, ORT_CPU_QDQ, QUANT_OP_TYPES, TENSORRT_QDQ, quantize_int8
@@ -231,7 +266,16 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         with torch.no_grad():
             return model(torch.from_numpy(x)).numpy()
 
-    res = evaluate(data, spec, runners, reference=torch_ref, reference_images=config.parity_images)
+    from .field_stats import LogitRecorder, fit_confidence
+
+    # The fp32 logits of the gate's pass are what the temperature is fitted on (no second pass).
+    fp32_logits = LogitRecorder(runners["fp32"])
+    res = evaluate(data, spec, {**runners, "fp32": fp32_logits}, reference=torch_ref,
+                   reference_images=config.parity_images)
+    skipped = set(res.skipped)
+    confidence = fit_confidence(fp32_logits, [label for p, label in data.items if p not in skipped],
+                                f"fp32 ONNX logits of {len(data.items) - len(skipped)} --eval-data images")
+    quality_ref = _quality_reference(config, classes, spec, data, sample, say)
     ref = res.accuracy["fp32"]
     reports = []
     for name, v in variants.items():
@@ -318,11 +362,39 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         notes=notes,
     )
     manifest.reference = reference
+    manifest.confidence = confidence
+    manifest.quality_reference = quality_ref
     write_manifest(tmp, manifest)
     return DeployReport(bundle=tmp, tar=None, variants=reports, default_variant=default, parity=res.parity,
                         eval_images=ref.count, eval_skipped=len(res.skipped),
                         calib_images=calib_info.images if calib_info else 0,
-                        calib_excluded=calib_info.excluded_also_in_eval if calib_info else 0)
+                        calib_excluded=calib_info.excluded_also_in_eval if calib_info else 0,
+                        confidence=confidence, quality_reference=quality_ref)
+
+
+def _quality_reference(config: DeployConfig, classes: list, spec, data, sample, say):
+    """The capture quality guard's reference: the INT8 calibration sample's images when there is
+    one (class-balanced training images, never eval ones), else a sample drawn the same way."""
+    from dataclasses import replace
+
+    from ..core.errors import DataError
+    from .calibration import sample_calibration
+    from .field_stats import quality_reference
+
+    if sample is None:
+        from ..core.files import scan_class_folders
+
+        try:
+            available = sum(len(v) for v in scan_class_folders(config.calib_data, "calibration").values())
+            cfg = replace(config.calibration, num_images=min(config.calibration.num_images, available))
+            sample = sample_calibration(config.calib_data, classes, cfg, exclude_sha256=data.sha256s(),
+                                        exclude_paths=data.resolved())
+        except DataError as e:
+            log.warning("no quality reference: cannot sample --calib-data (%s); capture will judge frames "
+                        "without the training images' statistics", e)
+            return None
+    say(f"measuring {len(sample.items)} training images for the capture quality guard")
+    return quality_reference([p for p, _, _ in sample.items], spec, f"{len(sample.items)} images of --calib-data")
 
 
 def _first_line(e: BaseException) -> str:

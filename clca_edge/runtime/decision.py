@@ -1,4 +1,5 @@
-"""From logits to a decision: softmax, top-k, smoothing over a window, abstention."""
+"""From logits to a decision: softmax (with the bundle's temperature), top-k, smoothing over a
+window, abstention."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from ..core.errors import ConfigError
 UNCERTAIN = "uncertain"
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Probabilities of softmax(logits / temperature): the bundle's fitted temperature
+    (``RuntimeModel.temperature``, 1.0 for bundles without one) makes confidences calibrated."""
     z = np.asarray(logits, dtype=np.float64)
+    if temperature != 1.0:
+        z = z / temperature
     z = np.exp(z - z.max())
     return (z / z.sum()).astype(np.float32)
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
+from ..core.confidence import ConfidenceCalibration
+from ..core.image_stats import QualityReference
 from ..core.preprocess import PreprocessSpec
 from .backends import BackendUnavailable, Classifier, ModelFiles
 
@@ -24,6 +26,11 @@ class RuntimeModel:
     spec: PreprocessSpec
     class_names: tuple[str, ...]
     sha: str
+    # Logits are divided by this before the softmax (deploy's temperature scaling; 1.0 for bundles
+    # deployed before it).
+    temperature: float = 1.0
+    # The training images' statistics the quality guard judges frames against (None: older bundle).
+    quality_reference: Optional[QualityReference] = None
     # The device self-check over the bundle's reference samples (files.self_check is its check);
     # doctor --bundle runs it uncached for every backend/precision.
     checker: Optional["SelfChecker"] = None
@@ -77,8 +84,12 @@ def load_model(path) -> RuntimeModel:
                        tuple(engine_precisions), _cpu_precision(bundle, onnx))
     checker = self_checker(bundle)
     files = dataclasses.replace(files, self_check=checker.check)
+    confidence = _section(bundle, "confidence", ConfidenceCalibration)
     return RuntimeModel(files, bundle.preprocess, tuple(bundle.labels), sha256_file(bundle.root / MANIFEST_NAME),
+                        temperature=confidence.temperature if confidence is not None else 1.0,
+                        quality_reference=_section(bundle, "quality_reference", QualityReference),
                         checker=checker)
+
 
 def self_checker(bundle) -> "SelfChecker":
     """The bundle's self-checker: its reference samples (None for a bundle from before them: every
@@ -101,3 +112,11 @@ def self_checker(bundle) -> "SelfChecker":
 
     return SelfChecker(bundle.root, ref, bundle.preprocess, model_sha256, SelfCheckCache(cache_path(bundle.root)))
 
+
+def _section(bundle, key: str, cls):
+    """The manifest's optional ``key`` section as ``cls`` (None: a bundle from before it)."""
+    m = bundle.manifest
+    value = m.get(key) if isinstance(m, dict) else getattr(m, key, None)
+    if value is None and not isinstance(m, dict):
+        value = getattr(m, "extra", {}).get(key)
+    return value if value is None or isinstance(value, cls) else cls.from_dict(value)

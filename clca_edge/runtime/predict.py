@@ -6,13 +6,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
 
 from ..core.files import glob_images, list_images
 from .backends import Classifier
 from .decision import softmax, top_k
 from .model import RuntimeModel
-from ..core.preprocess import load_rgb, preprocess
+from ..core.preprocess import load_rgb, normalize, preprocess, resize_center_crop
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +53,39 @@ class FilePrediction:
     path: Path
     topk: Optional[list[tuple[str, float]]]   # None: unreadable
     error: str = ""
+    quality: Optional[dict] = None            # the quality verdict (``Verdict.to_dict()``), when judged
+
+    @property
+    def flagged(self) -> bool:
+        return self.quality is not None and not self.quality["ok"]
 
     def to_dict(self) -> dict:
         if self.topk is None:
             return {"path": str(self.path), "error": self.error}
-        return {"path": str(self.path), "class": self.topk[0][0], "confidence": round(self.topk[0][1], 6),
-                "topk": [{"class": c, "conf": round(p, 6)} for c, p in self.topk]}
+        d = {"path": str(self.path), "class": self.topk[0][0], "confidence": round(self.topk[0][1], 6),
+             "topk": [{"class": c, "conf": round(p, 6)} for c, p in self.topk]}
+        if self.quality is not None:
+            d["quality"] = self.quality
+        return d
 
 
-def predict_files(model: RuntimeModel, classifier: Classifier, files: Sequence[Path], k: int = 3
-                  ) -> Iterator[FilePrediction]:
+def predict_files(model: RuntimeModel, classifier: Classifier, files: Sequence[Path], k: int = 3,
+                  judge: Optional[Callable[[np.ndarray], Any]] = None) -> Iterator[FilePrediction]:
+    """Top-k of each file, with the bundle's temperature. ``judge(rgb_crop) -> verdict`` (the
+    capture quality guard's ``check``) sees the model-size crop; predict classifies every readable
+    image and reports the verdict (``quality``), where capture would refuse the frame."""
     for path in files:
         rgb = load_rgb(path)
         if rgb is None:
             log.warning("skipping %s: not a readable image (corrupt, truncated or not an image)", path)
             yield FilePrediction(path, None, "unreadable image (corrupt, truncated or not an image)")
             continue
-        probs = softmax(classifier.logits(preprocess(rgb, model.spec)))
-        yield FilePrediction(path, top_k(probs, model.class_names, k))
+        quality = None
+        if judge is None:
+            x = preprocess(rgb, model.spec)
+        else:
+            crop = resize_center_crop(rgb, model.spec)
+            quality = judge(crop).to_dict()
+            x = normalize(crop, model.spec)
+        probs = softmax(classifier.logits(x), model.temperature)
+        yield FilePrediction(path, top_k(probs, model.class_names, k), quality=quality)
