@@ -19,6 +19,25 @@ from .core.errors import ClcaEdgeError
 
 # Names this command creates under --out; a rerun replaces exactly these and nothing else.
 OWNED = ("data", "run", "bundle", "capture", "heldout.avi", "summary.json")
+# Written first into --out: a folder without it (or an earlier run's summary.json) is not ours to clear.
+MARKER = ".clca-edge-quickstart"
+
+
+def _check_out(out: Path) -> None:
+    """A rerun deletes OWNED names under --out: only in a folder a quickstart made (or an empty/new one)."""
+    from .core.errors import OutputError
+    from .core.outputs import is_empty_dir, refuse_enclosing
+
+    refuse_enclosing(out, "--out")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} exists and is a file; choose a new folder")
+    if not out.is_dir() or is_empty_dir(out):
+        return
+    names = {p.name for p in out.iterdir()}
+    if (out / MARKER).is_file() or ("summary.json" in names and names <= set(OWNED)):
+        return
+    raise OutputError(f"--out {out} is not empty and was not made by `clca-edge quickstart`; a quickstart replaces "
+                      f"{', '.join(OWNED)} in its folder, so give a new or empty one")
 
 
 class StageFailed(ClcaEdgeError):
@@ -88,7 +107,9 @@ def _heldout_images(data: Path) -> list[tuple[Path, str]]:
 def run_quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print) -> QuickstartResult:
     from .data.video import write_video
 
+    _check_out(cfg.out)
     cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / MARKER).write_text("written by clca-edge quickstart; a rerun replaces " + ", ".join(OWNED) + "\n")
     for name in OWNED:
         target = cfg.out / name
         if target.is_dir():

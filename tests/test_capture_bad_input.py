@@ -90,8 +90,8 @@ def test_capture_refuses_to_append_to_a_log_of_the_other_format(bundle_dir, tmp_
 
 
 @pytest.mark.parametrize("case,code", [("not_a_database", ExitCode.OUTPUT),
-                                       ("a_folder", ExitCode.BAD_INPUT),            # click's Path check
-                                       ("run_dir_is_a_file", ExitCode.BAD_INPUT)])
+                                       ("a_folder", ExitCode.OUTPUT),
+                                       ("run_dir_is_a_file", ExitCode.OUTPUT)])
 def test_unopenable_logs_and_run_folders_are_one_line(bundle_dir, tmp_path, case, code):
     extra = ["--log-format", "sqlite"]
     if case == "not_a_database":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -46,3 +47,20 @@ class SweepConfig:
             raise ConfigError("batch size and repeats must be >= 1, warmup >= 0")
         if self.train_epochs and not self.data:
             raise ConfigError("--train-epochs needs --data")
+        check_device(self.device)
+
+
+def check_device(device: str) -> None:
+    """``cpu``, or ``cuda``/``cuda:N`` with that GPU present: checked up front, so a bad device is
+    an error before any model is built, not a row of failures in the table."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"--device {device!r} is unknown; choose cpu or cuda (cuda:N for GPU N)")
+    if device == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available; use --device cpu")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")

@@ -27,7 +27,7 @@ from ._common import console, main, model_options, reports_errors
 @click.option("--lr", default=1e-3, show_default=True, help="Learning rate of the --data runs.")
 @click.option("--isolate/--no-isolate", default=True, show_default=True,
               help="One subprocess per model, so peak memory is that model's own.")
-@click.option("--out", type=click.Path(file_okay=False), help="Write results.csv, tradeoff.png, meta.json here.")
+@click.option("--out", type=click.Path(), help="Write results.csv, tradeoff.png, meta.json here.")
 @reports_errors
 def benchmark(model, model_kwargs, img_size, num_classes, methods, keep_rates, clca_mode, backends, batch_size,
               repeats, warmup, device, threads, data, train_epochs, pretrained, lr, isolate, out) -> None:
@@ -46,6 +46,10 @@ def benchmark(model, model_kwargs, img_size, num_classes, methods, keep_rates, c
         backends=tuple(backends.split(",")), batch_size=batch_size, warmup=warmup, repeats=repeats, device=device,
         backbone_kwargs=parse_model_kwargs(model_kwargs), threads=threads, data=data, train_epochs=train_epochs, isolate=isolate,
     )
+    if out:
+        from ..core.outputs import check_writable_dir
+
+        check_writable_dir(out, "--out")   # before hours of sweeping, not after
     accuracy = None
     if data:
         from ..benchmark.accuracy import accuracy_fn
@@ -59,7 +63,9 @@ def benchmark(model, model_kwargs, img_size, num_classes, methods, keep_rates, c
     con.print(rich_table(rows, title))
     con.print(f"[dim]{meta['versions']}; python {meta['python']}[/]")
     if out:
-        out = Path(out)
+        from ..core.outputs import make_dirs
+
+        out = make_dirs(out, "--out")
         csv_path = write_csv(rows, out / "results.csv")
         png = write_plot(rows, out / "tradeoff.png", title)
         (out / "meta.json").write_text(json.dumps({**meta, "sweep": {k: v for k, v in cfg.__dict__.items()}},

@@ -11,7 +11,7 @@ from ._common import console, main, reports_errors
 
 
 @main.command()
-@click.option("--out", default="runs/quickstart", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", default="runs/quickstart", show_default=True, type=click.Path(),
               help="Everything goes here; a rerun replaces what the previous one wrote.")
 @click.option("--epochs", default=15, show_default=True, type=click.IntRange(min=1))
 @click.option("--method", default="evit", show_default=True)

@@ -171,18 +171,22 @@ def data() -> None:
 
 
 @data.command(context_settings={"show_default": True})
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (train/ and val/).")
+@click.option("--out", required=True, type=click.Path(), help="Output folder (train/ and val/).")
 @click.option("--classes", type=click.IntRange(min=2), default=8)
 @click.option("--per-class", type=click.IntRange(min=2), default=40, help="Images per class (train + val).")
 @click.option("--size", type=click.IntRange(min=16), default=96, help="Image side in pixels.")
 @click.option("--seed", type=int, default=0)
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25)
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg"]), default="png")
+@click.option("--force", is_flag=True, help="Replace a synthetic data set written here before (and nothing else).")
 @reports_errors
-def synth(out, classes, per_class, size, seed, val_fraction, fmt) -> None:
-    """Write a synthetic ultra-fine-grained leaf dataset (ImageFolder train/ + val/)."""
+def synth(out, classes, per_class, size, seed, val_fraction, fmt, force) -> None:
+    """Write a synthetic ultra-fine-grained leaf dataset (ImageFolder train/ + val/).
+
+    --out must be new or empty; --force replaces an earlier `data synth` output there whole, and
+    never a folder holding anything else."""
     from ..data.synth import SynthConfig, write_synthetic_dataset
 
-    summary = write_synthetic_dataset(out, SynthConfig(classes, per_class, size, seed, val_fraction, fmt))
+    summary = write_synthetic_dataset(out, SynthConfig(classes, per_class, size, seed, val_fraction, fmt), force)
     click.echo(f"wrote {summary.train_images} train + {summary.val_images} val images of "
                f"{len(summary.class_names)} classes to {summary.root}")

@@ -75,6 +75,22 @@ def make_dirs(path: PathLike, option: str) -> Path:
     return p
 
 
+def check_writable_dir(path: PathLike, option: str) -> Path:
+    """That ``make_dirs(path)`` would work, without creating anything (so a command that fails later
+    leaves no empty folder): not a file, and the nearest existing folder above it writable."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{option} {p} exists and is a file, not a folder; choose another {option}")
+    q = p.absolute()
+    while not q.exists():
+        q = q.parent
+    if not q.is_dir():
+        raise OutputError(f"cannot create {option} {p}: {q} is a file; choose another {option}")
+    if not os.access(q, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot create {option} {p}: {q} is not writable; choose a writable {option}")
+    return p
+
+
 def writable_parent(path: PathLike, option: str) -> Path:
     """The (created) parent folder of an output file, checked writable; the path must not be a folder."""
     p = Path(path)
@@ -131,5 +147,5 @@ def replace_dir(tmp: PathLike, out: PathLike) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["holds", "is_empty_dir", "make_dirs", "missing_dirs", "refuse_enclosing", "refuse_overlap",
+__all__ = ["check_writable_dir", "holds", "is_empty_dir", "make_dirs", "missing_dirs", "refuse_enclosing", "refuse_overlap",
            "remove_empty_dirs", "removes_empty_dirs", "replace_dir", "writable_parent"]

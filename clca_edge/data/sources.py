@@ -40,6 +40,7 @@ class DataSplits:
     val: list[Sample] = field(default_factory=list)
     test: list[Sample] = field(default_factory=list)
     layout: str = ""
+    root: Optional[Path] = None  # layout "split": the class-folder tree the split's paths are relative to
 
     @property
     def num_classes(self) -> int:
@@ -129,12 +130,17 @@ def load_split_tree(root: Path, val_fraction: float, seed: int, split_dir: Optio
     names = sorted(tree)
     samples = [(p, i) for i, n in enumerate(names) for p in tree[n]]
     train, val = stratified_split(samples, val_fraction, seed)
-    splits = DataSplits(names, train, val, layout="split")
+    splits = DataSplits(names, train, val, layout="split", root=root)
     if split_dir is not None:
-        for name, part in (("train", train), ("val", val)):
-            write_split_csv(Path(split_dir) / f"{name}.csv", part, names, root)
-        log.info("wrote the %d/%d train/val split to %s", len(train), len(val), split_dir)
+        write_split_files(Path(split_dir), splits)
     return splits
+
+
+def write_split_files(split_dir: Path, splits: DataSplits) -> None:
+    """``split_dir/train.csv`` and ``val.csv`` of a drawn split (layout "split"), paths relative to its tree."""
+    for name in ("train", "val"):
+        write_split_csv(Path(split_dir) / f"{name}.csv", splits.split(name), splits.class_names, splits.root)
+    log.info("wrote the %d/%d train/val split to %s", len(splits.train), len(splits.val), split_dir)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -237,7 +243,7 @@ def load_splits(config: DataConfig, split_dir: Optional[Path] = None) -> DataSpl
     if not root.exists():
         raise DataError(f"data folder {str(root)!r} does not exist")
     if config.val_split > 0:
-        return load_split_tree(root, config.val_split, config.split_seed, split_dir)
+        return _split_with_val_fraction(root, config, split_dir)
     if (root / "train.csv").is_file():
         return load_csv_splits(root, config.image_root and Path(config.image_root))
     if (root / "train").is_dir():
@@ -245,5 +251,34 @@ def load_splits(config: DataConfig, split_dir: Optional[Path] = None) -> DataSpl
         if not splits.val:
             raise DataError(f"{root} has no val/ folder; add one or pass --val-split 0.2 to split train/")
         return splits
+    if any((root / s).is_dir() for s in SPLITS):
+        raise DataError(f"{root} has {'/, '.join(s for s in SPLITS if (root / s).is_dir())}/ but no train/ folder; "
+                        "training needs train/<class>/ images")
     raise DataError(f"{root} has neither train/ + val/ class folders nor train.csv + val.csv; for a single "
                     "class-folder tree pass --val-split 0.2")
+
+
+def _split_with_val_fraction(root: Path, config: DataConfig, split_dir: Optional[Path]) -> DataSplits:
+    """--val-split on a folder that already has split folders or files: their names are no classes.
+    Only train/ (+ test/): train/ is split, test/ kept; a val split or split files already there:
+    refused, since --val-split would throw that split away."""
+    if (root / "train.csv").is_file() or (root / "val.csv").is_file():
+        raise DataError(f"{root} holds split files (train.csv/val.csv); drop --val-split to train on that split")
+    if (root / "val").is_dir():
+        raise DataError(f"{root} already holds train/ and val/ folders; drop --val-split to train on that split "
+                        "as it is")
+    if not (root / "train").is_dir():
+        if (root / "test").is_dir():
+            raise DataError(f"{root} has test/ but no train/ folder; training needs train/<class>/ images")
+        return load_split_tree(root, config.val_split, config.split_seed, split_dir)
+    log.info("--val-split: %s holds split folders; splitting %s", root, root / "train")
+    splits = load_split_tree(root / "train", config.val_split, config.split_seed, split_dir)
+    if (root / "test").is_dir():
+        tree = scan_class_tree(root / "test")
+        index = {n: i for i, n in enumerate(splits.class_names)}
+        unknown = sorted(set(tree) - set(index))
+        if unknown:
+            raise DataError(f"{root / 'test'} has class folder(s) {unknown} that {root / 'train'} lacks; "
+                            "every class must have training images")
+        splits.test = [(p, index[c]) for c in sorted(tree) for p in tree[c]]
+    return splits

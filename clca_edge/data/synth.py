@@ -10,15 +10,20 @@ pixels. It feeds tests and the quick start; it is no substitute for real leaf ph
 from __future__ import annotations
 
 import colorsys
+import dataclasses
+import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, OutputError
+from ..core.fileio import make_temp_dir
+from ..core.outputs import is_empty_dir, refuse_enclosing, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +181,61 @@ def class_name(i: int) -> str:
     return f"cultivar_{i:02d}"
 
 
-def write_synthetic_dataset(out, config: SynthConfig) -> SynthSummary:
-    """Write ``out/train/<class>/*.png`` and ``out/val/<class>/*.png`` (an ImageFolder tree)."""
+# Left in every data set written here: what --force may replace (see write_synthetic_dataset).
+SYNTH_MARKER = ".clca-edge-synth.json"
+
+
+def is_synthetic_dataset(folder) -> bool:
+    """A folder ``data synth`` wrote and nobody added to: its marker, and only train/ and val/ besides."""
+    folder = Path(folder)
+    return (folder / SYNTH_MARKER).is_file() and {p.name for p in folder.iterdir()} <= {"train", "val", SYNTH_MARKER}
+
+
+def _check_out(out: Path, force: bool) -> None:
+    refuse_enclosing(out, "--out")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} exists and is a file; choose a new folder")
+    if not out.is_dir() or is_empty_dir(out):
+        return
+    if not is_synthetic_dataset(out):
+        raise OutputError(f"--out {out} is not empty and not a data set written by `clca-edge data synth`: writing "
+                          "into it would mix two data sets, and --force replaces only a synthetic data set; "
+                          "choose a new folder")
+    if not force:
+        raise OutputError(f"--out {out} already holds a synthetic data set; pass --force to replace it, or choose "
+                          "a new folder")
+
+
+def write_synthetic_dataset(out, config: SynthConfig, force: bool = False) -> SynthSummary:
+    """Write ``out/train/<class>/*.png`` and ``out/val/<class>/*.png`` (an ImageFolder tree).
+
+    ``out`` must be new or empty; with ``force`` an earlier synthetic data set there (and only
+    that) is replaced whole. The images are written to a temp folder next to ``out`` and swapped
+    in at the end, so a failure leaves ``out`` as it was."""
     out = Path(out)
+    _check_out(out, force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = make_temp_dir(out.parent, prefix=f".{out.name}.")
+    except OSError as e:
+        raise OutputError(f"cannot write the data set under {out.parent} ({e.strerror or e}); choose a writable "
+                          "--out") from None
+    try:
+        summary = _write_images(tmp, config)
+        (tmp / SYNTH_MARKER).write_text(json.dumps({"written_by": "clca-edge data synth",
+                                                     "config": dataclasses.asdict(config)}) + "\n")
+        replace_dir(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"cannot write the data set {out} ({e.strerror or e}); choose a writable --out") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %d train and %d val images to %s", summary.train_images, summary.val_images, out)
+    return dataclasses.replace(summary, root=out)
+
+
+def _write_images(out: Path, config: SynthConfig) -> SynthSummary:
     traits = class_traits(config.classes, config.seed)
     names = [class_name(i) for i in range(config.classes)]
     n_val = config.num_val
@@ -192,7 +249,6 @@ def write_synthetic_dataset(out, config: SynthConfig) -> SynthSummary:
             split = "val" if k >= config.per_class - n_val else "train"
             path = out / split / name / f"{name}_{k:04d}.{config.fmt}"
             if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
-                raise ConfigError(f"could not write {path}; is the output folder writable?")
+                raise OutputError(f"could not write {path}; is the output folder writable, the disk full?")
     n_train = config.classes * (config.per_class - n_val)
-    log.info("wrote %d train and %d val images to %s", n_train, config.classes * n_val, out)
     return SynthSummary(out, names, n_train, config.classes * n_val)

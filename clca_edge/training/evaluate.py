@@ -131,9 +131,15 @@ def resolve_device(kind: str) -> torch.device:
 
 def evaluate_checkpoint(cfg: EvalConfig) -> tuple[ClassificationReport, Path]:
     """Load a checkpoint, evaluate it, write per-class/confusion CSV and the confusion PNG."""
+    from ..core.outputs import check_writable_dir, make_dirs, refuse_overlap
     from .checkpoint import find_checkpoint, load_checkpoint
 
     path = find_checkpoint(cfg.checkpoint)
+    out = Path(cfg.out) if cfg.out else path.parent / f"eval_{path.stem}_{cfg.split}"
+    # Before any work: the outputs folder must be writable and outside the data (its confusion.png
+    # would become an image of the data set).
+    refuse_overlap(out, "--out", "data folder", cfg.data)
+    check_writable_dir(out, "--out")
     model, meta = load_checkpoint(path)
     if cfg.data is None:
         samples = _training_split(path, meta, cfg.split)
@@ -144,8 +150,7 @@ def evaluate_checkpoint(cfg: EvalConfig) -> tuple[ClassificationReport, Path]:
     model.to(device)
     report = evaluate_model(model, eval_loader(samples, meta.preprocess, cfg.batch_size, cfg.workers),
                             meta.class_names, device)
-    out = Path(cfg.out) if cfg.out else path.parent / f"eval_{path.stem}_{cfg.split}"
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out, "--out")
     write_confusion_csv(out / "confusion.csv", report)
     write_per_class_csv(out / "per_class.csv", report)
     write_confusion_png(out / "confusion.png", report)
