@@ -22,7 +22,6 @@ from clca_edge.runtime.backends import OrtClassifier, select_classifier
 from clca_edge.runtime.model import load_model
 
 from test_deploy_support import CLASSES
-from test_runtime_helpers import bundle_dir  # noqa: F401  (fixture: a bundle from before reference samples)
 
 
 @pytest.fixture(autouse=True)
@@ -92,10 +91,10 @@ def test_deploy_stores_class_balanced_reference_samples_with_fp32_logits(cpu_int
     assert ref["stored_bytes"] == sum((root / s["file"]).stat().st_size for s in samples) <= ref["budget_bytes"]
     # The logits are the fp32 ONNX's on the stored file through the device preprocessing.
     from clca_edge.core.preprocess import PreprocessSpec
-    from clca_edge.deploy.onnx_export import onnx_session
+    from clca_edge.runtime.sessions import open_session
 
     spec = PreprocessSpec.from_dict(json.loads((root / "preprocess.json").read_text()))
-    sess = onnx_session(root / "model.onnx")
+    sess = open_session(root / "model.onnx")
     for s in samples:
         x = preprocess(load_bgr(root / s["file"]), spec, bgr=True)[None]
         np.testing.assert_allclose(sess.run(None, {"images": x})[0][0], s["logits"], atol=1e-5)
@@ -303,3 +302,48 @@ def test_cpuinfo_reads_x86_and_arm():
     arm = parse_cpuinfo("processor: 0\nFeatures\t: fp asimd asimddp\nCPU implementer\t: 0x41\nCPU part\t: 0xd42\n", "aarch64")
     assert arm.model == "ARM implementer 0x41 part 0xd42" and arm.has("asimddp")
     assert arm.flags_sha256 != x86.flags_sha256
+
+
+def test_build_engine_self_checks_each_engine_before_gating_it(bundle, monkeypatch):
+    """Fake TensorRT (tests/fake_tensorrt runs the plan's ONNX in ONNX Runtime): the fp16 engine
+    passes; an INT8 engine whose outputs are wrong is rejected, never the default."""
+    from fake_tensorrt import make_module
+
+    from clca_edge.engines import tensorrt as te
+    from clca_edge.engines.build import BuildEngineConfig, build_engines
+    from clca_edge.engines.tensorrt import GpuInfo, HostMemory
+
+    monkeypatch.setattr("clca_edge.engines.build.gpu_info", lambda: GpuInfo("Orin (nvgpu)", "8.7", "test"))
+
+    class Wrong:
+        def __init__(self, runner):
+            self.runner = runner
+
+        def __call__(self, x):
+            return -3.0 * np.asarray(self.runner(x))
+
+        def __getattr__(self, name):
+            return getattr(self.runner, name)
+
+    def runners(trt, plan):
+        r = te.TrtRunner(trt, plan, memory=HostMemory())
+        return Wrong(r) if b"INT8" in plan.split(b"\n", 1)[0] else r
+
+    rep = build_engines(BuildEngineConfig(bundle=bundle, precision="auto", timing_iters=2), trt=make_module("10.3.0.30"),
+                        memory=HostMemory(), runner_factory=runners)
+    engines = read_manifest(bundle).engines
+    by_prec = {e.key.precision: e for e in engines.values()}
+    assert by_prec["fp16"].self_check["status"] == "passed" and by_prec["fp16"].status == "built, not verified"
+    assert by_prec["int8"].self_check["status"] == "failed" and by_prec["int8"].status == "rejected"
+    assert "device self-check" in by_prec["int8"].note
+    assert engines[rep.default_engine].key.precision == "fp16"
+
+
+def test_deploy_widens_a_bound_a_passed_variant_needs():
+    from clca_edge.deploy.reference import _bounds
+
+    b = _bounds({"int8": {"samples": 12, "top1_agreement": 100.0, "max_logit_distance": 0.004},
+                 "fp16": {"samples": 12, "top1_agreement": 83.333, "max_logit_distance": 0.04}},
+                {"int8": "int8", "fp16": "fp16"})
+    assert b["int8"].to_dict() == {"min_top1_agreement": 75.0, "max_logit_distance": 0.05}  # the default
+    assert b["fp16"].max_logit_distance == pytest.approx(0.08) and b["fp16"].min_top1_agreement == pytest.approx(75.0)

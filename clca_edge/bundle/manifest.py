@@ -404,6 +404,9 @@ class EngineRecord(ManifestRecord):
     agreement: Optional[Agreement] = None
     drop: Optional[float] = None
     worst_classes: Optional[List[WorstClass]] = None
+    # The device self-check on the bundle's reference samples (runtime.selfcheck result, without its
+    # key); a failed one makes the engine "rejected" before it is gated or timed as the default.
+    self_check: Optional[Dict[str, Any]] = None
     extra: Dict[str, Any] = extra_field()
 
 

@@ -124,6 +124,7 @@ class _Job:
         self.engines = bundle.manifest.engines
         self.failures = bundle.manifest.engine_build_failures
         self.runners: dict[str, tuple[Callable, EngineRecord]] = {}
+        self.checker = None  # runtime.selfcheck.SelfChecker, made on the first engine
         self.new_files: list[str] = []
 
     def engine(self, precision: str) -> EngineOutcome:
@@ -174,8 +175,36 @@ class _Job:
             if rec.status == Status.FAILED_TO_RUN:  # runs now (e.g. CUDA bindings installed since)
                 rec.status = Status.UNVERIFIED
                 rec.note = None
-            self.runners[precision] = (runner, rec)
+            if self._self_check(precision, runner, rec):
+                self.runners[precision] = (runner, rec)
         return EngineOutcome(precision, fname, rec.status, reused=reused, record=rec)
+
+    def _self_check(self, precision: str, runner, rec: EngineRecord) -> bool:
+        """Before an engine is gated or can become the default, it classifies the bundle's reference
+        samples like the fp32 ONNX did at deploy (runtime.selfcheck). A failure rejects it (the
+        runtime never picks it), a check that cannot run marks it failed to run; a bundle without
+        reference samples skips this with one warning."""
+        from ..runtime.model import self_checker
+        from ..runtime.selfcheck import COULD_NOT_RUN, FAILED
+        from ..runtime.tensorrt_backend import TensorRTClassifier
+
+        if self.checker is None:
+            self.checker = self_checker(self.bundle)
+        clf = TensorRTClassifier(runner, precision, source_file=self.bundle.root / rec.file,
+                                 key={"tensorrt": str(self.trt.__version__), "gpu": self.gpu.name,
+                                      "compute_capability": self.gpu.compute_capability})
+        res = self.checker.check(clf, use_cache=False)
+        rec.self_check = {k: v for k, v in res.to_dict().items() if k != "key"}
+        if res.status in (FAILED, COULD_NOT_RUN):
+            log.error("%s engine not used: %s", precision, res.summary())
+            rec.status = Status.REJECTED if res.status == FAILED else Status.FAILED_TO_RUN
+            rec.note = res.summary()
+            getattr(runner, "close", lambda: None)()
+            return False
+        if rec.status == Status.REJECTED and "device self-check" in (rec.note or ""):
+            rec.status, rec.note = Status.UNVERIFIED, None  # passes now (a rebuilt or fixed engine)
+        return True
+
 
 
 def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, EngineRecord]], max_drop: float) -> None:
