@@ -197,9 +197,9 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, quality, 
               help="Average probabilities over the last N classified frames.")
 @click.option("--min-conf", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Below this smoothed confidence the decision is 'uncertain'.")
-@click.option("--run-dir", type=click.Path(file_okay=False), default="runs/capture", show_default=True,
+@click.option("--run-dir", type=click.Path(), default="runs/capture", show_default=True,
               help="Each run gets a timestamped folder here (log, saved frames).")
-@click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--log", "log_path", type=click.Path(), default=None,
               help="Field log path (default: RUN_FOLDER/log.jsonl or log.sqlite). Appended to if it exists.")
 @click.option("--log-format", type=click.Choice(["jsonl", "sqlite"]), default="jsonl", show_default=True)
 @click.option("--save-frames", type=click.Choice(["none", "uncertain", "all"]), default="none", show_default=True)

@@ -10,19 +10,18 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import shutil
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .. import __version__
-from ..core.errors import ClcaEdgeError, ConfigError, ExportError, OutputError
+from ..core.errors import ClcaEdgeError, ConfigError, ExportError
 from ..bundle import (LABELS_NAME, PREPROCESS_NAME, AccuracyRecord, CalibrationRecord, CheckpointRef, GateRecord,
                       Manifest, Status, TensorSpec, VariantRecord, WorstClass, load_bundle, write_manifest)
 from ..engines.tensorrt import trtexec_command
+from ..core.outputs import replace_dir
 from .calibration import CalibrationConfig
 
 log = logging.getLogger(__name__)
@@ -32,8 +31,8 @@ VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model
 CALIB_MANIFEST = "calibration/manifest.json"
 
 
-class BundleExistsError(OutputError):
-    """--out exists and --force was not given (or it is not a bundle clca-edge may replace)."""
+# Where the bundle goes and what --force may replace: deploy/output.py (re-exported for callers).
+from .output import BundleExistsError, check_out, pack_tar, tar_path, temp_bundle_dir  # noqa: E402,F401
 
 
 @dataclass(frozen=True)
@@ -106,60 +105,29 @@ def _tensorrt_available() -> bool:
     return importlib.util.find_spec("tensorrt") is not None
 
 
-def _prepare_out(config: DeployConfig) -> Path:
-    out = Path(config.out)
-    if out.exists() and not config.force:
-        raise BundleExistsError(f"{out} already exists; pass --force to replace it or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out} exists and is not a folder; choose another --out")
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    except OSError as e:
-        raise OutputError(f"cannot write the bundle under {parent} ({e.strerror}); choose a writable --out") from None
-
-
-def _finish(tmp: Path, out: Path, force: bool) -> None:
-    old = None
-    if out.exists() and force:
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def pack_tar(folder: Path, tar_path: Path) -> Path:
-    tmp = tar_path.with_name(f".{tar_path.name}.tmp")
-    with tarfile.open(tmp, "w") as tf:
-        tf.add(folder, arcname=folder.name)
-    os.replace(tmp, tar_path)
-    return tar_path
-
-
 def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] = None) -> DeployReport:
     say = progress or (lambda msg: log.info(msg))
     from ..training.checkpoint import find_checkpoint, load_checkpoint
     from ..runtime.scoring import eval_set
 
+    # Before any work: a refused --out costs nothing and nothing at it is touched.
+    check_out(Path(config.out), config.force, config.tar, Path(config.checkpoint), config.calib_data,
+              config.eval_data)
     ckpt = find_checkpoint(config.checkpoint)
     model, meta = load_checkpoint(ckpt)
     classes = list(meta.class_names)
     data = eval_set(config.eval_data, classes)
-    tmp = _prepare_out(config)
+    tmp = temp_bundle_dir(Path(config.out))
     try:
         report = _build(config, tmp, model, meta, ckpt, data, say)
-        _finish(tmp, Path(config.out), config.force)
+        replace_dir(tmp, Path(config.out))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     report.bundle = Path(config.out)
     load_bundle(report.bundle)  # verifies every hash we just wrote
     if config.tar:
-        report.tar = pack_tar(report.bundle, Path(str(config.out).rstrip("/") + ".tar"))
+        report.tar = pack_tar(report.bundle, tar_path(Path(config.out)))
         with tempfile.TemporaryDirectory(prefix="clca-verify-") as d:
             load_bundle(report.tar, extract_to=d)
     want_engines = config.build_engines

@@ -36,9 +36,11 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.dataset import LeafImages, collate_skipping
-from ..data.sources import DataError, DataSplits, load_splits
+from ..data.sources import DataError, DataSplits, load_splits, write_split_files
 from ..data.transforms import TrainTransform
-from ..core.errors import ConfigError, TrainingError
+from ..core.errors import ConfigError, OutputError, TrainingError
+from ..core.outputs import check_writable_dir, holds, is_empty_dir, make_dirs
+from ..data.check import DataCheck, check_training_data
 from ..core.preprocess import INTERPOLATIONS, PreprocessSpec
 from .checkpoint import CheckpointError, CheckpointMeta, read_checkpoint_meta, save_checkpoint
 from .config import TrainConfig, config_differences
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 
 StepHook = Callable[[int, int], None]  # (epoch index, step within epoch) -> None; may raise
 LAST, PENDING = "last.safetensors", "last.pending.safetensors"
+RUN_MARKER = ".clca-edge-run"  # written first into a new run folder: a crash before epoch 1 still left "ours"
 # Steps between checks for a non-finite loss (and progress-bar statistics): each check waits for
 # the GPU, so not every step.
 CHECK_EVERY = 25
@@ -170,8 +173,54 @@ def _check_out_dir(out: Path, resume: bool, info: DistInfo) -> Optional[Training
         log.warning("--resume: %s holds no run to resume; starting a new run there", out)
         return None
     if (out / "last.safetensors").is_file() or state_path.is_file():
-        raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+        raise OutputError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     return None
+
+
+def _class_trees(config: TrainConfig) -> list[Path]:
+    """The class-folder trees the data layout scans (none for split files, which list their images)."""
+    root = Path(config.data.root)
+    if config.data.train_csv or config.data.val_csv:
+        return []
+    if config.data.val_split > 0:
+        return [root / "train"] if (root / "train").is_dir() else [root]
+    if (root / "train.csv").is_file():
+        return []
+    return [root / s for s in ("train", "val", "test")]
+
+
+def _check_out_path(out: Path, config: TrainConfig) -> None:
+    """--out is a folder of its own: not a file, not inside a class-folder tree of the data (it would
+    become a class, its confusion PNGs training images), and, if it exists with content, a run
+    folder this trainer made (never someone's folder, a data set included, filled with run files)."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} exists and is a file; give a folder for the run")
+    for tree in _class_trees(config):
+        if holds(tree, out):
+            raise OutputError(f"--out {out} lies inside the class folders {tree}: the run folder would be read as "
+                              "a class, its images as training images; put runs outside the data")
+    if out.is_dir() and not is_empty_dir(out) and not any((out / n).is_file() for n in (RUN_MARKER, STATE_FILE, LAST)):
+        raise OutputError(f"--out {out} exists and is not a clca-edge training run; give a new or empty folder")
+
+
+def _print_header(console, config: TrainConfig, splits: DataSplits, check: DataCheck, model, device,
+                  info: DistInfo, out: Path) -> None:
+    """What the run is about to do, before the first step: the data found (and what cannot be read),
+    the device, the token plan and where the run goes."""
+    say = console.print if console is not None else log.info
+    bad = check.unreadable_per_class()
+    say(f"data: {config.data.root} ({splits.layout}): {splits.num_classes} classes, {len(splits.train)} train / "
+        f"{len(splits.val)} val images")
+    if bad:
+        say(f"[yellow]skipped {sum(bad.values())} unreadable image(s)[/]: "
+            + ", ".join(f"{c} {n}" for c, n in sorted(bad.items())))
+    procs = f", {info.world_size} processes" if info.enabled else ""
+    say(f"device: {device}{procs}; AMP {'on' if config.amp and device.type == 'cuda' else 'off'}")
+    plan = model.plan
+    say(f"model: {config.model.backbone} {config.model.method} keep {', '.join(f'{r:g}' for r in plan.keep_rates)} "
+        f"at blocks {list(plan.locations)}{' + CLCA' if config.model.clca.enabled else ''}; tokens per block "
+        f"{', '.join(map(str, model.tokens_per_block))}")
+    say(f"output: {out}")
 
 
 def _build(config: TrainConfig, splits: DataSplits, resumed: Optional[TrainingState], out: Path):
@@ -206,6 +255,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     out = Path(config.out)
+    _check_out_path(out, config)
     resumed = _check_out_dir(out, config.resume, info)
     if resumed is not None:
         diffs = config_differences(resumed.config, config.to_dict())
@@ -213,16 +263,24 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
             raise ConfigError(f"--resume: {out} was trained with a different config: " + "; ".join(diffs)
                               + ". Use the original settings, or a new --out")
 
-    # Rank 0 writes a new val split first; the others then read the same one.
+    # Nothing is written before the data passed its checks (rank 0 decodes every image once); then
+    # rank 0 makes the run folder and writes a new val split, and the other ranks take its result.
     split_dir = out / "split"
+    checked = None
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        splits = load_splits(config.data, split_dir=split_dir)
-    barrier(info)
-    if not info.is_main:
-        splits = load_splits(config.data, split_dir=split_dir)
-    if not splits.val:
-        raise DataError(f"{config.data.root}: no validation images; add val/ or pass --val-split")
+        check_writable_dir(out, "--out")
+        drawn = load_splits(config.data, split_dir=split_dir if resumed is not None else None)
+        if not drawn.val:
+            raise DataError(f"{config.data.root}: no validation images; add val/ or pass --val-split")
+        checked = check_training_data(drawn, str(config.data.root))
+        make_dirs(out, "--out")
+        if not (out / RUN_MARKER).is_file():
+            (out / RUN_MARKER).write_text("written by clca-edge train\n")
+        if resumed is None and drawn.layout == "split":
+            write_split_files(split_dir, drawn)
+    if info.enabled:
+        checked = gather_objects(checked, info)[0]
+    splits, data_check = checked
 
     _seed_everything(config.seed)
     model, model_config = _build(config, splits, resumed, out)
@@ -254,7 +312,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch, best_top1, best_epoch, last_top1 = 0, -1.0, 0, float("nan")
-    skipped: set[str] = set()
+    skipped: set[str] = set(data_check.unreadable_paths)
     notices: list[str] = []
     last_meta = None
     if resumed is not None:
@@ -271,7 +329,14 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
             notices.append(note)
         last_top1 = float(last_meta.metrics.get("val_top1", best_top1))
         skipped |= set(resumed.skipped)
-        log.info("resuming %s after epoch %d (best top-1 %.2f at epoch %d)", out, start_epoch, best_top1, best_epoch)
+
+    if info.is_main:
+        _print_header(console, config, splits, data_check, model, device, info, out)
+        if resumed is not None:
+            left = (f"resuming from epoch {start_epoch + 1} of {config.optim.epochs}"
+                    if start_epoch < config.optim.epochs else f"all {config.optim.epochs} epochs are done")
+            (console.print if console is not None else log.info)(
+                f"{left} (best val top-1 {best_top1:.2f}% at epoch {best_epoch})")
 
     net = _WithAux(model)
     if info.enabled:
