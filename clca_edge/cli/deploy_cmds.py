@@ -76,6 +76,13 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
         worst = ", ".join(c for c, _ in v.worst) or "none in particular"
         click.echo(f"REJECTED: {v.name} drops {v.drop:.2f} points (> {max_drop}); worst classes: {worst}", err=True)
     _print_field_stats(con, report)
+    ref = getattr(report, "reference", None)
+    if ref is None:
+        con.print("[yellow]reference samples: none[/] (no readable eval image left; the device self-check is skipped)",
+                  highlight=False)
+    else:
+        con.print(f"reference samples: {len(ref.samples)} eval images, {ref.stored_bytes / 1e3:.1f} kB of the "
+                  f"{ref.budget_bytes / 1e6:g} MB budget, for the device self-check", highlight=False)
     con.print(f"default variant: [bold]{report.default_variant}[/]")
     if report.tar:
         con.print(f"archive: {report.tar} (verified)")

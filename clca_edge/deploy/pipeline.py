@@ -88,6 +88,7 @@ class DeployReport:
     engines: Any = None
     confidence: Any = None          # core.confidence.ConfidenceCalibration (temperature, ECE before/after)
     quality_reference: Any = None   # core.image_stats.QualityReference of the training images
+    reference: Any = None           # bundle.reference.ReferenceSet: the device self-check's samples
 
     @property
     def rejected(self) -> list[VariantReport]:
@@ -337,7 +338,7 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
                         eval_images=ref.count, eval_skipped=len(res.skipped),
                         calib_images=calib_info.images if calib_info else 0,
                         calib_excluded=calib_info.excluded_also_in_eval if calib_info else 0,
-                        confidence=confidence, quality_reference=quality_ref)
+                        confidence=confidence, quality_reference=quality_ref, reference=reference)
 
 
 def _quality_reference(config: DeployConfig, classes: list, spec, data, sample, say):
