@@ -41,7 +41,7 @@ def test_bad_option_is_clicks_error():
 def test_zoo_json_lists_reference_rows():
     res = CliRunner().invoke(main, ["zoo", "--methods", "evit", "--json"])
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.output)
+    rows = json.loads(res.stdout)
     assert len(rows) == 1 + 4 * 2
     assert rows[0]["method"] == "none" and abs(rows[0]["gflops"] - 78.5) < 0.2
     for r in rows[1:]:

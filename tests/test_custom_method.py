@@ -90,7 +90,7 @@ def test_the_cost_counter_and_the_flops_command_count_it(keep_first):
                                     "depth=4,embed_dim=64,num_heads=2", "--img-size", str(TINY_IMG),
                                     "--num-classes", "5", "--method", NAME, "--keep-rate", "0.25", "--json"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)
     assert out["method"] == NAME and out["tokens_per_block"] == mine.tokens_per_block
     assert abs(out["gflops"] - mine.gflops) < 1e-3
 

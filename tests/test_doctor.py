@@ -57,7 +57,7 @@ def test_full_disk_blocks_capture(tmp_path):
 
 def test_doctor_runs_here_and_reports_missing_gpu_pieces_as_findings():
     res = CliRunner().invoke(main, ["doctor", "--json"])
-    findings = json.loads(res.output)
+    findings = json.loads(res.stdout)
     by_check = {f["check"]: f for f in findings}
     assert {"python", "TensorRT", "ONNX Runtime", "OpenCV", "cameras", "free disk", "swap"} <= set(by_check)
     blocking = [f for f in findings if f["blocks_capture"]]

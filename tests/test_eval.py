@@ -46,7 +46,7 @@ def test_eval_writes_confusion_csv_png_and_per_class(run):
     res = CliRunner().invoke(main, ["eval", "--checkpoint", str(run / "run"), "--data", str(run / "data"),
                                     "--out", str(out), "--json", "--workers", "0"])
     assert res.exit_code == 0, res.output
-    d = json.loads(res.output)
+    d = json.loads(res.stdout)
     assert {"top1", "top5", "num_images", "per_class"} <= set(d) and d["num_images"] == 6
     rows = list(csv.reader(open(out / "confusion.csv")))
     assert rows[0][1:] == ["cultivar_00", "cultivar_01", "cultivar_02"]
@@ -113,5 +113,5 @@ def test_ddp_two_cpu_processes_train_and_only_rank0_writes(run, tmp_path):
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
     res = CliRunner().invoke(main, ["eval", "--checkpoint", str(out), "--data", str(run / "data"), "--json",
                                     "--workers", "0"])
-    d = json.loads(res.output)
+    d = json.loads(res.stdout)
     assert d["num_images"] == 6 and d["top1"] == pytest.approx(summaries[0]["best_top1"])

@@ -47,7 +47,7 @@ def test_flops_cli_json():
             "--img-size", "448", "--num-classes", "200", "--json"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)
     assert out["gflops"] == pytest.approx(25.2, abs=0.25)
     assert out["params_m"] == pytest.approx(86.57, abs=0.05)
     assert out["tokens_per_block"][0] == 786

@@ -60,7 +60,7 @@ def test_reloading_best_reproduces_reported_top1_exactly(trained, leaves):
     res = CliRunner().invoke(main, ["eval", "--checkpoint", str(trained.out / "best.safetensors"),
                                     "--data", str(leaves), "--json", "--workers", "0"])
     assert res.exit_code == 0, res.output
-    d = json.loads(res.output)
+    d = json.loads(res.stdout)
     assert d["top1"] == trained.best_top1
     assert d["num_images"] == NUM_CLASSES * 8 and 0 <= d["top1"] <= d["top5"] <= 100
     # The same from the run folder and the recorded training data (no --data).
@@ -109,7 +109,7 @@ def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(leaves, tmp_
     assert resumed.best_top1 == full.best_top1
     res = CliRunner().invoke(main, ["eval", "--checkpoint", str(tmp_path / "a"), "--data", str(leaves), "--json",
                                     "--workers", "0"])
-    assert json.loads(res.output)["top1"] == resumed.best_top1
+    assert json.loads(res.stdout)["top1"] == resumed.best_top1
     import csv
 
     assert [r["epoch"] for r in csv.DictReader(open(tmp_path / "a" / "metrics.csv"))] == ["1", "2"]
@@ -140,7 +140,7 @@ def test_corrupt_images_are_skipped_counted_and_reported(leaves, tmp_path):
     res = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--epochs", "2",
                                     "--json"] + TINY_ARGS)
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.output.strip().splitlines()[-1])
+    summary = json.loads(res.stdout)
     assert summary["skipped_images"] == 2 and summary["epochs"] == 2
     assert "Skipped 2 unreadable image(s)" in res.output and "truncated.png" in res.output
     ev = CliRunner().invoke(main, ["eval", "--checkpoint", str(tmp_path / "r"), "--data", str(data), "--json",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import json
 import logging
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Optional, TextIO
 
 import click
 
@@ -20,15 +23,41 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+# The real stdout while a --json command runs (everything else printed meanwhile goes to stderr).
+_JSON_STDOUT: contextvars.ContextVar[Optional[TextIO]] = contextvars.ContextVar("json_stdout", default=None)
+
+
+@contextlib.contextmanager
+def _json_mode(as_json: bool) -> Iterator[None]:
+    """With --json, stdout holds exactly one JSON document (``emit_json``): progress, tables, notices
+    and whatever a library prints go to stderr for the duration of the command."""
+    if not as_json or _JSON_STDOUT.get() is not None:
+        yield
+        return
+    token = _JSON_STDOUT.set(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _JSON_STDOUT.reset(token)
+
+
+def emit_json(obj: Any, **dumps_kwargs: Any) -> None:
+    """Print the one JSON document of a --json command on the real stdout."""
+    click.echo(json.dumps(obj, **dumps_kwargs), file=_JSON_STDOUT.get() or sys.stdout)
+
+
 def reports_errors(fn: Callable) -> Callable:
     """Library errors become one 'Error: ...' line on stderr and the error's exit code, no traceback.
     An OSError that escaped a specific check (a disk that fails mid-run) is said the same way, with
-    exit 1; ``-vv`` logs the traceback of either."""
+    exit 1; ``-vv`` logs the traceback of either. A command with ``--json`` (``as_json``) prints
+    its document with ``emit_json``; everything else it prints goes to stderr."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _json_mode(bool(kwargs.get("as_json"))):
+                return fn(*args, **kwargs)
         except ClcaEdgeError as e:
             log.debug("error details", exc_info=True)
             click.echo(f"Error: {one_line(e)}", err=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
 from ..core.errors import ExitCode
-from ._common import console, main
+from ._common import console, emit_json, main, reports_errors
 
 
 @main.command()
@@ -17,6 +16,7 @@ from ._common import console, main
 @click.option("--disk-path", default=".", show_default=True, help="Where capture will write its logs.")
 @click.option("--bundle", "bundle", default=None, type=click.Path(),
               help="Also run the device self-check of every backend/precision this machine can run for this bundle.")
+@reports_errors
 def doctor(as_json: bool, disk_path: str, bundle) -> None:
     """Check Python, JetPack, TensorRT, CUDA, ONNX Runtime, OpenCV, cameras, disk, power mode, swap.
 
@@ -31,7 +31,7 @@ def doctor(as_json: bool, disk_path: str, bundle) -> None:
         out = findings_to_json(findings)
         if rows is not None:
             out = {"findings": out, "self_check": {"bundle": str(bundle), "rows": [r.to_dict() for r in rows]}}
-        click.echo(json.dumps(out, indent=1))
+        emit_json(out, indent=1)
     else:
         from rich.table import Table
 

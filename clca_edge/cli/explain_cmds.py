@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 
 import click
 
-from ._common import main, reports_errors
+from ._common import emit_json, main, reports_errors
 
 BUNDLE_REFUSAL = (
     "explain needs the checkpoint (--checkpoint): a bundle's ONNX graph keeps no record of which patches each "
@@ -48,4 +47,4 @@ def explain(checkpoint, bundle, paths, out, device, batch_size, as_json) -> None
     for path in report.skipped:
         click.echo(f"skipped {path}: unreadable image", err=True)
     if as_json:
-        click.echo(json.dumps(report.to_dict()))
+        emit_json(report.to_dict())

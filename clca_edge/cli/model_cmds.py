@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 
 import click
 
-from ._common import console, main, model_config, model_options, reports_errors
+from ._common import console, emit_json, main, model_config, model_options, reports_errors
 
 
 @main.command()
@@ -25,7 +24,7 @@ def flops(as_json, **options) -> None:
         out.update(model=config.backbone, method=config.method, keep_rate=list(config.keep_rate),
                    img_size=config.img_size, num_classes=config.num_classes, clca=options["clca"],
                    model_kwargs=dict(config.backbone_kwargs))
-        click.echo(json.dumps(out))
+        emit_json(out)
         return
     con = console()
     con.print(f"[bold]{config.backbone}[/] {config.method} r={options['keep_rate']} {'+CLCA' if options['clca'] else ''}"
@@ -62,7 +61,7 @@ def zoo(methods, as_json) -> None:
             "params_m": round(rep.params_m, 2), "tokens_per_block": rep.tokens_per_block,
         })
     if as_json:
-        click.echo(json.dumps(rows))
+        emit_json(rows)
         return
     table = Table(title="ViT-B/16 @ 448, 200 classes, locations [3, 6, 9]: GFLOPs (MACs, batch 1)")
     for col in ("method", "keep rate", "CLCA", "GFLOPs", "w/o attn", "reference", "diff", "params (M)"):

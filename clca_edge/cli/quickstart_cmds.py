@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from ._common import console, main, reports_errors
+from ._common import console, emit_json, main, reports_errors
 
 
 @main.command()
@@ -28,4 +27,4 @@ def quickstart(out, epochs, method, keep_rate, as_json) -> None:
     res = run_quickstart(cfg, say=lambda msg: con.print(f"\n[bold cyan]{msg}[/]", highlight=False))
     render_summary(res, con)
     if as_json:
-        click.echo(json.dumps(summary_dict(res)))
+        emit_json(summary_dict(res))

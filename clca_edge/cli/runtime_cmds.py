@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import click
 
-from ._common import console, main, reports_errors
+from ._common import console, emit_json, main, reports_errors
 
 BACKEND_CHOICES = ["auto", "tensorrt", "ort-gpu", "ort-cpu"]
 PRECISION_CHOICES = ["auto", "fp32", "fp16", "int8"]
@@ -143,13 +142,13 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, quality, 
     ok = [r for r in results if r.topk is not None]
     bad = [r for r in results if r.topk is None]
     if as_json:
-        click.echo(json.dumps({
+        emit_json({
             "backend": sel.classifier.backend, "precision": sel.classifier.precision, "bundle_sha": model.sha,
             "fallbacks": [f.to_dict() for f in sel.fallbacks], "self_check": [c.to_dict() for c in sel.checks],
             "temperature": model.temperature,
             "quality": guard.describe() if guard is not None else {"enabled": False},
             "flagged": sum(r.flagged for r in ok),
-            "predictions": [r.to_dict() for r in ok], "skipped": [r.to_dict() for r in bad]}, indent=2))
+            "predictions": [r.to_dict() for r in ok], "skipped": [r.to_dict() for r in bad]}, indent=2)
     else:
         from rich.table import Table
 

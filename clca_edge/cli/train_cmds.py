@@ -7,14 +7,13 @@ same command trains with DistributedDataParallel.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
 import click
 from click.core import ParameterSource
 
-from ._common import console, main, model_options, reports_errors
+from ._common import console, emit_json, main, model_options, reports_errors
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ def train(ctx: click.Context, **params) -> None:
         click.echo(f"Skipped {len(result.skipped)} unreadable image(s): " + ", ".join(result.skipped[:5])
                    + (" ..." if len(result.skipped) > 5 else ""), err=True)
     if params.get("as_json"):
-        click.echo(json.dumps(summary))
+        emit_json(summary)
     else:
         console().print(f"best val top-1 [bold]{result.best_top1:.2f}%[/] at epoch {result.best_epoch}; "
                         f"checkpoints in {result.out}")
@@ -149,7 +148,7 @@ def eval_cmd(checkpoint, data, split, image_root, out, batch_size, workers, devi
     if as_json:
         d = report.to_dict()
         d["outputs"] = str(folder)
-        click.echo(json.dumps(d))
+        emit_json(d)
         return
     from rich.table import Table
 
