@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Optional, Union
 
-from ..core.errors import BundleError
+from ..core.errors import BundleError, TrustError
 from ..core.fileio import atomic_write_bytes, make_temp_dir
 from ..core.preprocess import PreprocessSpec
 from .manifest import (ENGINE_SOURCE, FORMAT_VERSION, LABELS_NAME, MANIFEST_NAME, PRECISIONS, PREPROCESS_NAME,
@@ -287,12 +287,24 @@ def read_manifest(root: Union[str, Path]) -> Manifest:
     return _parse_manifest(data, str(mpath))
 
 
-def load_bundle(path: Union[str, Path], extract_to: Optional[Union[str, Path]] = None) -> Bundle:
+def load_bundle(path: Union[str, Path], extract_to: Optional[Union[str, Path]] = None,
+                trusted_keys=None) -> Bundle:
     """Open a bundle folder or ``.tar`` archive, verifying every file's sha256.
 
     An archive is extracted into ``extract_to`` if given, else into its persistent folder
     (``extraction_dir``), which later loads reuse while it matches the archive.
+    ``trusted_keys`` (a ``bundle.signature.TrustedKeys``): the bundle must also carry a signature by
+    one of them over what deploy wrote, else TrustError; a hash mismatch is then a TrustError too.
     """
+    if trusted_keys is not None:
+        from .signature import verify_bundle
+
+        try:
+            bundle = load_bundle(path, extract_to)
+        except BundleIntegrityError as e:
+            raise TrustError(f"{e} (refused: this device only runs bundles that verify against their signature)") from None
+        verify_bundle(bundle.root, trusted_keys, where=str(path))
+        return bundle
     path = Path(path)
     if not path.exists():
         raise BundleError(f"bundle {str(path)!r} does not exist")

@@ -9,6 +9,7 @@ import click
 from ..bundle import BUILD_FAILED, PRECISIONS
 from ..core.errors import ExitCode
 from ._common import console, main, reports_errors
+from .trust_cmds import load_trusted, trusted_keys_option
 
 
 def _fmt(v, nd=2):
@@ -34,9 +35,12 @@ def _fmt(v, nd=2):
 @click.option("--tar", is_flag=True, help="Also pack the bundle as OUT.tar (verified after packing).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("--no-engines", is_flag=True, help="Do not build TensorRT engines even if TensorRT is here.")
+@click.option("--sign-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Sign the bundle with this Ed25519 private key (clca-edge keygen): devices with "
+                   "--trusted-keys then refuse any other or changed bundle.")
 @reports_errors
 def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, calib_images, calib_method, seed,
-           workspace_mb, tar, force, no_engines) -> None:
+           workspace_mb, tar, force, no_engines, sign_key) -> None:
     """Turn a checkpoint into a verified deploy bundle: fp32/INT8/FP16 ONNX, accuracy-gated."""
     from ..deploy.calibration import CalibrationConfig
     from ..deploy.pipeline import DeployConfig, run_deploy
@@ -49,6 +53,7 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
         precisions=precisions, max_drop=max_drop,
         calibration=CalibrationConfig(num_images=calib_images, method=calib_method, seed=seed),
         tar=tar, force=force, workspace_mb=workspace_mb, build_engines=False if no_engines else None,
+        sign_key=sign_key,
     )
     con = console()
     with con.status("deploying") as status:
@@ -86,6 +91,8 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
     con.print(f"default variant: [bold]{report.default_variant}[/]")
     if report.tar:
         con.print(f"archive: {report.tar} (verified)")
+    if report.signed_by:
+        con.print(f"signed: manifest.sig by key {report.signed_by} (verified)")
     if report.engines is not None:
         _print_engines(con, report.engines)
 
@@ -136,13 +143,15 @@ def _print_engines(con, report) -> None:
 @click.option("--max-drop", type=float, default=None, help="Gate threshold (default: the one deploy used).")
 @click.option("--builder", type=click.Choice(["tensorrt", "torch-tensorrt"]), default="tensorrt", show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="For --builder torch-tensorrt.")
+@trusted_keys_option
 @reports_errors
-def build_engine(bundle, precision, workspace_mb, eval_data, max_drop, builder, checkpoint) -> None:
+def build_engine(bundle, precision, workspace_mb, eval_data, max_drop, builder, checkpoint, trusted_keys) -> None:
     """Build (or reuse) the TensorRT engines of a bundle on this device."""
     from ..engines.build import BuildEngineConfig, build_engines
 
     config = BuildEngineConfig(bundle=bundle, precision=precision, workspace_mb=workspace_mb, eval_data=eval_data,
-                               max_drop=max_drop, builder=builder, checkpoint=checkpoint)
+                               max_drop=max_drop, builder=builder, checkpoint=checkpoint,
+                               trusted_keys=load_trusted(trusted_keys))
     report = build_engines(config)
     con = console()
     _print_engines(con, report)

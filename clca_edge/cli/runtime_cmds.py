@@ -10,6 +10,7 @@ from typing import Optional
 import click
 
 from ._common import console, emit_json, main, reports_errors
+from .trust_cmds import trusted_keys_option
 
 BACKEND_CHOICES = ["auto", "tensorrt", "ort-gpu", "ort-cpu"]
 PRECISION_CHOICES = ["auto", "fp32", "fp16", "int8"]
@@ -19,14 +20,17 @@ def _err_console():
     return console(stderr=True)
 
 
-def _open_runtime(bundle: str, backend: str, precision: str, threads: int, force_variant: bool = False):
+def _open_runtime(bundle: str, backend: str, precision: str, threads: int, force_variant: bool = False,
+                  trusted_keys=None):
     from ..runtime.backends import select_classifier
     from ..runtime.model import load_model
 
     if force_variant and precision == "auto":
         raise click.UsageError("--force-variant needs an explicit --precision (auto only runs variants that pass "
                                "the device self-check)")
-    model = load_model(bundle)
+    from .trust_cmds import load_trusted
+
+    model = load_model(bundle, trusted_keys=load_trusted(trusted_keys))
     sel = select_classifier(model.files, backend, precision, threads, force=force_variant)
     con = _err_console()
     for fb in sel.fallbacks:
@@ -63,6 +67,7 @@ def backend_options(fn):
         click.option("--top-k", "top_k", type=click.IntRange(min=1), default=3, show_default=True),
         click.option("--force-variant", "force_variant", is_flag=True,
                      help="Use the --precision given even if it fails the device self-check (loudly; never with auto)."),
+        trusted_keys_option,
     ]):
         fn = opt(fn)
     return fn
@@ -113,7 +118,7 @@ def _describe_guard(guard) -> str:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @reports_errors
-def predict(bundle, backend, precision, threads, top_k, force_variant, quality, min_luminance, max_luminance,
+def predict(bundle, backend, precision, threads, top_k, force_variant, trusted_keys, quality, min_luminance, max_luminance,
             min_sharpness, max_ood, paths, as_json):
     """Classify image files, folders (recursively) and globs with a deploy bundle.
 
@@ -125,7 +130,7 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, quality, 
     from ..runtime.predict import expand_inputs, predict_files
 
     qconfig = _quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood)
-    model, sel = _open_runtime(bundle, backend, precision, threads, force_variant)
+    model, sel = _open_runtime(bundle, backend, precision, threads, force_variant, trusted_keys)
     top_k = _clamp_top_k(top_k, model)
     guard = QualityGuard.for_bundle(model.quality_reference, qconfig)
     try:
@@ -216,7 +221,7 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, quality, 
 @click.option("--reconnect-max", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Longest wait between reconnection attempts (back-off doubles from 0.5 s).")
 @reports_errors
-def capture(bundle, backend, precision, threads, top_k, force_variant, quality, min_luminance, max_luminance,
+def capture(bundle, backend, precision, threads, top_k, force_variant, trusted_keys, quality, min_luminance, max_luminance,
             min_sharpness, max_ood, camera, source, width, height, fps, every, interval,
             max_frames, duration, smooth, min_conf, run_dir, log_path, log_format, save_frames, max_disk_mb,
             min_free_mb, show, live, open_timeout, stall_timeout, reconnect_max):
@@ -242,7 +247,7 @@ def capture(bundle, backend, precision, threads, top_k, force_variant, quality, 
                            reconnect=policy,
                            quality=_quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood))
     save_cfg = FrameSaveConfig(policy=save_frames, max_disk_mb=max_disk_mb, min_free_mb=min_free_mb)
-    model, sel = _open_runtime(bundle, backend, precision, threads, force_variant)
+    model, sel = _open_runtime(bundle, backend, precision, threads, force_variant, trusted_keys)
     if top_k > len(model.class_names):
         import dataclasses
 

@@ -45,7 +45,8 @@ EXIT_CODES: dict[ExitCode, str] = {
     ExitCode.OUTPUT: "an output path cannot be written or is not ours to replace",
     ExitCode.CHECKPOINT: "a checkpoint is missing, unreadable or does not match",
     ExitCode.TRAINING: "training failed (the loss diverged)",
-    ExitCode.SELF_CHECK: "a requested backend/precision failed the device self-check",
+    ExitCode.SELF_CHECK: ("a requested backend/precision (with `auto`: every one) failed the device self-check on "
+                          "the bundle's reference samples (`doctor --bundle`: none passes)"),
     ExitCode.TRUST: "a bundle's signature is missing or does not verify against the trusted keys",
 }
 

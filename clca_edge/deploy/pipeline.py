@@ -51,6 +51,7 @@ class DeployConfig:
     opset: int = 17
     workspace_mb: int = 1024
     build_engines: Optional[bool] = None  # None: build when TensorRT is importable and target is jetson-orin
+    sign_key: Optional[Path] = None  # Ed25519 private key (clca-edge keygen): writes manifest.sig
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -86,6 +87,7 @@ class DeployReport:
     calib_images: int
     calib_excluded: int
     engines: Any = None
+    signed_by: Optional[str] = None  # key id of --sign-key
     confidence: Any = None          # core.confidence.ConfidenceCalibration (temperature, ECE before/after)
     quality_reference: Any = None   # core.image_stats.QualityReference of the training images
     reference: Any = None           # bundle.reference.ReferenceSet: the device self-check's samples
@@ -114,6 +116,10 @@ def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] =
     # Before any work: a refused --out costs nothing and nothing at it is touched.
     check_out(Path(config.out), config.force, config.tar, Path(config.checkpoint), config.calib_data,
               config.eval_data)
+    if config.sign_key is not None:  # a bad key is one line now, not after minutes of work
+        from ..bundle.signature import load_private_key
+
+        load_private_key(config.sign_key)
     ckpt = find_checkpoint(config.checkpoint)
     model, meta = load_checkpoint(ckpt)
     classes = list(meta.class_names)
@@ -121,16 +127,20 @@ def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] =
     tmp = temp_bundle_dir(Path(config.out))
     try:
         report = _build(config, tmp, model, meta, ckpt, data, say)
+        if config.sign_key is not None:
+            from ..bundle.signature import sign_bundle
+
+            report.signed_by = sign_bundle(tmp, config.sign_key).key_id
         replace_dir(tmp, Path(config.out))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     report.bundle = Path(config.out)
-    load_bundle(report.bundle)  # verifies every hash we just wrote
+    load_bundle(report.bundle, trusted_keys=_own_key(config))  # verifies every hash (and the signature) we wrote
     if config.tar:
         report.tar = pack_tar(report.bundle, tar_path(Path(config.out)))
         with tempfile.TemporaryDirectory(prefix="clca-verify-") as d:
-            load_bundle(report.tar, extract_to=d)
+            load_bundle(report.tar, extract_to=d, trusted_keys=_own_key(config))
     want_engines = config.build_engines
     if want_engines is None:
         want_engines = config.target == "jetson-orin" and _tensorrt_available()
@@ -369,3 +379,13 @@ def _quality_reference(config: DeployConfig, classes: list, spec, data, sample, 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else ""
+
+
+def _own_key(config: DeployConfig):
+    """The public half of --sign-key as the one trusted key: deploy checks its own signature."""
+    if config.sign_key is None:
+        return None
+    from ..bundle.signature import TrustedKeys, key_id, load_private_key
+
+    pub = load_private_key(config.sign_key).public_key()
+    return TrustedKeys(Path(config.sign_key), {key_id(pub): pub})

@@ -35,6 +35,8 @@ class BuildEngineConfig:
     max_drop: Optional[float] = None  # default: the one deploy used
     builder: str = "tensorrt"
     checkpoint: Optional[Path] = None  # torch-tensorrt compiles from the checkpoint
+    # bundle.signature.TrustedKeys: refuse a bundle not signed by one of them (--trusted-keys).
+    trusted_keys: Any = None
     timing_iters: int = 50
 
     def __post_init__(self) -> None:
@@ -79,7 +81,7 @@ def build_engines(config: BuildEngineConfig, trt=None, memory=None,
         from .torch_trt import build_with_torch_tensorrt
 
         return build_with_torch_tensorrt(config)
-    bundle = load_bundle(config.bundle)
+    bundle = load_bundle(config.bundle, trusted_keys=config.trusted_keys)
     trt = trt or import_tensorrt()
     gpu = gpu_info()
     make_runner = runner_factory or (lambda t, plan: TrtRunner(t, plan, memory=memory))

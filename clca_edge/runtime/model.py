@@ -62,11 +62,12 @@ def _cpu_precision(bundle, onnx: dict) -> str:
     return v.precision
 
 
-def load_model(path) -> RuntimeModel:
-    """Open and verify a bundle folder or .tar (every sha256 checked) for the runtime."""
+def load_model(path, trusted_keys=None) -> RuntimeModel:
+    """Open and verify a bundle folder or .tar (every sha256 checked) for the runtime;
+    ``trusted_keys`` (bundle.signature.TrustedKeys): it must be signed by one of them, too."""
     from ..bundle import MANIFEST_NAME, load_bundle, sha256_file
 
-    bundle = load_bundle(path)
+    bundle = load_bundle(path, trusted_keys=trusted_keys)
     onnx: dict[str, Path] = {}
     for v in bundle.variants.values():
         if not v.usable:
