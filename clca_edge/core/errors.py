@@ -47,7 +47,8 @@ EXIT_CODES: dict[ExitCode, str] = {
     ExitCode.TRAINING: "training failed (the loss diverged)",
     ExitCode.SELF_CHECK: ("a requested backend/precision (with `auto`: every one) failed the device self-check on "
                           "the bundle's reference samples (`doctor --bundle`: none passes)"),
-    ExitCode.TRUST: "a bundle's signature is missing or does not verify against the trusted keys",
+    ExitCode.TRUST: ("a bundle's signature is missing or does not verify against the trusted keys, or a key file "
+                     "is unreadable or not an Ed25519 key"),
 }
 
 
@@ -150,6 +151,13 @@ class SelfCheckError(ClcaEdgeError):
     exit_code = ExitCode.SELF_CHECK
 
 
+class TrustError(ClcaEdgeError):
+    """A bundle is unsigned, signed by an untrusted key, or changed after signing, while the device
+    requires signatures (--trusted-keys); or a signing/trusted key file cannot be used."""
+
+    exit_code = ExitCode.TRUST
+
+
 __all__ = ["README_BEGIN", "README_END", "exit_code_table", "BackendError", "BundleError", "CheckpointError", "ClcaEdgeError", "ConfigError", "DataError",
            "EXIT_CODES", "EngineError", "ExitCode", "ExportError", "NoInputError", "OutputError",
-           "PretrainedWeightsError", "SelfCheckError", "SourceError", "TrainingError"]
+           "PretrainedWeightsError", "SelfCheckError", "SourceError", "TrainingError", "TrustError"]
