@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -11,6 +12,8 @@ import click
 
 from ._common import console, emit_json, main, reports_errors
 from .trust_cmds import trusted_keys_option
+
+log = logging.getLogger(__name__)
 
 BACKEND_CHOICES = ["auto", "tensorrt", "ort-gpu", "ort-cpu"]
 PRECISION_CHOICES = ["auto", "fp32", "fp16", "int8"]
@@ -31,18 +34,27 @@ def _open_runtime(bundle: str, backend: str, precision: str, threads: int, force
     from .trust_cmds import load_trusted
 
     model = load_model(bundle, trusted_keys=load_trusted(trusted_keys))
-    sel = select_classifier(model.files, backend, precision, threads, force=force_variant)
+    # Fallbacks are said here, once (not also logged as warnings); those the bundle's target implies
+    # (a cpu bundle on a machine without TensorRT) only under -v.
+    sel = select_classifier(model.files, backend, precision, threads, force=force_variant, on_fallback=_said_below)
     con = _err_console()
     for fb in sel.fallbacks:
-        con.print(f"[bold red]FALLBACK[/]: {fb.backend} unavailable ({fb.reason})", highlight=False)
+        if fb.expected:
+            log.info("%s not used: %s (the bundle targets %s)", fb.backend, fb.reason, model.files.target)
+        else:
+            con.print(f"[bold red]FALLBACK[/]: {fb.backend} unavailable ({fb.reason})", highlight=False)
     for check in sel.rejected:
         if check.forced:
             con.print(f"[bold red]FORCED[/]: {check.summary()}; used anyway (--force-variant)", highlight=False)
         else:
             con.print(f"[bold red]SELF-CHECK FAILED[/]: {check.summary()}; not used", highlight=False)
-    if sel.fallbacks or sel.rejected:
+    if any(not fb.expected for fb in sel.fallbacks) or sel.rejected:
         con.print(f"[bold yellow]running on {sel.classifier.describe()}[/]", highlight=False)
     return model, sel
+
+
+def _said_below(fallback) -> None:
+    """select_classifier's on_fallback for the CLI: _open_runtime says each fallback itself."""
 
 
 def _clamp_top_k(top_k: int, model) -> int:
@@ -329,7 +341,8 @@ def _print_summary(summary, log_file: Path) -> None:
     reasons = ", ".join(f"{r}: {n}" for r, n in summary.refused_reasons.most_common())
     t.add_row("refused (quality)", f"{summary.refused} ({reasons})" if summary.refused else "0")
     t.add_row("backend", f"{summary.backend} ({summary.precision})")
-    t.add_row("fallbacks", "; ".join(f"{f['backend']}: {f['reason']}" for f in summary.fallbacks) or "none")
+    t.add_row("fallbacks", "; ".join(f"{f['backend']}: {f['reason']}" for f in summary.fallbacks
+                                     if not f.get("expected")) or "none")
     t.add_row("self-check", "; ".join(f"{c['backend']} {c['precision']}: {c['status']}"
                                       + (" (forced)" if c.get("forced") else "") for c in summary.self_checks) or "-")
     t.add_row("dropped (stale) frames", str(summary.dropped))

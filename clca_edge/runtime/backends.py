@@ -35,9 +35,15 @@ class BackendUnavailable(Exception):
 class Fallback:
     backend: str
     reason: str
+    # The bundle was not built for this backend (a cpu-target bundle has no TensorRT engine to
+    # expect, nor a GPU): recorded, said only under -v, never as a warning.
+    expected: bool = False
 
     def to_dict(self) -> dict:
-        return {"backend": self.backend, "reason": self.reason}
+        d = {"backend": self.backend, "reason": self.reason}
+        if self.expected:
+            d["expected"] = True
+        return d
 
 
 class Classifier(ABC):
@@ -79,6 +85,8 @@ class ModelFiles:
     # The device self-check (runtime.selfcheck.SelfChecker.check): every classifier opened by
     # select_classifier passes it before it classifies; None: no check (a hand-built ModelFiles).
     self_check: Optional[Callable[["Classifier"], Any]] = None
+    # What deploy built the bundle for (manifest ``target``): a "cpu" bundle expects no TensorRT/GPU.
+    target: Optional[str] = None
 
     def __post_init__(self) -> None:
         if "fp32" not in self.onnx:
@@ -145,11 +153,16 @@ class OrtClassifier(Classifier):
 
 
 def _announce(fb: Fallback) -> None:
+    """Say a fallback once per process: a warning, or INFO (-v) for one the bundle's target implies."""
     key = (fb.backend, fb.reason)
     if key in _announced:
         return
     _announced.add(key)
-    log.warning("FALLBACK: %s unavailable: %s", fb.backend, fb.reason)
+    (log.info if fb.expected else log.warning)("FALLBACK: %s unavailable: %s", fb.backend, fb.reason)
+
+
+# Backends a bundle built for ``target`` is not meant for: their absence is no fallback worth a warning.
+NOT_EXPECTED_ON = {"cpu": ("tensorrt", "ort-gpu")}
 
 
 def _pick_precision(files: ModelFiles, backend: str, precision: str) -> str:
@@ -265,10 +278,13 @@ def _open_checked(files: ModelFiles, backend: str, precision: str, threads: int,
 
 
 def select_classifier(files: ModelFiles, backend: str = "auto", precision: str = "auto", threads: int = 0,
-                      order: Sequence[str] = BACKENDS, force: bool = False) -> Selection:
+                      order: Sequence[str] = BACKENDS, force: bool = False,
+                      on_fallback: Optional[Callable[[Fallback], None]] = None) -> Selection:
     """The first backend of ``order`` that opens and passes the device self-check
     (``backend='auto'``), or exactly ``backend``. ``force`` uses an explicitly requested
-    precision even if it fails its self-check (loudly)."""
+    precision even if it fails its self-check (loudly). Each fallback is said by ``on_fallback``
+    (default: logged once per process); a caller that prints them itself passes its own, so a
+    fallback is said once, not twice."""
     from ..core.errors import SelfCheckError
 
     if precision != "auto" and precision not in PRECISIONS:
@@ -290,8 +306,8 @@ def select_classifier(files: ModelFiles, backend: str = "auto", precision: str =
         try:
             clf = _open_checked(files, name, precision, threads, force, checks)
         except BackendUnavailable as e:
-            fb = Fallback(name, str(e))
-            _announce(fb)
+            fb = Fallback(name, str(e), expected=name in NOT_EXPECTED_ON.get(files.target or "", ()))
+            (on_fallback or _announce)(fb)
             fallbacks.append(fb)
             continue
         return Selection(clf, fallbacks, checks)

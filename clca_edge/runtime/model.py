@@ -84,7 +84,7 @@ def load_model(path, trusted_keys=None) -> RuntimeModel:
     files = ModelFiles(onnx, bundle.preprocess.img_size, default_precision, _engine_opener(bundle),
                        tuple(engine_precisions), _cpu_precision(bundle, onnx))
     checker = self_checker(bundle)
-    files = dataclasses.replace(files, self_check=checker.check)
+    files = dataclasses.replace(files, self_check=checker.check, target=getattr(bundle.manifest, "target", None))
     confidence = _section(bundle, "confidence", ConfidenceCalibration)
     return RuntimeModel(files, bundle.preprocess, tuple(bundle.labels), sha256_file(bundle.root / MANIFEST_NAME),
                         temperature=confidence.temperature if confidence is not None else 1.0,
