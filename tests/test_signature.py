@@ -1,0 +1,189 @@
+"""Signed bundles: keygen, deploy --sign-key, and devices with trusted keys refusing unsigned,
+foreign or tampered bundles while engines built on the device keep the signature valid."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import pytest
+from click.testing import CliRunner
+
+from clca_edge.bundle import load_bundle, read_manifest, sha256_file, write_manifest
+from clca_edge.bundle.signature import (SIGNATURE_NAME, TrustedKeys, generate_keypair, sign_bundle, verify_bundle)
+from clca_edge.cli import main
+from clca_edge.core.errors import ExitCode, TrustError
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keys")
+    priv, pub, kid = generate_keypair(root / "deploy")
+    other = generate_keypair(root / "other")
+    trusted = root / "trusted"
+    trusted.mkdir()
+    shutil.copy(pub, trusted / "deploy.pub")
+    return {"priv": priv, "pub": pub, "kid": kid, "trusted": trusted, "other_priv": other[0]}
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory, keys):
+    """A jetson-orin bundle (fp16 + fp32: a TensorRT plan to build later) deployed with --sign-key."""
+    from test_deploy_support import make_workspace
+
+    root = tmp_path_factory.mktemp("signed")
+    ws = make_workspace(root)
+    out = root / "bundle"
+    res = CliRunner().invoke(main, ["deploy", "--checkpoint", str(ws["ckpt"]), "--out", str(out), "--calib-data",
+                                    str(ws["calib"]), "--eval-data", str(ws["eval"]), "--precision", "fp16,fp32",
+                                    "--no-engines", "--tar", "--sign-key", str(keys["priv"])])
+    assert res.exit_code == 0, res.output
+    assert f"by key {keys['kid']} (verified)" in res.output
+    return ws, out
+
+
+def _copy(signed, tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(signed[1], dst)
+    return dst
+
+
+def _predict(bundle, ws, *extra, env=None):
+    img = next((ws["eval"] / "ash").iterdir())
+    return CliRunner().invoke(main, ["predict", "--bundle", str(bundle), "--backend", "ort-cpu", str(img), *extra],
+                              env=env)
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path):
+    res = CliRunner().invoke(main, ["keygen", "--out", str(tmp_path / "k")])
+    assert res.exit_code == 0, res.output
+    priv, pub = tmp_path / "k" / "clca-edge.key", tmp_path / "k" / "clca-edge.pub"
+    assert stat.S_IMODE(os.stat(priv).st_mode) == 0o600
+    assert b"PRIVATE KEY" in priv.read_bytes() and b"PUBLIC KEY" in pub.read_bytes()
+    again = CliRunner().invoke(main, ["keygen", "--out", str(tmp_path / "k")])
+    assert again.exit_code == ExitCode.TRUST and "already exist" in again.output
+    assert priv.read_bytes() == priv.read_bytes()  # untouched
+    assert CliRunner().invoke(main, ["keygen", "--out", str(tmp_path / "k"), "--force"]).exit_code == 0
+
+
+def test_signed_bundle_verifies_and_runs_with_trusted_keys(signed, keys):
+    ws, out = signed
+    assert (out / SIGNATURE_NAME).is_file() and SIGNATURE_NAME not in read_manifest(out).files
+    info = verify_bundle(out, TrustedKeys.load(keys["trusted"]))
+    assert info.key_id == keys["kid"] and set(info.signed_files) == set(read_manifest(out).files)
+    assert "model.onnx" in info.signed_files and "labels.txt" in info.signed_files
+    # The archive carries the signature too.
+    tar = out.with_name(out.name + ".tar")
+    b = load_bundle(tar, extract_to=out.parent / "x", trusted_keys=TrustedKeys.load(keys["trusted"]))
+    assert (b.root / SIGNATURE_NAME).is_file()
+    # Through the CLI, by option and by the environment variable the systemd unit sets.
+    assert _predict(out, ws, "--trusted-keys", str(keys["trusted"])).exit_code == 0
+    assert _predict(out, ws, env={"CLCA_EDGE_TRUSTED_KEYS": str(keys["trusted"])}).exit_code == 0
+
+
+def test_tampered_signed_bundle_is_refused(signed, keys, tmp_path):
+    """One byte of model.onnx changed and the manifest re-hashed, as an attacker would: the hashes
+    agree, so only the signature catches it."""
+    ws, _ = signed
+    b = _copy(signed, tmp_path)
+    data = bytearray((b / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (b / "model.onnx").write_bytes(bytes(data))
+    m = read_manifest(b)
+    m.files["model.onnx"] = sha256_file(b / "model.onnx")
+    write_manifest(b, m, hash_files=False)
+    load_bundle(b)  # the hash list alone is fooled
+    with pytest.raises(TrustError, match="does not verify"):
+        load_bundle(b, trusted_keys=TrustedKeys.load(keys["trusted"]))
+    res = _predict(b, ws, "--trusted-keys", str(keys["trusted"]))
+    assert res.exit_code == ExitCode.TRUST and "does not verify" in res.output
+    # Without trusted keys the device runs it, as before (it cannot know better).
+    assert _predict(b, ws).exit_code == 0
+
+
+def test_changed_file_without_rehash_is_a_trust_error_with_keys(signed, keys, tmp_path):
+    ws, _ = signed
+    b = _copy(signed, tmp_path)
+    (b / "labels.txt").write_text((b / "labels.txt").read_text() + "intruder\n")
+    with pytest.raises(TrustError, match="labels.txt"):
+        load_bundle(b, trusted_keys=TrustedKeys.load(keys["trusted"]))
+
+
+def test_unsigned_and_foreign_bundles_are_refused_with_keys_only(signed, keys, tmp_path):
+    ws, _ = signed
+    b = _copy(signed, tmp_path)
+    (b / SIGNATURE_NAME).unlink()
+    res = _predict(b, ws, "--trusted-keys", str(keys["trusted"]))
+    assert res.exit_code == ExitCode.TRUST and "is not signed" in res.output
+    assert _predict(b, ws).exit_code == 0  # no keys set: unsigned bundles run
+    sign_bundle(b, keys["other_priv"])  # signed, but by a key the device does not trust
+    res = _predict(b, ws, "--trusted-keys", str(keys["trusted"]))
+    assert res.exit_code == ExitCode.TRUST and "not among the trusted keys" in res.output
+    # A signature that claims more device-writable keys than build-engine may write is refused.
+    sign_bundle(b, keys["priv"])
+    sig = json.loads((b / SIGNATURE_NAME).read_text())
+    sig["unsigned_keys"].append("variants")
+    (b / SIGNATURE_NAME).write_text(json.dumps(sig))
+    with pytest.raises(TrustError, match="only deploy writes"):
+        load_bundle(b, trusted_keys=TrustedKeys.load(keys["trusted"]))
+
+
+def test_engines_built_on_the_device_keep_the_signature(signed, keys, tmp_path, monkeypatch):
+    from fake_tensorrt import make_module
+
+    from clca_edge.engines.build import BuildEngineConfig, build_engines
+    from clca_edge.engines.tensorrt import GpuInfo, HostMemory
+
+    ws, _ = signed
+    b = _copy(signed, tmp_path)
+    trusted = TrustedKeys.load(keys["trusted"])
+    monkeypatch.setattr("clca_edge.engines.build.gpu_info", lambda: GpuInfo("Orin (nvgpu)", "8.7", "test"))
+    rep = build_engines(BuildEngineConfig(bundle=b, precision="fp16", timing_iters=2, eval_data=ws["eval"],
+                                          trusted_keys=trusted), trt=make_module("8.5.2.2"), memory=HostMemory())
+    assert rep.outcomes[0].file
+    bundle = load_bundle(b, trusted_keys=trusted)  # manifest rewritten by build-engine: still verifies
+    (engine,) = bundle.engines.values()
+    assert engine.file in bundle.manifest.files and engine.file not in verify_bundle(b, trusted).signed_files
+    # But a deploy-written field edited on the device does not.
+    m = read_manifest(b)
+    m.default_variant = "fp16" if m.default_variant != "fp16" else "fp32"
+    write_manifest(b, m, hash_files=False)
+    with pytest.raises(TrustError, match="does not verify"):
+        load_bundle(b, trusted_keys=trusted)
+
+
+def test_build_engine_refuses_an_unsigned_bundle_with_keys(signed, keys, tmp_path):
+    b = _copy(signed, tmp_path)
+    (b / SIGNATURE_NAME).unlink()
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(b), "--trusted-keys", str(keys["trusted"])])
+    assert res.exit_code == ExitCode.TRUST and "is not signed" in res.output
+
+
+def test_bad_key_files_are_one_line_naming_them(signed, keys, tmp_path):
+    ws, out = signed
+    junk = tmp_path / "junk.key"
+    junk.write_text("not a key")
+    res = CliRunner().invoke(main, ["deploy", "--checkpoint", str(ws["ckpt"]), "--out", str(tmp_path / "b"),
+                                    "--calib-data", str(ws["calib"]), "--eval-data", str(ws["eval"]),
+                                    "--sign-key", str(junk)])
+    assert res.exit_code == ExitCode.TRUST and str(junk) in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()  # refused before any work
+    res = CliRunner().invoke(main, ["deploy", "--checkpoint", str(ws["ckpt"]), "--out", str(tmp_path / "b"),
+                                    "--calib-data", str(ws["calib"]), "--eval-data", str(ws["eval"]),
+                                    "--sign-key", str(keys["pub"])])  # the public half by mistake
+    assert res.exit_code == ExitCode.TRUST and "not a PEM private key" in res.output
+    bad_dir = tmp_path / "trusted"
+    bad_dir.mkdir()
+    shutil.copy(keys["pub"], bad_dir / "ok.pub")
+    (bad_dir / "broken.pub").write_text("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+    res = _predict(out, ws, "--trusted-keys", str(bad_dir))
+    assert res.exit_code == ExitCode.TRUST and "broken.pub" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = _predict(out, ws, "--trusted-keys", str(empty))
+    assert res.exit_code == ExitCode.TRUST and "holds no .pub file" in res.output
+    res = _predict(out, ws, "--trusted-keys", str(tmp_path / "missing"))
+    assert res.exit_code == ExitCode.TRUST and "does not exist" in res.output
