@@ -115,13 +115,14 @@ def _quality_config(quality, min_luminance, max_luminance, min_sharpness, max_oo
                          min_sharpness=min_sharpness, max_ood=max_ood)
 
 
-def _describe_guard(guard) -> str:
+def _describe_guard(guard, notes: bool = True) -> str:
+    """One line: the thresholds in force (and where they came from, unless the capture loop logs that)."""
     if guard is None:
         return "quality guard off"
     t = guard.thresholds
     ood = "no OOD check" if t.max_ood is None else f"OOD <= {t.max_ood:.2f}"
     return (f"quality guard: luminance {t.min_luminance:.2f}..{t.max_luminance:.2f}, sharpness >= "
-            f"{t.min_sharpness:.1f}, {ood}" + "".join(f"; {n}" for n in guard.notes))
+            f"{t.min_sharpness:.1f}, {ood}" + ("".join(f"; {n}" for n in guard.notes) if notes else ""))
 
 
 @main.command()
@@ -297,7 +298,9 @@ def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, l
     con.print(f"capture: {src_cfg.kind} {src_cfg.uri} -> {log_file} ({sel.classifier.describe()})", highlight=False)
     from ..capture.quality import QualityGuard
 
-    con.print(_describe_guard(QualityGuard.for_bundle(model.quality_reference, config.quality)), highlight=False)
+    # The loop logs the guard's notes (an older bundle's missing reference at WARNING): said once.
+    con.print(_describe_guard(QualityGuard.for_bundle(model.quality_reference, config.quality), notes=False),
+              highlight=False)
 
     overlay = OverlayWindow() if show else None
     use_live = sys.stdout.isatty() if live is None else live
