@@ -70,6 +70,32 @@ def test_manifest_records_everything(bundle, ws):
     assert "REJECTED" not in res.output
 
 
+def test_jetson_bundle_carries_a_cpu_int8_for_the_cpu_fallback(bundle):
+    """TensorRT's Q/DQ INT8 runs slowly on ONNX Runtime CPU; the device's CPU fallback gets the
+    CPU flavour (7-bit weights, safe on x86 without VNNI and on ARM) instead of fp32 only."""
+    from clca_edge.bundle import read_manifest
+    from clca_edge.bundle.int8 import int8_isa
+    from clca_edge.runtime.backends import open_backend
+    from clca_edge.runtime.model import load_model
+
+    out, _ = bundle
+    m = read_manifest(out)
+    cpu, trt = m.variants["int8-cpu"], m.variants["int8"]
+    assert (cpu.file, cpu.flavour, cpu.precision, cpu.runtime) == ("model.int8-cpu.onnx", "ort-cpu-u8s8-w7", "int8",
+                                                                    "onnxruntime")
+    assert trt.flavour == "tensorrt-qdq" and "model.int8-cpu.onnx" in m.files
+    assert cpu.status in ("passed", "rejected") and cpu.accuracy is not None  # gated like any variant
+    assert (m.int8.cpu_variant, m.int8.tensorrt_variant, m.int8.cpu_flavour) == ("int8-cpu", "int8", "ort-cpu-u8s8-w7")
+    assert m.int8.x86_non_vnni_safe and m.int8.deploy_cpu.isa == int8_isa()
+    assert m.default_variant != "int8"  # TensorRT's Q/DQ file is never the CPU default
+    assert m.variants["trt-int8"].source == "int8"  # engines are still built from TensorRT's file
+    files = load_model(out).files
+    assert files.onnx["int8"].name == "model.int8.onnx"
+    if cpu.status == "passed":
+        assert files.files_for("ort-cpu")["int8"].name == "model.int8-cpu.onnx"
+        assert open_backend(files, "ort-cpu", "int8").source_file.name == "model.int8-cpu.onnx"
+
+
 def test_int8_is_explicit_symmetric_per_channel_qdq_at_opset_17(bundle):
     out, _ = bundle
     model = onnx.load(str(out / "model.int8.onnx"))
@@ -273,32 +299,51 @@ def _with_default(tmp_path, src, name, default, drop_measured=False):
     return b
 
 
-def test_precision_auto_on_ort_cpu_runs_the_default_variant(cpu_bundle, bundle, ws, tmp_path):
+def test_precision_auto_on_ort_cpu_is_measured_on_the_device(cpu_bundle, bundle, ws, tmp_path):
+    """Not deploy's default_variant (timed on the deploy machine) but this device's own timing of
+    fp32 vs INT8 decides; a jetson-orin bundle offers its int8-cpu file, never TensorRT's Q/DQ one."""
+    import dataclasses
+
     from clca_edge.runtime.backends import select_classifier
     from clca_edge.runtime.model import load_model
 
-    def auto_cpu(b):
-        clf = select_classifier(load_model(b).files, "ort-cpu", "auto").classifier
+    class Fixed:
+        def __init__(self, fp32, int8):
+            self.ms = {"fp32": fp32, "int8": int8}
+
+        def measure(self, clf, threads=0):
+            return self.ms[clf.precision], False
+
+    def auto_cpu(b, fp32=2.0, int8=1.0):
+        files = dataclasses.replace(load_model(b).files, latency=Fixed(fp32, int8))
+        clf = select_classifier(files, "ort-cpu", "auto").classifier
         try:
-            return clf.precision
+            return clf.precision, clf.source_file.name
         finally:
             clf.close()
 
-    fast = _with_default(tmp_path, cpu_bundle, "cpu_int8", "int8")
-    assert auto_cpu(fast) == "int8"
-    res = CliRunner().invoke(main, ["predict", "--bundle", str(fast), "--backend", "ort-cpu", "--json",
-                                    str(ws["eval"] / "ash")])
+    for default in ("fp32", "int8"):
+        b = _with_default(tmp_path, cpu_bundle, f"cpu_{default}", default)
+        assert auto_cpu(b) == ("int8", "model.int8.onnx")
+        assert auto_cpu(b, fp32=1.0, int8=3.0) == ("fp32", "model.onnx")
+    jetson, _ = bundle
+    if read_status(jetson, "int8-cpu") == "passed":
+        assert auto_cpu(_with_default(tmp_path, jetson, "orin", "fp32")) == ("int8", "model.int8-cpu.onnx")
+    # Really measured through the CLI: the choice and both figures are said on stderr.
+    res = CliRunner().invoke(main, ["predict", "--bundle", str(tmp_path / "cpu_fp32"), "--backend", "ort-cpu",
+                                    "--json", str(ws["eval"] / "ash")])
     assert res.exit_code == 0, res.output
     out, _ = json.JSONDecoder().raw_decode(res.output[res.output.index("{"):])
-    assert out["precision"] == "int8" and out["backend"] == "ort-cpu" and len(out["predictions"]) == 6
-    assert auto_cpu(_with_default(tmp_path, cpu_bundle, "cpu_fp32", "fp32")) == "fp32"
-    # Not measured on ORT CPU, or not through the gate: fp32.
-    assert auto_cpu(_with_default(tmp_path, cpu_bundle, "old", "int8", drop_measured=True)) == "fp32"
-    jetson, _ = bundle
-    assert auto_cpu(_with_default(tmp_path, jetson, "orin_fp32", "fp32")) == "fp32"
-    assert auto_cpu(_with_default(tmp_path, jetson, "orin_trt", "trt-int8")) == "fp32"
+    assert out["precision"] in ("fp32", "int8") and out["backend"] == "ort-cpu" and len(out["predictions"]) == 6
+    assert "ms vs fp32" in res.output and "ms per image on this CPU" in res.output
     # An explicit --precision still wins.
+    fast = tmp_path / "cpu_int8"
     assert select_classifier(load_model(fast).files, "ort-cpu", "fp32").classifier.precision == "fp32"
+
+
+def read_status(b, variant):
+    m = json.loads((b / "manifest.json").read_text())
+    return m["variants"].get(variant, {}).get("status")
 
 
 def _unloadable(path):

@@ -51,6 +51,7 @@ from ..core.confidence import ConfidenceCalibration
 from ..core.errors import BundleError
 from ..core.image_stats import QualityReference
 from ..core.preprocess import PreprocessSpec
+from .int8 import Int8Record
 from .reference import ReferenceSet
 
 FORMAT_VERSION = 2
@@ -492,6 +493,9 @@ class Manifest(ManifestRecord):
     # Held-out images + fp32 logits the device self-check runs every backend/precision on before it
     # classifies (bundle/reference.py; None: bundle from before it, the check is skipped).
     reference: Optional[ReferenceSet] = None
+    # Which INT8 file ONNX Runtime CPU runs, its flavour, and the deploy machine's instruction set
+    # (bundle/int8.py; None: bundle from before it).
+    int8: Optional[Int8Record] = None
     notes: List[str] = field(default_factory=list)
     files: Dict[str, str] = field(default_factory=dict, metadata={"required": True})
     extra: Dict[str, Any] = extra_field()

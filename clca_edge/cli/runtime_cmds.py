@@ -48,6 +48,8 @@ def _open_runtime(bundle: str, backend: str, precision: str, threads: int, force
             con.print(f"[bold red]FORCED[/]: {check.summary()}; used anyway (--force-variant)", highlight=False)
         else:
             con.print(f"[bold red]SELF-CHECK FAILED[/]: {check.summary()}; not used", highlight=False)
+    if sel.classifier.selection_note:  # ort-cpu auto: fp32 vs INT8 as measured on this device
+        con.print(f"ort-cpu: {sel.classifier.selection_note}", highlight=False)
     if any(not fb.expected for fb in sel.fallbacks) or sel.rejected:
         con.print(f"[bold yellow]running on {sel.classifier.describe()}[/]", highlight=False)
     return model, sel

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 TARGETS = ("jetson-orin", "cpu")
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 CALIB_MANIFEST = "calibration/manifest.json"
+# A jetson-orin bundle's second INT8 file: the ONNX Runtime CPU flavour, for the device's CPU fallback.
+CPU_INT8_VARIANT, CPU_INT8_FILE = "int8-cpu", "model.int8-cpu.onnx"
 
 
 # Where the bundle goes and what --force may replace: deploy/output.py (re-exported for callers).
@@ -182,14 +184,16 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
     notes: list[str] = []
 
     calib_info = None
+    int8_info = None
     sample = None
     calib_sha256: set[str] = set()  # reference samples never reuse a calibration image
     if "int8" in config.precisions:
-        from .quantize import CPU_QUANT_OP_TYPES, ORT_CPU_QDQ, QUANT_OP_TYPES, TENSORRT_QDQ, quantize_int8
+        from .quantize import CPU_FLAVOUR, FLAVOURS, TARGET_FLAVOUR, quantize_int8
 
-        # TensorRT needs Q/DQ on GEMM inputs only; ONNX Runtime CPU only runs its integer
-        # kernels when MatMul outputs are quantised too (see export/quantize.py).
-        flavour = ORT_CPU_QDQ if config.target == "cpu" else TENSORRT_QDQ
+        # TensorRT needs Q/DQ on GEMM inputs only; ONNX Runtime CPU only runs its integer kernels
+        # when MatMul outputs are quantised too, and 7-bit weights keep x86 CPUs without VNNI exact
+        # (the flavour table in deploy/quantize.py). A jetson-orin bundle carries both files.
+        flavour = TARGET_FLAVOUR[config.target]
         say("sampling calibration images")
         sample = sample_calibration(config.calib_data, classes, config.calibration,
                                     exclude_sha256=data.sha256s(), exclude_paths=data.resolved())
@@ -202,14 +206,24 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         reader = make_data_reader(sample, spec, INPUT_NAME)
         summary = quantize_int8(tmp / VARIANT_FILES["fp32"], tmp / VARIANT_FILES["int8"], reader,
                                 config.calibration.method, max_opset=config.opset, flavour=flavour)
-        if flavour == ORT_CPU_QDQ:
-            qinfo = {"format": "QDQ", "symmetric": False, "weights": "int8 symmetric", "activations": "uint8",
-                     "per_channel_weights": True, "op_types": list(CPU_QUANT_OP_TYPES), "outputs_quantized": True}
-        else:
-            qinfo = {"format": "QDQ", "symmetric": True, "per_channel_weights": True,
-                     "op_types": list(QUANT_OP_TYPES), "outputs_quantized": False}
         variants["int8"] = VariantRecord(file=VARIANT_FILES["int8"], precision="int8", status=Status.TO_VERIFY,
-                                         runtime="onnxruntime", flavour=flavour, quantization={**qinfo, **summary})
+                                         runtime="onnxruntime", flavour=flavour, quantization=summary)
+        cpu_variant = "int8"
+        if flavour != CPU_FLAVOUR:
+            # The device's ONNX Runtime CPU fallback gets an INT8 it runs fast and right, not fp32 only.
+            say(f"calibrating INT8 {CPU_FLAVOUR} for the CPU fallback")
+            cpu_summary = quantize_int8(tmp / VARIANT_FILES["fp32"], tmp / CPU_INT8_FILE,
+                                        make_data_reader(sample, spec, INPUT_NAME), config.calibration.method,
+                                        max_opset=config.opset, flavour=CPU_FLAVOUR)
+            variants[CPU_INT8_VARIANT] = VariantRecord(file=CPU_INT8_FILE, precision="int8", status=Status.TO_VERIFY,
+                                                       runtime="onnxruntime", flavour=CPU_FLAVOUR,
+                                                       quantization=cpu_summary)
+            cpu_variant = CPU_INT8_VARIANT
+        from ..bundle.int8 import CpuRecord, Int8Record
+
+        int8_info = Int8Record(cpu_variant=cpu_variant, cpu_flavour=CPU_FLAVOUR,
+                               x86_non_vnni_safe=not FLAVOURS[CPU_FLAVOUR].x86_saturates, deploy_cpu=CpuRecord.here(),
+                               tensorrt_variant="int8" if flavour != CPU_FLAVOUR else None)
         calib_info = CalibrationRecord(manifest=CALIB_MANIFEST, method=config.calibration.method,
                                        images=len(sample.items), seed=config.calibration.seed,
                                        excluded_also_in_eval=len(sample.excluded_overlap),
@@ -289,8 +303,9 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
     for name, v in plans.items():
         reports.append(VariantReport(name, v.status, note=f"built by build-engine from {v.source} ONNX"))
 
+    # TensorRT's Q/DQ INT8 is for engines: ONNX Runtime CPU runs the int8-cpu file instead.
     runnable = [n for n, v in variants.items() if v.status == Status.PASSED and n in res.accuracy
-                and v.runtime == "onnxruntime"]
+                and v.runtime == "onnxruntime" and not (int8_info is not None and n == int8_info.tensorrt_variant)]
     default = min(runnable, key=lambda n: res.accuracy[n].latency_ms) if runnable else "fp32"
 
     from .reference import build_reference
@@ -341,6 +356,7 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         notes=notes,
     )
     manifest.reference = reference
+    manifest.int8 = int8_info
     manifest.confidence = confidence
     manifest.quality_reference = quality_ref
     write_manifest(tmp, manifest)

@@ -52,6 +52,8 @@ class Classifier(ABC):
     backend: str
     precision: str
     detail: str = ""
+    # Why this precision was picked, when it was a measured choice (ort-cpu --precision auto).
+    selection_note: str = ""
     # The bundle file it runs (ONNX or plan): its verified sha256 keys the device self-check cache.
     source_file: Optional[Path] = None
 
@@ -85,12 +87,25 @@ class ModelFiles:
     # The device self-check (runtime.selfcheck.SelfChecker.check): every classifier opened by
     # select_classifier passes it before it classifies; None: no check (a hand-built ModelFiles).
     self_check: Optional[Callable[["Classifier"], Any]] = None
+    # What ONNX Runtime CPU runs per precision when it differs from ``onnx``: a jetson-orin bundle's
+    # int8-cpu file (CPU Q/DQ flavour) instead of TensorRT's Q/DQ INT8. None: ``onnx``.
+    cpu_onnx: Optional[dict[str, Path]] = None
+    # runtime.cpu_latency.LatencyProbe: ``--precision auto`` on ort-cpu runs the faster of fp32 and
+    # INT8 as measured here (among those passing the self-check); None: ``cpu_precision``.
+    latency: Optional[Any] = None
+    # The CPU INT8 file is not known to be exact on x86 without VNNI (8-bit u8s8 weights, a bundle
+    # from before the 7-bit CPU flavour) and this is such a CPU: auto uses it only once a real
+    # self-check passed (not one skipped for lack of reference samples).
+    cpu_int8_needs_proof: bool = False
     # What deploy built the bundle for (manifest ``target``): a "cpu" bundle expects no TensorRT/GPU.
     target: Optional[str] = None
 
     def __post_init__(self) -> None:
         if "fp32" not in self.onnx:
             raise ConfigError(f"model has no fp32 ONNX (variants: {sorted(self.onnx)}); re-run deploy")
+
+    def files_for(self, backend: str) -> dict[str, Path]:
+        return self.cpu_onnx if backend == "ort-cpu" and self.cpu_onnx is not None else self.onnx
 
 
 class OrtClassifier(Classifier):
@@ -172,7 +187,7 @@ def _pick_precision(files: ModelFiles, backend: str, precision: str) -> str:
             return precision
         have = files.engine_precisions
         return files.default_precision if files.default_precision in have or not have else have[0]
-    have = set(files.onnx)
+    have = set(files.files_for(backend))
     if precision != "auto":
         if precision not in have:
             raise BackendUnavailable(f"no usable {precision} variant for {backend} (have: {', '.join(sorted(have)) or 'none'})")
@@ -194,7 +209,7 @@ def open_backend(files: ModelFiles, backend: str, precision: str = "auto", threa
             raise BackendUnavailable("no TensorRT engine support for this bundle")
         return files.engine_opener(prec)
     if backend in ("ort-gpu", "ort-cpu"):
-        return OrtClassifier(files.onnx[prec], precision=prec, gpu=backend == "ort-gpu", threads=threads,
+        return OrtClassifier(files.files_for(backend)[prec], precision=prec, gpu=backend == "ort-gpu", threads=threads,
                              img_size=files.img_size)
     raise ConfigError(f"backend {backend!r} is unknown; choose one of auto, {', '.join(BACKENDS)}")
 
@@ -240,6 +255,9 @@ def _open_checked(files: ModelFiles, backend: str, precision: str, threads: int,
     """
     from ..core.errors import SelfCheckError
 
+    if (backend == "ort-cpu" and precision == "auto" and files.latency is not None
+            and {"fp32", "int8"} <= set(files.files_for(backend))):
+        return _fastest_on_cpu(files, threads, checks)
     cands = _candidates(files, backend, precision)
     passed_over: list[str] = []
     for i, prec in enumerate(cands):
@@ -275,6 +293,58 @@ def _open_checked(files: ModelFiles, backend: str, precision: str, threads: int,
         _announce_check(res)
         passed_over.append(f"{prec} failed the device self-check")
     raise BackendUnavailable("; ".join(passed_over))
+
+
+def _fastest_on_cpu(files: ModelFiles, threads: int, checks: list[Any]) -> Classifier:
+    """``--precision auto`` on ort-cpu: fp32 and INT8 each opened and self-checked, then timed on
+    this device (cached); the faster one runs, and the choice is said once. INT8 that fails its
+    check, or cannot prove itself where it may saturate, is passed over with the reason."""
+    from ..core.errors import SelfCheckError
+
+    opened: dict[str, Classifier] = {}
+    passed_over: list[str] = []
+    for prec in ("fp32", "int8"):
+        try:
+            clf = _open_checked(files, "ort-cpu", prec, threads, False, checks)
+        except SelfCheckError:
+            _announce_check(checks[-1])
+            passed_over.append(f"{prec} failed the device self-check")
+            continue
+        except (BackendUnavailable, BackendError) as e:
+            passed_over.append(f"{prec}: {e}")
+            continue
+        proven = files.self_check is None or (checks and checks[-1].status == "passed")
+        if prec == "int8" and files.cpu_int8_needs_proof and not proven:
+            clf.close()
+            passed_over.append("int8: this bundle's CPU INT8 has 8-bit u8s8 weights, which saturate on x86 without "
+                               "VNNI, and no reference samples to prove it here (re-deploy: the cpu INT8 is now 7-bit)")
+            continue
+        opened[prec] = clf
+    if not opened:
+        raise BackendUnavailable("; ".join(passed_over))
+    for note in passed_over:
+        if ("cpu-skip", note) not in _announced:
+            _announced.add(("cpu-skip", note))
+            log.warning("ort-cpu --precision auto: not using %s", note)
+    if len(opened) == 1:
+        return next(iter(opened.values()))
+    ms = {p: files.latency.measure(c, threads) for p, c in opened.items()}
+    best = "int8" if ms["int8"][0] < ms["fp32"][0] else "fp32"
+    for p, c in opened.items():
+        if p != best:
+            c.close()
+    from ..core.cpuinfo import cpu_info
+
+    how = "cached" if all(cached for _, cached in ms.values()) else "measured now"
+    figures = f"int8 {ms['int8'][0]:.3g} ms vs fp32 {ms['fp32'][0]:.3g} ms per image on this CPU ({cpu_info().model}; {how})"
+    chosen = opened[best]
+    chosen.selection_note = (f"{figures}: running int8" if best == "int8"
+                             else f"INT8 is not faster than fp32 on this CPU ({figures}): running fp32")
+    key = ("cpu-choice", chosen.selection_note)
+    if key not in _announced:
+        _announced.add(key)
+        log.info("ort-cpu --precision auto: %s", chosen.selection_note)
+    return chosen
 
 
 def select_classifier(files: ModelFiles, backend: str = "auto", precision: str = "auto", threads: int = 0,

@@ -84,12 +84,48 @@ def load_model(path, trusted_keys=None) -> RuntimeModel:
     files = ModelFiles(onnx, bundle.preprocess.img_size, default_precision, _engine_opener(bundle),
                        tuple(engine_precisions), _cpu_precision(bundle, onnx))
     checker = self_checker(bundle)
-    files = dataclasses.replace(files, self_check=checker.check, target=getattr(bundle.manifest, "target", None))
+    cpu_onnx = _cpu_onnx(bundle, onnx)
+    files = dataclasses.replace(files, self_check=checker.check, cpu_onnx=cpu_onnx,
+                                latency=_latency_probe(bundle, checker),
+                                cpu_int8_needs_proof="int8" in cpu_onnx and _int8_may_saturate(bundle),
+                                target=getattr(bundle.manifest, "target", None))
     confidence = _section(bundle, "confidence", ConfidenceCalibration)
     return RuntimeModel(files, bundle.preprocess, tuple(bundle.labels), sha256_file(bundle.root / MANIFEST_NAME),
                         temperature=confidence.temperature if confidence is not None else 1.0,
                         quality_reference=_section(bundle, "quality_reference", QualityReference),
                         checker=checker)
+
+
+def _cpu_onnx(bundle, onnx: dict) -> dict:
+    """The files ONNX Runtime CPU runs: ``onnx``, with INT8 taken from the manifest's ``int8.cpu_variant``
+    (a jetson-orin bundle's int8-cpu, not TensorRT's Q/DQ file); a CPU INT8 that did not pass is not
+    replaced by TensorRT's."""
+    rec = bundle.manifest.int8
+    out = dict(onnx)
+    if rec is None or rec.cpu_variant not in bundle.variants:
+        return out  # a bundle from before the int8 section: its int8 variant, as before
+    v = bundle.variants[rec.cpu_variant]
+    if v.usable and v.path is not None:
+        out["int8"] = v.path
+    else:
+        out.pop("int8", None)
+    return out
+
+
+def _int8_may_saturate(bundle) -> bool:
+    """This is an x86 CPU without VNNI and the bundle's CPU INT8 is not declared safe there."""
+    from ..bundle.int8 import int8_isa
+
+    rec = bundle.manifest.int8
+    return "no VNNI" in int8_isa() and not (rec is not None and rec.x86_non_vnni_safe)
+
+
+def _latency_probe(bundle, checker):
+    from .cpu_latency import LatencyProbe, latency_cache_path
+
+    cache = checker.cache.path if checker.cache is not None else None
+    return LatencyProbe(bundle.preprocess.img_size, checker.key_for,
+                        latency_cache_path(cache) if cache is not None else None)
 
 
 def self_checker(bundle) -> "SelfChecker":
