@@ -1,8 +1,9 @@
 """The mission end to end on the built-in synthetic leaves: data -> train -> eval -> deploy (cpu
 bundle with INT8) -> capture on a video of held-out leaves, headless.
 
-Each stage runs the real ``clca-edge`` command, in-process, with the arguments it prints, so the
-quick start is also a transcript of what to type on real data.
+Each stage calls the library entry point its ``clca-edge`` command calls, with the settings that
+command's options give, and prints that command first: the quick start is a transcript of what to
+type on real data (a test holds each printed command to the library call made).
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import json
 import shlex
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
-
-from .core.errors import ClcaEdgeError
+from typing import Callable, Iterator, Optional
 
 # Names this command creates under --out; a rerun replaces exactly these and nothing else.
 OWNED = ("data", "run", "bundle", "capture", "heldout.avi", "summary.json")
@@ -40,21 +40,22 @@ def _check_out(out: Path) -> None:
                       f"{', '.join(OWNED)} in its folder, so give a new or empty one")
 
 
-class StageFailed(ClcaEdgeError):
-    exit_code = 1
-
-
 @dataclass(frozen=True)
 class QuickstartConfig:
+    """The model fields are the model options' (``--model --model-kwargs --method --keep-rate
+    --locations --img-size --clca``, as typed); ``img_size`` is also the synthetic images' side."""
+
     out: Path = Path("runs/quickstart")
     classes: int = 6
     per_class: int = 60
-    img_size: int = 64
     epochs: int = 15
+    model: str = "vit_tiny_patch16_224"
+    model_kwargs: str = "depth=4,embed_dim=64,num_heads=2"
     method: str = "evit"
-    keep_rate: float = 0.25
-    backbone: str = "vit_tiny_patch16_224"
-    backbone_kwargs: str = "depth=4,embed_dim=64,num_heads=2"
+    keep_rate: str = "0.25"
+    locations: Optional[str] = None
+    img_size: int = 64
+    clca: bool = True
     seed: int = 0
 
 
@@ -69,44 +70,136 @@ class QuickstartResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _stages(cfg: QuickstartConfig) -> list[tuple[str, list[str]]]:
+@dataclass
+class Stage:
+    """One step: ``run()`` does it through the library and returns a line saying what it did;
+    ``argv`` is the ``clca-edge`` command that does the same (empty: there is none)."""
+
+    name: str
+    argv: list[str]
+    run: Callable[[], str]
+
+
+@contextmanager
+def _status(console, label: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on ``console`` that progress messages update (nothing without a console)."""
+    if console is None:
+        yield lambda msg: None
+        return
+    with console.status(label) as status:
+        yield lambda msg: status.update(f"{label}: {msg}")
+
+
+def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
+           console=None) -> tuple[list[Stage], list[tuple[Path, str]]]:
+    """The quick start's stages, in order (each one's outputs are the next one's inputs), and the
+    list the video stage fills with the held-out (image, true class) pairs it writes, in order."""
     o = cfg.out
+    model_argv = ["--model", cfg.model, "--model-kwargs", cfg.model_kwargs, "--method", cfg.method,
+                  "--keep-rate", str(cfg.keep_rate), *(["--locations", cfg.locations] if cfg.locations else []),
+                  "--img-size", str(cfg.img_size), "--clca" if cfg.clca else "--no-clca"]
+    heldout: list[tuple[Path, str]] = []
+
+    def data() -> str:
+        from .data.synth import SynthConfig, write_synthetic_dataset
+
+        s = write_synthetic_dataset(str(o / "data"), SynthConfig(classes=cfg.classes, per_class=cfg.per_class,
+                                                                  size=cfg.img_size, seed=cfg.seed))
+        return (f"wrote {s.train_images} train + {s.val_images} val images of {len(s.class_names)} classes "
+                f"to {s.root}")
+
+    def train() -> str:
+        from .data.sources import DataConfig
+        from .models.config import ModelConfig
+        from .training.config import OptimConfig, TrainConfig
+        from .training.trainer import train as run_training
+
+        model = ModelConfig.from_options(model=cfg.model, model_kwargs=cfg.model_kwargs, method=cfg.method,
+                                         keep_rate=cfg.keep_rate, locations=cfg.locations, img_size=cfg.img_size,
+                                         clca=cfg.clca)
+        config = TrainConfig(data=DataConfig(root=str(o / "data")), model=model, out=str(o / "run"),
+                             optim=OptimConfig(epochs=cfg.epochs, batch_size=32, lr=1e-3), pretrained="none",
+                             seed=cfg.seed, workers=0)
+        result = run_training(config, console=console)
+        for note in result.notices:
+            say(f"Warning: {note}")
+        return f"best val top-1 {result.best_top1:.2f}% at epoch {result.best_epoch}; checkpoints in {result.out}"
+
+    def evaluate() -> str:
+        from .training.evaluate import EvalConfig, evaluate_checkpoint
+
+        report, folder = evaluate_checkpoint(EvalConfig(checkpoint=str(o / "run"), data=str(o / "data")))
+        return (f"top-1 {report.top1:.2f}%  top-5 {report.top5:.2f}%  images {report.num_images}  "
+                f"skipped {len(report.skipped)}; confusion matrix and per-class accuracy in {folder}")
+
+    def deploy() -> str:
+        from .deploy.calibration import CalibrationConfig
+        from .deploy.pipeline import DeployConfig, run_deploy
+
+        config = DeployConfig(checkpoint=o / "run", out=o / "bundle", calib_data=o / "data" / "train",
+                              eval_data=o / "data" / "val", target="cpu", precisions=("int8", "fp16", "fp32"),
+                              calibration=CalibrationConfig(num_images=120))
+        with _status(console, "deploying") as progress:
+            report = run_deploy(config, progress=progress)
+        variants = ", ".join(f"{v.name} {'' if v.top1 is None else f'{v.top1:.1f}% '}{v.status}"
+                             for v in report.variants)
+        return f"bundle {report.bundle}: {variants}; default variant {report.default_variant}"
+
+    def video() -> str:
+        from .core.files import scan_class_images
+        from .data.video import write_video
+
+        heldout[:] = [(p, label) for label, paths in scan_class_images(o / "data" / "val").items() for p in paths]
+        n = write_video([p for p, _ in heldout], o / "heldout.avi", fps=10, size=cfg.img_size)
+        return f"[video] {n} held-out leaves -> {o / 'heldout.avi'}"
+
+    def capture() -> str:
+        from .capture.fieldlog import open_log
+        from .capture.frames import FrameSaveConfig, FrameSaver
+        from .capture.loop import CaptureConfig, StopRequest, run_capture, stop_on_signals
+        from .capture.sources import make_source, parse_source
+        from .runtime.backends import select_classifier
+        from .runtime.model import load_model
+
+        config = CaptureConfig()
+        source = parse_source(str(o / "heldout.avi"), timeout_s=config.reconnect.lost_after_s)
+        model = load_model(str(o / "bundle"))
+        sel = select_classifier(model.files)
+        for fb in sel.fallbacks:
+            say(f"FALLBACK: {fb.backend} unavailable ({fb.reason})")
+        log_file = o / "capture" / "log.jsonl"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        stop = StopRequest()
+        try:
+            with stop_on_signals(stop), open_log(log_file, "jsonl") as flog:
+                saver = FrameSaver(o / "capture" / "frames", FrameSaveConfig())  # saves none: nothing on disk
+                summary = run_capture(model, sel.classifier, make_source(source), flog, config, saver,
+                                      tuple(sel.fallbacks), stop, checks=sel.checks)
+        finally:
+            sel.classifier.close()
+        return (f"capture: {summary.frames} frames at {summary.fps:.1f} fps on {summary.backend} "
+                f"({summary.precision}) -> {log_file}")
+
     return [
-        ("data", ["data", "synth", "--out", str(o / "data"), "--classes", str(cfg.classes), "--per-class",
-                  str(cfg.per_class), "--size", str(cfg.img_size), "--seed", str(cfg.seed)]),
-        ("train", ["train", "--data", str(o / "data"), "--model", cfg.backbone, "--model-kwargs", cfg.backbone_kwargs,
-                   "--img-size", str(cfg.img_size), "--method", cfg.method, "--keep-rate", str(cfg.keep_rate),
-                   "--pretrained", "none", "--epochs", str(cfg.epochs), "--batch-size", "32", "--lr", "1e-3",
-                   "--workers", "0", "--seed", str(cfg.seed), "--out", str(o / "run")]),
-        ("eval", ["eval", "--checkpoint", str(o / "run"), "--data", str(o / "data")]),
-        ("deploy", ["deploy", "--checkpoint", str(o / "run"), "--target", "cpu", "--out", str(o / "bundle"),
-                    "--calib-data", str(o / "data" / "train"), "--eval-data", str(o / "data" / "val"),
-                    "--calib-images", "120", "--precision", "int8,fp16,fp32"]),
-        ("video", []),  # made in-process from the held-out images (no command for it)
-        ("capture", ["capture", "--bundle", str(o / "bundle"), "--source", str(o / "heldout.avi"),
-                     "--run-dir", str(o / "capture"), "--log", str(o / "capture" / "log.jsonl"), "--no-live"]),
-    ]
+        Stage("data", ["data", "synth", "--out", str(o / "data"), "--classes", str(cfg.classes), "--per-class",
+                       str(cfg.per_class), "--size", str(cfg.img_size), "--seed", str(cfg.seed)], data),
+        Stage("train", ["train", "--data", str(o / "data"), *model_argv, "--pretrained", "none", "--epochs",
+                        str(cfg.epochs), "--batch-size", "32", "--lr", "1e-3", "--workers", "0", "--seed",
+                        str(cfg.seed), "--out", str(o / "run")], train),
+        Stage("eval", ["eval", "--checkpoint", str(o / "run"), "--data", str(o / "data")], evaluate),
+        Stage("deploy", ["deploy", "--checkpoint", str(o / "run"), "--target", "cpu", "--out", str(o / "bundle"),
+                         "--calib-data", str(o / "data" / "train"), "--eval-data", str(o / "data" / "val"),
+                         "--calib-images", "120", "--precision", "int8,fp16,fp32"], deploy),
+        Stage("video", [], video),  # from the held-out images (no command for it)
+        Stage("capture", ["capture", "--bundle", str(o / "bundle"), "--source", str(o / "heldout.avi"),
+                          "--run-dir", str(o / "capture"), "--log", str(o / "capture" / "log.jsonl"), "--no-live"],
+              capture),
+    ], heldout
 
 
-def _run_cli(args: list[str]) -> None:
-    from .cli import main
-
-    try:
-        main.main(args=args, prog_name="clca-edge", standalone_mode=False)
-    except SystemExit as e:
-        if e.code not in (0, None):
-            raise StageFailed(f"`clca-edge {args[0]}` exited with {e.code}") from None
-
-
-def _heldout_images(data: Path) -> list[tuple[Path, str]]:
-    from .core.files import scan_class_images
-
-    return [(p, label) for label, paths in scan_class_images(data / "val").items() for p in paths]
-
-
-def run_quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print) -> QuickstartResult:
-    from .data.video import write_video
-
+def run_quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print, console=None) -> QuickstartResult:
+    """Every stage in order (``say`` gets each command and its one-line result; ``console``, a
+    rich Console, shows training progress and a deploy spinner), then summary.json."""
     _check_out(cfg.out)
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / MARKER).write_text("written by clca-edge quickstart; a rerun replaces " + ", ".join(OWNED) + "\n")
@@ -117,17 +210,13 @@ def run_quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print) ->
         elif target.exists():
             target.unlink()
     res = QuickstartResult(out=cfg.out)
-    heldout: list[tuple[Path, str]] = []
-    for stage, args in _stages(cfg):
+    todo, heldout = stages(cfg, say, console)
+    for stage in todo:
         t0 = time.perf_counter()
-        if stage == "video":
-            heldout = _heldout_images(cfg.out / "data")
-            n = write_video([p for p, _ in heldout], cfg.out / "heldout.avi", fps=10, size=cfg.img_size)
-            say(f"[video] {n} held-out leaves -> {cfg.out / 'heldout.avi'}")
-        else:
-            say(f"$ clca-edge {shlex.join(args)}")
-            _run_cli(args)
-        res.seconds[stage] = round(time.perf_counter() - t0, 1)
+        if stage.argv:
+            say(f"$ clca-edge {shlex.join(stage.argv)}")
+        say(stage.run())
+        res.seconds[stage.name] = round(time.perf_counter() - t0, 1)
     _collect(res, cfg, heldout)
     (cfg.out / "summary.json").write_text(json.dumps(summary_dict(res), indent=1))
     return res

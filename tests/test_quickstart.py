@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from click.testing import CliRunner
 
 from clca_edge.cli import main
@@ -30,3 +32,75 @@ def test_quickstart_runs_the_mission_and_reports_real_figures(tmp_path):
     assert res2.exit_code == 0, res2.output
     assert (out / "keep.txt").read_text() == "mine"
     assert json.loads((out / "summary.json").read_text())["seconds"]["train"] > 0
+
+
+# The library entry point each stage reaches, and which of its arguments say what is done
+# (progress callbacks, consoles and open objects are left out; capture's are reduced to settings).
+ENTRY_POINTS = {
+    "data": "clca_edge.data.synth.write_synthetic_dataset",
+    "train": "clca_edge.training.trainer.train",
+    "eval": "clca_edge.training.evaluate.evaluate_checkpoint",
+    "deploy": "clca_edge.deploy.pipeline.run_deploy",
+    "capture": "clca_edge.capture.loop.run_capture",
+}
+NOT_SETTINGS = {"console", "progress", "step_hook", "on_record", "stop"}
+
+
+class _Reached(Exception):
+    pass
+
+
+def _settings(stage, arguments):
+    d = {k: v for k, v in arguments.items() if k not in NOT_SETTINGS}
+    if stage == "capture":
+        d["model"] = d["model"].sha
+        d["classifier"] = d["classifier"].describe()
+        d["source"] = d["source"].cfg
+        d["flog"] = str(d["flog"].path)
+        d["saver"] = d["saver"].config
+        d["checks"] = [c.summary() for c in d["checks"]]
+    return d
+
+
+def test_each_stage_calls_the_library_as_its_printed_command_does(tmp_path, monkeypatch, bundle_dir):
+    """The quick start runs library functions, not the CLI; each printed command, run through the
+    CLI, reaches the same library function with the same settings."""
+    import importlib
+    import inspect
+    import shutil
+
+    from clca_edge.quickstart import QuickstartConfig, stages
+    from test_runtime_helpers import leaf_images, write_video
+
+    seen = []
+
+    for stage, target in ENTRY_POINTS.items():
+        module, name = target.rsplit(".", 1)
+        mod = importlib.import_module(module)
+        signature = inspect.signature(getattr(mod, name))
+
+        def reached(*args, _stage=stage, _sig=signature, **kwargs):
+            bound = _sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            seen.append((_stage, _settings(_stage, bound.arguments)))
+            raise _Reached
+
+        monkeypatch.setattr(mod, name, reached)
+
+    out = tmp_path / "qs"
+    todo, _ = stages(QuickstartConfig(out=out, epochs=3, keep_rate="0.5", locations="1,3"), say=lambda msg: None)
+    # What capture opens before it runs: a bundle and the video (the earlier stages are not run here).
+    shutil.copytree(bundle_dir, out / "bundle")
+    write_video(out / "heldout.avi", leaf_images(3, size=(64, 64)))
+    for stage in todo:
+        if not stage.argv:
+            continue
+        with pytest.raises(_Reached):
+            stage.run()
+        library = seen.pop()
+        res = CliRunner().invoke(main, stage.argv)
+        assert isinstance(res.exception, _Reached), (stage.argv, res.output)
+        command = seen.pop()
+        assert library == command, stage.name
+        assert library[0] == stage.name
+    assert [s.name for s in todo if s.argv] == list(ENTRY_POINTS)

@@ -1,0 +1,210 @@
+"""The layers of ARCHITECTURE.md, checked on the source: every import of every module of
+clca_edge (function-level lazy ones included) read with ``ast``, no module imported."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = "clca_edge"
+ROOT = Path(__file__).resolve().parents[1] / PKG
+
+# Third-party packages the device (runtime, capture) must run without: the [train] extra.
+TRAIN_ONLY = {"torch", "torchvision", "timm", "onnx", "onnxscript", "safetensors", "torch_tensorrt"}
+
+# Tools over the pipeline (measurements, reports, views of models and bundles) may use all of it.
+TOOLS = {"core", "bundle", "engines.tensorrt", "runtime", "models", "data", "training", "deploy"}
+
+# Layer -> the layers it may import (besides itself and the root package's __version__).
+# The device side (runtime, capture, doctor) reaches only core, bundle and the TensorRT wrappers.
+ALLOWED = {
+    "core": set(),
+    "bundle": {"core"},
+    "engines.tensorrt": {"core", "bundle"},
+    "runtime": {"core", "bundle", "engines.tensorrt"},
+    "capture": {"core", "bundle", "engines.tensorrt", "runtime"},
+    "doctor": {"core", "bundle", "engines.tensorrt", "runtime"},
+    "models": {"core"},
+    "data": {"core"},
+    "training": {"core", "models", "data"},
+    "engines": {"core", "bundle", "engines.tensorrt", "runtime", "training"},
+    "deploy": {"core", "bundle", "engines.tensorrt", "engines", "runtime", "models", "data", "training"},
+    "benchmark": TOOLS,
+    "robustness": TOOLS,
+    "explain": TOOLS,
+    "quickstart": {"core", "bundle", "engines.tensorrt", "runtime", "capture", "models", "data", "training",
+                   "deploy", "engines"},
+    "cli": {"core", "bundle", "engines.tensorrt", "runtime", "capture", "doctor", "models", "data", "training",
+            "deploy", "engines", "benchmark", "robustness", "explain", "quickstart"},
+}
+DEVICE_SIDE = ("core", "bundle", "engines.tensorrt", "runtime", "capture", "doctor")
+
+
+def _module_names() -> dict[str, Path]:
+    mods = {}
+    for path in ROOT.rglob("*.py"):
+        parts = (PKG, *path.relative_to(ROOT).with_suffix("").parts)
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return mods
+
+
+MODULES = _module_names()
+
+
+def _owning_module(name: str) -> str:
+    """The module a dotted import name lands in (``a.b.c`` of a function ``c`` in ``a.b``: ``a.b``)."""
+    while name not in MODULES and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return name
+
+
+def _imports(module: str, path: Path) -> tuple[set[str], set[str]]:
+    """(modules of clca_edge, top-level third-party names) that ``module`` imports anywhere in it."""
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    inside, outside = set(), set()
+
+    def add(name: str) -> None:
+        if name == PKG or name.startswith(PKG + "."):
+            target = _owning_module(name)
+            if target != module:
+                inside.add(target)
+        else:
+            outside.add(name.split(".")[0])
+
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                # ``from pkg import sub`` imports the module pkg.sub; ``from mod import name``, mod.
+                sub = f"{source}.{alias.name}"
+                add(sub if sub in MODULES else source)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "import_module" and node.args):
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                add(arg.value)
+            else:  # a computed name (e.g. every module of a package): count all of the package's own
+                for other in MODULES:
+                    if other.startswith(package + ".") and "." not in other[len(package) + 1:]:
+                        add(other)
+    return inside, outside
+
+
+GRAPH = {m: _imports(m, p) for m, p in MODULES.items()}
+
+
+def layer_of(module: str) -> str:
+    """The ALLOWED key a module belongs to (the longest that prefixes it); the root is 'root',
+    a module of no layer '?'."""
+    if module == PKG:
+        return "root"
+    rest = module[len(PKG) + 1:]
+    for key in sorted(ALLOWED, key=len, reverse=True):
+        if rest == key or rest.startswith(key + "."):
+            return key
+    return "?"
+
+
+def test_every_module_belongs_to_a_layer():
+    assert len(MODULES) > 50  # the scan found the package
+    homeless = sorted(m for m in MODULES if layer_of(m) == "?")
+    assert not homeless, f"modules of no layer (add them to ALLOWED here and to ARCHITECTURE.md): {homeless}"
+
+
+def test_no_import_cycles():
+    """Tarjan's strongly connected components over module -> imported module."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in GRAPH[v][0]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for m in sorted(GRAPH):
+        if m not in index:
+            visit(m)
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_layers_import_only_what_they_may():
+    wrong = []
+    for m, (inside, _) in sorted(GRAPH.items()):
+        layer = layer_of(m)
+        if layer == "?":
+            continue  # test_every_module_belongs_to_a_layer says so
+        if layer == "root":
+            assert inside == set(), f"{PKG}/__init__.py imports {inside}"
+            continue
+        for target in sorted(inside):
+            other = layer_of(target)
+            if other not in (layer, "root") and other not in ALLOWED[layer]:
+                wrong.append(f"{m} ({layer}) imports {target} ({other})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_nothing_but_the_cli_imports_the_cli():
+    users = sorted(m for m, (inside, _) in GRAPH.items() if layer_of(m) != "cli"
+                   and any(layer_of(t) == "cli" for t in inside))
+    assert users == []
+
+
+def _reachable(start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(GRAPH[m][0])
+    return seen
+
+
+@pytest.mark.parametrize("layer", DEVICE_SIDE)
+def test_device_side_never_reaches_torch_or_the_training_side(layer):
+    """Transitively: nothing a runtime/capture module imports, however deep, needs the [train] extra."""
+    forbidden_layers = {"training", "models", "data", "deploy", "engines", "benchmark", "quickstart", "cli"}
+    for m in (m for m in MODULES if layer_of(m) == layer):
+        for dep in _reachable(m):
+            assert layer_of(dep) not in forbidden_layers, f"{m} reaches {dep}"
+            assert not (GRAPH[dep][1] & TRAIN_ONLY), f"{m} reaches {dep}, which imports {GRAPH[dep][1] & TRAIN_ONLY}"
+
+
+def test_the_rules_hold_the_known_direction():
+    """The scan sees lazy imports: a function-level import in the CLI counts like a top-level one."""
+    assert "clca_edge.training.trainer" in GRAPH["clca_edge.cli.train_cmds"][0]
+    assert "torch" in GRAPH["clca_edge.models.flops"][1]
+    assert "clca_edge.engines.tensorrt" in GRAPH["clca_edge.runtime.tensorrt_backend"][0]
+
+
+def test_one_onnx_runtime_session_factory():
+    """Only runtime/sessions.py creates ONNX Runtime sessions or their options."""
+    makers = []
+    for m, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("InferenceSession", "SessionOptions"):
+                makers.append(m)
+    assert sorted(set(makers)) == ["clca_edge.runtime.sessions"]
