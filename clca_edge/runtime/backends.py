@@ -287,7 +287,7 @@ def _open_checked(files: ModelFiles, backend: str, precision: str, threads: int,
                           "what deploy measured", res.summary())
                 return clf
             clf.close()
-            raise SelfCheckError(f"{res.summary()}; this device computes something else than deploy measured. "
+            raise SelfCheckError(f"{res.summary()}; on this device it does not compute what deploy measured. "
                                  "Choose another --precision/--backend, re-deploy, or pass --force-variant to use it anyway")
         clf.close()
         _announce_check(res)
