@@ -190,3 +190,55 @@ def test_an_older_bundle_says_it_has_no_reference_once(bundle_dir, frames, tmp_p
     assert sum("no quality_reference" in r.getMessage() for r in caplog.records) == 1
     # Exposure and blur are still judged; the colour cast is not (nothing to measure it against).
     assert recs[-1]["refused_reasons"] == {"too_dark": 1, "overexposed": 1, "blurred": 1}
+
+
+def test_live_frames_are_judged_in_the_loop_and_refused_ones_never_reach_the_model(tmp_path):
+    """A live source (grabber thread, frames checked in the loop): every other frame black; the
+    classifier sees only the leaves."""
+    import time
+
+    from clca_edge.capture.fieldlog import open_log
+    from clca_edge.capture.loop import CaptureConfig, run_capture
+    from clca_edge.capture.sources import Frame, FrameSource
+    from clca_edge.runtime.backends import Classifier, ModelFiles
+    from clca_edge.runtime.model import RuntimeModel
+
+    spec = PreprocessSpec(img_size=32)
+    leaves = [cv2.cvtColor(leaf(i, 4), cv2.COLOR_RGB2BGR) for i in range(3)]
+
+    class Camera(FrameSource):
+        live, description = True, "camera:fake"
+
+        def __init__(self):
+            self.n = 0
+
+        def open(self):
+            pass
+
+        def read(self):
+            time.sleep(0.003)
+            self.n += 1
+            bgr = np.zeros_like(leaves[0]) if self.n % 2 == 0 else leaves[self.n % 3]
+            return Frame(bgr, 0, time.monotonic(), self.n * 0.03, 0.0)
+
+    class Counting(Classifier):
+        backend, precision = "fake", "fp32"
+
+        def __init__(self):
+            self.means = []
+
+        def logits(self, chw):
+            self.means.append(float(chw.mean()))
+            return np.array([1.0, 0.0, 0.0, 0.0, 0.0], np.float32)
+
+    model = RuntimeModel(ModelFiles({"fp32": "unused.onnx"}, 32), spec, tuple(CLASSES), "0" * 64)
+    clf = Counting()
+    with open_log(tmp_path / "live.jsonl") as flog:
+        summary = run_capture(model, clf, Camera(), flog, CaptureConfig(max_frames=6))
+    recs = list(read_log(tmp_path / "live.jsonl"))
+    refused = [r for r in recs if r["type"] == "refused"]
+    assert summary.frames == 6 and len(clf.means) == 6 and summary.refused == len(refused) >= 1
+    assert all(r["reason"] == "too_dark" and r["frame_age_ms"] >= 0 and "class" not in r for r in refused)
+    # A black frame normalises to a constant tensor far below any leaf's mean: none was classified.
+    black = float(preprocess(np.zeros((32, 32, 3), np.uint8), spec).mean())
+    assert min(clf.means) > black + 0.5
