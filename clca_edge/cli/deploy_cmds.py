@@ -9,6 +9,7 @@ import click
 from ..bundle import BUILD_FAILED, PRECISIONS
 from ..core.errors import ExitCode
 from ._common import console, main, reports_errors
+from .progress import StageProgress
 from .trust_cmds import load_trusted, trusted_keys_option
 
 
@@ -21,13 +22,16 @@ def _fmt(v, nd=2):
 @click.option("--target", type=click.Choice(["jetson-orin", "cpu"]), default="jetson-orin", show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to create.")
 @click.option("--calib-data", required=True, type=click.Path(path_type=Path),
-              help="Calibration images, DIR/<class>/<image> (training images, never the eval ones).")
+              help="Calibration images, DIR/<class>/<image> or a split file such as RUN/split/train.csv "
+                   "(training images, never the eval ones).")
 @click.option("--eval-data", required=True, type=click.Path(path_type=Path),
-              help="Held-out images, DIR/<class>/<image>, for the accuracy gate.")
+              help="Held-out images for the accuracy gate: DIR/<class>/<image>, or a split file such as a "
+                   "--val-split run's RUN/split/val.csv.")
 @click.option("--precision", default="int8,fp16,fp32", show_default=True,
               help="Comma-separated variants to build; fp32 is always built as the reference.")
 @click.option("--max-drop", default=1.0, show_default=True, type=float, help="Largest allowed top-1 drop (points).")
-@click.option("--calib-images", default=256, show_default=True, type=int)
+@click.option("--calib-images", default=None, type=click.IntRange(min=1),
+              help="Calibration images [default: 256, or all usable ones when --calib-data has fewer].")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the calibration sample.")
@@ -42,7 +46,7 @@ def _fmt(v, nd=2):
 def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, calib_images, calib_method, seed,
            workspace_mb, tar, force, no_engines, sign_key) -> None:
     """Turn a checkpoint into a verified deploy bundle: fp32/INT8/FP16 ONNX, accuracy-gated."""
-    from ..deploy.calibration import CalibrationConfig
+    from ..deploy.calibration import DEFAULT_CALIB_IMAGES, CalibrationConfig
     from ..deploy.pipeline import DeployConfig, run_deploy
 
     precisions = tuple(dict.fromkeys(p.strip() for p in precision.split(",") if p.strip()))
@@ -51,13 +55,14 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
     config = DeployConfig(
         checkpoint=checkpoint, out=out, calib_data=calib_data, eval_data=eval_data, target=target,
         precisions=precisions, max_drop=max_drop,
-        calibration=CalibrationConfig(num_images=calib_images, method=calib_method, seed=seed),
+        calibration=CalibrationConfig(num_images=calib_images or DEFAULT_CALIB_IMAGES, method=calib_method, seed=seed,
+                                      at_most=calib_images is None),
         tar=tar, force=force, workspace_mb=workspace_mb, build_engines=False if no_engines else None,
         sign_key=sign_key,
     )
     con = console()
-    with con.status("deploying") as status:
-        report = run_deploy(config, progress=lambda m: status.update(m))
+    with StageProgress(console(stderr=True)) as progress:   # stages and image counts, on stderr
+        report = run_deploy(config, progress=progress)
     from rich.table import Table
 
     table = Table(title=f"bundle {report.bundle}  (gate: drop <= {max_drop} points vs fp32)")
@@ -72,6 +77,9 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
         con.print(f"parity {k}: max abs diff {val:.3g}")
     con.print(f"eval images: {report.eval_images} ({report.eval_skipped} unreadable, skipped); "
               f"calibration images: {report.calib_images} ({report.calib_excluded} excluded: also in eval)")
+    if calib_images is None and 0 < report.calib_images < DEFAULT_CALIB_IMAGES:
+        con.print(f"[yellow]--calib-images: {calib_data} has {report.calib_images} usable calibration images, fewer "
+                  f"than the default {DEFAULT_CALIB_IMAGES}: calibrated on all of them[/]", highlight=False)
     for v in report.failed:
         click.echo(f"FAILED TO RUN: {v.name} ({v.note}); recorded in the manifest, never used", err=True)
     for v in report.rejected:

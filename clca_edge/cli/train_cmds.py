@@ -141,8 +141,11 @@ def eval_cmd(checkpoint, data, split, image_root, out, batch_size, workers, devi
     """Top-1/top-5, per-class accuracy and confusion matrix (CSV + PNG) of a checkpoint."""
     from ..training.evaluate import EvalConfig, evaluate_checkpoint
 
-    report, folder = evaluate_checkpoint(EvalConfig(checkpoint, data, split, image_root, out, batch_size, workers,
-                                                    device))
+    from .progress import StageProgress
+
+    with StageProgress(console(stderr=True)) as progress:   # on stderr: stdout is for the results
+        report, folder = evaluate_checkpoint(EvalConfig(checkpoint, data, split, image_root, out, batch_size, workers,
+                                                        device), progress=progress)
     if report.skipped:
         click.echo(f"Skipped {len(report.skipped)} unreadable image(s): " + ", ".join(report.skipped[:5]), err=True)
     if as_json:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import random
@@ -136,11 +137,55 @@ def load_split_tree(root: Path, val_fraction: float, seed: int, split_dir: Optio
     return splits
 
 
+# Next to a run's split files: the folder their paths are relative to, so that the files alone (e.g.
+# ``deploy --eval-data RUN/split/val.csv``) can be read without the training command line.
+SPLIT_SOURCE = "source.json"
+
+
 def write_split_files(split_dir: Path, splits: DataSplits) -> None:
-    """``split_dir/train.csv`` and ``val.csv`` of a drawn split (layout "split"), paths relative to its tree."""
+    """``split_dir/train.csv`` and ``val.csv`` of a drawn split (layout "split"), paths relative to its
+    tree, and ``source.json`` naming that tree."""
     for name in ("train", "val"):
         write_split_csv(Path(split_dir) / f"{name}.csv", splits.split(name), splits.class_names, splits.root)
+    source = {"image_root": str(Path(splits.root).resolve()) if splits.root else None, "written_by": "clca-edge train"}
+    atomic_write_bytes(Path(split_dir) / SPLIT_SOURCE, (json.dumps(source) + "\n").encode())
     log.info("wrote the %d/%d train/val split to %s", len(splits.train), len(splits.val), split_dir)
+
+
+def split_file_samples(path, class_names: list[str], image_root: Optional[Path] = None) -> tuple[list[Sample], Path]:
+    """The images one split file lists (``class_id,dir[,class_name]``) as (path, class index) of
+    ``class_names``, and the folder its paths are relative to: ``image_root``, else the one a
+    training run recorded next to it (``source.json``), else the file's folder or its one sub-folder
+    holding them (UFG archives). Class ids outside ``class_names``, a class name that disagrees and
+    missing images are errors naming the file."""
+    path = Path(path)
+    rows = _read_csv(path)
+    root = Path(image_root) if image_root else None
+    source = path.parent / SPLIT_SOURCE
+    if root is None and source.is_file():
+        try:
+            recorded = json.loads(source.read_text()).get("image_root")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        root = Path(recorded) if recorded else None
+    if root is None:
+        root = _find_image_root(path.parent, rows[0]["dir"])
+    samples = []
+    for r in rows:
+        try:
+            cid = int(r["class_id"])
+        except ValueError:
+            raise DataError(f"{path}: class_id {r['class_id']!r} is not an integer") from None
+        if not 0 <= cid < len(class_names):
+            raise DataError(f"{path}: class id {cid} is outside the checkpoint's 0..{len(class_names) - 1}")
+        if r.get("class_name") and r["class_name"] != class_names[cid]:
+            raise DataError(f"{path}: class id {cid} is {r['class_name']!r} there but {class_names[cid]!r} in the "
+                            "checkpoint; is it the split of another run?")
+        samples.append((str(root / r["dir"]), cid))
+    absent = [p for p, _ in samples if not os.path.exists(p)]
+    if absent:
+        raise DataError(f"{path} lists {len(absent)} image(s) that do not exist, e.g. {absent[0]}")
+    return samples, root
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -22,13 +22,18 @@ from ..bundle import sha256_file
 log = logging.getLogger(__name__)
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIB_IMAGES = 256
 
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    num_images: int = 256
+    num_images: int = DEFAULT_CALIB_IMAGES
     method: str = "minmax"
     seed: int = 0
+    # num_images is an upper bound (the --calib-images default): a data set with fewer usable
+    # images calibrates on all of them (and says so) instead of being refused. False: exactly
+    # num_images, as asked for on the command line, or an error.
+    at_most: bool = False
 
     def __post_init__(self) -> None:
         from ..core.errors import ConfigError
@@ -96,8 +101,19 @@ def sample_calibration(root, class_names: list[str], config: CalibrationConfig,
     reported: calibrating on eval images would flatter the accuracy gate.
     """
     root = Path(root)
-    found = scan_class_folders(root, "calibration")
-    check_classes(found, class_names, "calibration", root)
+    if root.is_file():  # a split file, e.g. a --val-split run's RUN/split/train.csv
+        from ..data.sources import split_file_samples
+
+        samples, root = split_file_samples(root, class_names)
+        found = {c: [] for c in class_names}
+        for p, label in samples:
+            found[class_names[label]].append(Path(p))
+        missing = [c for c, v in found.items() if not v]
+        if missing:
+            raise DataError(f"calibration split file lists no image of class(es) {', '.join(missing)}")
+    else:
+        found = scan_class_folders(root, "calibration")
+        check_classes(found, class_names, "calibration", root)
     if config.num_images < len(class_names):
         raise DataError(f"--calib-images {config.num_images} is fewer than the {len(class_names)} classes; "
                               f"the minimum is {len(class_names)} (one per class), 256 is typical")
@@ -128,7 +144,15 @@ def sample_calibration(root, class_names: list[str], config: CalibrationConfig,
         if not short:
             break
     total = sum(len(v) for v in usable.values())
-    if total < config.num_images:
+    if config.at_most:
+        empty = [c for c in class_names if not usable[c]]
+        if empty:
+            raise DataError(f"calibration set {root}: class(es) {', '.join(empty)} have no usable image ({len(corrupt)} "
+                            f"corrupt, {len(overlap)} also in the eval set); every class needs at least one")
+        if total < config.num_images:
+            log.info("calibration: %s has %d usable images, fewer than %d: calibrating on all of them",
+                     root, total, config.num_images)
+    elif total < config.num_images:
         raise DataError(
             f"calibration set {root} has {total} usable images ({len(corrupt)} corrupt, {len(overlap)} also in the eval set) "
             f"but --calib-images asks for {config.num_images}; add images or lower --calib-images "
@@ -156,8 +180,10 @@ def calibration_batches(sample: CalibrationSample, spec: PreprocessSpec, batch_s
             batch = []
 
 
-def make_data_reader(sample: CalibrationSample, spec: PreprocessSpec, input_name: str, batch_size: int = 1):
-    """An ``onnxruntime.quantization.CalibrationDataReader`` over the sample (static batch size)."""
+def make_data_reader(sample: CalibrationSample, spec: PreprocessSpec, input_name: str, batch_size: int = 1,
+                     on_batch: Optional[Callable[[int], None]] = None):
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over the sample (static batch size);
+    ``on_batch(n)`` hears each batch handed to the quantizer (progress)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class _Reader(CalibrationDataReader):
@@ -167,6 +193,8 @@ def make_data_reader(sample: CalibrationSample, spec: PreprocessSpec, input_name
 
         def get_next(self):
             x = next(self._it, None)
+            if x is not None and on_batch is not None:
+                on_batch(len(x))
             return None if x is None else {input_name: x}
 
         def rewind(self) -> None:

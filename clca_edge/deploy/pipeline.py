@@ -111,9 +111,11 @@ def _tensorrt_available() -> bool:
 
 
 def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] = None) -> DeployReport:
+    """Build, gate and write the bundle. ``progress(message)`` hears each stage; if it also has
+    ``expect(n)``/``advance()`` (cli.progress.StageProgress), it hears the images of the calibration
+    and gate stages too."""
     say = progress or (lambda msg: log.info(msg))
     from ..training.checkpoint import find_checkpoint, load_checkpoint
-    from ..runtime.scoring import eval_set
 
     # Before any work: a refused --out costs nothing and nothing at it is touched.
     check_out(Path(config.out), config.force, config.tar, Path(config.checkpoint), config.calib_data,
@@ -123,9 +125,10 @@ def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] =
 
         load_private_key(config.sign_key)
     ckpt = find_checkpoint(config.checkpoint)
+    say(f"loading {ckpt}")
     model, meta = load_checkpoint(ckpt)
     classes = list(meta.class_names)
-    data = eval_set(config.eval_data, classes)
+    data = _eval_set(config.eval_data, classes)
     tmp = temp_bundle_dir(Path(config.out))
     try:
         report = _build(config, tmp, model, meta, ckpt, data, say)
@@ -158,6 +161,26 @@ def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] =
                                                              workspace_mb=config.workspace_mb,
                                                              eval_data=config.eval_data, max_drop=config.max_drop))
     return report
+
+
+def _expect(say, total: int) -> None:
+    """Tell a progress reporter that offers it (cli.progress.StageProgress) how many items the stage has."""
+    expect = getattr(say, "expect", None)
+    if expect is not None:
+        expect(total)
+
+
+def _eval_set(path: Path, classes: list[str]):
+    """--eval-data: a folder of class folders, or a split file (a --val-split run's RUN/split/val.csv,
+    so a run can be deployed against its own hold-out)."""
+    from ..runtime.scoring import EvalSet, eval_set
+
+    if not Path(path).is_file():
+        return eval_set(path, classes)
+    from ..data.sources import split_file_samples
+
+    samples, root = split_file_samples(path, classes)
+    return EvalSet(root=root, class_names=list(classes), items=[(Path(p), label) for p, label in samples])
 
 
 def engine_precision(precisions: tuple[str, ...]) -> Optional[str]:
@@ -203,7 +226,8 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         say("exporting fp32 ONNX")
         export_onnx(model, tmp / VARIANT_FILES["fp32"], OnnxExportConfig(opset=config.opset, batch_size=1))
         say(f"calibrating INT8 {flavour} ({config.calibration.method}, {len(sample.items)} images)")
-        reader = make_data_reader(sample, spec, INPUT_NAME)
+        _expect(say, len(sample.items))
+        reader = make_data_reader(sample, spec, INPUT_NAME, on_batch=getattr(say, "advance", None))
         summary = quantize_int8(tmp / VARIANT_FILES["fp32"], tmp / VARIANT_FILES["int8"], reader,
                                 config.calibration.method, max_opset=config.opset, flavour=flavour)
         variants["int8"] = VariantRecord(file=VARIANT_FILES["int8"], precision="int8", status=Status.TO_VERIFY,
@@ -254,6 +278,7 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
             v.note = f"ONNX Runtime cannot load it ({type(e).__name__}: {_first_line(e)})"
             notes.append(f"{name}: {v.note}")
     say(f"evaluating {', '.join(runners)} on {len(data.items)} eval images")
+    _expect(say, len(data.items))
 
     def torch_ref(x):
         with torch.no_grad():
@@ -264,7 +289,7 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
     # The fp32 logits of the gate's pass are what the temperature is fitted on (no second pass).
     fp32_logits = LogitRecorder(runners["fp32"])
     res = evaluate(data, spec, {**runners, "fp32": fp32_logits}, reference=torch_ref,
-                   reference_images=config.parity_images)
+                   reference_images=config.parity_images, progress=getattr(say, "advance", None))
     skipped = set(res.skipped)
     confidence = fit_confidence(fp32_logits, [label for p, label in data.items if p not in skipped],
                                 f"fp32 ONNX logits of {len(data.items) - len(skipped)} --eval-data images")

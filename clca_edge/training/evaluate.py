@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -33,8 +33,10 @@ def eval_loader(samples: list[Sample], spec: PreprocessSpec, batch_size: int, wo
 
 @torch.no_grad()
 def evaluate_model(model, loader: DataLoader, class_names: list[str], device: torch.device,
-                   info: DistInfo = DistInfo(), amp: bool = False) -> ClassificationReport:
-    """Top-1/top-5/confusion over the loader's images (summed over ranks); corrupt files skipped."""
+                   info: DistInfo = DistInfo(), amp: bool = False,
+                   on_batch: Optional[Callable[[int], None]] = None) -> ClassificationReport:
+    """Top-1/top-5/confusion over the loader's images (summed over ranks); corrupt files skipped.
+    ``on_batch(n)`` hears the images of each batch (progress)."""
     was_training = model.training
     model.eval()
     k = len(class_names)
@@ -45,6 +47,8 @@ def evaluate_model(model, loader: DataLoader, class_names: list[str], device: to
     samples = loader.dataset.samples
     for batch in loader:
         skipped += [samples[i][0] for i in batch.skipped]
+        if on_batch is not None:
+            on_batch(len(batch.indices) + len(batch.skipped))
         if not batch.indices:
             continue
         images, labels = batch.images.to(device), batch.labels.to(device)
@@ -129,17 +133,22 @@ def resolve_device(kind: str) -> torch.device:
     return torch.device(kind)
 
 
-def evaluate_checkpoint(cfg: EvalConfig) -> tuple[ClassificationReport, Path]:
-    """Load a checkpoint, evaluate it, write per-class/confusion CSV and the confusion PNG."""
+def evaluate_checkpoint(cfg: EvalConfig, progress: Optional[Callable[[str], None]] = None
+                        ) -> tuple[ClassificationReport, Path]:
+    """Load a checkpoint, evaluate it, write per-class/confusion CSV and the confusion PNG.
+    ``progress(message)`` hears each stage (and, with ``expect``/``advance``, the images)."""
     from ..core.outputs import check_writable_dir, make_dirs, refuse_overlap
-    from .checkpoint import find_checkpoint, load_checkpoint
+    from .checkpoint import find_checkpoint, load_checkpoint, read_checkpoint_meta
 
     path = find_checkpoint(cfg.checkpoint)
+    read_checkpoint_meta(path)   # a missing or foreign checkpoint is said first
     out = Path(cfg.out) if cfg.out else path.parent / f"eval_{path.stem}_{cfg.split}"
     # Before any work: the outputs folder must be writable and outside the data (its confusion.png
     # would become an image of the data set).
     refuse_overlap(out, "--out", "data folder", cfg.data)
     check_writable_dir(out, "--out")
+    say = progress or log.info
+    say(f"loading {path}")
     model, meta = load_checkpoint(path)
     if cfg.data is None:
         samples = _training_split(path, meta, cfg.split)
@@ -148,8 +157,12 @@ def evaluate_checkpoint(cfg: EvalConfig) -> tuple[ClassificationReport, Path]:
                                Path(cfg.image_root) if cfg.image_root else None)
     device = resolve_device(cfg.device)
     model.to(device)
+    say(f"evaluating {len(samples)} images on {device}")
+    if hasattr(say, "expect"):
+        say.expect(len(samples))
     report = evaluate_model(model, eval_loader(samples, meta.preprocess, cfg.batch_size, cfg.workers),
-                            meta.class_names, device)
+                            meta.class_names, device, on_batch=getattr(say, "advance", None))
+    say(f"writing the confusion matrix and per-class accuracy to {out}")
     make_dirs(out, "--out")
     write_confusion_csv(out / "confusion.csv", report)
     write_per_class_csv(out / "per_class.csv", report)
