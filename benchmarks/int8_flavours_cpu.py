@@ -1,5 +1,5 @@
-"""fp32 vs the two INT8 flavours of `deploy` on ONNX Runtime CPU: ``ort-cpu-qdq`` (--target cpu)
-and ``tensorrt-qdq`` (--target jetson-orin). ViT-S/16 EViT + CLCA at 224, random init (no weights
+"""fp32 vs every INT8 flavour of ``deploy.quantize.FLAVOURS`` on ONNX Runtime CPU (the shipped
+``ort-cpu-u8s8-w7`` and ``tensorrt-qdq``, and the measured candidates). ViT-S/16 EViT + CLCA at 224, random init (no weights
 here), calibrated on a few random tensors; batch 1, p50 of ``--runs`` after warm-up.
 
     python benchmarks/int8_flavours_cpu.py [--runs 15] [--keep-rate 0.1]
@@ -30,7 +30,7 @@ def main() -> None:
     from onnxruntime.quantization import CalibrationDataReader
 
     from clca_edge.deploy.onnx_export import export_onnx
-    from clca_edge.deploy.quantize import ORT_CPU_QDQ, TENSORRT_QDQ, quantize_int8
+    from clca_edge.deploy.quantize import FLAVOURS, quantize_int8
     from clca_edge.models import create_model
 
     torch.manual_seed(0)
@@ -47,7 +47,7 @@ def main() -> None:
         def get_next(self):
             return next(self.it, None)
 
-    for flavour in (ORT_CPU_QDQ, TENSORRT_QDQ):
+    for flavour in FLAVOURS:
         paths[flavour] = d / f"{flavour}.onnx"
         quantize_int8(paths["fp32"], paths[flavour], Reader(), flavour=flavour)
     x = np.random.default_rng(123).standard_normal((1, 3, 224, 224)).astype(np.float32)

@@ -372,7 +372,7 @@ class VariantRecord(ManifestRecord):
     file: Optional[str] = field()  # written as null for a plan still to build
     runtime: Optional[str] = None  # "onnxruntime", "onnxruntime-gpu" or "tensorrt"
     source: Optional[str] = None  # TensorRT plans: the ONNX variant it is built from
-    flavour: Optional[str] = None  # INT8: "tensorrt-qdq" or "ort-cpu-qdq"
+    flavour: Optional[str] = None  # INT8: a deploy.quantize.FLAVOURS name ("tensorrt-qdq", "ort-cpu-u8s8-w7")
     quantization: Optional[Dict[str, Any]] = None
     io_dtype: Optional[str] = None
     note: Optional[str] = None

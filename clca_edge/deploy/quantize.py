@@ -105,10 +105,6 @@ FLAVOURS: dict[str, Int8Flavour] = {f.name: f for f in (
 # bundle's ONNX Runtime CPU fallback).
 TARGET_FLAVOUR = {"jetson-orin": TENSORRT_QDQ, "cpu": ORT_CPU_SAFE}
 CPU_FLAVOUR = ORT_CPU_SAFE
-# Older names (deploy/benchmark code written before the table).
-ORT_CPU_QDQ = CPU_FLAVOUR
-QUANT_OP_TYPES = FLAVOURS[TENSORRT_QDQ].op_types
-CPU_QUANT_OP_TYPES = FLAVOURS[CPU_FLAVOUR].op_types
 
 
 def flavour(name: str) -> Int8Flavour:

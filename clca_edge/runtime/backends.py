@@ -193,7 +193,7 @@ def _pick_precision(files: ModelFiles, backend: str, precision: str) -> str:
             raise BackendUnavailable(f"no usable {precision} variant for {backend} (have: {', '.join(sorted(have)) or 'none'})")
         return precision
     # fp16 ONNX only pays off on a GPU. On the CPU, fp32 unless deploy measured another variant
-    # faster there (an ort-cpu-qdq INT8 is; a TensorRT-style Q/DQ INT8 is slower than fp32).
+    # faster there (used when no latency probe is given; runtime.model gives one: see _fastest_on_cpu).
     if backend == "ort-gpu" and "fp16" in have:
         return "fp16"
     if backend == "ort-cpu" and files.cpu_precision in have:
