@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / PKG
 TRAIN_ONLY = {"torch", "torchvision", "timm", "onnx", "onnxscript", "safetensors", "torch_tensorrt"}
 
 # Tools over the pipeline (measurements, reports, views of models and bundles) may use all of it.
-TOOLS = {"core", "bundle", "engines.tensorrt", "runtime", "models", "data", "training", "deploy"}
+TOOLS = {"core", "bundle", "engines.tensorrt", "runtime", "robustness", "models", "data", "training", "deploy"}
 
 # Layer -> the layers it may import (besides itself and the root package's __version__).
 # The device side (runtime, capture, doctor) reaches only core, bundle and the TensorRT wrappers.
@@ -26,16 +26,17 @@ ALLOWED = {
     "runtime": {"core", "bundle", "engines.tensorrt"},
     "capture": {"core", "bundle", "engines.tensorrt", "runtime"},
     "doctor": {"core", "bundle", "engines.tensorrt", "runtime"},
+    # The field-perturbation suite and its scoring over any runner: torch-free, like the gate's scoring.
+    "robustness": {"core", "bundle", "runtime"},
     "models": {"core"},
     "data": {"core"},
-    "training": {"core", "models", "data"},
+    "training": {"core", "models", "data", "robustness"},
     "engines": {"core", "bundle", "engines.tensorrt", "runtime", "training"},
-    "deploy": {"core", "bundle", "engines.tensorrt", "engines", "runtime", "models", "data", "training"},
+    "deploy": {"core", "bundle", "engines.tensorrt", "engines", "runtime", "robustness", "models", "data", "training"},
     "benchmark": TOOLS,
-    "robustness": TOOLS,
     "explain": TOOLS,
     "quickstart": {"core", "bundle", "engines.tensorrt", "runtime", "capture", "models", "data", "training",
-                   "deploy", "engines"},
+                   "deploy", "engines", "robustness"},
     "cli": {"core", "bundle", "engines.tensorrt", "runtime", "capture", "doctor", "models", "data", "training",
             "deploy", "engines", "benchmark", "robustness", "explain", "quickstart"},
 }
@@ -60,6 +61,11 @@ def _owning_module(name: str) -> str:
     return name
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def _imports(module: str, path: Path) -> tuple[set[str], set[str]]:
     """(modules of clca_edge, top-level third-party names) that ``module`` imports anywhere in it."""
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
@@ -73,7 +79,13 @@ def _imports(module: str, path: Path) -> tuple[set[str], set[str]]:
         else:
             outside.add(name.split(".")[0])
 
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    # ``if TYPE_CHECKING:`` imports never run: annotations only, no dependency at run time.
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                   for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 add(alias.name)
@@ -186,7 +198,7 @@ def _reachable(start: str) -> set[str]:
 @pytest.mark.parametrize("layer", DEVICE_SIDE)
 def test_device_side_never_reaches_torch_or_the_training_side(layer):
     """Transitively: nothing a runtime/capture module imports, however deep, needs the [train] extra."""
-    forbidden_layers = {"training", "models", "data", "deploy", "engines", "benchmark", "quickstart", "cli"}
+    forbidden_layers = {"training", "models", "data", "deploy", "engines", "benchmark", "explain", "quickstart", "cli"}
     for m in (m for m in MODULES if layer_of(m) == layer):
         for dep in _reachable(m):
             assert layer_of(dep) not in forbidden_layers, f"{m} reaches {dep}"

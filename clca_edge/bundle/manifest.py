@@ -58,6 +58,10 @@ FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 
 MANIFEST_NAME = "manifest.json"
+# Manifest keys build-engine may change on the device (in an extracted archive, and outside the
+# signature); everything else is deploy's and must match the .tar and what was signed.
+ENGINE_KEYS = ("engines", "engine_build_failures", "default_engine", "default_engine_verified", "torch_tensorrt",
+               "files")
 LABELS_NAME = "labels.txt"
 PREPROCESS_NAME = "preprocess.json"
 

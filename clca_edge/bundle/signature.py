@@ -6,7 +6,7 @@ variable ``CLCA_EDGE_TRUSTED_KEYS`` the systemd unit sets) refuses a bundle that
 by another key, or changed after signing.
 
 What is signed (``payload``): the manifest as deploy wrote it, minus the keys build-engine may add
-or change on the device (``store.ENGINE_KEYS``: engines, their failures, the default engine, and the
+or change on the device (``manifest.ENGINE_KEYS``: engines, their failures, the default engine, and the
 ``files`` hashes of the plans it adds), plus the sha256 of every file deploy wrote. So engines built
 on the device are recorded without breaking the signature, and every deploy-written file (the ONNX
 variants, labels, preprocessing, reference samples, calibration list) is covered through its hash,
@@ -36,7 +36,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..core.errors import TrustError
 from ..core.fileio import atomic_write_bytes
-from .store import ENGINE_KEYS, MANIFEST_NAME
+from .manifest import ENGINE_KEYS, MANIFEST_NAME
 
 SIGNATURE_NAME = "manifest.sig"
 SIGNATURE_FORMAT = 1

@@ -29,8 +29,8 @@ from typing import Iterable, Optional, Union
 from ..core.errors import BundleError, TrustError
 from ..core.fileio import atomic_write_bytes, make_temp_dir
 from ..core.preprocess import PreprocessSpec
-from .manifest import (ENGINE_SOURCE, FORMAT_VERSION, LABELS_NAME, MANIFEST_NAME, PRECISIONS, PREPROCESS_NAME,
-                       UNUSABLE, Manifest, Status, VariantRecord)
+from .manifest import (ENGINE_KEYS, ENGINE_SOURCE, FORMAT_VERSION, LABELS_NAME, MANIFEST_NAME, PRECISIONS,
+                       PREPROCESS_NAME, UNUSABLE, Manifest, Status, VariantRecord)
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,6 @@ UNVERIFIED = Status.UNVERIFIED
 FAILED_TO_RUN = Status.FAILED_TO_RUN
 BUILD_FAILED = Status.BUILD_FAILED
 
-# Manifest keys build-engine may change in an extracted archive; everything else must match the .tar.
-ENGINE_KEYS = ("engines", "engine_build_failures", "default_engine", "default_engine_verified", "torch_tensorrt",
-               "files")
 EXTRACT_SUFFIX = ".d"
 
 

@@ -14,6 +14,9 @@ import numpy as np
 if TYPE_CHECKING:
     from .run import ExplainReport, ImageExplanation, LocationView
 
+# How the picture names the built-in methods (any other shows its registry name).
+METHOD_LABELS = {"none": "plain ViT", "topk": "Top-k", "evit": "EViT", "dynamicvit": "DynamicViT", "ats": "ATS",
+                 "sit": "SiT", "patchmerger": "PatchMerger", "dpcknn": "DPC-KNN", "tome": "ToMe"}
 DIM = 0.4  # brightness of a dropped patch (greyscale)
 TINT = 0.5  # opacity of a merge group's colour
 GOOD, BAD, NEUTRAL = "#1b7f3b", "#b3261e", "#555555"
@@ -128,8 +131,6 @@ def render_png(crop: np.ndarray, exp: "ImageExplanation", report: "ExplainReport
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
-
-    from .run import METHOD_LABELS
 
     grid = report.grid
     num_patches = grid[0] * grid[1]

@@ -18,8 +18,6 @@ from ..core.errors import NoInputError
 
 log = logging.getLogger(__name__)
 
-METHOD_LABELS = {"none": "plain ViT", "topk": "Top-k", "evit": "EViT", "dynamicvit": "DynamicViT", "ats": "ATS",
-                 "sit": "SiT", "patchmerger": "PatchMerger", "dpcknn": "DPC-KNN", "tome": "ToMe"}
 PNG_SUFFIX = ".explain.png"
 
 
