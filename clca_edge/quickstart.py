@@ -67,6 +67,8 @@ class QuickstartResult:
     default_variant: str = ""
     capture: dict = field(default_factory=dict)
     capture_accuracy: float = 0.0
+    # fp32 vs INT8 p50 on ONNX Runtime CPU as the runtime measured them here (capture's start).
+    cpu_latency: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -246,13 +248,34 @@ def _collect(res: QuickstartResult, cfg: QuickstartConfig, heldout: list[tuple[P
     truth = [label for _, label in heldout]
     hits = sum(1 for d in decisions if d["source_frame"] < len(truth) and d["raw_class"] == truth[d["source_frame"]])
     res.capture_accuracy = round(100.0 * hits / max(1, len(decisions)), 2)
+    res.cpu_latency = _cpu_latency(cfg.out / "bundle")
+
+
+def _cpu_latency(bundle: Path) -> dict:
+    """fp32 and INT8 p50 per image on ONNX Runtime CPU, from the runtime's own latency probe: the
+    figures ``capture --precision auto`` chose by (cached at its start, so nothing is re-timed)."""
+    from .bundle.int8 import int8_isa
+    from .runtime.backends import open_backend
+    from .runtime.model import load_model
+
+    model = load_model(bundle)
+    out: dict = {"cpu": int8_isa()}
+    for prec in ("fp32", "int8"):
+        if prec not in model.files.files_for("ort-cpu"):
+            continue
+        clf = open_backend(model.files, "ort-cpu", prec)
+        try:
+            out[f"{prec}_p50_ms"] = round(model.files.latency.measure(clf)[0], 3)
+        finally:
+            clf.close()
+    return out
 
 
 def summary_dict(res: QuickstartResult) -> dict:
     return {
         "out": str(res.out), "val_top1": res.val_top1, "variants": res.variants,
         "default_variant": res.default_variant, "capture": res.capture,
-        "capture_accuracy_vs_labels": res.capture_accuracy, "seconds": res.seconds,
+        "capture_accuracy_vs_labels": res.capture_accuracy, "cpu_latency": res.cpu_latency, "seconds": res.seconds,
         "outputs": {"data": str(res.out / "data"), "checkpoint": str(res.out / "run" / "best.safetensors"),
                     "bundle": str(res.out / "bundle"), "video": str(res.out / "heldout.avi"),
                     "field_log": str(res.out / "capture" / "log.jsonl")},
@@ -274,6 +297,12 @@ def render_summary(res: QuickstartResult, console) -> None:
     c = res.capture
     t.add_row("capture", f"{c.get('frames')} frames at {c.get('fps') or 0:.0f} fps on {c.get('backend')} ({c.get('precision')})")
     t.add_row("capture decisions vs true labels", f"{res.capture_accuracy:.1f}%")
+    lat = res.cpu_latency
+    if "fp32_p50_ms" in lat and "int8_p50_ms" in lat:
+        f, i = lat["fp32_p50_ms"], lat["int8_p50_ms"]
+        verdict = f"INT8 {f / i:.1f}x faster" if i < f else "INT8 not faster: auto runs fp32"
+        t.add_row("INT8 vs fp32 latency (ONNX Runtime CPU, p50/image)",
+                  f"int8 {i:.3f} ms vs fp32 {f:.3f} ms — {verdict} ({lat['cpu']})")
     for k, v in d["outputs"].items():
         t.add_row(k, v)
     t.add_row("time (s)", ", ".join(f"{k} {v}" for k, v in res.seconds.items()))
