@@ -26,6 +26,10 @@ def test_quickstart_runs_the_mission_and_reports_real_figures(tmp_path):
     assert summary["capture"]["backend"] == "ort-cpu" and summary["capture"]["fps"] > 0
     assert summary["capture_accuracy_vs_labels"] >= 50.0
     assert bundle is not None
+    # INT8 vs fp32 on ONNX Runtime CPU, as the runtime timed them for capture's --precision auto.
+    lat = summary["cpu_latency"]
+    assert lat["fp32_p50_ms"] > 0 and lat["int8_p50_ms"] > 0 and lat["cpu"]
+    assert summary["variants"]["int8"]["status"] == "passed" and summary["variants"]["int8"]["drop"] <= 1.0
     # A rerun replaces its own outputs and leaves anything else in the folder alone.
     (out / "keep.txt").write_text("mine")
     res2 = CliRunner().invoke(main, ["quickstart", "--out", str(out), "--epochs", "2"])
