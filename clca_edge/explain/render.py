@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 METHOD_LABELS = {"none": "plain ViT", "topk": "Top-k", "evit": "EViT", "dynamicvit": "DynamicViT", "ats": "ATS",
                  "sit": "SiT", "patchmerger": "PatchMerger", "dpcknn": "DPC-KNN", "tome": "ToMe"}
 DIM = 0.4  # brightness of a dropped patch (greyscale)
-TINT = 0.5  # opacity of a merge group's colour
+TINT = 0.45  # opacity of a merge group's colour
+SMALL_GROUP = (200, 200, 200)  # merged tokens beyond the palette: light grey
 GOOD, BAD, NEUTRAL = "#1b7f3b", "#b3261e", "#555555"
 # Distinct, colour-blind-friendlier hues (Okabe-Ito, then Paul Tol's muted set); cycled.
 PALETTE = np.array([
@@ -62,20 +63,21 @@ def selection_image(crop: np.ndarray, view: "LocationView", grid: tuple[int, int
 
 
 def merge_image(crop: np.ndarray, view: "LocationView", grid: tuple[int, int]) -> np.ndarray:
-    """Each token a colour region over the patches it merged; a patch still alone keeps its own
-    colours; patches no token stands for are dimmed; white lines between tokens."""
+    """The largest merged tokens each in a colour of their own, smaller ones in grey, a patch still
+    alone as it is, patches no token stands for dimmed; white lines between tokens. No colour is
+    used twice, so two regions of one colour are one token (ToMe merges across the image)."""
     n = grid[0] * grid[1]
     owner = np.full(n, -1, np.int64)
-    colour = np.zeros((n, 3), np.float32)
+    colour = np.full((n, 3), SMALL_GROUP, np.float32)
     alone = np.zeros(n, bool)
-    # Largest groups first get the first (most distinct) colours.
     order = sorted(range(len(view.groups or [])), key=lambda g: -len(view.groups[g]))
     for rank, g in enumerate(order):
         members = view.groups[g]
         owner[members] = g
-        colour[members] = PALETTE[rank % len(PALETTE)]
         if len(members) == 1:
             alone[members] = True
+        elif rank < len(PALETTE):
+            colour[members] = PALETTE[rank]
     size = crop.shape[:2]
     owner_px = _patch_map(owner, grid, size)
     tint = _patch_map(np.arange(n), grid, size)
@@ -94,15 +96,16 @@ def _pct(x: float) -> str:
 
 def location_text(view: "LocationView", num_patches: int) -> tuple[str, str]:
     """(title, explanation) of one location panel."""
-    notes = []
+    notes = [f"Keeps {_pct(view.keep_rate)} of the tokens reaching it."]
     if view.groups is not None:
         sizes = sorted((len(g) for g in view.groups), reverse=True)
-        title = f"block {view.block}: {num_patches} patches merged into {len(sizes)} tokens"
-        notes.append(f"Each colour = patches merged into one token (largest: {sizes[0]} patches). "
-                     f"Uncoloured = a patch still on its own." if sizes else "No patch token left.")
+        title = f"block {view.block}: {num_patches} patches\nmerged into {len(sizes)} tokens"
+        many = sum(1 for z in sizes if z > 1) > len(PALETTE)
+        notes.append(f"Each region inside white lines is one token (largest: {sizes[0]} patches)"
+                     + (f"; the {len(PALETTE)} largest in colour." if many else "." ) if sizes else "No patch token left.")
     else:
         k = len(view.kept)
-        title = f"block {view.block}: {_pct(k / num_patches)} of patches kept ({k} of {num_patches})"
+        title = f"block {view.block}: {_pct(k / num_patches)} of patches kept\n({k} of {num_patches})"
         dropped = num_patches - k
         if view.fused_tokens:
             notes.append(f"The {dropped} dimmed patches are not lost: they are blended into "
@@ -112,11 +115,11 @@ def location_text(view: "LocationView", num_patches: int) -> tuple[str, str]:
     if view.placeholders:
         notes.append(f"{view.placeholders} repeated pick{'s' if view.placeholders > 1 else ''} left empty.")
     if view.cache_tokens:
-        notes.append(f"+{view.cache_tokens} recovered cache token{'s' if view.cache_tokens > 1 else ''} "
-                     "(summaries of earlier blocks) kept.")
+        notes.append(f"Also kept: {view.cache_tokens} cached summary token{'s' if view.cache_tokens > 1 else ''} "
+                     "of earlier blocks.")
     if view.recovered_after:
-        notes.append(f"After this block {view.recovered_after} cache token"
-                     f"{'s are' if view.recovered_after > 1 else ' is'} added back.")
+        notes.append(f"Then {view.recovered_after} cached summary token{'s' if view.recovered_after > 1 else ''} "
+                     "of earlier blocks rejoin.")
     return title, " ".join(notes)
 
 
@@ -139,8 +142,8 @@ def render_png(crop: np.ndarray, exp: "ImageExplanation", report: "ExplainReport
     # The bar chart gets a spacer column before it for its block labels.
     widths = [1.0] * (1 + len(views)) + ([0.32, 1.1] if has_cla else [])
     ncols = len(widths)
-    fig = plt.figure(figsize=(2.75 * sum(widths), 4.45), dpi=dpi)
-    gs = fig.add_gridspec(1, ncols, width_ratios=widths, left=0.02, right=0.98, top=0.8, bottom=0.27, wspace=0.1)
+    fig = plt.figure(figsize=(max(11.0, 2.75 * sum(widths)), 4.9), dpi=dpi)  # room for the titles
+    gs = fig.add_gridspec(1, ncols, width_ratios=widths, left=0.02, right=0.98, top=0.8, bottom=0.33, wspace=0.1)
 
     ax = fig.add_subplot(gs[0, 0])
     ax.imshow(crop, interpolation="nearest")
@@ -157,7 +160,7 @@ def render_png(crop: np.ndarray, exp: "ImageExplanation", report: "ExplainReport
         img = merge_image(crop, view, grid) if view.groups is not None else selection_image(crop, view, grid)
         ax.imshow(img, interpolation="nearest")
         title, note = location_text(view, num_patches)
-        ax.set_title(_wrap(title, 30), fontsize=9.5, fontweight="bold")
+        ax.set_title(title, fontsize=9.5, fontweight="bold")
         ax.text(0.5, -0.04, _wrap(note, 36), transform=ax.transAxes, ha="center", va="top", fontsize=7.8,
                 color=NEUTRAL)
         ax.axis("off")
@@ -172,17 +175,21 @@ def render_png(crop: np.ndarray, exp: "ImageExplanation", report: "ExplainReport
         ax.set_yticks(y, labels, fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
         for yy, v in zip(y, values):
-            ax.text(v, yy, f" {v:+.2f} ", va="center", ha="left" if v >= 0 else "right", fontsize=7.5)
-        lim = max(1e-6, max(abs(v) for v in values)) * 1.45
+            ax.text(v, yy, f" {v:+.2g} ", va="center", ha="left" if v >= 0 else "right", fontsize=7.5)
+        lim = max(1e-6, max(abs(v) for v in values)) * 1.8
         ax.set_xlim(-lim, lim)
-        ax.set_title(_wrap(f"What each depth's summary added to \u201c{exp.predicted}\u201d", 30), fontsize=9.5,
-                     fontweight="bold")
-        ax.set_xlabel("score, compared with an average leaf", fontsize=7.5)
+        ax.set_title(_wrap(f"Evidence for \u201c{exp.predicted}\u201d from each block's summary token", 32),
+                     fontsize=9.5, fontweight="bold")
+        ax.set_xlabel("score change, compared with an average leaf", fontsize=7.5)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
 
     rates = sorted(set(report.keep_rates))
     rate_text = ", ".join(f"{r:g}" for r in report.keep_rates) if len(rates) > 1 else f"{rates[0]:g} per location"
+    method = METHOD_LABELS.get(report.method, report.method)
+    setup = f"{method}, keep rate {rate_text}  \u00b7  each panel: the patches still looked at after that block"
+    if not views:
+        setup = f"{method}: no token reduction, every patch is looked at in every block"
     verdict, colour = "", NEUTRAL
     if exp.true is not None:
         right = exp.true == exp.predicted
@@ -190,16 +197,16 @@ def render_png(crop: np.ndarray, exp: "ImageExplanation", report: "ExplainReport
         colour = GOOD if right else BAD
     fig.suptitle(f"Predicted: {exp.predicted} ({exp.confidence:.0%} confident){verdict}", fontsize=12.5,
                  fontweight="bold", color=colour, y=0.985)
-    fig.text(0.5, 0.905, f"{_short_path(exp.path)}  \u00b7  {METHOD_LABELS.get(report.method, report.method)}, "
-             f"keep rate {rate_text}  \u00b7  each panel: the patches still looked at after that block",
-             ha="center", fontsize=8.5, color=NEUTRAL)
+    fig.text(0.5, 0.905, f"{_short_path(exp.path)}  \u00b7  {setup}", ha="center", fontsize=8.5, color=NEUTRAL)
 
     handles = [Patch(facecolor="#7fbf5f", edgecolor="white", label="bright: patch still looked at"),
                Patch(facecolor=(DIM * 0.55,) * 3, edgecolor="white", label="dimmed: dropped (no token of its own)")]
-    if merging:
+    if not views:
+        handles = []
+    elif merging:
         handles = [Patch(facecolor=PALETTE[0] / 255, edgecolor="white", label="one colour: patches merged into one token"),
-                   Patch(facecolor=PALETTE[1] / 255, edgecolor="white", label="white lines: borders between tokens"),
-                   handles[0]]
+                   Patch(facecolor=np.asarray(SMALL_GROUP) / 255, edgecolor="white", label="grey: smaller merged tokens"),
+                   Patch(facecolor="#7fbf5f", edgecolor="white", label="uncoloured: a patch still on its own")]
     if has_cla:
         handles.append(Patch(facecolor=GOOD, label="green bar: pushed towards the prediction"))
         handles.append(Patch(facecolor=BAD, label="red bar: pushed away from it"))

@@ -150,8 +150,7 @@ def explain_images(cfg: ExplainConfig, on_image: Optional[Callable[[ImageExplana
     pe = model.backbone.patch_embed
     grid = tuple(int(g) for g in pe.grid_size)
     report = ExplainReport(str(ckpt), model.config.method, list(model.plan.keep_rates), grid, int(pe.patch_size[0]))
-    depth = model.plan.depth
-    cls_blocks = sorted(set(model.plan.locations) | {depth - 1}) if model.cla_head is not None else []
+    cls_blocks = model.cla_blocks
     spec, names = meta.preprocess, meta.class_names
     used: set[str] = set()
 

@@ -173,6 +173,11 @@ class ClcaVisionTransformer(nn.Module):
     # -- introspection --------------------------------------------------------------------
 
     @property
+    def cla_blocks(self) -> list[int]:
+        """Blocks whose CLS token the CLA head reads, in the order it stacks them (empty without it)."""
+        return sorted(self._collect_at) if self.cla_head is not None else []
+
+    @property
     def tokens_per_block(self) -> list[int]:
         """Tokens entering each block's attention, prefix included."""
         return [b.attention for b in self.token_plan]
