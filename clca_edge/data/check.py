@@ -5,7 +5,8 @@ Every training and validation image is decoded once, by the decoder training use
 data set that would train a meaningless model is refused here, before any weights exist: fewer
 than two classes, a class whose training images are all unreadable, or no readable validation
 image. Unreadable files are counted per class, so the start of a run can say so; the run goes on
-without them. Torch-free.
+without them. With a decoded-image cache (``train --cache``) this decode IS the cache build
+(its ``readable`` keeps what it decodes), so each file is decoded once at the start, not twice. Torch-free.
 """
 
 from __future__ import annotations
@@ -42,9 +43,14 @@ class DataCheck:
         return sorted(p for part in self.unreadable.values() for p, _ in part)
 
 
-def _readable(samples: Sequence[Sample], workers: int, progress: Optional[Callable[[int], None]]) -> list[bool]:
+def decodes(path: str) -> bool:
+    return load_bgr(path) is not None
+
+
+def _readable(samples: Sequence[Sample], workers: int, progress: Optional[Callable[[int], None]],
+              readable: Callable[[str], bool]) -> list[bool]:
     def ok(sample: Sample) -> bool:
-        return load_bgr(sample[0]) is not None
+        return readable(sample[0])
 
     out: list[bool] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -56,9 +62,11 @@ def _readable(samples: Sequence[Sample], workers: int, progress: Optional[Callab
 
 
 def check_training_data(splits: DataSplits, where: str, workers: int = 0,
-                        progress: Optional[Callable[[int], None]] = None) -> tuple[DataSplits, DataCheck]:
+                        progress: Optional[Callable[[int], None]] = None,
+                        readable: Callable[[str], bool] = decodes) -> tuple[DataSplits, DataCheck]:
     """Refuse a data set that would train a meaningless model (``DataError`` naming the class and
-    the fix); return the splits without their unreadable files, and what was found."""
+    the fix); return the splits without their unreadable files, and what was found. ``readable``
+    decodes one file (by default and discards it; a cache's ``get`` keeps it)."""
     names = splits.class_names
     if len(names) < 2:
         found = f"one class ({names[0]!r})" if names else "no class"
@@ -70,7 +78,7 @@ def check_training_data(splits: DataSplits, where: str, workers: int = 0,
     unreadable: dict[str, list[Sample]] = {}
     for split in ("train", "val", "test"):
         samples = splits.split(split)
-        flags = _readable(samples, workers, progress) if split != "test" else [True] * len(samples)
+        flags = _readable(samples, workers, progress, readable) if split != "test" else [True] * len(samples)
         kept[split] = [s for s, ok in zip(samples, flags) if ok]
         bad = [s for s, ok in zip(samples, flags) if not ok]
         if bad:

@@ -223,6 +223,12 @@ def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, EngineRecord]
         raise EngineError(f"--eval-data scores the fp32 ONNX with ONNX Runtime as the reference ({e}); "
                           "install onnxruntime or leave out --eval-data") from None
     engines = {p: r for p, (r, _) in runners.items()}
+    if getattr(data, "images", False) is None and len(engines) > 1:
+        from ..core.image_cache import RamImageCache, ram_budget
+
+        # Should one engine fail mid-run, the others are scored again one by one: from decoded
+        # images kept in memory (a quarter of what is free), not from the files.
+        data.images = RamImageCache(bundle.preprocess, ram_budget().bytes // 2)
     try:
         res = evaluate(data, bundle.preprocess, {REFERENCE: ref, **engines}, parity_against=REFERENCE)
         per = {p: res for p in engines}

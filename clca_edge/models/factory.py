@@ -63,6 +63,15 @@ def validate_config(config: ModelConfig) -> None:
                         num_heads=backbone.blocks[0].attn.num_heads, **config.method_kwargs)
 
 
+def backbone_pretrained_cfg(config: ModelConfig) -> dict[str, Any]:
+    """The backbone's timm pretrained config (mean/std, interpolation, ...), read from a meta-device
+    copy: no memory, no weights, no download (the trainer needs the preprocessing before them)."""
+    import torch
+
+    with torch.device("meta"):
+        return dict(getattr(_create_backbone(config), "pretrained_cfg", None) or {})
+
+
 def _pretrained_args(config: ModelConfig, pretrained: Pretrained) -> dict[str, Any]:
     if pretrained in (None, False, "none", ""):
         return {"pretrained": False}

@@ -2,7 +2,10 @@
 compared with fp32. Torch-free (build-engine runs it on the device with TensorRT runners).
 
 Images stream through once; each image is preprocessed by the one runtime preprocessing and fed
-to every variant, so memory stays flat however large the eval set is.
+to every variant, so memory stays flat however large the eval set is. An eval set may read its
+images through a decoded-image cache (core.image_cache: the training run's disk cache, or a RAM
+cache when the same images are scored more than once); a cached image is the decoded file resized
+as ``preprocess`` resizes it, so the scores are the same to the bit.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ class EvalSet:
     root: Path
     class_names: list[str]
     items: list[tuple[Path, int]]
+    images: Any = None  # a core.image_cache cache to decode through (None: decode each file)
+
+    def read(self, path: Path) -> Optional[np.ndarray]:
+        """The image at ``path`` (RGB uint8), or None when it cannot be read."""
+        return self.images.get(path) if self.images is not None else load_rgb(path)
 
     def sha256s(self) -> set[str]:
         return {sha256_file(p) for p, _ in self.items}
@@ -39,11 +47,11 @@ class EvalSet:
         return {p.resolve() for p, _ in self.items}
 
 
-def eval_set(root, class_names: list[str]) -> EvalSet:
+def eval_set(root, class_names: list[str], images: Any = None) -> EvalSet:
     found = scan_class_folders(root, "eval")
     check_classes(found, class_names, "eval", root)
     items = [(p, class_names.index(c)) for c in class_names for p in found[c]]
-    return EvalSet(root=Path(root), class_names=list(class_names), items=items)
+    return EvalSet(root=Path(root), class_names=list(class_names), items=items, images=images)
 
 
 @dataclass
@@ -89,7 +97,7 @@ def evaluate(data: EvalSet, spec: PreprocessSpec, runners: dict[str, Runner],
     skipped: list[Path] = []
     seen_ref = 0
     for path, label in data.items:
-        rgb = load_rgb(path)
+        rgb = data.read(path)
         if rgb is None:
             skipped.append(path)
             if progress:
