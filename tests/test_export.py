@@ -27,9 +27,23 @@ def test_export_parity_and_graph(method, clca, images, tmp_path):
     dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [2, 3, 64, 64]  # fixed shape, no symbolic dims
     assert check_graph(proto) == []
+    # The graph attends over exactly the token plan's counts (Softmax of each (B, heads, N, N) score
+    # matrix): the reduction is in the exported graph, not traced away; reducing methods shrink N.
+    assert _attention_token_counts(proto) == set(model.tokens_per_block)
     if method != "none":
-        assert sum(n.op_type == "TopK" for n in proto.graph.node) + sum(n.op_type == "MatMul" for n in proto.graph.node) > 0
+        assert min(model.tokens_per_block) < model.tokens_per_block[0]
     assert onnx_parity(model, path, images) <= 1e-4
+
+
+def _attention_token_counts(proto) -> set[int]:
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
+    out = set()
+    for node in inferred.graph.node:
+        shape = shapes.get(node.output[0]) if node.op_type == "Softmax" else None
+        if shape and len(shape) == 4 and shape[2] == shape[3]:
+            out.add(shape[2])
+    return out
 
 
 def _model_with(nodes, inputs, initializers=()):
