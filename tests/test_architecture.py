@@ -4,6 +4,7 @@ clca_edge (function-level lazy ones included) read with ``ast``, no module impor
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,82 @@ def test_one_onnx_runtime_session_factory():
             if isinstance(node, ast.Attribute) and node.attr in ("InferenceSession", "SessionOptions"):
                 makers.append(m)
     assert sorted(set(makers)) == ["clca_edge.runtime.sessions"]
+
+
+REPO = ROOT.parent
+DOTTED = re.compile(r"\bclca_edge(?:\.\w+)+")
+DOC_FILE = re.compile(r"(?<![\w/.-])([\w-]+\.md)\b")
+REPO_FILE = re.compile(r"(?<![\w/.-])((?:clca_edge|tests|scripts|benchmarks|deploy|calibration|train)/[\w/.-]*\.(?:py|md|sh|yaml))\b")
+
+
+def _defined_names(module: str, seen: frozenset = frozenset()) -> set[str]:
+    """Names a module defines or imports at its top level (``from x import *`` followed)."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.Import):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if node.level else []
+            source = ".".join(base + ([node.module] if node.module else []))
+            for a in node.names:
+                if a.name == "*" and source in MODULES and source not in seen:
+                    names |= _defined_names(source, seen | {module})
+                else:
+                    names.add(a.asname or a.name)
+    return names
+
+
+def _resolves(ref: str) -> bool:
+    """A dotted reference is a module of the package, or a name defined at the top of one."""
+    ref = ref.rstrip(".")
+    if ref in MODULES:
+        return True
+    module, _, name = ref.rpartition(".")
+    return module in MODULES and name in _defined_names(module)
+
+
+def _comment_texts(path: Path):
+    import io
+    import tokenize
+
+    src = path.read_text()
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT:
+            yield tok.string
+        elif tok.type == tokenize.STRING:
+            yield tok.string  # docstrings and messages both name modules and files
+
+
+def test_comments_and_docs_cite_only_what_exists():
+    """Dotted module paths of the package in comments, docstrings and the docs, and document names
+    (``*.md``) and paths of files in the repository or the package, in comments and docstrings, exist."""
+    docs = {p.name for p in REPO.rglob("*.md") if ".venv" not in p.parts and "node_modules" not in p.parts}
+    missing = []
+    for folder in ("clca_edge", "tests", "scripts", "benchmarks"):
+        for path in (REPO / folder).rglob("*.py"):
+            for text in _comment_texts(path):
+                missing += [f"{path.relative_to(REPO)}: {r}" for r in DOTTED.findall(text) if not _resolves(r)]
+                missing += [f"{path.relative_to(REPO)}: {d}" for d in DOC_FILE.findall(text) if d not in docs]
+                missing += [f"{path.relative_to(REPO)}: {f}" for f in REPO_FILE.findall(text)
+                            if not ((REPO / f).exists() or (ROOT / f).exists())]
+    for path in REPO.glob("**/*.md"):
+        if ".venv" in path.parts or ".pytest_cache" in path.parts:
+            continue
+        missing += [f"{path.relative_to(REPO)}: {r}" for r in DOTTED.findall(path.read_text()) if not _resolves(r)]
+    assert not missing, "\n".join(sorted(set(missing)))
+
+
+def test_cli_backend_and_precision_choices_are_the_runtime_ones():
+    from clca_edge.bundle import PRECISIONS
+    from clca_edge.cli.runtime_cmds import BACKEND_CHOICES, PRECISION_CHOICES
+    from clca_edge.runtime.backends import BACKENDS
+
+    assert BACKEND_CHOICES == ["auto", *BACKENDS]
+    assert PRECISION_CHOICES == ["auto", *PRECISIONS]

@@ -1,4 +1,4 @@
-"""Outputs never destroy what is not ours (issue 11 items 3, 4, 6, 14; DESIGN.md "--force replaces
+"""Outputs never destroy what is not ours (issue 11 items 3, 4, 6, 14; the design's "--force replaces
 only what the tool itself wrote"): for every command with an --out, a file, a data set, the
 working folder or a folder holding the inputs is refused with one line (exit 11) and left byte for
 byte as it was; only a bundle / synthetic data set / run folder the tool wrote is replaced."""

@@ -25,7 +25,7 @@ def test_quickstart_runs_the_mission_and_reports_real_figures(tmp_path):
     assert summary["capture"]["frames"] == len(list((out / "data" / "val").glob("*/*"))) == 90
     assert summary["capture"]["backend"] == "ort-cpu" and summary["capture"]["fps"] > 0
     assert summary["capture_accuracy_vs_labels"] >= 50.0
-    assert bundle is not None
+    assert sorted(bundle.labels) == sorted(p.name for p in (out / "data" / "val").iterdir())
     # INT8 vs fp32 on ONNX Runtime CPU, as the runtime timed them for capture's --precision auto.
     lat = summary["cpu_latency"]
     assert lat["fp32_p50_ms"] > 0 and lat["int8_p50_ms"] > 0 and lat["cpu"]

@@ -21,7 +21,7 @@ def torch_eval_transform(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     interp = cv2.INTER_AREA if scale < 1 else {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}[spec.interpolation]
     resized = torch.from_numpy(cv2.resize(rgb, (nw, nh), interpolation=interp))
     t = resized.permute(2, 0, 1).float().div(255.0)                       # ToTensor
-    # The contract (clca_edge/preprocess.py) centres with floor((n - size) / 2). torchvision's
+    # The contract (clca_edge/core/preprocess.py) centres with floor((n - size) / 2). torchvision's
     # CenterCrop rounds half to even instead, one pixel apart when the margin is odd (e.g. 99 -> 64:
     # 17 vs 18); the torch reference follows the contract, since training evaluates with it too.
     top, left = (nh - spec.img_size) // 2, (nw - spec.img_size) // 2

@@ -1,6 +1,6 @@
 """Where commands write, and what they may replace.
 
-DESIGN.md: an output path that exists and is not ours (a data set, a file) is never replaced, with
+The rule: an output path that exists and is not ours (a data set, a file) is never replaced, with
 or without ``--force``; ``--force`` replaces only what the tool itself wrote (a bundle, a run
 folder, a synthetic data set). Each command knows what "ours" means for its output; the checks
 every output path goes through first are here: a file where a folder belongs, a folder that

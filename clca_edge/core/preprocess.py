@@ -67,7 +67,7 @@ _INTERP = {"bilinear": "INTER_LINEAR", "bicubic": "INTER_CUBIC"}  # cv2 constant
 def load_bgr(path) -> Optional[np.ndarray]:
     """Decode an image file to BGR uint8 (H, W, 3), OpenCV's order; ``None`` if it is missing,
     unreadable (permissions, I/O error), corrupt or truncated: callers skip and count it
-    (DESIGN.md bad-input policy) instead of crashing the run."""
+    (the bad-input policy: skipped, counted, reported) instead of crashing the run."""
     import cv2
 
     try:

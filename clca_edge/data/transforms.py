@@ -1,5 +1,5 @@
-"""Train and eval transforms. Both decode with ``runtime.preprocess.load_rgb`` (OpenCV); the eval
-transform IS ``runtime.preprocess.preprocess``, so training, deploy and the device feed the model
+"""Train and eval transforms. Both decode with ``core.preprocess.load_rgb`` (OpenCV); the eval
+transform IS ``core.preprocess.preprocess``, so training, deploy and the device feed the model
 identical tensors. The train transform is the paper's weak augmentation: resize the shorter side
 as at evaluation, random crop, horizontal flip."""
 

@@ -1,7 +1,7 @@
 """The model zoo of the paper's cost table, with the reference figures to land near.
 
-Reference GMACs (ViT-B/16, 448 px, 200 classes, locations [3, 6, 9]) from CLCA_SPEC.md: the
-authors' code, without / with CLCA, per keep rate.
+Reference GMACs (ViT-B/16, 448 px, 200 classes, locations [3, 6, 9]) of the
+authors' code, without / with CLCA, per keep rate, as the paper's specification gives them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Inference backends behind one ``Classifier`` interface, chosen in the order of DESIGN.md:
+"""Inference backends behind one ``Classifier`` interface, chosen in the design's order:
 TensorRT engine -> ONNX Runtime with a GPU provider -> ONNX Runtime on the CPU.
 
 Every step down is a ``Fallback``: logged once per process at WARNING and returned to the caller,

@@ -1,5 +1,5 @@
 """Evaluation: one loop shared by training's validation and ``clca-edge eval``. Images go through
-``runtime.preprocess`` (the deploy/device transform), so the accuracy reported here is the one the
+``core.preprocess`` (the deploy/device transform), so the accuracy reported here is the one the
 deployed model sees on the same files."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Token reduction math as small pure functions, all export-safe.
 
-Export rules (CLCA_SPEC.md): every TopK has a constant k, no sort/argsort, no scatter with a
+Export rules (``deploy.graph_check`` enforces them on every exported graph): every TopK has a constant k, no sort/argsort, no scatter with a
 reduction, no index_add_, no NonZero/unique, no in-place indexed writes.
 
 Reducers mix tokens only through the primitives here (gather_tokens, concat_tokens, fuse_dropped,
