@@ -187,3 +187,28 @@ def test_bad_key_files_are_one_line_naming_them(signed, keys, tmp_path):
     assert res.exit_code == ExitCode.TRUST and "holds no .pub file" in res.output
     res = _predict(out, ws, "--trusted-keys", str(tmp_path / "missing"))
     assert res.exit_code == ExitCode.TRUST and "does not exist" in res.output
+
+
+def test_verification_on_python_3_8(signed, keys, tmp_path):
+    """JetPack 5's Python: the device verifies signatures there too (cryptography 47, quietly)."""
+    import subprocess
+    from pathlib import Path
+
+    py38 = Path(__file__).resolve().parents[1] / ".venv-py38" / "bin" / "python"
+    if not py38.exists():
+        pytest.skip("no .venv-py38 (run scripts/setup_py38_runtime.sh)")
+    ws, out = signed
+    img = str(next((ws["eval"] / "ash").iterdir()))
+    cli = "import sys; sys.argv[0] = 'clca-edge'; from clca_edge.cli import main; main()"
+
+    def run(bundle):
+        return subprocess.run([str(py38), "-c", cli, "predict", "--bundle", str(bundle), "--backend", "ort-cpu",
+                               "--trusted-keys", str(keys["trusted"]), img], capture_output=True, text=True, timeout=120)
+
+    ok = run(out)
+    assert ok.returncode == 0, ok.stderr
+    assert "Warning" not in ok.stderr
+    b = _copy(signed, tmp_path)
+    (b / SIGNATURE_NAME).unlink()
+    refused = run(b)
+    assert refused.returncode == ExitCode.TRUST and "is not signed" in refused.stderr

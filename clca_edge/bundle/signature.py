@@ -47,9 +47,15 @@ TRUSTED_KEYS_ENV = "CLCA_EDGE_TRUSTED_KEYS"
 
 
 def _serialization():
+    import warnings
+
     try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ed25519
+        with warnings.catch_warnings():
+            # cryptography 47 (the last for Python 3.8, JetPack 5's) warns on import that 3.8 is
+            # deprecated: noise on every device start, not something the operator can act on.
+            warnings.filterwarnings("ignore", message=".*Python 3.8 is no longer supported.*")
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError as e:  # a base dependency; only a broken install lacks it
         raise TrustError(f"bundle signatures need the 'cryptography' package ({e}); pip install cryptography") from None
     return serialization, ed25519
@@ -250,6 +256,7 @@ def verify_bundle(root: Union[str, Path], trusted: TrustedKeys, where: Optional[
     """Raise TrustError unless ``root``'s manifest carries a valid signature by a trusted key over
     what deploy wrote, and every file deploy wrote is still listed with its signed hash (the file
     bytes themselves are checked against those hashes by ``store.verify_files``)."""
+    _serialization()  # imports cryptography quietly (see there)
     from cryptography.exceptions import InvalidSignature
 
     root = Path(root)
