@@ -23,7 +23,7 @@ def test_flavour_table_drives_the_shipped_choices():
     info = cpu.manifest_info()
     assert info["reduce_range"] is True and info["op_types"] == ["MatMul", "Gemm"] and info["format"] == "QDQ"
     with pytest.raises(Exception, match="unknown"):
-        q.flavour("ort-gpu-magic")
+        q.get_flavour("ort-gpu-magic")
 
 
 def test_vpmaddubsw_emulation_bounds():

@@ -107,7 +107,7 @@ TARGET_FLAVOUR = {"jetson-orin": TENSORRT_QDQ, "cpu": ORT_CPU_SAFE}
 CPU_FLAVOUR = ORT_CPU_SAFE
 
 
-def flavour(name: str) -> Int8Flavour:
+def get_flavour(name: str) -> Int8Flavour:
     try:
         return FLAVOURS[name]
     except KeyError:
@@ -223,7 +223,7 @@ def quantize_int8(fp32_path, out_path, data_reader, method: str = "minmax", max_
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType
 
-    f = globals()["flavour"](flavour)
+    f = get_flavour(flavour)
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     out_path = Path(out_path)
     extra: dict[str, Any] = {

@@ -313,7 +313,7 @@ def _fastest_on_cpu(files: ModelFiles, threads: int, checks: list[Any]) -> Class
         except (BackendUnavailable, BackendError) as e:
             passed_over.append(f"{prec}: {e}")
             continue
-        proven = files.self_check is None or (checks and checks[-1].status == "passed")
+        proven = files.self_check is None or bool(checks and checks[-1].status == "passed")
         if prec == "int8" and files.cpu_int8_needs_proof and not proven:
             clf.close()
             passed_over.append("int8: this bundle's CPU INT8 has 8-bit u8s8 weights, which saturate on x86 without "
