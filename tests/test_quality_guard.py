@@ -92,12 +92,12 @@ def test_bgr_frames_measure_like_rgb_images(guard):
 
 
 def test_thresholds_follow_the_reference_and_the_user(reference):
-    t, notes = derive_thresholds(reference)
+    t, notes, warnings = derive_thresholds(reference)
     assert t.min_sharpness == pytest.approx(0.25 * reference.sharpness["p5"])
     assert t.max_ood == pytest.approx(1.5 * reference.ood_distance["p99"])
     assert t.min_luminance == pytest.approx(min(0.1, 0.5 * reference.luminance["p1"]))
-    assert "60 reference images" in notes[0]
-    t2, _ = derive_thresholds(reference, QualityConfig(min_sharpness=0.0, max_ood=math.inf, min_luminance=0.3))
+    assert "60 reference images" in notes[0] and warnings == []
+    t2, _, _ = derive_thresholds(reference, QualityConfig(min_sharpness=0.0, max_ood=math.inf, min_luminance=0.3))
     assert t2.min_sharpness == 0.0 and t2.max_ood is None and t2.min_luminance == 0.3
     g = QualityGuard(t2, reference)
     v = g.check(crop(blurred(leaves(1, seed=5)[0])))
@@ -110,15 +110,15 @@ def test_thresholds_follow_the_reference_and_the_user(reference):
 
 def test_a_bundle_without_a_reference_still_checks_exposure_and_blur_but_not_colour():
     guard = QualityGuard.for_bundle(None)
-    assert guard.thresholds.max_ood is None and "no quality_reference" in guard.notes[0]
+    assert guard.thresholds.max_ood is None and "no quality_reference" in guard.warnings[0]
     x = leaves(1, seed=6)[0]
     assert guard.check(crop(x)).ok
     assert guard.check(crop(tinted(x))).ok                  # nothing to measure the cast against
     assert guard.check(crop(black(x))).reason == TOO_DARK
     assert guard.check(crop(overexposed(x))).reason == OVEREXPOSED
     assert guard.check(crop(cv2.GaussianBlur(x, (0, 0), 8))).reason == BLURRED
-    _, notes = derive_thresholds(None, QualityConfig(max_ood=3.0))
-    assert any("--max-ood ignored" in n for n in notes)
+    _, notes, warnings = derive_thresholds(None, QualityConfig(max_ood=3.0))
+    assert any("--max-ood ignored" in n for n in warnings) and set(warnings) <= set(notes)
 
 
 def test_reference_round_trips_through_json_and_rejects_garbage(reference):

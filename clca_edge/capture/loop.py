@@ -203,8 +203,7 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
         log.info("quality guard off: every frame is classified")
     else:
         for note in guard.notes:
-            log.log(logging.WARNING if "no quality_reference" in note or "ignored" in note else logging.INFO,
-                    "quality guard: %s", note)
+            log.log(logging.WARNING if note in guard.warnings else logging.INFO, "quality guard: %s", note)
     flog.write({"type": "start", **common, "classes": len(model.class_names),
                 "config": {k: v for k, v in asdict(config).items() if k not in ("reconnect", "quality")},
                 "quality": guard.describe() if guard is not None else {"enabled": False},

@@ -93,15 +93,16 @@ def _widened(limit: float, p99: float) -> float:
 
 
 def derive_thresholds(reference: Optional[QualityReference], config: QualityConfig = QualityConfig()
-                      ) -> tuple[QualityThresholds, list[str]]:
-    """Thresholds from the reference and the user's overrides, and notes saying where each came
-    from (logged once, written to the capture's start record)."""
+                      ) -> tuple[QualityThresholds, list[str], list[str]]:
+    """Thresholds from the reference and the user's overrides, notes saying where they came from
+    (written to the capture's start record) and, among those, the warnings (logged once)."""
     notes: list[str] = []
+    warnings: list[str] = []
     if reference is None:
         lum_lo, lum_hi, dark, bright, sharp, ood = (MIN_LUMINANCE, MAX_LUMINANCE, MAX_DARK_CLIPPED,
                                                     MAX_BRIGHT_CLIPPED, MIN_SHARPNESS_ABSOLUTE, None)
-        notes.append("the bundle has no quality_reference (deployed before the quality guard): absolute "
-                     "exposure and blur limits, no out_of_distribution check; re-run deploy to get them")
+        warnings.append("the bundle has no quality_reference (deployed before the quality guard): absolute "
+                        "exposure and blur limits, no out_of_distribution check; re-run deploy to get them")
     else:
         lum_lo = min(MIN_LUMINANCE, 0.5 * reference.luminance["p1"])
         lum_hi = _widened(MAX_LUMINANCE, reference.luminance["p99"])
@@ -120,13 +121,13 @@ def derive_thresholds(reference: Optional[QualityReference], config: QualityConf
         sharp = config.min_sharpness
     if config.max_ood is not None:
         if reference is None or not reference.has_colour:
-            notes.append("--max-ood ignored: the bundle has no colour reference to measure distance from")
+            warnings.append("--max-ood ignored: the bundle has no colour reference to measure distance from")
         else:
             ood = None if math.isinf(config.max_ood) else config.max_ood
     if lum_lo >= lum_hi:
         raise ConfigError(f"luminance limits {lum_lo:g}..{lum_hi:g} leave nothing to classify; "
                           "set --min-luminance below --max-luminance")
-    return QualityThresholds(lum_lo, lum_hi, dark, bright, sharp, ood), notes
+    return QualityThresholds(lum_lo, lum_hi, dark, bright, sharp, ood), warnings + notes, warnings
 
 
 @dataclass(frozen=True)
@@ -157,9 +158,10 @@ class QualityGuard:
     """``check(crop)`` -> Verdict, for the ``resize_center_crop`` output of the bundle's spec."""
 
     def __init__(self, thresholds: QualityThresholds, reference: Optional[QualityReference] = None,
-                 notes: tuple = ()):
+                 notes: tuple = (), warnings: tuple = ()):
         self.thresholds = thresholds
-        self.notes = tuple(notes)
+        self.notes = tuple(notes)          # where the thresholds came from (start record)
+        self.warnings = tuple(warnings)    # the notes a user must hear about (logged at WARNING)
         self._distance: Optional[Callable[[ImageMeasures], float]] = (
             reference.distance_fn() if reference is not None and thresholds.max_ood is not None else None)
 
@@ -169,8 +171,8 @@ class QualityGuard:
         """The guard for a bundle's reference and the user's config; None when turned off."""
         if not config.enabled:
             return None
-        thresholds, notes = derive_thresholds(reference, config)
-        return cls(thresholds, reference, tuple(notes))
+        thresholds, notes, warnings = derive_thresholds(reference, config)
+        return cls(thresholds, reference, tuple(notes), tuple(warnings))
 
     def describe(self) -> dict:
         return {"enabled": True, "thresholds": self.thresholds.to_dict(), "notes": list(self.notes)}
