@@ -65,7 +65,7 @@ def test_reloading_best_reproduces_reported_top1_exactly(trained, leaves):
     assert d["num_images"] == NUM_CLASSES * 8 and 0 <= d["top1"] <= d["top5"] <= 100
     # The same from the run folder and the recorded training data (no --data).
     res2 = CliRunner().invoke(main, ["eval", "--checkpoint", str(trained.out), "--json", "--workers", "0"])
-    assert json.loads(res2.output)["top1"] == trained.best_top1
+    assert json.loads(res2.stdout)["top1"] == trained.best_top1
 
 
 def test_run_folder_holds_checkpoints_metrics_and_spec(trained):
@@ -145,7 +145,7 @@ def test_corrupt_images_are_skipped_counted_and_reported(leaves, tmp_path):
     assert "Skipped 2 unreadable image(s)" in res.output and "truncated.png" in res.output
     ev = CliRunner().invoke(main, ["eval", "--checkpoint", str(tmp_path / "r"), "--data", str(data), "--json",
                                    "--workers", "0"])
-    d = json.loads(ev.output.strip().splitlines()[-1])
+    d = json.loads(ev.stdout)
     assert d["skipped_images"] == 1 and d["num_images"] == NUM_CLASSES * 8
 
 
