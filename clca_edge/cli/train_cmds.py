@@ -13,6 +13,7 @@ import os
 import click
 from click.core import ParameterSource
 
+from ..data.augment import AUGMENT_CHOICES, DEFAULT_AUGMENT
 from ._common import console, emit_json, main, model_options, reports_errors
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ def _train_config(p: dict):
                         weight_decay=p["weight_decay"], warmup_epochs=p["warmup_epochs"],
                         label_smoothing=p["label_smoothing"], clip_grad=p["clip_grad"])
     return TrainConfig(data=data, model=model, out=p["out"], optim=optim, pretrained=p["pretrained"], seed=p["seed"],
-                       workers=p["workers"], crop_pct=p["crop_pct"], hflip=p["hflip"], amp=p["amp"],
+                       workers=p["workers"], crop_pct=p["crop_pct"], hflip=p["hflip"], augment=p["augment"],
+                       amp=p["amp"],
                        device=p["device"], resume=p["resume"])
 
 
@@ -96,6 +98,9 @@ def _train_config(p: dict):
 @click.option("--workers", type=click.IntRange(min=0), default=2, help="DataLoader worker processes.")
 @click.option("--crop-pct", type=float, default=0.875, help="Evaluation crop: resize to img_size/crop_pct, center crop.")
 @click.option("--hflip", type=float, default=0.5, help="Horizontal flip probability (training).")
+@click.option("--augment", type=click.Choice(AUGMENT_CHOICES), default=DEFAULT_AUGMENT,
+              help="Training augmentation preset: field (field camera: rotation, zoom-out, exposure, white balance, "
+                   "blur, noise, JPEG...), weak (the paper's crop + flip), none. See README 'Field robustness'.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--out", default=None, help="Run folder (checkpoints, metrics.csv, split/).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished epoch.")

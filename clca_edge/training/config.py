@@ -59,6 +59,7 @@ class TrainConfig:
     workers: int = 2
     crop_pct: float = 0.875
     hflip: float = 0.5
+    augment: str = "field"  # data.augment preset: field (default), weak (the paper's), none
     amp: bool = True
     device: str = "auto"
     resume: bool = False
@@ -70,6 +71,10 @@ class TrainConfig:
             raise ConfigError(f"--crop-pct {self.crop_pct} is outside (0, 1]")
         if not 0 <= self.hflip <= 1:
             raise ConfigError(f"--hflip {self.hflip} is outside [0, 1]")
+        from ..data.augment import AUGMENT_CHOICES
+
+        if self.augment not in AUGMENT_CHOICES:
+            raise ConfigError(f"--augment {self.augment!r}; choose one of {', '.join(AUGMENT_CHOICES)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device {self.device!r}; choose auto, cpu or cuda")
 

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.dataset import LeafImages, collate_skipping
 from ..data.sources import DataError, DataSplits, load_splits, write_split_files
-from ..data.transforms import TrainTransform
+from ..data.augment import build_train_transform, get_preset
 from ..core.errors import ConfigError, OutputError, TrainingError
 from ..core.outputs import check_writable_dir, holds, is_empty_dir, make_dirs
 from ..data.check import DataCheck, check_training_data
@@ -258,7 +258,10 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     _check_out_path(out, config)
     resumed = _check_out_dir(out, config.resume, info)
     if resumed is not None:
-        diffs = config_differences(resumed.config, config.to_dict())
+        old_config = dict(resumed.config)
+        # Runs from before --augment existed were trained with the paper's weak augmentation.
+        old_config.setdefault("augment", "weak")
+        diffs = config_differences(old_config, config.to_dict())
         if diffs:
             raise ConfigError(f"--resume: {out} was trained with a different config: " + "; ".join(diffs)
                               + ". Use the original settings, or a new --out")
@@ -290,7 +293,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     # like. The checkpoint's model config holds the resolved one (num_classes from the data).
     run_config = config.to_dict()
 
-    train_ds = LeafImages(splits.train, TrainTransform(spec, config.hflip))
+    train_ds = LeafImages(splits.train, build_train_transform(config.augment, spec, config.hflip))
     b = config.optim.batch_size
     sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=config.seed)
@@ -351,7 +354,9 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
         # the checkpoint holds the same numbers.
         metrics.append({"epoch": start_epoch, **last_meta.metrics})
     history: list[dict] = []
-    meta_extra = {"train_config": run_config, "data_layout": splits.layout,
+    # The preset's strengths, not only its name: deploy copies them into the bundle manifest.
+    meta_extra = {"train_config": run_config, "augment": get_preset(config.augment).to_dict(),
+                  "data_layout": splits.layout,
                   "num_train": len(splits.train), "num_val": len(splits.val)}
 
     with _Progress(info.is_main, console) as progress:

@@ -1,0 +1,315 @@
+"""Training augmentation presets (``train --augment field|weak|none``) and the field transform.
+
+A preset is data: one named set of strengths, recorded in the checkpoint (``extra.augment``) and
+copied by ``deploy`` into the bundle manifest, so a bundle says what its model was trained to
+withstand.
+
+- ``field`` (the default): what a field camera does to a leaf photo all day. Geometric: random
+  crop, horizontal flip, rotation at any angle (leaves have no up; with the flip this also covers
+  vertical flips), zoom (mostly out) and a small shift and perspective, the uncovered area filled
+  with the image's own border colour (the background), not black. Photometric: exposure (a gain),
+  contrast, saturation, a small hue shift, and white balance as a per-channel gain. Camera: blur,
+  sensor noise, JPEG compression. Built on torchvision's transforms v2 (its kernels and its
+  ``RandomApply``/``ColorJitter``/``GaussianBlur``/``RandomPerspective``); four small v2 transforms
+  add what v2 lacks or deprecates (background-filled pose, per-channel gain, noise of random
+  strength, JPEG through OpenCV).
+- ``weak``: the paper's recipe (``train/*.yaml``): random crop + horizontal flip
+  (``transforms.TrainTransform``, unchanged).
+- ``none``: the evaluation transform (resize + centre crop), no randomness.
+
+Every transform takes the decoded RGB uint8 (H, W, 3) image and returns the normalised float32
+(3, img_size, img_size) tensor the model eats; all of them first resize the shorter side as the
+evaluation transform does, so strengths are relative to what the model sees, whatever the photo's
+resolution.
+
+Randomness comes ONLY from torch's global generator (``torch.rand``/``randint``/``randn``, as
+torchvision v2 draws), never numpy's or Python's: the trainer reseeds torch per epoch (and a
+dataset may reseed it per sample), and that alone must fix every draw, so runs are reproducible
+under a seed and exact on ``--resume``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from ..core.errors import ConfigError
+from ..core.preprocess import PreprocessSpec, resize_shorter
+
+if TYPE_CHECKING:
+    import torch
+
+AUGMENT_CHOICES = ("field", "weak", "none")
+DEFAULT_AUGMENT = "field"
+
+
+@dataclass(frozen=True)
+class AugmentPreset:
+    """Strengths of one preset. Ranges are (low, high) drawn uniformly; ``*_p`` is the probability
+    that a step is applied to an image at all. Blur sigma is a fraction of the crop side and noise
+    sigma a fraction of full scale, so both mean the same at 96 px and at 448 px."""
+
+    name: str
+    description: str
+    random_crop: bool = True          # random img_size crop of the resized image (else centre crop)
+    flip: bool = True                 # horizontal flip with probability TrainConfig.hflip
+    # geometric
+    rotate: float = 0.0               # |angle| up to this many degrees (180: any angle)
+    zoom: tuple[float, float] = (1.0, 1.0)  # content scale; < 1 zooms out onto the background colour
+    translate: float = 0.0            # shift up to this fraction of the side
+    perspective: float = 0.0          # v2.RandomPerspective distortion scale
+    perspective_p: float = 0.0
+    # photometric
+    photometric_p: float = 0.0        # exposure / contrast / saturation (v2.ColorJitter, random order)
+    exposure: tuple[float, float] = (1.0, 1.0)
+    contrast: tuple[float, float] = (1.0, 1.0)
+    saturation: tuple[float, float] = (1.0, 1.0)
+    hue: float = 0.0                  # shift up to this fraction of the colour wheel
+    hue_p: float = 0.0
+    channel_gain: float = 0.0         # white balance: each channel x [1 - g, 1 + g]
+    channel_gain_p: float = 0.0
+    # camera
+    blur_sigma: tuple[float, float] = (0.0, 0.0)
+    blur_p: float = 0.0
+    noise_sigma: tuple[float, float] = (0.0, 0.0)
+    noise_p: float = 0.0
+    jpeg_quality: tuple[int, int] = (100, 100)
+    jpeg_p: float = 0.0
+
+    @property
+    def only_crop_and_flip(self) -> bool:
+        """True when nothing beyond crop/flip is on (the paper's weak recipe or none)."""
+        return all(getattr(self, f) == 0 for f in ("perspective_p", "photometric_p", "hue_p", "channel_gain_p",
+                                                   "blur_p", "noise_p", "jpeg_p")) \
+            and self.rotate == 0 and self.zoom == (1.0, 1.0) and self.translate == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+PRESETS: dict[str, AugmentPreset] = {
+    # Ranges reach about the middle-to-severe levels of the robustness suite (robustness/suite.py):
+    # exposure x0.45-1.6, white balance +-20%, zoom-out to 55%, JPEG down to quality 15.
+    "field": AugmentPreset(
+        name="field",
+        description="field camera: any rotation, zoom-out on the background colour, exposure, contrast, "
+                    "saturation, hue, white balance, blur, noise, JPEG",
+        rotate=180.0, zoom=(0.55, 1.1), translate=0.05, perspective=0.2, perspective_p=0.25,
+        photometric_p=0.8, exposure=(0.45, 1.6), contrast=(0.4, 1.25), saturation=(0.35, 1.3),
+        hue=0.02, hue_p=0.3, channel_gain=0.2, channel_gain_p=0.8,
+        blur_sigma=(0.002, 0.015), blur_p=0.2, noise_sigma=(0.005, 0.07), noise_p=0.3,
+        jpeg_quality=(15, 95), jpeg_p=0.5,
+    ),
+    "weak": AugmentPreset(name="weak", description="the paper's recipe: random crop, horizontal flip"),
+    "none": AugmentPreset(name="none", description="no augmentation: resize and centre crop as at evaluation",
+                          random_crop=False, flip=False),
+}
+
+
+def get_preset(name: str) -> AugmentPreset:
+    if name not in PRESETS:
+        raise ConfigError(f"--augment {name!r}; choose one of {', '.join(AUGMENT_CHOICES)}")
+    return PRESETS[name]
+
+
+def _v2():
+    # torch/torchvision are imported on first use: the presets (and the CLI's --augment choices)
+    # must be readable without them.
+    import torchvision.transforms.v2 as v2
+    import torchvision.transforms.v2.functional as F
+
+    return v2, F
+
+
+def _border_colour(img: "torch.Tensor") -> list[float]:
+    """Per-channel median of the image's outermost pixels: the background a leaf photo is taken
+    on, used to fill what a zoom-out or rotation uncovers (black would be a cue no camera makes)."""
+    import torch
+
+    border = torch.cat([img[:, 0, :], img[:, -1, :], img[:, 1:-1, 0], img[:, 1:-1, -1]], dim=1)
+    return [float(v) for v in border.median(dim=1).values]
+
+
+def _make_transforms():
+    """The v2 transforms v2 lacks, defined on first use (they subclass v2.Transform)."""
+    import torch
+
+    v2, F = _v2()
+
+    class RandomPoseOnBackground(v2.Transform):
+        """Rotation, zoom and shift (one affine), then an occasional small perspective; uncovered
+        pixels take the image's border colour."""
+
+        def __init__(self, rotate: float, zoom: tuple[float, float], translate: float, perspective: float,
+                     perspective_p: float) -> None:
+            super().__init__()
+            self.rotate, self.zoom, self.translate = rotate, zoom, translate
+            self.perspective_p = perspective_p
+            self._perspective = v2.RandomPerspective(distortion_scale=perspective, p=1.0) if perspective_p else None
+
+        def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+            h, w = flat_inputs[0].shape[-2:]
+            u = torch.rand(4)
+            params = {"angle": float((2 * u[0] - 1) * self.rotate),
+                      "scale": float(self.zoom[0] + u[1] * (self.zoom[1] - self.zoom[0])),
+                      "translate": [float((2 * u[2] - 1) * self.translate * w),
+                                    float((2 * u[3] - 1) * self.translate * h)],
+                      "coefficients": None}
+            if self._perspective is not None and float(torch.rand(())) < self.perspective_p:
+                params["coefficients"] = self._perspective.make_params(flat_inputs)["coefficients"]
+            return params
+
+        def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+            # Warp the image minus its background colour with zero fill, then add the colour back:
+            # torchvision's bilinear ``fill=`` darkens the seam between image and fill (it weights
+            # the already zero-blended edge by the mask twice), a line no camera draws.
+            fill = torch.tensor(_border_colour(inpt), dtype=inpt.dtype)[:, None, None]
+            out = F.affine(inpt - fill, angle=params["angle"], translate=params["translate"], scale=params["scale"],
+                           shear=[0.0, 0.0], interpolation=v2.InterpolationMode.BILINEAR)
+            if params["coefficients"] is not None:
+                out = F.perspective(out, None, None, interpolation=v2.InterpolationMode.BILINEAR,
+                                    coefficients=params["coefficients"])
+            return (out + fill).clamp_(0.0, 1.0)
+
+    class RandomChannelGain(v2.Transform):
+        """White balance: each channel times its own gain in [1 - g, 1 + g] (float images)."""
+
+        def __init__(self, gain: float, p: float) -> None:
+            super().__init__()
+            self.gain, self.p = gain, p
+
+        def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+            apply = float(torch.rand(())) < self.p
+            return {"gains": 1.0 + (2 * torch.rand(3) - 1) * self.gain if apply else None}
+
+        def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+            if params["gains"] is None:
+                return inpt
+            return (inpt * params["gains"].to(inpt.dtype)[:, None, None]).clamp_(0.0, 1.0)
+
+    class RandomNoise(v2.Transform):
+        """Gaussian sensor noise of a random strength (v2.GaussianNoise has a fixed sigma)."""
+
+        def __init__(self, sigma: tuple[float, float], p: float) -> None:
+            super().__init__()
+            self.sigma, self.p = sigma, p
+
+        def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+            if float(torch.rand(())) >= self.p:
+                return {"sigma": None}
+            return {"sigma": float(self.sigma[0] + torch.rand(()) * (self.sigma[1] - self.sigma[0]))}
+
+        def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+            if params["sigma"] is None:
+                return inpt
+            return F.gaussian_noise(inpt, sigma=params["sigma"], clip=True)
+
+    class RandomJpeg(v2.Transform):
+        """JPEG compression at a random quality, through OpenCV's libjpeg (torchvision 0.29
+        deprecates its own image encoding, which v2.JPEG uses). Float image in and out."""
+
+        def __init__(self, quality: tuple[int, int], p: float) -> None:
+            super().__init__()
+            self.quality, self.p = quality, p
+
+        def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+            if float(torch.rand(())) >= self.p:
+                return {"quality": None}
+            return {"quality": int(torch.randint(self.quality[0], self.quality[1] + 1, ()))}
+
+        def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+            if params["quality"] is None:
+                return inpt
+            hwc = (inpt.permute(1, 2, 0) * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
+            out = jpeg_round_trip(hwc, params["quality"])
+            return inpt.new_tensor(out).permute(2, 0, 1).div_(255.0)
+
+    return RandomPoseOnBackground, RandomChannelGain, RandomNoise, RandomJpeg
+
+
+def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """RGB uint8 -> JPEG at ``quality`` (OpenCV, 4:2:0 as cameras write) -> RGB uint8."""
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
+        return rgb
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+class FieldTransform:
+    """A preset's pipeline on torchvision v2, applied to the resized image at model resolution.
+    Float [0, 1] from the crop on (v2's kernels are several times faster on float than on uint8);
+    JPEG round-trips through uint8 as a camera does. Camera steps run in a camera's order: blur
+    (optics), noise (sensor), then compression."""
+
+    def __init__(self, spec: PreprocessSpec, preset: AugmentPreset, hflip: float = 0.5) -> None:
+        import torch
+
+        v2, _ = _v2()
+        pose, gain, noise, jpeg = _make_transforms()
+        self.spec, self.preset = spec, preset
+        size = spec.img_size
+        p = preset
+        steps: list[Any] = [v2.RandomCrop(size) if p.random_crop else v2.CenterCrop(size),
+                            v2.ToDtype(torch.float32, scale=True)]
+        if p.flip and hflip > 0:
+            steps.append(v2.RandomHorizontalFlip(hflip))
+        if p.rotate or p.zoom != (1.0, 1.0) or p.translate or p.perspective_p:
+            steps.append(pose(p.rotate, p.zoom, p.translate, p.perspective, p.perspective_p))
+        if p.photometric_p:
+            steps.append(v2.RandomApply([v2.ColorJitter(brightness=p.exposure, contrast=p.contrast,
+                                                        saturation=p.saturation)], p=p.photometric_p))
+        if p.channel_gain_p:
+            steps.append(gain(p.channel_gain, p.channel_gain_p))
+        if p.hue_p:
+            steps.append(v2.RandomApply([v2.ColorJitter(hue=p.hue)], p=p.hue_p))
+        if p.blur_p:
+            lo, hi = (max(s * size, 0.1) for s in p.blur_sigma)
+            kernel = 2 * math.ceil(3 * hi) + 1
+            steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(lo, hi))], p=p.blur_p))
+        if p.noise_p:
+            steps.append(noise(p.noise_sigma, p.noise_p))
+        if p.jpeg_p:
+            steps.append(jpeg(p.jpeg_quality, p.jpeg_p))
+        steps.append(v2.Normalize(list(spec.mean), list(spec.std)))
+        self.pipeline = v2.Compose(steps)
+
+    def __call__(self, rgb: np.ndarray) -> "torch.Tensor":
+        import torch
+        from torchvision import tv_tensors
+
+        img = resize_shorter(rgb, self.spec)
+        chw = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
+        # One image is far too small for intra-op threads: with them (the main process when
+        # --workers 0) the affine grid's bmm and the blur's conv2d wait on each other, 20x slower
+        # on a busy 2-core machine. DataLoader workers run one thread already.
+        threads = torch.get_num_threads()
+        if threads > 1:
+            torch.set_num_threads(1)
+        try:
+            return self.pipeline(chw).as_subclass(torch.Tensor).contiguous()
+        finally:
+            if threads > 1:
+                torch.set_num_threads(threads)
+
+
+def build_train_transform(name: str, spec: PreprocessSpec, hflip: float = 0.5
+                          ) -> Callable[[np.ndarray], "torch.Tensor"]:
+    """The training transform of preset ``name``: ``weak`` is today's crop + flip
+    (``TrainTransform``), ``none`` the evaluation transform, anything else a ``FieldTransform``."""
+    from .transforms import EvalTransform, TrainTransform
+
+    preset = get_preset(name)
+    if preset.only_crop_and_flip:
+        if not preset.random_crop and not preset.flip:
+            return EvalTransform(spec)
+        return TrainTransform(spec, hflip if preset.flip else 0.0)
+    return FieldTransform(spec, preset, hflip)
+
+
+__all__ = ["AUGMENT_CHOICES", "AugmentPreset", "DEFAULT_AUGMENT", "FieldTransform", "PRESETS",
+           "build_train_transform", "get_preset"]

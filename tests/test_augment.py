@@ -1,0 +1,105 @@
+"""Training augmentation presets: the field transform is deterministic under torch's seed alone,
+fills uncovered pixels with the background colour, and a field run resumes exactly; the preset is
+recorded in the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from clca_edge.core.errors import ConfigError
+from clca_edge.core.preprocess import PreprocessSpec, preprocess
+from clca_edge.data.augment import PRESETS, AugmentPreset, FieldTransform, build_train_transform, get_preset
+from clca_edge.data.transforms import EvalTransform, TrainTransform
+
+SPEC = PreprocessSpec(img_size=48, crop_pct=0.875, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+def _leafish(seed: int = 0, size: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size, 3), (120, 90, 60), np.uint8)  # soil
+    img[16:48, 20:44] = (40, 160, 50)  # leaf
+    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_presets_are_data_and_pick_their_transform():
+    assert set(PRESETS) == {"field", "weak", "none"}
+    assert json.loads(json.dumps(get_preset("field").to_dict()))["rotate"] == 180.0
+    assert isinstance(build_train_transform("weak", SPEC), TrainTransform)
+    assert isinstance(build_train_transform("none", SPEC), EvalTransform)
+    assert isinstance(build_train_transform("field", SPEC), FieldTransform)
+    with pytest.raises(ConfigError, match="--augment 'strong'"):
+        get_preset("strong")
+
+
+def test_field_transform_draws_only_from_torchs_generator():
+    rgb = _leafish()
+    t = build_train_transform("field", SPEC)
+
+    def draw(torch_seed, other_seed):
+        random.seed(other_seed)
+        np.random.seed(other_seed)
+        torch.manual_seed(torch_seed)
+        return [t(rgb) for _ in range(8)]
+
+    a, b, c = draw(0, 1), draw(0, 2), draw(1, 1)
+    assert all(x.shape == (3, 48, 48) and x.dtype == torch.float32 and torch.isfinite(x).all() for x in a)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))  # numpy/python seeds change nothing
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))  # torch's seed changes everything
+    assert len({x.numpy().tobytes() for x in a}) == 8  # every draw differs
+
+
+def test_zoom_out_and_rotation_fill_with_the_border_colour_not_black():
+    rgb = _leafish()
+    preset = AugmentPreset(name="t", description="zoom only", random_crop=False, flip=False, rotate=45.0,
+                           zoom=(0.5, 0.5))
+    torch.manual_seed(0)
+    out = FieldTransform(SPEC, preset)(rgb).permute(1, 2, 0).numpy() * 0.5 + 0.5  # undo normalisation
+    soil = np.array([120, 90, 60]) / 255
+    for corner in (out[0, 0], out[0, -1], out[-1, 0], out[-1, -1], out[1, 24]):
+        assert np.abs(corner - soil).max() < 0.04, corner
+    assert np.abs(out[24, 24] - np.array([40, 160, 50]) / 255).max() < 0.05  # the leaf is still in the middle
+
+
+def test_no_augmentation_is_the_evaluation_tensor():
+    rgb = _leafish(size=70)
+    assert np.array_equal(build_train_transform("none", SPEC)(rgb).numpy(), preprocess(rgb, SPEC))
+
+
+def test_a_field_run_resumes_exactly_and_records_its_preset(tmp_path):
+    from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
+    from clca_edge.training.checkpoint import read_checkpoint_meta
+    from clca_edge.training.trainer import train
+    from test_train import _Killed, _weights_close, tiny_config
+
+    def kill(epoch, step):
+        if epoch == 1 and step == 1:  # mid-way through the second epoch
+            raise _Killed
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, SynthConfig(classes=3, per_class=20, size=64, seed=5))  # 45 train: 2 steps
+    with pytest.raises(_Killed):
+        train(tiny_config(data, tmp_path / "a", epochs=2, augment="field"), step_hook=kill)
+    train(tiny_config(data, tmp_path / "a", epochs=2, augment="field", resume=True))
+    train(tiny_config(data, tmp_path / "b", epochs=2, augment="field"))
+    assert _weights_close(tmp_path / "a" / "last.safetensors", tmp_path / "b" / "last.safetensors")
+    meta = read_checkpoint_meta(tmp_path / "a" / "last.safetensors")
+    assert meta.extra["augment"] == get_preset("field").to_dict()
+    assert meta.extra["train_config"]["augment"] == "field"
+    # The augmentation is part of what a resume must not change.
+    with pytest.raises(ConfigError, match="augment: 'field' -> 'weak'"):
+        train(tiny_config(data, tmp_path / "a", epochs=2, augment="weak", resume=True))
+
+
+def test_paper_recipes_keep_the_papers_weak_augmentation():
+    from pathlib import Path
+
+    from clca_edge.cli.train_cmds import recipe_keys
+    from clca_edge.training.config import load_recipe
+
+    recipes = sorted((Path(__file__).parent.parent / "train").glob("*.yaml"))
+    assert recipes and all(load_recipe(r, recipe_keys())["augment"] == "weak" for r in recipes)
