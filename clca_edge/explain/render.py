@@ -115,11 +115,13 @@ def location_text(view: "LocationView", num_patches: int) -> tuple[str, str]:
     if view.placeholders:
         notes.append(f"{view.placeholders} repeated pick{'s' if view.placeholders > 1 else ''} left empty.")
     if view.cache_tokens:
-        notes.append(f"Also kept: {view.cache_tokens} cached summary token{'s' if view.cache_tokens > 1 else ''} "
-                     "of earlier blocks.")
+        notes.append(f"Also kept: {view.cache_tokens} CLCA cache token{'s' if view.cache_tokens > 1 else ''} "
+                     "(summaries of earlier blocks).")
     if view.recovered_after:
-        notes.append(f"Then {view.recovered_after} cached summary token{'s' if view.recovered_after > 1 else ''} "
-                     "of earlier blocks rejoin.")
+        plural = view.recovered_after > 1
+        what = "more" if view.cache_tokens else (f"CLCA cache token{'s' if plural else ''} "
+                                                 "(summaries of earlier blocks)")
+        notes.append(f"Then {view.recovered_after} {what} rejoin{'' if plural else 's'}.")
     return title, " ".join(notes)
 
 
