@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Mapping, Optional
 
 from ..data.sources import DataConfig
 from ..core.errors import ConfigError
@@ -18,7 +18,8 @@ from ..models.config import ModelConfig, parse_model_kwargs  # noqa: F401  (re-e
 RECIPE_NOTES = {"dataset", "description", "seeds", "augmentation", "optimizer", "paper", "scheduler"}
 
 # Settings that may change between a run and its resume without changing what is trained.
-RESUME_FREE = {"out", "resume", "workers", "device"}
+# The decoded-image cache is among them: a cached image is bit for bit the decoded one (data.cache).
+RESUME_FREE = {"out", "resume", "workers", "device", "cache", "cache_dir", "cache_budget"}
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,23 @@ class TrainConfig:
     amp: bool = True
     device: str = "auto"
     resume: bool = False
+    cache: str = "auto"  # decoded-image cache (data.cache): auto, ram, disk, none
+    cache_dir: Optional[str] = None  # --cache disk: where (default RUN/cache)
+    cache_budget: Optional[float] = None  # GB of RAM for the cache (default: half the available memory)
 
     def __post_init__(self) -> None:
         if self.workers < 0:
             raise ConfigError(f"--workers {self.workers} must be >= 0")
+        from ..data.cache import CACHE_MODES
+
+        if self.cache not in CACHE_MODES:
+            raise ConfigError(f"--cache {self.cache!r}; choose one of {', '.join(CACHE_MODES)}")
+        if self.cache_budget is not None and not self.cache_budget > 0:
+            raise ConfigError(f"--cache-budget {self.cache_budget} must be > 0 (GB)")
+        if self.cache_dir is not None and self.cache == "auto":
+            object.__setattr__(self, "cache", "disk")  # a cache folder given: the disk cache is meant
+        if self.cache_dir is not None and self.cache != "disk":
+            raise ConfigError(f"--cache-dir {self.cache_dir} is for --cache disk (not --cache {self.cache})")
         if not 0 < self.crop_pct <= 1:
             raise ConfigError(f"--crop-pct {self.crop_pct} is outside (0, 1]")
         if not 0 <= self.hflip <= 1:

@@ -25,10 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def eval_loader(samples: list[Sample], spec: PreprocessSpec, batch_size: int, workers: int,
-                info: DistInfo = DistInfo()) -> DataLoader:
-    ds = LeafImages(samples, EvalTransform(spec))
+                info: DistInfo = DistInfo(), images=None, pin_memory: bool = False,
+                persistent: bool = False) -> DataLoader:
+    """``images``: a decoded-image cache (core.image_cache) to read through; ``persistent``: keep
+    the workers for the next pass (training validates every epoch)."""
+    ds = LeafImages(samples, EvalTransform(spec), images=images)
     return DataLoader(ds, batch_size=batch_size, sampler=ShardSampler(len(ds), info), num_workers=workers,
-                      collate_fn=collate_skipping, persistent_workers=False)
+                      collate_fn=collate_skipping, pin_memory=pin_memory, persistent_workers=persistent and workers > 0)
 
 
 @torch.no_grad()
@@ -51,7 +54,7 @@ def evaluate_model(model, loader: DataLoader, class_names: list[str], device: to
             on_batch(len(batch.indices) + len(batch.skipped))
         if not batch.indices:
             continue
-        images, labels = batch.images.to(device), batch.labels.to(device)
+        images, labels = batch.images.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             logits = model(images)
         logits = logits.float()
@@ -121,6 +124,9 @@ class EvalConfig:
     batch_size: int = 64
     workers: int = 2
     device: str = "auto"
+    # A disk cache of decoded images to read through (core.image_cache); None: the training run's
+    # own (its --cache-dir, or RUN/cache) when there is one with this checkpoint's preprocessing.
+    cache_dir: Optional[str] = None
 
 
 def resolve_device(kind: str) -> torch.device:
@@ -160,7 +166,11 @@ def evaluate_checkpoint(cfg: EvalConfig, progress: Optional[Callable[[str], None
     say(f"evaluating {len(samples)} images on {device}")
     if hasattr(say, "expect"):
         say.expect(len(samples))
-    report = evaluate_model(model, eval_loader(samples, meta.preprocess, cfg.batch_size, cfg.workers),
+    from ..data.cache import checkpoint_cache
+
+    images = checkpoint_cache(path, meta, cfg.cache_dir)
+    report = evaluate_model(model, eval_loader(samples, meta.preprocess, cfg.batch_size, cfg.workers, images=images,
+                                               pin_memory=device.type == "cuda"),
                             meta.class_names, device, on_batch=getattr(say, "advance", None))
     say(f"writing the confusion matrix and per-class accuracy to {out}")
     make_dirs(out, "--out")

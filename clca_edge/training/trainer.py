@@ -1,9 +1,11 @@
 """The training loop: fine-tune (or train from scratch) a CLCA model, validate every epoch, keep
 ``last`` and ``best`` checkpoints and a resume file, log metrics; single process or torchrun/DDP.
 
-Only rank 0 writes files. Every epoch reseeds from (seed, epoch, rank), and DataLoader workers are
-started afresh each epoch from that seed, so that a resumed run replays exactly what an
-uninterrupted one would have done.
+Only rank 0 writes files. Every epoch reseeds the model's randomness from (seed, epoch, rank), and
+each sample's augmentation is drawn from a seed of (seed, epoch, sample index) wherever it is
+transformed (data.dataset), so DataLoader workers persist across epochs and a resumed run still
+replays exactly what an uninterrupted one would have done. Images are read through a decoded-image
+cache (``--cache``, data.cache) filled by the data check's single decode pass.
 
 End of an epoch, in this order: the weights go to ``last.pending.safetensors``, then ``best``, then
 ``train_state.pt``, then the pending file replaces ``last.safetensors``. A crash between any two
@@ -27,7 +29,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,12 +37,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..data.dataset import LeafImages, collate_skipping
+from ..data.cache import RUN_CACHE_DIR, RunCache, cached_spec, fill, open_run_cache
+from ..data.dataset import EpochSampler, LeafImages, collate_skipping
 from ..data.sources import DataError, DataSplits, load_splits, write_split_files
 from ..data.augment import build_train_transform, get_preset
 from ..core.errors import ConfigError, OutputError, TrainingError
 from ..core.outputs import check_writable_dir, holds, is_empty_dir, make_dirs
 from ..data.check import DataCheck, check_training_data
+from ..core.image_cache import CACHE_FILE, cache_settings
 from ..core.preprocess import INTERPOLATIONS, PreprocessSpec
 from .checkpoint import CheckpointError, CheckpointMeta, read_checkpoint_meta, save_checkpoint
 from .config import TrainConfig, config_differences
@@ -84,9 +88,11 @@ class _WithAux(nn.Module):
         return self.model.forward_with_aux(x)
 
 
-def preprocess_spec(model, config: TrainConfig) -> PreprocessSpec:
-    """Mean/std (and interpolation) of the backbone's pretrained config, the run's crop."""
-    cfg = getattr(model.backbone, "pretrained_cfg", None) or {}
+def preprocess_spec(model, config: TrainConfig, cfg: Optional[dict] = None) -> PreprocessSpec:
+    """Mean/std (and interpolation) of the backbone's pretrained config, the run's crop. ``cfg``:
+    that pretrained config when there is no model yet (models.factory.backbone_pretrained_cfg)."""
+    if cfg is None:
+        cfg = getattr(model.backbone, "pretrained_cfg", None) or {}
     kwargs = {"img_size": config.model.img_size, "crop_pct": config.crop_pct}
     if cfg.get("mean") and cfg.get("std"):
         kwargs.update(mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
@@ -199,12 +205,13 @@ def _check_out_path(out: Path, config: TrainConfig) -> None:
         if holds(tree, out):
             raise OutputError(f"--out {out} lies inside the class folders {tree}: the run folder would be read as "
                               "a class, its images as training images; put runs outside the data")
-    if out.is_dir() and not is_empty_dir(out) and not any((out / n).is_file() for n in (RUN_MARKER, STATE_FILE, LAST)):
+    if out.is_dir() and not is_empty_dir(out) and \
+            not any((out / n).is_file() for n in (RUN_MARKER, STATE_FILE, LAST, f"{RUN_CACHE_DIR}/{CACHE_FILE}")):
         raise OutputError(f"--out {out} exists and is not a clca-edge training run; give a new or empty folder")
 
 
 def _print_header(console, config: TrainConfig, splits: DataSplits, check: DataCheck, model, device,
-                  info: DistInfo, out: Path) -> None:
+                  info: DistInfo, out: Path, extra: Sequence[str] = ()) -> None:
     """What the run is about to do, before the first step: the data found (and what cannot be read),
     the device, the token plan and where the run goes."""
     say = console.print if console is not None else log.info
@@ -214,6 +221,8 @@ def _print_header(console, config: TrainConfig, splits: DataSplits, check: DataC
     if bad:
         say(f"[yellow]skipped {sum(bad.values())} unreadable image(s)[/]: "
             + ", ".join(f"{c} {n}" for c, n in sorted(bad.items())))
+    for line in extra:  # the decoded-image cache
+        say(line)
     procs = f", {info.world_size} processes" if info.enabled else ""
     say(f"device: {device}{procs}; AMP {'on' if config.amp and device.type == 'cuda' else 'off'}")
     plan = model.plan
@@ -221,6 +230,62 @@ def _print_header(console, config: TrainConfig, splits: DataSplits, check: DataC
         f"at blocks {list(plan.locations)}{' + CLCA' if config.model.clca.enabled else ''}; tokens per block "
         f"{', '.join(map(str, model.tokens_per_block))}")
     say(f"output: {out}")
+
+
+def _open_cache(config: TrainConfig, out: Path, splits: DataSplits, builder: bool) -> RunCache:
+    """The run's decoded-image cache (data.cache), for the preprocessing the model will have: read
+    from the backbone's pretrained config before any weights exist, since the data check fills it."""
+    if config.cache == "none":
+        return open_run_cache("none", None, expected=0, run_dir=out)
+    from ..models.factory import backbone_pretrained_cfg
+
+    spec = cached_spec(preprocess_spec(None, config, backbone_pretrained_cfg(config.model)), config.augment)
+    share = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)  # DDP ranks on this machine each hold a RAM cache
+    return open_run_cache(config.cache, spec, expected=len(splits.train) + len(splits.val), run_dir=out,
+                          cache_dir=config.cache_dir, budget_gb=config.cache_budget, share=share, builder=builder)
+
+
+# Bytes of input batches the DataLoader keeps in flight (prefetched by its workers, pinned on CUDA).
+PREFETCH_BYTES = 256 * 2**20
+
+
+def prefetch_factor(batch_size: int, workers: int, img_size: int) -> int:
+    """Batches each worker prepares ahead: 2-4 small batches (enough that the model never waits on
+    a worker that is between batches), fewer for large batches of large images (so prefetching
+    does not hold gigabytes: 256 MiB of float32 input in flight at most, and at least one batch)."""
+    batch_bytes = batch_size * 3 * img_size * img_size * 4
+    return max(1, min(4, PREFETCH_BYTES // max(1, workers * batch_bytes)))
+
+
+def _timing_columns(stats: dict[str, float], val_s: float) -> dict:
+    """Where an epoch's time went: waiting for the input pipeline vs the model's steps."""
+    n, wait, model_s = stats["images"], stats["data_wait_s"], stats["model_s"]
+    return {"data_wait_s": round(wait, 3), "model_s": round(model_s, 3),
+            # images per second of each: what the model alone would do, and the rate at which the
+            # input pipeline delivered while the model waited (empty: it never made the model wait)
+            "model_img_per_s": round(n / model_s, 2) if model_s > 0 else "",
+            "data_img_per_s": round(n / wait, 2) if wait >= 1e-3 else "",
+            "val_s": round(val_s, 3)}
+
+
+def _timing_text(row: dict) -> str:
+    total = row["data_wait_s"] + row["model_s"]
+    share = 100 * row["data_wait_s"] / total if total > 0 else 0.0
+    rate = f" ({row['model_img_per_s']:.0f} img/s)" if row["model_img_per_s"] != "" else ""
+    return f"model {row['model_s']:.1f} s{rate}, data wait {row['data_wait_s']:.1f} s ({share:.0f}%)"
+
+
+def _timed(loader, wait: list) -> "Iterator":
+    """Iterate ``loader``, adding the time blocked on each batch to ``wait[0]``."""
+    it = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        wait[0] += time.perf_counter() - t0
+        yield batch
 
 
 def _build(config: TrainConfig, splits: DataSplits, resumed: Optional[TrainingState], out: Path):
@@ -266,16 +331,28 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
             raise ConfigError(f"--resume: {out} was trained with a different config: " + "; ".join(diffs)
                               + ". Use the original settings, or a new --out")
 
-    # Nothing is written before the data passed its checks (rank 0 decodes every image once); then
+    # Nothing is written before the data passed its checks (rank 0 decodes every image once, into
+    # the image cache; a disk cache this made is removed again if the check refuses the data); then
     # rank 0 makes the run folder and writes a new val split, and the other ranks take its result.
     split_dir = out / "split"
     checked = None
+    cache_lines: list[str] = []
+    out_existed = out.exists()
     if info.is_main:
         check_writable_dir(out, "--out")
         drawn = load_splits(config.data, split_dir=split_dir if resumed is not None else None)
         if not drawn.val:
             raise DataError(f"{config.data.root}: no validation images; add val/ or pass --val-split")
-        checked = check_training_data(drawn, str(config.data.root))
+        run_cache = _open_cache(config, out, drawn, builder=True)
+        try:
+            # The check's one decode of every image fills the cache.
+            checked = check_training_data(drawn, str(config.data.root), readable=run_cache.readable)
+        except BaseException:
+            run_cache.undo()
+            if not out_existed and out.is_dir() and is_empty_dir(out):
+                out.rmdir()
+            raise
+        cache_lines = run_cache.notes + [run_cache.finish()]
         make_dirs(out, "--out")
         if not (out / RUN_MARKER).is_file():
             (out / RUN_MARKER).write_text("written by clca-edge train\n")
@@ -284,30 +361,48 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     if info.enabled:
         checked = gather_objects(checked, info)[0]
     splits, data_check = checked
+    if not info.is_main:  # rank 0 built the cache while checking; a RAM cache is per process
+        run_cache = _open_cache(config, out, splits, builder=False)
+        if run_cache.cache is not None and run_cache.cache.kind == "ram":
+            fill(run_cache.cache, [p for p, _ in splits.train + splits.val])
+        run_cache.finish()
 
     _seed_everything(config.seed)
     model, model_config = _build(config, splits, resumed, out)
     model.to(device)
     spec = preprocess_spec(model, config)
+    images = run_cache.cache
+    if images is not None and cache_settings(images.spec) != cache_settings(cached_spec(spec, config.augment)):
+        # Not expected (the same timm config, read before the weights): never train on other pixels.
+        log.warning("the model's preprocessing %s differs from the one the image cache was built for; not using "
+                    "the cache", spec)
+        images = None
     # The config as given (its num_classes is the CLI placeholder): --resume compares like with
     # like. The checkpoint's model config holds the resolved one (num_classes from the data).
     run_config = config.to_dict()
 
-    train_ds = LeafImages(splits.train, build_train_transform(config.augment, spec, config.hflip))
+    train_ds = LeafImages(splits.train, build_train_transform(config.augment, spec, config.hflip), images=images,
+                          seed=config.seed)
     b = config.optim.batch_size
-    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=config.seed)
+    # (epoch, index) pairs: the epoch reaches persistent workers with every index.
+    sampler = EpochSampler(DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                              seed=config.seed))
     per_rank = len(sampler)
     if per_rank < 2:
         raise DataError(f"{len(train_ds)} training images over {info.world_size} process(es) is too few")
     drop_last = per_rank >= b
-    # No persistent workers: each epoch starts its workers afresh, seeded from the torch generator
-    # that the epoch's reseed set, so a resumed run's workers draw the same augmentation as an
-    # uninterrupted run's (persistent ones keep the seeds of whichever epoch started them).
+    pin = device.type == "cuda"
+    extra = {}
+    if config.workers:
+        extra = {"persistent_workers": True,
+                 "prefetch_factor": prefetch_factor(b, config.workers, config.model.img_size)}
+    # Augmentation seeds come from (seed, epoch, index) (data.dataset), so workers persist; the
+    # loader's own generator keeps its base-seed draw off the global one the model draws from.
     train_loader = DataLoader(train_ds, batch_size=b, sampler=sampler, num_workers=config.workers,
-                              collate_fn=collate_skipping, drop_last=drop_last,
-                              pin_memory=device.type == "cuda", persistent_workers=False)
-    val_loader = eval_loader(splits.val, spec, b, config.workers, info)
+                              collate_fn=collate_skipping, drop_last=drop_last, pin_memory=pin,
+                              generator=torch.Generator().manual_seed(config.seed), **extra)
+    val_loader = eval_loader(splits.val, spec, b, config.workers, info, images=images, pin_memory=pin,
+                             persistent=True)
     steps_per_epoch = len(train_loader)
 
     optimizer = build_optimizer(model, config.optim)
@@ -334,7 +429,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
         skipped |= set(resumed.skipped)
 
     if info.is_main:
-        _print_header(console, config, splits, data_check, model, device, info, out)
+        _print_header(console, config, splits, data_check, model, device, info, out, cache_lines)
         if resumed is not None:
             left = (f"resuming from epoch {start_epoch + 1} of {config.optim.epochs}"
                     if start_epoch < config.optim.epochs else f"all {config.optim.epochs} epochs are done")
@@ -367,7 +462,9 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
             task = progress.task(f"epoch {epoch + 1}/{config.optim.epochs}", steps_per_epoch)
             train_stats = _train_epoch(net, model, train_loader, optimizer, scheduler, scaler, config, device,
                                        info, epoch, step_hook, progress, task, skipped)
+            t_val = time.perf_counter()
             report = evaluate_model(model, val_loader, splits.class_names, device, info, amp=use_amp)
+            val_s = time.perf_counter() - t_val
             skipped |= set(report.skipped)
             elapsed = time.perf_counter() - t0
             last_top1 = report.top1
@@ -375,7 +472,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
                    "train_acc": round(train_stats["acc"], 4), "val_loss": round(report.loss, 6),
                    "val_top1": round(report.top1, 4), "val_top5": round(report.top5, 4),
                    "lr": optimizer.param_groups[0]["lr"], "img_per_s": round(train_stats["img_per_s"], 2),
-                   "epoch_s": round(elapsed, 2)}
+                   "epoch_s": round(elapsed, 2), **_timing_columns(train_stats, val_s)}
             history.append(row)
             improved = report.top1 > best_top1
             if improved:
@@ -394,7 +491,8 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
                 _commit_last(out)
                 metrics.append(row)
                 progress.print(f"epoch {epoch + 1}: loss {row['train_loss']:.3f} acc {row['train_acc']:.1f}% | "
-                               f"val top-1 {report.top1:.2f}% top-5 {report.top5:.2f}%" + (" *" if improved else ""))
+                               f"val top-1 {report.top1:.2f}% top-5 {report.top5:.2f}%" + (" *" if improved else "")
+                               + " | " + _timing_text(row))
             barrier(info)
     if metrics is not None:
         metrics.close()
@@ -445,8 +543,9 @@ def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: Train
     seen = 0
     use_amp = scaler.is_enabled()
     last_step = len(loader) - 1
+    wait = [0.0]
     t0 = time.perf_counter()
-    for step, batch in enumerate(loader):
+    for step, batch in enumerate(_timed(loader, wait)):
         if step_hook is not None:
             step_hook(epoch, step)
         skipped.update(samples[i][0] for i in batch.skipped)
@@ -499,7 +598,10 @@ def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: Train
     stats = all_reduce_sum(torch.stack([loss_sum, correct, torch.tensor(float(seen), dtype=torch.float64,
                                                                         device=device)]), info)
     total = max(float(stats[2]), 1.0)
-    return {"loss": float(stats[0]) / total, "acc": 100 * float(stats[1]) / total, "img_per_s": float(stats[2]) / elapsed}
+    # This process's split of its time (rank 0's on the epoch line): the model's part includes
+    # waiting for the GPU, which runs asynchronously behind the loop.
+    return {"loss": float(stats[0]) / total, "acc": 100 * float(stats[1]) / total, "img_per_s": float(stats[2]) / elapsed,
+            "images": seen * info.world_size, "data_wait_s": wait[0], "model_s": max(elapsed - wait[0], 0.0)}
 
 
 def _check_finite(bad_step: torch.Tensor, bad_loss: torch.Tensor, epoch: int) -> None:
