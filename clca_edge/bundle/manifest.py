@@ -53,6 +53,7 @@ from ..core.image_stats import QualityReference
 from ..core.preprocess import PreprocessSpec
 from .int8 import Int8Record
 from .reference import ReferenceSet
+from .robustness import FieldRobustness
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -282,6 +283,10 @@ class GateRecord(ManifestRecord):
     eval_data: Optional[str] = None
     eval_images: Optional[int] = None
     eval_skipped: Optional[int] = None
+    # The field gate: the suite run per variant ("full", "quick" or "off") and the largest drop under
+    # any perturbation a variant may have (None: not gated, only recorded).
+    field_suite: Optional[str] = None
+    max_field_drop: Optional[float] = None
     extra: Dict[str, Any] = extra_field()
 
 
@@ -386,6 +391,9 @@ class VariantRecord(ManifestRecord):
     worst_classes: Optional[List[WorstClass]] = None
     measured_on: Optional[str] = None  # where its latency was measured ("ort-cpu")
     parity: Optional[Dict[str, Any]] = None  # max abs logit difference against torch / the fp32 ONNX
+    # Accuracy under the field perturbation suite on the gate's images (bundle/robustness.py; None:
+    # deployed with --field-suite off, or before the suite existed).
+    field_robustness: Optional[FieldRobustness] = None
     extra: Dict[str, Any] = extra_field()
 
 
@@ -489,6 +497,9 @@ class Manifest(ManifestRecord):
     default_engine: Optional[str] = None
     default_engine_verified: Optional[bool] = None
     torch_tensorrt: Dict[str, TorchTrtModule] = field(default_factory=dict)
+    # The training augmentation preset of the checkpoint (data.augment.AugmentPreset.to_dict(): name
+    # and strengths; None: a checkpoint from before presets, or one not written by clca-edge train).
+    augment: Optional[Dict[str, Any]] = None
     # Temperature scaling fitted at deploy (None: bundle from before it; the runtime uses T = 1).
     confidence: Optional[ConfidenceCalibration] = None
     # The training images' statistics the capture quality guard judges frames against (None: bundle

@@ -10,6 +10,7 @@ from . import train_cmds  # noqa: F401,E402  (registers train, eval, data)
 from . import runtime_cmds  # noqa: F401,E402  (registers predict, capture)
 from . import deploy_cmds  # noqa: F401,E402  (registers deploy, build-engine)
 from . import trust_cmds  # noqa: F401,E402  (registers keygen)
+from . import robustness_cmds  # noqa: F401,E402  (registers robustness)
 from . import explain_cmds  # noqa: F401,E402  (registers explain)
 
 __all__ = ["main"]

@@ -42,9 +42,15 @@ def _fmt(v, nd=2):
 @click.option("--sign-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Sign the bundle with this Ed25519 private key (clca-edge keygen): devices with "
                    "--trusted-keys then refuse any other or changed bundle.")
+@click.option("--field-suite", type=click.Choice(["full", "quick", "off"]), default="full", show_default=True,
+              help="Field robustness suite on --eval-data per variant, recorded in the manifest: full (11 "
+                   "perturbations x 3 severities), quick (severity 2 only), off.")
+@click.option("--max-field-drop", type=click.FloatRange(min=0), default=None,
+              help="Reject a variant whose worst field perturbation drops more top-1 points than this "
+                   "(default: record only). Noise is seeded by --seed.")
 @reports_errors
 def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, calib_images, calib_method, seed,
-           workspace_mb, tar, force, no_engines, sign_key) -> None:
+           workspace_mb, tar, force, no_engines, field_suite, max_field_drop, sign_key) -> None:
     """Turn a checkpoint into a verified deploy bundle: fp32/INT8/FP16 ONNX, accuracy-gated."""
     from ..deploy.calibration import DEFAULT_CALIB_IMAGES, CalibrationConfig
     from ..deploy.pipeline import DeployConfig, run_deploy
@@ -58,7 +64,7 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
         calibration=CalibrationConfig(num_images=calib_images or DEFAULT_CALIB_IMAGES, method=calib_method, seed=seed,
                                       at_most=calib_images is None),
         tar=tar, force=force, workspace_mb=workspace_mb, build_engines=False if no_engines else None,
-        sign_key=sign_key,
+        field_suite=field_suite, max_field_drop=max_field_drop, sign_key=sign_key,
     )
     con = console()
     with StageProgress(console(stderr=True)) as progress:   # stages and image counts, on stderr
@@ -66,12 +72,12 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
     from rich.table import Table
 
     table = Table(title=f"bundle {report.bundle}  (gate: drop <= {max_drop} points vs fp32)")
-    for col in ("variant", "top-1 %", "drop", "status", "worst classes / note"):
+    for col in ("variant", "top-1 %", "drop", "status", "worst classes / note", "field: worst (drop)"):
         table.add_column(col)
     for v in report.variants:
         worst = ", ".join(f"{c} -{d:.1f}" for c, d in v.worst) or v.note
         style = "red" if v.status in ("rejected", "failed to run") else None
-        table.add_row(v.name, _fmt(v.top1), _fmt(v.drop), str(v.status), worst, style=style)
+        table.add_row(v.name, _fmt(v.top1), _fmt(v.drop), str(v.status), worst, _field_cell(v), style=style)
     con.print(table)
     for k, val in sorted(report.parity.items()):
         con.print(f"parity {k}: max abs diff {val:.3g}")
@@ -83,6 +89,9 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
     for v in report.failed:
         click.echo(f"FAILED TO RUN: {v.name} ({v.note}); recorded in the manifest, never used", err=True)
     for v in report.rejected:
+        if v.field_rejected:
+            click.echo(f"REJECTED: {v.name} {v.note}", err=True)
+            continue
         if v.drop is None:  # an engine plan whose source ONNX was rejected
             click.echo(f"REJECTED: {v.name} ({v.note}, whose ONNX was rejected)", err=True)
             continue
@@ -103,6 +112,17 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
         con.print(f"signed: manifest.sig by key {report.signed_by} (verified)")
     if report.engines is not None:
         _print_engines(con, report.engines)
+    if any(v.field_rejected and v.name == "fp32" for v in report.variants):
+        from ..core.errors import GateError
+
+        raise GateError(f"the field gate (--max-field-drop {max_field_drop:g}) rejected fp32, so the device has no "
+                        f"variant to run; {report.bundle} is kept for inspection. Train with --augment field "
+                        "(or more field-like data), or raise --max-field-drop")
+
+
+def _field_cell(v) -> str:
+    w = v.robustness.worst if v.robustness is not None else None
+    return "" if w is None else f"{w.name} s{w.severity} ({w.drop:+.1f})"
 
 
 def _print_field_stats(con, report) -> None:

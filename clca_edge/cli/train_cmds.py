@@ -141,8 +141,11 @@ def train(ctx: click.Context, **params) -> None:
 @click.option("--workers", type=click.IntRange(min=0), default=2)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (top1, top5, num_images, ...).")
+@click.option("--robustness", is_flag=True,
+              help="Also the field robustness report (as `clca-edge robustness --checkpoint`: full suite, seed 0; "
+                   "robustness.csv/png into the outputs folder; under 'robustness' with --json).")
 @reports_errors
-def eval_cmd(checkpoint, data, split, image_root, out, batch_size, workers, device, as_json) -> None:
+def eval_cmd(checkpoint, data, split, image_root, out, batch_size, workers, device, as_json, robustness) -> None:
     """Top-1/top-5, per-class accuracy and confusion matrix (CSV + PNG) of a checkpoint."""
     from ..training.evaluate import EvalConfig, evaluate_checkpoint
 
@@ -153,9 +156,19 @@ def eval_cmd(checkpoint, data, split, image_root, out, batch_size, workers, devi
                                                         device), progress=progress)
     if report.skipped:
         click.echo(f"Skipped {len(report.skipped)} unreadable image(s): " + ", ".join(report.skipped[:5]), err=True)
+    field = None
+    if robustness:
+        from ..training.robustness import checkpoint_suite
+        from .robustness_cmds import write_report_outputs
+
+        res, _meta, path = checkpoint_suite(checkpoint, data, split, image_root, batch_size=batch_size, device=device)
+        field = res.reports["checkpoint"]
+        write_report_outputs(folder, {"checkpoint": field}, f"field robustness of {path}")
     if as_json:
         d = report.to_dict()
         d["outputs"] = str(folder)
+        if field is not None:
+            d["robustness"] = field.to_dict()
         emit_json(d)
         return
     from rich.table import Table
@@ -170,6 +183,11 @@ def eval_cmd(checkpoint, data, split, image_root, out, batch_size, workers, devi
         table.add_row(row["class_name"], str(row["images"]), "" if row["accuracy"] is None else f"{row['accuracy']:.1f}")
     con.print(table)
     con.print(f"confusion matrix: {folder / 'confusion.csv'}, {folder / 'confusion.png'}")
+    if field is not None:
+        from .robustness_cmds import print_report
+
+        print_report({"checkpoint": field}, "field robustness")
+        con.print(f"robustness: {folder / 'robustness.csv'}, {folder / 'robustness.png'}")
 
 
 @main.group()

@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     TRAINING = 13
     SELF_CHECK = 14
     TRUST = 15
+    GATE = 16
 
 
 # What each code means, for the README table and ``clca-edge --help`` readers.
@@ -49,6 +50,8 @@ EXIT_CODES: dict[ExitCode, str] = {
                           "the bundle's reference samples (`doctor --bundle`: none passes)"),
     ExitCode.TRUST: ("a bundle's signature is missing or does not verify against the trusted keys, or a key file "
                      "is unreadable or not an Ed25519 key"),
+    ExitCode.GATE: "`deploy`: the field gate (`--max-field-drop`) rejected the fp32 variant, so the bundle has nothing "
+                   "the device may run (it is written, for inspection)",
 }
 
 
@@ -158,6 +161,12 @@ class TrustError(ClcaEdgeError):
     exit_code = ExitCode.TRUST
 
 
-__all__ = ["README_BEGIN", "README_END", "exit_code_table", "BackendError", "BundleError", "CheckpointError", "ClcaEdgeError", "ConfigError", "DataError",
+class GateError(ClcaEdgeError):
+    """A deploy gate rejected every variant the device could run (the bundle is kept for inspection)."""
+
+    exit_code = ExitCode.GATE
+
+
+__all__ = ["GateError", "README_BEGIN", "README_END", "exit_code_table", "BackendError", "BundleError", "CheckpointError", "ClcaEdgeError", "ConfigError", "DataError",
            "EXIT_CODES", "EngineError", "ExitCode", "ExportError", "NoInputError", "OutputError",
            "PretrainedWeightsError", "SelfCheckError", "SourceError", "TrainingError", "TrustError"]

@@ -53,9 +53,22 @@ class DeployConfig:
     opset: int = 17
     workspace_mb: int = 1024
     build_engines: Optional[bool] = None  # None: build when TensorRT is importable and target is jetson-orin
+    # The field robustness suite on --eval-data per variant (robustness/suite.py): "full" (every
+    # perturbation at 3 severities), "quick" (severity 2 only) or "off"; recorded in the manifest.
+    field_suite: str = "full"
+    # Reject a variant whose worst perturbation drops more than this many top-1 points (None: record only).
+    max_field_drop: Optional[float] = None
     sign_key: Optional[Path] = None  # Ed25519 private key (clca-edge keygen): writes manifest.sig
 
     def __post_init__(self) -> None:
+        from ..robustness.suite import SUITES
+
+        if self.field_suite not in SUITES:
+            raise ConfigError(f"--field-suite {self.field_suite!r}; choose one of {', '.join(SUITES)}")
+        if self.max_field_drop is not None and self.max_field_drop < 0:
+            raise ConfigError(f"--max-field-drop {self.max_field_drop} must be >= 0 (points of top-1)")
+        if self.max_field_drop is not None and self.field_suite == "off":
+            raise ConfigError("--max-field-drop needs the field suite; drop --field-suite off")
         if self.target not in TARGETS:
             raise ConfigError(f"--target {self.target!r}; choose one of {', '.join(TARGETS)}")
         bad = [p for p in self.precisions if p not in VARIANT_FILES]
@@ -75,6 +88,8 @@ class VariantReport:
     drop: Optional[float] = None
     worst: list[tuple[str, float]] = field(default_factory=list)
     note: str = ""
+    robustness: Any = None  # robustness.evaluate.RobustnessReport on the gate's images (None: suite off)
+    field_rejected: bool = False  # rejected by --max-field-drop (its worst perturbation named in note)
 
 
 @dataclass
@@ -314,6 +329,7 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         else:
             v.parity = {"fp32_onnx_vs_this_max_abs": res.parity.get(f"fp32_vs_{name}"), "images": acc.count}
         reports.append(VariantReport(name, v.status, acc.top1, drop, worst))
+    _field_gate(config, data, spec, runners, variants, reports, say)
 
     plans: dict[str, VariantRecord] = {}
     if config.target == "jetson-orin":
@@ -373,12 +389,14 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         preprocess=spec,
         preprocess_file=PREPROCESS_NAME,
         gate=GateRecord(max_drop=config.max_drop, eval_data=str(config.eval_data), eval_images=ref.count,
-                        eval_skipped=len(res.skipped)),
+                        eval_skipped=len(res.skipped), field_suite=config.field_suite,
+                        max_field_drop=config.max_field_drop),
         calibration=calib_info,
         variants={**variants, **plans},
         default_variant=default,
         trtexec="trtexec.sh",
         notes=notes,
+        augment=(meta.extra or {}).get("augment"),
     )
     manifest.reference = reference
     manifest.int8 = int8_info
@@ -415,6 +433,35 @@ def _quality_reference(config: DeployConfig, classes: list, spec, data, sample, 
             return None
     say(f"measuring {len(sample.items)} training images for the capture quality guard")
     return quality_reference([p for p, _, _ in sample.items], spec, f"{len(sample.items)} images of --calib-data")
+
+
+def _field_gate(config: DeployConfig, data, spec, runners: dict, variants: dict, reports: list, say) -> None:
+    """The field robustness suite on the gate's images for every variant that ran here, recorded
+    per variant; with --max-field-drop, a variant whose worst perturbation drops more is rejected
+    (the perturbation named). Variants' drops are measured against their own clean accuracy."""
+    if config.field_suite == "off":
+        return
+    from ..bundle.robustness import FieldRobustness
+    from ..robustness.evaluate import one_at_a_time, run_suite
+
+    gated = [r for r in reports if r.top1 is not None and r.name in runners]
+    if not gated:
+        return
+    say(f"field robustness suite ({config.field_suite}) on {', '.join(r.name for r in gated)}")
+    # The calibration seed also seeds the suite's noise: one --seed makes the whole deploy repeatable.
+    result = run_suite(data.items, spec, {r.name: one_at_a_time(runners[r.name]) for r in gated},
+                       suite=config.field_suite, seed=config.calibration.seed)
+    for r in gated:
+        rep = result.reports[r.name]
+        v = variants[r.name]
+        v.field_robustness = FieldRobustness.from_dict(rep.to_dict())
+        r.robustness = rep
+        worst = rep.worst
+        if config.max_field_drop is not None and worst is not None and worst.drop > config.max_field_drop:
+            v.status = r.status = Status.REJECTED
+            r.field_rejected = True
+            r.note = v.note = (f"field gate: {worst.name} severity {worst.severity} drops {worst.drop:.2f} points "
+                               f"(> {config.max_field_drop:g}) from clean {rep.clean:.2f}%")
 
 
 def _first_line(e: BaseException) -> str:

@@ -1,0 +1,117 @@
+"""``clca-edge robustness``: accuracy under the field perturbation suite, for a checkpoint
+(PyTorch) or a bundle (every usable variant through the device runtime, no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from ..robustness.suite import BY_NAME
+from ._common import console, emit_json, main, reports_errors
+
+
+def _names(only: Optional[str]) -> Optional[list[str]]:
+    return [n.strip() for n in only.split(",") if n.strip()] if only else None
+
+
+def print_report(reports: dict, title: str, backends: Optional[dict] = None, err: bool = False) -> None:
+    """The rich table and one 'worst' line per variant (the same for robustness, eval and deploy)."""
+    from ..robustness.report import table
+
+    con = console(stderr=err)
+    con.print(table(reports, title))
+    for name, rep in reports.items():
+        w = rep.worst
+        on = f" on {backends[name]}" if backends and name in backends else ""
+        if w is not None:
+            con.print(f"{name}{on}: clean {rep.clean:.2f}%, worst [bold]{w.name}[/] severity {w.severity} "
+                      f"{w.top1:.2f}% (drop {w.drop:.2f} points), {rep.images} images", highlight=False)
+
+
+def write_report_outputs(out, reports: dict, title: str) -> list[str]:
+    """CSV + PNG into ``out``; notes (e.g. no matplotlib) go to stderr. Returns the written paths."""
+    from ..robustness.report import write_outputs
+
+    written, notes = write_outputs(Path(out), reports, title)
+    for note in notes:
+        click.echo(f"Note: {note}", err=True)
+    return [str(p) for p in written]
+
+
+@main.command(context_settings={"show_default": True})
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="A .safetensors checkpoint or run folder (PyTorch).")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="A deploy bundle folder or .tar: every usable variant, through the device runtime (no torch).")
+@click.option("--data", default=None,
+              help="Images: DATA/<split>/<class>/ or DATA/<class>/ (checkpoint default: its training split).")
+@click.option("--split", type=click.Choice(["val", "test", "train"]), default="val")
+@click.option("--image-root", default=None, help="Checkpoint + CSV splits: folder the 'dir' paths are relative to.")
+@click.option("--suite", type=click.Choice(["full", "quick"]), default="full",
+              help="full: every perturbation at severities 1-3; quick: severity 2 only.")
+@click.option("--only", default=None, help=f"Comma-separated perturbations (of {', '.join(BY_NAME)}).")
+@click.option("--seed", type=int, default=0, help="Seed of the random perturbations (noise), per image.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "ort-gpu", "ort-cpu"]), default="auto",
+              help="Bundle: backend to run the variants on (auto: as capture picks).")
+@click.option("--precision", default=None, help="Bundle: comma-separated variants (default: every usable one).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="Bundle: ONNX Runtime CPU threads (0: all).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Checkpoint: torch device.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Checkpoint: images per forward.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for robustness.csv and robustness.png (accuracy vs severity).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@reports_errors
+def robustness(checkpoint, bundle, data, split, image_root, suite, only, seed, backend, precision, threads, device,
+               batch_size, out, as_json) -> None:
+    """Accuracy under a fixed suite of field perturbations (exposure, white balance, contrast,
+    saturation, JPEG, blur, noise, zoom-out, rotation; 3 severities each), clean vs each.
+
+    Perturbations are applied to the decoded image (at the model's working resolution) before
+    the standard preprocessing; noise is seeded per image, so the same data and seed give the
+    same figures. See README 'Field robustness'."""
+    from ..core.errors import ConfigError
+
+    if (checkpoint is None) == (bundle is None):
+        raise ConfigError("give exactly one of --checkpoint (PyTorch) or --bundle (device runtime)")
+    names = _names(only)
+    doc: dict = {}
+    backends: dict = {}
+    if bundle is not None:
+        if data is None:
+            raise ConfigError("--bundle needs --data (held-out images, DATA/<class>/ or DATA/<split>/<class>/)")
+        from ..robustness.bundle import run_bundle_suite
+
+        precisions = [p.strip() for p in precision.split(",") if p.strip()] if precision else None
+        res = run_bundle_suite(bundle, data, split, backend, precisions, threads, suite, seed, names)
+        reports, backends = res.result.reports, res.backends
+        for note in res.notes:
+            click.echo(f"Note: {note}", err=True)
+        first = next(iter(reports))
+        doc = {"source": "bundle", "bundle": str(bundle), "variant": first, **reports[first].to_dict(),
+               "variants": {n: {"backend": backends[n], **r.to_dict()} for n, r in reports.items()},
+               "notes": res.notes}
+        title = f"field robustness of {bundle}"
+        skipped = res.result.skipped
+    else:
+        if precision or backend != "auto" or threads:
+            raise ConfigError("--backend/--precision/--threads are for --bundle; a checkpoint runs in PyTorch")
+        from ..training.robustness import checkpoint_suite
+
+        res, _meta, path = checkpoint_suite(checkpoint, data, split, image_root, suite, seed, batch_size, device, names)
+        reports = {"checkpoint": res.reports["checkpoint"]}
+        doc = {"source": "checkpoint", "checkpoint": str(path), **reports["checkpoint"].to_dict()}
+        title = f"field robustness of {path}"
+        skipped = res.skipped
+    doc["skipped_images"] = len(skipped)
+    if skipped:
+        click.echo(f"Skipped {len(skipped)} unreadable image(s): " + ", ".join(map(str, skipped[:5])), err=True)
+    if out is not None:
+        doc["outputs"] = write_report_outputs(out, reports, title)
+    if as_json:
+        emit_json(doc)
+        return
+    print_report(reports, title, backends)
+    if out is not None:
+        click.echo("wrote " + ", ".join(doc["outputs"]))

@@ -1,0 +1,83 @@
+"""The suite over a deploy bundle, through the device runtime (torch-free): every usable variant
+opened the way ``predict``/``capture`` open it (``runtime.backends.select_classifier``: TensorRT
+engine -> ONNX Runtime GPU -> CPU, or the ``--backend`` given), so on a Jetson it measures the
+engines that will classify in the field."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..core.errors import BackendError, ConfigError
+from .evaluate import SuiteResult, run_suite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BundleSuiteResult:
+    result: SuiteResult
+    backends: dict[str, str]  # variant -> what ran it ("ort-cpu (fp32, CPUExecutionProvider)")
+    notes: list[str] = field(default_factory=list)  # variants that could not run here, and why
+    class_names: tuple[str, ...] = ()
+
+
+def bundle_items(data, class_names: Sequence[str], split: str = "val") -> list[tuple[Path, int]]:
+    """Images of ``data``: ``DATA/<split>/<class>/`` when it exists, else ``DATA/<class>/``; the
+    classes must be the bundle's (as for deploy's --eval-data)."""
+    from ..runtime.scoring import eval_set
+
+    root = Path(data)
+    if (root / split).is_dir():
+        root = root / split
+    return eval_set(root, list(class_names)).items
+
+
+def run_bundle_suite(bundle, data, split: str = "val", backend: str = "auto", precisions: Optional[Sequence[str]] = None,
+                     threads: int = 0, suite: str = "full", seed: int = 0, names: Optional[Sequence[str]] = None,
+                     progress=None) -> BundleSuiteResult:
+    """Accuracy of each usable variant of ``bundle`` on ``data`` under the field suite."""
+    from ..bundle import PRECISIONS
+    from ..runtime.backends import select_classifier
+    from ..runtime.model import load_model
+
+    model = load_model(bundle)
+    have = [p for p in PRECISIONS if p in model.files.onnx or p in model.files.engine_precisions]
+    if precisions:
+        unknown = [p for p in precisions if p not in PRECISIONS]
+        if unknown:
+            raise ConfigError(f"--precision {','.join(unknown)}: choose among {', '.join(PRECISIONS)}")
+        missing = [p for p in precisions if p not in have]
+        if missing:
+            raise ConfigError(f"bundle {bundle} has no usable {', '.join(missing)} variant (usable: {', '.join(have)})")
+        have = [p for p in have if p in precisions]
+    items = bundle_items(data, model.class_names, split)
+    classifiers, backends, notes = {}, {}, []
+    try:
+        for prec in have:
+            try:
+                sel = select_classifier(model.files, backend, prec, threads)
+            except BackendError as e:
+                notes.append(f"{prec}: cannot run here ({e})")
+                continue
+            classifiers[prec] = sel.classifier
+            backends[prec] = sel.classifier.describe()
+        if not classifiers:
+            raise BackendError(f"no variant of {bundle} can run here: " + "; ".join(notes))
+        runners = {name: _runner(clf) for name, clf in classifiers.items()}
+        result = run_suite(items, model.spec, runners, suite=suite, seed=seed, names=names, progress=progress)
+    finally:
+        for clf in classifiers.values():
+            clf.close()
+    return BundleSuiteResult(result, backends, notes, tuple(model.class_names))
+
+
+def _runner(clf):
+    return lambda x: np.stack([np.asarray(clf.logits(x[i]), np.float32).reshape(-1) for i in range(len(x))])
+
+
+__all__ = ["BundleSuiteResult", "bundle_items", "run_bundle_suite"]
