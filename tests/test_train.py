@@ -366,3 +366,83 @@ def test_a_nan_loss_stops_training_naming_epoch_and_step(leaves, tmp_path, monke
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, step 3"):
         train(tiny_config(leaves, tmp_path / "r", epochs=1))
     assert not (tmp_path / "r" / "last.safetensors").exists()
+
+
+def test_metrics_csv_splits_data_wait_from_model_time(trained):
+    import csv
+
+    rows = list(csv.DictReader(open(trained.out / "metrics.csv")))
+    for r in rows:
+        wait, model_s, epoch_s = float(r["data_wait_s"]), float(r["model_s"]), float(r["epoch_s"])
+        assert wait >= 0 and model_s > 0 and wait + model_s + float(r["val_s"]) <= epoch_s + 0.05
+        assert float(r["model_img_per_s"]) >= float(r["img_per_s"])  # the model alone is at least as fast
+        assert r["data_img_per_s"] == "" or float(r["data_img_per_s"]) > 0
+
+
+def _small_leaves(root, per_class=16):
+    write_synthetic_dataset(root, SynthConfig(classes=2, per_class=per_class, size=48, seed=5))
+    return root
+
+
+def test_resume_with_persistent_workers_and_field_augmentation_is_bit_exact(tmp_path):
+    """Augmentation drawn per (seed, epoch, sample): persistent workers killed mid-epoch and resumed
+    replay the uninterrupted run exactly, and so does a run without workers."""
+    import dataclasses
+
+    import torch
+    from safetensors.torch import load_file
+
+    data = _small_leaves(tmp_path / "data")  # 24 train images: 3 steps of 8
+
+    def config(out, workers, **kw):
+        c = tiny_config(data, out, epochs=2, workers=workers, augment="field", **kw)
+        return dataclasses.replace(c, optim=dataclasses.replace(c.optim, batch_size=8))
+
+    def kill_mid_epoch_2(epoch, step):
+        if (epoch, step) == (1, 1):
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(config(tmp_path / "a", 2), step_hook=kill_mid_epoch_2)
+    resumed = train(config(tmp_path / "a", 2, resume=True))
+    full = train(config(tmp_path / "b", 0))
+    assert [r["epoch"] for r in resumed.history] == [2]
+    a, b = load_file(str(tmp_path / "a" / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+    assert resumed.best_top1 == full.best_top1
+
+
+def test_disk_cache_is_shared_by_runs_and_read_by_eval_and_a_full_disk_goes_on_uncached(tmp_path, monkeypatch):
+    import errno
+
+    import clca_edge.core.image_cache as ic
+    import clca_edge.data.dataset as dataset
+
+    data = _small_leaves(tmp_path / "data", per_class=8)  # 12 train + 4 val
+    shared = tmp_path / "shared"
+    args = ["train", "--data", str(data), "--epochs", "1", "--cache", "disk", "--cache-dir", str(shared)] + TINY_ARGS
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "r1")])
+    assert res.exit_code == 0, res.output
+    assert f"cache: disk {shared} (0 image(s) read from it, 16 decoded into it" in res.output.replace("\n", " ")
+    assert len(list(shared.rglob("*.npy"))) == 16
+    decodes = []
+    for mod, name in ((ic, "decode_resized"), (dataset, "load_rgb")):
+        real = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, real=real: decodes.append(a) or real(*a))
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "r2")])
+    assert res.exit_code == 0, res.output
+    assert "(16 image(s) read from it, 0 decoded into it" in res.output.replace("\n", " ") and decodes == []
+    ev = CliRunner().invoke(main, ["eval", "--checkpoint", str(tmp_path / "r2"), "--json", "--workers", "0"])
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(ev.stdout)["num_images"] == 4 and decodes == []  # eval read the run's cache
+    monkeypatch.undo()
+
+    def full_disk(self, path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ic.DiskImageCache, "_write", full_disk)
+    res = CliRunner().invoke(main, ["train", "--data", str(data), "--epochs", "1", "--cache", "disk",
+                                    "--out", str(tmp_path / "r3")] + TINY_ARGS)
+    assert res.exit_code == 0, res.output
+    assert "No space left on device" in res.output and "going on uncached" in res.output.replace("\n", " ")
+    assert (tmp_path / "r3" / "last.safetensors").is_file() and not (tmp_path / "r3" / "cache").exists()

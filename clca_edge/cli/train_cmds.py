@@ -14,6 +14,7 @@ import click
 from click.core import ParameterSource
 
 from ..data.augment import AUGMENT_CHOICES, DEFAULT_AUGMENT
+from ..data.cache import CACHE_MODES, DEFAULT_CACHE
 from ._common import console, emit_json, main, model_options, reports_errors
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ def _train_config(p: dict):
     return TrainConfig(data=data, model=model, out=p["out"], optim=optim, pretrained=p["pretrained"], seed=p["seed"],
                        workers=p["workers"], crop_pct=p["crop_pct"], hflip=p["hflip"], augment=p["augment"],
                        amp=p["amp"],
-                       device=p["device"], resume=p["resume"])
+                       device=p["device"], resume=p["resume"], cache=p["cache"], cache_dir=p["cache_dir"],
+                       cache_budget=p["cache_budget"])
 
 
 @main.command(context_settings={"show_default": True})
@@ -101,6 +103,17 @@ def _train_config(p: dict):
 @click.option("--augment", type=click.Choice(AUGMENT_CHOICES), default=DEFAULT_AUGMENT,
               help="Training augmentation preset: field (field camera: rotation, zoom-out, exposure, white balance, "
                    "blur, noise, JPEG...), weak (the paper's crop + flip), none. See README 'Field robustness'.")
+@click.option("--cache", type=click.Choice(CACHE_MODES), default=DEFAULT_CACHE,
+              help="Decoded-image cache: each image decoded and resized once, not every epoch. auto: in RAM when the "
+                   "decoded images fit the budget (default 50% of the memory available at the start), else none; "
+                   "ram: in RAM, what fits; disk: content-hashed .npy files in OUT/cache (or --cache-dir), reused "
+                   "by later runs, --resume, eval and deploy; none: decode every epoch. The start of the run says "
+                   "which is used.")
+@click.option("--cache-dir", default=None, help="Folder of the --cache disk cache (default OUT/cache); runs over "
+              "the same images and preprocessing may share one.")
+@click.option("--cache-budget", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="GB of RAM the cache may use (default: 50% of the memory available at the start; more than 90% "
+                   "of it is clamped, with a note).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--out", default=None, help="Run folder (checkpoints, metrics.csv, split/).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished epoch.")
@@ -144,8 +157,13 @@ def train(ctx: click.Context, **params) -> None:
 @click.option("--robustness", is_flag=True,
               help="Also the field robustness report (as `clca-edge robustness --checkpoint`: full suite, seed 0; "
                    "robustness.csv/png into the outputs folder; under 'robustness' with --json).")
+@click.option("--cache-dir", default=None,
+              help="Read decoded images through this `train --cache disk` cache (default: the checkpoint's run "
+                   "cache, when it has one with the checkpoint's preprocessing). Read only; a changed image is "
+                   "decoded afresh.")
 @reports_errors
-def eval_cmd(checkpoint, data, split, image_root, out, batch_size, workers, device, as_json, robustness) -> None:
+def eval_cmd(checkpoint, data, split, image_root, out, batch_size, workers, device, as_json, robustness,
+             cache_dir) -> None:
     """Top-1/top-5, per-class accuracy and confusion matrix (CSV + PNG) of a checkpoint."""
     from ..training.evaluate import EvalConfig, evaluate_checkpoint
 
@@ -153,7 +171,7 @@ def eval_cmd(checkpoint, data, split, image_root, out, batch_size, workers, devi
 
     with StageProgress(console(stderr=True)) as progress:   # on stderr: stdout is for the results
         report, folder = evaluate_checkpoint(EvalConfig(checkpoint, data, split, image_root, out, batch_size, workers,
-                                                        device), progress=progress)
+                                                        device, cache_dir=cache_dir), progress=progress)
     if report.skipped:
         click.echo(f"Skipped {len(report.skipped)} unreadable image(s): " + ", ".join(report.skipped[:5]), err=True)
     field = None

@@ -144,6 +144,10 @@ def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] =
     model, meta = load_checkpoint(ckpt)
     classes = list(meta.class_names)
     data = _eval_set(config.eval_data, classes)
+    from ..data.cache import checkpoint_cache
+
+    # The gate reads images the training run decoded (its disk cache) rather than decoding them again.
+    data.images = checkpoint_cache(ckpt, meta)
     tmp = temp_bundle_dir(Path(config.out))
     try:
         report = _build(config, tmp, model, meta, ckpt, data, say)
