@@ -100,7 +100,8 @@ def quality_options(fn):
                      help="Refuse a crop whose mean grey level (0..1) is above this "
                           "[default: from the bundle, >= 0.9]."),
         click.option("--min-sharpness", type=click.FloatRange(min=0), default=None,
-                     help="Refuse a crop whose Laplacian variance is below this; 0: no blur check "
+                     help="Refuse a crop whose Laplacian variance (green channel) is below this; 0: no blur "
+                          "check "
                           "[default: 1/4 of the training images' 5th percentile]."),
         click.option("--max-ood", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Refuse a crop whose colour statistics are further than this (Mahalanobis) from the "
