@@ -123,7 +123,7 @@ def test_resume_with_another_config_says_what_differs(leaves, tmp_path):
     args = ["train", "--data", str(leaves), "--out", str(out), "--epochs", "1"] + TINY_ARGS
     assert CliRunner().invoke(main, args).exit_code == 0
     res = CliRunner().invoke(main, args)
-    assert res.exit_code == 2 and "already holds a training run; pass --resume" in res.output
+    assert res.exit_code == ExitCode.OUTPUT and "already holds a training run; pass --resume" in res.output
     changed = [a if a != "0.25" else "0.5" for a in args] + ["--resume", "--lr", "2e-3"]
     res = CliRunner().invoke(main, changed)
     assert res.exit_code == 2, res.output
