@@ -99,7 +99,7 @@ def location_text(view: "LocationView", num_patches: int) -> tuple[str, str]:
     notes = [f"Keeps {_pct(view.keep_rate)} of the tokens reaching it."]
     if view.groups is not None:
         sizes = sorted((len(g) for g in view.groups), reverse=True)
-        title = f"block {view.block}: {num_patches} patches\nmerged into {len(sizes)} tokens"
+        title = f"block {view.block}: {num_patches} patches\nmerged into {len(sizes)} token{'s' if len(sizes) != 1 else ''}"
         many = sum(1 for z in sizes if z > 1) > len(PALETTE)
         notes.append(f"Each region inside white lines is one token (largest: {sizes[0]} patches)"
                      + (f"; the {len(PALETTE)} largest in colour." if many else "." ) if sizes else "No patch token left.")

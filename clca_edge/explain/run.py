@@ -112,7 +112,7 @@ def location_views(model, trace, image: int, contributions: Optional[Sequence[fl
     for loc in trace.locations:
         contribution = None
         if contributions is not None and loc.block in cls_blocks:
-            contribution = float(contributions[list(cls_blocks).index(loc.block)])
+            contribution = round(float(contributions[list(cls_blocks).index(loc.block)]), 6)
         views.append(LocationView(
             block=loc.block, keep_rate=rates[loc.block], tokens=loc.num_tokens, kept=loc.kept(image),
             groups=loc.groups(image) if loc.merged else None,
