@@ -84,9 +84,13 @@ def console(stderr: bool = False):
 
     stream = sys.stderr if stderr else sys.stdout
     isatty = getattr(stream, "isatty", None)
-    if (isatty is not None and isatty()) or os.environ.get("COLUMNS"):
+    if isatty is not None and isatty():
         return Console(stderr=stderr)
-    return Console(stderr=stderr, width=UNWRAPPED_WIDTH)
+    # Off a terminal $COLUMNS (when set) sizes tables only: a message or stage line is never broken
+    # (soft_wrap), so a log keeps one line per message and a path stays whole for grep.
+    columns = os.environ.get("COLUMNS", "")
+    width = int(columns) if columns.isdigit() and int(columns) > 0 else UNWRAPPED_WIDTH
+    return Console(stderr=stderr, width=width, soft_wrap=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
