@@ -100,3 +100,19 @@ def test_stage_progress_on_a_terminal_shows_stages_and_counts():
         p("gating")
     text = buf.getvalue()
     assert "calibrating" in text and "gating" in text and "4/4" in text
+
+
+def test_stage_lines_off_a_terminal_stay_whole_with_columns_set(monkeypatch, capsys):
+    """$COLUMNS (exported by many shells and CI runners) sizes tables only: a stage line with a
+    long path stays one line on stderr, so a log keeps one line per stage."""
+    from clca_edge.cli._common import console
+
+    monkeypatch.setenv("COLUMNS", "40")
+    path = "/a/rather/long/folder/name/for/a/training/run/model.safetensors"
+    with StageProgress(console(stderr=True)) as p:
+        p(f"loading {path}")
+    console().print(f"has 18 usable calibration images, fewer than the default 256 ({path})")
+    cap = capsys.readouterr()
+    err, out = cap.err.splitlines(), cap.out.splitlines()
+    assert len(err) == 1 and err[0].startswith("[") and err[0].endswith(path)
+    assert len(out) == 1 and out[0].endswith(f"({path})")
