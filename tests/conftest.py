@@ -34,6 +34,16 @@ def _run_in_a_scratch_folder(tmp_path_factory, monkeypatch):
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
+@pytest.fixture(autouse=True)
+def _no_terminal_width_from_the_runner(monkeypatch):
+    """The CLI's tables take their width from $COLUMNS when it is set, even off a terminal
+    (cli._common.console: a user may ask for a width); a shell or CI runner that exports it would
+    wrap every table the tests read (file names, 'flagged: ...', headers cut). Tests see what a
+    pipe sees: no $COLUMNS, tables unwrapped."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory):
     """A tiny EViT+CLCA bundle folder (fp32 ONNX, labels, preprocessing, manifest): built once per
