@@ -53,12 +53,12 @@ class DeployConfig:
     opset: int = 17
     workspace_mb: int = 1024
     build_engines: Optional[bool] = None  # None: build when TensorRT is importable and target is jetson-orin
+    sign_key: Optional[Path] = None  # Ed25519 private key (clca-edge keygen): writes manifest.sig
     # The field robustness suite on --eval-data per variant (robustness/suite.py): "full" (every
     # perturbation at 3 severities), "quick" (severity 2 only) or "off"; recorded in the manifest.
     field_suite: str = "full"
     # Reject a variant whose worst perturbation drops more than this many top-1 points (None: record only).
     max_field_drop: Optional[float] = None
-    sign_key: Optional[Path] = None  # Ed25519 private key (clca-edge keygen): writes manifest.sig
 
     def __post_init__(self) -> None:
         from ..robustness.suite import SUITES
@@ -402,10 +402,10 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         notes=notes,
         augment=(meta.extra or {}).get("augment"),
     )
-    manifest.reference = reference
-    manifest.int8 = int8_info
     manifest.confidence = confidence
     manifest.quality_reference = quality_ref
+    manifest.reference = reference
+    manifest.int8 = int8_info
     write_manifest(tmp, manifest)
     return DeployReport(bundle=tmp, tar=None, variants=reports, default_variant=default, parity=res.parity,
                         eval_images=ref.count, eval_skipped=len(res.skipped),

@@ -208,7 +208,6 @@ class _Job:
         return True
 
 
-
 def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, EngineRecord]], max_drop: float) -> None:
     """Score the fp32 ONNX (ONNX Runtime CPU) and every engine on the same images in one pass; the
     drop and the logit agreement of each engine are against that reference."""
