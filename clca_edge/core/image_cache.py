@@ -255,10 +255,10 @@ class DiskImageCache(ImageCache):
 
     @classmethod
     def open(cls, root: PathLike, spec: PreprocessSpec, writable: bool = True) -> tuple["DiskImageCache", list[str]]:
-        """Open (or create) the cache at ``root`` for ``spec``; returns it and one-line notes. A
-        cache of another format or other settings is emptied and rebuilt (``writable``) or, for a
-        reader, not used (``OutputError`` from ``open_for_reading``' caller's point of view: see
-        there). A folder with content that is not a cache is refused: it is not ours to fill."""
+        """Open (or, ``writable``, create) the cache at ``root`` for ``spec``; returns it and
+        one-line notes for the user. A cache of another format or other settings is emptied and
+        rebuilt when ``writable``, else refused (``OutputError``; ``open_for_reading`` then uses
+        none). A folder with content that is not a cache is refused: it is not ours to fill."""
         root = Path(root)
         settings = cache_settings(spec)
         notes: list[str] = []

@@ -275,9 +275,8 @@ def _timing_text(row: dict) -> str:
     return f"model {row['model_s']:.1f} s{rate}, data wait {row['data_wait_s']:.1f} s ({share:.0f}%)"
 
 
-def _timed(loader, wait: list) -> "Iterator":
-    """Iterate ``loader``, adding the time blocked on each batch to ``wait[0]``."""
-    it = iter(loader)
+def _timed(it: Iterator, wait: list) -> Iterator:
+    """Iterate ``it``, adding the time blocked on each batch to ``wait[0]``."""
     while True:
         t0 = time.perf_counter()
         try:
@@ -455,13 +454,23 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
                   "num_train": len(splits.train), "num_val": len(splits.val)}
 
     with _Progress(info.is_main, console) as progress:
+        ahead = None  # the next epoch's batches, already being prepared by the workers
         for epoch in range(start_epoch, config.optim.epochs):
             _seed_everything(_epoch_seed(config.seed, epoch, info.rank))
-            sampler.set_epoch(epoch)
+            if ahead is None:
+                sampler.set_epoch(epoch)
             t0 = time.perf_counter()
             task = progress.task(f"epoch {epoch + 1}/{config.optim.epochs}", steps_per_epoch)
             train_stats = _train_epoch(net, model, train_loader, optimizer, scheduler, scaler, config, device,
-                                       info, epoch, step_hook, progress, task, skipped)
+                                       info, epoch, step_hook, progress, task, skipped, batches=ahead)
+            ahead = None
+            if config.workers and epoch + 1 < config.optim.epochs:
+                # Persistent workers start on the next epoch's first batches now, while this one
+                # validates and saves (mostly waiting on the disk): what they prepare then is no
+                # longer done beside the next epoch's steps. Its order and augmentation depend only
+                # on (seed, epoch, index), so starting early changes nothing that is drawn.
+                sampler.set_epoch(epoch + 1)
+                ahead = iter(train_loader)
             t_val = time.perf_counter()
             report = evaluate_model(model, val_loader, splits.class_names, device, info, amp=use_amp)
             val_s = time.perf_counter() - t_val
@@ -532,7 +541,9 @@ def _adopt_weights_epoch(out: Path, last_meta: CheckpointMeta, state: TrainingSt
 
 
 def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: TrainConfig, device, info: DistInfo,
-                 epoch: int, step_hook, progress: _Progress, task, skipped: set[str]) -> dict[str, float]:
+                 epoch: int, step_hook, progress: _Progress, task, skipped: set[str],
+                 batches: Optional[Iterator] = None) -> dict[str, float]:
+    """One epoch over ``loader`` (or ``batches``: its iterator, started ahead)."""
     net.train()
     samples = loader.dataset.samples
     # Sums stay on the device; reading them waits for the GPU, so only every CHECK_EVERY steps.
@@ -545,7 +556,7 @@ def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: Train
     last_step = len(loader) - 1
     wait = [0.0]
     t0 = time.perf_counter()
-    for step, batch in enumerate(_timed(loader, wait)):
+    for step, batch in enumerate(_timed(batches if batches is not None else iter(loader), wait)):
         if step_hook is not None:
             step_hook(epoch, step)
         skipped.update(samples[i][0] for i in batch.skipped)
