@@ -201,3 +201,18 @@ def test_the_deploy_gate_scores_the_same_through_a_cache(pics, tmp_path):
         cached = evaluate(EvalSet(tmp_path, ["a", "b", "c"], items, images=images), SPEC, {"fp32": runner("c")})
         assert cached.accuracy["fp32"].top1 == plain.accuracy["fp32"].top1
         assert all(np.array_equal(a, b) for a, b in zip(seen["plain"], seen.pop("c")))
+
+
+def test_a_cache_dir_inside_the_class_folders_is_refused(tmp_path):
+    from clca_edge.core.errors import ExitCode
+    from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
+    from click.testing import CliRunner
+
+    from clca_edge.cli import main
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, SynthConfig(classes=2, per_class=4, size=32))
+    res = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--pretrained", "none",
+                                    "--cache-dir", str(data / "train" / "cache")])
+    assert res.exit_code == ExitCode.OUTPUT and "inside the class folders" in res.output
+    assert not (data / "train" / "cache").exists() and not (tmp_path / "run").exists()

@@ -205,6 +205,11 @@ def _check_out_path(out: Path, config: TrainConfig) -> None:
         if holds(tree, out):
             raise OutputError(f"--out {out} lies inside the class folders {tree}: the run folder would be read as "
                               "a class, its images as training images; put runs outside the data")
+    if config.cache_dir:
+        for tree in _class_trees(config):
+            if holds(tree, config.cache_dir):
+                raise OutputError(f"--cache-dir {config.cache_dir} lies inside the class folders {tree}: it would "
+                                  "be read as a class; put the cache outside the data")
     if out.is_dir() and not is_empty_dir(out) and \
             not any((out / n).is_file() for n in (RUN_MARKER, STATE_FILE, LAST, f"{RUN_CACHE_DIR}/{CACHE_FILE}")):
         raise OutputError(f"--out {out} exists and is not a clca-edge training run; give a new or empty folder")
