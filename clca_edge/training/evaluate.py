@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..data.dataset import LeafImages, collate_skipping
-from ..data.sources import DataError, Sample, scan_class_tree
+from ..data.sources import DataError, Sample, scan_class_tree, split_file_samples
 from ..data.transforms import EvalTransform
 from ..core.preprocess import PreprocessSpec
 from .distributed import DistInfo, ShardSampler, all_reduce_sum, gather_objects
@@ -87,31 +87,10 @@ def eval_samples(data: Path, split: str, class_names: list[str], image_root: Opt
     if (data / split).is_dir():
         return map_samples_to_classes(scan_class_tree(data / split), class_names, data / split)
     if (data / f"{split}.csv").is_file():
-        return _csv_samples(data / f"{split}.csv", len(class_names), image_root)
+        return split_file_samples(data / f"{split}.csv", class_names, image_root)[0]
     if any((data / s).is_dir() for s in ("train", "val", "test")):
         raise DataError(f"{data} has no {split}/ folder; pick another --split")
     return map_samples_to_classes(scan_class_tree(data), class_names, data)
-
-
-def _csv_samples(path: Path, num_classes: int, image_root: Optional[Path]) -> list[Sample]:
-    """One UFG split file; any subset of the checkpoint's class ids is fine."""
-    from ..data.sources import _find_image_root, _read_csv
-
-    rows = _read_csv(path)
-    root = image_root or _find_image_root(path.parent, rows[0]["dir"])
-    samples = []
-    for r in rows:
-        try:
-            cid = int(r["class_id"])
-        except ValueError:
-            raise DataError(f"{path}: class_id {r['class_id']!r} is not an integer") from None
-        if not 0 <= cid < num_classes:
-            raise DataError(f"{path}: class id {cid} is outside the checkpoint's 0..{num_classes - 1}")
-        samples.append((str(Path(root) / r["dir"]), cid))
-    absent = [p for p, _ in samples if not Path(p).exists()]
-    if absent:
-        raise DataError(f"{path} lists {len(absent)} image(s) that do not exist, e.g. {absent[0]}; check --image-root")
-    return samples
 
 
 @dataclass(frozen=True)
