@@ -28,6 +28,7 @@ from typing import Iterable, Optional, Union
 
 from ..core.errors import BundleError, TrustError
 from ..core.fileio import atomic_write_bytes, make_temp_dir
+from ..core.outputs import replace_dir
 from ..core.preprocess import PreprocessSpec
 from .manifest import (ENGINE_KEYS, ENGINE_SOURCE, FORMAT_VERSION, LABELS_NAME, MANIFEST_NAME, PRECISIONS,
                        PREPROCESS_NAME, UNUSABLE, Manifest, Status, VariantRecord)
@@ -225,15 +226,7 @@ def _extract_fresh(tar_path: Path, dest: Path) -> None:
     try:
         _safe_extract(tar_path, tmp)
         (tmp / EXTRACT_MARKER).write_text(f"{tar_path.resolve()}\n")
-        # Move the stale folder aside (one rename) before putting the new one in place (another),
-        # so no instant leaves a half-deleted folder at ``dest`` for a reader to open.
-        old = None
-        if dest.is_symlink() or dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, dest)  # the stale copy is moved aside first: no half-deleted folder for a reader
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise BundleError(f"cannot extract {tar_path} to {dest} ({e.strerror or e}); extract it yourself "

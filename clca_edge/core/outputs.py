@@ -135,7 +135,7 @@ def replace_dir(tmp: PathLike, out: PathLike) -> None:
     is moved aside first and removed after, so no instant has a half-deleted ``out``."""
     tmp, out = Path(tmp), Path(out)
     old = None
-    if out.exists() and not is_empty_dir(out):
+    if out.is_symlink() or (out.exists() and not is_empty_dir(out)):
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         if old.exists():
             shutil.rmtree(old)
