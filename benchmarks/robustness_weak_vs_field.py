@@ -80,6 +80,7 @@ def run(args) -> dict:
                                   img_size=args.img_size, backbone_kwargs=parse_model_kwargs(args.model_kwargs)),
                 out=str(run_dir), optim=OptimConfig(epochs=args.epochs, batch_size=32, lr=args.lr, warmup_epochs=1),
                 pretrained="none", workers=args.workers, seed=seed, augment=preset, device="cpu",
+                colour_constancy=args.colour_constancy,
                 resume=(run_dir / "train_state.pt").is_file())
             t0 = time.perf_counter()
             train(cfg)
@@ -137,6 +138,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--presets", default="weak,field")
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--colour-constancy", default="none", help="train --colour-constancy (none, grey_world)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")
     ap.add_argument("--data", default=None, help="data set folder (default OUT/data; written if missing)")
     ap.add_argument("--aug-cost", action="store_true", help="also time the transforms at 96 and 224 px")

@@ -65,6 +65,35 @@ def test_zoom_out_and_rotation_fill_with_the_border_colour_not_black():
     assert np.abs(out[24, 24] - np.array([40, 160, 50]) / 255).max() < 0.05  # the leaf is still in the middle
 
 
+def _is_clean_crop(x: torch.Tensor, rgb: np.ndarray) -> bool:
+    """True when ``x`` is an img_size crop of the resized photo, flipped or not, nothing else."""
+    from clca_edge.core.preprocess import normalize, resize_shorter
+
+    full = torch.from_numpy(normalize(resize_shorter(rgb, SPEC), SPEC))
+    size, (h, w) = x.shape[-1], full.shape[-2:]
+    for img in (x, x.flip(-1)):
+        for top in range(h - size + 1):
+            for left in range(w - size + 1):
+                if torch.allclose(full[:, top:top + size, left:left + size], img, atol=1e-5):
+                    return True
+    return False
+
+
+def test_clean_share_gets_only_crop_and_flip():
+    rgb = _leafish()
+    field = get_preset("field")
+    torch.manual_seed(0)
+    always = FieldTransform(SPEC, AugmentPreset(**{**field.__dict__, "name": "t", "clean_p": 1.0}))
+    assert all(_is_clean_crop(always(rgb), rgb) for _ in range(6))
+    torch.manual_seed(0)
+    part = FieldTransform(SPEC, AugmentPreset(**{**field.__dict__, "name": "t", "clean_p": 0.4}))
+    share = np.mean([_is_clean_crop(part(rgb), rgb) for _ in range(60)])
+    assert 0.2 <= share <= 0.6, share
+    torch.manual_seed(0)
+    never = FieldTransform(SPEC, AugmentPreset(**{**field.__dict__, "name": "t", "clean_p": 0.0}))
+    assert not any(_is_clean_crop(never(rgb), rgb) for _ in range(6))
+
+
 def test_no_augmentation_is_the_evaluation_tensor():
     rgb = _leafish(size=70)
     assert np.array_equal(build_train_transform("none", SPEC)(rgb).numpy(), preprocess(rgb, SPEC))

@@ -42,6 +42,30 @@ def test_synth_classes_differ_in_traits_not_outline():
         assert len({round(getattr(t, attr), 6) for t in traits}) == 5  # every class has its own level
 
 
+def test_synth_without_tint_keeps_every_other_trait(tmp_path):
+    """--no-tint: one blade colour for every cultivar (shape and texture still differ), so the
+    images' mean blade colour no longer tells classes apart."""
+    tinted, plain = class_traits(5, seed=0), class_traits(5, seed=0, tint=False)
+    assert len({(t.hue, t.saturation) for t in plain}) == 1
+    for a, b in zip(tinted, plain):
+        assert (a.vein_angle, a.teeth, a.tooth_depth, a.texture_freq) == (b.vein_angle, b.teeth, b.tooth_depth,
+                                                                         b.texture_freq)
+    res = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path), "--classes", "3", "--per-class", "6",
+                                    "--size", "48", "--no-tint"])
+    assert res.exit_code == 0, res.output
+    from clca_edge.core.preprocess import load_rgb
+
+    def hue_of_class(name):  # median hue of green pixels over the class's images
+        import cv2
+        hsv = np.concatenate([cv2.cvtColor(load_rgb(p), cv2.COLOR_RGB2HSV).reshape(-1, 3)
+                              for p in sorted((tmp_path / "train" / name).glob("*.png"))])
+        green = hsv[(hsv[:, 0] > 30) & (hsv[:, 0] < 75) & (hsv[:, 1] > 60)]
+        return float(np.median(green[:, 0]))
+
+    hues = [hue_of_class(d.name) for d in sorted((tmp_path / "train").iterdir())]
+    assert max(hues) - min(hues) <= 2, hues  # OpenCV hue: 2 degrees per step
+
+
 def test_synth_cli_writes_images(tmp_path):
     from clca_edge.core.preprocess import load_rgb
 

@@ -13,6 +13,7 @@ import os
 import click
 from click.core import ParameterSource
 
+from ..core.preprocess import COLOUR_CONSTANCY, DEFAULT_COLOUR_CONSTANCY
 from ..data.augment import AUGMENT_CHOICES, DEFAULT_AUGMENT
 from ..data.cache import CACHE_MODES, DEFAULT_CACHE
 from ._common import console, emit_json, main, model_options, reports_errors
@@ -67,7 +68,7 @@ def _train_config(p: dict):
                         label_smoothing=p["label_smoothing"], clip_grad=p["clip_grad"])
     return TrainConfig(data=data, model=model, out=p["out"], optim=optim, pretrained=p["pretrained"], seed=p["seed"],
                        workers=p["workers"], crop_pct=p["crop_pct"], hflip=p["hflip"], augment=p["augment"],
-                       amp=p["amp"],
+                       colour_constancy=p["colour_constancy"], amp=p["amp"],
                        device=p["device"], resume=p["resume"], cache=p["cache"], cache_dir=p["cache_dir"],
                        cache_budget=p["cache_budget"])
 
@@ -103,6 +104,11 @@ def _train_config(p: dict):
 @click.option("--augment", type=click.Choice(AUGMENT_CHOICES), default=DEFAULT_AUGMENT,
               help="Training augmentation preset: field (field camera: rotation, zoom-out, exposure, white balance, "
                    "blur, noise, JPEG...), weak (the paper's crop + flip), none. See README 'Field robustness'.")
+@click.option("--colour-constancy", type=click.Choice(COLOUR_CONSTANCY), default=DEFAULT_COLOUR_CONSTANCY,
+              help="Colour constancy of the model's input, in training, deploy and on the device: grey_world scales "
+                   "each channel of the crop to the same mean, so a camera's white balance or exposure gain cancels "
+                   "(leaf colour relative to the frame is kept); none: the pretrained backbone's plain "
+                   "normalisation. Recorded in the model's preprocessing.")
 @click.option("--cache", type=click.Choice(CACHE_MODES), default=DEFAULT_CACHE,
               help="Decoded-image cache: each image decoded and resized once, not every epoch. auto: in RAM when the "
                    "decoded images fit the budget (default 50% of the memory available at the start), else none; "
@@ -221,15 +227,17 @@ def data() -> None:
 @click.option("--seed", type=int, default=0)
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25)
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg"]), default="png")
+@click.option("--tint/--no-tint", default=True, help="Cultivars differ in blade tint too (--no-tint: only in shape "
+              "and texture, so colour identifies no class).")
 @click.option("--force", is_flag=True, help="Replace a synthetic data set written here before (and nothing else).")
 @reports_errors
-def synth(out, classes, per_class, size, seed, val_fraction, fmt, force) -> None:
+def synth(out, classes, per_class, size, seed, val_fraction, fmt, tint, force) -> None:
     """Write a synthetic ultra-fine-grained leaf dataset (ImageFolder train/ + val/).
 
     --out must be new or empty; --force replaces an earlier `data synth` output there whole, and
     never a folder holding anything else."""
     from ..data.synth import SynthConfig, write_synthetic_dataset
 
-    summary = write_synthetic_dataset(out, SynthConfig(classes, per_class, size, seed, val_fraction, fmt), force)
+    summary = write_synthetic_dataset(out, SynthConfig(classes, per_class, size, seed, val_fraction, fmt, tint), force)
     click.echo(f"wrote {summary.train_images} train + {summary.val_images} val images of "
                f"{len(summary.class_names)} classes to {summary.root}")

@@ -4,6 +4,10 @@ them feed the model the same tensor for the same file.
 
 Evaluation transform: resize the shorter side to ``resize_size`` (keeping aspect), center-crop
 ``img_size`` x ``img_size``, scale to [0, 1], normalise with ``mean``/``std``, CHW float32.
+With ``colour_constancy="grey_world"`` each channel of the crop is first scaled so that its mean
+is the spec's mean for that channel (the grey-world assumption of automatic white balance): a
+per-channel gain of the camera or the light (white balance, exposure) then cancels exactly, short
+of clipping, while the leaf's colour relative to the rest of the frame is kept.
 Torch-free so the device can read it from a bundle; OpenCV is imported on first use, so reading a
 spec (the CLI, bundle manifests) does not load it.
 """
@@ -25,6 +29,11 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")
+COLOUR_CONSTANCY = ("none", "grey_world")
+DEFAULT_COLOUR_CONSTANCY = "none"  # what `train` records unless told (a PreprocessSpec's own default stays none)
+# Channel means below this (of 255) are not scaled up further: a black frame stays black instead
+# of its sensor noise being stretched to full scale (capture's guard refuses such frames anyway).
+MIN_CHANNEL_MEAN = 4.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,7 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
     interpolation: str = "bilinear"
+    colour_constancy: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -42,6 +52,8 @@ class PreprocessSpec:
             raise ConfigError(f"crop_pct={self.crop_pct} is outside (0, 1]")
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"interpolation={self.interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
+        if self.colour_constancy not in COLOUR_CONSTANCY:
+            raise ConfigError(f"colour_constancy={self.colour_constancy!r}; choose one of {', '.join(COLOUR_CONSTANCY)}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError(f"mean={self.mean} / std={self.std} must have 3 values, std > 0")
 
@@ -111,12 +123,26 @@ def resize_center_crop(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return resized[top:top + spec.img_size, left:left + spec.img_size]
 
 
+def channel_gains(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.ndarray:
+    """The per-channel gains (RGB order) ``spec.colour_constancy`` applies to the uint8 crop
+    ``img``: ones for ``none``; for ``grey_world`` the spec's mean (x 255) over the crop's channel
+    mean, so every channel's mean becomes the spec's."""
+    if spec.colour_constancy == "none":
+        return np.ones(3, np.float64)
+    import cv2
+
+    means = np.asarray(cv2.mean(img)[:3], np.float64)
+    if bgr:
+        means = means[::-1]
+    return 255.0 * np.asarray(spec.mean, np.float64) / np.maximum(means, MIN_CHANNEL_MEAN)
+
+
 def normalize(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.ndarray:
     """uint8 HWC RGB (BGR with ``bgr=True``: channels taken in reverse) -> float32 CHW RGB, scaled
-    to [0, 1] and normalised, (x / 255 - mean) / std, as one multiply-add per channel, written
-    straight into the CHW output (5x faster than the broadcast form, same values to float32
-    rounding)."""
-    scale = 1.0 / (255.0 * np.asarray(spec.std, np.float64))
+    to [0, 1] (after the colour-constancy gains, if any) and normalised, (x / 255 - mean) / std,
+    as one multiply-add per channel, written straight into the CHW output (5x faster than the
+    broadcast form, same values to float32 rounding)."""
+    scale = channel_gains(img, spec, bgr) / (255.0 * np.asarray(spec.std, np.float64))
     offset = -np.asarray(spec.mean, np.float64) / np.asarray(spec.std, np.float64)
     out = np.empty((3, img.shape[0], img.shape[1]), np.float32)
     for c in range(3):

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.preprocess import PreprocessSpec, resize_shorter
+from ..core.preprocess import MIN_CHANNEL_MEAN, PreprocessSpec, resize_shorter
 
 if TYPE_CHECKING:
     import torch
@@ -54,6 +54,8 @@ class AugmentPreset:
 
     name: str
     description: str
+    # share of images that get only the crop and flip (the clean photo the camera may also deliver)
+    clean_p: float = 0.0
     random_crop: bool = True          # random img_size crop of the resized image (else centre crop)
     flip: bool = True                 # horizontal flip with probability TrainConfig.hflip
     # geometric
@@ -310,8 +312,10 @@ class FieldTransform:
             steps.append(noise(p.noise_sigma, p.noise_p))
         if p.jpeg_p:
             steps.append(jpeg(p.jpeg_quality, p.jpeg_p))
-        steps.append(v2.Normalize(list(spec.mean), list(spec.std)))
         self.pipeline = v2.Compose(steps)
+        self.clean_pipeline = v2.Compose(steps[:3] if p.flip and hflip > 0 else steps[:2])
+        self._mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
+        self._std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
 
     def __call__(self, rgb: np.ndarray) -> "torch.Tensor":
         import torch
@@ -326,7 +330,13 @@ class FieldTransform:
         if threads > 1:
             torch.set_num_threads(1)
         try:
-            return self.pipeline(chw).as_subclass(torch.Tensor).contiguous()
+            clean = self.preset.clean_p > 0 and float(torch.rand(())) < self.preset.clean_p
+            x = (self.clean_pipeline if clean else self.pipeline)(chw).as_subclass(torch.Tensor)
+            if self.spec.colour_constancy == "grey_world":
+                # core.preprocess.channel_gains on the augmented crop, as the device will see it
+                means = x.mean(dim=(1, 2), keepdim=True).clamp_min(MIN_CHANNEL_MEAN / 255.0)
+                x = x * (self._mean / means)
+            return ((x - self._mean) / self._std).contiguous()
         finally:
             if threads > 1:
                 torch.set_num_threads(threads)

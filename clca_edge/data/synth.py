@@ -51,6 +51,10 @@ class SynthConfig:
     seed: int = 0
     val_fraction: float = 0.25
     fmt: str = "png"
+    # False: every cultivar has the same blade hue and saturation (per-image jitter only), so only
+    # shape and texture tell them apart, as in ampelography; colour is then no cue for a model to
+    # lean on, and a white-balance shift takes nothing that identifies a class.
+    tint: bool = True
 
     def __post_init__(self) -> None:
         if self.classes < 2:
@@ -70,9 +74,11 @@ class SynthConfig:
         return min(self.per_class - 1, max(1, round(self.per_class * self.val_fraction)))
 
 
-def class_traits(num_classes: int, seed: int = 0) -> list[LeafTraits]:
+def class_traits(num_classes: int, seed: int = 0, tint: bool = True) -> list[LeafTraits]:
     """Distinct trait combinations: each trait spans its range in evenly spaced levels, and the
-    levels are shuffled independently per trait, so no single trait alone names every class."""
+    levels are shuffled independently per trait, so no single trait alone names every class.
+    ``tint=False``: hue and saturation at the middle of their ranges for every class (the other
+    traits are those of ``tint=True``)."""
     rng = np.random.default_rng([seed, 7919])
 
     def levels(lo: float, hi: float) -> np.ndarray:
@@ -81,6 +87,8 @@ def class_traits(num_classes: int, seed: int = 0) -> list[LeafTraits]:
     angle, teeth, depth = levels(30, 70), levels(0, 14), levels(0.0, 0.22)
     tex_f, tex_a = levels(2, 9), levels(0.03, 0.18)
     hue, sat = levels(85, 118), levels(0.5, 0.72)
+    if not tint:
+        hue, sat = np.full(num_classes, (85 + 118) / 2), np.full(num_classes, (0.5 + 0.72) / 2)
     return [
         LeafTraits(float(angle[i]), int(round(teeth[i])), float(depth[i]), float(tex_f[i]), float(tex_a[i]),
                    float(hue[i]), float(sat[i]))
@@ -236,7 +244,7 @@ def write_synthetic_dataset(out, config: SynthConfig, force: bool = False) -> Sy
 
 
 def _write_images(out: Path, config: SynthConfig) -> SynthSummary:
-    traits = class_traits(config.classes, config.seed)
+    traits = class_traits(config.classes, config.seed, config.tint)
     names = [class_name(i) for i in range(config.classes)]
     n_val = config.num_val
     params = [cv2.IMWRITE_JPEG_QUALITY, 92] if config.fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]

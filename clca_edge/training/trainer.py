@@ -93,7 +93,8 @@ def preprocess_spec(model, config: TrainConfig, cfg: Optional[dict] = None) -> P
     that pretrained config when there is no model yet (models.factory.backbone_pretrained_cfg)."""
     if cfg is None:
         cfg = getattr(model.backbone, "pretrained_cfg", None) or {}
-    kwargs = {"img_size": config.model.img_size, "crop_pct": config.crop_pct}
+    kwargs = {"img_size": config.model.img_size, "crop_pct": config.crop_pct,
+              "colour_constancy": config.colour_constancy}
     if cfg.get("mean") and cfg.get("std"):
         kwargs.update(mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
     if cfg.get("interpolation") in INTERPOLATIONS:
