@@ -94,6 +94,26 @@ def test_clean_share_gets_only_crop_and_flip():
     assert not any(_is_clean_crop(never(rgb), rgb) for _ in range(6))
 
 
+def test_hue_shift_is_torchvisions_hue_adjustment():
+    """The OpenCV hue step gives torchvision's adjust_hue for the factor it drew."""
+    import torchvision.transforms.v2.functional as F
+
+    from clca_edge.core.preprocess import resize_center_crop
+
+    rgb = _leafish()
+    preset = AugmentPreset(name="t", description="hue only", random_crop=False, flip=False, hue=0.05, hue_p=1.0)
+    base = torch.from_numpy(np.ascontiguousarray(resize_center_crop(rgb, SPEC))).permute(2, 0, 1).float() / 255
+    for seed in range(4):
+        torch.manual_seed(seed)
+        got = FieldTransform(SPEC, preset)(rgb)
+        torch.manual_seed(seed)
+        torch.rand(())  # the apply-or-not draw
+        factor = float((2 * torch.rand(()) - 1) * 0.05)
+        expected = (F.adjust_hue(base, factor) - 0.5) / 0.5
+        assert abs(factor) > 1e-3 and torch.allclose(got, expected, atol=1e-4), seed
+        assert not torch.allclose(got, (base - 0.5) / 0.5, atol=1e-2)
+
+
 def test_no_augmentation_is_the_evaluation_tensor():
     rgb = _leafish(size=70)
     assert np.array_equal(build_train_transform("none", SPEC)(rgb).numpy(), preprocess(rgb, SPEC))

@@ -11,9 +11,9 @@ withstand.
   contrast, saturation, a small hue shift, and white balance as a per-channel gain. Camera: blur,
   sensor noise, JPEG compression. Built on torchvision's transforms v2: its pipeline
   (``Compose``/``RandomApply``/``RandomCrop``/``RandomHorizontalFlip``/``ToDtype``/``Normalize``),
-  ``ColorJitter`` and ``gaussian_noise``; five small ``v2.Transform`` subclasses add what v2 lacks,
+  ``ColorJitter`` and ``gaussian_noise``; six small ``v2.Transform`` subclasses add what v2 lacks,
   deprecates or runs slowly on one CPU thread, with their kernels from OpenCV (the suite's library):
-  background-filled pose (one warp), per-channel gain, noise of random strength, blur, JPEG.
+  background-filled pose (one warp), per-channel gain, noise of random strength, blur, hue, JPEG.
 - ``weak``: the paper's recipe (``train/*.yaml``): random crop + horizontal flip
   (``transforms.TrainTransform``, unchanged).
 - ``none``: the evaluation transform (resize + centre crop), no randomness.
@@ -246,6 +246,29 @@ def _make_transforms():
                 return inpt
             return F.gaussian_noise(inpt, sigma=params["sigma"], clip=True)
 
+    class RandomHue(v2.Transform):
+        """A hue shift of up to +-``hue`` of the colour wheel (v2.ColorJitter's hue factor, same
+        result to 1e-6) through OpenCV's float HSV conversion: 4x cheaper than torchvision's on
+        one thread."""
+
+        def __init__(self, hue: float, p: float) -> None:
+            super().__init__()
+            self.hue, self.p = hue, p
+
+        def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+            if float(torch.rand(())) >= self.p:
+                return {"degrees": None}
+            return {"degrees": float((2 * torch.rand(()) - 1) * self.hue) * 360.0}
+
+        def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+            import cv2
+
+            if params["degrees"] is None:
+                return inpt
+            hsv = cv2.cvtColor(_hwc(inpt), cv2.COLOR_RGB2HSV)  # float32: H in [0, 360)
+            hsv[..., 0] = (hsv[..., 0] + params["degrees"]) % 360.0
+            return _chw(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), inpt)
+
     class RandomJpeg(v2.Transform):
         """JPEG compression at a random quality, through OpenCV's libjpeg (torchvision 0.29
         deprecates its own image encoding, which v2.JPEG uses). Float image in and out."""
@@ -266,7 +289,7 @@ def _make_transforms():
             out = jpeg_round_trip(hwc, params["quality"])
             return inpt.new_tensor(out).permute(2, 0, 1).div_(255.0)
 
-    return RandomPoseOnBackground, RandomChannelGain, RandomNoise, RandomJpeg, RandomBlur
+    return RandomPoseOnBackground, RandomChannelGain, RandomNoise, RandomJpeg, RandomBlur, RandomHue
 
 
 def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -289,7 +312,7 @@ class FieldTransform:
         import torch
 
         v2, _ = _v2()
-        pose, gain, noise, jpeg, blur = _make_transforms()
+        pose, gain, noise, jpeg, blur, hue = _make_transforms()
         self.spec, self.preset = spec, preset
         size = spec.img_size
         p = preset
@@ -305,7 +328,7 @@ class FieldTransform:
         if p.channel_gain_p:
             steps.append(gain(p.channel_gain, p.channel_gain_p))
         if p.hue_p:
-            steps.append(v2.RandomApply([v2.ColorJitter(hue=p.hue)], p=p.hue_p))
+            steps.append(hue(p.hue, p.hue_p))
         if p.blur_p:
             steps.append(blur(p.blur_sigma, p.blur_p))
         if p.noise_p:
