@@ -51,6 +51,15 @@ def aug_cost(img_sizes=(96, 224), n: int = 200) -> dict:
     return out
 
 
+def _colour(option: str, preset: str) -> str:
+    """``auto``: the paper's plain normalisation with weak/none, train's default with field."""
+    from clca_edge.core.preprocess import DEFAULT_COLOUR_CONSTANCY
+
+    if option != "auto":
+        return option
+    return DEFAULT_COLOUR_CONSTANCY if preset == "field" else "none"
+
+
 def run(args) -> dict:
     from clca_edge.benchmark.report import machine_description
     from clca_edge.core.cpuinfo import cpu_info
@@ -69,7 +78,8 @@ def run(args) -> dict:
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"
     if not (data / "train").is_dir():
-        write_synthetic_dataset(data, SynthConfig(args.classes, args.per_class, args.size, args.data_seed))
+        write_synthetic_dataset(data, SynthConfig(args.classes, args.per_class, args.size, args.data_seed,
+                                                  tint=not args.no_tint))
     rows = []
     for preset in args.presets.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -80,7 +90,7 @@ def run(args) -> dict:
                                   img_size=args.img_size, backbone_kwargs=parse_model_kwargs(args.model_kwargs)),
                 out=str(run_dir), optim=OptimConfig(epochs=args.epochs, batch_size=32, lr=args.lr, warmup_epochs=1),
                 pretrained="none", workers=args.workers, seed=seed, augment=preset, device="cpu",
-                colour_constancy=args.colour_constancy,
+                colour_constancy=_colour(args.colour_constancy, preset),
                 resume=(run_dir / "train_state.pt").is_file())
             t0 = time.perf_counter()
             train(cfg)
@@ -88,7 +98,7 @@ def run(args) -> dict:
             res, _, _ = checkpoint_suite(run_dir / "last.safetensors", str(data), device="cpu")
             rep = res.reports["checkpoint"]
             worst = rep.worst
-            rows.append({"preset": preset, "seed": seed, "clean": rep.clean, "worst_drop": worst.drop,
+            rows.append({"preset": preset, "seed": seed, "colour_constancy": cfg.colour_constancy, "clean": rep.clean, "worst_drop": worst.drop,
                          "worst": f"{worst.name} s{worst.severity}", "worst_top1": min(r.top1 for r in rep.results),
                          "mean_top1": statistics.mean(r.top1 for r in rep.results), "train_s": train_s,
                          "report": rep.to_dict()})
@@ -105,16 +115,16 @@ def run(args) -> dict:
 
 def markdown(doc: dict) -> str:
     rows = doc["rows"]
-    lines = ["| preset | seed | clean top-1 | worst drop (perturbation) | worst-case top-1 | mean top-1 over the suite "
-             "| train time |", "|---|---|---|---|---|---|---|"]
+    lines = ["| preset | colour constancy | seed | clean top-1 | worst drop (perturbation) | worst-case top-1 "
+             "| mean top-1 over the suite | train time |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['preset']} | {r['seed']} | {r['clean']:.1f} | {r['worst_drop']:.1f} ({r['worst']}) | "
+        lines.append(f"| {r['preset']} | {r.get('colour_constancy', 'none')} | {r['seed']} | {r['clean']:.1f} | {r['worst_drop']:.1f} ({r['worst']}) | "
                      f"{r['worst_top1']:.1f} | {r['mean_top1']:.1f} | {r['train_s']:.0f} s |")
     for preset in dict.fromkeys(r["preset"] for r in rows):
         sel = [r for r in rows if r["preset"] == preset]
         if len(sel) > 1:
             m = lambda k: statistics.mean(r[k] for r in sel)  # noqa: E731
-            lines.append(f"| {preset} | mean | {m('clean'):.1f} | {m('worst_drop'):.1f} | {m('worst_top1'):.1f} | "
+            lines.append(f"| {preset} | {sel[0].get('colour_constancy', 'none')} | mean | {m('clean'):.1f} | {m('worst_drop'):.1f} | {m('worst_top1'):.1f} | "
                          f"{m('mean_top1'):.1f} | {m('train_s'):.0f} s |")
     if doc.get("aug_cost_ms"):
         lines.append("")
@@ -131,6 +141,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=96, help="synthetic image side")
     ap.add_argument("--img-size", type=int, default=96, help="model input side")
     ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--no-tint", action="store_true", help="cultivars differ in shape and texture only (data synth --no-tint)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--keep-rate", type=float, default=0.25)
@@ -138,7 +149,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--presets", default="weak,field")
     ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--colour-constancy", default="none", help="train --colour-constancy (none, grey_world)")
+    ap.add_argument("--colour-constancy", default="auto",
+                    help="train --colour-constancy: none, grey_world, or auto (none for weak, train's default for field)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")
     ap.add_argument("--data", default=None, help="data set folder (default OUT/data; written if missing)")
     ap.add_argument("--aug-cost", action="store_true", help="also time the transforms at 96 and 224 px")

@@ -20,15 +20,16 @@ NUM_CLASSES = 6
 MIN_TOP1 = 50.0
 
 
-def tiny_config(data, out, epochs=10, keep_rate=0.25, workers=0, augment="weak", **kw):
-    # The trainer's mechanics on the paper's weak recipe (MIN_TOP1 and the figures here were measured
-    # with it); the field preset, the default, has its own tests in test_augment.py.
+def tiny_config(data, out, epochs=10, keep_rate=0.25, workers=0, augment="weak", colour_constancy="none", **kw):
+    # The trainer's mechanics on the paper's recipe, weak augmentation and plain normalisation
+    # (MIN_TOP1 and the figures here were measured with it); the field defaults have their own
+    # tests in test_augment.py, test_colour_constancy.py and test_field_training.py.
     return TrainConfig(
         data=DataConfig(str(data)),
         model=ModelConfig(backbone="vit_tiny_patch16_224", method="evit", keep_rate=(keep_rate,), img_size=64,
                           backbone_kwargs=TINY_KW),
         out=str(out), optim=OptimConfig(epochs=epochs, batch_size=16, lr=1e-3, warmup_epochs=1),
-        pretrained="none", workers=workers, augment=augment, **kw)
+        pretrained="none", workers=workers, augment=augment, colour_constancy=colour_constancy, **kw)
 
 
 TINY_ARGS = ["--model", "vit_tiny_patch16_224", "--pretrained", "none", "--method", "evit", "--keep-rate", "0.25",
@@ -179,6 +180,7 @@ def test_paper_recipes_hold_the_paper_settings(name):
     assert r["epochs"] == 50 and r["lr"] == 1e-4 and r["weight_decay"] == 0.05 and r["batch_size"] == 32
     assert r["img_size"] == 448 and r["locations"] == "3,6,9" and r["model"] == "vit_base_patch16_224"
     assert r["method"] == "evit" and float(r["keep_rate"]) == 0.1 and r["clca"] is True
+    assert r["augment"] == "weak" and r["colour_constancy"] == "none"  # not train's field defaults
 
 
 def test_recipe_keys_are_the_train_options_and_each_one_is_used(tmp_path):

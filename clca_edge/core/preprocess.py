@@ -30,7 +30,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")
 COLOUR_CONSTANCY = ("none", "grey_world")
-DEFAULT_COLOUR_CONSTANCY = "none"  # what `train` records unless told (a PreprocessSpec's own default stays none)
+# What `train` records unless told (measured on the synthetic leaves with the field preset:
+# BENCHMARKS.md "Field robustness"); a PreprocessSpec's own default stays none, so specs and
+# bundles from before the option read as they were written.
+DEFAULT_COLOUR_CONSTANCY = "grey_world"
 # Channel means below this (of 255) are not scaled up further: a black frame stays black instead
 # of its sensor noise being stretched to full scale (capture's guard refuses such frames anyway).
 MIN_CHANNEL_MEAN = 4.0
