@@ -1,7 +1,9 @@
 """Field robustness of a tiny model trained with ``--augment weak`` vs ``--augment field``.
 
-On the synthetic leaves (``clca-edge data synth``), trains the same tiny EViT+CLCA model from
-scratch with identical settings and seeds under each preset, then runs the field suite
+On the synthetic leaves (``clca-edge data synth``, or ``--no-tint`` for cultivars that differ in
+shape and texture only), trains the same tiny EViT+CLCA model from scratch with identical settings
+and seeds under each preset (``--colour-constancy auto``: the paper's plain normalisation with
+weak, train's default grey world with field), then runs the field suite
 (``clca-edge robustness``) on the held-out images with the LAST epoch's weights (not the best by
 val, which would select on the very images we report on). Prints a Markdown table: clean top-1,
 worst-case drop (and which perturbation), worst-case top-1, mean top-1 over the 33 conditions,
