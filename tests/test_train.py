@@ -134,6 +134,25 @@ def test_resume_with_another_config_says_what_differs(leaves, tmp_path):
     assert "Traceback" not in res.output
 
 
+def test_a_run_from_before_colour_constancy_resumes_as_plain_normalisation(leaves, tmp_path):
+    """Its saved config has no colour_constancy: it was trained with none, so resuming with none
+    continues and resuming with today's default grey_world is refused, naming the difference."""
+    import torch
+
+    out = tmp_path / "run"
+    base = ["train", "--data", str(leaves), "--out", str(out)] + TINY_ARGS
+    assert CliRunner().invoke(main, base + ["--epochs", "1", "--colour-constancy", "none"]).exit_code == 0
+    state = torch.load(out / "train_state.pt", weights_only=False)
+    config = json.loads(state["config"])
+    del config["colour_constancy"]
+    state["config"] = json.dumps(config)
+    torch.save(state, out / "train_state.pt")
+    res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume"])
+    assert res.exit_code == 2 and "colour_constancy: 'none' -> 'grey_world'" in res.output, res.output
+    res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume", "--colour-constancy", "none"])
+    assert res.exit_code == 0, res.output
+
+
 def test_corrupt_images_are_skipped_counted_and_reported(leaves, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(leaves, data)

@@ -331,6 +331,8 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
         old_config = dict(resumed.config)
         # Runs from before --augment existed were trained with the paper's weak augmentation.
         old_config.setdefault("augment", "weak")
+        # ... and before --colour-constancy, with the plain normalisation.
+        old_config.setdefault("colour_constancy", "none")
         diffs = config_differences(old_config, config.to_dict())
         if diffs:
             raise ConfigError(f"--resume: {out} was trained with a different config: " + "; ".join(diffs)
