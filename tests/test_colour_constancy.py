@@ -101,6 +101,8 @@ def test_the_setting_is_validated_and_travels_with_the_spec():
     with pytest.raises(ConfigError, match="colour_constancy"):
         PreprocessSpec(colour_constancy="retinex")
     assert PreprocessSpec.from_dict(GREY.to_dict()) == GREY
+    assert GREY.to_dict()["colour_constancy"] == "grey_world"
+    assert "colour_constancy" not in PLAIN.to_dict()  # written as before the option, for older readers
     old = {k: v for k, v in GREY.to_dict().items() if k != "colour_constancy"}
     assert PreprocessSpec.from_dict(old).colour_constancy == "none"  # checkpoints/bundles from before it
 

@@ -68,6 +68,10 @@ class PreprocessSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["resize_size"] = self.resize_size
+        if self.colour_constancy == "none":
+            # written only when it is on: a spec without it reads the same in clca-edge versions
+            # from before the field, and one with it is refused there instead of misread
+            del d["colour_constancy"]
         return d
 
     @classmethod
