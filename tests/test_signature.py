@@ -66,6 +66,8 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path):
     assert again.exit_code == ExitCode.TRUST and "already exist" in again.output
     assert priv.read_bytes() == priv.read_bytes()  # untouched
     assert CliRunner().invoke(main, ["keygen", "--out", str(tmp_path / "k"), "--force"]).exit_code == 0
+    res = CliRunner().invoke(main, ["keygen", "--out", str(priv)])  # a file where the folder should be
+    assert res.exit_code == ExitCode.OUTPUT and "exists and is a file, not a folder" in res.output, res.output
 
 
 def test_signed_bundle_verifies_and_runs_with_trusted_keys(signed, keys):

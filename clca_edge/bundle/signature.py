@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..core.errors import TrustError
 from ..core.fileio import atomic_write_bytes
+from ..core.outputs import make_dirs
 from .manifest import ENGINE_KEYS, MANIFEST_NAME
 
 SIGNATURE_NAME = "manifest.sig"
@@ -79,10 +80,7 @@ def generate_keypair(out_dir: Union[str, Path], force: bool = False) -> Tuple[Pa
     if existing and not force:
         raise TrustError(f"{', '.join(existing)} already exist(s); pass --force to replace the key pair "
                          "(bundles signed with the old key then no longer verify on devices that trust only the new one)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TrustError(f"cannot create {out} ({e.strerror}); choose a writable --out") from None
+    make_dirs(out, "--out")  # a file there, or no permission: one OutputError line (exit 11)
     key = ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())

@@ -17,7 +17,7 @@ BUNDLE_REFUSAL = (
 @click.option("--checkpoint", default=None, help="A .safetensors checkpoint or a run folder (uses best).")
 @click.option("--bundle", default=None, help="Not supported: explain runs on checkpoints only (see the README).")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=click.Path(),
               help="Folder for the pictures (NAME.explain.png per image).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8)

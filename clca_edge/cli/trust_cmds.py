@@ -30,7 +30,7 @@ def load_trusted(value):
 
 
 @main.command()
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Folder for clca-edge.key (private, mode 0600) and clca-edge.pub (public).")
 @click.option("--force", is_flag=True, help="Replace an existing key pair in --out.")
 @reports_errors

@@ -128,7 +128,7 @@ def explain_images(cfg: ExplainConfig, on_image: Optional[Callable[[ImageExplana
     import torch
 
     from ..core.fileio import atomic_write_bytes
-    from ..core.outputs import make_dirs
+    from ..core.outputs import check_writable_dir, make_dirs
     from ..core.preprocess import load_rgb, normalize, resize_center_crop
     from ..models.provenance import record_provenance
     from ..runtime.predict import expand_inputs
@@ -137,6 +137,7 @@ def explain_images(cfg: ExplainConfig, on_image: Optional[Callable[[ImageExplana
     from .attribution import cla_contributions
     from .render import render_png
 
+    check_writable_dir(cfg.out, "--out")  # before the model is loaded: a bad --out is one line, at once
     ckpt = find_checkpoint(cfg.checkpoint)
     model, meta = load_checkpoint(ckpt)
     device = resolve_device(cfg.device)
