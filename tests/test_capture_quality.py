@@ -114,6 +114,19 @@ def test_capture_refuses_what_it_cannot_judge_and_logs_why(guarded_bundle, frame
     assert sum(summary["class_counts"].values()) == 4
 
 
+def test_a_refused_frame_restarts_the_smoothing(guarded_bundle, frames, tmp_path):
+    """Every classified frame of FRAMES but the first follows a refused one: with --smooth 8 each
+    decision is then that frame's own, exactly as with --smooth 1."""
+    imgs, _ = frames
+    one = [r for r in capture(guarded_bundle, imgs, tmp_path / "s1.jsonl") if r["type"] == "decision"]
+    eight = [r for r in capture(guarded_bundle, imgs, tmp_path / "s8.jsonl", "--smooth", 8)
+             if r["type"] == "decision"]
+    assert [r["source_frame"] for r in one] == [r["source_frame"] for r in eight] == [0, 2, 5, 7]
+    assert len({round(r["confidence"], 4) for r in one}) == 4  # different leaves: averaging them would show
+    for a, b in zip(one, eight):
+        assert a["class"] == b["class"] and a["confidence"] == pytest.approx(b["confidence"], abs=1e-6), (a, b)
+
+
 def test_quality_off_and_user_thresholds(guarded_bundle, frames, tmp_path):
     imgs, _ = frames
     recs = capture(guarded_bundle, imgs, tmp_path / "off.jsonl", "--quality", "off")

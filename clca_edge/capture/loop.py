@@ -293,6 +293,9 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
             if frame.x is None and frame.quality is None:   # live frames: prepared here
                 prepare_input(frame)
             if frame.quality is not None and not frame.quality.ok:
+                # A frame the guard cannot judge breaks the run --smooth averages: the view went dark,
+                # blurred or strange, so what was seen before it must not decide what comes after.
+                smoother.reset()
                 record = _refuse(frame, summary, flog, common, saver, grab_ms, t0, t1, live=grabber is not None)
                 if on_record is not None and on_record(record, summary, frame.bgr) is False:
                     stop.set("stop requested by the display")
