@@ -118,3 +118,51 @@ def test_train_config_puts_it_in_the_models_spec():
     assert preprocess_spec(None, cfg, cfg={}).colour_constancy == "grey_world"
     with pytest.raises(ConfigError, match="--colour-constancy"):
         TrainConfig(data=DataConfig("d"), model=model, out="o", colour_constancy="auto")
+
+
+def test_a_grey_world_model_deploys_and_the_device_applies_it(tmp_path):
+    """Checkpoint with a grey-world spec -> deploy (fp32, gate) -> the bundle's preprocess.json
+    says grey_world -> `predict` on the device side gives the checkpoint's own probabilities, and a
+    white-balance-shifted photo the same class and nearly the same confidence."""
+    import json
+
+    import cv2
+    from click.testing import CliRunner
+
+    from clca_edge.cli import main
+    from clca_edge.core.confidence import softmax
+    from clca_edge.deploy.pipeline import DeployConfig, run_deploy
+    from clca_edge.core.preprocess import load_rgb
+    from clca_edge.training.checkpoint import load_checkpoint
+    from conftest import TINY_IMG
+    from test_deploy_support import train_checkpoint, write_class_tree
+
+    train = write_class_tree(tmp_path / "train", 6, seed=3)
+    ev = write_class_tree(tmp_path / "eval", 6, seed=2)
+    calib = write_class_tree(tmp_path / "calib", 4, seed=1)
+    ckpt = train_checkpoint(tmp_path / "m.safetensors", train,
+                            spec=PreprocessSpec(img_size=TINY_IMG, colour_constancy="grey_world"))
+    model, meta = load_checkpoint(ckpt)
+    assert meta.preprocess.colour_constancy == "grey_world"
+    out = tmp_path / "bundle"
+    run_deploy(DeployConfig(checkpoint=ckpt, out=out, calib_data=calib, eval_data=ev, target="cpu",
+                            precisions=("fp32",), field_suite="quick", build_engines=False))
+    assert json.loads((out / "preprocess.json").read_text())["colour_constancy"] == "grey_world"
+
+    photo = sorted(ev.rglob("*.png"))[0]
+    shifted = tmp_path / "shifted.png"
+    bgr = cv2.imread(str(photo))
+    cv2.imwrite(str(shifted), np.clip(bgr * np.array([1.15, 1.0, 0.85]), 0, 255).astype(np.uint8))  # B, G, R
+    res = CliRunner().invoke(main, ["predict", "--bundle", str(out), "--json", str(photo), str(shifted)])
+    assert res.exit_code == 0, res.output
+    preds = json.loads(res.stdout)["predictions"]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(preprocess(load_rgb(photo), meta.preprocess))[None]).numpy()[0]
+    temperature = (json.loads((out / "manifest.json").read_text()).get("confidence") or {}).get("temperature", 1.0)
+    expect = softmax(logits, temperature)
+    top = preds[0]["topk"][0]
+    assert top["class"] == meta.class_names[int(expect.argmax())]
+    assert abs(top["conf"] - float(expect.max())) < 1e-4
+    assert preds[1]["topk"][0]["class"] == top["class"]
+    assert abs(preds[1]["topk"][0]["conf"] - top["conf"]) < 0.02
+

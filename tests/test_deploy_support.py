@@ -46,7 +46,7 @@ def load_tensors(root: Path, spec, classes=CLASSES):
     return np.stack(xs), np.asarray(ys)
 
 
-def train_checkpoint(path: Path, train_root: Path, steps: int = 12, seed: int = 0) -> Path:
+def train_checkpoint(path: Path, train_root: Path, steps: int = 12, seed: int = 0, spec=None) -> Path:
     """A tiny CLCA model trained a few Adam steps on ``train_root``, saved with save_checkpoint."""
     import torch
 
@@ -55,7 +55,7 @@ def train_checkpoint(path: Path, train_root: Path, steps: int = 12, seed: int = 
     from conftest import TINY_IMG, tiny_model
 
     torch.manual_seed(seed)
-    spec = PreprocessSpec(img_size=TINY_IMG)
+    spec = spec or PreprocessSpec(img_size=TINY_IMG)
     model = tiny_model(num_classes=len(CLASSES))
     x, y = load_tensors(train_root, spec)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
