@@ -88,3 +88,25 @@ def test_emulated_kernel_matches_onnxruntime_when_nothing_saturates(cpu_int8_bun
         want = sess.run(None, {"images": x})[0]
         assert np.abs(exact(x) - want).max() < 1e-4
         assert np.abs(clamped(x) - want).max() < 1e-4
+
+
+def test_orts_preprocessing_advice_is_not_shown_but_other_warnings_are(monkeypatch, caplog, tmp_path):
+    import logging
+
+    import onnxruntime.quantization as q
+
+    from clca_edge.deploy import quantize
+
+    def fake_quantize_static(*args, **kwargs):
+        logging.warning("Please consider to run pre-processing before quantization. Refer to example: ...")
+        logging.warning("Please consider pre-processing before quantization. See ...")
+        logging.warning("something else worth seeing")
+
+    monkeypatch.setattr(q, "quantize_static", fake_quantize_static)
+    with caplog.at_level(logging.WARNING):
+        quantize._quantize_static(tmp_path / "a.onnx", tmp_path / "b.onnx", None)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["something else worth seeing"]
+    assert not any(isinstance(f, quantize._NoPreprocessAdvice) for f in logging.getLogger().filters)
+    logging.warning("Please consider pre-processing before quantization, outside deploy")
+    assert caplog.records[-1].getMessage().endswith("outside deploy")  # the filter is gone again

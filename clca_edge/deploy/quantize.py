@@ -204,16 +204,30 @@ def _calib_methods():
             "percentile": CalibrationMethod.Percentile}
 
 
+class _NoPreprocessAdvice(logging.Filter):
+    """quantize_static advises ORT's quantization pre-processing (shape inference and graph
+    optimisation) on the root logger, every call. The flavours here and their checks were measured
+    on the exported graph as it is (optimising it first changes which nodes get Q/DQ), so the
+    advice is not taken and not shown to every deploy."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 def _quantize_static(fp32_path, out_path, data_reader, **kwargs) -> None:
     """onnxruntime's quantize_static, its plain exceptions turned into ExportError."""
     from onnxruntime.quantization import quantize_static
 
+    advice = _NoPreprocessAdvice()
+    logging.getLogger().addFilter(advice)
     try:
         quantize_static(str(fp32_path), str(out_path), data_reader, **kwargs)
     except ExportError:
         raise
     except Exception as e:  # ORT raises plain exceptions with useful text
         raise ExportError(f"INT8 quantisation of {fp32_path} failed ({type(e).__name__}: {e})") from e
+    finally:
+        logging.getLogger().removeFilter(advice)
 
 
 def quantize_int8(fp32_path, out_path, data_reader, method: str = "minmax", max_opset: int = 17,
