@@ -27,7 +27,6 @@ import csv
 import datetime
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -117,13 +116,10 @@ def _train(data: Path, out: Path, cache: str, augment: str, workers: int, batch:
 
 
 def _machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        model = "unknown CPU"
-    flags = open("/proc/cpuinfo").read()
-    return f"{model}, {os.cpu_count()} cores, avx512_vnni {'yes' if 'avx512_vnni' in flags else 'no'}"
+    from clca_edge.core.cpuinfo import cpu_info
+
+    cpu = cpu_info()
+    return f"{cpu.model}, {os.cpu_count()} cores, avx512_vnni {'yes' if cpu.has('avx512_vnni') else 'no'}"
 
 
 def main() -> None:

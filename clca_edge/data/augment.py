@@ -33,7 +33,7 @@ under a seed and exact on ``--resume``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
@@ -155,6 +155,13 @@ def _make_transforms():
         # (randn_like on it: 1.0 ms against 0.13 ms at 112 px)
         return tv_tensors.wrap(torch.from_numpy(hwc).permute(2, 0, 1).contiguous(), like=like)
 
+    def _draw(p: float, low: float, high: float) -> Optional[float]:
+        """With probability ``p`` a value uniform in [low, high), else None (the step is skipped);
+        both draws from torch's generator, the apply-or-not one first."""
+        if float(torch.rand(())) >= p:
+            return None
+        return float(low + torch.rand(()) * (high - low))
+
     class RandomPoseOnBackground(v2.Transform):
         """Rotation, zoom and shift, then an occasional small perspective (corners moved as
         v2.RandomPerspective moves them), as ONE OpenCV warp (one interpolation); uncovered pixels
@@ -206,10 +213,8 @@ def _make_transforms():
             self.sigma, self.p = sigma, p
 
         def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-            if float(torch.rand(())) >= self.p:
-                return {"sigma": None}
-            side = min(flat_inputs[0].shape[-2:])
-            return {"sigma": float(self.sigma[0] + torch.rand(()) * (self.sigma[1] - self.sigma[0])) * side}
+            fraction = _draw(self.p, *self.sigma)
+            return {"sigma": None if fraction is None else fraction * min(flat_inputs[0].shape[-2:])}
 
         def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
             import cv2
@@ -243,9 +248,7 @@ def _make_transforms():
             self.sigma, self.p = sigma, p
 
         def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-            if float(torch.rand(())) >= self.p:
-                return {"sigma": None}
-            return {"sigma": float(self.sigma[0] + torch.rand(()) * (self.sigma[1] - self.sigma[0]))}
+            return {"sigma": _draw(self.p, *self.sigma)}
 
         def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
             if params["sigma"] is None:
@@ -262,9 +265,8 @@ def _make_transforms():
             self.hue, self.p = hue, p
 
         def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-            if float(torch.rand(())) >= self.p:
-                return {"degrees": None}
-            return {"degrees": float((2 * torch.rand(()) - 1) * self.hue) * 360.0}
+            shift = _draw(self.p, -self.hue, self.hue)
+            return {"degrees": None if shift is None else shift * 360.0}
 
         def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
             import cv2
@@ -322,10 +324,11 @@ class FieldTransform:
         self.spec, self.preset = spec, preset
         size = spec.img_size
         p = preset
-        steps: list[Any] = [v2.RandomCrop(size) if p.random_crop else v2.CenterCrop(size),
-                            v2.ToDtype(torch.float32, scale=True)]
+        crop_flip: list[Any] = [v2.RandomCrop(size) if p.random_crop else v2.CenterCrop(size),
+                                v2.ToDtype(torch.float32, scale=True)]
         if p.flip and hflip > 0:
-            steps.append(v2.RandomHorizontalFlip(hflip))
+            crop_flip.append(v2.RandomHorizontalFlip(hflip))
+        steps = list(crop_flip)
         if p.rotate or p.zoom != (1.0, 1.0) or p.translate or p.perspective_p:
             steps.append(pose(p.rotate, p.zoom, p.translate, p.perspective, p.perspective_p))
         if p.photometric_p:
@@ -342,7 +345,7 @@ class FieldTransform:
         if p.jpeg_p:
             steps.append(jpeg(p.jpeg_quality, p.jpeg_p))
         self.pipeline = v2.Compose(steps)
-        self.clean_pipeline = v2.Compose(steps[:3] if p.flip and hflip > 0 else steps[:2])
+        self.clean_pipeline = v2.Compose(crop_flip)
         self._mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
 
