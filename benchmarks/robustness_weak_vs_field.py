@@ -62,6 +62,15 @@ def _colour(option: str, preset: str) -> str:
     return DEFAULT_COLOUR_CONSTANCY if preset == "field" else "none"
 
 
+def _framing(option: str, preset: str) -> str:
+    """``auto``: the plain centre crop with weak/none, train's default with field."""
+    from clca_edge.core.preprocess import DEFAULT_FRAMING
+
+    if option != "auto":
+        return option
+    return DEFAULT_FRAMING if preset == "field" else "none"
+
+
 def run(args) -> dict:
     from clca_edge.benchmark.report import machine_description
     from clca_edge.core.cpuinfo import cpu_info
@@ -92,7 +101,7 @@ def run(args) -> dict:
                                   img_size=args.img_size, backbone_kwargs=parse_model_kwargs(args.model_kwargs)),
                 out=str(run_dir), optim=OptimConfig(epochs=args.epochs, batch_size=32, lr=args.lr, warmup_epochs=1),
                 pretrained="none", workers=args.workers, seed=seed, augment=preset, device="cpu",
-                colour_constancy=_colour(args.colour_constancy, preset),
+                colour_constancy=_colour(args.colour_constancy, preset), framing=_framing(args.framing, preset),
                 resume=(run_dir / "train_state.pt").is_file())
             t0 = time.perf_counter()
             train(cfg)
@@ -100,7 +109,8 @@ def run(args) -> dict:
             res, _, _ = checkpoint_suite(run_dir / "last.safetensors", str(data), device="cpu")
             rep = res.reports["checkpoint"]
             worst = rep.worst
-            rows.append({"preset": preset, "seed": seed, "colour_constancy": cfg.colour_constancy, "clean": rep.clean, "worst_drop": worst.drop,
+            rows.append({"preset": preset, "seed": seed, "colour_constancy": cfg.colour_constancy,
+                         "framing": cfg.framing, "clean": rep.clean, "worst_drop": worst.drop,
                          "worst": f"{worst.name} s{worst.severity}", "worst_top1": min(r.top1 for r in rep.results),
                          "mean_top1": statistics.mean(r.top1 for r in rep.results), "train_s": train_s,
                          "report": rep.to_dict()})
@@ -115,18 +125,23 @@ def run(args) -> dict:
     return doc
 
 
+def _prep(row: dict) -> str:
+    """Colour constancy and framing of a row (rows from before --framing: none)."""
+    return f"{row.get('colour_constancy', 'none')}, framing {row.get('framing', 'none')}"
+
+
 def markdown(doc: dict) -> str:
     rows = doc["rows"]
-    lines = ["| preset | colour constancy | seed | clean top-1 | worst drop (perturbation) | worst-case top-1 "
+    lines = ["| preset | preprocessing | seed | clean top-1 | worst drop (perturbation) | worst-case top-1 "
              "| mean top-1 over the suite | train time |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['preset']} | {r.get('colour_constancy', 'none')} | {r['seed']} | {r['clean']:.1f} | {r['worst_drop']:.1f} ({r['worst']}) | "
+        lines.append(f"| {r['preset']} | {_prep(r)} | {r['seed']} | {r['clean']:.1f} | {r['worst_drop']:.1f} ({r['worst']}) | "
                      f"{r['worst_top1']:.1f} | {r['mean_top1']:.1f} | {r['train_s']:.0f} s |")
     for preset in dict.fromkeys(r["preset"] for r in rows):
         sel = [r for r in rows if r["preset"] == preset]
         if len(sel) > 1:
             m = lambda k: statistics.mean(r[k] for r in sel)  # noqa: E731
-            lines.append(f"| {preset} | {sel[0].get('colour_constancy', 'none')} | mean | {m('clean'):.1f} | {m('worst_drop'):.1f} | {m('worst_top1'):.1f} | "
+            lines.append(f"| {preset} | {_prep(sel[0])} | mean | {m('clean'):.1f} | {m('worst_drop'):.1f} | {m('worst_top1'):.1f} | "
                          f"{m('mean_top1'):.1f} | {m('train_s'):.0f} s |")
     if doc.get("aug_cost_ms"):
         lines.append("")
@@ -151,6 +166,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--presets", default="weak,field")
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--framing", default="auto",
+                    help="train --framing: none, leaf, or auto (none for weak, train's default for field)")
     ap.add_argument("--colour-constancy", default="auto",
                     help="train --colour-constancy: none, grey_world, or auto (none for weak, train's default for field)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")

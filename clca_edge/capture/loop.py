@@ -17,7 +17,7 @@ from ..core.errors import ConfigError, SourceError
 from ..runtime.backends import Classifier, Fallback
 from ..runtime.decision import Smoother, softmax, top_k
 from ..runtime.model import RuntimeModel
-from ..core.preprocess import normalize, preprocess, resize_center_crop
+from ..core.preprocess import frame_leaf, normalize, preprocess, resize_center_crop
 from .fieldlog import FieldLog
 from .frames import FrameSaver
 from .grabber import LatestFrameGrabber, ReadAhead, ReconnectPolicy
@@ -242,7 +242,7 @@ def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource
             crop = resize_center_crop(frame.bgr, model.spec)
             frame.quality = guard.check(crop, bgr=True)
             if frame.quality.ok:
-                frame.x = normalize(crop, model.spec, bgr=True)
+                frame.x = normalize(frame_leaf(crop, model.spec), model.spec, bgr=True)
         frame.prep_ms = _ms(t, time.monotonic())
 
     def prepare(frame: Frame) -> Frame:

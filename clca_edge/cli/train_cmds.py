@@ -13,7 +13,7 @@ import os
 import click
 from click.core import ParameterSource
 
-from ..core.preprocess import COLOUR_CONSTANCY, DEFAULT_COLOUR_CONSTANCY
+from ..core.preprocess import COLOUR_CONSTANCY, DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING, FRAMING
 from ..data.augment import AUGMENT_CHOICES, DEFAULT_AUGMENT
 from ..data.cache import CACHE_MODES, DEFAULT_CACHE
 from ._common import console, emit_json, main, model_options, reports_errors
@@ -68,7 +68,7 @@ def _train_config(p: dict):
                         label_smoothing=p["label_smoothing"], clip_grad=p["clip_grad"])
     return TrainConfig(data=data, model=model, out=p["out"], optim=optim, pretrained=p["pretrained"], seed=p["seed"],
                        workers=p["workers"], crop_pct=p["crop_pct"], hflip=p["hflip"], augment=p["augment"],
-                       colour_constancy=p["colour_constancy"], amp=p["amp"],
+                       colour_constancy=p["colour_constancy"], framing=p["framing"], amp=p["amp"],
                        device=p["device"], resume=p["resume"], cache=p["cache"], cache_dir=p["cache_dir"],
                        cache_budget=p["cache_budget"])
 
@@ -109,6 +109,11 @@ def _train_config(p: dict):
                    "each channel of the crop to the same mean, so a camera's white balance or exposure gain cancels "
                    "(leaf colour relative to the frame is kept); none: the pretrained backbone's plain "
                    "normalisation. Recorded in the model's preprocessing.")
+@click.option("--framing", type=click.Choice(FRAMING), default=DEFAULT_FRAMING,
+              help="Framing of the model's input, in training, deploy and on the device: leaf finds the leaf on a "
+                   "plain background (scan, board, soil) and centres and zooms the crop on it, so the camera's "
+                   "distance does not change what the model sees (left as it is where no plain background is "
+                   "found); none: the plain centre crop. Recorded in the model's preprocessing.")
 @click.option("--cache", type=click.Choice(CACHE_MODES), default=DEFAULT_CACHE,
               help="Decoded-image cache: each image decoded and resized once, not every epoch. auto: in RAM when the "
                    "decoded images fit the budget (default 50% of the memory available at the start), else none; "

@@ -8,6 +8,11 @@ With ``colour_constancy="grey_world"`` each channel of the crop is first scaled 
 is the spec's mean for that channel (the grey-world assumption of automatic white balance): a
 per-channel gain of the camera or the light (white balance, exposure) then cancels exactly, short
 of clipping, while the leaf's colour relative to the rest of the frame is kept.
+With ``framing="leaf"`` the crop is first re-framed on the leaf (``frame_leaf``): where the leaf
+lies on a plain background (a scan, a leaf held against a board), the crop is shifted and zoomed so
+the leaf is centred and covers ``LEAF_AREA`` of it, so the camera's distance (a zoomed-out leaf)
+and the leaf's place in the frame no longer change what the model sees; where no plain background
+is found (a leaf on the plant among others) the crop is left as it is.
 Torch-free so the device can read it from a bundle; OpenCV is imported on first use, so reading a
 spec (the CLI, bundle manifests) does not load it.
 """
@@ -30,13 +35,26 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")
 COLOUR_CONSTANCY = ("none", "grey_world")
+FRAMING = ("none", "leaf")
 # What `train` records unless told (measured on the synthetic leaves with the field preset:
 # BENCHMARKS.md "Field robustness"); a PreprocessSpec's own default stays none, so specs and
 # bundles from before the option read as they were written.
 DEFAULT_COLOUR_CONSTANCY = "grey_world"
+# ... and the framing `train` records unless told (same benchmark).
+DEFAULT_FRAMING = "leaf"
 # Channel means below this (of 255) are not scaled up further: a black frame stays black instead
 # of its sensor noise being stretched to full scale (capture's guard refuses such frames anyway).
 MIN_CHANNEL_MEAN = 4.0
+# Leaf framing (frame_leaf). A framed leaf covers this share of the crop: about what a leaf
+# photographed to fill the frame covers once centre-cropped (the synthetic leaves: 0.2-0.3), so
+# a clean photo is barely resampled. Changing it changes what "leaf" means: a new FRAMING value,
+# never a new figure under the old name (bundles record only the name).
+LEAF_AREA = 0.25
+LEAF_ZOOM = (0.75, 3.0)  # zoom applied at most: out (a leaf larger than LEAF_AREA), in (a distant one)
+LEAF_MIN_CONTRAST = 12  # grey levels between leaf and background, at least
+LEAF_FIND_SIZE = 128  # px: the leaf is looked for on a copy this large at most
+LEAF_MIN_PIECE = 0.005  # share of the crop a piece of leaf covers at least (smaller: noise, dirt)
+LEAF_BORDER_LEAF_SHARE = 0.2  # more of the border than this on "leaf": no plain background, no framing
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,7 @@ class PreprocessSpec:
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
     interpolation: str = "bilinear"
     colour_constancy: str = "none"
+    framing: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -57,6 +76,8 @@ class PreprocessSpec:
             raise ConfigError(f"interpolation={self.interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
         if self.colour_constancy not in COLOUR_CONSTANCY:
             raise ConfigError(f"colour_constancy={self.colour_constancy!r}; choose one of {', '.join(COLOUR_CONSTANCY)}")
+        if self.framing not in FRAMING:
+            raise ConfigError(f"framing={self.framing!r}; choose one of {', '.join(FRAMING)}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError(f"mean={self.mean} / std={self.std} must have 3 values, std > 0")
 
@@ -68,10 +89,11 @@ class PreprocessSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["resize_size"] = self.resize_size
-        if self.colour_constancy == "none":
-            # written only when it is on: a spec without it reads the same in clca-edge versions
-            # from before the field, and one with it is refused there instead of misread
-            del d["colour_constancy"]
+        for name in ("colour_constancy", "framing"):
+            if d[name] == "none":
+                # written only when on: a spec without it reads the same in clca-edge versions
+                # from before the field, and one with it is refused there instead of misread
+                del d[name]
         return d
 
     @classmethod
@@ -130,6 +152,95 @@ def resize_center_crop(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return resized[top:top + spec.img_size, left:left + spec.img_size]
 
 
+def border_colour(img: np.ndarray) -> np.ndarray:
+    """Per-channel median of the image's outermost pixels (float64, the image's channel order and
+    scale): the background a leaf is photographed on."""
+    return np.median(_border(img), axis=0).astype(np.float64)
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    """The outermost pixels of an (H, W[, C]) array, each once."""
+    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+
+
+def leaf_affine(img: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The 2x3 affine map of ``frame_leaf`` for a uint8 (H, W, 3) crop (any channel order) and the
+    border colour it fills with, or None when the crop is left as it is.
+
+    The leaf is what differs from the border's median colour by more than the border's own spread
+    (its texture, sensor noise, JPEG) and than Otsu's split of those differences (so a low-contrast
+    photo still separates); a 3x3 median removes isolated noisy pixels first. Zoom and centre come
+    from the area and centroid of the mask's convex hull, which a rotation does not change. No
+    framing when the border is not mostly background (``LEAF_BORDER_LEAF_SHARE``), when nothing or
+    almost everything differs from it, or when the map would be the identity to a pixel."""
+    import cv2
+
+    full_h, full_w = img.shape[:2]
+    bg = border_colour(img)
+    # Found on a copy of at most LEAF_FIND_SIZE px (area share and centroid carry over; a 224 px
+    # crop costs half), mapped back to the crop's pixels at the end. Not smaller: at 64 px the
+    # centroid of a 96 px crop was off by a pixel, a few grey levels of a textured blade.
+    step = max(1.0, max(full_h, full_w) / LEAF_FIND_SIZE)
+    small = np.ascontiguousarray(img) if step == 1.0 else cv2.resize(
+        img, (round(full_w / step), round(full_h / step)), interpolation=cv2.INTER_AREA)
+    h, w = small.shape[:2]
+    # (OpenCV: numpy's int16 difference and max over the channel axis cost 4x more)
+    diff = cv2.absdiff(small, np.full(small.shape, np.rint(bg), np.uint8))
+    diff = cv2.reduce(diff.reshape(h * w, 3), 1, cv2.REDUCE_MAX).reshape(h, w)
+    diff = cv2.medianBlur(diff, 3)
+    edge = _border(diff)
+    floor = float(np.partition(edge, int(0.9 * (edge.size - 1)))[int(0.9 * (edge.size - 1))])  # 90th percentile
+    otsu, _ = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = (diff > max(otsu, floor + LEAF_MIN_CONTRAST / 2, LEAF_MIN_CONTRAST)).astype(np.uint8)
+    if _border(mask).mean() > LEAF_BORDER_LEAF_SHARE:
+        return None
+    # The convex hull of the leaf's pieces: its area and centroid do not shrink where a faded or
+    # textured part of the blade falls under the threshold (holes, eroded teeth).
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    pieces = [c for c in contours if cv2.contourArea(c) >= LEAF_MIN_PIECE * h * w]
+    if not pieces:
+        return None
+    hull = cv2.convexHull(np.concatenate(pieces))
+    m = cv2.moments(hull)
+    share = m["m00"] / (h * w)
+    if not 0.01 <= share <= 0.9:
+        return None
+    zoom = float(np.clip(math.sqrt(LEAF_AREA / share), *LEAF_ZOOM))
+    # centroid in the crop's pixel coordinates (pixel centres: x_small = (x + 0.5) / sx - 0.5)
+    sx, sy = w / full_w, h / full_h
+    cx, cy = (m["m10"] / m["m00"] + 0.5) / sx - 0.5, (m["m01"] / m["m00"] + 0.5) / sy - 0.5
+    shift = ((full_w - 1) / 2 - zoom * cx, (full_h - 1) / 2 - zoom * cy)
+    if abs(zoom - 1) * max(full_h, full_w) / 2 < 1 and max(abs(shift[0] - (1 - zoom) * (full_w - 1) / 2),
+                                                           abs(shift[1] - (1 - zoom) * (full_h - 1) / 2)) < 1:
+        return None
+    return np.array([[zoom, 0.0, shift[0]], [0.0, zoom, shift[1]]]), bg
+
+
+def frame_leaf(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The crop as ``spec.framing`` frames it (``none``: unchanged). uint8 (the device path) or
+    float32 in [0, 1] (training's augmented crop): the leaf is found on the uint8 values either
+    way, so both paths apply the same map to the same pixels."""
+    if spec.framing == "none":
+        return img
+    import cv2
+
+    u8 = img if img.dtype == np.uint8 else np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    found = leaf_affine(u8)
+    if found is None:
+        return img
+    m, bg = found
+    fill = bg if img.dtype == np.uint8 else bg / 255.0
+    h, w = img.shape[:2]
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=tuple(float(v) for v in fill))
+
+
+def model_crop(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """What the model sees of an image, before normalisation: ``resize_center_crop``, then
+    ``frame_leaf``. uint8 in, uint8 out."""
+    return frame_leaf(resize_center_crop(img, spec), spec)
+
+
 def channel_gains(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.ndarray:
     """The per-channel gains (RGB order) ``spec.colour_constancy`` applies to the uint8 crop
     ``img``: ones for ``none``; for ``grey_world`` the spec's mean (x 255) over the crop's channel
@@ -166,4 +277,4 @@ def preprocess(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.n
     converting the whole frame to RGB first, without that full-frame copy."""
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected a colour image (H, W, 3), got shape {img.shape}")
-    return normalize(resize_center_crop(img, spec), spec, bgr)
+    return normalize(model_crop(img, spec), spec, bgr)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.preprocess import MIN_CHANNEL_MEAN, PreprocessSpec, resize_shorter
+from ..core.preprocess import MIN_CHANNEL_MEAN, PreprocessSpec, border_colour, frame_leaf, resize_shorter
 
 if TYPE_CHECKING:
     import torch
@@ -130,15 +130,6 @@ def _v2():
     return v2, F
 
 
-def _border_colour(img: "torch.Tensor") -> list[float]:
-    """Per-channel median of the image's outermost pixels: the background a leaf photo is taken
-    on, used to fill what a zoom-out or rotation uncovers (black would be a cue no camera makes)."""
-    import torch
-
-    border = torch.cat([img[:, 0, :], img[:, -1, :], img[:, 1:-1, 0], img[:, 1:-1, -1]], dim=1)
-    return [float(v) for v in border.median(dim=1).values]
-
-
 def _make_transforms():
     """The v2 transforms v2 lacks, defined on first use (they subclass v2.Transform)."""
     import torch
@@ -200,8 +191,11 @@ def _make_transforms():
             if params["corners"] is not None:
                 src = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
                 m = cv2.getPerspectiveTransform(src, np.float32(params["corners"])) @ m
-            out = cv2.warpPerspective(_hwc(inpt), m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                      borderValue=_border_colour(inpt))
+            hwc = _hwc(inpt)
+            # the background a leaf photo is taken on fills what the warp uncovers (black would
+            # be a cue no camera makes)
+            out = cv2.warpPerspective(hwc, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                      borderValue=tuple(float(v) for v in border_colour(hwc)))
             return _chw(out, inpt)
 
     class RandomBlur(v2.Transform):
@@ -312,7 +306,8 @@ def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
 
 class FieldTransform:
     """A preset's pipeline on torchvision v2, applied to the resized image at model resolution.
-    Float [0, 1] from the crop on (v2's kernels are several times faster on float than on uint8);
+    Crop, flip and pose on uint8, float [0, 1] from the photometric steps on (v2's kernels are
+    several times faster on float than on uint8);
     JPEG round-trips through uint8 as a camera does. Camera steps run in a camera's order: blur
     (optics), noise (sensor), then compression."""
 
@@ -324,13 +319,15 @@ class FieldTransform:
         self.spec, self.preset = spec, preset
         size = spec.img_size
         p = preset
-        crop_flip: list[Any] = [v2.RandomCrop(size) if p.random_crop else v2.CenterCrop(size),
-                                v2.ToDtype(torch.float32, scale=True)]
+        crop_flip: list[Any] = [v2.RandomCrop(size) if p.random_crop else v2.CenterCrop(size)]
         if p.flip and hflip > 0:
             crop_flip.append(v2.RandomHorizontalFlip(hflip))
+        to_float = v2.ToDtype(torch.float32, scale=True)
         steps = list(crop_flip)
         if p.rotate or p.zoom != (1.0, 1.0) or p.translate or p.perspective_p:
+            # on uint8, before the float conversion: OpenCV's warp of a quarter of the bytes
             steps.append(pose(p.rotate, p.zoom, p.translate, p.perspective, p.perspective_p))
+        steps.append(to_float)
         if p.photometric_p:
             steps.append(v2.RandomApply([v2.ColorJitter(brightness=p.exposure, contrast=p.contrast,
                                                         saturation=p.saturation)], p=p.photometric_p))
@@ -345,7 +342,7 @@ class FieldTransform:
         if p.jpeg_p:
             steps.append(jpeg(p.jpeg_quality, p.jpeg_p))
         self.pipeline = v2.Compose(steps)
-        self.clean_pipeline = v2.Compose(crop_flip)
+        self.clean_pipeline = v2.Compose([*crop_flip, to_float])
         self._mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
 
@@ -364,6 +361,10 @@ class FieldTransform:
         try:
             clean = self.preset.clean_p > 0 and float(torch.rand(())) < self.preset.clean_p
             x = (self.clean_pipeline if clean else self.pipeline)(chw).as_subclass(torch.Tensor)
+            if self.spec.framing != "none":
+                # core.preprocess.frame_leaf on the augmented crop, as the device will frame it
+                hwc = frame_leaf(np.ascontiguousarray(x.permute(1, 2, 0).numpy()), self.spec)
+                x = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
             if self.spec.colour_constancy == "grey_world":
                 # core.preprocess.channel_gains on the augmented crop, as the device will see it
                 means = x.mean(dim=(1, 2), keepdim=True).clamp_min(MIN_CHANNEL_MEAN / 255.0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..core.preprocess import PreprocessSpec, normalize, preprocess, resize_shorter
+from ..core.preprocess import PreprocessSpec, frame_leaf, normalize, preprocess, resize_shorter
 
 
 class EvalTransform:
@@ -36,4 +36,4 @@ class TrainTransform:
         img = img[top:top + spec.img_size, left:left + spec.img_size]
         if self.hflip > 0 and torch.rand(()).item() < self.hflip:
             img = img[:, ::-1]
-        return torch.from_numpy(normalize(np.ascontiguousarray(img), spec))
+        return torch.from_numpy(normalize(frame_leaf(np.ascontiguousarray(img), spec), spec))

@@ -129,7 +129,7 @@ def explain_images(cfg: ExplainConfig, on_image: Optional[Callable[[ImageExplana
 
     from ..core.fileio import atomic_write_bytes
     from ..core.outputs import check_writable_dir, make_dirs
-    from ..core.preprocess import load_rgb, normalize, resize_center_crop
+    from ..core.preprocess import load_rgb, model_crop, normalize
     from ..models.provenance import record_provenance
     from ..runtime.predict import expand_inputs
     from ..training.checkpoint import find_checkpoint, load_checkpoint
@@ -188,7 +188,7 @@ def explain_images(cfg: ExplainConfig, on_image: Optional[Callable[[ImageExplana
         if rgb is None:
             report.skipped.append(str(path))
             continue
-        batch.append((path, resize_center_crop(rgb, spec)))
+        batch.append((path, model_crop(rgb, spec)))  # the crop the model sees, so maps overlay it
         if len(batch) >= cfg.batch_size:
             flush()
     if batch:

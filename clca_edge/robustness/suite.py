@@ -40,6 +40,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..core.errors import ConfigError
+from ..core.preprocess import border_colour
 
 # Luma weights (ITU-R 601) of torchvision's rgb_to_grayscale.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -114,19 +115,13 @@ def noise(rgb, sigma, rng):
     return _to_u8(rgb.astype(np.float32) + rng.normal(0.0, sigma, rgb.shape).astype(np.float32))
 
 
-def border_colour(rgb: np.ndarray) -> tuple[float, float, float]:
-    """Per-channel median of the outermost pixels: the background (as in data/augment.py)."""
-    edge = np.concatenate([rgb[0], rgb[-1], rgb[1:-1, 0], rgb[1:-1, -1]], axis=0)
-    return tuple(float(v) for v in np.median(edge, axis=0))
-
-
 def _warp(rgb: np.ndarray, angle: float, scale: float) -> np.ndarray:
     import cv2
 
     h, w = rgb.shape[:2]
     m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, scale)
     return cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=border_colour(rgb))
+                          borderValue=tuple(float(v) for v in border_colour(rgb)))
 
 
 def zoom_out(rgb, scale, rng):
@@ -182,4 +177,4 @@ def conditions(suite: str = "full", names: Optional[Sequence[str]] = None) -> li
     return [Condition(p, s) for p in chosen for s in sevs]
 
 
-__all__ = ["BY_NAME", "Condition", "Perturbation", "SEVERITIES", "SUITE", "SUITES", "border_colour", "conditions"]
+__all__ = ["BY_NAME", "Condition", "Perturbation", "SEVERITIES", "SUITE", "SUITES", "conditions"]

@@ -14,7 +14,7 @@ from ..core.files import glob_images, list_images
 from .backends import Classifier
 from .decision import softmax, top_k
 from .model import RuntimeModel
-from ..core.preprocess import load_rgb, normalize, preprocess, resize_center_crop
+from ..core.preprocess import frame_leaf, load_rgb, normalize, preprocess, resize_center_crop
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,6 @@ def predict_files(model: RuntimeModel, classifier: Classifier, files: Sequence[P
         else:
             crop = resize_center_crop(rgb, model.spec)
             quality = judge(crop).to_dict()
-            x = normalize(crop, model.spec)
+            x = normalize(frame_leaf(crop, model.spec), model.spec)
         probs = softmax(classifier.logits(x), model.temperature)
         yield FilePrediction(path, top_k(probs, model.class_names, k), quality=quality)

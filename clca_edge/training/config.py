@@ -12,7 +12,7 @@ from typing import Any, Collection, Mapping, Optional
 
 from ..data.sources import DataConfig
 from ..core.errors import ConfigError
-from ..core.preprocess import DEFAULT_COLOUR_CONSTANCY
+from ..core.preprocess import DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING
 from ..models.config import ModelConfig, parse_model_kwargs  # noqa: F401  (re-exported)
 
 # Recorded for people (the paper's settings), not used by the trainer.
@@ -65,6 +65,8 @@ class TrainConfig:
     # core.preprocess colour constancy, recorded in the model's PreprocessSpec (so deploy and the
     # device apply it too): none or grey_world
     colour_constancy: str = DEFAULT_COLOUR_CONSTANCY
+    # core.preprocess framing, recorded likewise: none or leaf (centre and zoom on the leaf)
+    framing: str = DEFAULT_FRAMING
     amp: bool = True
     device: str = "auto"
     resume: bool = False
@@ -93,11 +95,13 @@ class TrainConfig:
 
         if self.augment not in AUGMENT_CHOICES:
             raise ConfigError(f"--augment {self.augment!r}; choose one of {', '.join(AUGMENT_CHOICES)}")
-        from ..core.preprocess import COLOUR_CONSTANCY
+        from ..core.preprocess import COLOUR_CONSTANCY, FRAMING
 
         if self.colour_constancy not in COLOUR_CONSTANCY:
             raise ConfigError(f"--colour-constancy {self.colour_constancy!r}; choose one of "
                               f"{', '.join(COLOUR_CONSTANCY)}")
+        if self.framing not in FRAMING:
+            raise ConfigError(f"--framing {self.framing!r}; choose one of {', '.join(FRAMING)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device {self.device!r}; choose auto, cpu or cuda")
 

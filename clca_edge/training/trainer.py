@@ -94,7 +94,7 @@ def preprocess_spec(model, config: TrainConfig, cfg: Optional[dict] = None) -> P
     if cfg is None:
         cfg = getattr(model.backbone, "pretrained_cfg", None) or {}
     kwargs = {"img_size": config.model.img_size, "crop_pct": config.crop_pct,
-              "colour_constancy": config.colour_constancy}
+              "colour_constancy": config.colour_constancy, "framing": config.framing}
     if cfg.get("mean") and cfg.get("std"):
         kwargs.update(mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
     if cfg.get("interpolation") in INTERPOLATIONS:
@@ -333,6 +333,8 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
         old_config.setdefault("augment", "weak")
         # ... and before --colour-constancy, with the plain normalisation.
         old_config.setdefault("colour_constancy", "none")
+        # ... and before --framing, unframed.
+        old_config.setdefault("framing", "none")
         diffs = config_differences(old_config, config.to_dict())
         if diffs:
             raise ConfigError(f"--resume: {out} was trained with a different config: " + "; ".join(diffs)
