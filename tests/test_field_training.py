@@ -1,7 +1,8 @@
 """Issue 13's "must show" on synthetic leaves: the same tiny model trained the paper's way (weak
-augmentation, plain normalisation) and with train's field defaults (field preset, grey-world
-colour constancy), then both put through `clca-edge robustness`: the field-trained model has the
-smaller worst-case drop, and its white-balance and exposure drops are near zero."""
+augmentation, plain normalisation, centre crop) and with train's field defaults (field preset,
+grey-world colour constancy, leaf framing), then both put through `clca-edge robustness`: the
+field-trained model has the smaller worst-case drop, its white-balance and exposure drops are near
+zero, and so is its zoom-out drop."""
 
 import json
 
@@ -9,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from clca_edge.cli import main
-from clca_edge.core.preprocess import DEFAULT_COLOUR_CONSTANCY
+from clca_edge.core.preprocess import DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING
 from clca_edge.data.augment import DEFAULT_AUGMENT
 from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
 
@@ -25,7 +26,7 @@ def reports(tmp_path_factory):
     data = root / "data"
     write_synthetic_dataset(data, SynthConfig(classes=6, per_class=32, size=64, seed=0))
     out = {}
-    for name, extra in (("weak", ["--augment", "weak", "--colour-constancy", "none"]), ("field", [])):
+    for name, extra in (("weak", ["--augment", "weak", "--colour-constancy", "none", "--framing", "none"]), ("field", [])):
         res = CliRunner().invoke(main, ["train", "--data", str(data), *TINY, *extra, "--out", str(root / name)])
         assert res.exit_code == 0, res.output
         res = CliRunner().invoke(main, ["robustness", "--checkpoint", str(root / name / "last.safetensors"),
@@ -36,7 +37,7 @@ def reports(tmp_path_factory):
 
 
 def test_the_defaults_are_the_field_ones():
-    assert (DEFAULT_AUGMENT, DEFAULT_COLOUR_CONSTANCY) == ("field", "grey_world")
+    assert (DEFAULT_AUGMENT, DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING) == ("field", "grey_world", "leaf")
 
 
 def test_field_training_has_the_smaller_worst_case_drop(reports):
@@ -52,3 +53,8 @@ def test_white_balance_and_exposure_cost_the_field_model_next_to_nothing(reports
     light = ("wb_warm", "wb_cool", "exposure_down", "exposure_up")
     assert max(drops["field"][n] for n in light) <= 5, drops["field"]
     assert max(drops["weak"][n] for n in light) >= 20, drops["weak"]  # the issue's failure, reproduced
+
+
+def test_a_zoomed_out_leaf_costs_the_field_model_next_to_nothing(reports):
+    drops = {k: {r["name"]: r["drop"] for r in v["results"]} for k, v in reports.items()}
+    assert drops["field"]["zoom_out"] <= 5, drops["field"]

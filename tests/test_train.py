@@ -20,8 +20,9 @@ NUM_CLASSES = 6
 MIN_TOP1 = 50.0
 
 
-def tiny_config(data, out, epochs=10, keep_rate=0.25, workers=0, augment="weak", colour_constancy="none", **kw):
-    # The trainer's mechanics on the paper's recipe, weak augmentation and plain normalisation
+def tiny_config(data, out, epochs=10, keep_rate=0.25, workers=0, augment="weak", colour_constancy="none",
+                framing="none", **kw):
+    # The trainer's mechanics on the paper's recipe, weak augmentation, plain normalisation and crop
     # (MIN_TOP1 and the figures here were measured with it); the field defaults have their own
     # tests in test_augment.py, test_colour_constancy.py and test_field_training.py.
     return TrainConfig(
@@ -29,7 +30,8 @@ def tiny_config(data, out, epochs=10, keep_rate=0.25, workers=0, augment="weak",
         model=ModelConfig(backbone="vit_tiny_patch16_224", method="evit", keep_rate=(keep_rate,), img_size=64,
                           backbone_kwargs=TINY_KW),
         out=str(out), optim=OptimConfig(epochs=epochs, batch_size=16, lr=1e-3, warmup_epochs=1),
-        pretrained="none", workers=workers, augment=augment, colour_constancy=colour_constancy, **kw)
+        pretrained="none", workers=workers, augment=augment, colour_constancy=colour_constancy, framing=framing,
+        **kw)
 
 
 TINY_ARGS = ["--model", "vit_tiny_patch16_224", "--pretrained", "none", "--method", "evit", "--keep-rate", "0.25",
@@ -153,6 +155,25 @@ def test_a_run_from_before_colour_constancy_resumes_as_plain_normalisation(leave
     assert res.exit_code == 0, res.output
 
 
+def test_a_run_from_before_framing_resumes_unframed(leaves, tmp_path):
+    """Its saved config has no framing: it was trained on the plain centre crop, so resuming with
+    today's default (leaf) is refused, naming the difference, and --framing none continues."""
+    import torch
+
+    out = tmp_path / "run"
+    base = ["train", "--data", str(leaves), "--out", str(out), "--colour-constancy", "none"] + TINY_ARGS
+    assert CliRunner().invoke(main, base + ["--epochs", "1", "--framing", "none"]).exit_code == 0
+    state = torch.load(out / "train_state.pt", weights_only=False)
+    config = json.loads(state["config"])
+    del config["framing"]
+    state["config"] = json.dumps(config)
+    torch.save(state, out / "train_state.pt")
+    res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume"])
+    assert res.exit_code == 2 and "framing: 'none' -> 'leaf'" in res.output, res.output
+    res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume", "--framing", "none"])
+    assert res.exit_code == 0, res.output
+
+
 def test_corrupt_images_are_skipped_counted_and_reported(leaves, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(leaves, data)
@@ -200,6 +221,7 @@ def test_paper_recipes_hold_the_paper_settings(name):
     assert r["img_size"] == 448 and r["locations"] == "3,6,9" and r["model"] == "vit_base_patch16_224"
     assert r["method"] == "evit" and float(r["keep_rate"]) == 0.1 and r["clca"] is True
     assert r["augment"] == "weak" and r["colour_constancy"] == "none"  # not train's field defaults
+    assert r["framing"] == "none"
 
 
 def test_recipe_keys_are_the_train_options_and_each_one_is_used(tmp_path):

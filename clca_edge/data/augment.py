@@ -365,11 +365,13 @@ class FieldTransform:
                 # core.preprocess.frame_leaf on the augmented crop, as the device will frame it
                 hwc = frame_leaf(np.ascontiguousarray(x.permute(1, 2, 0).numpy()), self.spec)
                 x = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
+            # (x * gain - mean) / std as one fused multiply-add per pixel
+            scale = 1.0 / self._std
             if self.spec.colour_constancy == "grey_world":
                 # core.preprocess.channel_gains on the augmented crop, as the device will see it
                 means = x.mean(dim=(1, 2), keepdim=True).clamp_min(MIN_CHANNEL_MEAN / 255.0)
-                x = x * (self._mean / means)
-            return ((x - self._mean) / self._std).contiguous()
+                scale = scale * (self._mean / means)
+            return torch.addcmul(-self._mean / self._std, x, scale)
         finally:
             if threads > 1:
                 torch.set_num_threads(threads)
