@@ -309,7 +309,8 @@ class FieldTransform:
     Crop, flip and pose on uint8, float [0, 1] from the photometric steps on (v2's kernels are
     several times faster on float than on uint8);
     JPEG round-trips through uint8 as a camera does. Camera steps run in a camera's order: blur
-    (optics), noise (sensor), then compression."""
+    (optics), noise (sensor), then compression. Last, the spec's framing and colour constancy, on
+    the augmented crop, as the device applies them to what its camera delivers."""
 
     def __init__(self, spec: PreprocessSpec, preset: AugmentPreset, hflip: float = 0.5) -> None:
         import torch
