@@ -118,7 +118,7 @@ def test_both_training_transforms_frame_the_crop_the_device_frames():
         out = field(photo)
         if clean:
             matched += 1
-            assert torch.allclose(out, expected, atol=2e-2)  # float path vs uint8 path: < 1 grey level
+            assert torch.allclose(out, expected, atol=1e-5)  # the clean share is the device's own path
     assert matched >= 2
 
 

@@ -320,15 +320,13 @@ class FieldTransform:
         self.spec, self.preset = spec, preset
         size = spec.img_size
         p = preset
-        crop_flip: list[Any] = [v2.RandomCrop(size) if p.random_crop else v2.CenterCrop(size)]
+        steps: list[Any] = [v2.RandomCrop(size) if p.random_crop else v2.CenterCrop(size)]
         if p.flip and hflip > 0:
-            crop_flip.append(v2.RandomHorizontalFlip(hflip))
-        to_float = v2.ToDtype(torch.float32, scale=True)
-        steps = list(crop_flip)
+            steps.append(v2.RandomHorizontalFlip(hflip))
         if p.rotate or p.zoom != (1.0, 1.0) or p.translate or p.perspective_p:
             # on uint8, before the float conversion: OpenCV's warp of a quarter of the bytes
             steps.append(pose(p.rotate, p.zoom, p.translate, p.perspective, p.perspective_p))
-        steps.append(to_float)
+        steps.append(v2.ToDtype(torch.float32, scale=True))
         if p.photometric_p:
             steps.append(v2.RandomApply([v2.ColorJitter(brightness=p.exposure, contrast=p.contrast,
                                                         saturation=p.saturation)], p=p.photometric_p))
@@ -343,7 +341,12 @@ class FieldTransform:
         if p.jpeg_p:
             steps.append(jpeg(p.jpeg_quality, p.jpeg_p))
         self.pipeline = v2.Compose(steps)
-        self.clean_pipeline = v2.Compose([*crop_flip, to_float])
+        # The clean share: the paper's weak crop + flip, on uint8 through core.preprocess (the
+        # device's own framing and normalisation, exactly; a third of the field pipeline's cost).
+        from .transforms import EvalTransform, TrainTransform
+
+        self.clean_transform = (TrainTransform(spec, hflip if p.flip else 0.0) if p.random_crop
+                                else EvalTransform(spec))
         self._mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
 
@@ -351,8 +354,6 @@ class FieldTransform:
         import torch
         from torchvision import tv_tensors
 
-        img = resize_shorter(rgb, self.spec)
-        chw = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous())
         # One image is far too small for intra-op threads: with them (the main process when
         # --workers 0) the affine grid's bmm and the blur's conv2d wait on each other, 20x slower
         # on a busy 2-core machine. DataLoader workers run one thread already.
@@ -360,8 +361,11 @@ class FieldTransform:
         if threads > 1:
             torch.set_num_threads(1)
         try:
-            clean = self.preset.clean_p > 0 and float(torch.rand(())) < self.preset.clean_p
-            x = (self.clean_pipeline if clean else self.pipeline)(chw).as_subclass(torch.Tensor)
+            if self.preset.clean_p > 0 and float(torch.rand(())) < self.preset.clean_p:
+                return self.clean_transform(rgb)
+            img = resize_shorter(rgb, self.spec)
+            chw = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous())
+            x = self.pipeline(chw).as_subclass(torch.Tensor)
             if self.spec.framing != "none":
                 # core.preprocess.frame_leaf on the augmented crop, as the device will frame it
                 hwc = frame_leaf(np.ascontiguousarray(x.permute(1, 2, 0).numpy()), self.spec)
