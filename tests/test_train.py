@@ -136,41 +136,24 @@ def test_resume_with_another_config_says_what_differs(leaves, tmp_path):
     assert "Traceback" not in res.output
 
 
-def test_a_run_from_before_colour_constancy_resumes_as_plain_normalisation(leaves, tmp_path):
-    """Its saved config has no colour_constancy: it was trained with none, so resuming with none
-    continues and resuming with today's default grey_world is refused, naming the difference."""
+@pytest.mark.parametrize("key, option, default", [("colour_constancy", "--colour-constancy", "grey_world"),
+                                                   ("framing", "--framing", "leaf")])
+def test_a_run_from_before_a_preprocessing_option_resumes_without_it(leaves, tmp_path, key, option, default):
+    """Its saved config has no such key: it was trained with none, so resuming with today's
+    default is refused, naming the difference, and resuming with none continues."""
     import torch
 
     out = tmp_path / "run"
     base = ["train", "--data", str(leaves), "--out", str(out)] + TINY_ARGS
-    assert CliRunner().invoke(main, base + ["--epochs", "1", "--colour-constancy", "none"]).exit_code == 0
+    assert CliRunner().invoke(main, base + ["--epochs", "1", option, "none"]).exit_code == 0
     state = torch.load(out / "train_state.pt", weights_only=False)
     config = json.loads(state["config"])
-    del config["colour_constancy"]
+    del config[key]
     state["config"] = json.dumps(config)
     torch.save(state, out / "train_state.pt")
     res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume"])
-    assert res.exit_code == 2 and "colour_constancy: 'none' -> 'grey_world'" in res.output, res.output
-    res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume", "--colour-constancy", "none"])
-    assert res.exit_code == 0, res.output
-
-
-def test_a_run_from_before_framing_resumes_unframed(leaves, tmp_path):
-    """Its saved config has no framing: it was trained on the plain centre crop, so resuming with
-    today's default (leaf) is refused, naming the difference, and --framing none continues."""
-    import torch
-
-    out = tmp_path / "run"
-    base = ["train", "--data", str(leaves), "--out", str(out), "--colour-constancy", "none"] + TINY_ARGS
-    assert CliRunner().invoke(main, base + ["--epochs", "1", "--framing", "none"]).exit_code == 0
-    state = torch.load(out / "train_state.pt", weights_only=False)
-    config = json.loads(state["config"])
-    del config["framing"]
-    state["config"] = json.dumps(config)
-    torch.save(state, out / "train_state.pt")
-    res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume"])
-    assert res.exit_code == 2 and "framing: 'none' -> 'leaf'" in res.output, res.output
-    res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume", "--framing", "none"])
+    assert res.exit_code == 2 and f"{key}: 'none' -> '{default}'" in res.output, res.output
+    res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume", option, "none"])
     assert res.exit_code == 0, res.output
 
 
