@@ -192,7 +192,8 @@ def leaf_affine(img: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
     channels = cv2.split(cv2.absdiff(small, tuple(float(v) for v in np.rint(bg)) + (0.0,)))
     diff = cv2.medianBlur(cv2.max(cv2.max(channels[0], channels[1]), channels[2]), 3)
     edge = _border(diff)
-    floor = float(np.partition(edge, int(0.9 * (edge.size - 1)))[int(0.9 * (edge.size - 1))])  # 90th percentile
+    k = int(0.9 * (edge.size - 1))
+    floor = float(np.partition(edge, k)[k])  # the border's 90th percentile: its texture and noise
     otsu, _ = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     _, mask = cv2.threshold(diff, max(otsu, floor + LEAF_MIN_CONTRAST / 2, LEAF_MIN_CONTRAST), 1, cv2.THRESH_BINARY)
     if np.count_nonzero(_border(mask)) > LEAF_BORDER_LEAF_SHARE * (2 * (h + w) - 4):
@@ -213,9 +214,8 @@ def leaf_affine(img: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
     sx, sy = w / full_w, h / full_h
     cx, cy = (m["m10"] / m["m00"] + 0.5) / sx - 0.5, (m["m01"] / m["m00"] + 0.5) / sy - 0.5
     shift = ((full_w - 1) / 2 - zoom * cx, (full_h - 1) / 2 - zoom * cy)
-    if abs(zoom - 1) * max(full_h, full_w) / 2 < 1 and max(abs(shift[0] - (1 - zoom) * (full_w - 1) / 2),
-                                                           abs(shift[1] - (1 - zoom) * (full_h - 1) / 2)) < 1:
-        return None
+    if abs(zoom - 1) * max(full_h, full_w) / 2 < 1 and max(abs(cx - (full_w - 1) / 2), abs(cy - (full_h - 1) / 2)) < 1:
+        return None  # no pixel would move by one
     return np.array([[zoom, 0.0, shift[0]], [0.0, zoom, shift[1]]]), bg
 
 
