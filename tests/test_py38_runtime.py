@@ -64,3 +64,28 @@ def test_predict_and_capture_on_python_3_8_match_this_runtime(bundle_dir, tmp_pa
     decisions = [r for r in records if r["type"] == "decision"]
     assert len(decisions) == len(images) and records[-1]["type"] == "summary"
     assert records[-1]["backend"] == "ort-cpu"
+
+
+def test_the_framed_and_grey_world_input_on_python_3_8_is_this_runtimes(tmp_path):
+    """core.preprocess with leaf framing and grey world (train's defaults), on 3.8 and its OpenCV:
+    the same model input to float32 rounding, for zoomed-out leaves the framing acts on."""
+    import numpy as np
+
+    from clca_edge.core.preprocess import PreprocessSpec, leaf_affine, preprocess, resize_center_crop
+    from clca_edge.data.synth import class_traits, draw_leaf
+    from clca_edge.robustness.suite import BY_NAME
+
+    spec = PreprocessSpec(img_size=96, crop_pct=0.9, framing="leaf", colour_constancy="grey_world")
+    leaves = [BY_NAME["zoom_out"].apply(draw_leaf(class_traits(4)[i], spec.resize_size, np.random.default_rng(i)),
+                                        2, None) for i in range(3)]
+    assert all(leaf_affine(resize_center_crop(x, spec)) is not None for x in leaves)
+    np.save(tmp_path / "in.npy", np.stack(leaves))
+    code = ("import sys, numpy as np; from clca_edge.core.preprocess import PreprocessSpec, preprocess; "
+            f"spec = PreprocessSpec.from_dict({spec.to_dict()!r}); "
+            f"x = np.load({str(tmp_path / 'in.npy')!r}); "
+            f"np.save({str(tmp_path / 'out.npy')!r}, np.stack([preprocess(i, spec) for i in x]))")
+    out = subprocess.run([str(PY38), "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    there = np.load(tmp_path / "out.npy")
+    here = np.stack([preprocess(x, spec) for x in leaves])
+    assert np.abs(there - here).max() < 1e-4
