@@ -186,5 +186,6 @@ def main() -> None:
               f"{model_s / r['epoch_s']:.2f} | {r['data_wait_s']:.2f} | {r['model_s']:.2f} | {r['val_s']:.2f} | "
               f"{r['wall_s']:.2f} | {r['first_epoch_s']:.2f} |")
 
+
 if __name__ == "__main__":
     main()

@@ -40,10 +40,10 @@ def _check_out(out: Path) -> None:
                       f"{', '.join(OWNED)} in its folder, so give a new or empty one")
 
 
-# The paper's recipe (weak augmentation, plain normalisation and centre crop), not train's field defaults: a tiny
-# model trained from scratch for 15 epochs learns the field task far more slowly (about 66% val
-# top-1 at 15 epochs vs 90%; see BENCHMARKS.md "Field robustness"), and the quick start shows the
-# mission in seconds.
+# The paper's recipe (weak augmentation, plain normalisation and centre crop), not train's field
+# defaults: a tiny model trained from scratch for 15 epochs learns the field task far more slowly
+# (about 66% val top-1 at 15 epochs vs 90%; see BENCHMARKS.md "Field robustness"), and the quick
+# start shows the mission in seconds.
 QUICKSTART_AUGMENT = "weak"
 QUICKSTART_COLOUR = "none"
 QUICKSTART_FRAMING = "none"
@@ -198,8 +198,7 @@ def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
         Stage("train", ["train", "--data", str(o / "data"), *model_argv, "--pretrained", "none", "--epochs",
                         str(cfg.epochs), "--batch-size", "32", "--lr", "1e-3", "--augment", QUICKSTART_AUGMENT,
                         "--colour-constancy", QUICKSTART_COLOUR, "--framing", QUICKSTART_FRAMING, "--workers", "0",
-                        "--seed",
-                        str(cfg.seed), "--out", str(o / "run")], train),
+                        "--seed", str(cfg.seed), "--out", str(o / "run")], train),
         Stage("eval", ["eval", "--checkpoint", str(o / "run"), "--data", str(o / "data")], evaluate),
         Stage("deploy", ["deploy", "--checkpoint", str(o / "run"), "--target", "cpu", "--out", str(o / "bundle"),
                          "--calib-data", str(o / "data" / "train"), "--eval-data", str(o / "data" / "val"),

@@ -131,25 +131,16 @@ def test_a_grey_world_model_deploys_and_the_device_applies_it(tmp_path):
 
     from clca_edge.cli import main
     from clca_edge.core.confidence import softmax
-    from clca_edge.deploy.pipeline import DeployConfig, run_deploy
     from clca_edge.core.preprocess import load_rgb
-    from clca_edge.training.checkpoint import load_checkpoint
     from conftest import TINY_IMG
-    from test_deploy_support import train_checkpoint, write_class_tree
+    from test_deploy_support import deploy_with_spec
 
-    train = write_class_tree(tmp_path / "train", 6, seed=3)
-    ev = write_class_tree(tmp_path / "eval", 6, seed=2)
-    calib = write_class_tree(tmp_path / "calib", 4, seed=1)
-    ckpt = train_checkpoint(tmp_path / "m.safetensors", train,
-                            spec=PreprocessSpec(img_size=TINY_IMG, colour_constancy="grey_world"))
-    model, meta = load_checkpoint(ckpt)
+    model, meta, out, written, temperature = deploy_with_spec(
+        tmp_path, PreprocessSpec(img_size=TINY_IMG, colour_constancy="grey_world"))
     assert meta.preprocess.colour_constancy == "grey_world"
-    out = tmp_path / "bundle"
-    run_deploy(DeployConfig(checkpoint=ckpt, out=out, calib_data=calib, eval_data=ev, target="cpu",
-                            precisions=("fp32",), field_suite="quick", build_engines=False))
-    assert json.loads((out / "preprocess.json").read_text())["colour_constancy"] == "grey_world"
+    assert written["colour_constancy"] == "grey_world"
 
-    photo = sorted(ev.rglob("*.png"))[0]
+    photo = sorted((tmp_path / "eval").rglob("*.png"))[0]
     shifted = tmp_path / "shifted.png"
     bgr = cv2.imread(str(photo))
     cv2.imwrite(str(shifted), np.clip(bgr * np.array([1.15, 1.0, 0.85]), 0, 255).astype(np.uint8))  # B, G, R
@@ -158,7 +149,6 @@ def test_a_grey_world_model_deploys_and_the_device_applies_it(tmp_path):
     preds = json.loads(res.stdout)["predictions"]
     with torch.no_grad():
         logits = model(torch.from_numpy(preprocess(load_rgb(photo), meta.preprocess))[None]).numpy()[0]
-    temperature = (json.loads((out / "manifest.json").read_text()).get("confidence") or {}).get("temperature", 1.0)
     expect = softmax(logits, temperature)
     top = preds[0]["topk"][0]
     assert top["class"] == meta.class_names[int(expect.argmax())]

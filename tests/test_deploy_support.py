@@ -77,3 +77,24 @@ def make_workspace(root: Path, steps: int = 12) -> dict[str, Path]:
     train = write_class_tree(root / "train", 6, seed=3)
     ckpt = train_checkpoint(root / "model.safetensors", train, steps=steps)
     return {"calib": calib, "eval": ev, "train": train, "ckpt": ckpt}
+
+
+def deploy_with_spec(root: Path, spec):
+    """A tiny checkpoint trained with preprocessing ``spec``, deployed through the gate to an fp32
+    cpu bundle (quick field suite): (model, checkpoint meta, bundle folder, the bundle's
+    preprocess.json, its temperature)."""
+    import json
+
+    from clca_edge.deploy.pipeline import DeployConfig, run_deploy
+    from clca_edge.training.checkpoint import load_checkpoint
+
+    train = write_class_tree(root / "train", 6, seed=3)
+    ev = write_class_tree(root / "eval", 6, seed=2)
+    calib = write_class_tree(root / "calib", 4, seed=1)
+    model, meta = load_checkpoint(train_checkpoint(root / "m.safetensors", train, spec=spec))
+    out = root / "bundle"
+    run_deploy(DeployConfig(checkpoint=root / "m.safetensors", out=out, calib_data=calib, eval_data=ev,
+                            target="cpu", precisions=("fp32",), field_suite="quick", build_engines=False))
+    manifest = json.loads((out / "manifest.json").read_text())
+    temperature = (manifest.get("confidence") or {}).get("temperature", 1.0)
+    return model, meta, out, json.loads((out / "preprocess.json").read_text()), temperature

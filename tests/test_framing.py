@@ -159,22 +159,13 @@ def test_a_framing_model_deploys_and_the_device_frames_its_photos(tmp_path):
     from clca_edge.cli import main
     from clca_edge.core.confidence import softmax
     from clca_edge.core.preprocess import load_rgb
-    from clca_edge.deploy.pipeline import DeployConfig, run_deploy
-    from clca_edge.training.checkpoint import load_checkpoint
     from conftest import TINY_IMG
-    from test_deploy_support import train_checkpoint, write_class_tree
+    from test_deploy_support import deploy_with_spec
 
-    train = write_class_tree(tmp_path / "train", 6, seed=3)
-    ev = write_class_tree(tmp_path / "eval", 6, seed=2)
-    calib = write_class_tree(tmp_path / "calib", 4, seed=1)
-    spec = PreprocessSpec(img_size=TINY_IMG, framing="leaf")
-    ckpt = train_checkpoint(tmp_path / "m.safetensors", train, spec=spec)
-    model, meta = load_checkpoint(ckpt)
+    model, meta, out, written, temperature = deploy_with_spec(tmp_path, PreprocessSpec(img_size=TINY_IMG,
+                                                                                       framing="leaf"))
     assert meta.preprocess.framing == "leaf"
-    out = tmp_path / "bundle"
-    run_deploy(DeployConfig(checkpoint=ckpt, out=out, calib_data=calib, eval_data=ev, target="cpu",
-                            precisions=("fp32",), field_suite="quick", build_engines=False))
-    assert json.loads((out / "preprocess.json").read_text())["framing"] == "leaf"
+    assert written["framing"] == "leaf"
 
     leaf = draw_leaf(class_traits(4)[1], 80, np.random.default_rng(4))
     photo = tmp_path / "far.png"
@@ -183,7 +174,6 @@ def test_a_framing_model_deploys_and_the_device_frames_its_photos(tmp_path):
     assert leaf_affine(resize_center_crop(rgb, meta.preprocess)) is not None  # framing acts on it
     with torch.no_grad():
         logits = model(torch.from_numpy(preprocess(rgb, meta.preprocess))[None]).numpy()[0]
-    temperature = (json.loads((out / "manifest.json").read_text()).get("confidence") or {}).get("temperature", 1.0)
     expect = softmax(logits, temperature)
     for quality in ("on", "off"):
         res = CliRunner().invoke(main, ["predict", "--bundle", str(out), "--json", "--quality", quality, str(photo)])

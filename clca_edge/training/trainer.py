@@ -479,11 +479,11 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
             val_s = time.perf_counter() - t_val
             if config.workers and epoch + 1 < config.optim.epochs:
                 # Persistent workers start on the next epoch's first batches now, while this one
-                # saves its checkpoints (fsynced: mostly waiting on the disk, the cores idle): what
-                # they prepare then is no longer done beside the model's steps. Not before the
-                # validation: on 2 cores that slowed it by 0.3 s per epoch. The order and
-                # augmentation depend only on (seed, epoch, index), so starting early changes
-                # nothing that is drawn.
+                # saves its checkpoints: what they prepare then is not done beside the model's
+                # steps. Not before the validation: on 2 cores that slowed it by 0.3 s per epoch
+                # (the saves, partly serialisation on this thread, take about that much longer
+                # instead). The order and augmentation depend only on (seed, epoch, index), so
+                # starting early changes nothing that is drawn.
                 sampler.set_epoch(epoch + 1)
                 ahead = iter(train_loader)
             skipped |= set(report.skipped)
