@@ -109,3 +109,42 @@ def test_predict_and_capture_use_the_deployed_temperature_and_reference(deployed
     recs = list(read_log(log))
     assert recs[0]["temperature"] == pytest.approx(t) and recs[-1]["refused"] == 0
     assert recs[-1]["frames"] == len(list((ws["eval"] / "ash").iterdir()))
+
+
+def test_a_field_trained_checkpoint_gets_a_reference_over_its_training_views(tmp_path):
+    """A checkpoint that records the field preset: deploy measures 4 of its augmentation's views
+    of each calibration image (seeded by --seed: two deploys record the same reference), says so,
+    and the guard it gives judges a dim eval leaf (exposure x0.6) that the plain crops' reference
+    refuses; a black frame is refused by both."""
+    from clca_edge.capture.quality import QualityGuard
+    from clca_edge.core.preprocess import resize_center_crop
+    from clca_edge.data.augment import get_preset
+    from clca_edge.deploy.pipeline import QUALITY_VIEWS
+    from clca_edge.robustness.suite import BY_NAME
+    from clca_edge.training.checkpoint import load_checkpoint, save_checkpoint
+
+    ws = make_workspace(tmp_path)
+    model, meta = load_checkpoint(ws["ckpt"])
+    assert "augment" not in meta.extra      # (a bare checkpoint: the plain crops, as a weak one)
+    meta.extra["augment"] = get_preset("field").to_dict()
+    field_ckpt = save_checkpoint(tmp_path / "field.safetensors", model, meta)
+    refs = {}
+    for name, ckpt in (("weak", ws["ckpt"]), ("field", field_ckpt), ("field again", field_ckpt)):
+        out = tmp_path / name.replace(" ", "_")
+        res = CliRunner().invoke(main, ["deploy", "--checkpoint", str(ckpt), "--out", str(out), "--calib-data",
+                                        str(ws["calib"]), "--eval-data", str(ws["eval"]), "--precision", "fp32",
+                                        "--field-suite", "off"])
+        assert res.exit_code == 0, res.output
+        refs[name] = read_manifest(out).quality_reference
+        raw = json.loads((out / "manifest.json").read_text())["quality_reference"]
+        assert raw.get("augment") == (None if name == "weak" else "field")
+    assert refs["weak"].images == 24 and refs["field"].images == QUALITY_VIEWS * 24
+    assert "quality reference: 96 field views of training images" in res.output
+    assert refs["field"] == refs["field again"] and refs["field"].sharpness != refs["weak"].sharpness
+    spec = read_manifest(tmp_path / "field").preprocess
+    dim = [resize_center_crop(BY_NAME["exposure_down"].apply(load_rgb(p), 2, None), spec)
+           for p in sorted(ws["eval"].rglob("*.png"))]
+    guards = {k: QualityGuard.for_bundle(refs[k]) for k in ("weak", "field")}
+    judged = {k: np.mean([g.check(x).ok for x in dim]) for k, g in guards.items()}
+    assert judged["field"] >= 0.9 and judged["weak"] <= 0.5, judged
+    assert all(g.check(np.zeros_like(dim[0])).reason == "too_dark" for g in guards.values())

@@ -106,6 +106,8 @@ def test_thresholds_follow_the_reference_and_the_user(reference):
     # A reference with training images on a white background widens the clipping limit.
     white = QualityReference(**{**reference.__dict__, "bright_fraction": {**reference.bright_fraction, "p99": 0.6}})
     assert derive_thresholds(white)[0].max_bright_fraction == pytest.approx(0.8)   # half-way from 0.6 to 1
+    # Training images within the default keep it (a frame 40% blown out is refused, not judged).
+    assert t.max_bright_fraction == 0.3 and t.max_dark_fraction == 0.5
 
 
 def test_a_bundle_without_a_reference_still_checks_exposure_and_blur_but_not_colour():
@@ -140,3 +142,42 @@ def test_reference_round_trips_through_json_and_rejects_garbage(reference):
 def test_bad_quality_options_are_config_errors(kw):
     with pytest.raises(ConfigError):
         QualityConfig(**kw)
+
+
+def test_a_reference_over_field_views_judges_what_the_field_model_was_trained_on(reference):
+    """Deploy measures a field-trained model's training images as its augmentation presented them
+    (``view``): a cloud's exposure x0.6, a soft focus (blur 1% of the side) and a low contrast are
+    then frames like the training ones and judged, where the clean photos' reference refuses them;
+    black, overexposed and heavily blurred frames are still refused, with their reasons."""
+    import torch
+
+    from clca_edge.data.augment import build_train_transform
+    from clca_edge.robustness.suite import BY_NAME
+
+    view = build_train_transform("field", SPEC).view
+    torch.manual_seed(0)
+    views = [view(x) for x in leaves(60, seed=1) for _ in range(4)]
+    assert all(v.dtype == np.uint8 and v.shape == (64, 64, 3) for v in views)
+    field_ref = build_reference([measure(v) for v in views], "field views", SPEC.img_size, augment="field")
+    field, clean = QualityGuard.for_bundle(field_ref), QualityGuard.for_bundle(reference)
+    assert "(field training views)" in field.notes[0]
+    test = leaves(30, seed=9)
+
+    def refused(guard, name, severity):
+        p = BY_NAME[name]
+        return np.mean([not guard.check(crop(p.apply(crop(x), severity, np.random.default_rng(i)))).ok
+                        for i, x in enumerate(test)])
+
+    for name, severity in (("exposure_down", 2), ("blur", 2), ("contrast", 2)):
+        assert refused(field, name, severity) <= 0.05, name
+    assert refused(clean, "exposure_down", 2) >= 0.5 and refused(clean, "blur", 2) >= 0.5
+    assert not any(refused(field, "rotation", s) or refused(field, "zoom_out", s) for s in (1, 2))
+    for spoil, reason in ((black, TOO_DARK), (overexposed, OVEREXPOSED), (blurred, BLURRED)):
+        assert all(field.check(crop(spoil(x))).reason == reason for x in leaves(8, seed=3)), reason
+    # The views are reproducible under torch's seed, and the preset is recorded and read back.
+    torch.manual_seed(0)
+    again = [view(x) for x in leaves(3, seed=1) for _ in range(4)]
+    assert all(np.array_equal(a, b) for a, b in zip(again, views[:12]))
+    assert not all(np.array_equal(views[0], v) for v in views[1:4])     # four different draws
+    back = QualityReference.from_dict(json.loads(json.dumps(field_ref.to_dict())))
+    assert back.augment == "field" and "augment" not in reference.to_dict()

@@ -88,8 +88,9 @@ class QualityThresholds:
 
 def _widened(limit: float, p99: float) -> float:
     """A clipped-fraction / bright limit widened half-way from the reference's 99th percentile to 1
-    when the training images themselves go beyond the default (a white or black scan background)."""
-    return max(limit, p99 + 0.5 * (1.0 - p99))
+    when the training images themselves go beyond the default (a white or black scan background);
+    else the default."""
+    return limit if p99 <= limit else p99 + 0.5 * (1.0 - p99)
 
 
 def derive_thresholds(reference: Optional[QualityReference], config: QualityConfig = QualityConfig()
@@ -110,7 +111,8 @@ def derive_thresholds(reference: Optional[QualityReference], config: QualityConf
         bright = _widened(MAX_BRIGHT_CLIPPED, reference.bright_fraction["p99"])
         sharp = SHARPNESS_FACTOR * reference.sharpness["p5"]
         ood = OOD_FACTOR * reference.ood_distance["p99"] if reference.has_colour else None
-        notes.append(f"thresholds derived from the bundle's {reference.images} reference images")
+        views = f" ({reference.augment} training views)" if reference.augment else ""
+        notes.append(f"thresholds derived from the bundle's {reference.images} reference images{views}")
         if ood is None:
             notes.append(f"only {reference.images} reference images: no out_of_distribution check")
     if config.min_luminance is not None:

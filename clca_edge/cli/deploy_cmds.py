@@ -139,8 +139,8 @@ def _print_field_stats(con, report) -> None:
     else:
         ood = (f", colour distance p99 {q.ood_distance['p99']:.2f}" if q.has_colour
                else " (too few for the colour check)")
-        con.print(f"quality reference: {q.images} training images, sharpness p5 {q.sharpness['p5']:.1f}{ood}",
-                  highlight=False)
+        what = f"{q.images} {q.augment} views of training images" if q.augment else f"{q.images} training images"
+        con.print(f"quality reference: {what}, sharpness p5 {q.sharpness['p5']:.1f}{ood}", highlight=False)
 
 
 def _print_engines(con, report) -> None:

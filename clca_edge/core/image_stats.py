@@ -103,6 +103,9 @@ class QualityReference:
     colour_cov: Optional[tuple] = None
     ood_distance: Optional[dict] = None
     version: int = REFERENCE_VERSION
+    # The training augmentation preset whose views were measured (None: the plain crops). An
+    # optional key: runtimes that predate it read the reference the same way.
+    augment: Optional[str] = None
 
     @property
     def has_colour(self) -> bool:
@@ -131,6 +134,8 @@ class QualityReference:
             d["colour_mean"] = [float(v) for v in self.colour_mean]
             d["colour_cov"] = [[float(v) for v in row] for row in self.colour_cov]
             d["ood_distance"] = _rounded(self.ood_distance)
+        if self.augment is not None:
+            d["augment"] = self.augment
         return d
 
     @classmethod
@@ -156,7 +161,8 @@ class QualityReference:
             return cls(images=int(d["images"]), source=str(d.get("source", "")), img_size=int(d["img_size"]),
                        luminance=pct["luminance"], dark_fraction=pct["dark_fraction"],
                        bright_fraction=pct["bright_fraction"], sharpness=pct["sharpness"],
-                       colour_mean=mean, colour_cov=cov, ood_distance=ood)
+                       colour_mean=mean, colour_cov=cov, ood_distance=ood,
+                       augment=None if d.get("augment") is None else str(d["augment"]))
         except (KeyError, TypeError, ValueError, np.linalg.LinAlgError) as e:
             raise BundleError(f"the bundle's quality_reference is malformed ({e}); re-run clca-edge deploy") from None
 
@@ -165,14 +171,15 @@ def _rounded(d: Optional[Mapping[str, float]]) -> dict:
     return {k: round(float(v), 6) for k, v in (d or {}).items()}
 
 
-def build_reference(measures: Sequence[ImageMeasures], source: str, img_size: int) -> QualityReference:
+def build_reference(measures: Sequence[ImageMeasures], source: str, img_size: int,
+                    augment: Optional[str] = None) -> QualityReference:
     """The reference of a set of training images' measures. The colour covariance is shrunk
     towards its diagonal (by dims/images, at least 5%) so a few dozen images still give a stable
     inverse; the reference images' own distances then set the scale a frame is judged on."""
     if not measures:
         raise ValueError("a quality reference needs at least one image")
     levels = (1, 5, 50, 95, 99)
-    ref = dict(images=len(measures), source=source, img_size=int(img_size),
+    ref = dict(images=len(measures), source=source, img_size=int(img_size), augment=augment,
                luminance=_percentiles([m.luminance for m in measures], levels),
                dark_fraction=_percentiles([m.dark_fraction for m in measures], levels),
                bright_fraction=_percentiles([m.bright_fraction for m in measures], levels),

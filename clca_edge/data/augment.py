@@ -32,13 +32,15 @@ under a seed and exact on ``--resume``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.preprocess import MIN_CHANNEL_MEAN, PreprocessSpec, border_colour, frame_leaf, resize_shorter
+from ..core.preprocess import (MIN_CHANNEL_MEAN, PreprocessSpec, border_colour, frame_leaf, normalize,
+                               resize_shorter)
 
 if TYPE_CHECKING:
     import torch
@@ -91,6 +93,18 @@ class AugmentPreset:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AugmentPreset":
+        """The preset a checkpoint recorded (``to_dict``), strengths as recorded: a checkpoint
+        keeps meaning what it was trained with if the named preset changes later. Fields this
+        version does not know are a ConfigError (their effect could not be reproduced)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown or "name" not in d:
+            raise ConfigError(f"augmentation preset record {d.get('name', '?')!r}: "
+                              + (f"unknown field(s) {unknown}" if unknown else "no name"))
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 PRESETS: dict[str, AugmentPreset] = {
@@ -350,22 +364,38 @@ class FieldTransform:
         self._mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
 
-    def __call__(self, rgb: np.ndarray) -> "torch.Tensor":
+    def _draw(self, rgb: np.ndarray):
+        """One image's draws: (uint8 HWC crop, None) for the clean share, else (None, the float
+        [0, 1] CHW augmented crop); before framing, colour constancy and normalisation."""
         import torch
         from torchvision import tv_tensors
 
-        # One image is far too small for intra-op threads: with them (the main process when
-        # --workers 0) the affine grid's bmm and the blur's conv2d wait on each other, 20x slower
-        # on a busy 2-core machine. DataLoader workers run one thread already.
-        threads = torch.get_num_threads()
-        if threads > 1:
-            torch.set_num_threads(1)
-        try:
-            if self.preset.clean_p > 0 and float(torch.rand(())) < self.preset.clean_p:
-                return self.clean_transform(rgb)
-            img = resize_shorter(rgb, self.spec)
-            chw = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous())
-            x = self.pipeline(chw).as_subclass(torch.Tensor)
+        if self.preset.clean_p > 0 and float(torch.rand(())) < self.preset.clean_p:
+            return self.clean_transform.view(rgb), None
+        img = resize_shorter(rgb, self.spec)
+        chw = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous())
+        return None, self.pipeline(chw).as_subclass(torch.Tensor)
+
+    def view(self, rgb: np.ndarray) -> np.ndarray:
+        """What this preset makes of ``rgb`` as uint8 HWC, before framing and normalisation: the
+        photo a field camera would have delivered (deploy measures these for the capture guard's
+        reference, so frames like those the model was trained on are judged)."""
+        import torch
+
+        with _one_thread():
+            crop, x = self._draw(rgb)
+        if crop is not None:
+            return crop
+        return np.ascontiguousarray((x.permute(1, 2, 0) * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).numpy())
+
+    def __call__(self, rgb: np.ndarray) -> "torch.Tensor":
+        import torch
+
+        with _one_thread():
+            crop, x = self._draw(rgb)
+            if crop is not None:
+                # the clean share exactly as the weak transform / the device preprocess it
+                return torch.from_numpy(normalize(frame_leaf(crop, self.spec), self.spec))
             if self.spec.framing != "none":
                 # core.preprocess.frame_leaf on the augmented crop, as the device will frame it
                 hwc = frame_leaf(np.ascontiguousarray(x.permute(1, 2, 0).numpy()), self.spec)
@@ -377,18 +407,36 @@ class FieldTransform:
                 means = x.mean(dim=(1, 2), keepdim=True).clamp_min(MIN_CHANNEL_MEAN / 255.0)
                 scale = scale * (self._mean / means)
             return torch.addcmul(-self._mean / self._std, x, scale)
-        finally:
-            if threads > 1:
-                torch.set_num_threads(threads)
 
 
-def build_train_transform(name: str, spec: PreprocessSpec, hflip: float = 0.5
+@contextmanager
+def _one_thread():
+    """One torch thread while an image is augmented. One image is far too small for intra-op
+    threads: with them (the main process when --workers 0) the affine grid's bmm and the blur's
+    conv2d wait on each other, 20x slower on a busy 2-core machine. DataLoader workers run one
+    thread already."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+
+
+def build_train_transform(preset: "str | AugmentPreset", spec: PreprocessSpec, hflip: float = 0.5
                           ) -> Callable[[np.ndarray], "torch.Tensor"]:
-    """The training transform of preset ``name``: ``weak`` is today's crop + flip
-    (``TrainTransform``), ``none`` the evaluation transform, anything else a ``FieldTransform``."""
+    """The training transform of ``preset`` (a name or a recorded preset): ``weak`` is today's
+    crop + flip (``TrainTransform``), ``none`` the evaluation transform, anything else a
+    ``FieldTransform``. Each also has ``view(rgb)``: its uint8 crop before framing and
+    normalisation."""
     from .transforms import EvalTransform, TrainTransform
 
-    preset = get_preset(name)
+    if isinstance(preset, str):
+        preset = get_preset(preset)
     if preset.only_crop_and_flip:
         if not preset.random_crop and not preset.flip:
             return EvalTransform(spec)

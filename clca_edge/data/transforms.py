@@ -8,12 +8,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..core.preprocess import PreprocessSpec, frame_leaf, normalize, preprocess, resize_shorter
+from ..core.preprocess import (PreprocessSpec, frame_leaf, normalize, preprocess, resize_center_crop,
+                               resize_shorter)
 
 
 class EvalTransform:
     def __init__(self, spec: PreprocessSpec) -> None:
         self.spec = spec
+
+    def view(self, rgb: np.ndarray) -> np.ndarray:
+        return resize_center_crop(rgb, self.spec)
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(preprocess(rgb, self.spec))
@@ -27,7 +31,9 @@ class TrainTransform:
         self.spec = spec
         self.hflip = hflip
 
-    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+    def view(self, rgb: np.ndarray) -> np.ndarray:
+        """The random crop (and flip) of ``rgb``, uint8 HWC, before framing and normalisation:
+        what a camera would have delivered for this training image."""
         spec = self.spec
         img = resize_shorter(rgb, spec)
         nh, nw = img.shape[:2]
@@ -36,4 +42,7 @@ class TrainTransform:
         img = img[top:top + spec.img_size, left:left + spec.img_size]
         if self.hflip > 0 and torch.rand(()).item() < self.hflip:
             img = img[:, ::-1]
-        return torch.from_numpy(normalize(frame_leaf(np.ascontiguousarray(img), spec), spec))
+        return np.ascontiguousarray(img)
+
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(normalize(frame_leaf(self.view(rgb), self.spec), self.spec))

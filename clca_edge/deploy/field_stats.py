@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -17,19 +17,28 @@ from ..core.preprocess import PreprocessSpec, load_rgb, resize_center_crop
 log = logging.getLogger(__name__)
 
 
-def quality_reference(paths: Sequence[Path], spec: PreprocessSpec, source: str) -> Optional[QualityReference]:
+def quality_reference(paths: Sequence[Path], spec: PreprocessSpec, source: str,
+                      view: Optional[Callable[[np.ndarray], np.ndarray]] = None, draws: int = 1,
+                      augment: Optional[str] = None) -> Optional[QualityReference]:
     """Measure the model-size crops of ``paths`` (training images) exactly as capture measures a
-    frame; None if none is readable."""
+    frame; None if none is readable. With ``view`` (a training transform's ``view``: the uint8
+    crop its augmentation makes, before framing and normalisation), each image is measured as
+    ``draws`` such views instead: the reference is then what the model was trained to see (a
+    field-trained model saw dim, cast, soft and low-contrast photos), so the guard refuses frames
+    beyond that, not every frame unlike the clean training photos."""
     measures = []
     for p in paths:
         rgb = load_rgb(p)
         if rgb is None:
             log.warning("quality reference: %s became unreadable; skipped", p)
             continue
-        measures.append(measure(resize_center_crop(rgb, spec)))
+        if view is None:
+            measures.append(measure(resize_center_crop(rgb, spec)))
+        else:
+            measures.extend(measure(view(rgb)) for _ in range(draws))
     if not measures:
         return None
-    return build_reference(measures, source, spec.img_size)
+    return build_reference(measures, source, spec.img_size, augment=augment)
 
 
 class LogitRecorder:

@@ -312,7 +312,7 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
     skipped = set(res.skipped)
     confidence = fit_confidence(fp32_logits, [label for p, label in data.items if p not in skipped],
                                 f"fp32 ONNX logits of {len(data.items) - len(skipped)} --eval-data images")
-    quality_ref = _quality_reference(config, classes, spec, data, sample, say)
+    quality_ref = _quality_reference(config, classes, spec, data, sample, say, meta)
     ref = res.accuracy["fp32"]
     reports = []
     for name, v in variants.items():
@@ -414,9 +414,16 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
                         confidence=confidence, quality_reference=quality_ref, reference=reference)
 
 
-def _quality_reference(config: DeployConfig, classes: list, spec, data, sample, say):
+# Views per training image in the quality reference of a model trained with a field preset
+# (256 calibration images -> 1024 views: the 1st/99th percentiles the thresholds use are ~10
+# views each, about 1 s of augmentation).
+QUALITY_VIEWS = 4
+
+
+def _quality_reference(config: DeployConfig, classes: list, spec, data, sample, say, meta=None):
     """The capture quality guard's reference: the INT8 calibration sample's images when there is
-    one (class-balanced training images, never eval ones), else a sample drawn the same way."""
+    one (class-balanced training images, never eval ones), else a sample drawn the same way;
+    measured as the checkpoint's training augmentation presented them (``_training_view``)."""
     from dataclasses import replace
 
     from ..core.errors import DataError
@@ -435,8 +442,36 @@ def _quality_reference(config: DeployConfig, classes: list, spec, data, sample, 
             log.warning("no quality reference: cannot sample --calib-data (%s); capture will judge frames "
                         "without the training images' statistics", e)
             return None
-    say(f"measuring {len(sample.items)} training images for the capture quality guard")
-    return quality_reference([p for p, _, _ in sample.items], spec, f"{len(sample.items)} images of --calib-data")
+    paths = [p for p, _, _ in sample.items]
+    view, preset = _training_view(meta, spec)
+    if view is None:
+        say(f"measuring {len(paths)} training images for the capture quality guard")
+        return quality_reference(paths, spec, f"{len(paths)} images of --calib-data")
+    import torch
+
+    say(f"measuring {QUALITY_VIEWS} {preset} views of each of {len(paths)} training images for the capture "
+        "quality guard")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.calibration.seed)  # --seed: one seed makes the whole deploy repeatable
+        return quality_reference(paths, spec, f"{QUALITY_VIEWS * len(paths)} {preset} views of {len(paths)} images "
+                                 "of --calib-data", view=view, draws=QUALITY_VIEWS, augment=preset)
+
+
+def _training_view(meta, spec):
+    """(the checkpoint's training transform's ``view``, its preset's name) when the model was
+    trained with more than crop and flip (a field preset), else (None, name or None): crops and
+    flips do not move the guard's measures, so the plain crops stay the reference."""
+    from ..data.augment import AugmentPreset, build_train_transform
+
+    extra = (getattr(meta, "extra", None) or {})
+    record = extra.get("augment")
+    if not record:
+        return None, None
+    preset = AugmentPreset.from_dict(record)
+    if preset.only_crop_and_flip:
+        return None, preset.name
+    hflip = float((extra.get("train_config") or {}).get("hflip", 0.5))
+    return build_train_transform(preset, spec, hflip).view, preset.name
 
 
 def _field_gate(config: DeployConfig, data, spec, runners: dict, variants: dict, reports: list, say) -> None:
