@@ -28,7 +28,7 @@ ALLOWED = {
     "capture": {"core", "bundle", "engines.tensorrt", "runtime"},
     "doctor": {"core", "bundle", "engines.tensorrt", "runtime"},
     # The field-perturbation suite and its scoring over any runner: torch-free, like the gate's scoring.
-    "robustness": {"core", "bundle", "runtime"},
+    "robustness": {"core", "bundle", "runtime", "capture"},
     "models": {"core"},
     "data": {"core"},
     "training": {"core", "models", "data", "robustness"},

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from clca_edge.cli import main
 from clca_edge.core.errors import ConfigError, ExitCode
-from clca_edge.core.preprocess import PreprocessSpec, preprocess, resize_shorter
-from clca_edge.robustness.evaluate import perturbed_inputs, run_suite
+from clca_edge.core.preprocess import PreprocessSpec, load_rgb, preprocess, resize_shorter
+from clca_edge.robustness.evaluate import perturbed_crops, perturbed_inputs, run_suite
 from clca_edge.robustness.suite import BY_NAME, SUITE, conditions
 
 from test_deploy_support import CLASSES, make_workspace
@@ -98,6 +98,37 @@ def test_run_suite_is_deterministic_and_drops_are_from_clean(ws):
     assert a["worst"]["drop"] == max(r["drop"] for r in a["results"])
 
 
+def test_a_judge_splits_each_condition_into_refused_and_classified(ws):
+    """With a judge, each condition's figures: refused = share of crops it turns down; the top-1 of
+    the rest; wrong_given = the share classified, and wrongly. An accept-all judge changes nothing."""
+    from clca_edge.runtime.scoring import eval_set
+
+    items = eval_set(ws["eval"], CLASSES).items
+    spec = PreprocessSpec(img_size=64)
+    by_colour = lambda x: x.mean(axis=(2, 3))  # noqa: E731
+    names = ["exposure_down", "rotation"]
+    plain = run_suite(items, spec, {"m": by_colour}, names=names).reports["m"]
+    everything = run_suite(items, spec, {"m": by_colour}, names=names, judge=lambda c: True).reports["m"]
+    assert plain.clean_judged is None and all(r.refused is None and r.wrong_given is None for r in plain.results)
+    for a, b in zip(plain.results, everything.results):
+        assert (a.top1, a.drop) == (b.top1, b.drop) and b.refused == 0 and b.judged_top1 == b.top1
+        assert b.wrong_given == pytest.approx(100 - b.top1)
+    bright = lambda c: float(c.mean()) > 60  # noqa: E731  (refuses dim crops)
+    rep = run_suite(items, spec, {"m": by_colour}, names=names, judge=bright).reports["m"]
+    crops = {}
+    conds = conditions("full", names)
+    for i, (path, _) in enumerate(items):
+        for c, crop in zip([None, *conds], perturbed_crops(load_rgb(path), spec, conds, 0, i)):
+            crops.setdefault(None if c is None else (c.name, c.severity), []).append(bright(crop))
+    for r in rep.results:
+        assert r.refused == pytest.approx(100 * (1 - np.mean(crops[(r.name, r.severity)])))
+    assert rep.clean_judged.refused == pytest.approx(100 * (1 - np.mean(crops[None])))
+    dark = {(r.name, r.severity): r for r in rep.results}[("exposure_down", 3)]
+    assert dark.refused > 50
+    back = type(rep).from_dict(json.loads(json.dumps(rep.to_dict())))
+    assert back.to_dict() == rep.to_dict()
+
+
 def _robustness(*args):
     res = CliRunner().invoke(main, ["robustness", *map(str, args)])
     assert res.exit_code == 0, res.output
@@ -177,12 +208,26 @@ def test_deploy_records_the_suite_per_variant_and_robustness_reads_the_bundle(ws
         assert len(fr["results"]) == N_CONDITIONS and fr["worst"]["drop"] == max(r["drop"] for r in fr["results"])
     assert "field: worst" in res.output
     # The device path (torch-free runtime) gives the figures deploy recorded.
-    out = json.loads(_robustness("--bundle", tmp_path / "b", "--data", ws["eval"], "--backend", "ort-cpu",
-                                 "--json").stdout)
+    args = ("--bundle", tmp_path / "b", "--data", ws["eval"], "--backend", "ort-cpu", "--json")
+    out = json.loads(_robustness(*args, "--quality", "off").stdout)
     assert out["source"] == "bundle" and out["variant"] == "fp32" and set(out["variants"]) == {"fp32", "int8"}
     for name in ("fp32", "int8"):
         assert out["variants"][name]["results"] == m["variants"][name]["field_robustness"]["results"]
-    assert out["results"] == out["variants"]["fp32"]["results"]
+    assert out["results"] == out["variants"]["fp32"]["results"] and out["quality"] == {"enabled": False}
+    # By default every frame is also judged by the bundle's quality guard, as capture would: the
+    # same accuracies, plus what capture would refuse and classify wrongly.
+    judged = json.loads(_robustness(*args).stdout)
+    assert judged["quality"]["enabled"] and judged["quality"]["thresholds"]["min_sharpness"] > 0
+    for name in ("fp32", "int8"):
+        for r, plain in zip(judged["variants"][name]["results"], out["variants"][name]["results"]):
+            assert {k: r[k] for k in plain} == plain
+            assert 0 <= r["refused"] <= 100 and r["wrong_given"] == pytest.approx(
+                (100 - r["refused"]) * (100 - (r["judged_top1"] or 0)) / 100, abs=1e-3)
+    by = {(r["name"], r["severity"]): r for r in judged["results"]}
+    assert by[("exposure_down", 3)]["refused"] == 100.0 and by[("exposure_down", 3)]["judged_top1"] is None
+    assert judged["clean_judged"]["refused"] < 50
+    text = _robustness(*args[:-1]).stdout
+    assert "refused %" in text and "wrong %" in text and "with capture's quality guard" in text
 
 
 def _pale(src, dst):

@@ -10,6 +10,7 @@ import click
 
 from ..robustness.suite import BY_NAME
 from ._common import console, emit_json, main, reports_errors
+from .runtime_cmds import _describe_guard, _quality_config, quality_options
 
 
 def _names(only: Optional[str]) -> Optional[list[str]]:
@@ -28,6 +29,13 @@ def print_report(reports: dict, title: str, backends: Optional[dict] = None, err
         if w is not None:
             con.print(f"{name}{on}: clean {rep.clean:.2f}%, worst [bold]{w.name}[/] severity {w.severity} "
                       f"{w.top1:.2f}% (drop {w.drop:.2f} points), {rep.images} images", highlight=False)
+        worst_given = max((r for r in rep.results if r.wrong_given is not None), key=lambda r: r.wrong_given,
+                          default=None)
+        if worst_given is not None:
+            con.print(f"{name} with capture's quality guard: most wrong decisions under [bold]{worst_given.name}[/] "
+                      f"severity {worst_given.severity}: {worst_given.wrong_given:.2f}% of frames classified wrongly, "
+                      f"{worst_given.refused:.2f}% refused (clean: {rep.clean_judged.wrong_given:.2f}% wrong, "
+                      f"{rep.clean_judged.refused:.2f}% refused)", highlight=False)
 
 
 def write_report_outputs(out, reports: dict, title: str) -> list[str]:
@@ -62,15 +70,18 @@ def write_report_outputs(out, reports: dict, title: str) -> list[str]:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Folder for robustness.csv and robustness.png (accuracy vs severity).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@quality_options
 @reports_errors
 def robustness(checkpoint, bundle, data, split, image_root, suite, only, seed, backend, precision, threads, device,
-               batch_size, out, as_json) -> None:
+               batch_size, out, as_json, quality, min_luminance, max_luminance, min_sharpness, max_ood) -> None:
     """Accuracy under a fixed suite of field perturbations (exposure, white balance, contrast,
     saturation, JPEG, blur, noise, zoom-out, rotation; 3 severities each), clean vs each.
 
     Perturbations are applied to the decoded image (at the model's working resolution) before
     the standard preprocessing; noise is seeded per image, so the same data and seed give the
-    same figures. See README 'Field robustness'."""
+    same figures. A bundle's frames are also judged by its capture quality guard (--quality on, the
+    thresholds capture uses): per condition, the share capture would refuse and the share it
+    would classify wrongly. See README 'Field robustness'."""
     from ..core.errors import ConfigError
 
     if (checkpoint is None) == (bundle is None):
@@ -84,19 +95,22 @@ def robustness(checkpoint, bundle, data, split, image_root, suite, only, seed, b
         from ..robustness.bundle import run_bundle_suite
 
         precisions = [p.strip() for p in precision.split(",") if p.strip()] if precision else None
-        res = run_bundle_suite(bundle, data, split, backend, precisions, threads, suite, seed, names)
+        qconfig = _quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood)
+        res = run_bundle_suite(bundle, data, split, backend, precisions, threads, suite, seed, names, quality=qconfig)
         reports, backends = res.result.reports, res.backends
         for note in res.notes:
             click.echo(f"Note: {note}", err=True)
         first = next(iter(reports))
         doc = {"source": "bundle", "bundle": str(bundle), "variant": first, **reports[first].to_dict(),
                "variants": {n: {"backend": backends[n], **r.to_dict()} for n, r in reports.items()},
-               "notes": res.notes}
+               "notes": res.notes, "quality": res.guard.describe() if res.guard is not None else {"enabled": False}}
         title = f"field robustness of {bundle}"
         skipped = res.result.skipped
     else:
         if precision or backend != "auto" or threads:
             raise ConfigError("--backend/--precision/--threads are for --bundle; a checkpoint runs in PyTorch")
+        if any(v is not None for v in (min_luminance, max_luminance, min_sharpness, max_ood)):
+            raise ConfigError("the quality guard's thresholds are for --bundle (a checkpoint has no quality reference)")
         from ..training.robustness import checkpoint_suite
 
         res, _meta, path = checkpoint_suite(checkpoint, data, split, image_root, suite, seed, batch_size, device, names)
@@ -113,5 +127,7 @@ def robustness(checkpoint, bundle, data, split, image_root, suite, only, seed, b
         emit_json(doc)
         return
     print_report(reports, title, backends)
+    if bundle is not None:
+        console().print(_describe_guard(res.guard), highlight=False)
     if out is not None:
         click.echo("wrote " + ", ".join(doc["outputs"]))

@@ -102,7 +102,7 @@ def quality_options(fn):
         click.option("--min-sharpness", type=click.FloatRange(min=0), default=None,
                      help="Refuse a crop whose Laplacian variance (green channel) is below this; 0: no blur "
                           "check "
-                          "[default: 1/4 of the training images' 5th percentile]."),
+                          "[default: 1/4 of the training images' (or training views') 5th percentile]."),
         click.option("--max-ood", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Refuse a crop whose colour statistics are further than this (Mahalanobis) from the "
                           "training images'; inf: no such check [default: 1.5x their own 99th percentile]."),

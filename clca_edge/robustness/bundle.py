@@ -1,14 +1,16 @@
 """The suite over a deploy bundle, through the device runtime (torch-free): every usable variant
 opened the way ``predict``/``capture`` open it (``runtime.backends.select_classifier``: TensorRT
 engine -> ONNX Runtime GPU -> CPU, or the ``--backend`` given), so on a Jetson it measures the
-engines that will classify in the field."""
+engines that will classify in the field. By default each frame is also judged by the bundle's
+capture quality guard (``capture.quality``, the thresholds capture would use): the report then
+says, per condition, what capture would refuse and how it would fare on the rest."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -24,6 +26,7 @@ class BundleSuiteResult:
     backends: dict[str, str]  # variant -> what ran it ("ort-cpu (fp32, CPUExecutionProvider)")
     notes: list[str] = field(default_factory=list)  # variants that could not run here, and why
     class_names: tuple[str, ...] = ()
+    guard: Any = None  # the capture.quality.QualityGuard that judged the frames (None: not judged)
 
 
 def bundle_items(data, class_names: Sequence[str], split: str = "val") -> list[tuple[Path, int]]:
@@ -39,9 +42,12 @@ def bundle_items(data, class_names: Sequence[str], split: str = "val") -> list[t
 
 def run_bundle_suite(bundle, data, split: str = "val", backend: str = "auto", precisions: Optional[Sequence[str]] = None,
                      threads: int = 0, suite: str = "full", seed: int = 0, names: Optional[Sequence[str]] = None,
-                     progress=None) -> BundleSuiteResult:
-    """Accuracy of each usable variant of ``bundle`` on ``data`` under the field suite."""
+                     progress=None, quality=None) -> BundleSuiteResult:
+    """Accuracy of each usable variant of ``bundle`` on ``data`` under the field suite, each
+    frame judged by the guard ``quality`` (a ``capture.quality.QualityConfig``; None: capture's
+    defaults; ``enabled=False``: not judged)."""
     from ..bundle import PRECISIONS
+    from ..capture.quality import QualityConfig, QualityGuard
     from ..runtime.backends import select_classifier
     from ..runtime.model import load_model
 
@@ -69,11 +75,15 @@ def run_bundle_suite(bundle, data, split: str = "val", backend: str = "auto", pr
         if not classifiers:
             raise BackendError(f"no variant of {bundle} can run here: " + "; ".join(notes))
         runners = {name: _runner(clf) for name, clf in classifiers.items()}
-        result = run_suite(items, model.spec, runners, suite=suite, seed=seed, names=names, progress=progress)
+        guard = QualityGuard.for_bundle(model.quality_reference, quality or QualityConfig())
+        judge = (lambda crop: guard.check(crop).ok) if guard is not None else None
+        result = run_suite(items, model.spec, runners, suite=suite, seed=seed, names=names, progress=progress,
+                           judge=judge)
     finally:
         for clf in classifiers.values():
             clf.close()
-    return BundleSuiteResult(result, backends, notes, tuple(model.class_names))
+    return BundleSuiteResult(result, backends, notes, tuple(model.class_names),
+                             guard)
 
 
 def _runner(clf):

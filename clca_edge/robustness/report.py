@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 CSV_NAME = "robustness.csv"
 PNG_NAME = "robustness.png"
-CSV_COLUMNS = ("variant", "name", "severity", "level", "top1", "drop")
+CSV_COLUMNS = ("variant", "name", "severity", "level", "top1", "drop", "refused", "judged_top1", "wrong_given")
 
 
 def _level_text(name: str, level: float) -> str:
@@ -32,43 +32,66 @@ def _level_text(name: str, level: float) -> str:
     return f"{level:g}"
 
 
+def _pct(v: Optional[float]) -> str:
+    return "" if v is None else f"{v:.2f}"
+
+
 def table(reports: dict[str, RobustnessReport], title: str = "field robustness"):
-    """One row per condition, a top-1 and a drop column per variant; each variant's worst drop in red."""
+    """One row per condition, a top-1 and a drop column per variant; each variant's worst drop in
+    red. Judged reports (a bundle with its quality guard) add the share capture would refuse (the
+    same frames for every variant) and, per variant, the share it would classify wrongly."""
     from rich.table import Table
 
     names = list(reports)
+    first = reports[names[0]]
+    judged = first.clean_judged is not None
     t = Table(title=title)
     for col in ("perturbation", "severity", "level"):
         t.add_column(col)
     for n in names:
         t.add_column(f"{n} top-1 %" if len(names) > 1 else "top-1 %", justify="right")
         t.add_column(f"{n} drop" if len(names) > 1 else "drop", justify="right")
-    first = reports[names[0]]
-    t.add_row("clean", "", "", *[c for n in names for c in (f"{reports[n].clean:.2f}", "")], style="bold")
+    if judged:
+        t.add_column("refused %", justify="right")
+        for n in names:
+            t.add_column(f"{n} wrong %" if len(names) > 1 else "wrong %", justify="right")
+
+    def guard_cells(pick) -> list[str]:
+        if not judged:
+            return []
+        return [_pct(pick(first).refused), *[_pct(pick(reports[n]).wrong_given) for n in names]]
+
+    t.add_row("clean", "", "", *[c for n in names for c in (f"{reports[n].clean:.2f}", "")],
+              *guard_cells(lambda r: r.clean_judged), style="bold")
     worst = {n: reports[n].worst for n in names}
     for i, r in enumerate(first.results):
         cells = []
-        red = False
         for n in names:
             row = reports[n].results[i]
             is_worst = worst[n] is not None and worst[n] == row and row.drop > 0
-            red |= is_worst
             cells += [f"{row.top1:.2f}", f"[red]{row.drop:+.2f}[/]" if is_worst else f"{row.drop:+.2f}"]
-        t.add_row(r.name, str(r.severity), _level_text(r.name, r.level), *cells)
+        t.add_row(r.name, str(r.severity), _level_text(r.name, r.level), *cells,
+                  *guard_cells(lambda rep, i=i: rep.results[i]))
     t.add_row("worst", "", "", *[c for n in names for c in (
         f"{worst[n].name} s{worst[n].severity}" if worst[n] else "-", f"{worst[n].drop:+.2f}" if worst[n] else "")],
-        style="bold")
+        *([""] * (1 + len(names)) if judged else []), style="bold")
     return t
 
 
 def write_csv(path: Path, reports: dict[str, RobustnessReport]) -> Path:
+    """One row per variant and condition (clean first); the guard's columns are empty when the
+    frames were not judged."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
+    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
     for variant, rep in reports.items():
-        w.writerow([variant, "clean", 0, "", f"{rep.clean:.4f}", "0.0000"])
+        c = rep.clean_judged
+        w.writerow([variant, "clean", 0, "", f"{rep.clean:.4f}", "0.0000",
+                    *((fmt(c.refused), fmt(c.judged_top1), fmt(c.wrong_given)) if c else ("", "", ""))])
         for r in rep.results:
-            w.writerow([variant, r.name, r.severity, f"{r.level:g}", f"{r.top1:.4f}", f"{r.drop:.4f}"])
+            w.writerow([variant, r.name, r.severity, f"{r.level:g}", f"{r.top1:.4f}", f"{r.drop:.4f}",
+                        fmt(r.refused), fmt(r.judged_top1), fmt(r.wrong_given)])
     atomic_write_bytes(Path(path), buf.getvalue().encode())
     return Path(path)
 
