@@ -207,17 +207,21 @@ def test_deploy_records_the_suite_per_variant_and_robustness_reads_the_bundle(ws
         assert fr["clean"] == pytest.approx(m["variants"][name]["accuracy"]["top1"], abs=1e-3)
         assert len(fr["results"]) == N_CONDITIONS and fr["worst"]["drop"] == max(r["drop"] for r in fr["results"])
     assert "field: worst" in res.output
-    # The device path (torch-free runtime) gives the figures deploy recorded.
+    # The device path (torch-free runtime) gives the figures deploy recorded, capture's quality
+    # guard's judgement of every frame included (deploy judges with the thresholds capture derives).
     args = ("--bundle", tmp_path / "b", "--data", ws["eval"], "--backend", "ort-cpu", "--json")
-    out = json.loads(_robustness(*args, "--quality", "off").stdout)
-    assert out["source"] == "bundle" and out["variant"] == "fp32" and set(out["variants"]) == {"fp32", "int8"}
-    for name in ("fp32", "int8"):
-        assert out["variants"][name]["results"] == m["variants"][name]["field_robustness"]["results"]
-    assert out["results"] == out["variants"]["fp32"]["results"] and out["quality"] == {"enabled": False}
-    # By default every frame is also judged by the bundle's quality guard, as capture would: the
-    # same accuracies, plus what capture would refuse and classify wrongly.
     judged = json.loads(_robustness(*args).stdout)
+    assert judged["source"] == "bundle" and judged["variant"] == "fp32" and set(judged["variants"]) == {"fp32", "int8"}
+    for name in ("fp32", "int8"):
+        fr = m["variants"][name]["field_robustness"]
+        assert judged["variants"][name]["results"] == fr["results"]
+        assert judged["variants"][name]["clean_judged"] == fr["clean_judged"]
+    assert judged["results"] == judged["variants"]["fp32"]["results"]
     assert judged["quality"]["enabled"] and judged["quality"]["thresholds"]["min_sharpness"] > 0
+    assert f"capture's quality guard on the eval images ({m['default_variant']}): refuses" in " ".join(res.output.split())
+    # --quality off: the same accuracies, without the guard's columns.
+    out = json.loads(_robustness(*args, "--quality", "off").stdout)
+    assert out["quality"] == {"enabled": False} and "clean_judged" not in out
     for name in ("fp32", "int8"):
         for r, plain in zip(judged["variants"][name]["results"], out["variants"][name]["results"]):
             assert {k: r[k] for k in plain} == plain
@@ -270,3 +274,20 @@ def test_max_field_drop_rejects_naming_the_perturbation(ws, tmp_path):
                   "--max-field-drop", str(worst["drop"] + 0.01))
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["variants"]["fp32"]["status"] == "passed"
+
+
+def test_deploy_warns_when_capture_would_refuse_the_clean_eval_photos(ws, tmp_path):
+    """Held-out photos far softer than the calibration (training) ones: capture's guard would refuse
+    them all as blurred; deploy records it per condition and says so, naming the way out."""
+    import cv2
+
+    soft = tmp_path / "soft"
+    for p in sorted(ws["eval"].rglob("*.png")):
+        (soft / p.parent.name).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(soft / p.parent.name / p.name), cv2.GaussianBlur(cv2.imread(str(p)), (0, 0), 6))
+    res = _deploy({**ws, "eval": soft}, tmp_path / "b", "--precision", "fp32", "--field-suite", "quick",
+                  "--max-drop", "100")
+    assert res.exit_code == 0, res.output
+    fr = json.loads((tmp_path / "b" / "manifest.json").read_text())["variants"]["fp32"]["field_robustness"]
+    assert fr["clean_judged"]["refused"] == 100.0 and fr["clean_judged"]["judged_top1"] is None
+    assert "warning: capture would refuse 100.0% of the clean held-out photos" in " ".join(res.output.split())

@@ -32,17 +32,27 @@ class FieldCondition:
     level: float
     top1: float
     drop: float
+    # With capture's quality guard judging the frames: percent refused, percent classified and
+    # wrongly, top-1 of the classified (None: not judged, or every frame refused). Optional keys:
+    # a runtime that predates them reads the rest.
+    refused: Optional[float] = None
+    wrong_given: Optional[float] = None
+    judged_top1: Optional[float] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, "severity": self.severity, "level": self.level, "top1": self.top1,
-                "drop": self.drop}
+        d: Dict[str, Any] = {"name": self.name, "severity": self.severity, "level": self.level, "top1": self.top1,
+                             "drop": self.drop}
+        if self.refused is not None:
+            d.update(refused=self.refused, wrong_given=self.wrong_given, judged_top1=self.judged_top1)
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "field_robustness") -> "FieldCondition":
         if not isinstance(d, dict) or not isinstance(d.get("name"), str):
             raise BundleError(f"manifest field {where!r} must be an object with a 'name'; {FIX}")
+        opt = lambda k: None if d.get(k) is None else _num(d, k, where)  # noqa: E731
         return cls(d["name"], int(_num(d, "severity", where)), _num(d, "level", where), _num(d, "top1", where),
-                   _num(d, "drop", where))
+                   _num(d, "drop", where), opt("refused"), opt("wrong_given"), opt("judged_top1"))
 
 
 @dataclass(frozen=True)
@@ -55,12 +65,15 @@ class FieldRobustness:
     seed: int
     results: List[FieldCondition]
     worst: Optional[FieldCondition] = None
+    clean_judged: Optional[FieldCondition] = None  # the guard on the clean images (None: not judged)
 
     def to_dict(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {"clean": self.clean, "images": self.images, "suite": self.suite, "seed": self.seed,
                              "results": [r.to_dict() for r in self.results]}
         if self.worst is not None:
             d["worst"] = self.worst.to_dict()
+        if self.clean_judged is not None:
+            d["clean_judged"] = self.clean_judged.to_dict()
         return d
 
     @classmethod
@@ -70,11 +83,12 @@ class FieldRobustness:
         results = d.get("results")
         if not isinstance(results, list):
             raise BundleError(f"manifest field {where + '.results'!r} must be a list; {FIX}")
-        worst = d.get("worst")
+        worst, judged = d.get("worst"), d.get("clean_judged")
         return cls(_num(d, "clean", where), int(_num(d, "images", where)), str(d.get("suite", "full")),
                    int(_num(d, "seed", where)) if "seed" in d else 0,
                    [FieldCondition.from_dict(r, f"{where}.results[{i}]") for i, r in enumerate(results)],
-                   FieldCondition.from_dict(worst, f"{where}.worst") if worst is not None else None)
+                   FieldCondition.from_dict(worst, f"{where}.worst") if worst is not None else None,
+                   FieldCondition.from_dict(judged, f"{where}.clean_judged") if judged is not None else None)
 
 
 __all__ = ["FieldCondition", "FieldRobustness"]

@@ -141,6 +141,32 @@ def _print_field_stats(con, report) -> None:
                else " (too few for the colour check)")
         what = f"{q.images} {q.augment} views of training images" if q.augment else f"{q.images} training images"
         con.print(f"quality reference: {what}, sharpness p5 {q.sharpness['p5']:.1f}{ood}", highlight=False)
+    _print_guard_on_eval(con, report)
+
+
+# Capture refusing more of the clean held-out photos than this says its thresholds do not fit them.
+CLEAN_REFUSAL_WARNING = 5.0
+
+
+def _print_guard_on_eval(con, report) -> None:
+    """What capture's quality guard would do with the eval images, clean and under the suite."""
+    judged = [v for v in report.variants if v.robustness is not None and v.robustness.clean_judged is not None]
+    # the variant the device will run, when it was judged (refusals are the same for every variant)
+    v = next((v for v in judged if v.name == report.default_variant), judged[0] if judged else None)
+    if v is None:
+        return
+    rep, c = v.robustness, v.robustness.clean_judged
+    line = f"capture's quality guard on the eval images ({v.name}): refuses {c.refused:.1f}% of the clean ones"
+    worst = max(rep.results, key=lambda r: r.wrong_given or 0.0, default=None)
+    if worst is not None:
+        line += (f"; most wrong decisions under {worst.name} s{worst.severity}: {worst.wrong_given:.1f}% of frames "
+                 f"({worst.refused:.1f}% refused)")
+    con.print(line, highlight=False)
+    if c.refused > CLEAN_REFUSAL_WARNING:
+        con.print(f"[yellow]warning[/]: capture would refuse {c.refused:.1f}% of the clean held-out photos: the "
+                  "guard's thresholds do not fit them (calibration images unlike the eval ones?); check "
+                  "`clca-edge robustness --bundle`, or set --min-sharpness/--max-ood/--min-luminance at capture",
+                  highlight=False)
 
 
 def _print_engines(con, report) -> None:

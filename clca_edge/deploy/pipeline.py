@@ -333,7 +333,7 @@ def _build(config: DeployConfig, tmp: Path, model, meta, ckpt: Path, data, say) 
         else:
             v.parity = {"fp32_onnx_vs_this_max_abs": res.parity.get(f"fp32_vs_{name}"), "images": acc.count}
         reports.append(VariantReport(name, v.status, acc.top1, drop, worst))
-    _field_gate(config, data, spec, runners, variants, reports, say)
+    _field_gate(config, data, spec, runners, variants, reports, say, quality_ref)
 
     plans: dict[str, VariantRecord] = {}
     if config.target == "jetson-orin":
@@ -474,13 +474,17 @@ def _training_view(meta, spec):
     return build_train_transform(preset, spec, hflip).view, preset.name
 
 
-def _field_gate(config: DeployConfig, data, spec, runners: dict, variants: dict, reports: list, say) -> None:
+def _field_gate(config: DeployConfig, data, spec, runners: dict, variants: dict, reports: list, say,
+                quality_ref=None) -> None:
     """The field robustness suite on the gate's images for every variant that ran here, recorded
     per variant; with --max-field-drop, a variant whose worst perturbation drops more is rejected
-    (the perturbation named). Variants' drops are measured against their own clean accuracy."""
+    (the perturbation named). Variants' drops are measured against their own clean accuracy.
+    Each frame is also judged by the capture quality guard this bundle gives (its default
+    thresholds): the record says, per condition, what capture would refuse and classify wrongly."""
     if config.field_suite == "off":
         return
     from ..bundle.robustness import FieldRobustness
+    from ..capture.quality import QualityGuard
     from ..robustness.evaluate import one_at_a_time, run_suite
 
     gated = [r for r in reports if r.top1 is not None and r.name in runners]
@@ -488,8 +492,10 @@ def _field_gate(config: DeployConfig, data, spec, runners: dict, variants: dict,
         return
     say(f"field robustness suite ({config.field_suite}) on {', '.join(r.name for r in gated)}")
     # The calibration seed also seeds the suite's noise: one --seed makes the whole deploy repeatable.
+    guard = QualityGuard.for_bundle(quality_ref)
     result = run_suite(data.items, spec, {r.name: one_at_a_time(runners[r.name]) for r in gated},
-                       suite=config.field_suite, seed=config.calibration.seed)
+                       suite=config.field_suite, seed=config.calibration.seed,
+                       judge=lambda crop: guard.check(crop).ok)
     for r in gated:
         rep = result.reports[r.name]
         v = variants[r.name]
