@@ -144,6 +144,43 @@ def test_a_field_run_resumes_exactly_and_records_its_preset(tmp_path):
         train(tiny_config(data, tmp_path / "a", epochs=2, augment="weak", resume=True))
 
 
+def test_a_resumed_run_keeps_the_strengths_it_started_with(tmp_path, monkeypatch, caplog):
+    """A run started by a version whose field preset had other strengths (no greyscale here)
+    resumes with those, recorded in its checkpoint: the same weights as an uninterrupted run under
+    that version, and the retuned fields are named."""
+    import dataclasses
+
+    from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
+    from clca_edge.training.checkpoint import read_checkpoint_meta
+    from clca_edge.training.trainer import train
+    from test_train import _Killed, _weights_close, tiny_config
+
+    def kill(epoch, step):
+        if epoch == 1 and step == 0:
+            raise _Killed
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, SynthConfig(classes=3, per_class=20, size=64, seed=5))
+    today = get_preset("field")
+    assert today.grayscale_p > 0
+    before = dataclasses.replace(today, grayscale_p=0.0)
+    monkeypatch.setitem(PRESETS, "field", before)
+    with pytest.raises(_Killed):
+        train(tiny_config(data, tmp_path / "a", epochs=2, augment="field"), step_hook=kill)
+    train(tiny_config(data, tmp_path / "b", epochs=2, augment="field"))
+    monkeypatch.setitem(PRESETS, "field", today)
+    with caplog.at_level("WARNING"):
+        train(tiny_config(data, tmp_path / "a", epochs=2, augment="field", resume=True))
+    assert "strengths it started with" in caplog.text and "grayscale_p" in caplog.text
+    assert _weights_close(tmp_path / "a" / "last.safetensors", tmp_path / "b" / "last.safetensors")
+    assert read_checkpoint_meta(tmp_path / "a" / "last.safetensors").extra["augment"] == before.to_dict()
+    # An older record (without the later field) reads with its default; an unknown field is refused.
+    old = {k: v for k, v in before.to_dict().items() if k != "grayscale_p"}
+    assert AugmentPreset.from_dict(old) == before
+    with pytest.raises(ConfigError, match="unknown field"):
+        AugmentPreset.from_dict({**old, "fog": 1.0})
+
+
 def test_paper_recipes_keep_the_papers_weak_augmentation():
     from pathlib import Path
 

@@ -9,10 +9,12 @@ withstand.
   crop, horizontal flip, rotation at any angle (leaves have no up; with the flip this also covers
   vertical flips), zoom (mostly out) and a small shift and perspective, the uncovered area filled
   with the image's own border colour (the background), not black. Photometric: exposure (a gain),
-  contrast, saturation, a small hue shift, and white balance as a per-channel gain. Camera: blur,
+  contrast, saturation, now and then no colour at all (greyscale: a model that reads the cultivar
+  from its tint alone is lost when a dull light or a cheap sensor takes the tint away), a small hue
+  shift, and white balance as a per-channel gain. Camera: blur,
   sensor noise, JPEG compression. Built on torchvision's transforms v2: its pipeline
   (``Compose``/``RandomApply``/``RandomCrop``/``RandomHorizontalFlip``/``ToDtype``/``Normalize``),
-  ``ColorJitter`` and ``gaussian_noise``; six small ``v2.Transform`` subclasses add what v2 lacks,
+  ``ColorJitter``, ``RandomGrayscale`` and ``gaussian_noise``; six small ``v2.Transform`` subclasses add what v2 lacks,
   deprecates or runs slowly on one CPU thread, with their kernels from OpenCV (the suite's library):
   background-filled pose (one warp), per-channel gain, noise of random strength, blur, hue, JPEG.
 - ``weak``: the paper's recipe (``train/*.yaml``): random crop + horizontal flip
@@ -74,6 +76,7 @@ class AugmentPreset:
     saturation: tuple[float, float] = (1.0, 1.0)
     hue: float = 0.0                  # shift up to this fraction of the colour wheel
     hue_p: float = 0.0
+    grayscale_p: float = 0.0          # all colour gone (v2.RandomGrayscale), after exposure/contrast/saturation
     channel_gain: float = 0.0         # white balance: each channel x [1 - g, 1 + g]
     channel_gain_p: float = 0.0
     # camera
@@ -87,8 +90,8 @@ class AugmentPreset:
     @property
     def only_crop_and_flip(self) -> bool:
         """True when nothing beyond crop/flip is on (the paper's weak recipe or none)."""
-        return all(getattr(self, f) == 0 for f in ("perspective_p", "photometric_p", "hue_p", "channel_gain_p",
-                                                   "blur_p", "noise_p", "jpeg_p")) \
+        return all(getattr(self, f) == 0 for f in ("perspective_p", "photometric_p", "grayscale_p", "hue_p",
+                                                   "channel_gain_p", "blur_p", "noise_p", "jpeg_p")) \
             and self.rotate == 0 and self.zoom == (1.0, 1.0) and self.translate == 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,10 +119,11 @@ PRESETS: dict[str, AugmentPreset] = {
     "field": AugmentPreset(
         name="field", clean_p=0.4,
         description="field camera on 60% of the images: any rotation, zoom-out on the background colour, exposure, "
-                    "contrast, saturation, hue, white balance, blur, noise, JPEG; crop and flip only on the rest",
+                    "contrast, saturation, greyscale, hue, white balance, blur, noise, JPEG; crop and flip only on the "
+                    "rest",
         rotate=180.0, zoom=(0.55, 1.1), translate=0.05, perspective=0.2, perspective_p=0.25,
         photometric_p=0.8, exposure=(0.45, 1.6), contrast=(0.4, 1.25), saturation=(0.35, 1.3),
-        hue=0.02, hue_p=0.3, channel_gain=0.2, channel_gain_p=0.8,
+        hue=0.02, hue_p=0.3, grayscale_p=0.15, channel_gain=0.2, channel_gain_p=0.8,
         blur_sigma=(0.002, 0.015), blur_p=0.2, noise_sigma=(0.005, 0.07), noise_p=0.3,
         jpeg_quality=(15, 95), jpeg_p=0.5,
     ),
@@ -344,6 +348,8 @@ class FieldTransform:
         if p.photometric_p:
             steps.append(v2.RandomApply([v2.ColorJitter(brightness=p.exposure, contrast=p.contrast,
                                                         saturation=p.saturation)], p=p.photometric_p))
+        if p.grayscale_p:
+            steps.append(v2.RandomGrayscale(p.grayscale_p))
         if p.channel_gain_p:
             steps.append(gain(p.channel_gain, p.channel_gain_p))
         if p.hue_p:

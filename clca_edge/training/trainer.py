@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..data.cache import RUN_CACHE_DIR, RunCache, cached_spec, fill, open_run_cache
 from ..data.dataset import EpochSampler, LeafImages, collate_skipping
 from ..data.sources import DataError, DataSplits, load_splits, write_split_files
-from ..data.augment import build_train_transform, get_preset
+from ..data.augment import AugmentPreset, build_train_transform, get_preset
 from ..core.errors import ConfigError, OutputError, TrainingError
 from ..core.outputs import check_writable_dir, holds, is_empty_dir, make_dirs
 from ..data.check import DataCheck, check_training_data
@@ -194,6 +194,24 @@ def _class_trees(config: TrainConfig) -> list[Path]:
     if (root / "train.csv").is_file():
         return []
     return [root / s for s in ("train", "val", "test")]
+
+
+def _run_preset(config: TrainConfig, resumed_out: Optional[Path]) -> AugmentPreset:
+    """The augmentation preset's strengths for this run: today's preset of that name, or, on
+    --resume, the strengths the run was started with (its checkpoint records them), so a resumed
+    run continues exactly as it began even when a later version retuned the preset."""
+    preset = get_preset(config.augment)
+    if resumed_out is None:
+        return preset
+    recorded = (read_checkpoint_meta(resumed_out / LAST).extra or {}).get("augment")
+    if not recorded:
+        return preset
+    started = AugmentPreset.from_dict(recorded)
+    if started != preset:
+        log.warning("--resume: %s continues with the %r preset's strengths it started with (this version's "
+                    "preset differs: %s)", resumed_out, started.name,
+                    ", ".join(k for k, v in started.to_dict().items() if preset.to_dict().get(k) != v))
+    return started
 
 
 def _check_out_path(out: Path, config: TrainConfig) -> None:
@@ -390,7 +408,8 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     # like. The checkpoint's model config holds the resolved one (num_classes from the data).
     run_config = config.to_dict()
 
-    train_ds = LeafImages(splits.train, build_train_transform(config.augment, spec, config.hflip), images=images,
+    preset = _run_preset(config, out if resumed is not None else None)
+    train_ds = LeafImages(splits.train, build_train_transform(preset, spec, config.hflip), images=images,
                           seed=config.seed)
     b = config.optim.batch_size
     # (epoch, index) pairs: the epoch reaches persistent workers with every index.
@@ -459,7 +478,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
         metrics.append({"epoch": start_epoch, **last_meta.metrics})
     history: list[dict] = []
     # The preset's strengths, not only its name: deploy copies them into the bundle manifest.
-    meta_extra = {"train_config": run_config, "augment": get_preset(config.augment).to_dict(),
+    meta_extra = {"train_config": run_config, "augment": preset.to_dict(),
                   "data_layout": splits.layout,
                   "num_train": len(splits.train), "num_val": len(splits.val)}
 
