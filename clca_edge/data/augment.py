@@ -14,8 +14,9 @@ withstand.
   shift, and white balance as a per-channel gain. Camera: blur,
   sensor noise, JPEG compression. Built on torchvision's transforms v2: its pipeline
   (``Compose``/``RandomApply``/``RandomCrop``/``RandomHorizontalFlip``/``ToDtype``/``Normalize``),
-  ``ColorJitter``, ``RandomGrayscale`` and ``gaussian_noise``; six small ``v2.Transform`` subclasses add what v2 lacks,
-  deprecates or runs slowly on one CPU thread, with their kernels from OpenCV (the suite's library):
+  ``ColorJitter``, ``RandomGrayscale`` and ``gaussian_noise``; six small ``v2.Transform`` subclasses
+  add what v2 lacks, deprecates or runs slowly on one CPU thread, with their kernels from OpenCV (the
+  suite's library):
   background-filled pose (one warp), per-channel gain, noise of random strength, blur, hue, JPEG.
 - ``weak``: the paper's recipe (``train/*.yaml``): random crop + horizontal flip
   (``transforms.TrainTransform``, unchanged).
