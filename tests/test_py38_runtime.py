@@ -89,3 +89,24 @@ def test_the_framed_and_grey_world_input_on_python_3_8_is_this_runtimes(tmp_path
     there = np.load(tmp_path / "out.npy")
     here = np.stack([preprocess(x, spec) for x in leaves])
     assert np.abs(there - here).max() < 1e-4
+
+
+def test_robustness_of_a_bundle_on_python_3_8_is_this_runtimes(cpu_int8_bundle):
+    """`clca-edge robustness --bundle` on the device's Python: the same figures, capture's quality
+    guard's refusals included, as here (the report a farmer can run against photos taken there)."""
+    from click.testing import CliRunner
+
+    from clca_edge.cli import main
+
+    ws, bundle = cpu_int8_bundle
+    args = ["robustness", "--bundle", str(bundle), "--data", str(ws["eval"]), "--suite", "quick",
+            "--backend", "ort-cpu", "--json"]
+    here = json.loads(CliRunner().invoke(main, args).stdout)
+    res = run38(*args)
+    assert res.returncode == 0, res.stderr
+    there = json.loads(res.stdout)
+    assert there["quality"] == here["quality"] and there["clean_judged"] == here["clean_judged"]
+    for name in here["variants"]:
+        a, b = there["variants"][name]["results"], here["variants"][name]["results"]
+        assert [r["refused"] for r in a] == [r["refused"] for r in b]
+        assert [r["top1"] for r in a] == pytest.approx([r["top1"] for r in b], abs=1e-6)
