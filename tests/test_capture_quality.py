@@ -101,12 +101,12 @@ def test_capture_refuses_what_it_cannot_judge_and_logs_why(guarded_bundle, frame
         r = seen[i]
         if reason is None:
             assert r["type"] == "decision" and r["class"] in CLASSES, (name, r)
-            assert set(r["quality"]) >= {"luminance", "sharpness", "ood"}
+            assert set(r["quality"]) >= {"luminance", "sharpness", "ood", "cast"}
         else:
             # Refused: the reason and the measures, and never a class.
             assert r["type"] == "refused" and r["reason"] == reason, (name, r)
             assert "class" not in r and "topk" not in r and "confidence" not in r
-            assert set(r["measures"]) == {"luminance", "dark_fraction", "bright_fraction", "sharpness", "ood"}
+            assert set(r["measures"]) == {"luminance", "dark_fraction", "bright_fraction", "sharpness", "ood", "cast"}
             if kind == "images":
                 assert r["file"].endswith(f"{name}.png")
     assert summary["frames"] == 4 and summary["refused"] == 4

@@ -73,7 +73,7 @@ def test_unjudgeable_frames_are_refused_with_their_reason(guard, spoil, reason):
         assert not v.ok and v.reason == reason, v.to_dict()
         d = v.to_dict()
         assert d["ok"] is False and d["reason"] == reason and d["reasons"][0] == reason
-        assert set(d["measures"]) == {"luminance", "dark_fraction", "bright_fraction", "sharpness", "ood"}
+        assert set(d["measures"]) == {"luminance", "dark_fraction", "bright_fraction", "sharpness", "ood", "cast"}
     # The measures say why: black has no light, overexposed is too bright or blown out, blur has no edges.
     m = guard.check(crop(spoil(leaves(1, seed=3)[0]))).measures
     if reason == TOO_DARK:
@@ -181,3 +181,43 @@ def test_a_reference_over_field_views_judges_what_the_field_model_was_trained_on
     assert not all(np.array_equal(views[0], v) for v in views[1:4])     # four different draws
     back = QualityReference.from_dict(json.loads(json.dumps(field_ref.to_dict())))
     assert back.augment == "field" and "augment" not in reference.to_dict()
+
+
+def test_a_colour_cast_is_refused_where_the_colour_spread_would_hide_it(reference):
+    """The cast distance (channel means' log ratios to green) catches a ±25% white balance on
+    leaves the colour distance lets through, and ignores exposure: an under-exposed leaf is not a
+    cast. Both distances are reported; --max-ood inf turns both off, a finite one only the first."""
+    from clca_edge.robustness.suite import BY_NAME
+
+    guard = QualityGuard.for_bundle(reference)
+    assert reference.has_cast and guard.thresholds.max_cast == pytest.approx(1.5 * reference.cast_distance["p99"])
+    test = leaves(30, seed=11)
+
+    def verdicts(name, severity):
+        return [guard.check(crop(BY_NAME[name].apply(x, severity, None))) for x in test]
+
+    for name in ("wb_warm", "wb_cool"):
+        v = verdicts(name, 3)
+        assert np.mean([x.reason == OUT_OF_DISTRIBUTION for x in v]) >= 0.9, name
+        assert np.mean([x.cast > guard.thresholds.max_cast for x in v]) > np.mean(
+            [x.ood > guard.thresholds.max_ood for x in v]), name          # the cast distance is what sees it
+    dim = verdicts("exposure_down", 1)
+    assert all(x.cast <= guard.thresholds.max_cast for x in dim)
+    assert all(guard.check(crop(x)).ok for x in test)
+    # The distances agree with their definition, and the options reach them.
+    m = measure(crop(tinted(test[0])))
+    assert guard.check(crop(tinted(test[0]))).cast == pytest.approx(reference.cast_distance_fn()(m))
+    off = QualityGuard.for_bundle(reference, QualityConfig(max_ood=math.inf))
+    assert off.thresholds.max_ood is None and off.thresholds.max_cast is None
+    assert all(x.ok for x in (off.check(crop(BY_NAME["wb_warm"].apply(t, 3, None))) for t in test[:5]))
+    only = QualityGuard.for_bundle(reference, QualityConfig(max_ood=100.0))
+    assert only.thresholds.max_cast == guard.thresholds.max_cast
+    # An older reference (no cast statistics) reads as before: no cast check.
+    d = {k: v for k, v in reference.to_dict().items() if not k.startswith("cast")}
+    older = QualityReference.from_dict(d)
+    assert not older.has_cast and QualityGuard.for_bundle(older).thresholds.max_cast is None
+    back = QualityReference.from_dict(json.loads(json.dumps(reference.to_dict())))
+    assert back.cast_mean == reference.cast_mean and back.cast_cov == reference.cast_cov
+    assert back.cast_distance == pytest.approx(reference.cast_distance, abs=1e-6)
+    with pytest.raises(BundleError, match="cast"):
+        QualityReference.from_dict({**reference.to_dict(), "cast_cov": [[1.0]]})

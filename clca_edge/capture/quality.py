@@ -11,7 +11,9 @@ that apply as ``reasons``):
   ``max_bright_fraction``;
 - ``blurred``: Laplacian variance below ``min_sharpness``;
 - ``out_of_distribution``: Mahalanobis distance of the colour statistics (per-channel mean and
-  std) from the training images' above ``max_ood`` (a colour cast, a strange scene).
+  std) from the training images' above ``max_ood`` (a strange scene, a light unlike theirs), or
+  that of the colour cast (``core.image_stats.CAST_FEATURES``: the channel means' ratios to green,
+  which exposure leaves alone) above ``max_cast`` (a white balance or a tinted light beyond theirs).
 
 Capture does not classify a refused frame (it logs it with its reason and measures); predict
 classifies and flags. Torch-free.
@@ -81,6 +83,7 @@ class QualityThresholds:
     max_bright_fraction: float
     min_sharpness: float
     max_ood: Optional[float]      # None: no out-of-distribution check (no reference, or turned off)
+    max_cast: Optional[float] = None  # None: no colour-cast check (a reference without one, or turned off)
 
     def to_dict(self) -> dict:
         return {k: (None if v is None or math.isinf(v) else round(v, 4)) for k, v in asdict(self).items()}
@@ -100,8 +103,8 @@ def derive_thresholds(reference: Optional[QualityReference], config: QualityConf
     notes: list[str] = []
     warnings: list[str] = []
     if reference is None:
-        lum_lo, lum_hi, dark, bright, sharp, ood = (MIN_LUMINANCE, MAX_LUMINANCE, MAX_DARK_CLIPPED,
-                                                    MAX_BRIGHT_CLIPPED, MIN_SHARPNESS_ABSOLUTE, None)
+        lum_lo, lum_hi, dark, bright, sharp, ood, cast = (MIN_LUMINANCE, MAX_LUMINANCE, MAX_DARK_CLIPPED,
+                                                          MAX_BRIGHT_CLIPPED, MIN_SHARPNESS_ABSOLUTE, None, None)
         warnings.append("the bundle has no quality_reference (deployed before the quality guard): absolute "
                         "exposure and blur limits, no out_of_distribution check; re-run deploy to get them")
     else:
@@ -111,6 +114,7 @@ def derive_thresholds(reference: Optional[QualityReference], config: QualityConf
         bright = _widened(MAX_BRIGHT_CLIPPED, reference.bright_fraction["p99"])
         sharp = SHARPNESS_FACTOR * reference.sharpness["p5"]
         ood = OOD_FACTOR * reference.ood_distance["p99"] if reference.has_colour else None
+        cast = OOD_FACTOR * reference.cast_distance["p99"] if reference.has_cast else None
         views = f" ({reference.augment} training views)" if reference.augment else ""
         notes.append(f"thresholds derived from the bundle's {reference.images} reference images{views}")
         if ood is None:
@@ -124,12 +128,14 @@ def derive_thresholds(reference: Optional[QualityReference], config: QualityConf
     if config.max_ood is not None:
         if reference is None or not reference.has_colour:
             warnings.append("--max-ood ignored: the bundle has no colour reference to measure distance from")
+        elif math.isinf(config.max_ood):
+            ood = cast = None    # inf: no out-of-distribution check at all
         else:
-            ood = None if math.isinf(config.max_ood) else config.max_ood
+            ood = config.max_ood  # the colour distance; the cast keeps its derived limit
     if lum_lo >= lum_hi:
         raise ConfigError(f"luminance limits {lum_lo:g}..{lum_hi:g} leave nothing to classify; "
                           "set --min-luminance below --max-luminance")
-    return QualityThresholds(lum_lo, lum_hi, dark, bright, sharp, ood), warnings + notes, warnings
+    return QualityThresholds(lum_lo, lum_hi, dark, bright, sharp, ood, cast), warnings + notes, warnings
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,7 @@ class Verdict:
     reasons: tuple            # failed checks in REASONS order; empty: the frame is judged
     measures: ImageMeasures
     ood: Optional[float] = None
+    cast: Optional[float] = None
 
     @property
     def ok(self) -> bool:
@@ -150,6 +157,8 @@ class Verdict:
         d = self.measures.to_dict()
         if self.ood is not None:
             d["ood"] = round(self.ood, 3)
+        if self.cast is not None:
+            d["cast"] = round(self.cast, 3)
         return d
 
     def to_dict(self) -> dict:
@@ -166,6 +175,8 @@ class QualityGuard:
         self.warnings = tuple(warnings)    # the notes a user must hear about (logged at WARNING)
         self._distance: Optional[Callable[[ImageMeasures], float]] = (
             reference.distance_fn() if reference is not None and thresholds.max_ood is not None else None)
+        self._cast: Optional[Callable[[ImageMeasures], float]] = (
+            reference.cast_distance_fn() if reference is not None and thresholds.max_cast is not None else None)
 
     @classmethod
     def for_bundle(cls, reference: Optional[QualityReference], config: QualityConfig = QualityConfig()
@@ -189,9 +200,8 @@ class QualityGuard:
             reasons.append(OVEREXPOSED)
         if m.sharpness < t.min_sharpness:
             reasons.append(BLURRED)
-        ood = None
-        if self._distance is not None:
-            ood = self._distance(m)
-            if ood > t.max_ood:
-                reasons.append(OUT_OF_DISTRIBUTION)
-        return Verdict(tuple(reasons), m, ood)
+        ood = self._distance(m) if self._distance is not None else None
+        cast = self._cast(m) if self._cast is not None else None
+        if (ood is not None and ood > t.max_ood) or (cast is not None and cast > t.max_cast):
+            reasons.append(OUT_OF_DISTRIBUTION)
+        return Verdict(tuple(reasons), m, ood, cast)

@@ -105,7 +105,8 @@ def quality_options(fn):
                           "[default: 1/4 of the training images' (or training views') 5th percentile]."),
         click.option("--max-ood", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Refuse a crop whose colour statistics are further than this (Mahalanobis) from the "
-                          "training images'; inf: no such check [default: 1.5x their own 99th percentile]."),
+                          "training images' [default: 1.5x their own 99th percentile; the colour-cast distance "
+                          "keeps its own, derived the same way]; inf: neither check."),
     ]):
         fn = opt(fn)
     return fn
@@ -124,6 +125,8 @@ def _describe_guard(guard, notes: bool = True) -> str:
         return "quality guard off"
     t = guard.thresholds
     ood = "no OOD check" if t.max_ood is None else f"OOD <= {t.max_ood:.2f}"
+    if t.max_cast is not None:
+        ood += f", cast <= {t.max_cast:.2f}"
     return (f"quality guard: luminance {t.min_luminance:.2f}..{t.max_luminance:.2f}, sharpness >= "
             f"{t.min_sharpness:.1f}, {ood}" + ("".join(f"; {n}" for n in guard.notes) if notes else ""))
 

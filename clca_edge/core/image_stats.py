@@ -26,6 +26,12 @@ DARK_LEVEL = 8
 BRIGHT_LEVEL = 250
 # The colour features, in this order (RGB, 0..1 scale).
 COLOUR_FEATURES = ("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b")
+# The colour cast: log ratios of the channel means to green. A gain on every channel (exposure)
+# leaves them as they are; a white balance or a tinted light moves them, and moves them alone, so
+# a cast stands out even where scenes differ widely in brightness (where the colour features'
+# own spread hides it).
+CAST_FEATURES = ("log_r_g", "log_b_g")
+_CAST_FLOOR = 1.0 / 255.0   # keeps a black channel's ratio finite
 # Fewer reference images than this give no usable colour covariance: no out-of-distribution check.
 MIN_OOD_IMAGES = 10
 REFERENCE_VERSION = 1
@@ -106,24 +112,33 @@ class QualityReference:
     # The training augmentation preset whose views were measured (None: the plain crops). An
     # optional key: runtimes that predate it read the reference the same way.
     augment: Optional[str] = None
+    # The CAST_FEATURES' mean, covariance and the reference images' own distances (optional keys
+    # as ``augment``; None: a reference from before them, or too few images).
+    cast_mean: Optional[tuple] = None
+    cast_cov: Optional[tuple] = None
+    cast_distance: Optional[dict] = None
 
     @property
     def has_colour(self) -> bool:
         return self.colour_mean is not None and self.colour_cov is not None and self.ood_distance is not None
+
+    @property
+    def has_cast(self) -> bool:
+        return self.cast_mean is not None and self.cast_cov is not None and self.cast_distance is not None
 
     def distance_fn(self):
         """A function ImageMeasures -> Mahalanobis distance of its colour features from the
         reference (None without colour statistics)."""
         if not self.has_colour:
             return None
-        mu = np.asarray(self.colour_mean, np.float64)
-        inv = np.linalg.inv(np.asarray(self.colour_cov, np.float64))
+        return _mahalanobis(self.colour_mean, self.colour_cov, lambda m: m.colour)
 
-        def distance(m: ImageMeasures) -> float:
-            d = np.asarray(m.colour, np.float64) - mu
-            return float(math.sqrt(max(0.0, float(d @ inv @ d))))
-
-        return distance
+    def cast_distance_fn(self):
+        """A function ImageMeasures -> Mahalanobis distance of its colour cast (CAST_FEATURES)
+        from the reference's (None without cast statistics)."""
+        if not self.has_cast:
+            return None
+        return _mahalanobis(self.cast_mean, self.cast_cov, cast_features)
 
     def to_dict(self) -> dict:
         d = {"version": self.version, "images": self.images, "source": self.source, "img_size": self.img_size,
@@ -136,6 +151,11 @@ class QualityReference:
             d["ood_distance"] = _rounded(self.ood_distance)
         if self.augment is not None:
             d["augment"] = self.augment
+        if self.has_cast:
+            d["cast_features"] = list(CAST_FEATURES)
+            d["cast_mean"] = [float(v) for v in self.cast_mean]
+            d["cast_cov"] = [[float(v) for v in row] for row in self.cast_cov]
+            d["cast_distance"] = _rounded(self.cast_distance)
         return d
 
     @classmethod
@@ -154,15 +174,20 @@ class QualityReference:
                 mean = tuple(float(v) for v in d["colour_mean"])
                 cov = tuple(tuple(float(v) for v in row) for row in d["colour_cov"])
                 ood = {str(q): float(v) for q, v in dict(d["ood_distance"]).items()}
-                n = len(COLOUR_FEATURES)
-                if len(mean) != n or len(cov) != n or any(len(r) != n for r in cov):
-                    raise ValueError(f"colour statistics must have {n} features")
-                np.linalg.inv(np.asarray(cov))
+                _check_square(mean, cov, len(COLOUR_FEATURES), "colour")
+            cast = {}
+            if "cast_mean" in d:
+                if list(d.get("cast_features", CAST_FEATURES)) != list(CAST_FEATURES):
+                    raise ValueError(f"cast_features {d.get('cast_features')}")
+                cast = dict(cast_mean=tuple(float(v) for v in d["cast_mean"]),
+                            cast_cov=tuple(tuple(float(v) for v in row) for row in d["cast_cov"]),
+                            cast_distance={str(q): float(v) for q, v in dict(d["cast_distance"]).items()})
+                _check_square(cast["cast_mean"], cast["cast_cov"], len(CAST_FEATURES), "cast")
             return cls(images=int(d["images"]), source=str(d.get("source", "")), img_size=int(d["img_size"]),
                        luminance=pct["luminance"], dark_fraction=pct["dark_fraction"],
                        bright_fraction=pct["bright_fraction"], sharpness=pct["sharpness"],
                        colour_mean=mean, colour_cov=cov, ood_distance=ood,
-                       augment=None if d.get("augment") is None else str(d["augment"]))
+                       augment=None if d.get("augment") is None else str(d["augment"]), **cast)
         except (KeyError, TypeError, ValueError, np.linalg.LinAlgError) as e:
             raise BundleError(f"the bundle's quality_reference is malformed ({e}); re-run clca-edge deploy") from None
 
@@ -171,11 +196,49 @@ def _rounded(d: Optional[Mapping[str, float]]) -> dict:
     return {k: round(float(v), 6) for k, v in (d or {}).items()}
 
 
+def cast_features(m: ImageMeasures) -> np.ndarray:
+    """CAST_FEATURES of a frame's measures: log(mean_r / mean_g), log(mean_b / mean_g)."""
+    r, g, b = (max(float(v), _CAST_FLOOR) for v in m.colour[:3])
+    return np.array([math.log(r / g), math.log(b / g)])
+
+
+def _mahalanobis(mean, cov, features):
+    mu = np.asarray(mean, np.float64)
+    inv = np.linalg.inv(np.asarray(cov, np.float64))
+
+    def distance(m: ImageMeasures) -> float:
+        d = np.asarray(features(m), np.float64) - mu
+        return float(math.sqrt(max(0.0, float(d @ inv @ d))))
+
+    return distance
+
+
+def _check_square(mean, cov, n: int, what: str) -> None:
+    if len(mean) != n or len(cov) != n or any(len(r) != n for r in cov):
+        raise ValueError(f"{what} statistics must have {n} features")
+    np.linalg.inv(np.asarray(cov))
+
+
+def _fit(x: np.ndarray) -> tuple:
+    """Mean, covariance and the samples' own distance percentiles of feature rows ``x``. The
+    covariance is shrunk towards its diagonal (by dims/images, at least 5%) so a few dozen images
+    still give a stable inverse; the floor keeps a feature that is constant over the reference (a
+    synthetic set) invertible."""
+    mu = x.mean(0)
+    cov = np.cov(x, rowvar=False)
+    shrink = min(1.0, max(0.05, x.shape[1] / x.shape[0]))
+    cov = (1 - shrink) * cov + shrink * np.diag(np.diag(cov)) + np.eye(x.shape[1]) * 1e-6
+    inv = np.linalg.inv(cov)
+    dist = np.sqrt(np.maximum(0.0, np.einsum("ij,jk,ik->i", x - mu, inv, x - mu)))
+    pct = _percentiles(dist, (50, 95, 99))
+    pct["max"] = float(dist.max())
+    return tuple(mu.tolist()), tuple(map(tuple, cov.tolist())), pct
+
+
 def build_reference(measures: Sequence[ImageMeasures], source: str, img_size: int,
                     augment: Optional[str] = None) -> QualityReference:
-    """The reference of a set of training images' measures. The colour covariance is shrunk
-    towards its diagonal (by dims/images, at least 5%) so a few dozen images still give a stable
-    inverse; the reference images' own distances then set the scale a frame is judged on."""
+    """The reference of a set of training images' measures; the reference images' own colour and
+    cast distances then set the scale a frame is judged on."""
     if not measures:
         raise ValueError("a quality reference needs at least one image")
     levels = (1, 5, 50, 95, 99)
@@ -186,16 +249,7 @@ def build_reference(measures: Sequence[ImageMeasures], source: str, img_size: in
                sharpness=_percentiles([m.sharpness for m in measures], levels))
     if len(measures) < MIN_OOD_IMAGES:
         return QualityReference(**ref)
-    x = np.asarray([m.colour for m in measures], np.float64)
-    mu = x.mean(0)
-    cov = np.cov(x, rowvar=False)
-    shrink = min(1.0, max(0.05, x.shape[1] / x.shape[0]))
-    diag = np.diag(np.diag(cov))
-    # The floor keeps a feature that is constant over the reference (a synthetic set) invertible.
-    cov = (1 - shrink) * cov + shrink * diag + np.eye(x.shape[1]) * 1e-6
-    inv = np.linalg.inv(cov)
-    dist = np.sqrt(np.maximum(0.0, np.einsum("ij,jk,ik->i", x - mu, inv, x - mu)))
-    ood = _percentiles(dist, (50, 95, 99))
-    ood["max"] = float(dist.max())
-    return QualityReference(**ref, colour_mean=tuple(mu.tolist()), colour_cov=tuple(map(tuple, cov.tolist())),
-                            ood_distance=ood)
+    colour_mean, colour_cov, ood = _fit(np.asarray([m.colour for m in measures], np.float64))
+    cast_mean, cast_cov, cast = _fit(np.asarray([cast_features(m) for m in measures], np.float64))
+    return QualityReference(**ref, colour_mean=colour_mean, colour_cov=colour_cov, ood_distance=ood,
+                            cast_mean=cast_mean, cast_cov=cast_cov, cast_distance=cast)
