@@ -91,14 +91,17 @@ def test_the_framed_and_grey_world_input_on_python_3_8_is_this_runtimes(tmp_path
     assert np.abs(there - here).max() < 1e-4
 
 
-def test_robustness_of_a_bundle_on_python_3_8_is_this_runtimes(cpu_int8_bundle):
+def test_robustness_of_a_bundle_on_python_3_8_is_this_runtimes(cpu_int8_bundle, tmp_path):
     """`clca-edge robustness --bundle` on the device's Python: the same figures, capture's quality
     guard's refusals included, as here (the report a farmer can run against photos taken there)."""
+    import shutil
+
     from click.testing import CliRunner
 
     from clca_edge.cli import main
 
-    ws, bundle = cpu_int8_bundle
+    ws, shared = cpu_int8_bundle
+    bundle = shutil.copytree(shared, tmp_path / "bundle")   # opening it caches the self-check there
     args = ["robustness", "--bundle", str(bundle), "--data", str(ws["eval"]), "--suite", "quick",
             "--backend", "ort-cpu", "--json"]
     here = json.loads(CliRunner().invoke(main, args).stdout)

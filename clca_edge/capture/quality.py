@@ -190,6 +190,10 @@ class QualityGuard:
     def describe(self) -> dict:
         return {"enabled": True, "thresholds": self.thresholds.to_dict(), "notes": list(self.notes)}
 
+    def accepts(self, crop: np.ndarray) -> bool:
+        """Whether capture would classify ``crop`` (an RGB model-size crop) at all."""
+        return self.check(crop).ok
+
     def check(self, crop: np.ndarray, bgr: bool = False) -> Verdict:
         m = measure(crop, bgr)
         t = self.thresholds

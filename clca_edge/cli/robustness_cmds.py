@@ -10,7 +10,7 @@ import click
 
 from ..robustness.suite import BY_NAME
 from ._common import console, emit_json, main, reports_errors
-from .runtime_cmds import _describe_guard, _quality_config, quality_options
+from .quality_opts import describe_guard, quality_config, quality_options
 
 
 def _names(only: Optional[str]) -> Optional[list[str]]:
@@ -95,7 +95,7 @@ def robustness(checkpoint, bundle, data, split, image_root, suite, only, seed, b
         from ..robustness.bundle import run_bundle_suite
 
         precisions = [p.strip() for p in precision.split(",") if p.strip()] if precision else None
-        qconfig = _quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood)
+        qconfig = quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood)
         res = run_bundle_suite(bundle, data, split, backend, precisions, threads, suite, seed, names, quality=qconfig)
         reports, backends = res.result.reports, res.backends
         for note in res.notes:
@@ -128,6 +128,6 @@ def robustness(checkpoint, bundle, data, split, image_root, suite, only, seed, b
         return
     print_report(reports, title, backends)
     if bundle is not None:
-        console().print(_describe_guard(res.guard), highlight=False)
+        console().print(describe_guard(res.guard), highlight=False)
     if out is not None:
         click.echo("wrote " + ", ".join(doc["outputs"]))

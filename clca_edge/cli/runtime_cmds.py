@@ -11,6 +11,7 @@ from typing import Optional
 import click
 
 from ._common import console, emit_json, main, reports_errors
+from .quality_opts import describe_guard, quality_config, quality_options
 from .trust_cmds import trusted_keys_option
 
 log = logging.getLogger(__name__)
@@ -87,50 +88,6 @@ def backend_options(fn):
     return fn
 
 
-def quality_options(fn):
-    """The frame-quality guard's options, shared by predict (flags) and capture (refuses)."""
-    for opt in reversed([
-        click.option("--quality", "quality", type=click.Choice(["on", "off"]), default="on", show_default=True,
-                     help="Frame-quality guard: too dark, overexposed, blurred or out of distribution "
-                          "(thresholds from the bundle's training-image statistics)."),
-        click.option("--min-luminance", type=click.FloatRange(0, 1), default=None,
-                     help="Refuse a crop whose mean grey level (0..1) is below this "
-                          "[default: from the bundle, <= 0.1]."),
-        click.option("--max-luminance", type=click.FloatRange(0, 1), default=None,
-                     help="Refuse a crop whose mean grey level (0..1) is above this "
-                          "[default: from the bundle, >= 0.9]."),
-        click.option("--min-sharpness", type=click.FloatRange(min=0), default=None,
-                     help="Refuse a crop whose Laplacian variance (green channel) is below this; 0: no blur "
-                          "check "
-                          "[default: 1/4 of the training images' (or training views') 5th percentile]."),
-        click.option("--max-ood", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Refuse a crop whose colour statistics are further than this (Mahalanobis) from the "
-                          "training images' [default: 1.5x their own 99th percentile; the colour-cast distance "
-                          "keeps its own, derived the same way]; inf: neither check."),
-    ]):
-        fn = opt(fn)
-    return fn
-
-
-def _quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood):
-    from ..capture.quality import QualityConfig
-
-    return QualityConfig(enabled=quality == "on", min_luminance=min_luminance, max_luminance=max_luminance,
-                         min_sharpness=min_sharpness, max_ood=max_ood)
-
-
-def _describe_guard(guard, notes: bool = True) -> str:
-    """One line: the thresholds in force (and where they came from, unless the capture loop logs that)."""
-    if guard is None:
-        return "quality guard off"
-    t = guard.thresholds
-    ood = "no OOD check" if t.max_ood is None else f"OOD <= {t.max_ood:.2f}"
-    if t.max_cast is not None:
-        ood += f", cast <= {t.max_cast:.2f}"
-    return (f"quality guard: luminance {t.min_luminance:.2f}..{t.max_luminance:.2f}, sharpness >= "
-            f"{t.min_sharpness:.1f}, {ood}" + ("".join(f"; {n}" for n in guard.notes) if notes else ""))
-
-
 @main.command()
 @backend_options
 @quality_options
@@ -148,7 +105,7 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, trusted_k
     from ..core.errors import NoInputError
     from ..runtime.predict import expand_inputs, predict_files
 
-    qconfig = _quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood)
+    qconfig = quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood)
     model, sel = _open_runtime(bundle, backend, precision, threads, force_variant, trusted_keys)
     top_k = _clamp_top_k(top_k, model)
     guard = QualityGuard.for_bundle(model.quality_reference, qconfig)
@@ -189,7 +146,7 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, trusted_k
                 flag = [f"[yellow]flagged: {', '.join(r.quality['reasons'])}[/]" if r.flagged else "ok"]
             table.add_row(str(r.path), *cells, *[""] * (top_k - len(cells)), *flag)
         console().print(table)
-        con.print(_describe_guard(guard), highlight=False)
+        con.print(describe_guard(guard), highlight=False)
     flagged = sum(r.flagged for r in ok)
     if flagged:
         con.print(f"[yellow]{flagged} of {len(ok)} image(s) flagged by the quality guard[/] (classified anyway; "
@@ -264,7 +221,7 @@ def capture(bundle, backend, precision, threads, top_k, force_variant, trusted_k
     config = CaptureConfig(top_k=top_k, every=every, interval_s=interval, max_frames=max_frames,
                            duration_s=duration, smooth=smooth, min_conf=min_conf, open_timeout_s=open_timeout,
                            reconnect=policy,
-                           quality=_quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood))
+                           quality=quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood))
     save_cfg = FrameSaveConfig(policy=save_frames, max_disk_mb=max_disk_mb, min_free_mb=min_free_mb)
     model, sel = _open_runtime(bundle, backend, precision, threads, force_variant, trusted_keys)
     if top_k > len(model.class_names):
@@ -305,7 +262,7 @@ def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, l
     from ..capture.quality import QualityGuard
 
     # The loop logs the guard's notes (an older bundle's missing reference at WARNING): said once.
-    con.print(_describe_guard(QualityGuard.for_bundle(model.quality_reference, config.quality), notes=False),
+    con.print(describe_guard(QualityGuard.for_bundle(model.quality_reference, config.quality), notes=False),
               highlight=False)
 
     overlay = OverlayWindow() if show else None

@@ -174,7 +174,7 @@ class QualityReference:
                 mean = tuple(float(v) for v in d["colour_mean"])
                 cov = tuple(tuple(float(v) for v in row) for row in d["colour_cov"])
                 ood = {str(q): float(v) for q, v in dict(d["ood_distance"]).items()}
-                _check_square(mean, cov, len(COLOUR_FEATURES), "colour")
+                _check_square(mean, cov, len(COLOUR_FEATURES), "colour", ood)
             cast = {}
             if "cast_mean" in d:
                 if list(d.get("cast_features", CAST_FEATURES)) != list(CAST_FEATURES):
@@ -182,7 +182,7 @@ class QualityReference:
                 cast = dict(cast_mean=tuple(float(v) for v in d["cast_mean"]),
                             cast_cov=tuple(tuple(float(v) for v in row) for row in d["cast_cov"]),
                             cast_distance={str(q): float(v) for q, v in dict(d["cast_distance"]).items()})
-                _check_square(cast["cast_mean"], cast["cast_cov"], len(CAST_FEATURES), "cast")
+                _check_square(cast["cast_mean"], cast["cast_cov"], len(CAST_FEATURES), "cast", cast["cast_distance"])
             return cls(images=int(d["images"]), source=str(d.get("source", "")), img_size=int(d["img_size"]),
                        luminance=pct["luminance"], dark_fraction=pct["dark_fraction"],
                        bright_fraction=pct["bright_fraction"], sharpness=pct["sharpness"],
@@ -213,9 +213,11 @@ def _mahalanobis(mean, cov, features):
     return distance
 
 
-def _check_square(mean, cov, n: int, what: str) -> None:
+def _check_square(mean, cov, n: int, what: str, distances: Mapping[str, float]) -> None:
     if len(mean) != n or len(cov) != n or any(len(r) != n for r in cov):
         raise ValueError(f"{what} statistics must have {n} features")
+    if "p99" not in distances:  # the guard's limit is read from it
+        raise ValueError(f"{what} distances have no p99")
     np.linalg.inv(np.asarray(cov))
 
 

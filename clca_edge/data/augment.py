@@ -9,9 +9,10 @@ withstand.
   crop, horizontal flip, rotation at any angle (leaves have no up; with the flip this also covers
   vertical flips), zoom (mostly out) and a small shift and perspective, the uncovered area filled
   with the image's own border colour (the background), not black. Photometric: exposure (a gain),
-  contrast, saturation, now and then no colour at all (greyscale: a model that reads the cultivar
-  from its tint alone is lost when a dull light or a cheap sensor takes the tint away), a small hue
-  shift, and white balance as a per-channel gain. Camera: blur,
+  contrast, saturation, now and then greyscale (the leaf's own colour gone: a model that reads the
+  cultivar from its tint alone is lost when a dull light or a cheap sensor takes the tint away), a
+  small hue shift, and white balance as a per-channel gain (which may tint that grey, as a coloured
+  light would). Camera: blur,
   sensor noise, JPEG compression. Built on torchvision's transforms v2: its pipeline
   (``Compose``/``RandomApply``/``RandomCrop``/``RandomHorizontalFlip``/``ToDtype``/``Normalize``),
   ``ColorJitter``, ``RandomGrayscale`` and ``gaussian_noise``; six small ``v2.Transform`` subclasses
@@ -77,7 +78,9 @@ class AugmentPreset:
     saturation: tuple[float, float] = (1.0, 1.0)
     hue: float = 0.0                  # shift up to this fraction of the colour wheel
     hue_p: float = 0.0
-    grayscale_p: float = 0.0          # all colour gone (v2.RandomGrayscale), after exposure/contrast/saturation
+    # v2.RandomGrayscale after exposure/contrast/saturation: the leaf's own colour gone (the white
+    # balance and hue steps that follow may tint the grey, as a coloured light would)
+    grayscale_p: float = 0.0
     channel_gain: float = 0.0         # white balance: each channel x [1 - g, 1 + g]
     channel_gain_p: float = 0.0
     # camera
@@ -98,6 +101,10 @@ class AugmentPreset:
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    def strengths(self) -> dict[str, Any]:
+        """What the transform does: every field but the name and the description."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("name", "description")}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AugmentPreset":
         """The preset a checkpoint recorded (``to_dict``), strengths as recorded: a checkpoint
@@ -107,7 +114,8 @@ class AugmentPreset:
         unknown = sorted(set(d) - known)
         if unknown or "name" not in d:
             raise ConfigError(f"augmentation preset record {d.get('name', '?')!r}: "
-                              + (f"unknown field(s) {unknown}" if unknown else "no name"))
+                              + (f"unknown field(s) {unknown} (recorded by a newer clca-edge: upgrade to use "
+                                 "this checkpoint)" if unknown else "no name"))
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

@@ -453,8 +453,10 @@ def _quality_reference(config: DeployConfig, classes: list, spec, data, sample, 
         "quality guard")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.calibration.seed)  # --seed: one seed makes the whole deploy repeatable
-        return quality_reference(paths, spec, f"{QUALITY_VIEWS * len(paths)} {preset} views of {len(paths)} images "
-                                 "of --calib-data", view=view, draws=QUALITY_VIEWS, augment=preset)
+        ref = quality_reference(paths, spec, "", view=view, draws=QUALITY_VIEWS, augment=preset)
+    if ref is None:
+        return None
+    return replace(ref, source=f"{ref.images} {preset} views of {ref.images // QUALITY_VIEWS} images of --calib-data")
 
 
 def _training_view(meta, spec):
@@ -495,7 +497,7 @@ def _field_gate(config: DeployConfig, data, spec, runners: dict, variants: dict,
     guard = QualityGuard.for_bundle(quality_ref)
     result = run_suite(data.items, spec, {r.name: one_at_a_time(runners[r.name]) for r in gated},
                        suite=config.field_suite, seed=config.calibration.seed,
-                       judge=lambda crop: guard.check(crop).ok)
+                       judge=guard.accepts)
     for r in gated:
         rep = result.reports[r.name]
         v = variants[r.name]

@@ -76,7 +76,7 @@ def run_bundle_suite(bundle, data, split: str = "val", backend: str = "auto", pr
             raise BackendError(f"no variant of {bundle} can run here: " + "; ".join(notes))
         runners = {name: _runner(clf) for name, clf in classifiers.items()}
         guard = QualityGuard.for_bundle(model.quality_reference, quality or QualityConfig())
-        judge = (lambda crop: guard.check(crop).ok) if guard is not None else None
+        judge = guard.accepts if guard is not None else None
         result = run_suite(items, model.spec, runners, suite=suite, seed=seed, names=names, progress=progress,
                            judge=judge)
     finally:

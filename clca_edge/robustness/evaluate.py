@@ -84,7 +84,6 @@ class RobustnessReport:
     seed: int = 0
     clean_judged: Optional[ConditionResult] = None  # with a judge: the clean images' refusals
 
-
     @property
     def worst(self) -> Optional[ConditionResult]:
         """The condition with the largest drop (the first of equals, in suite order)."""
@@ -128,9 +127,14 @@ def perturbed_crops(rgb: np.ndarray, spec: PreprocessSpec, conds: Sequence[Condi
 
 def perturbed_inputs(rgb: np.ndarray, spec: PreprocessSpec, conds: Sequence[Condition], seed: int,
                      index: int) -> np.ndarray:
-    """(1 + len(conds), 3, H, W): ``perturbed_crops`` framed and normalised, exactly as
-    ``core.preprocess.preprocess`` feeds the model."""
-    return np.stack([normalize(frame_leaf(c, spec), spec) for c in perturbed_crops(rgb, spec, conds, seed, index)])
+    """(1 + len(conds), 3, H, W): ``perturbed_crops`` as the model gets them."""
+    return _model_inputs(perturbed_crops(rgb, spec, conds, seed, index), spec)
+
+
+def _model_inputs(crops: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
+    """Model-size crops framed and normalised, exactly as ``core.preprocess.preprocess`` feeds the
+    model, stacked."""
+    return np.stack([normalize(frame_leaf(c, spec), spec) for c in crops])
 
 
 def run_suite(items: Sequence[tuple[Any, int]], spec: PreprocessSpec, runners: dict[str, BatchRunner],
@@ -151,7 +155,7 @@ def run_suite(items: Sequence[tuple[Any, int]], spec: PreprocessSpec, runners: d
             skipped.append(Path(path))
         else:
             crops = perturbed_crops(rgb, spec, conds, seed, index)
-            x = np.stack([normalize(frame_leaf(c, spec), spec) for c in crops])
+            x = _model_inputs(crops, spec)
             ok = np.array([judge(c) for c in crops], bool) if judge is not None else np.ones(len(crops), bool)
             judged += ok
             seen += 1

@@ -207,10 +207,11 @@ def _run_preset(config: TrainConfig, resumed_out: Optional[Path]) -> AugmentPres
     if not recorded:
         return preset
     started = AugmentPreset.from_dict(recorded)
-    if started != preset:
-        log.warning("--resume: %s continues with the %r preset's strengths it started with (this version's "
-                    "preset differs: %s)", resumed_out, started.name,
-                    ", ".join(k for k, v in started.to_dict().items() if preset.to_dict().get(k) != v))
+    then, now = started.strengths(), preset.strengths()
+    if then == now:
+        return preset
+    log.warning("--resume: %s continues with the %r preset's strengths it started with (this version's "
+                "preset differs in %s)", resumed_out, started.name, ", ".join(k for k in now if then.get(k) != now[k]))
     return started
 
 
