@@ -134,10 +134,14 @@ def test_quality_off_and_user_thresholds(guarded_bundle, frames, tmp_path):
     assert recs[-1]["frames"] == len(FRAMES) and recs[-1]["refused"] == 0
     assert all("quality" not in r for r in recs if r["type"] == "decision")
     # Blur and colour checks off: only the dark and the overexposed frames are refused.
-    recs = capture(guarded_bundle, imgs, tmp_path / "user.jsonl", "--min-sharpness", 0, "--max-ood", "inf")
+    recs = capture(guarded_bundle, imgs, tmp_path / "user.jsonl", "--min-sharpness", 0, "--max-ood", "inf",
+                   "--max-cast", "inf")
     assert recs[-1]["refused_reasons"] == {"too_dark": 1, "overexposed": 1}
     t = recs[0]["quality"]["thresholds"]
-    assert t["min_sharpness"] == 0 and t["max_ood"] is None
+    assert t["min_sharpness"] == 0 and t["max_ood"] is None and t["max_cast"] is None
+    # The colour-distance check off alone: the tinted frame is still refused, by its cast.
+    recs = capture(guarded_bundle, imgs, tmp_path / "cast.jsonl", "--min-sharpness", 0, "--max-ood", "inf")
+    assert recs[-1]["refused_reasons"] == {"too_dark": 1, "overexposed": 1, "out_of_distribution": 1}
     res = CliRunner().invoke(main, ["capture", "--bundle", str(guarded_bundle), "--source", str(imgs),
                                     "--min-luminance", "0.6", "--max-luminance", "0.5"])
     assert res.exit_code == 2 and "--min-luminance" in res.output and "Traceback" not in res.output

@@ -186,7 +186,7 @@ def test_a_reference_over_field_views_judges_what_the_field_model_was_trained_on
 def test_a_colour_cast_is_refused_where_the_colour_spread_would_hide_it(reference):
     """The cast distance (channel means' log ratios to green) catches a ±25% white balance on
     leaves the colour distance lets through, and ignores exposure: an under-exposed leaf is not a
-    cast. Both distances are reported; --max-ood inf turns both off, a finite one only the first."""
+    cast. Both distances are reported; --max-ood and --max-cast set (inf: turn off) one each."""
     from clca_edge.robustness.suite import BY_NAME
 
     guard = QualityGuard.for_bundle(reference)
@@ -207,15 +207,22 @@ def test_a_colour_cast_is_refused_where_the_colour_spread_would_hide_it(referenc
     # The distances agree with their definition, and the options reach them.
     m = measure(crop(tinted(test[0])))
     assert guard.check(crop(tinted(test[0]))).cast == pytest.approx(reference.cast_distance_fn()(m))
-    off = QualityGuard.for_bundle(reference, QualityConfig(max_ood=math.inf))
+    off = QualityGuard.for_bundle(reference, QualityConfig(max_ood=math.inf, max_cast=math.inf))
     assert off.thresholds.max_ood is None and off.thresholds.max_cast is None
     assert all(x.ok for x in (off.check(crop(BY_NAME["wb_warm"].apply(t, 3, None))) for t in test[:5]))
-    only = QualityGuard.for_bundle(reference, QualityConfig(max_ood=100.0))
-    assert only.thresholds.max_cast == guard.thresholds.max_cast
+    loose = QualityGuard.for_bundle(reference, QualityConfig(max_cast=100.0))
+    assert loose.thresholds.max_cast == 100.0 and loose.thresholds.max_ood == guard.thresholds.max_ood
+    no_cast = QualityGuard.for_bundle(reference, QualityConfig(max_cast=math.inf))
+    assert no_cast.thresholds.max_cast is None and no_cast.thresholds.max_ood == guard.thresholds.max_ood
+    assert no_cast.check(crop(test[0])).cast is None
+    with pytest.raises(ConfigError, match="--max-cast"):
+        QualityConfig(max_cast=0)
     # An older reference (no cast statistics) reads as before: no cast check.
     d = {k: v for k, v in reference.to_dict().items() if not k.startswith("cast")}
     older = QualityReference.from_dict(d)
     assert not older.has_cast and QualityGuard.for_bundle(older).thresholds.max_cast is None
+    _, notes, warnings = derive_thresholds(older, QualityConfig(max_cast=2.0))
+    assert any("--max-cast ignored" in w for w in warnings)
     back = QualityReference.from_dict(json.loads(json.dumps(reference.to_dict())))
     assert back.cast_mean == reference.cast_mean and back.cast_cov == reference.cast_cov
     assert back.cast_distance == pytest.approx(reference.cast_distance, abs=1e-6)

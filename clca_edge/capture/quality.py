@@ -60,6 +60,7 @@ class QualityConfig:
     max_luminance: Optional[float] = None
     min_sharpness: Optional[float] = None
     max_ood: Optional[float] = None
+    max_cast: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("min_luminance", "max_luminance"):
@@ -69,7 +70,9 @@ class QualityConfig:
         if self.min_sharpness is not None and self.min_sharpness < 0:
             raise ConfigError(f"--min-sharpness {self.min_sharpness} must be >= 0 (0: no blur check)")
         if self.max_ood is not None and not self.max_ood > 0:
-            raise ConfigError(f"--max-ood {self.max_ood} must be > 0 (inf: no out-of-distribution check)")
+            raise ConfigError(f"--max-ood {self.max_ood} must be > 0 (inf: no colour-distance check)")
+        if self.max_cast is not None and not self.max_cast > 0:
+            raise ConfigError(f"--max-cast {self.max_cast} must be > 0 (inf: no colour-cast check)")
         lo, hi = self.min_luminance, self.max_luminance
         if lo is not None and hi is not None and lo >= hi:
             raise ConfigError(f"--min-luminance {lo} must be below --max-luminance {hi}")
@@ -128,10 +131,13 @@ def derive_thresholds(reference: Optional[QualityReference], config: QualityConf
     if config.max_ood is not None:
         if reference is None or not reference.has_colour:
             warnings.append("--max-ood ignored: the bundle has no colour reference to measure distance from")
-        elif math.isinf(config.max_ood):
-            ood = cast = None    # inf: no out-of-distribution check at all
         else:
-            ood = config.max_ood  # the colour distance; the cast keeps its derived limit
+            ood = None if math.isinf(config.max_ood) else config.max_ood
+    if config.max_cast is not None:
+        if reference is None or not reference.has_cast:
+            warnings.append("--max-cast ignored: the bundle has no colour-cast reference (deployed before it)")
+        else:
+            cast = None if math.isinf(config.max_cast) else config.max_cast
     if lum_lo >= lum_hi:
         raise ConfigError(f"luminance limits {lum_lo:g}..{lum_hi:g} leave nothing to classify; "
                           "set --min-luminance below --max-luminance")

@@ -165,8 +165,8 @@ def _print_guard_on_eval(con, report) -> None:
     if c.refused > CLEAN_REFUSAL_WARNING:
         con.print(f"[yellow]warning[/]: capture would refuse {c.refused:.1f}% of the clean held-out photos: the "
                   "guard's thresholds do not fit them (calibration images unlike the eval ones?); check "
-                  "`clca-edge robustness --bundle`, or set --min-sharpness/--min-luminance (or --max-ood inf: no "
-                  "colour checks) at capture",
+                  "`clca-edge robustness --bundle`, or set --min-sharpness/--min-luminance/--max-ood/--max-cast "
+                  "at capture",
                   highlight=False)
 
 

@@ -25,18 +25,21 @@ def quality_options(fn):
                           "[default: 1/4 of the training images' (or training views') 5th percentile]."),
         click.option("--max-ood", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Refuse a crop whose colour statistics are further than this (Mahalanobis) from the "
-                          "training images' [default: 1.5x their own 99th percentile; the colour-cast distance "
-                          "keeps its own, derived the same way]; inf: neither check."),
+                          "training images'; inf: no such check [default: 1.5x their own 99th percentile]."),
+        click.option("--max-cast", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Refuse a crop whose colour cast (red and blue means against green; exposure leaves it "
+                          "alone) is further than this (Mahalanobis) from the training images'; inf: no such check "
+                          "[default: 1.5x their own 99th percentile]."),
     ]):
         fn = opt(fn)
     return fn
 
 
-def quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood):
+def quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood, max_cast):
     from ..capture.quality import QualityConfig
 
     return QualityConfig(enabled=quality == "on", min_luminance=min_luminance, max_luminance=max_luminance,
-                         min_sharpness=min_sharpness, max_ood=max_ood)
+                         min_sharpness=min_sharpness, max_ood=max_ood, max_cast=max_cast)
 
 
 def describe_guard(guard, notes: bool = True) -> str:

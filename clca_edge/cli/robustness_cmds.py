@@ -73,7 +73,8 @@ def write_report_outputs(out, reports: dict, title: str) -> list[str]:
 @quality_options
 @reports_errors
 def robustness(checkpoint, bundle, data, split, image_root, suite, only, seed, backend, precision, threads, device,
-               batch_size, out, as_json, quality, min_luminance, max_luminance, min_sharpness, max_ood) -> None:
+               batch_size, out, as_json, quality, min_luminance, max_luminance, min_sharpness, max_ood,
+               max_cast) -> None:
     """Accuracy under a fixed suite of field perturbations (exposure, white balance, contrast,
     saturation, JPEG, blur, noise, zoom-out, rotation; 3 severities each), clean vs each.
 
@@ -95,7 +96,7 @@ def robustness(checkpoint, bundle, data, split, image_root, suite, only, seed, b
         from ..robustness.bundle import run_bundle_suite
 
         precisions = [p.strip() for p in precision.split(",") if p.strip()] if precision else None
-        qconfig = quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood)
+        qconfig = quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood, max_cast)
         res = run_bundle_suite(bundle, data, split, backend, precisions, threads, suite, seed, names, quality=qconfig)
         reports, backends = res.result.reports, res.backends
         for note in res.notes:
@@ -109,7 +110,7 @@ def robustness(checkpoint, bundle, data, split, image_root, suite, only, seed, b
     else:
         if precision or backend != "auto" or threads:
             raise ConfigError("--backend/--precision/--threads are for --bundle; a checkpoint runs in PyTorch")
-        if any(v is not None for v in (min_luminance, max_luminance, min_sharpness, max_ood)):
+        if any(v is not None for v in (min_luminance, max_luminance, min_sharpness, max_ood, max_cast)):
             raise ConfigError("the quality guard's thresholds are for --bundle (a checkpoint has no quality reference)")
         from ..training.robustness import checkpoint_suite
 

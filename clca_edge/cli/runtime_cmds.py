@@ -95,7 +95,7 @@ def backend_options(fn):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @reports_errors
 def predict(bundle, backend, precision, threads, top_k, force_variant, trusted_keys, quality, min_luminance, max_luminance,
-            min_sharpness, max_ood, paths, as_json):
+            min_sharpness, max_ood, max_cast, paths, as_json):
     """Classify image files, folders (recursively) and globs with a deploy bundle.
 
     Unreadable images are reported and skipped. Images the quality guard would refuse in capture
@@ -105,7 +105,7 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, trusted_k
     from ..core.errors import NoInputError
     from ..runtime.predict import expand_inputs, predict_files
 
-    qconfig = quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood)
+    qconfig = quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood, max_cast)
     model, sel = _open_runtime(bundle, backend, precision, threads, force_variant, trusted_keys)
     top_k = _clamp_top_k(top_k, model)
     guard = QualityGuard.for_bundle(model.quality_reference, qconfig)
@@ -198,7 +198,7 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, trusted_k
               help="Longest wait between reconnection attempts (back-off doubles from 0.5 s).")
 @reports_errors
 def capture(bundle, backend, precision, threads, top_k, force_variant, trusted_keys, quality, min_luminance, max_luminance,
-            min_sharpness, max_ood, camera, source, width, height, fps, every, interval,
+            min_sharpness, max_ood, max_cast, camera, source, width, height, fps, every, interval,
             max_frames, duration, smooth, min_conf, run_dir, log_path, log_format, save_frames, max_disk_mb,
             min_free_mb, show, live, open_timeout, stall_timeout, reconnect_max):
     """Classify what a camera (or a video, or images) sees, and log every decision durably.
@@ -221,7 +221,7 @@ def capture(bundle, backend, precision, threads, top_k, force_variant, trusted_k
     config = CaptureConfig(top_k=top_k, every=every, interval_s=interval, max_frames=max_frames,
                            duration_s=duration, smooth=smooth, min_conf=min_conf, open_timeout_s=open_timeout,
                            reconnect=policy,
-                           quality=quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood))
+                           quality=quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood, max_cast))
     save_cfg = FrameSaveConfig(policy=save_frames, max_disk_mb=max_disk_mb, min_free_mb=min_free_mb)
     model, sel = _open_runtime(bundle, backend, precision, threads, force_variant, trusted_keys)
     if top_k > len(model.class_names):
