@@ -139,6 +139,8 @@ def test_a_field_trained_checkpoint_gets_a_reference_over_its_training_views(tmp
         raw = json.loads((out / "manifest.json").read_text())["quality_reference"]
         assert raw.get("augment") == (None if name == "weak" else "field")
     assert refs["weak"].images == 24 and refs["field"].images == QUALITY_VIEWS * 24
+    assert refs["weak"].source == "24 images of --calib-data"
+    assert refs["field"].source == "96 field views of 24 images of --calib-data"
     assert "quality reference: 96 field views of training images" in res.output
     assert refs["field"] == refs["field again"] and refs["field"].sharpness != refs["weak"].sharpness
     spec = read_manifest(tmp_path / "field").preprocess

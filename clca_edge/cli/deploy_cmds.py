@@ -157,7 +157,7 @@ def _print_guard_on_eval(con, report) -> None:
         return
     rep, c = v.robustness, v.robustness.clean_judged
     line = f"capture's quality guard on the eval images ({v.name}): refuses {c.refused:.1f}% of the clean ones"
-    worst = max(rep.results, key=lambda r: r.wrong_given or 0.0, default=None)
+    worst = rep.most_wrong
     if worst is not None:
         line += (f"; most wrong decisions under {worst.name} s{worst.severity}: {worst.wrong_given:.1f}% of frames "
                  f"({worst.refused:.1f}% refused)")

@@ -29,8 +29,7 @@ def print_report(reports: dict, title: str, backends: Optional[dict] = None, err
         if w is not None:
             con.print(f"{name}{on}: clean {rep.clean:.2f}%, worst [bold]{w.name}[/] severity {w.severity} "
                       f"{w.top1:.2f}% (drop {w.drop:.2f} points), {rep.images} images", highlight=False)
-        worst_given = max((r for r in rep.results if r.wrong_given is not None), key=lambda r: r.wrong_given,
-                          default=None)
+        worst_given = rep.most_wrong
         if worst_given is not None:
             con.print(f"{name} with capture's quality guard: most wrong decisions under [bold]{worst_given.name}[/] "
                       f"severity {worst_given.severity}: {worst_given.wrong_given:.2f}% of frames classified wrongly, "

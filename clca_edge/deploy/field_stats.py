@@ -17,27 +17,33 @@ from ..core.preprocess import PreprocessSpec, load_rgb, resize_center_crop
 log = logging.getLogger(__name__)
 
 
-def quality_reference(paths: Sequence[Path], spec: PreprocessSpec, source: str,
+def quality_reference(paths: Sequence[Path], spec: PreprocessSpec, origin: str,
                       view: Optional[Callable[[np.ndarray], np.ndarray]] = None, draws: int = 1,
                       augment: Optional[str] = None) -> Optional[QualityReference]:
-    """Measure the model-size crops of ``paths`` (training images) exactly as capture measures a
-    frame; None if none is readable. With ``view`` (a training transform's ``view``: the uint8
+    """Measure the model-size crops of ``paths`` (training images, from ``origin``: the source
+    says how many of them were read) exactly as capture measures a frame; None if none is
+    readable. With ``view`` (a training transform's ``view``: the uint8
     crop its augmentation makes, before framing and normalisation), each image is measured as
     ``draws`` such views instead: the reference is then what the model was trained to see (a
     field-trained model saw dim, cast, soft and low-contrast photos), so the guard refuses frames
     beyond that, not every frame unlike the clean training photos."""
     measures = []
+    read = 0
     for p in paths:
         rgb = load_rgb(p)
         if rgb is None:
             log.warning("quality reference: %s became unreadable; skipped", p)
             continue
+        read += 1
         if view is None:
             measures.append(measure(resize_center_crop(rgb, spec)))
         else:
             measures.extend(measure(view(rgb)) for _ in range(draws))
     if not measures:
         return None
+    source = f"{read} images of {origin}"
+    if view is not None:
+        source = f"{len(measures)} {augment} views of {source}"
     return build_reference(measures, source, spec.img_size, augment=augment)
 
 

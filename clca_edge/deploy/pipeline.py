@@ -446,17 +446,14 @@ def _quality_reference(config: DeployConfig, classes: list, spec, data, sample, 
     view, preset = _training_view(meta, spec)
     if view is None:
         say(f"measuring {len(paths)} training images for the capture quality guard")
-        return quality_reference(paths, spec, f"{len(paths)} images of --calib-data")
+        return quality_reference(paths, spec, "--calib-data")
     import torch
 
     say(f"measuring {QUALITY_VIEWS} {preset} views of each of {len(paths)} training images for the capture "
         "quality guard")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.calibration.seed)  # --seed: one seed makes the whole deploy repeatable
-        ref = quality_reference(paths, spec, "", view=view, draws=QUALITY_VIEWS, augment=preset)
-    if ref is None:
-        return None
-    return replace(ref, source=f"{ref.images} {preset} views of {ref.images // QUALITY_VIEWS} images of --calib-data")
+        return quality_reference(paths, spec, "--calib-data", view=view, draws=QUALITY_VIEWS, augment=preset)
 
 
 def _training_view(meta, spec):

@@ -89,6 +89,12 @@ class RobustnessReport:
         """The condition with the largest drop (the first of equals, in suite order)."""
         return max(self.results, key=lambda r: r.drop, default=None)
 
+    @property
+    def most_wrong(self) -> Optional[ConditionResult]:
+        """With a judge: the condition where capture would give the most wrong decisions."""
+        judged = [r for r in self.results if r.wrong_given is not None]
+        return max(judged, key=lambda r: r.wrong_given, default=None)
+
     def to_dict(self) -> dict[str, Any]:
         worst = self.worst
         d = {"clean": round(self.clean, 4), "images": self.images, "suite": self.suite, "seed": self.seed,

@@ -196,14 +196,13 @@ def _class_trees(config: TrainConfig) -> list[Path]:
     return [root / s for s in ("train", "val", "test")]
 
 
-def _run_preset(config: TrainConfig, resumed_out: Optional[Path]) -> AugmentPreset:
+def _run_preset(config: TrainConfig, last_meta: Optional[CheckpointMeta]) -> AugmentPreset:
     """The augmentation preset's strengths for this run: today's preset of that name, or, on
-    --resume, the strengths the run was started with (its checkpoint records them), so a resumed
-    run continues exactly as it began even when a later version retuned the preset."""
+    --resume (``last_meta``: the run's last checkpoint), the strengths the run was started with
+    (the checkpoint records them), so a resumed run continues exactly as it began even when a
+    later version retuned the preset."""
     preset = get_preset(config.augment)
-    if resumed_out is None:
-        return preset
-    recorded = (read_checkpoint_meta(resumed_out / LAST).extra or {}).get("augment")
+    recorded = (last_meta.extra or {}).get("augment") if last_meta is not None else None
     if not recorded:
         return preset
     started = AugmentPreset.from_dict(recorded)
@@ -211,7 +210,7 @@ def _run_preset(config: TrainConfig, resumed_out: Optional[Path]) -> AugmentPres
     if then == now:
         return preset
     log.warning("--resume: %s continues with the %r preset's strengths it started with (this version's "
-                "preset differs in %s)", resumed_out, started.name, ", ".join(k for k in now if then.get(k) != now[k]))
+                "preset differs in %s)", config.out, started.name, ", ".join(k for k in now if then.get(k) != now[k]))
     return started
 
 
@@ -409,7 +408,9 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     # like. The checkpoint's model config holds the resolved one (num_classes from the data).
     run_config = config.to_dict()
 
-    preset = _run_preset(config, out if resumed is not None else None)
+    # The run's last checkpoint, read once: its preset strengths here, its epoch and metrics below.
+    last_meta = read_checkpoint_meta(out / LAST) if resumed is not None else None
+    preset = _run_preset(config, last_meta)
     train_ds = LeafImages(splits.train, build_train_transform(preset, spec, config.hflip), images=images,
                           seed=config.seed)
     b = config.optim.batch_size
@@ -441,14 +442,12 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     start_epoch, best_top1, best_epoch, last_top1 = 0, -1.0, 0, float("nan")
     skipped: set[str] = set(data_check.unreadable_paths)
     notices: list[str] = []
-    last_meta = None
     if resumed is not None:
         optimizer.load_state_dict(resumed.optimizer)
         scheduler.load_state_dict(resumed.scheduler)
         if resumed.scaler:
             scaler.load_state_dict(resumed.scaler)
         start_epoch, best_top1, best_epoch = resumed.epoch, resumed.best_top1, resumed.best_epoch
-        last_meta = read_checkpoint_meta(out / LAST)
         if last_meta.epoch != resumed.epoch:
             start_epoch, best_top1, best_epoch, note = _adopt_weights_epoch(
                 out, last_meta, resumed, scheduler, steps_per_epoch)
