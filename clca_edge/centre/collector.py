@@ -9,6 +9,13 @@ that means the broker sends it again, and the store ignores what it already has.
 Statuses come on a plain subscription too, so a starting collector gets every device's retained
 online/offline state.
 
+A broker restart loses shared subscriptions until the collectors subscribe again (Mosquitto 2.0
+does not persist them), so a record the broker acknowledged to a device in that window reaches
+no collector. The collector notices the hole in a log's seqs (a later batch, or the seq a device's
+status says it has sent) and asks the device, with a retained ``commands/resend``, to send that
+log again from the hole; the store ignores what it already has, and the request is cleared once
+the log is whole.
+
 Nothing a device sends is trusted: a message that does not parse, breaks its schema, is larger than
 its bound, or names another device than its topic does is dropped and counted (``drops`` in the
 store, by reason), never written.
@@ -20,10 +27,11 @@ import logging
 import socket
 import threading
 from collections import Counter
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 from ..fleet.config import BrokerConfig
-from ..fleet.messages import Event, FrameMessage, Heartbeat, MessageError, OversizedMessage, RecordBatch, Status, decode
+from ..fleet.messages import (Event, FrameMessage, Heartbeat, MessageError, OversizedMessage, RecordBatch, Resend,
+                              Status, decode)
 from ..fleet.mqtt import MqttLink
 from ..fleet.topics import DEVICE_KINDS, SHARE_GROUP, Topics
 from .store import Store
@@ -47,10 +55,14 @@ class Collector:
                              backoff_s=(1, reconnect_max_s))
         self.link.on_connect(self._subscribe)
         self.link.client.on_message = self._on_message
+        self.link.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.subscribed = threading.Event()      # the broker confirmed the subscriptions (SUBACK)
         self.counts: Counter = Counter()      # stored, duplicate, dropped:<reason>, by what happened
         self._lock = threading.Lock()
+        self._whole: Dict[Tuple[str, str], int] = {}   # (device, log) -> seqs below this are all stored
 
     def _subscribe(self, client) -> None:
+        self.subscribed.clear()
         subs = [(self.topics.shared(self.topics.all_devices(k), self.group), 1) for k in SHARED_KINDS]
         subs.append((self.topics.all_devices("status"), 1))
         client.subscribe(subs)
@@ -106,14 +118,40 @@ class Collector:
             new = self.store.add_records(message)
             self._count("records", new)
             self._count("duplicates", len(message.records) - new)
+            self._check_log(message.device, message.log, message.records[0][0], message.records[-1][0] + 1)
         elif isinstance(message, Heartbeat):
             self.store.add_heartbeat(message)
             self._count("heartbeats")
         elif isinstance(message, Status):
             self.store.set_status(message)
             self._count("statuses")
+            if message.log is not None and message.seq is not None:
+                self._check_log(message.device, message.log, message.seq, message.seq)
         elif isinstance(message, FrameMessage):
             self._count("frames" if self.store.add_frame(message) else "duplicates")
         elif isinstance(message, Event):
             self.store.add_event(message)
             self._count("events")
+
+    def _check_log(self, device: str, log_id: str, first: int, end: int) -> None:
+        """After records [first, end) of a log arrived (or a device said it sent up to ``end``): ask
+        for a resend from the first hole, or clear an earlier request once the log is whole."""
+        key = (device, log_id)
+        whole = self._whole.get(key)
+        if whole is None or first <= whole:
+            whole = self.store.first_gap(device, log_id, whole or 0)
+            self._whole[key] = whole
+        asked = self.store.resend_asked(device)
+        if whole < end:
+            if asked != (log_id, whole):
+                log.warning("%s: records of log %s from seq %d are missing; asking the device to send them again",
+                            device, log_id, whole)
+                self._publish_resend(device, Resend(device, log_id, whole).encode())
+                self.store.set_resend(device, log_id, whole)
+                self._count("resends_asked")
+        elif asked is not None and asked[0] == log_id:
+            self._publish_resend(device, b"")      # an empty retained message clears the request
+            self.store.set_resend(device, None)
+
+    def _publish_resend(self, device: str, payload: bytes) -> None:
+        self.link.client.publish(self.topics.resend(device), payload, qos=1, retain=True)

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS events (
     device TEXT NOT NULL, seq INTEGER NOT NULL, state TEXT NOT NULL, version TEXT, reason TEXT, figures TEXT,
     time TEXT, received TEXT NOT NULL, PRIMARY KEY (device, seq));
 CREATE TABLE IF NOT EXISTS drops (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS resends (device TEXT PRIMARY KEY, log TEXT NOT NULL, from_seq INTEGER NOT NULL);
 """
 
 
@@ -150,6 +151,28 @@ class Store:
     def count_drop(self, reason: str) -> None:
         self._tx([("INSERT INTO drops (reason, count) VALUES (?, 1) "
                    "ON CONFLICT(reason) DO UPDATE SET count = count + 1", (reason,))])
+
+    def first_gap(self, device: str, log: str, start: int = 0) -> int:
+        """The first seq >= ``start`` of (device, log) that is not stored (a range scan of the unique
+        index from ``start``, as long as the records run without a hole)."""
+        if not self.query("SELECT 1 FROM records WHERE device = ? AND log = ? AND seq = ?", (device, log, start)):
+            return start
+        row = self.query("SELECT r.seq + 1 FROM records r WHERE r.device = ? AND r.log = ? AND r.seq >= ? AND NOT EXISTS "
+                         "(SELECT 1 FROM records x WHERE x.device = r.device AND x.log = r.log AND x.seq = r.seq + 1) "
+                         "ORDER BY r.seq LIMIT 1", (device, log, start))
+        return int(row[0][0])
+
+    def resend_asked(self, device: str) -> Optional[tuple]:
+        rows = self.query("SELECT log, from_seq FROM resends WHERE device = ?", (device,))
+        return tuple(rows[0]) if rows else None
+
+    def set_resend(self, device: str, log: Optional[str], from_seq: int = 0) -> None:
+        """Remember the resend asked of a device (``log`` None: none is asked any more)."""
+        if log is None:
+            self._tx([("DELETE FROM resends WHERE device = ?", (device,))])
+        else:
+            self._tx([("INSERT OR REPLACE INTO resends (device, log, from_seq) VALUES (?, ?, ?)",
+                       (device, log, from_seq))])
 
     # -- reading -------------------------------------------------------------------------------
     def query(self, sql: str, args: tuple = ()) -> List[tuple]:

@@ -167,16 +167,45 @@ class Status(Message):
     device: str
     state: str
     time: Optional[str] = None              # None in the last will: it is written before it happens
+    log: Optional[str] = None               # the log being sent, and the seq of its next unsent record:
+    seq: Optional[int] = None               # the centre asks again for what it misses below it
 
     def body(self) -> Dict[str, Any]:
-        return {"device": self.device, "state": self.state, "time": self.time}
+        return {"device": self.device, "state": self.state, "time": self.time, "log": self.log, "seq": self.seq}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Status":
         state = _get(d, "state", (str,))
         if state not in cls.STATES:
             raise MessageError(f"status state {state!r}; expected one of {', '.join(cls.STATES)}")
-        return cls(device=_name(d, "device"), state=state, time=_get(d, "time", (str,), None))
+        log = _name(d, "log") if d.get("log") is not None else None
+        return cls(device=_name(d, "device"), state=state, time=_get(d, "time", (str,), None), log=log,
+                   seq=_get(d, "seq", (int,), None))
+
+
+@dataclass(frozen=True)
+class Resend(Message):
+    """The centre's request (a retained command) to send a log again from ``from_seq``: records the
+    broker acknowledged but lost before a collector had them (a broker restart drops shared
+    subscriptions until the collectors subscribe again). Cleared (an empty retained message) once
+    the centre has the log whole."""
+
+    KIND: ClassVar[str] = "resend"
+    MAX_BYTES: ClassVar[int] = 1024
+
+    device: str
+    log: str
+    from_seq: int
+
+    def body(self) -> Dict[str, Any]:
+        return {"device": self.device, "log": self.log, "from_seq": self.from_seq}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Resend":
+        from_seq = _get(d, "from_seq", (int,))
+        if from_seq < 0:
+            raise MessageError(f"from_seq {from_seq} must be >= 0")
+        return cls(device=_name(d, "device"), log=_name(d, "log"), from_seq=from_seq)
 
 
 @dataclass(frozen=True)
@@ -265,7 +294,8 @@ class Event(Message):
                    figures={k: float(v) for k, v in figures.items()}, time=_get(d, "time", (str,), None))
 
 
-MESSAGE_TYPES: Dict[str, Type[Message]] = {m.KIND: m for m in (RecordBatch, Heartbeat, Status, FrameMessage, Event)}
+MESSAGE_TYPES: Dict[str, Type[Message]] = {m.KIND: m for m in (RecordBatch, Heartbeat, Status, FrameMessage, Event,
+                                                                Resend)}
 
 
 def decode(kind: str, payload: bytes) -> Message:

@@ -154,13 +154,36 @@ class LogOutbox:
             db.close()
 
     def _sqlite_batch(self, start: Cursor, max_records: int) -> Optional[Batch]:
+        # Row ids count from 1 without gaps (rows are never deleted): seq = id - 1, as in a JSON-lines log.
         records, last = [], start.position
         for row_id, text in self._sqlite_rows(start.position, max_records):
-            records.append((row_id, bounded(json.loads(text), len(text))))
+            records.append((row_id - 1, bounded(json.loads(text), len(text))))
             last = row_id
         if not records:
             return None
-        return Batch(tuple(records), Cursor(start.log, last, last + 1))
+        return Batch(tuple(records), Cursor(start.log, last, last))
+
+    def rewind(self, seq: int) -> bool:
+        """Send again from record ``seq`` (the centre misses it): move the cursor back, never forward."""
+        start = self._start()
+        if start is None or seq >= start.seq:
+            return False
+        if detect_format(self.path) == "sqlite":
+            self.commit(Batch((), Cursor(start.log, seq, seq)))
+            return True
+        position = n = 0
+        with open(self.path, "rb") as f:
+            while n < seq:
+                line = f.readline()
+                if not line.endswith(b"\n"):
+                    break
+                position += len(line)
+                try:
+                    n += isinstance(json.loads(line), dict)
+                except ValueError:
+                    pass
+        self.commit(Batch((), Cursor(start.log, position, n)))
+        return True
 
     def commit(self, batch: Batch) -> None:
         """The broker acknowledged ``batch``: persist the cursor after it (atomically)."""

@@ -18,6 +18,8 @@ from .uploader import Uploader
 
 log = logging.getLogger(__name__)
 
+LINGER_S = 1.0
+
 
 @dataclass(frozen=True)
 class SyncResult:
@@ -49,9 +51,17 @@ def sync_log(config: FleetConfig, log_path, timeout_s: float) -> SyncResult:
     # Its own client id: a capture still running on the same device keeps its session.
     uploader = Uploader(config, LogOutbox(log_path), spool=spool, client_id=f"clca-edge-{config.device}-sync")
     t0 = time.monotonic()
+    deadline = t0 + timeout_s
     uploader.start()
     try:
         uploader.drain(timeout_s)
+        # A moment for the centre to ask for records it missed (commands/resend), then send those too.
+        while time.monotonic() < deadline:
+            rewinds = uploader.rewinds
+            time.sleep(min(LINGER_S, max(0.0, deadline - time.monotonic())))
+            if uploader.rewinds == rewinds and uploader.outbox.pending()[0] == 0:
+                break
+            uploader.drain(max(0.0, deadline - time.monotonic()))
     finally:
         uploader.stop()
     records, size = uploader.outbox.pending()

@@ -10,6 +10,9 @@ the broker, and never makes the capture loop wait.
   last will if the device vanishes, and a clean stop publishes it itself.
 - A heartbeat every ``heartbeat_s`` while connected (never queued up while offline: stale health
   is worth nothing).
+- The statuses say which log is being sent and how far (``log``, ``seq``); the centre asks for a
+  log again from a hole it finds (a retained ``commands/resend``, see centre/collector.py), and the
+  uploader moves its cursor back there (``LogOutbox.rewind``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Optional, Tuple
 
 from ..capture.fieldlog import utc_now
 from .config import FleetConfig
-from .messages import FrameMessage, RecordBatch, Status
+from .messages import FrameMessage, MessageError, RecordBatch, Resend, Status, decode
 from .mqtt import MqttLink
 from .outbox import LogOutbox
 from .sampler import FrameSpool
@@ -69,6 +72,11 @@ class Uploader:
         self.link = MqttLink(config.broker, client_id or f"clca-edge-{device}", clean_session=False, will=will,
                              backoff_s=(1, config.reconnect_max_s))
         self.link.on_connect(self._online)
+        self.link.client.on_message = self._on_command
+        self._rewind_lock = threading.Lock()
+        self._rewind_to: Optional[int] = None
+        self._rewound: set = set()         # (log, seq) requests already applied in this run
+        self.rewinds = 0
         self.bucket = TokenBucket(config.replay_rate, max(config.batch_size, config.replay_rate))
         self.records_sent = 0
         self.frames_sent = 0
@@ -100,7 +108,7 @@ class Uploader:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
-        offline = Status(self.config.device, "offline", utc_now()).encode()
+        offline = self._status("offline").encode()
         self.link.stop(last=(self.topics.status(self.config.device), offline))
 
     def drain(self, timeout_s: float) -> bool:
@@ -119,16 +127,48 @@ class Uploader:
         return records, len(self.spool.frames()) if self.spool is not None else 0
 
     # -- the thread ------------------------------------------------------------------------------
+    def _status(self, state: str) -> Status:
+        cursor = self.outbox.cursor
+        return Status(self.config.device, state, utc_now(), log=cursor.log or None,
+                      seq=cursor.seq if cursor.log else None)
+
     def _online(self, client) -> None:
-        status = Status(self.config.device, "online", utc_now())
-        client.publish(self.topics.status(self.config.device), status.encode(), qos=1, retain=True)
+        client.subscribe(self.topics.resend(self.config.device), qos=1)
+        client.publish(self.topics.status(self.config.device), self._status("online").encode(), qos=1, retain=True)
         self._next_heartbeat = 0.0     # say how we are right away
+
+    def _on_command(self, client, userdata, msg) -> None:
+        """The centre's resend request (paho's thread: only noted here, applied by the uploader)."""
+        if not msg.payload:
+            return                     # a cleared request
+        try:
+            request = decode(Resend.KIND, msg.payload)
+        except MessageError as e:
+            log.warning("ignored a malformed command on %s: %s", msg.topic, e)
+            return
+        if request.device == self.config.device and request.log == self.outbox.cursor.log:
+            with self._rewind_lock:
+                self._rewind_to = request.from_seq if self._rewind_to is None else min(self._rewind_to,
+                                                                                         request.from_seq)
+            self.notify()
+
+    def _apply_rewind(self) -> None:
+        with self._rewind_lock:
+            seq, self._rewind_to = self._rewind_to, None
+        key = (self.outbox.cursor.log, seq)
+        if seq is None or key in self._rewound:
+            return
+        self._rewound.add(key)
+        if self.outbox.rewind(seq):
+            self.rewinds += 1
+            log.warning("the centre misses records of log %s from seq %d: sending them again", key[0], seq)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             if not self.link.connected.wait(POLL_S):
                 continue
             try:
+                self._apply_rewind()
                 self._maybe_heartbeat()
                 busy = self._send_records() or self._send_frame()
             except OSError as e:   # the log or the spool cannot be read right now: try again later
