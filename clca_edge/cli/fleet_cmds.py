@@ -146,3 +146,47 @@ def status(store, low_confidence, stale_s, as_json):
     if drops:
         console().print("dropped messages: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())),
                         highlight=False)
+
+
+@fleet.command()
+@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="The collector's store.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for index.html (a static page: open it from disk).")
+@reports_errors
+def report(store, out):
+    """A static HTML page with plots: decisions per hour, refusal and low-confidence rates, confidence, class mix."""
+    import datetime as dt
+
+    from ..centre.report import write_report
+    from ..centre.store import Store
+    from ..core.outputs import make_dirs
+
+    with Store(store, readonly=True) as db:
+        make_dirs(out, "--out")
+        path, plots = write_report(db, out, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    console().print(f"report with {plots} plots: {path}", highlight=False)
+
+
+@fleet.command()
+@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="The collector's store.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Labelling folder: unlabelled/SUGGESTED_CLASS/*.jpg, labelled/, frames.csv, label-studio.json.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@reports_errors
+def harvest(store, out, as_json):
+    """The collected uncertain frames as a folder to label by moving files into labelled/CLASS/.
+
+    Then: clca-edge train --data ORIGINAL --extra-data OUT/labelled (the train split only)."""
+    from ..centre.harvest import harvest as run_harvest
+    from ..centre.store import Store
+    from ..core.outputs import make_dirs
+
+    with Store(store, readonly=True) as db:
+        make_dirs(out, "--out")
+        result = run_harvest(db, out)
+    if as_json:
+        emit_json({"added": result.added, "already": result.already, "missing": result.missing, "out": str(out)})
+        return
+    console().print(f"{result.added} new frame(s) in {out}/unlabelled ({result.already} already harvested); label "
+                    f"them by moving each into {out}/labelled/CLASS/, then train --extra-data {out}/labelled",
+                    highlight=False)
