@@ -15,6 +15,49 @@ from ._common import console, emit_json, main, reports_errors
 log = logging.getLogger(__name__)
 
 
+def fleet_option(fn):
+    """``--fleet FILE`` of capture: send the field log, heartbeats and uncertain frames over MQTT."""
+    return click.option(
+        "--fleet", "fleet", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Fleet file (TOML: broker, device, credentials, sampling policy): send the field log, heartbeats and "
+             "uncertain frames to the centre over MQTT, store-and-forward (the capture never waits on the network; "
+             "what is not sent stays pending in the log for the next run or `fleet sync`).")(fn)
+
+
+def load_fleet_option(path):
+    """The fleet file, read and checked before anything starts (None without --fleet)."""
+    if path is None:
+        return None
+    from ..fleet.config import load_fleet
+
+    return load_fleet(path)
+
+
+def start_fleet_agent(config, log_file):
+    if config is None:
+        return None
+    from ..fleet.agent import FleetAgent
+
+    agent = FleetAgent(config, log_file).start()
+    console(stderr=True).print(f"fleet: {config.device} -> {config.broker.url} (store and forward from {log_file})",
+                               highlight=False)
+    return agent
+
+
+def stop_fleet_agent(agent, grace_s: float = 2.0) -> None:
+    """A moment to send what the last frames wrote, then stop and say what is still pending."""
+    if agent is None:
+        return
+    agent.uploader.drain(grace_s)
+    agent.stop()
+    records, frames = agent.uploader.pending()
+    con = console(stderr=True)
+    con.print(f"fleet: sent {agent.uploader.records_sent} record(s) and {agent.uploader.frames_sent} frame(s); "
+              f"pending {records} record(s), {frames} frame(s)"
+              + (" (sent on the next run, or now with `clca-edge fleet sync`)" if records or frames else ""),
+              highlight=False)
+
+
 @main.group()
 def fleet() -> None:
     """Many devices, one place: send field logs and uncertain frames over MQTT, collect and view them."""

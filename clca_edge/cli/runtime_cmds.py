@@ -12,6 +12,7 @@ import click
 
 from ._common import console, emit_json, main, reports_errors
 from .quality_opts import describe_guard, quality_config, quality_options
+from .fleet_cmds import fleet_option, load_fleet_option, start_fleet_agent, stop_fleet_agent
 from .trust_cmds import trusted_keys_option
 
 log = logging.getLogger(__name__)
@@ -196,11 +197,12 @@ def predict(bundle, backend, precision, threads, top_k, force_variant, trusted_k
                    "read blocked 3x this long counts as a lost camera (reconnect).")
 @click.option("--reconnect-max", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Longest wait between reconnection attempts (back-off doubles from 0.5 s).")
+@fleet_option
 @reports_errors
 def capture(bundle, backend, precision, threads, top_k, force_variant, trusted_keys, quality, min_luminance, max_luminance,
             min_sharpness, max_ood, max_cast, camera, source, width, height, fps, every, interval,
             max_frames, duration, smooth, min_conf, run_dir, log_path, log_format, save_frames, max_disk_mb,
-            min_free_mb, show, live, open_timeout, stall_timeout, reconnect_max):
+            min_free_mb, show, live, open_timeout, stall_timeout, reconnect_max, fleet):
     """Classify what a camera (or a video, or images) sees, and log every decision durably.
 
     Runs headless until the source ends, --max-frames/--duration, or SIGINT/SIGTERM (clean stop
@@ -223,6 +225,7 @@ def capture(bundle, backend, precision, threads, top_k, force_variant, trusted_k
                            reconnect=policy,
                            quality=quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood, max_cast))
     save_cfg = FrameSaveConfig(policy=save_frames, max_disk_mb=max_disk_mb, min_free_mb=min_free_mb)
+    fleet_cfg = load_fleet_option(fleet)
     model, sel = _open_runtime(bundle, backend, precision, threads, force_variant, trusted_keys)
     if top_k > len(model.class_names):
         import dataclasses
@@ -230,13 +233,13 @@ def capture(bundle, backend, precision, threads, top_k, force_variant, trusted_k
         config = dataclasses.replace(config, top_k=_clamp_top_k(top_k, model))
     try:
         summary, log_file = _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, log_format,
-                                             show, live)
+                                             show, live, fleet_cfg)
     finally:
         sel.classifier.close()
     _print_summary(summary, log_file)
 
 
-def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, log_format, show, live):
+def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, log_format, show, live, fleet_cfg=None):
     from ..capture.display import LivePanel, OverlayWindow
     from ..capture.fieldlog import open_log
     from ..capture.frames import FrameSaver
@@ -270,7 +273,11 @@ def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, l
     stop = StopRequest()
     panel: Optional[LivePanel] = None
 
+    agent = start_fleet_agent(fleet_cfg, log_file)
+
     def on_record(record, summary, bgr):
+        if agent is not None:
+            agent.on_record(record, bgr)
         if panel is not None:
             panel.update(record, summary)
         if overlay is not None:
@@ -292,6 +299,7 @@ def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, l
         finally:
             if overlay is not None:
                 overlay.close()
+            stop_fleet_agent(agent)
     return summary, log_file
 
 
