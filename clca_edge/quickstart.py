@@ -170,7 +170,7 @@ def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
         from .capture.frames import FrameSaveConfig, FrameSaver
         from .capture.config import CaptureConfig
         from .capture.loop import run_capture
-        from .capture.run import StopRequest, stop_on_signals
+        from .capture.stop import StopRequest, stop_on_signals
         from .capture.sources import make_source, parse_source
         from .runtime.backends import select_classifier
         from .runtime.model import load_model

@@ -12,7 +12,7 @@ from clca_edge.capture.grabber import LatestFrameGrabber, ReconnectPolicy
 from clca_edge.capture.config import CaptureConfig
 from clca_edge.capture.hooks import FrameObserver
 from clca_edge.capture.loop import run_capture
-from clca_edge.capture.run import StopRequest
+from clca_edge.capture.stop import StopRequest
 from clca_edge.capture.sources import CameraSource, SourceConfig, csi_pipeline, make_source, parse_source
 from clca_edge.core.preprocess import PreprocessSpec
 from clca_edge.runtime.backends import Classifier

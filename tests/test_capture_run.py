@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from clca_edge.capture import sources
 from clca_edge.capture.config import CaptureConfig
 from clca_edge.capture.fieldlog import open_log, read_log
-from clca_edge.capture.hooks import BundleRuntime, BundleSwitch, FrameObserver
+from clca_edge.capture.bundle_runtime import BundleRuntime
+from clca_edge.capture.hooks import BundleSwitch, FrameObserver
 from clca_edge.capture.quality import QualityConfig
 from clca_edge.capture.run import CaptureRun
 from clca_edge.capture.sources import Frame, FrameSource, SourceConfig, make_source, parse_source, register_source

@@ -10,9 +10,11 @@ from ..runtime.model import RuntimeModel
 from .config import CaptureConfig
 from .fieldlog import FieldLog
 from .frames import FrameSaver
-from .hooks import BundleRuntime, FrameObserver
+from .bundle_runtime import BundleRuntime
+from .hooks import FrameObserver
 from .records import Summary
-from .run import CaptureRun, StopRequest
+from .run import CaptureRun
+from .stop import StopRequest
 from .sources import FrameSource
 
 

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..runtime.decision import Decision, top_k
-from .hooks import BundleRuntime
+from .bundle_runtime import BundleRuntime
 from .quality import Verdict
 
 

@@ -8,12 +8,9 @@ the runtime between two frames."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
-import threading
 import time
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from ..core.errors import SourceError
 from ..core.logonce import LogOnce
@@ -22,9 +19,11 @@ from .config import CaptureConfig
 from .fieldlog import FieldLog
 from .frames import FrameSaver
 from .grabber import LatestFrameGrabber, ReadAhead
-from .hooks import BundleRuntime, BundleSwitch, FrameObserver, checks_dicts
+from .bundle_runtime import BundleRuntime, checks_dicts
+from .hooks import BundleSwitch, FrameObserver
 from .records import FrameInfo, Latency, RecordBuilder, Summary, ms
 from .sources import Frame, FrameSource
+from .stop import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -46,42 +45,6 @@ class Trigger:
                 return False
         self._last_seq, self._last_pos = frame.seq, frame.pos_s
         return True
-
-
-class StopRequest:
-    """Asks the capture run to stop after its current frame, saying why (the summary's
-    ``stop_reason``); the first reason given is kept."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.reason: Optional[str] = None
-
-    def set(self, reason: str = "stop requested") -> None:
-        if self.reason is None:
-            self.reason = reason
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: StopRequest) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``stop`` with the signal's name as the reason (the run finishes its
-    frame, logs and summarises) instead of killing the process."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, _frame):
-        stop.set(signal.Signals(signum).name)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 _END = object()   # the recorded source has no more frames

@@ -196,7 +196,7 @@ def _run_capture_cmd(model, sel, src_cfg, config, output, display):
     from ..capture import loop
     from ..capture.display import DisplayObserver, LivePanel, OverlayWindow
     from ..capture.quality import QualityGuard
-    from ..capture.run import StopRequest, stop_on_signals
+    from ..capture.stop import StopRequest, stop_on_signals
     from ..capture.sources import make_source
     from ..core.outputs import removes_empty_dirs
 
