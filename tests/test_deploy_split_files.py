@@ -16,7 +16,7 @@ from rich.console import Console
 from clca_edge.cli import main
 from clca_edge.cli.progress import StageProgress
 from clca_edge.core.errors import ExitCode
-from test_deploy_support import write_class_tree
+from support.workspace import write_class_tree
 
 TINY = ["--model", "vit_tiny_patch16_224", "--pretrained", "none", "--img-size", "32", "--model-kwargs",
         "depth=2,embed_dim=32,num_heads=2", "--keep-rate", "0.5", "--batch-size", "8", "--workers", "0",

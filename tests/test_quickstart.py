@@ -74,7 +74,7 @@ def test_each_stage_calls_the_library_as_its_printed_command_does(tmp_path, monk
     import shutil
 
     from clca_edge.quickstart import QuickstartConfig, stages
-    from test_runtime_helpers import leaf_images, write_video
+    from support.runtime_bundle import leaf_images, write_video
 
     seen = []
 

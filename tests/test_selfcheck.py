@@ -21,7 +21,7 @@ from clca_edge.runtime import backends, selfcheck
 from clca_edge.runtime.backends import OrtClassifier, select_classifier
 from clca_edge.runtime.model import load_model
 
-from test_deploy_support import CLASSES
+from support.workspace import TREE_CLASSES as CLASSES
 
 
 @pytest.fixture(autouse=True)

@@ -86,7 +86,9 @@ def build_engines(config: BuildEngineConfig, trt=None, memory=None,
     gpu = gpu_info()
     make_runner = runner_factory or (lambda t, plan: TrtRunner(t, plan, memory=memory))
     manifest = bundle.manifest
-    max_drop = config.max_drop if config.max_drop is not None else (manifest.gate.max_drop if manifest.gate else 1.0)
+    # A statistical deploy gate (format 3, no --max-drop) leaves the engines' fixed rule at 1 point.
+    deployed = manifest.gate.max_drop if manifest.gate is not None else None
+    max_drop = next(d for d in (config.max_drop, deployed, 1.0) if d is not None)
 
     data = None
     if config.eval_data is not None:
