@@ -54,7 +54,7 @@ def test_deploy_against_the_runs_own_split_with_the_default_calib_images(run, tm
     assert f"has {n_train} usable calibration images, fewer than the default 256" in res.stdout
     # Progress on stderr, stage by stage (stdout keeps the results).
     for stage in ("loading", "sampling calibration images", "exporting fp32 ONNX", "calibrating INT8",
-                  "evaluating int8, fp32 on"):
+                  "evaluating fp32, int8 on"):
         assert stage in res.stderr, stage
     assert "sampling calibration images" not in res.stdout
 

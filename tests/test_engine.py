@@ -240,7 +240,7 @@ def test_gate_scores_fp32_onnx_on_the_device_images_in_the_same_pass(bundle, tmp
     device_eval = write_class_tree(tmp_path / "device_eval", 4, seed=7)
     rep = _build(bundle, make_module("10.3.0.30"), precision="auto", eval_data=device_eval)
 
-    x, y = load_tensors(device_eval, m.preprocess)
+    x, y = load_tensors(device_eval, load_bundle(bundle).preprocess)
     fp32 = _ort_logits(bundle / "model.onnx", x)
     int8 = _ort_logits(bundle / "model.int8.onnx", x)
     top1 = {"fp16": 100.0 * (fp32.argmax(1) == y).mean(), "int8": 100.0 * (int8.argmax(1) == y).mean()}
