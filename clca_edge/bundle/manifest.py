@@ -58,7 +58,7 @@ from ..core.confidence import ConfidenceCalibration
 from ..core.errors import BundleError
 from ..core.image_stats import QualityReference
 from .int8 import Int8Record
-from .reference import ReferenceSet
+from .selfcheck_samples import SelfCheckSamples
 from .robustness import FieldRobustness
 
 FORMAT_VERSION = 3
@@ -351,7 +351,7 @@ REJECTIONS = ("significant drop", "agreement", "max drop", "field gate", "source
 
 
 @dataclass
-class GateReference(ManifestRecord):
+class GateBaseline(ManifestRecord):
     """What an engine's drop is measured against: the fp32 ONNX on the same images."""
 
     variant: str
@@ -446,7 +446,7 @@ class EngineRecord(ManifestRecord):
     # The accuracy gate on the device (build-engine --eval-data).
     accuracy: Optional[AccuracyRecord] = None
     skipped_images: Optional[int] = None
-    reference: Optional[GateReference] = None
+    reference: Optional[GateBaseline] = None
     agreement: Optional[Agreement] = None
     drop: Optional[float] = None
     worst_classes: Optional[List[WorstClass]] = None
@@ -536,8 +536,8 @@ class Manifest(ManifestRecord):
     # from before it; the guard then has no out-of-distribution check).
     quality_reference: Optional[QualityReference] = None
     # Held-out images + fp32 logits the device self-check runs every backend/precision on before it
-    # classifies (bundle/reference.py; None: bundle from before it, the check is skipped).
-    reference: Optional[ReferenceSet] = None
+    # classifies (bundle/selfcheck_samples.py; None: bundle from before it, the check is skipped).
+    reference: Optional[SelfCheckSamples] = None
     # Which INT8 file ONNX Runtime CPU runs, its flavour, and the deploy machine's instruction set
     # (bundle/int8.py; None: bundle from before it).
     int8: Optional[Int8Record] = None
@@ -635,7 +635,7 @@ UPGRADES = (upgrade_format_1, upgrade_format_2)
 
 
 __all__ = ["AccuracyRecord", "Agreement", "CalibrationRecord", "CheckpointRef", "ENGINE_SOURCE", "EngineBuildFailure",
-           "EngineKey", "EngineRecord", "EngineTiming", "FORMAT_VERSION", "GateRecord", "GateReference",
+           "EngineKey", "EngineRecord", "EngineTiming", "FORMAT_VERSION", "GateRecord", "GateBaseline",
            "LABELS_NAME", "MANIFEST_NAME", "Manifest", "ManifestRecord", "PRECISIONS", "PREPROCESS_NAME",
            "PairedTest", "READABLE_FORMATS", "REJECTIONS", "Status", "TORCH_TRT_PRECISIONS", "TensorSpec",
            "TorchTrtModule", "UNUSABLE", "UPGRADES", "VariantRecord", "WorstClass", "extra_field", "upgrade_format_1",

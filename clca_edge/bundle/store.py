@@ -27,8 +27,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Optional, Union
 
 from ..core.errors import BundleError, TrustError
-from ..core.fileio import atomic_write_bytes, make_temp_dir
-from ..core.outputs import replace_dir
+from ..core.atomic_io import atomic_write_bytes, make_temp_dir
+from ..core.output_paths import replace_dir
 from ..core.preprocess import PreprocessSpec
 from .manifest import (ENGINE_KEYS, ENGINE_SOURCE, FORMAT_VERSION, LABELS_NAME, MANIFEST_NAME, PRECISIONS,
                        PREPROCESS_NAME, UNUSABLE, Manifest, Status, VariantRecord)

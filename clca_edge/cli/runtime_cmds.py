@@ -242,7 +242,7 @@ def _run_capture_cmd(model, sel, src_cfg, config, save_cfg, run_dir, log_path, l
     from ..capture.frames import FrameSaver
     from ..capture.loop import StopRequest, run_capture, stop_on_signals
     from ..capture.sources import make_source
-    from ..core.outputs import make_dirs, missing_dirs, remove_empty_dirs, removes_empty_dirs, writable_parent
+    from ..core.output_paths import make_dirs, missing_dirs, remove_empty_dirs, removes_empty_dirs, writable_parent
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = Path(run_dir) / f"capture-{stamp}"

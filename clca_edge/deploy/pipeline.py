@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..bundle import Status, VariantRecord, load_bundle
-from ..core.outputs import replace_dir
+from ..core.output_paths import replace_dir
 from . import build_steps, gate_steps, quality_step, write_steps
 from .config import CALIB_MANIFEST, CPU_INT8_FILE, CPU_INT8_VARIANT, TARGETS, VARIANT_FILES, DeployConfig  # noqa: F401
 from .run_state import DeployRun
@@ -139,7 +139,7 @@ class DeployReport:
 
     @property
     def reference(self):
-        """bundle.reference.ReferenceSet: the device self-check's samples."""
+        """bundle.selfcheck_samples.SelfCheckSamples: the device self-check's samples."""
         return self.run.reference
 
     @property

@@ -44,7 +44,7 @@ def measure_quality_reference(run: DeployRun) -> None:
 
 def _draw_sample(run: DeployRun):
     from ..core.errors import DataError
-    from ..core.files import scan_class_folders
+    from ..core.image_files import scan_class_folders
     from .calibration import sample_calibration
 
     cfg = run.config

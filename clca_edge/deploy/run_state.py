@@ -48,7 +48,7 @@ class DeployRun:
     evaluation: Optional[Evaluation] = None
     confidence: Any = None  # core.confidence.ConfidenceCalibration
     quality_reference: Any = None  # core.image_stats.QualityReference
-    reference: Any = None  # bundle.reference.ReferenceSet
+    reference: Any = None  # bundle.selfcheck_samples.SelfCheckSamples
     default_variant: Optional[str] = None
 
     @property

@@ -47,7 +47,7 @@ def choose_default(run: DeployRun) -> None:
 
 
 def store_reference(run: DeployRun) -> None:
-    from .reference import build_reference
+    from .selfcheck_samples import build_reference
 
     run.say("storing reference samples for the device self-check")
     calib_sha256 = {digest for _, _, digest in run.sample.items} if run.sample is not None else set()

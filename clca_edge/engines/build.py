@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 from ..core.errors import ConfigError
 from ..bundle import (ENGINE_SOURCE, PRECISIONS, AccuracyRecord, Agreement, Bundle, BundleError, EngineBuildFailure,
-                      EngineRecord, EngineTiming, GateReference, Status, WorstClass, load_bundle, write_manifest)
+                      EngineRecord, EngineTiming, GateBaseline, Status, WorstClass, load_bundle, write_manifest)
 from .report import ENGINE_DIR, BuildEngineReport, EngineOutcome
 from .tensorrt import (EngineBuildConfig, EngineError, EngineKey, TrtRunner, build_serialized_engine,
                        engine_key, gpu_info, import_tensorrt, write_plan)
@@ -253,7 +253,7 @@ def _record_gate(rec: EngineRecord, precision: str, res, max_drop: float, data) 
     drop, worst = drop_and_worst(ref, acc)
     rec.accuracy = AccuracyRecord.from_dict(acc.to_dict(), "accuracy")
     rec.skipped_images = len(res.skipped)
-    rec.reference = GateReference(variant="fp32", runtime="onnxruntime CPU", eval_data=str(data.root),
+    rec.reference = GateBaseline(variant="fp32", runtime="onnxruntime CPU", eval_data=str(data.root),
                                   accuracy=AccuracyRecord.from_dict(ref.to_dict(), "reference.accuracy"))
     rec.agreement = Agreement(vs="fp32 ONNX (onnxruntime CPU)", images=acc.count,
                               max_abs_logit_diff=res.parity.get(f"{REFERENCE}_vs_{precision}"),
