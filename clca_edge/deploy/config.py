@@ -59,8 +59,3 @@ class DeployConfig:
             raise ConfigError(f"--precision {','.join(self.precisions)!r}: each must be one of int8, fp16, fp32")
         if self.target == "jetson-orin" and self.opset > 17:
             raise ConfigError(f"opset {self.opset} > 17: TensorRT 8.5/8.6 on JetPack 5/6.0 parse up to 17")
-
-    @property
-    def max_drop(self) -> Optional[float]:
-        """--max-drop (top-1 points), when set."""
-        return self.gate.max_drop
