@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 from ..bundle import Status, VariantRecord, load_bundle
 from ..core.output_paths import replace_dir
 from . import build_steps, gate_steps, quality_step, write_steps
-from .config import CALIB_MANIFEST, CPU_INT8_FILE, CPU_INT8_VARIANT, TARGETS, VARIANT_FILES, DeployConfig  # noqa: F401
+from .config import DeployConfig
 from .run_state import DeployRun
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ def plan_engines(run: DeployRun) -> None:
         usable = source.status.usable
         run.variants[f"trt-{prec}"] = VariantRecord(
             file=None, precision=prec, runtime="tensorrt", source=src,
-            status=Status.TO_VERIFY if usable else source.status, rejected_by=None if usable else "source",
+            status=Status.TO_VERIFY if usable else source.status,
+            rejected_by="source" if source.status == Status.REJECTED else None,
             note=f"built by build-engine from {src} ONNX")
 
 
