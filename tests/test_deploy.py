@@ -170,7 +170,9 @@ def test_tar_round_trip_and_one_flipped_byte_is_refused(bundle, tmp_path):
     assert res.exit_code == ExitCode.BUNDLE and "sha256 of model.int8.onnx does not match" in res.output
 
 
-def test_gate_rejects_a_variant_made_worse_on_purpose(ws, tmp_path, monkeypatch):
+@pytest.fixture
+def broken_int8(monkeypatch):
+    """INT8 quantisation that then replaces its weights with random ones: a variant far worse than fp32."""
     import clca_edge.deploy.quantize as q
 
     real = q.quantize_int8
@@ -187,6 +189,9 @@ def test_gate_rejects_a_variant_made_worse_on_purpose(ws, tmp_path, monkeypatch)
         return summary
 
     monkeypatch.setattr(q, "quantize_int8", quantize_then_break)
+
+
+def test_gate_rejects_a_variant_made_worse_on_purpose(ws, tmp_path, broken_int8):
     out = tmp_path / "bad"
     res = _deploy(ws, out, "--precision", "int8,fp32")
     assert res.exit_code == 0, res.output
@@ -196,6 +201,33 @@ def test_gate_rejects_a_variant_made_worse_on_purpose(ws, tmp_path, monkeypatch)
     assert m["default_variant"] == "fp32"
     worst = [w["class"] for w in m["variants"]["int8"]["worst_classes"]]
     assert worst and f"REJECTED: int8 drops" in res.output and worst[0] in res.output
+    p = m["variants"]["int8"]["paired"]
+    assert m["variants"]["int8"]["rejected_by"] == "significant drop" and p["lost"] >= 5 and p["p_value"] <= 0.05
+
+
+def test_each_gate_rule_rejects_on_its_own_and_max_drop_keeps_its_meaning(ws, tmp_path, broken_int8):
+    """With a significance level 18 images cannot reach, the paired test rejects nothing (and the
+    command says no drop is detectable); the agreement bound and a set --max-drop still reject."""
+    def gate(*options):
+        out = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        res = _deploy(ws, out, "--precision", "int8,fp32", "--target", "cpu", "--field-suite", "off",
+                      "--gate-alpha", "1e-9", *options)
+        assert res.exit_code == 0, res.output
+        return json.loads((out / "manifest.json").read_text()), res.output
+
+    m, output = gate("--min-agreement", "0")
+    int8 = m["variants"]["int8"]
+    assert int8["status"] == "passed" and int8["drop"] > 1.0 and "rejected_by" not in int8
+    assert "detectable_drop" not in m["gate"] and "18 eval images are too few to detect any drop" in output
+    m, output = gate("--min-agreement", "0", "--max-drop", "1")
+    int8 = m["variants"]["int8"]
+    assert int8["status"] == "rejected" and int8["rejected_by"] == "max drop" and m["gate"]["max_drop"] == 1.0
+    assert f"REJECTED: int8 drops {int8['drop']:.2f} points (> --max-drop 1)" in output
+    m, output = gate("--min-agreement", "99")
+    int8 = m["variants"]["int8"]
+    assert int8["status"] == "rejected" and int8["rejected_by"] == "agreement"
+    assert int8["paired"]["agreement"] < 99 and f"agrees with fp32 on {int8['paired']['agreement']:.1f}%" in output
+    assert m["variants"]["fp32"]["status"] == "passed" and m["default_variant"] == "fp32"
 
 
 def test_existing_bundle_needs_force_and_nothing_half_written(bundle, ws):

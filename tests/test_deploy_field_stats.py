@@ -17,21 +17,22 @@ from clca_edge.bundle import load_bundle, read_manifest
 from clca_edge.cli import main
 from clca_edge.core.confidence import ece, softmax
 from clca_edge.core.preprocess import load_rgb, preprocess
-from support.workspace import TREE_CLASSES as CLASSES, make_workspace
+from support.workspace import TREE_CLASSES as CLASSES
 
 SCALE = 6.0
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    """An over-confident model (the trained tiny model's logits x6) on an eval set with label
-    noise (two images of each class filed under the next class), deployed fp32 only."""
+def deployed(tmp_path_factory, trained_workspace):
+    """An over-confident model (the shared trained tiny model's logits x6) on a copy of its eval set
+    with label noise (two images of each class filed under the next class), deployed fp32 only."""
     import torch
 
     from clca_edge.training.checkpoint import load_checkpoint, save_checkpoint
 
     root = tmp_path_factory.mktemp("fieldstats")
-    ws = make_workspace(root)
+    shutil.copytree(trained_workspace["eval"], root / "eval")
+    ws = {**trained_workspace, "eval": root / "eval"}
     model, meta = load_checkpoint(ws["ckpt"])
     with torch.no_grad():
         model.cla_head.classify.weight.mul_(SCALE)
