@@ -4,6 +4,9 @@
   broker up, down (never started) and flapping (restarted every --flap-s seconds); each condition
   runs --rounds times, round-robin, and the figure is the median, so load from other processes hits
   every condition alike. The bundle is the tiny EViT+CLCA model of benchmarks/capture_fps.py.
+- on_record: what the link costs the capture loop's thread per frame (``FleetAgent.on_record``: heartbeat
+  counts, the sampling policy, the hand-over of a chosen frame, waking the uploader), p50/p99/max
+  over --calls calls, with the broker up, down and flapping, in this process.
 - collector: records/s from a device's field log into the centre's store, end to end (uploader ->
   broker -> collector -> SQLite WAL, synchronous=FULL), and records/s of the store alone
   (``Collector.handle`` on encoded batches, no broker).
@@ -41,6 +44,8 @@ from clca_edge.fleet.messages import RecordBatch  # noqa: E402
 from clca_edge.fleet.outbox import LogOutbox  # noqa: E402
 from clca_edge.fleet.uploader import Uploader  # noqa: E402
 
+# A small, fast model: the faster the loop, the larger the link's share of each frame (the worst case).
+BACKBONE, IMG = "vit_tiny_patch16_224", 96
 CLI = "import sys; sys.argv[0] = 'clca-edge'; from clca_edge.cli import main; main()"
 
 
@@ -118,6 +123,46 @@ class Flapper(threading.Thread):
             self.flaps += 1
 
 
+def bench_on_record(work: Path, calls: int, flap_s: float) -> dict:
+    import numpy as np
+
+    from clca_edge.fleet.agent import FleetAgent
+    from clca_edge.fleet.config import SamplingPolicy
+
+    out = {}
+    bgr = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    for cond in ("up", "down", "flapping"):
+        folder = work / cond
+        broker = Mosquitto(folder)
+        log = folder / "log.jsonl"
+        cfg = FleetConfig(BrokerConfig(broker.url), f"bench-{cond}", reconnect_max_s=1, heartbeat_s=1,
+                          sampling=SamplingPolicy(low_confidence=0.6, random_share=0.01))
+        if cond != "down":
+            broker.start()
+        flapper = Flapper(broker, flap_s, 0.3) if cond == "flapping" else None
+        if flapper is not None:
+            flapper.start()
+        times = []
+        with open_log(log) as flog:
+            agent = FleetAgent(cfg, log).start()
+            for i in range(calls):
+                rec = decision_record(i)
+                flog.write(rec)
+                t = time.perf_counter_ns()
+                agent.on_record(rec, bgr)
+                times.append(time.perf_counter_ns() - t)
+            agent.stop()
+        if flapper is not None:
+            flapper.halt.set()
+            flapper.join()
+        broker.stop()
+        times.sort()
+        out[cond] = {"p50_us": round(times[len(times) // 2] / 1000, 1), "p99_us": round(times[int(len(times) * 0.99)] / 1000, 1),
+                     "max_us": round(times[-1] / 1000, 1), "sent_before_stop": agent.uploader.records_sent,
+                     "frames_chosen": sum(agent.sampler.chosen.values())}
+    return out
+
+
 def capture_fps(bundle: Path, video: Path, out: Path, fleet: Path = None) -> float:
     cmd = [sys.executable, "-c", CLI, "capture", "--bundle", str(bundle), "--source", str(video),
            "--log", str(out / "log.jsonl"), "--run-dir", str(out), "--no-live", "--threads", "1"]
@@ -132,7 +177,7 @@ def capture_fps(bundle: Path, video: Path, out: Path, fleet: Path = None) -> flo
 def bench_capture(work: Path, rounds: int, frames: int, flap_s: float) -> dict:
     from capture_fps import make_bundle, make_video
 
-    bundle = make_bundle(work / "bundle", "vit_small_patch16_224", 0.1, 224, 10)
+    bundle = make_bundle(work / "bundle", BACKBONE, 0.25, IMG, 10)
     video = make_video(work / "field.avi", frames, 640, 480)
     results = {k: [] for k in ("off", "up", "down", "flapping")}
     broker = Mosquitto(work)
@@ -165,7 +210,8 @@ def bench_capture(work: Path, rounds: int, frames: int, flap_s: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=["capture", "collector"], default=None)
+    ap.add_argument("--only", choices=["capture", "collector", "on_record"], default=None)
+    ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument("--records", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--frames", type=int, default=300)
@@ -179,6 +225,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         if args.only in (None, "collector"):
             res["collector"] = bench_collector(Path(tmp) / "collector", args.records)
+        if args.only in (None, "on_record"):
+            res["on_record"] = bench_on_record(Path(tmp) / "on_record", args.calls, args.flap_s)
         if args.only in (None, "capture"):
             res["capture"] = bench_capture(Path(tmp) / "capture", args.rounds, args.frames, args.flap_s)
     res["load_after"] = os.getloadavg()

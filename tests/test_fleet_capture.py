@@ -17,7 +17,7 @@ from clca_edge.centre.collector import Collector
 from clca_edge.centre.store import Store
 from clca_edge.cli import main
 from clca_edge.fleet.config import BrokerConfig
-from test_runtime_helpers import leaf_images, write_video
+from support.runtime_bundle import leaf_images, write_video
 
 pytestmark = needs_mosquitto
 N_FRAMES = 16

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List
 
-from ..core.fileio import atomic_write_bytes
+from ..core.atomic_io import atomic_write_bytes
 from .store import Store
 
 REFUSED = "_refused"

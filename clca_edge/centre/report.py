@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from ..core.errors import ConfigError
-from ..core.fileio import atomic_write_bytes
+from ..core.atomic_io import atomic_write_bytes
 from .status import DeviceStatus, device_statuses
 from .store import Store
 

@@ -44,6 +44,15 @@ def start_fleet_agent(config, log_file):
     return agent
 
 
+def fleet_observers(agent) -> tuple:
+    """The capture run's observer that feeds the agent (none without --fleet)."""
+    if agent is None:
+        return ()
+    from ..fleet.observer import FleetObserver
+
+    return (FleetObserver(agent),)
+
+
 def stop_fleet_agent(agent, grace_s: float = 2.0) -> None:
     """A moment to send what the last frames wrote, then stop and say what is still pending."""
     if agent is None:
@@ -202,7 +211,7 @@ def report(store, out):
 
     from ..centre.report import write_report
     from ..centre.store import Store
-    from ..core.outputs import make_dirs
+    from ..core.output_paths import make_dirs
 
     with Store(store, readonly=True) as db:
         make_dirs(out, "--out")
@@ -222,7 +231,7 @@ def harvest(store, out, as_json):
     Then: clca-edge train --data ORIGINAL --extra-data OUT/labelled (the train split only)."""
     from ..centre.harvest import harvest as run_harvest
     from ..centre.store import Store
-    from ..core.outputs import make_dirs
+    from ..core.output_paths import make_dirs
 
     with Store(store, readonly=True) as db:
         make_dirs(out, "--out")
