@@ -111,3 +111,31 @@ def test_a_bad_fleet_file_stops_capture_before_it_starts(bundle_dir, video, tmp_
                                     "--run-dir", str(tmp_path / "runs"), "--fleet", str(bad)])
     assert res.exit_code == 2 and "broker" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_predict_on_a_folder_sends_its_decisions_and_picked_images(bundle_dir, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, img in enumerate(leaf_images(6, seed=4)):
+        cv2.imwrite(str(folder / f"leaf{i}.png"), img)
+    with Mosquitto(tmp_path) as broker:
+        store = Store(tmp_path / "store")
+        collector = Collector(BrokerConfig(broker.url), store).start()
+        assert collector.subscribed.wait(10)
+        try:
+            log = tmp_path / "predict.jsonl"
+            res = CliRunner().invoke(main, ["predict", "--bundle", str(bundle_dir), str(folder), "--json", "--log",
+                                            str(log), "--fleet", str(fleet_file(tmp_path, broker.url, "rig-3"))])
+            assert res.exit_code == 0, res.output
+            assert len(json.loads(res.stdout)["predictions"]) == 6        # stdout: the one JSON document
+            assert wait_for(lambda: collector.counts["records"] >= 7 and collector.counts["frames"] >= 5, 10)
+        finally:
+            collector.stop()
+        stored = [r["record"] for r in store.records("rig-3")]
+        assert [r["type"] for r in stored] == ["start"] + ["decision"] * 6
+        assert sorted(r["file"] for r in stored[1:]) == sorted(str(p) for p in folder.iterdir())
+        assert len(store.query("SELECT 1 FROM frames WHERE device = 'rig-3'")) == 5     # the hourly cap
+        store.close()
+    no_log = CliRunner().invoke(main, ["predict", "--bundle", str(bundle_dir), str(folder), "--fleet",
+                                       str(tmp_path / "rig-3.toml")])
+    assert no_log.exit_code == 2 and "--fleet needs --log" in no_log.output

@@ -44,6 +44,37 @@ def start_fleet_agent(config, log_file):
     return agent
 
 
+def log_predictions(results, model, classifier, log_path, fleet_cfg) -> None:
+    """predict's decisions as field-log records (``--log``), sent over the fleet link with ``--fleet``
+    (the images the sampling policy picks are read again and sent too)."""
+    from ..capture.fieldlog import open_log
+
+    if log_path is None:
+        return
+    tag = {"source": "predict", "backend": classifier.backend, "precision": classifier.precision,
+           "bundle_sha": model.sha}
+    with open_log(log_path) as flog:
+        agent = start_fleet_agent(fleet_cfg, log_path)
+        try:
+            flog.write({"type": "start", **tag, "classes": len(model.class_names)})
+            for i, r in enumerate(results):
+                if r.topk is None:
+                    continue
+                record = {"type": "decision", "frame": i, **tag, **r.to_dict()}
+                record["file"] = record.pop("path")
+                flog.write(record)
+                if agent is not None:
+                    agent.on_record(record, lambda path=r.path: _read_bgr(path))
+        finally:
+            stop_fleet_agent(agent, grace_s=10.0)
+
+
+def _read_bgr(path):
+    import cv2
+
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+
 def fleet_observers(agent) -> tuple:
     """The capture run's observer that feeds the agent (none without --fleet)."""
     if agent is None:

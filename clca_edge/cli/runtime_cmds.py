@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from ._common import console, emit_json, main, reports_errors
-from .fleet_cmds import fleet_observers, fleet_option, load_fleet_option, start_fleet_agent, stop_fleet_agent
+from .fleet_cmds import (fleet_observers, fleet_option, load_fleet_option, log_predictions, start_fleet_agent,
+                         stop_fleet_agent)
 from .options import (BACKEND_CHOICES, PRECISION_CHOICES, describe_guard, display_options, loop_options,  # noqa: F401
                       output_options, quality_options, runtime_options, source_options, top_k_option)
 
@@ -69,7 +70,10 @@ def _clamp_top_k(top_k: int, model) -> int:
 @quality_options
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def predict(runtime, top_k, quality, paths, as_json):
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append a decision record per image to this field log (JSON lines); with --fleet, the outbox.")
+@fleet_option
+def predict(runtime, top_k, quality, paths, as_json, log_path, fleet):
     """Classify image files, folders (recursively) and globs with a deploy bundle.
 
     Unreadable images are reported and skipped. Images the quality guard would refuse in capture
@@ -79,6 +83,9 @@ def predict(runtime, top_k, quality, paths, as_json):
     from ..core.errors import NoInputError
     from ..runtime.predict import expand_inputs, predict_files
 
+    fleet_cfg = load_fleet_option(fleet)
+    if fleet_cfg is not None and log_path is None:
+        raise click.UsageError("--fleet needs --log FILE: the field log predict's decisions are kept and sent from")
     model, sel = _open_runtime(runtime)
     top_k = _clamp_top_k(top_k, model)
     guard = QualityGuard.for_bundle(model.quality_reference, quality)
@@ -92,6 +99,7 @@ def predict(runtime, top_k, quality, paths, as_json):
                                      judge=guard.check if guard is not None else None))
     finally:
         sel.classifier.close()   # frees the engine / session (GPU memory) before printing
+    log_predictions(results, model, sel.classifier, log_path, fleet_cfg)
     ok = [r for r in results if r.topk is not None]
     bad = [r for r in results if r.topk is None]
     if as_json:
