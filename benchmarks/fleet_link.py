@@ -3,7 +3,8 @@
 - capture: `clca-edge capture` frames/s on a video with the link off (no --fleet) and on with the
   broker up, down (never started) and flapping (restarted every --flap-s seconds); each condition
   runs --rounds times, round-robin, and the figure is the median, so load from other processes hits
-  every condition alike. The bundle is the tiny EViT+CLCA model of benchmarks/capture_fps.py.
+  every condition alike. The bundle is the tests' tiny EViT+CLCA model (tests/support/runtime_bundle.py) on 640x480
+  video frames: a fast loop, where the link's share of each frame is largest.
 - on_record: what the link costs the capture loop's thread per frame (``FleetAgent.on_record``: heartbeat
   counts, the sampling policy, the hand-over of a chosen frame, waking the uploader), p50/p99/max
   over --calls calls, with the broker up, down and flapping, in this process.
@@ -44,8 +45,9 @@ from clca_edge.fleet.messages import RecordBatch  # noqa: E402
 from clca_edge.fleet.outbox import LogOutbox  # noqa: E402
 from clca_edge.fleet.uploader import Uploader  # noqa: E402
 
-# A small, fast model: the faster the loop, the larger the link's share of each frame (the worst case).
-BACKBONE, IMG = "vit_tiny_patch16_224", 96
+# The tests' tiny EViT+CLCA model: the faster the loop, the larger the link's share of each frame
+# (the worst case for the link).
+IMG = 64
 CLI = "import sys; sys.argv[0] = 'clca-edge'; from clca_edge.cli import main; main()"
 
 
@@ -175,10 +177,10 @@ def capture_fps(bundle: Path, video: Path, out: Path, fleet: Path = None) -> flo
 
 
 def bench_capture(work: Path, rounds: int, frames: int, flap_s: float) -> dict:
-    from capture_fps import make_bundle, make_video
+    from support.runtime_bundle import leaf_images, write_bundle, write_video
 
-    bundle = make_bundle(work / "bundle", BACKBONE, 0.25, IMG, 10)
-    video = make_video(work / "field.avi", frames, 640, 480)
+    bundle = write_bundle(work / "bundle", img_size=IMG)
+    video = write_video(work / "field.avi", leaf_images(frames, seed=1, size=(480, 640)), fps=30.0)
     results = {k: [] for k in ("off", "up", "down", "flapping")}
     broker = Mosquitto(work)
     for r in range(rounds):

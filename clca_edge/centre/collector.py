@@ -57,6 +57,7 @@ class Collector:
         self.link.client.on_message = self._on_message
         self.link.client.on_subscribe = lambda *_: self.subscribed.set()
         self.subscribed = threading.Event()      # the broker confirmed the subscriptions (SUBACK)
+        self.link.on_disconnect(self.subscribed.clear)
         self.counts: Counter = Counter()      # stored, duplicate, dropped:<reason>, by what happened
         self._lock = threading.Lock()
         self._whole: Dict[Tuple[str, str], int] = {}   # (device, log) -> seqs below this are all stored

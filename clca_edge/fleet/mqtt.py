@@ -70,12 +70,16 @@ class MqttLink:
         self.connections = 0
         self.refusal: Optional[str] = None     # why the broker last refused us (bad credentials...)
         self._on_connect: List[Callable[[Any], None]] = []
+        self._on_disconnect: List[Callable[[], None]] = []
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
         self._started = False
 
     def on_connect(self, fn: Callable[[Any], None]) -> None:
         self._on_connect.append(fn)
+
+    def on_disconnect(self, fn: Callable[[], None]) -> None:
+        self._on_disconnect.append(fn)
 
     def _connected(self, client, userdata, flags, reason_code, properties=None) -> None:
         if reason_code.is_failure:
@@ -94,6 +98,8 @@ class MqttLink:
         if self.connected.is_set() and self._started:
             log.warning("lost the broker %s (%s); reconnecting in the background", self.broker.url, reason_code)
         self.connected.clear()
+        for fn in self._on_disconnect:
+            fn()
 
     def start(self) -> "MqttLink":
         host, port, _ = self.broker.endpoint()
