@@ -4,7 +4,6 @@ cursor survives a restart, moves back on a resend request, and an oversized reco
 
 from __future__ import annotations
 
-
 import pytest
 
 from clca_edge.capture.fieldlog import open_log, read_log
