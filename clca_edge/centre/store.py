@@ -3,8 +3,8 @@ content-addressed folder tree for frames (``frames/ab/abcdef....jpg``, named by 
 
 Crash-safe and idempotent: a message is written in one transaction (synchronous=FULL) before the
 collector acknowledges it to the broker, and records are unique on (device, log, seq), frames on
-(device, frame_id), events on (device, seq): a redelivery or a device's replay is ignored
-(``INSERT OR IGNORE``). A frame's file is written (atomically) before its row, so a crash between
+(device, sha256), events on (device, seq): a redelivery or a device's replay is ignored
+(``INSERT OR IGNORE``); a frame is stored once per (device, sha256). A frame's file is written (atomically) before its row, so a crash between
 leaves at worst a file no row names, never a row without its file. Several collectors may share
 one store folder (SQLite serialises writers; ``busy_timeout`` waits for the lock).
 """
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS devices (
 CREATE TABLE IF NOT EXISTS frames (
     device TEXT NOT NULL, frame_id INTEGER NOT NULL, sha256 TEXT NOT NULL, time TEXT, reason TEXT, label TEXT,
     confidence REAL, topk TEXT, record TEXT, path TEXT NOT NULL, received TEXT NOT NULL,
-    PRIMARY KEY (device, frame_id));
+    PRIMARY KEY (device, sha256));
 CREATE TABLE IF NOT EXISTS events (
     device TEXT NOT NULL, seq INTEGER NOT NULL, state TEXT NOT NULL, version TEXT, reason TEXT, figures TEXT,
     time TEXT, received TEXT NOT NULL, PRIMARY KEY (device, seq));

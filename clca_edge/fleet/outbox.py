@@ -70,6 +70,7 @@ class LogOutbox:
         self.path = Path(log_path)
         self.cursor_path = Path(cursor_path) if cursor_path else self.path.with_name(self.path.name + ".fleet-cursor")
         self.cursor = self._load_cursor()
+        self._id_cache: Optional[Tuple[Tuple[int, int], str]] = None   # ((st_dev, st_ino), log id)
 
     def _load_cursor(self) -> Cursor:
         try:
@@ -85,7 +86,21 @@ class LogOutbox:
             return Cursor()
 
     def log_id(self) -> Optional[str]:
-        """The hash naming this log (of its first complete record), None while the log is empty."""
+        """The hash naming this log (of its first complete record), None while the log is empty;
+        read once per file (a file put in its place is read again)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        key = (st.st_dev, st.st_ino)
+        if self._id_cache is not None and self._id_cache[0] == key:
+            return self._id_cache[1]
+        found = self._read_log_id()
+        if found is not None:
+            self._id_cache = (key, found)
+        return found
+
+    def _read_log_id(self) -> Optional[str]:
         fmt = detect_format(self.path)
         if fmt is None:
             return None

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 HOUR_S = 3600.0
 STATE = "spool.json"
+STATE_EVERY = 16      # the next id is saved every this many frames (and whenever a frame is dropped)
 
 
 def margin_of(record: Dict[str, Any]) -> Optional[float]:
@@ -40,7 +41,9 @@ def margin_of(record: Dict[str, Any]) -> Optional[float]:
 
 class FrameSpool:
     """Chosen frames waiting to travel: ``{id:010d}.jpg`` + ``{id:010d}.json`` in one folder, with
-    the next id and the count of frames dropped for the quota in ``spool.json``."""
+    the next id and the count of frames dropped for the quota in ``spool.json``. An id only orders
+    and names frames on the device; after a crash one may be given again, which is harmless: the
+    centre keys a frame by its content (sha256)."""
 
     def __init__(self, folder, quota_bytes: int):
         self.folder = Path(folder)
@@ -86,6 +89,7 @@ class FrameSpool:
                 self.dropped += 1
                 self._save_state()
                 return None
+            dropped_before = self.dropped
             waiting, used = self.frames(), self.size()
             while waiting and used + len(jpeg) > self.quota_bytes:
                 oldest = waiting.pop(0)
@@ -93,7 +97,8 @@ class FrameSpool:
                 self.dropped += 1
             frame_id = self.next_id
             self.next_id += 1
-            self._save_state()
+            if dropped_before != self.dropped or frame_id % STATE_EVERY == 0:
+                self._save_state()   # not every frame: an fsync less per frame (ids only name frames here)
             base = self.folder / f"{frame_id:010d}"
             atomic_write_bytes(base.with_suffix(".jpg"), jpeg)
             atomic_write_bytes(base.with_suffix(".json"), json.dumps({**meta, "frame_id": frame_id}).encode())

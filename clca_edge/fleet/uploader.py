@@ -34,6 +34,7 @@ from .topics import Topics
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5          # how often an idle uploader looks at the log again (notify() wakes it sooner)
+LINGER_S = 0.1        # after a wake, records gather this long before a batch is read
 
 
 class TokenBucket:
@@ -184,8 +185,10 @@ class Uploader:
                 self._stop.wait(POLL_S)
             if not busy:
                 self._idle.set()
-                self._wake.wait(POLL_S)
+                woken = self._wake.wait(POLL_S)
                 self._wake.clear()
+                if woken:   # let a few records gather: fuller batches, fewer cursor writes
+                    self._stop.wait(LINGER_S)
 
     def _wait_acked(self, info) -> bool:
         """Wait for the broker's PUBACK (paho resends across reconnects); False if stopping, or if
