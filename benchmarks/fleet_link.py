@@ -1,9 +1,11 @@
 """Fleet link figures, on a real Mosquitto started here on a loopback port:
 
-- capture: `clca-edge capture` frames/s on a video with the link off (no --fleet) and on with the
-  broker up, down (never started) and flapping (restarted every --flap-s seconds); each condition
-  runs --rounds times, round-robin, and the figure is the median, so load from other processes hits
-  every condition alike. The bundle is the tests' tiny EViT+CLCA model (tests/support/runtime_bundle.py) on 640x480
+- capture: the capture loop's frames/s on a video, and the process's CPU time per frame (every
+  thread: the uploader, paho's network thread, the frame encoder), with the link off and on (the
+  agent as the run's observer, as `capture --fleet` runs it) with the broker up, down (stopped) and
+  flapping (restarted every --flap-s seconds, down 0.3 s each time); each condition runs --rounds
+  times, round-robin, in this process, and the figure is the median, so load from other processes
+  hits every condition alike. The bundle is the tests' tiny EViT+CLCA model (tests/support/runtime_bundle.py) on 640x480
   video frames: a fast loop, where the link's share of each frame is largest.
 - on_record: what the link costs the capture loop's thread per frame (``FleetAgent.on_record``: heartbeat
   counts, the sampling policy, the hand-over of a chosen frame, waking the uploader), p50/p99/max
@@ -24,7 +26,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,7 +41,7 @@ from support.mosquitto import Mosquitto  # noqa: E402
 from clca_edge.capture.fieldlog import open_log, read_log  # noqa: E402
 from clca_edge.centre.collector import Collector  # noqa: E402
 from clca_edge.centre.store import Store  # noqa: E402
-from clca_edge.fleet.config import BrokerConfig, FleetConfig  # noqa: E402
+from clca_edge.fleet.config import BrokerConfig, FleetConfig, SamplingPolicy  # noqa: E402
 from clca_edge.fleet.messages import RecordBatch  # noqa: E402
 from clca_edge.fleet.outbox import LogOutbox  # noqa: E402
 from clca_edge.fleet.uploader import Uploader  # noqa: E402
@@ -48,7 +49,6 @@ from clca_edge.fleet.uploader import Uploader  # noqa: E402
 # The tests' tiny EViT+CLCA model: the faster the loop, the larger the link's share of each frame
 # (the worst case for the link).
 IMG = 64
-CLI = "import sys; sys.argv[0] = 'clca-edge'; from clca_edge.cli import main; main()"
 
 
 def decision_record(i: int) -> dict:
@@ -165,49 +165,73 @@ def bench_on_record(work: Path, calls: int, flap_s: float) -> dict:
     return out
 
 
-def capture_fps(bundle: Path, video: Path, out: Path, fleet: Path = None) -> float:
-    cmd = [sys.executable, "-c", CLI, "capture", "--bundle", str(bundle), "--source", str(video),
-           "--log", str(out / "log.jsonl"), "--run-dir", str(out), "--no-live", "--threads", "1"]
-    if fleet is not None:
-        cmd += ["--fleet", str(fleet)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=600)
-    summary = [r for r in read_log(out / "log.jsonl") if r.get("type") == "summary"][-1]
-    return float(summary["fps"])
+def capture_run(model, classifier, video: Path, log: Path, fleet) -> tuple:
+    """One capture run in this process, as `capture --fleet` runs it (the agent as the run's
+    observer); (loop frames/s, process CPU ms per frame: every thread, the link's included)."""
+    from clca_edge.capture.config import CaptureConfig
+    from clca_edge.capture.loop import run_capture
+    from clca_edge.capture.sources import make_source, parse_source
+    from clca_edge.fleet.agent import FleetAgent
+    from clca_edge.fleet.observer import FleetObserver
+
+    log.parent.mkdir(parents=True)
+    agent = FleetAgent(fleet, log).start() if fleet is not None else None
+    observers = (FleetObserver(agent),) if agent is not None else ()
+    cpu0 = time.process_time()
+    with open_log(log) as flog:
+        summary = run_capture(model, classifier, make_source(parse_source(str(video))), flog, CaptureConfig(), None,
+                              (), None, observers)
+    cpu_ms = 1000.0 * (time.process_time() - cpu0) / max(1, summary.frames)
+    if agent is not None:
+        agent.stop(1.0)
+    return summary.fps, cpu_ms
 
 
 def bench_capture(work: Path, rounds: int, frames: int, flap_s: float) -> dict:
     from support.runtime_bundle import leaf_images, write_bundle, write_video
 
+    from clca_edge.runtime.backends import select_classifier
+    from clca_edge.runtime.model import load_model
+
     bundle = write_bundle(work / "bundle", img_size=IMG)
     video = write_video(work / "field.avi", leaf_images(frames, seed=1, size=(480, 640)), fps=30.0)
-    results = {k: [] for k in ("off", "up", "down", "flapping")}
+    model = load_model(str(bundle))
+    classifier = select_classifier(model.files, "ort-cpu", "fp32", 1).classifier
+    # "up, no frames": the records and heartbeats alone (the sampler off), the link's steady state once
+    # the hour's frame caps are spent; the other conditions send frames too, and a 600-frame run of a
+    # random model (every decision uncertain) spends the hour's caps at once: their worst case.
+    fps = {k: [] for k in ("off", "up", "up, no frames", "down", "flapping")}
+    cpu = {k: [] for k in fps}
     broker = Mosquitto(work)
     for r in range(rounds):
-        for cond in results:
-            out = work / f"run-{cond}-{r}"
-            url = broker.url
-            fleet = None
-            if cond != "off":
-                fleet = work / "fleet.toml"
-                fleet.write_text(f'broker = "{url}"\ndevice = "bench-cam"\nreconnect_max_s = 1\nheartbeat_s = 1\n'
-                                 "[sampling]\nrandom_share = 0.05\n")
-            flapper = None
-            if cond in ("up", "flapping"):
+        for cond in fps:
+            fleet = None if cond == "off" else FleetConfig(
+                BrokerConfig(broker.url), f"bench-{cond.split(',')[0]}", reconnect_max_s=1, heartbeat_s=1,
+                sampling=SamplingPolicy(enabled=cond != "up, no frames"))
+            if cond.startswith("up") or cond == "flapping":
                 broker.start()
-            if cond == "flapping":
-                flapper = Flapper(broker, flap_s, 0.3)
+            flapper = Flapper(broker, flap_s, 0.3) if cond == "flapping" else None
+            if flapper is not None:
                 flapper.start()
             try:
-                results[cond].append(capture_fps(bundle, video, out, fleet))
+                f, c = capture_run(model, classifier, video, work / f"run-{cond[:4]}-{len(fps[cond])}-{r}" / "log.jsonl",
+                                   fleet)
+                fps[cond].append(f)
+                cpu[cond].append(c)
             finally:
                 if flapper is not None:
                     flapper.halt.set()
                     flapper.join()
                 broker.stop()
-    med = {k: statistics.median(v) for k, v in results.items()}
-    return {"frames": frames, "rounds": rounds, "fps_median": {k: round(v, 2) for k, v in med.items()},
-            "fps_all": results, "ratio_to_off": {k: round(v / med["off"], 3) for k, v in med.items()}}
+    classifier.close()
+    med = {k: statistics.median(v) for k, v in fps.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    return {"frames": frames, "rounds": rounds, "fps_median": {k: round(v, 1) for k, v in med.items()},
+            "fps_all": {k: [round(x, 1) for x in v] for k, v in fps.items()},
+            "fps_ratio_to_off": {k: round(v / med["off"], 3) for k, v in med.items()},
+            "cpu_ms_per_frame_median": {k: round(v, 3) for k, v in cpu_med.items()},
+            "cpu_ratio_to_off": {k: round(v / cpu_med["off"], 3) for k, v in cpu_med.items()},
+            "cpu_ms_per_frame_all": {k: [round(x, 3) for x in v] for k, v in cpu.items()}}
 
 
 def main() -> None:

@@ -34,7 +34,8 @@ from .topics import Topics
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5          # how often an idle uploader looks at the log again (notify() wakes it sooner)
-LINGER_S = 0.1        # after a wake, records gather this long before a batch is read
+LINGER_S = 0.1        # once caught up, records gather this long before the next batch is read
+FULL, PARTIAL, NONE = "full", "partial", "none"
 
 
 class TokenBucket:
@@ -178,7 +179,12 @@ class Uploader:
             try:
                 self._apply_rewind()
                 self._maybe_heartbeat()
-                busy = self._send_records() or self._send_frame()
+                records = self._send_records()
+                # Frames go between batches once the records have caught up (never starved by them).
+                frame = records != FULL and self._send_frame()
+                busy = records != NONE or frame
+                if records == PARTIAL and not frame:
+                    self._stop.wait(LINGER_S)   # caught up: let records gather for a fuller batch
             except OSError as e:   # the log or the spool cannot be read right now: try again later
                 log.warning("fleet uploader: %s; retrying", e)
                 busy = False
@@ -202,25 +208,31 @@ class Uploader:
                 return False
         return False
 
-    def _send_records(self) -> bool:
-        want = min(self.config.batch_size, self.bucket.available())
+    def _send_records(self) -> str:
+        """One batch: FULL (more may be waiting), PARTIAL (sent all there was) or NONE (nothing)."""
+        available = self.bucket.available()
+        if available < self.config.batch_size:
+            # The rate limit holds us back: wait for a full batch's worth (at most LINGER_S), not
+            # a trickle of tiny batches.
+            self._stop.wait(min(LINGER_S, self.bucket.wait_s(self.config.batch_size)))
+            available = self.bucket.available()
+        want = min(self.config.batch_size, available)
         if want < 1:
-            self._stop.wait(self.bucket.wait_s(1))
-            return True
+            return FULL
         batch = self.outbox.next_batch(want)
         if batch is None:
-            return False
+            return NONE
         payload = RecordBatch(self.config.device, batch.end.log, batch.records).encode()
         info = self.link.client.publish(self.topics.records(self.config.device), payload, qos=1)
         if not self._wait_acked(info):
             self._stop.wait(POLL_S)   # not sent: still pending, tried again
-            return True
+            return FULL
         self.outbox.commit(batch)
         self.bucket.take(len(batch))
         self.records_sent += len(batch)
         self.batches_sent += 1
         self.bytes_sent += len(payload)
-        return True
+        return FULL if len(batch) == want else PARTIAL
 
     def _send_frame(self) -> bool:
         if self.spool is None:
