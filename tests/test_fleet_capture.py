@@ -32,7 +32,7 @@ def fleet_file(tmp_path, url, device="cam-1"):
     path = tmp_path / f"{device}.toml"
     # Every decision is 'low confidence' (below 1.0): the cap of 5 per hour decides how many travel.
     path.write_text(f'broker = "{url}"\ndevice = "{device}"\nreconnect_max_s = 1\nheartbeat_s = 1\n'
-                    "[sampling]\nlow_confidence = 1.0\nrandom_share = 0.0\n"
+                    "[sampling]\nlow_confidence = 1.0\nrandom_share = 0.0\nmin_gap_s = 0\n"
                     "[sampling.per_hour]\nlow_confidence = 5\nsmall_margin = 0\n")
     return path
 

@@ -42,7 +42,8 @@ def fake_jpeg(size):
 
 
 def test_the_policy_picks_uncertain_frames_within_its_caps(tmp_path):
-    policy = SamplingPolicy(low_confidence=0.5, small_margin=0.1, random_share=0.1, per_hour=CAPS, quota_mb=10)
+    policy = SamplingPolicy(low_confidence=0.5, small_margin=0.1, random_share=0.1, per_hour=CAPS, quota_mb=10,
+                            min_gap_s=0.0)
     clock = Clock()
     sampler = FrameSampler(policy, FrameSpool(tmp_path / "spool", policy.quota_bytes), random.Random(1), clock,
                            encode=fake_jpeg(1000))
@@ -67,8 +68,24 @@ def test_the_policy_picks_uncertain_frames_within_its_caps(tmp_path):
     assert meta["topk"] == [["a", 0.3], ["b", 0.2]] and meta["record"]["frame"] == 0
 
 
+def test_frames_of_one_reason_are_spaced_by_the_minimum_gap(tmp_path):
+    policy = SamplingPolicy(low_confidence=0.5, random_share=0.0, per_hour=CAPS, min_gap_s=2.0)
+    clock = Clock()
+    sampler = FrameSampler(policy, FrameSpool(tmp_path / "spool", policy.quota_bytes), random.Random(0), clock,
+                           encode=fake_jpeg(100))
+    bgr = np.zeros((8, 8, 3), np.uint8)
+    low, margin = [], []
+    for _ in range(10):                                         # a frame every 0.5 s for 5 s
+        low.append(sampler.on_decision(bgr, decision(0.3, 0.2)) is not None)
+        margin.append(sampler.on_decision(bgr, decision(0.55, 0.5)) is not None)
+        clock.t += 0.5
+    assert low == [True, False, False, False, True, False, False, False, True, False]
+    assert margin == [True, False, False, False, True, False, False, False, False, False]   # then its cap of 2
+
+
 def test_the_quota_drops_the_oldest_frames_first_and_counts_them(tmp_path):
-    policy = SamplingPolicy(low_confidence=0.5, per_hour={r: 100 for r in CAPS}, quota_mb=50_000 / 2 ** 20)
+    policy = SamplingPolicy(low_confidence=0.5, per_hour={r: 100 for r in CAPS}, quota_mb=50_000 / 2 ** 20,
+                            min_gap_s=0.0)
     spool = FrameSpool(tmp_path / "spool", policy.quota_bytes)
     sampler = FrameSampler(policy, spool, random.Random(0), Clock(), encode=fake_jpeg(20_000))
     bgr = np.zeros((8, 8, 3), np.uint8)
@@ -96,7 +113,7 @@ def test_chosen_frames_travel_to_the_centre_content_addressed(tmp_path):
         collector = Collector(BrokerConfig(broker.url), store).start()
         assert collector.subscribed.wait(10)
         cfg = FleetConfig(BrokerConfig(broker.url), "cam-1", heartbeat_s=1,
-                          sampling=SamplingPolicy(random_share=0.0, per_hour=CAPS))
+                          sampling=SamplingPolicy(random_share=0.0, per_hour=CAPS, min_gap_s=0.0))
         agent = FleetAgent(cfg, log, rng=random.Random(0)).start()
         rng = np.random.default_rng(0)
         try:

@@ -21,6 +21,7 @@ Example::
     out_of_distribution = true
     random_share = 0.01
     quota_mb = 200
+    min_gap_s = 1.0
 
     [sampling.per_hour]
     low_confidence = 60
@@ -104,7 +105,8 @@ class SamplingPolicy:
     A decision is chosen for the first reason it meets, in this order: refused by the quality guard
     as out_of_distribution, calibrated confidence below ``low_confidence``, top-1/top-2 margin below
     ``small_margin``, else a ``random_share`` of the confident ones (an unbiased accuracy sample).
-    Each reason has its own cap per hour; the stored JPEGs stay within ``quota_mb``."""
+    Each reason has its own cap per hour and at least ``min_gap_s`` between two of its frames; the
+    stored JPEGs stay within ``quota_mb``."""
 
     low_confidence: float = 0.5
     small_margin: float = 0.1
@@ -114,6 +116,10 @@ class SamplingPolicy:
     quota_mb: float = 200.0
     jpeg_quality: int = 90
     enabled: bool = True
+    # Seconds between two frames kept for the same reason: consecutive video frames are near
+    # duplicates, so spacing them gives the labeller more different views, and an hour's caps cannot
+    # be spent (encoded) in one burst.
+    min_gap_s: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("low_confidence", "small_margin", "random_share"):
@@ -127,6 +133,8 @@ class SamplingPolicy:
                 raise ConfigError(f"sampling.per_hour.{reason} {cap!r} must be a whole number >= 0")
         if self.quota_mb < 0:
             raise ConfigError(f"sampling.quota_mb {self.quota_mb} must be >= 0")
+        if not 0 <= self.min_gap_s <= 3600:
+            raise ConfigError(f"sampling.min_gap_s {self.min_gap_s} must be within 0..3600 seconds")
         if not 10 <= self.jpeg_quality <= 100:
             raise ConfigError(f"sampling.jpeg_quality {self.jpeg_quality} must be within 10..100")
 
@@ -179,7 +187,7 @@ _TOP: Dict[str, tuple] = {
 _SAMPLING: Dict[str, tuple] = {
     "low_confidence": (int, float), "small_margin": (int, float), "out_of_distribution": (bool,),
     "random_share": (int, float), "per_hour": (dict,), "quota_mb": (int, float), "jpeg_quality": (int,),
-    "enabled": (bool,),
+    "enabled": (bool,), "min_gap_s": (int, float),
 }
 _PATHS = ("password_file", "ca", "cert", "key", "frames_dir")
 
@@ -212,7 +220,7 @@ def sampling_from_dict(data: Mapping[str, Any]) -> SamplingPolicy:
     kwargs = dict(data)
     if "per_hour" in kwargs:
         kwargs["per_hour"] = {**{r: 60 for r in SAMPLING_REASONS}, **kwargs["per_hour"]}
-    for name in ("low_confidence", "small_margin", "random_share", "quota_mb"):
+    for name in ("low_confidence", "small_margin", "random_share", "quota_mb", "min_gap_s"):
         if name in kwargs:
             kwargs[name] = float(kwargs[name])
     return SamplingPolicy(**kwargs)

@@ -168,6 +168,8 @@ class FrameSampler:
             recent.popleft()
         if len(recent) >= self.policy.cap(reason):
             return False
+        if recent and now - recent[-1] < self.policy.min_gap_s:
+            return False
         recent.append(now)
         return True
 
