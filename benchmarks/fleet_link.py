@@ -224,6 +224,10 @@ def bench_capture(work: Path, rounds: int, frames: int, flap_s: float) -> dict:
                     flapper.join()
                 broker.stop()
     classifier.close()
+    # Bytes per decision of a real capture log (decisions as the run writes them), batched as the uploader does.
+    records = list(read_log(work / "run-off-0-0" / "log.jsonl"))
+    wire = sum(len(RecordBatch("bench-cam", "log0", tuple(enumerate(records[i:i + 100]))).encode())
+               for i in range(0, len(records), 100))
     med = {k: statistics.median(v) for k, v in fps.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     return {"frames": frames, "rounds": rounds, "fps_median": {k: round(v, 1) for k, v in med.items()},
@@ -231,7 +235,11 @@ def bench_capture(work: Path, rounds: int, frames: int, flap_s: float) -> dict:
             "fps_ratio_to_off": {k: round(v / med["off"], 3) for k, v in med.items()},
             "cpu_ms_per_frame_median": {k: round(v, 3) for k, v in cpu_med.items()},
             "cpu_ratio_to_off": {k: round(v / cpu_med["off"], 3) for k, v in cpu_med.items()},
-            "cpu_ms_per_frame_all": {k: [round(x, 3) for x in v] for k, v in cpu.items()}}
+            "cpu_ms_per_frame_all": {k: [round(x, 3) for x in v] for k, v in cpu.items()},
+            "capture_log_payload_bytes_per_decision": round(wire / max(1, sum(r.get("type") == "decision"
+                                                                             for r in records)), 1),
+            "capture_log_bytes_per_decision": round((work / "run-off-0-0" / "log.jsonl").stat().st_size
+                                                    / max(1, len(records)), 1)}
 
 
 def main() -> None:
