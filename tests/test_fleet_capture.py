@@ -74,6 +74,7 @@ def test_capture_sends_every_decision_once_and_the_frames_its_policy_picks(bundl
         (beat,) = store.query("SELECT heartbeat FROM devices WHERE device = 'cam-1'")[0:1]
         beat = json.loads(beat[0])
         assert beat["backend"] == "ort-cpu" and beat["bundle"] and beat["decisions"] > 0
+        assert beat["selfcheck"] in ("passed", "skipped")      # the run's own check of the variant it runs
         assert store.query("SELECT state FROM devices WHERE device = 'cam-1'") == [("offline",)]
         assert not any((tmp_path / "run" / "fleet-frames").glob("*.jpg"))   # all sent, none left behind
         store.close()

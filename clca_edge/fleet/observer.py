@@ -16,7 +16,11 @@ class FleetObserver(FrameObserver):
         self.agent = agent
 
     def _bundle(self, runtime: BundleRuntime) -> None:
-        self.agent.stats.set_bundle(runtime.sha, runtime.label or None)
+        clf = runtime.classifier
+        used = [c for c in runtime.checks if (c.backend, c.precision) == (clf.backend, clf.precision)]
+        status = used[-1].status if used else None
+        self.agent.stats.set_bundle(runtime.sha, runtime.label or None, clf.backend, clf.precision,
+                                    None if status is None else str(getattr(status, "value", status)))
 
     def on_start(self, run: RunView) -> None:
         self._bundle(run.runtime)

@@ -36,9 +36,14 @@ class DeviceStats:
         self.selfcheck = "unknown"
         self._recent: deque = deque()
 
-    def set_bundle(self, sha: Optional[str], version: Optional[str]) -> None:
+    def set_bundle(self, sha: Optional[str], version: Optional[str], backend: Optional[str] = None,
+                   precision: Optional[str] = None, selfcheck: Optional[str] = None) -> None:
+        """What the device runs now (at the start of a run and at a bundle switch)."""
         with self._lock:
             self.bundle, self.bundle_version = sha, version
+            self.backend = backend or self.backend
+            self.precision = precision or self.precision
+            self.selfcheck = selfcheck or self.selfcheck
 
     def observe(self, record: Dict[str, Any]) -> None:
         kind = record.get("type")
