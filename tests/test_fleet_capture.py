@@ -62,6 +62,8 @@ def test_capture_sends_every_decision_once_and_the_frames_its_policy_picks(bundl
             logged = list(read_log(log))
             assert wait_for(lambda: collector.counts["records"] >= len(logged), 10), collector.counts
             assert wait_for(lambda: len(store.query("SELECT 1 FROM frames")) == 5, 10)
+            # The run's last heartbeat (sent as the agent stops) carries its final figures.
+            assert wait_for(lambda: store.query("SELECT 1 FROM heartbeats WHERE body LIKE '%\"decisions\":16%'"), 10)
         finally:
             collector.stop()
         stored = [r["record"] for r in store.records("cam-1")]
