@@ -251,3 +251,37 @@ def test_fleet_collect_runs_until_sigterm_with_the_collectors_credentials(tmp_pa
     assert "records 40" in err
     with Store(tmp_path / "store", readonly=True) as store:
         assert stored_frames(store, "dev-c") == list(range(40))
+
+
+def test_two_collectors_share_the_load_and_restarted_ones_lose_nothing(tmp_path):
+    """Shared subscriptions hand each batch to one collector of the group; collectors that stop
+    (their sessions persist at the broker) get what arrived meanwhile when they come back."""
+    log = tmp_path / "log.jsonl"
+    write_records(log, 400)
+    with Mosquitto(tmp_path) as broker:
+        store = Store(tmp_path / "store")       # one store folder, two collectors writing into it
+
+        def collector(name):
+            c = Collector(BrokerConfig(broker.url), store, client_id=name).start()
+            assert c.subscribed.wait(10)
+            return c
+
+        a, b = collector("collector-a"), collector("collector-b")
+        cfg = FleetConfig(BrokerConfig(broker.url), "dev-s", batch_size=10, replay_rate=100, reconnect_max_s=1)
+        uploader = Uploader(cfg, LogOutbox(log)).start()
+        try:
+            wait_for(lambda: a.counts["records"] >= 50 and b.counts["records"] >= 50, 20, "both to take a share")
+            a.stop()
+            b.stop()                                    # the centre goes away mid-run
+            wait_for(lambda: uploader.pending()[0] == 0, 30, "the broker to take everything")
+            before = len(stored_frames(store, "dev-s"))
+            assert before < 400
+            a, b = collector("collector-a"), collector("collector-b")     # and comes back
+            wait_for(lambda: len(stored_frames(store, "dev-s")) == 400, 20, "every record at the centre")
+            assert sorted(stored_frames(store, "dev-s")) == list(range(400))   # none lost, none twice
+            assert a.counts["records"] + b.counts["records"] == 400 - before
+        finally:
+            uploader.stop()
+            a.stop()
+            b.stop()
+            store.close()
