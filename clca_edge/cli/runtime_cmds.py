@@ -226,11 +226,12 @@ def _run_capture_cmd(model, sel, src_cfg, config, output, display, fleet_cfg=Non
     if display.show:
         overlay = OverlayWindow()
     observers = (DisplayObserver(panel, overlay),) if panel is not None or overlay is not None else ()
-    agent = start_fleet_agent(fleet_cfg, log_file)
-    observers += fleet_observers(agent)
     stop = StopRequest()
+    agent = None
     with removes_empty_dirs(created), stop_on_signals(stop), flog:
         try:
+            agent = start_fleet_agent(fleet_cfg, log_file)
+            observers += fleet_observers(agent)
             with (panel if panel is not None else contextlib.nullcontext()):
                 summary = loop.run_capture(model, sel.classifier, make_source(src_cfg), flog, config, saver,
                                            tuple(sel.fallbacks), stop, observers, checks=sel.checks)
