@@ -197,20 +197,22 @@ def test_a_fleet_file_from_disk_drives_the_uploader(tmp_path):
 
 def test_the_centre_asks_again_for_records_the_broker_lost(tmp_path):
     """Records acknowledged by the broker but never delivered (a restarted Mosquitto drops shared
-    subscriptions until collectors subscribe again) are found missing and sent again."""
+    subscriptions until collectors subscribe again) are found missing and sent again; the shipped
+    ACL lets the collector ask and the device read the request."""
     log = tmp_path / "log.jsonl"
     write_records(log, 30)
-    with Mosquitto(tmp_path) as broker:
-        cfg = FleetConfig(BrokerConfig(broker.url), "dev-r", batch_size=10, reconnect_max_s=1)
+    with Mosquitto(tmp_path, users={"dev-r": "pw-r", "collector": "pw-c"}) as broker:
+        cfg = FleetConfig(BrokerConfig(broker.url, "dev-r", "pw-r"), "dev-r", batch_size=10, reconnect_max_s=1)
+        centre = BrokerConfig(broker.url, "collector", "pw-c")
         store = Store(tmp_path / "store")
-        collector = Collector(BrokerConfig(broker.url), store).start()
+        collector = Collector(centre, store).start()
         assert collector.subscribed.wait(10)
         uploader = Uploader(cfg, LogOutbox(log)).start()
         wait_for(lambda: len(stored_frames(store, "dev-r")) == 30, 10, "the first upload")
         uploader.stop()
         collector.stop()
         store.query("DELETE FROM records WHERE seq BETWEEN 10 AND 19")   # lost between broker and collector
-        collector = Collector(BrokerConfig(broker.url), store).start()   # a collector that starts afresh
+        collector = Collector(centre, store).start()   # a collector that starts afresh
         assert collector.subscribed.wait(10)
         uploader = Uploader(cfg, LogOutbox(log)).start()   # its status says it has sent up to seq 30
         try:
@@ -218,6 +220,7 @@ def test_the_centre_asks_again_for_records_the_broker_lost(tmp_path):
                      "the lost records sent again")
             assert uploader.rewinds == 1
             assert stored_frames(store, "dev-r") == list(range(10)) + list(range(20, 30)) + list(range(10, 20))
+            assert "Denied" not in broker.log_text()
         finally:
             uploader.stop()
             collector.stop()
