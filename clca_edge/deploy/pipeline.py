@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..bundle import Status, VariantRecord, load_bundle
+from ..bundle import Manifest, Status, VariantRecord, load_bundle
 from ..core.output_paths import replace_dir
 from . import build_steps, gate_steps, quality_step, write_steps
 from .config import DeployConfig
@@ -93,12 +93,17 @@ class DeployReport:
     signed_by: Optional[str] = None  # key id of --sign-key
 
     @property
+    def manifest(self) -> Manifest:
+        """The bundle's manifest as written (the same records the steps set)."""
+        return self.run.manifest
+
+    @property
     def variants(self) -> list[VariantView]:
-        return [VariantView(n, v) for n, v in self.run.variants.items()]
+        return [VariantView(n, v) for n, v in self.manifest.variants.items()]
 
     @property
     def default_variant(self) -> Optional[str]:
-        return self.run.default_variant
+        return self.manifest.default_variant
 
     @property
     def parity(self) -> dict[str, float]:
@@ -114,11 +119,11 @@ class DeployReport:
 
     @property
     def calib_images(self) -> int:
-        return self.run.calibration.images if self.run.calibration else 0
+        return self.manifest.calibration.images if self.manifest.calibration else 0
 
     @property
     def calib_excluded(self) -> int:
-        return self.run.calibration.excluded_also_in_eval if self.run.calibration else 0
+        return self.manifest.calibration.excluded_also_in_eval if self.manifest.calibration else 0
 
     @property
     def detectable_drop(self) -> Optional[float]:
@@ -130,17 +135,17 @@ class DeployReport:
     @property
     def confidence(self):
         """core.confidence.ConfidenceCalibration (temperature, ECE before/after)."""
-        return self.run.confidence
+        return self.manifest.confidence
 
     @property
     def quality_reference(self):
         """core.image_stats.QualityReference of the training images."""
-        return self.run.quality_reference
+        return self.manifest.quality_reference
 
     @property
     def reference(self):
         """bundle.selfcheck_samples.SelfCheckSamples: the device self-check's samples."""
-        return self.run.reference
+        return self.manifest.reference
 
     @property
     def rejected(self) -> list[VariantView]:
