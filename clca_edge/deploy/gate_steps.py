@@ -6,28 +6,11 @@ the field robustness suite judged by capture's quality guard. Each step is ``ste
 from __future__ import annotations
 
 import logging
-from typing import Callable
-
-import numpy as np
-
 from ..bundle import AccuracyRecord, GateRecord, PairedTest, Status, VariantRecord, WorstClass
-from ..core.gate_stats import detectable_drop, judge, paired_outcome
+from ..core.gate_stats import TopOneRecorder, detectable_drop, judge, paired_outcome
 from .run_state import DeployRun, Evaluation
 
 log = logging.getLogger(__name__)
-
-
-class TopOneRecorder:
-    """Wraps a gate runner and keeps the top-1 class of every image it sees, in order."""
-
-    def __init__(self, runner: Callable):
-        self._runner = runner
-        self.top1: list[int] = []
-
-    def __call__(self, x):
-        out = self._runner(x)
-        self.top1.append(int(np.argmax(np.asarray(out).reshape(-1))))
-        return out
 
 
 def evaluate_variants(run: DeployRun) -> None:
