@@ -405,3 +405,39 @@ def test_the_engines_gate_is_the_one_deploy_used():
     stat = GateRecord(alpha=0.01, min_agreement=95.0)
     assert gate_rule(stat, None) == GateRule(alpha=0.01, min_agreement=95.0)
     assert gate_rule(stat, 0.5) == GateRule(alpha=0.01, min_agreement=95.0, max_drop=0.5)
+
+
+def test_an_engine_failing_mid_gate_fails_to_run_and_the_other_keeps_its_paired_verdict(bundle, tmp_path):
+    """The int8 engine raises on one device eval image (after its self-check and timing passed):
+    it is recorded as failed to run, and the fp16 engine is scored again alone, with its paired test."""
+    from clca_edge.core.preprocess import load_rgb, preprocess
+    from support.workspace import write_class_tree
+
+    device_eval = write_class_tree(tmp_path / "device_eval", 4, seed=7)
+    poison = preprocess(load_rgb(sorted((device_eval / "birch").iterdir())[1]), load_bundle(bundle).preprocess)[None]
+    made = []
+
+    class BreaksOnOneImage:
+        def __init__(self, runner, breaks: bool):
+            self.runner, self.breaks = runner, breaks
+
+        def __getattr__(self, name):
+            return getattr(self.runner, name)
+
+        def __call__(self, x):
+            if self.breaks and np.array_equal(x, poison):
+                raise te.EngineError("CUDA error: an illegal memory access was encountered")
+            return self.runner(x)
+
+    def factory(trt, plan):
+        made.append(plan)  # auto builds fp16, then int8
+        return BreaksOnOneImage(te.TrtRunner(trt, plan, memory=HostMemory()), breaks=len(made) == 2)
+
+    rep = build_engines(BuildEngineConfig(bundle=bundle, timing_iters=3, precision="auto", eval_data=device_eval),
+                        trt=make_module("10.3.0.30"), memory=HostMemory(), runner_factory=factory)
+    by = {o.precision: o.record for o in rep.outcomes}
+    assert by["int8"].status == Status.FAILED_TO_RUN and "illegal memory access" in by["int8"].note
+    fp16 = by["fp16"]
+    assert fp16.accuracy.images == fp16.paired.images == 12 and fp16.paired.agreement == 100.0
+    assert (fp16.paired.lost, fp16.paired.gained, fp16.paired.p_value) == (0, 0, 1.0) and fp16.status == Status.PASSED
+    assert rep.default_engine == next(o.file for o in rep.outcomes if o.precision == "fp16")
