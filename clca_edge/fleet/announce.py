@@ -20,7 +20,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from ..bundle.signature import TrustedKeys, sign_bytes, verify_bytes
 from ..core.errors import TrustError
@@ -151,9 +151,32 @@ def parse_announcement(data: bytes) -> SignedAnnouncement:
     return SignedAnnouncement(Announcement.from_dict(raw), doc["key_id"], doc["signature"], raw=raw)
 
 
+def describe_archive(path: Union[str, Path]) -> Tuple[int, str, str]:
+    """(size, sha256, bundle id) of a bundle archive about to be announced; it must open and verify
+    as a bundle (every file's sha256), so a broken archive is never announced. The id is the file
+    name without ``.tar`` (deploy names it after the bundle)."""
+    import hashlib
+    import tempfile
+
+    from ..bundle.store import load_bundle
+
+    path = Path(path)
+    if not path.is_file():
+        raise AnnouncementError(f"--bundle {path} is not a file; give the bundle .tar that deploy wrote")
+    with tempfile.TemporaryDirectory(prefix="clca-edge-announce-") as tmp:
+        load_bundle(path, extract_to=tmp)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    stem = path.name[:-4] if path.name.endswith(".tar") else path.stem
+    bundle_id = re.sub(r"[^A-Za-z0-9_.-]", "-", stem).lstrip("._-")[:64] or "bundle"
+    return path.stat().st_size, h.hexdigest(), bundle_id
+
+
 def verified_announcement(data: bytes, trusted: TrustedKeys) -> Announcement:
     return parse_announcement(data).verify(trusted)
 
 
-__all__ = ["Announcement", "AnnouncementError", "FORMAT", "MAX_MESSAGE_BYTES", "SCHEMA", "SignedAnnouncement",
+__all__ = ["Announcement", "AnnouncementError", "FORMAT", "describe_archive", "MAX_MESSAGE_BYTES", "SCHEMA", "SignedAnnouncement",
            "parse_announcement", "sign_announcement", "utc_now", "verified_announcement"]

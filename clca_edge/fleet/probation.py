@@ -73,6 +73,7 @@ class Tally:
     low_confidence: float = 0.5
     counts: Dict[str, FrameCounts] = field(default_factory=dict)
     crashes: Dict[str, int] = field(default_factory=dict)
+    selfcheck_failed: Dict[str, str] = field(default_factory=dict)   # bundle -> a check capture saw fail
     _open_run: Optional[str] = None   # bundle of a capture run started and not yet summarised
 
     def add(self, record: Dict[str, Any]) -> None:
@@ -83,6 +84,9 @@ class Tally:
             self._open_run = sha
         elif kind == "summary":
             self._open_run = None
+        elif kind == "selfcheck" and record.get("status") == "failed" and self._open_run is not None:
+            self.selfcheck_failed.setdefault(self._open_run, f"{record.get('backend')} {record.get('precision')}: "
+                                                             f"{record.get('reason', '')}")
         elif kind in ("decision", "refused") and isinstance(sha, str):
             c = self.counts.setdefault(sha, FrameCounts())
             c.frames += 1

@@ -1,0 +1,1 @@
+"""The fleet's centre: collector, store, status, report, harvest, and the bundle rollout."""

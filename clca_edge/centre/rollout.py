@@ -1,0 +1,243 @@
+"""The rollout at the centre: announce a bundle to a ring, see where every device stands, promote
+to the next ring when enough of the first passed probation, halt.
+
+Announcements are retained, signed messages on ``{prefix}/rings/{ring}/announce`` (``fleet.announce``);
+the bundle's bytes stay on the web server, object store or share the URL names. Versions are
+monotonic per fleet: ``publish`` takes the next one after every ring's retained announcement unless
+given one. ``promote`` and ``halt`` re-sign the announcement retained on a ring (so they need the
+signing key too: whoever may not announce may not halt either). Device states come from the
+rollout events the collector stores (``centre.rollout_store``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ..core.errors import ClcaEdgeError, ConfigError
+from ..fleet.announce import (Announcement, AnnouncementError, SignedAnnouncement, parse_announcement,
+                              sign_announcement, utc_now)
+from ..fleet.config import BrokerConfig
+from ..fleet.messages import Event, MessageError, decode
+from ..fleet.topics import Topics
+from .rollout_store import EventStore
+
+log = logging.getLogger(__name__)
+
+PASSED = "probation_passed"
+
+
+class RolloutError(ClcaEdgeError):
+    """A rollout step the centre refuses (too few devices passed, nothing announced on a ring...)."""
+
+
+@dataclass(frozen=True)
+class Centre:
+    """Who the centre is on the broker, and the signing key of its announcements."""
+
+    broker: BrokerConfig
+    sign_key: Optional[Path] = None
+    topic_prefix: str = "clca"
+    timeout_s: float = 10.0
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+
+def _link(centre: Centre, role: str, durable: bool = False):
+    """A link for one job; ``durable``: a fixed client id with a kept session (QoS 1 messages sent
+    while it was away wait at the broker)."""
+    import os
+
+    from ..fleet.mqtt import MqttLink
+
+    client_id = f"clca-edge-{role}" if durable else f"clca-edge-{role}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    return MqttLink(centre.broker, client_id, clean_session=not durable)
+
+
+def _connected(link, centre: Centre) -> None:
+    if not link.wait_connected(centre.timeout_s):
+        link.stop()
+        why = f" ({link.refusal})" if link.refusal else ""
+        raise RolloutError(f"cannot reach the broker {centre.broker.url} within {centre.timeout_s:g} s{why}")
+
+
+def retained_announcements(centre: Centre, quiet_s: float = 0.5) -> Dict[str, SignedAnnouncement]:
+    """ring -> the announcement retained there now (parsed; the centre signed them)."""
+    found: Dict[str, SignedAnnouncement] = {}
+    subscribed, last = threading.Event(), [time.monotonic()]
+    link = _link(centre, "rollout-reader")
+
+    def on_message(client, userdata, msg) -> None:
+        last[0] = time.monotonic()
+        if not msg.payload:
+            return
+        try:
+            signed = parse_announcement(msg.payload)
+        except AnnouncementError as e:
+            log.warning("%s holds no valid announcement (%s)", msg.topic, e)
+            return
+        found[signed.announcement.ring] = signed
+
+    link.client.on_message = on_message
+    link.client.on_subscribe = lambda *a, **k: subscribed.set()
+    link.on_connect(lambda client: client.subscribe(f"{centre.topic_prefix}/rings/+/announce", qos=1))
+    link.start()
+    try:
+        _connected(link, centre)
+        subscribed.wait(centre.timeout_s)
+        last[0] = time.monotonic()
+        while time.monotonic() - last[0] < quiet_s:   # retained messages come right after the subscription
+            time.sleep(0.05)
+    finally:
+        link.stop()
+    return found
+
+
+def _send(centre: Centre, signed: SignedAnnouncement) -> None:
+    link = _link(centre, "rollout-publisher")
+    link.start()
+    try:
+        _connected(link, centre)
+        info = link.client.publish(centre.topics.ring_announce(signed.announcement.ring), signed.to_bytes(),
+                                   qos=1, retain=True)
+        info.wait_for_publish(centre.timeout_s)
+        if not info.is_published():
+            raise RolloutError(f"the broker {centre.broker.url} did not acknowledge the announcement")
+    finally:
+        link.stop()
+
+
+def _signed(centre: Centre, ann: Announcement) -> SignedAnnouncement:
+    if centre.sign_key is None:
+        raise ConfigError("--sign-key is needed: devices accept only announcements signed by a key they trust")
+    return sign_announcement(ann, centre.sign_key)
+
+
+def publish(centre: Centre, bundle: Path, url: str, ring: str, version: Optional[int] = None,
+            rollback: bool = False) -> Announcement:
+    """Announce ``bundle`` (the .tar deploy wrote, served at ``url``) to ``ring``."""
+    from ..fleet.announce import describe_archive
+
+    size, sha, bundle_id = describe_archive(bundle)
+    current = retained_announcements(centre)
+    highest = max((s.announcement.version for s in current.values()), default=0)
+    if version is None:
+        version = highest + 1
+    elif version <= highest and not rollback:
+        raise RolloutError(f"version {version} is not newer than v{highest} already announced; versions are "
+                           "monotonic per fleet (leave --version out for the next one, or --rollback)")
+    ann = Announcement(bundle_id=bundle_id, version=version, size=size, sha256=sha, url=url, ring=ring,
+                       rollback=rollback, issued_at=utc_now())
+    _send(centre, _signed(centre, ann))
+    return ann
+
+
+def _ring_announcement(centre: Centre, ring: str, version: Optional[int]) -> Announcement:
+    current = retained_announcements(centre).get(ring)
+    if current is None:
+        raise RolloutError(f"nothing is announced on ring {ring!r}")
+    ann = current.announcement
+    if version is not None and ann.version != version:
+        raise RolloutError(f"ring {ring!r} is at v{ann.version}, not v{version}")
+    return ann
+
+
+def success(store: EventStore, ring: str, version: int) -> Dict[str, float]:
+    """How many devices of ``ring`` passed probation on ``version``."""
+    members = [d for d in store.latest() if ring in d.rings or d.ring == ring]
+    passed = [d for d in members if d.state == PASSED and d.installed_version == str(version)]
+    return {"devices": len(members), "passed": len(passed),
+            "share": len(passed) / len(members) if members else 0.0}
+
+
+def promote(centre: Centre, store: EventStore, version: int, src: str, dst: str,
+            min_success: float) -> Dict[str, object]:
+    """Announce ring ``src``'s ``version`` to ``dst`` when a share >= ``min_success`` of ``src`` passed."""
+    if not 0.0 <= min_success <= 1.0:
+        raise ConfigError(f"--min-success {min_success} must be within 0..1")
+    got = success(store, src, version)
+    if got["devices"] == 0 or got["share"] < min_success:
+        raise RolloutError(f"v{version} passed probation on {got['passed']} of {got['devices']} device(s) of ring "
+                           f"{src!r} ({got['share']:.0%} < {min_success:.0%}); not promoted to {dst!r}")
+    ann = _ring_announcement(centre, src, version)
+    promoted = ann.replace(ring=dst, issued_at=utc_now(), halted=False)
+    _send(centre, _signed(centre, promoted))
+    return {"announcement": promoted.to_dict(), **got}
+
+
+def halt(centre: Centre, ring: str, version: Optional[int] = None) -> Announcement:
+    """Mark ring's retained announcement halted: devices not yet switched stay where they are."""
+    ann = _ring_announcement(centre, ring, version).replace(halted=True, issued_at=utc_now())
+    _send(centre, _signed(centre, ann))
+    return ann
+
+
+def status(store: EventStore) -> Dict[str, object]:
+    """``devices`` (each device's latest state) and ``rings`` (per ring and version, devices per state)."""
+    devices = store.latest()
+    per_ring: Dict[str, Dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    members: Dict[str, set] = defaultdict(set)
+    for d in devices:
+        for ring in (d.rings or (d.ring,)):
+            members[ring].add(d.device)
+            per_ring[ring][d.version or "-"][d.state] += 1
+    rings = [{"ring": ring, "devices": len(members[ring]),
+              "versions": [{"version": v, "states": dict(sorted(c.items()))} for v, c in sorted(versions.items())]}
+             for ring, versions in sorted(per_ring.items())]
+    return {"devices": [d.to_dict() for d in devices], "rings": rings}
+
+
+def follow_events(centre: Centre, store: EventStore, stop: threading.Event) -> int:
+    """Store every device's rollout events until ``stop`` (the collector does this as part of its
+    work; this is the rollout's own follower). Returns the events dropped as invalid."""
+    dropped = [0]
+    link = _link(centre, "rollout-events", durable=True)
+
+    def on_message(client, userdata, msg) -> None:
+        parsed = centre.topics.parse_device_topic(msg.topic)
+        try:
+            event = decode("events", msg.payload)
+            if parsed is None or parsed[0] != event.device:
+                raise MessageError(f"event of {event.device} on {msg.topic}")
+        except MessageError as e:
+            dropped[0] += 1
+            log.warning("dropped a rollout event on %s: %s", msg.topic, e)
+            return
+        store_event(store, event)
+
+    link.client.on_message = on_message
+    link.on_connect(lambda client: client.subscribe(centre.topics.all_devices("events"), qos=1))
+    link.start()
+    try:
+        stop.wait()
+    finally:
+        link.stop()
+    return dropped[0]
+
+
+_store_lock = threading.Lock()
+
+
+def store_event(store: EventStore, event: Event) -> bool:
+    with _store_lock:
+        return store.add(event)
+
+
+def ring_summary_lines(report: Dict[str, object]) -> List[str]:
+    lines = []
+    for r in report["rings"]:
+        for v in r["versions"]:
+            states = ", ".join(f"{n} {s}" for s, n in v["states"].items())
+            lines.append(f"{r['ring']} v{v['version']}: {states}")
+    return lines
+
+
+__all__ = ["Centre", "RolloutError", "follow_events", "halt", "promote", "publish", "retained_announcements",
+           "ring_summary_lines", "status", "store_event", "success"]
