@@ -100,13 +100,13 @@ def retained_announcements(centre: Centre, quiet_s: float = 0.5) -> Dict[str, Si
     return found
 
 
-def _send(centre: Centre, signed: SignedAnnouncement) -> None:
+def send_announcement(centre: Centre, ring: str, payload: bytes) -> None:
+    """Publish ``payload`` retained on ``ring``'s announcement topic and wait for the broker's ack."""
     link = _link(centre, "rollout-publisher")
     link.start()
     try:
         _connected(link, centre)
-        info = link.client.publish(centre.topics.ring_announce(signed.announcement.ring), signed.to_bytes(),
-                                   qos=1, retain=True)
+        info = link.client.publish(centre.topics.ring_announce(ring), payload, qos=1, retain=True)
         info.wait_for_publish(centre.timeout_s)
         if not info.is_published():
             raise RolloutError(f"the broker {centre.broker.url} did not acknowledge the announcement")
@@ -114,10 +114,10 @@ def _send(centre: Centre, signed: SignedAnnouncement) -> None:
         link.stop()
 
 
-def _signed(centre: Centre, ann: Announcement) -> SignedAnnouncement:
+def _send(centre: Centre, ann: Announcement) -> None:
     if centre.sign_key is None:
         raise ConfigError("--sign-key is needed: devices accept only announcements signed by a key they trust")
-    return sign_announcement(ann, centre.sign_key)
+    send_announcement(centre, ann.ring, sign_announcement(ann, centre.sign_key).to_bytes())
 
 
 def publish(centre: Centre, bundle: Path, url: str, ring: str, version: Optional[int] = None,
@@ -135,7 +135,7 @@ def publish(centre: Centre, bundle: Path, url: str, ring: str, version: Optional
                            "monotonic per fleet (leave --version out for the next one, or --rollback)")
     ann = Announcement(bundle_id=bundle_id, version=version, size=size, sha256=sha, url=url, ring=ring,
                        rollback=rollback, issued_at=utc_now())
-    _send(centre, _signed(centre, ann))
+    _send(centre, ann)
     return ann
 
 
@@ -168,14 +168,14 @@ def promote(centre: Centre, store: EventStore, version: int, src: str, dst: str,
                            f"{src!r} ({got['share']:.0%} < {min_success:.0%}); not promoted to {dst!r}")
     ann = _ring_announcement(centre, src, version)
     promoted = ann.replace(ring=dst, issued_at=utc_now(), halted=False)
-    _send(centre, _signed(centre, promoted))
+    _send(centre, promoted)
     return {"announcement": promoted.to_dict(), **got}
 
 
 def halt(centre: Centre, ring: str, version: Optional[int] = None) -> Announcement:
     """Mark ring's retained announcement halted: devices not yet switched stay where they are."""
     ann = _ring_announcement(centre, ring, version).replace(halted=True, issued_at=utc_now())
-    _send(centre, _signed(centre, ann))
+    _send(centre, ann)
     return ann
 
 
@@ -240,4 +240,4 @@ def ring_summary_lines(report: Dict[str, object]) -> List[str]:
 
 
 __all__ = ["Centre", "RolloutError", "follow_events", "halt", "promote", "publish", "retained_announcements",
-           "ring_summary_lines", "status", "store_event", "success"]
+           "ring_summary_lines", "send_announcement", "status", "store_event", "success"]

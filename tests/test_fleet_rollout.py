@@ -1,0 +1,264 @@
+"""The bundle rollout end to end: a real Mosquitto (the shipped ACL), a real loopback HTTP server,
+simulated devices running the real agent and the real capture, the centre's commands."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import pytest
+from click.testing import CliRunner
+
+from clca_edge.bundle import sha256_file
+from clca_edge.bundle.signature import generate_keypair
+from clca_edge.centre.rollout import Centre, follow_events, publish, success
+from clca_edge.centre.rollout_store import EventStore
+from clca_edge.cli import main
+from clca_edge.fleet.config import BrokerConfig
+from support.http_server import LoopbackHTTPServer
+from support.mosquitto import Mosquitto, needs_mosquitto
+from support.rollout import CENTRE_USERS, PASSWORD, Device, make_tar, wait_for, with_temperature
+from test_runtime_helpers import leaf_images, write_bundle
+
+pytestmark = needs_mosquitto
+DEVICES = ("c1", "c2", "a1", "a2", "a3")
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """v1, v2 (another model), a 'doubtful' v1 (every decision low-confidence), leaf images."""
+    root = tmp_path_factory.mktemp("rollout-bundles")
+    src1 = write_bundle(root / "src1" / "leafnet")
+    src2 = write_bundle(root / "src2" / "leafnet", seed=1)
+    images = root / "images"
+    images.mkdir()
+    for i, im in enumerate(leaf_images(16)):
+        cv2.imwrite(str(images / f"{i:03d}.png"), im)
+    return SimpleNamespace(
+        v1=with_temperature(src1, root / "v1" / "leafnet", 0.05),   # confident decisions
+        v2=with_temperature(src2, root / "v2" / "leafnet", 0.05),
+        doubtful=with_temperature(src1, root / "doubtful" / "leafnet", 50.0),
+        images=images)
+
+
+@pytest.fixture
+def fleet(tmp_path, bundles):
+    priv, pub, _ = generate_keypair(tmp_path / "centre-keys")
+    other_priv, _, _ = generate_keypair(tmp_path / "other-keys")
+    served = tmp_path / "served"
+    served.mkdir()
+    broker = Mosquitto(tmp_path, users={u: PASSWORD for u in DEVICES + CENTRE_USERS}).start()
+    http = LoopbackHTTPServer(served).start()
+    store = EventStore(tmp_path / "store")
+    publisher = Centre(BrokerConfig(broker.url, username="publisher", password=PASSWORD), sign_key=priv)
+    collector = Centre(BrokerConfig(broker.url, username="collector", password=PASSWORD))
+    stop = threading.Event()
+    follower = threading.Thread(target=follow_events, args=(collector, store, stop), daemon=True)
+    follower.start()
+    ns = SimpleNamespace(tmp=tmp_path, priv=priv, pub=pub, other_priv=other_priv, served=served, broker=broker,
+                         http=http, store=store, publisher=publisher, devices=[], bundles=bundles)
+
+    def device(name, rings, **kw):
+        d = Device(name, rings, tmp_path / "devices", broker.url, pub, **kw)
+        ns.devices.append(d)
+        return d
+
+    def tar(bundle, name):
+        path = make_tar(bundle, tmp_path / "tars" / name)
+        return path, http.publish(path)
+
+    ns.device, ns.tar = device, tar
+    try:
+        yield ns
+    finally:
+        for d in ns.devices:
+            d.stop()
+        stop.set()
+        follower.join(10)
+        http.stop()
+        broker.stop()
+        store.close()
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _broker_args(ns):
+    pw = ns.tmp / "publisher.pw"
+    pw.write_text(PASSWORD + "\n")
+    return ["--broker", ns.broker.url, "--username", "publisher", "--password-file", pw]
+
+
+def _latest(store, device):
+    return next(d for d in store.latest() if d.device == device)
+
+
+def test_canary_passes_probation_promote_reaches_the_rest_and_an_offline_device_catches_up(fleet):
+    ns = fleet
+    canary = [ns.device(n, ["canary", "all"]).start() for n in ("c1", "c2")]
+    rest = [ns.device(n, ["all"]).start() for n in ("a1", "a2")]
+    late = ns.device("a3", ["all"])   # offline while v1 is announced
+    path, url = ns.tar(ns.bundles.v1, "leafnet.tar")
+    res = _cli("fleet", "publish", *_broker_args(ns), "--bundle", path, "--url", url, "--ring", "canary",
+               "--sign-key", ns.priv, "--json")
+    assert res.exit_code == 0, res.output
+    ann = json.loads(res.stdout)
+    assert ann["version"] == 1 and ann["sha256"] == sha256_file(path) and ann["ring"] == "canary"
+    for d in canary:
+        d.wait_state("installed", 1)
+        assert d.current_manifest_sha() == sha256_file(ns.bundles.v1 / "manifest.json")
+    # Not yet passed: promote refuses.
+    res = _cli("fleet", "promote", *_broker_args(ns), "--store", ns.tmp / "store", "--version", 1, "--from", "canary",
+               "--to", "all", "--min-success", 0.9, "--sign-key", ns.priv)
+    assert res.exit_code != 0 and "passed probation on 0 of 2" in res.output
+    for d in canary:
+        summary = d.capture(ns.bundles.images, 12)
+        assert summary["frames"] == 12
+        d.wait_state("probation_passed", 1)
+    assert all(d.state.installed_version == 0 for d in rest)   # ring 'all' heard nothing yet
+    wait_for(lambda: success(ns.store, "canary", 1)["passed"] == 2, 10, "the centre to see the canary pass")
+    res = _cli("fleet", "promote", *_broker_args(ns), "--store", ns.tmp / "store", "--version", 1, "--from", "canary",
+               "--to", "all", "--min-success", 0.9, "--sign-key", ns.priv, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["passed"] == 2
+    late.start()   # comes back after the announcement: the retained message is waiting
+    for d in rest + [late]:
+        d.wait_state("installed", 1)
+        d.capture(ns.bundles.images, 12)
+        d.wait_state("probation_passed", 1)
+    wait_for(lambda: sum(d.state == "probation_passed" for d in ns.store.latest()) == 5, 10, "five passed")
+    res = _cli("fleet", "rollout", "status", "--store", ns.tmp / "store", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert {d["device"]: (d["installed_version"], d["state"]) for d in out["devices"]} == {
+        n: ("1", "probation_passed") for n in DEVICES}
+    assert {d["device"]: d["ring"] for d in out["devices"]}["a3"] == "all"
+    rings = {r["ring"]: r for r in out["rings"]}
+    assert rings["all"]["devices"] == 5 and rings["canary"]["devices"] == 2
+    assert rings["canary"]["versions"] == [{"version": "1", "states": {"probation_passed": 2}}]
+    table = _cli("fleet", "rollout", "status", "--store", ns.tmp / "store")
+    assert table.exit_code == 0 and "probation_passed" in table.output
+
+
+def test_a_bundle_refusing_most_frames_in_probation_is_rolled_back_and_not_retried(fleet):
+    ns = fleet
+    d = ns.device("c1", ["canary"]).start()
+    path, url = ns.tar(ns.bundles.v1, "v1.tar")
+    publish(ns.publisher, path, url, "canary")
+    d.wait_state("installed", 1)
+    d.capture(ns.bundles.images, 12)
+    d.wait_state("probation_passed", 1)
+    v1_sha = d.current_manifest_sha()
+    path, url = ns.tar(ns.bundles.doubtful, "v2.tar")
+    assert publish(ns.publisher, path, url, "canary").version == 2
+    d.wait_state("installed", 2)
+    assert d.current_manifest_sha() != v1_sha
+    d.capture(ns.bundles.images, 12)   # every decision low-confidence
+    d.wait_state("rolled_back", 2)
+    assert d.current_manifest_sha() == v1_sha and d.state.installed_version == 1
+    assert "rose from 0.0% to 100.0%" in d.state.refused["2"]
+    wait_for(lambda: _latest(ns.store, "c1").state == "rolled_back", 10, "the centre to hear of the rollback")
+    row = ns.store.db.execute("SELECT figures FROM rollout_events WHERE device='c1' AND state='rolled_back'").fetchone()
+    figures = json.loads(row[0])
+    assert figures["new_frames"] == 12 and figures["new_doubtful_share"] == 1.0 and figures["previous_frames"] == 12
+    # A restart (agent and broker): the retained v2 is not tried again, the state is kept.
+    d.stop()
+    ns.broker.restart()
+    d.start()
+    wait_for(lambda: d.agent.state.event_seq > 0 and d.agent.inbox.empty(), 10, "the agent to settle")
+    assert d.state.installed_version == 1 and d.state.state == "rolled_back"
+    assert d.current_manifest_sha() == v1_sha
+
+
+def test_tampered_wrong_sha_unsigned_foreign_key_and_older_versions_change_nothing(fleet):
+    from clca_edge.fleet.announce import Announcement, sign_announcement, utc_now
+
+    ns = fleet
+    d = ns.device("c1", ["canary"]).start()
+    path1, url1 = ns.tar(ns.bundles.v1, "v1.tar")
+    path2, url2 = ns.tar(ns.bundles.v2, "v2.tar")
+    publish(ns.publisher, path1, url1, "canary", version=5)
+    d.wait_state("installed", 5)
+    before = d.current_manifest_sha()
+
+    def unchanged():
+        assert d.current_manifest_sha() == before and d.state.installed_version == 5
+
+    def send(payload: bytes):
+        from clca_edge.centre.rollout import send_announcement
+
+        send_announcement(ns.publisher, "canary", payload)
+
+    base = Announcement(bundle_id="leafnet", version=6, size=path2.stat().st_size, sha256=sha256_file(path2),
+                        url=url2, ring="canary", issued_at=utc_now())
+    # Unsigned, and signed by a key the device does not trust: ignored (logged), nothing reported.
+    ignored = d.agent.ignored
+    raw = json.loads(sign_announcement(base, ns.priv).to_bytes())
+    send(json.dumps({k: v for k, v in raw.items() if k not in ("key_id", "signature")}).encode())
+    send(sign_announcement(base, ns.other_priv).to_bytes())
+    wait_for(lambda: d.agent.ignored == ignored + 2, 10, "both announcements to be ignored")
+    unchanged()
+    # Wrong sha256 (signed, but not the bytes served): downloaded, refused, deleted.
+    send(sign_announcement(base.replace(sha256="0" * 64), ns.priv).to_bytes())
+    d.wait_state("failed", 6)
+    assert "does not match" in d.state.reason
+    unchanged()
+    assert not list(d.agent.slots.staging.glob("*.tar*"))
+    # Tampered bytes on the server (the announcement is right): refused the same way.
+    data = bytearray(path2.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (ns.served / "v2.tar").write_bytes(bytes(data))
+    send(sign_announcement(base.replace(version=7), ns.priv).to_bytes())
+    d.wait_state("failed", 7)
+    unchanged()
+    # An older version, not a rollback: refused; the same, signed as a rollback: accepted.
+    send(sign_announcement(base.replace(version=3, url=url1, sha256=sha256_file(path1),
+                                        size=path1.stat().st_size), ns.priv).to_bytes())
+    wait_for(lambda: d.agent.inbox.empty(), 5)
+    import time
+    time.sleep(0.5)
+    unchanged()
+    send(sign_announcement(base.replace(version=3, url=url1, sha256=sha256_file(path1), size=path1.stat().st_size,
+                                        rollback=True), ns.priv).to_bytes())
+    d.wait_state("installed", 3)
+
+
+def test_an_agent_download_cut_half_way_resumes_where_it_was(fleet):
+    ns = fleet
+    path, _ = ns.tar(ns.bundles.v1, "v1.tar")
+    size = path.stat().st_size
+    port = ns.http.port
+    ns.http.stop()
+    cut = LoopbackHTTPServer(ns.served, port=port, cut_after=size // 2).start()
+    d = ns.device("c1", ["canary"]).start()
+    try:
+        publish(ns.publisher, path, cut.url("v1.tar"), "canary")
+        wait_for(cut.cut.is_set, 20, "the cut")
+    finally:
+        cut.stop()   # the server is gone for a while
+    part = d.agent.slots.staging / "v1-v1.tar.part"
+    wait_for(lambda: part.is_file() and part.stat().st_size == size // 2, 10, "the partial download")
+    again = LoopbackHTTPServer(ns.served, port=port).start()
+    ns.http = again
+    d.wait_state("installed", 1)
+    assert again.bytes_sent == size - size // 2 and again.requests[-1] == f"bytes={size // 2}-"
+    wait_for(lambda: ns.store.db.execute("SELECT COUNT(*) FROM rollout_events WHERE state='verified'").fetchone()[0],
+             10, "the verified event")
+    row = ns.store.db.execute("SELECT figures FROM rollout_events WHERE device='c1' AND state='verified'").fetchone()
+    assert json.loads(row[0])["resumed_from"] == size // 2
+
+
+def test_halt_stops_a_rollout_in_progress(fleet):
+    ns = fleet
+    d = ns.device("c1", ["canary"], bandwidth_bps=50_000).start()   # ~20 s for the bundle
+    path, url = ns.tar(ns.bundles.v1, "v1.tar")
+    publish(ns.publisher, path, url, "canary")
+    d.wait_state("downloading", 1)
+    res = _cli("fleet", "halt", *_broker_args(ns), "--ring", "canary", "--sign-key", ns.priv)
+    assert res.exit_code == 0, res.output
+    d.wait_state("halted", 1, timeout=10)
+    assert d.current_manifest_sha() is None and d.state.installed_version == 0
