@@ -262,3 +262,31 @@ def test_halt_stops_a_rollout_in_progress(fleet):
     assert res.exit_code == 0, res.output
     d.wait_state("halted", 1, timeout=10)
     assert d.current_manifest_sha() is None and d.state.installed_version == 0
+
+
+def test_a_bundle_whose_int8_fails_the_device_self_check_is_not_installed(fleet, cpu_int8_bundle, tmp_path):
+    import shutil
+
+    from test_selfcheck import _break_int8
+
+    ns = fleet
+    good = tmp_path / "good" / "leafnet"
+    shutil.copytree(cpu_int8_bundle[1], good, ignore=shutil.ignore_patterns(".selfcheck.json"))
+    bad = tmp_path / "bad" / "leafnet"
+    shutil.copytree(good, bad)
+    _break_int8(bad)
+    d = ns.device("c1", ["canary"]).start()
+    path, url = ns.tar(good, "v1.tar")
+    publish(ns.publisher, path, url, "canary")
+    d.wait_state("installed", 1)
+    before = d.current_manifest_sha()
+    path, url = ns.tar(bad, "v2.tar")
+    publish(ns.publisher, path, url, "canary")
+    d.wait_state("failed", 2)
+    assert d.state.reason.startswith("self-check failed: ort-cpu int8")
+    assert "max logit distance" in d.state.reason
+    assert d.current_manifest_sha() == before and d.state.installed_version == 1
+    assert d.state.is_refused(2)
+    assert not [p for p in d.agent.slots.staging.iterdir()]   # nothing left behind
+    wait_for(lambda: _latest(ns.store, "c1").state == "failed", 10, "the centre to hear why")
+    assert _latest(ns.store, "c1").reason.startswith("self-check failed: ort-cpu int8")
