@@ -290,3 +290,27 @@ def test_a_bundle_whose_int8_fails_the_device_self_check_is_not_installed(fleet,
     assert not [p for p in d.agent.slots.staging.iterdir()]   # nothing left behind
     wait_for(lambda: _latest(ns.store, "c1").state == "failed", 10, "the centre to hear why")
     assert _latest(ns.store, "c1").reason.startswith("self-check failed: ort-cpu int8")
+
+
+def test_only_the_publishers_credentials_may_write_announcements(fleet):
+    import time
+
+    from clca_edge.fleet.announce import Announcement, sign_announcement, utc_now
+    from clca_edge.fleet.mqtt import MqttLink
+
+    ns = fleet
+    path, url = ns.tar(ns.bundles.v1, "v1.tar")
+    a1 = ns.device("a1", ["all"]).start()
+    # A device's credentials, even with a validly signed announcement: the broker's ACL drops it.
+    ann = Announcement(bundle_id="leafnet", version=1, size=path.stat().st_size, sha256=sha256_file(path), url=url,
+                       ring="all", issued_at=utc_now())
+    rogue = MqttLink(BrokerConfig(ns.broker.url, username="c1", password=PASSWORD), "rogue", clean_session=True).start()
+    assert rogue.wait_connected(10)
+    rogue.client.publish("clca/rings/all/announce", sign_announcement(ann, ns.priv).to_bytes(), qos=1,
+                         retain=True).wait_for_publish(5)
+    rogue.stop()
+    time.sleep(1.0)
+    assert a1.state.installed_version == 0 and a1.state.state == "idle"
+    assert "Denied PUBLISH from rogue" in ns.broker.log_text()
+    publish(ns.publisher, path, url, "all")   # the publisher's credentials: delivered
+    a1.wait_state("installed", 1)
