@@ -182,7 +182,33 @@ def _padded(bundle: Path, dest: Path, mb: int) -> Path:
     return dest
 
 
+def _http_process(folder: Path):
+    """A plain HTTP server in its own process (no Range needed here): the bytes sent do not
+    compete with capture for this interpreter, as a real web server would not."""
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory",
+                             str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait(lambda: _listening(port), 10)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+        return True
+    except OSError:
+        return False
+
+
 def fps_during_download(bundle: Path, video: Path, frames: int, mb: int, bandwidth_bps: float) -> dict:
+    """Capture frames/s before, during and after a rate-limited download by the in-process agent."""
     from clca_edge.centre.rollout import publish
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -190,13 +216,18 @@ def fps_during_download(bundle: Path, video: Path, frames: int, mb: int, bandwid
         video = _looped(video, tmp / "long.avi", frames)
         big = _padded(bundle, tmp / "big" / bundle.name, mb)
         timed, centre, http, tar, close = _setup(tmp / "fleet", big, bandwidth_bps)
+        proc, base = _http_process(tar.parent)
         try:
-            idle = [_capture_fps(bundle, video, frames, tmp / f"idle{i}.jsonl") for i in range(2)]
-            publish(centre, tar, http.url(tar.name), "canary", version=1)
+            idle = [_capture_fps(bundle, video, frames, tmp / "idle0.jsonl")]
+            publish(centre, tar, f"{base}/{tar.name}", "canary", version=1)
             _wait(lambda: ("downloading", 1) in timed.times)
             busy = [_capture_fps(bundle, video, frames, tmp / f"busy{i}.jsonl") for i in range(2)]
             still = ("verified", 1) not in timed.times
+            _wait(lambda: ("installed", 1) in timed.times, 300)
+            idle.append(_capture_fps(bundle, video, frames, tmp / "idle1.jsonl"))
         finally:
+            proc.terminate()
+            proc.wait(10)
             close()
     return {"frames": frames, "idle_fps": idle, "downloading_fps": busy, "download_still_running": still,
             "download_mb": mb, "bandwidth_bps": bandwidth_bps}
