@@ -56,3 +56,10 @@ def test_tally_reads_a_field_log():
     assert t.of("A").to_dict() == {"frames": 2, "refused": 1, "low_confidence": 0, "doubtful_share": 0.5}
     assert t.of("B").frames == 2 and t.of("B").low_confidence == 1
     assert t.crashes == {"B": 1}   # the run still going at the end is not a crash
+    # A switch inside a run: the run's crash and a failed check of the switch are the new bundle's.
+    t = Tally().add_all([{"type": "start", "bundle_sha": "A"},
+                         {"type": "bundle_switch", "bundle_sha": "C",
+                          "self_checks": [{"backend": "ort-cpu", "precision": "int8", "status": "failed",
+                                           "reason": "top-1"}]},
+                         {"type": "start", "bundle_sha": "C"}])
+    assert t.crashes == {"C": 1} and t.selfcheck_failed == {"C": "ort-cpu int8: top-1"}

@@ -85,8 +85,12 @@ class Tally:
         elif kind == "summary":
             self._open_run = None
         elif kind == "selfcheck" and record.get("status") == "failed" and self._open_run is not None:
-            self.selfcheck_failed.setdefault(self._open_run, f"{record.get('backend')} {record.get('precision')}: "
-                                                             f"{record.get('reason', '')}")
+            self._check_failed(self._open_run, record)
+        elif kind == "bundle_switch" and isinstance(sha, str):   # capture switched bundles between frames
+            self._open_run = sha
+            for check in record.get("self_checks") or ():
+                if isinstance(check, dict) and check.get("status") == "failed":
+                    self._check_failed(sha, check)
         elif kind in ("decision", "refused") and isinstance(sha, str):
             c = self.counts.setdefault(sha, FrameCounts())
             c.frames += 1
@@ -96,6 +100,10 @@ class Tally:
                 c.low_confidence += 1
             if kind == "decision" and self._open_run is not None:
                 self._open_run = sha   # a run that switched bundles: a crash now is the new one's
+
+    def _check_failed(self, sha: str, check: Dict[str, Any]) -> None:
+        self.selfcheck_failed.setdefault(sha, f"{check.get('backend')} {check.get('precision')}: "
+                                              f"{check.get('reason', '')}")
 
     def add_all(self, records: Iterable[Dict[str, Any]]) -> "Tally":
         for r in records:
