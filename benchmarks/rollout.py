@@ -3,7 +3,7 @@ downloaded after a cut at 50%, and capture frames/s while the agent downloads a 
 while it switches the one capture runs.
 
 A real Mosquitto and a real HTTP server on 127.0.0.1 (the tests' helpers in tests/support/), the
-real agent (``fleet.agent.Agent``) on a thread of this process, as when capture runs it
+real agent (``fleet.rollout_agent.RolloutAgent``) on a thread of this process, as when capture runs it
 in-process (the worst case for capture: one interpreter). The bundle is a quick-start bundle
 (``clca-edge quickstart --out DIR``: pass ``--bundle DIR/bundle``) or any bundle folder.
 
@@ -38,12 +38,12 @@ class TimedAgent:
     """An agent whose state changes are time-stamped here (monotonic), by state and version."""
 
     def __init__(self, config, trusted):
-        from clca_edge.fleet.agent import Agent
+        from clca_edge.fleet.rollout_agent import RolloutAgent
 
         self.times = {}
         outer = self
 
-        class _Agent(Agent):
+        class _Agent(RolloutAgent):
             def report(self, state, version, *a, **k):
                 outer.times[(state, version)] = time.monotonic()
                 return super().report(state, version, *a, **k)

@@ -30,7 +30,7 @@ ALLOWED = {
     # The fleet link, device side: the uploader reads capture's field log as its outbox.
     "fleet": {"core", "bundle", "engines.tensorrt", "runtime", "capture"},
     # The fleet's centre: collector, store, status, report, harvest (not on the device).
-    "centre": {"core", "fleet"},
+    "centre": {"core", "bundle", "engines.tensorrt", "runtime", "capture", "fleet"},
     # The field-perturbation suite and its scoring over any runner: torch-free, like the gate's scoring.
     "robustness": {"core", "bundle", "runtime", "capture"},
     "models": {"core"},

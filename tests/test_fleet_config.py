@@ -86,8 +86,8 @@ def test_topics_parse_back_and_share():
     Heartbeat("d1", "2026-01-01T00:00:00Z", 12.5, bundle="ab" * 8, fps=3.5, decisions=10, refused={"dark": 2},
               classes={"x": 10}, selfcheck="passed", disk_free_mb=100.0, pending=4),
     Status("d1", "online", "2026-01-01T00:00:00Z"),
-    FrameMessage("d1", "abc123", 7, "2026-01-01T00:00:00Z", "low_confidence", "x", 0.3, (("x", 0.3), ("y", 0.2)),
-                 JPEG),
+    FrameMessage("d1", 7, "2026-01-01T00:00:00Z", "low_confidence", "x", 0.3, (("x", 0.3), ("y", 0.2)),
+                 {"type": "decision", "frame": 3}, JPEG),
     Event("d1", 3, "installed", "1.2.0", None, {"fps": 12.0}),
 ])
 def test_every_message_round_trips(msg):
@@ -105,7 +105,7 @@ def test_every_message_round_trips(msg):
     ("status", json.dumps({"v": 1, "kind": "status", "device": "d", "state": "asleep"}).encode(), "asleep"),
     ("status", json.dumps({"v": 1, "kind": "status", "device": "a/b", "state": "online"}).encode(), "not a name"),
     ("status", b"{" + b" " * 2000 + b"}", "exceeds"),
-    ("frames", json.dumps({"v": 1, "kind": "frames", "device": "d", "log": "l", "seq": 1, "time": "t",
+    ("frames", json.dumps({"v": 1, "kind": "frames", "device": "d", "frame_id": 1, "time": "t",
                            "reason": "random", "jpeg": base64.b64encode(JPEG).decode(), "sha256": "0" * 64}).encode(),
      "sha256"),
     ("heartbeat", json.dumps({"v": 1, "kind": "heartbeat", "device": "d", "time": "t", "uptime_s": 1,

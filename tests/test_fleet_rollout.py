@@ -4,7 +4,6 @@ simulated devices running the real agent and the real capture, the centre's comm
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,8 +13,10 @@ from click.testing import CliRunner
 
 from clca_edge.bundle import sha256_file
 from clca_edge.bundle.signature import generate_keypair
-from clca_edge.centre.rollout import Centre, follow_events, publish, success
-from clca_edge.centre.rollout_store import EventStore
+from clca_edge.centre.collector import Collector
+from clca_edge.centre.rollout import Centre, publish, success
+from clca_edge.centre.rollout_store import event_figures, latest_rollout
+from clca_edge.centre.store import Store
 from clca_edge.cli import main
 from clca_edge.fleet.config import BrokerConfig
 from support.http_server import LoopbackHTTPServer
@@ -52,12 +53,11 @@ def fleet(tmp_path, bundles):
     served.mkdir()
     broker = Mosquitto(tmp_path, users={u: PASSWORD for u in DEVICES + CENTRE_USERS}).start()
     http = LoopbackHTTPServer(served).start()
-    store = EventStore(tmp_path / "store")
+    store = Store(tmp_path / "store")
     publisher = Centre(BrokerConfig(broker.url, username="publisher", password=PASSWORD), sign_key=priv)
-    collector = Centre(BrokerConfig(broker.url, username="collector", password=PASSWORD))
-    stop = threading.Event()
-    follower = threading.Thread(target=follow_events, args=(collector, store, stop), daemon=True)
-    follower.start()
+    collector = Collector(BrokerConfig(broker.url, username="collector", password=PASSWORD), store,
+                          client_id="test-collector").start()
+    assert collector.subscribed.wait(10)
     ns = SimpleNamespace(tmp=tmp_path, priv=priv, pub=pub, other_priv=other_priv, served=served, broker=broker,
                          http=http, store=store, publisher=publisher, devices=[], bundles=bundles)
 
@@ -76,8 +76,7 @@ def fleet(tmp_path, bundles):
     finally:
         for d in ns.devices:
             d.stop()
-        stop.set()
-        follower.join(10)
+        collector.stop()
         http.stop()
         broker.stop()
         store.close()
@@ -94,7 +93,7 @@ def _broker_args(ns):
 
 
 def _latest(store, device):
-    return next(d for d in store.latest() if d.device == device)
+    return next(d for d in latest_rollout(store) if d.device == device)
 
 
 def test_canary_passes_probation_promote_reaches_the_rest_and_an_offline_device_catches_up(fleet):
@@ -130,7 +129,7 @@ def test_canary_passes_probation_promote_reaches_the_rest_and_an_offline_device_
         d.wait_state("installed", 1)
         d.capture(ns.bundles.images, 12)
         d.wait_state("probation_passed", 1)
-    wait_for(lambda: sum(d.state == "probation_passed" for d in ns.store.latest()) == 5, 10, "five passed")
+    wait_for(lambda: sum(d.state == "probation_passed" for d in latest_rollout(ns.store)) == 5, 10, "five passed")
     res = _cli("fleet", "rollout", "status", "--store", ns.tmp / "store", "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
@@ -162,8 +161,7 @@ def test_a_bundle_refusing_most_frames_in_probation_is_rolled_back_and_not_retri
     assert d.current_manifest_sha() == v1_sha and d.state.installed_version == 1
     assert "rose from 0.0% to 100.0%" in d.state.refused["2"]
     wait_for(lambda: _latest(ns.store, "c1").state == "rolled_back", 10, "the centre to hear of the rollback")
-    row = ns.store.db.execute("SELECT figures FROM rollout_events WHERE device='c1' AND state='rolled_back'").fetchone()
-    figures = json.loads(row[0])
+    figures = event_figures(ns.store, "c1", "rolled_back")
     assert figures["new_frames"] == 12 and figures["new_doubtful_share"] == 1.0 and figures["previous_frames"] == 12
     # A restart (agent and broker): the retained v2 is not tried again, the state is kept.
     d.stop()
@@ -246,10 +244,8 @@ def test_an_agent_download_cut_half_way_resumes_where_it_was(fleet):
     ns.http = again
     d.wait_state("installed", 1)
     assert again.bytes_sent == size - size // 2 and again.requests[-1] == f"bytes={size // 2}-"
-    wait_for(lambda: ns.store.db.execute("SELECT COUNT(*) FROM rollout_events WHERE state='verified'").fetchone()[0],
-             10, "the verified event")
-    row = ns.store.db.execute("SELECT figures FROM rollout_events WHERE device='c1' AND state='verified'").fetchone()
-    assert json.loads(row[0])["resumed_from"] == size // 2
+    wait_for(lambda: event_figures(ns.store, "c1", "verified"), 10, "the verified event")
+    assert event_figures(ns.store, "c1", "verified")["resumed_from"] == size // 2
 
 
 def test_halt_stops_a_rollout_in_progress(fleet):

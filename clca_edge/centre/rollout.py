@@ -23,9 +23,9 @@ from ..core.errors import ClcaEdgeError, ConfigError
 from ..fleet.announce import (Announcement, AnnouncementError, SignedAnnouncement, parse_announcement,
                               sign_announcement, utc_now)
 from ..fleet.config import BrokerConfig
-from ..fleet.messages import Event, MessageError, decode
 from ..fleet.topics import Topics
-from .rollout_store import EventStore
+from .rollout_store import latest_rollout
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +149,15 @@ def _ring_announcement(centre: Centre, ring: str, version: Optional[int]) -> Ann
     return ann
 
 
-def success(store: EventStore, ring: str, version: int) -> Dict[str, float]:
+def success(store: Store, ring: str, version: int) -> Dict[str, float]:
     """How many devices of ``ring`` passed probation on ``version``."""
-    members = [d for d in store.latest() if ring in d.rings or d.ring == ring]
+    members = [d for d in latest_rollout(store) if ring in d.rings or d.ring == ring]
     passed = [d for d in members if d.state == PASSED and d.installed_version == str(version)]
     return {"devices": len(members), "passed": len(passed),
             "share": len(passed) / len(members) if members else 0.0}
 
 
-def promote(centre: Centre, store: EventStore, version: int, src: str, dst: str,
+def promote(centre: Centre, store: Store, version: int, src: str, dst: str,
             min_success: float) -> Dict[str, object]:
     """Announce ring ``src``'s ``version`` to ``dst`` when a share >= ``min_success`` of ``src`` passed."""
     if not 0.0 <= min_success <= 1.0:
@@ -179,9 +179,9 @@ def halt(centre: Centre, ring: str, version: Optional[int] = None) -> Announceme
     return ann
 
 
-def status(store: EventStore) -> Dict[str, object]:
+def status(store: Store) -> Dict[str, object]:
     """``devices`` (each device's latest state) and ``rings`` (per ring and version, devices per state)."""
-    devices = store.latest()
+    devices = latest_rollout(store)
     per_ring: Dict[str, Dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     members: Dict[str, set] = defaultdict(set)
     for d in devices:
@@ -194,50 +194,5 @@ def status(store: EventStore) -> Dict[str, object]:
     return {"devices": [d.to_dict() for d in devices], "rings": rings}
 
 
-def follow_events(centre: Centre, store: EventStore, stop: threading.Event) -> int:
-    """Store every device's rollout events until ``stop`` (the collector does this as part of its
-    work; this is the rollout's own follower). Returns the events dropped as invalid."""
-    dropped = [0]
-    link = _link(centre, "rollout-events", durable=True)
-
-    def on_message(client, userdata, msg) -> None:
-        parsed = centre.topics.parse_device_topic(msg.topic)
-        try:
-            event = decode("events", msg.payload)
-            if parsed is None or parsed[0] != event.device:
-                raise MessageError(f"event of {event.device} on {msg.topic}")
-        except MessageError as e:
-            dropped[0] += 1
-            log.warning("dropped a rollout event on %s: %s", msg.topic, e)
-            return
-        store_event(store, event)
-
-    link.client.on_message = on_message
-    link.on_connect(lambda client: client.subscribe(centre.topics.all_devices("events"), qos=1))
-    link.start()
-    try:
-        stop.wait()
-    finally:
-        link.stop()
-    return dropped[0]
-
-
-_store_lock = threading.Lock()
-
-
-def store_event(store: EventStore, event: Event) -> bool:
-    with _store_lock:
-        return store.add(event)
-
-
-def ring_summary_lines(report: Dict[str, object]) -> List[str]:
-    lines = []
-    for r in report["rings"]:
-        for v in r["versions"]:
-            states = ", ".join(f"{n} {s}" for s, n in v["states"].items())
-            lines.append(f"{r['ring']} v{v['version']}: {states}")
-    return lines
-
-
-__all__ = ["Centre", "RolloutError", "follow_events", "halt", "promote", "publish", "retained_announcements",
-           "ring_summary_lines", "send_announcement", "status", "store_event", "success"]
+__all__ = ["Centre", "RolloutError", "halt", "promote", "publish", "retained_announcements", "send_announcement",
+           "status", "success"]

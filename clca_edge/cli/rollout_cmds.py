@@ -77,7 +77,7 @@ def agent(fleet_file: str, bundles: str) -> None:
     import signal
     import threading
 
-    from ..fleet.agent import run_agent
+    from ..fleet.rollout_agent import run_agent
     from ..fleet.agent_config import load_agent_config
 
     config = load_agent_config(fleet_file, bundles)
@@ -125,9 +125,9 @@ def rollout() -> None:
 def rollout_status(store: str, as_json: bool) -> None:
     """Per ring and version, how many devices are in each state; every device's state."""
     from ..centre.rollout import status
-    from ..centre.rollout_store import EventStore
+    from ..centre.store import Store
 
-    s = EventStore(Path(store), create=False)
+    s = Store(Path(store), readonly=True)
     try:
         report = status(s)
     finally:
@@ -173,9 +173,9 @@ def promote_cmd(store: str, version: int, src: str, dst: str, min_success: float
                 **kw: Any) -> None:
     """Announce a version to the next ring when enough devices of the first passed probation."""
     from ..centre.rollout import promote
-    from ..centre.rollout_store import EventStore
+    from ..centre.store import Store
 
-    s = EventStore(Path(store), create=False)
+    s = Store(Path(store), readonly=True)
     try:
         got = promote(_centre(kw, sign_key), s, version, src, dst, min_success)
     finally:

@@ -148,7 +148,7 @@ class FleetConfig:
     heartbeat_s: float = 60.0
     replay_rate: float = 200.0          # records per second at most, when catching up
     batch_size: int = 100               # records per message
-    ack_timeout_s: float = 10.0         # a batch not acknowledged within this is sent again later
+    reconnect_max_s: int = 60           # longest wait between reconnection attempts (back-off from 1 s)
     sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
     frames_dir: Optional[Path] = None   # where chosen frames wait; default: next to the field log
 
@@ -165,8 +165,8 @@ class FleetConfig:
             raise ConfigError(f"replay_rate {self.replay_rate} must be within 0..100000 records/s (not 0)")
         if not 1 <= self.batch_size <= 1000:
             raise ConfigError(f"batch_size {self.batch_size} must be within 1..1000 records")
-        if not 0.1 <= self.ack_timeout_s <= 600:
-            raise ConfigError(f"ack_timeout_s {self.ack_timeout_s} must be within 0.1..600 seconds")
+        if not 1 <= self.reconnect_max_s <= 3600:
+            raise ConfigError(f"reconnect_max_s {self.reconnect_max_s} must be within 1..3600 seconds")
 
 
 # TOML key -> (type(s) it must have, where it goes). Paths are relative to the fleet file's folder.
@@ -174,7 +174,7 @@ _TOP: Dict[str, tuple] = {
     "broker": (str,), "device": (str,), "username": (str,), "password": (str,), "password_file": (str,),
     "ca": (str,), "cert": (str,), "key": (str,), "topic_prefix": (str,), "keepalive_s": (int,),
     "heartbeat_s": (int, float), "replay_rate": (int, float), "batch_size": (int,),
-    "ack_timeout_s": (int, float), "frames_dir": (str,), "sampling": (dict,),
+    "reconnect_max_s": (int,), "frames_dir": (str,), "sampling": (dict,),
     # The bundle rollout's keys (``clca-edge agent``): type-checked here, read by fleet/agent_config.py.
     "rings": (list,), "trusted_keys": (str,), "bandwidth_kbps": (int, float), "field_log": (str,),
     "probation": (dict,),
@@ -237,8 +237,8 @@ def fleet_from_dict(data: Mapping[str, Any], base: Path = Path(".")) -> FleetCon
     broker = BrokerConfig(url=data["broker"], username=data.get("username"), password=password,
                           ca=paths.get("ca"), cert=paths.get("cert"), key=paths.get("key"),
                           keepalive_s=data.get("keepalive_s", 30))
-    rest = {k: data[k] for k in ("topic_prefix", "batch_size") if k in data}
-    rest.update({k: float(data[k]) for k in ("heartbeat_s", "replay_rate", "ack_timeout_s") if k in data})
+    rest = {k: data[k] for k in ("topic_prefix", "batch_size", "reconnect_max_s") if k in data}
+    rest.update({k: float(data[k]) for k in ("heartbeat_s", "replay_rate") if k in data})
     return FleetConfig(broker=broker, device=data["device"], sampling=sampling_from_dict(data.get("sampling", {})),
                        frames_dir=paths.get("frames_dir"), **rest)
 

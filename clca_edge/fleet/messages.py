@@ -27,6 +27,10 @@ class MessageError(ValueError):
     """A message that cannot be accepted (the centre counts and drops it)."""
 
 
+class OversizedMessage(MessageError):
+    """A message larger than its kind's bound (counted apart: a device sending these is misbehaving)."""
+
+
 def _get(d: Mapping[str, Any], name: str, types: tuple, default: Any = _MISSING) -> Any:
     if name not in d or d[name] is None:
         if default is _MISSING:
@@ -69,7 +73,7 @@ class Message:
     def encode(self) -> bytes:
         data = json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
         if len(data) > self.MAX_BYTES:
-            raise MessageError(f"{self.KIND} message of {len(data)} bytes exceeds {self.MAX_BYTES}")
+            raise OversizedMessage(f"{self.KIND} message of {len(data)} bytes exceeds {self.MAX_BYTES}")
         return data
 
     @classmethod
@@ -163,33 +167,64 @@ class Status(Message):
     device: str
     state: str
     time: Optional[str] = None              # None in the last will: it is written before it happens
+    log: Optional[str] = None               # the log being sent, and the seq of its next unsent record:
+    seq: Optional[int] = None               # the centre asks again for what it misses below it
 
     def body(self) -> Dict[str, Any]:
-        return {"device": self.device, "state": self.state, "time": self.time}
+        return {"device": self.device, "state": self.state, "time": self.time, "log": self.log, "seq": self.seq}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Status":
         state = _get(d, "state", (str,))
         if state not in cls.STATES:
             raise MessageError(f"status state {state!r}; expected one of {', '.join(cls.STATES)}")
-        return cls(device=_name(d, "device"), state=state, time=_get(d, "time", (str,), None))
+        log = _name(d, "log") if d.get("log") is not None else None
+        return cls(device=_name(d, "device"), state=state, time=_get(d, "time", (str,), None), log=log,
+                   seq=_get(d, "seq", (int,), None))
+
+
+@dataclass(frozen=True)
+class Resend(Message):
+    """The centre's request (a retained command) to send a log again from ``from_seq``: records the
+    broker acknowledged but lost before a collector had them (a broker restart drops shared
+    subscriptions until the collectors subscribe again). Cleared (an empty retained message) once
+    the centre has the log whole."""
+
+    KIND: ClassVar[str] = "resend"
+    MAX_BYTES: ClassVar[int] = 1024
+
+    device: str
+    log: str
+    from_seq: int
+
+    def body(self) -> Dict[str, Any]:
+        return {"device": self.device, "log": self.log, "from_seq": self.from_seq}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Resend":
+        from_seq = _get(d, "from_seq", (int,))
+        if from_seq < 0:
+            raise MessageError(f"from_seq {from_seq} must be >= 0")
+        return cls(device=_name(d, "device"), log=_name(d, "log"), from_seq=from_seq)
 
 
 @dataclass(frozen=True)
 class FrameMessage(Message):
-    """A frame the model was unsure about: the JPEG, why it was chosen, and its decision."""
+    """A frame the model was unsure about: the JPEG, why it was chosen, and its decision (or refusal)
+    record. ``frame_id`` counts a device's chosen frames for ever (the sampler persists it); the
+    centre stores a frame once per (device, frame_id), its file named by the JPEG's sha256."""
 
     KIND: ClassVar[str] = "frames"
     MAX_BYTES: ClassVar[int] = 3 * 1024 * 1024
 
     device: str
-    log: str
-    seq: int                                # the decision's record in the field log
+    frame_id: int
     time: str
-    reason: str
+    reason: str                             # low_confidence | small_margin | out_of_distribution | random
     label: Optional[str]                    # what the model said (None for a refused frame)
     confidence: Optional[float]
     topk: Tuple[Tuple[str, float], ...]
+    record: Dict[str, Any]                  # the decision or refusal record as the field log has it
     jpeg: bytes = field(repr=False)
 
     @property
@@ -197,10 +232,10 @@ class FrameMessage(Message):
         return hashlib.sha256(self.jpeg).hexdigest()
 
     def body(self) -> Dict[str, Any]:
-        return {"device": self.device, "log": self.log, "seq": self.seq, "time": self.time, "reason": self.reason,
+        return {"device": self.device, "frame_id": self.frame_id, "time": self.time, "reason": self.reason,
                 "label": self.label, "confidence": self.confidence,
-                "topk": [{"class": c, "conf": p} for c, p in self.topk], "sha256": self.sha256,
-                "jpeg": base64.b64encode(self.jpeg).decode("ascii")}
+                "topk": [{"class": c, "conf": p} for c, p in self.topk], "record": self.record,
+                "sha256": self.sha256, "jpeg": base64.b64encode(self.jpeg).decode("ascii")}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FrameMessage":
@@ -218,9 +253,13 @@ class FrameMessage(Message):
                 raise MessageError("a topk item is not an object")
             topk.append((_get(item, "class", (str,)), float(_get(item, "conf", (int, float)))))
         conf = _get(d, "confidence", (int, float), None)
-        return cls(device=_name(d, "device"), log=_name(d, "log"), seq=_get(d, "seq", (int,)),
-                   time=_get(d, "time", (str,)), reason=_name(d, "reason"), label=_get(d, "label", (str,), None),
-                   confidence=None if conf is None else float(conf), topk=tuple(topk), jpeg=jpeg)
+        frame_id = _get(d, "frame_id", (int,))
+        if frame_id < 0:
+            raise MessageError(f"frame_id {frame_id} must be >= 0")
+        return cls(device=_name(d, "device"), frame_id=frame_id, time=_get(d, "time", (str,)),
+                   reason=_name(d, "reason"), label=_get(d, "label", (str,), None),
+                   confidence=None if conf is None else float(conf), topk=tuple(topk),
+                   record=_get(d, "record", (dict,), {}), jpeg=jpeg)
 
 
 @dataclass(frozen=True)
@@ -236,7 +275,7 @@ class Event(Message):
     reason: Optional[str] = None
     figures: Dict[str, float] = field(default_factory=dict)
     time: Optional[str] = None
-    # The rollout's context (fleet/agent.py): the ring whose announcement this is about, the version
+    # The rollout's context (fleet/rollout_agent.py): the ring whose announcement this is about, the version
     # the device runs now, and every ring the device follows (for the share of a ring that passed).
     ring: Optional[str] = None
     installed_version: Optional[str] = None
@@ -266,7 +305,8 @@ class Event(Message):
                    ring=ring, installed_version=_get(d, "installed_version", (str,), None), rings=tuple(rings))
 
 
-MESSAGE_TYPES: Dict[str, Type[Message]] = {m.KIND: m for m in (RecordBatch, Heartbeat, Status, FrameMessage, Event)}
+MESSAGE_TYPES: Dict[str, Type[Message]] = {m.KIND: m for m in (RecordBatch, Heartbeat, Status, FrameMessage, Event,
+                                                                Resend)}
 
 
 def decode(kind: str, payload: bytes) -> Message:
@@ -275,7 +315,7 @@ def decode(kind: str, payload: bytes) -> Message:
     if cls is None:
         raise MessageError(f"unknown message kind {kind!r}")
     if len(payload) > cls.MAX_BYTES:
-        raise MessageError(f"{kind} message of {len(payload)} bytes exceeds {cls.MAX_BYTES}")
+        raise OversizedMessage(f"{kind} message of {len(payload)} bytes exceeds {cls.MAX_BYTES}")
     try:
         d = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as e:

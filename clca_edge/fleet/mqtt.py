@@ -22,17 +22,19 @@ Will = Tuple[str, bytes, int, bool]
 
 
 def make_client(broker: BrokerConfig, client_id: str, *, clean_session: bool = False,
-                will: Optional[Will] = None, backoff_s: Tuple[int, int] = (1, 30)) -> Any:
+                will: Optional[Will] = None, backoff_s: Tuple[int, int] = (1, 30), manual_ack: bool = False) -> Any:
     """A paho client (MQTT 3.1.1, callback API 2) set up for ``broker``, not yet connected.
 
     ``clean_session=False`` keeps the session at the broker across reconnects: QoS 1 messages for
-    a client that was away are queued for it, and its own unacknowledged ones are sent again."""
+    a client that was away are queued for it, and its own unacknowledged ones are sent again.
+    ``manual_ack``: a received QoS 1 message is acknowledged only by ``client.ack`` (the collector
+    does so once the message is in its store)."""
     try:
         import paho.mqtt.client as mqtt
     except ImportError:
         raise ConfigError("the fleet link needs paho-mqtt: pip install paho-mqtt") from None
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
-                         protocol=mqtt.MQTTv311)
+                         protocol=mqtt.MQTTv311, manual_ack=manual_ack)
     if broker.username is not None:
         client.username_pw_set(broker.username, broker.password)
     if broker.tls:
@@ -60,9 +62,10 @@ class MqttLink:
     ``online`` status there, since a new connection may be to a restarted broker."""
 
     def __init__(self, broker: BrokerConfig, client_id: str, *, clean_session: bool = False,
-                 will: Optional[Will] = None, backoff_s: Tuple[int, int] = (1, 30)):
+                 will: Optional[Will] = None, backoff_s: Tuple[int, int] = (1, 30), manual_ack: bool = False):
         self.broker = broker
-        self.client = make_client(broker, client_id, clean_session=clean_session, will=will, backoff_s=backoff_s)
+        self.client = make_client(broker, client_id, clean_session=clean_session, will=will, backoff_s=backoff_s,
+                                  manual_ack=manual_ack)
         self.connected = threading.Event()
         self.connections = 0
         self.refusal: Optional[str] = None     # why the broker last refused us (bad credentials...)

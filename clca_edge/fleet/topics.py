@@ -5,7 +5,8 @@
     {prefix}/devices/{device}/status       "online" (retained) / "offline" (retained last will)
     {prefix}/devices/{device}/frames       frames the model was unsure about (QoS 1)
     {prefix}/devices/{device}/events       rollout state changes (QoS 1)
-    {prefix}/devices/{device}/commands/#   what the centre asks of one device
+    {prefix}/devices/{device}/commands/#   what the centre asks of one device (commands/resend: the
+                                           collector's retained request to send a log again)
     {prefix}/rings/{ring}/announce         what the centre announces to a rollout ring (retained)
 
 A device may write only under its own ``devices/{device}`` and read only its own ``commands``
@@ -48,6 +49,9 @@ class Topics:
     def commands(self, device: str, name: Optional[str] = None) -> str:
         """One command topic, or (no name) the filter of all of a device's commands."""
         return f"{self.prefix}/devices/{device}/commands/{name or '#'}"
+
+    def resend(self, device: str) -> str:
+        return self.commands(device, "resend")
 
     def ring_announce(self, ring: str) -> str:
         return f"{self.prefix}/rings/{ring}/announce"

@@ -1,4 +1,4 @@
-"""Simulated devices for the rollout tests: each a real ``fleet.agent.Agent`` on its own thread,
+"""Simulated devices for the rollout tests: each a real ``fleet.rollout_agent.RolloutAgent`` on its own thread,
 its own bundles folder and field log, connected to the test's Mosquitto with its own credentials;
 ``capture()`` runs the real ``clca-edge capture`` on the bundle the device's pointer names."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from clca_edge.bundle.signature import TrustedKeys
-from clca_edge.fleet.agent import Agent
+from clca_edge.fleet.rollout_agent import RolloutAgent
 from clca_edge.fleet.agent_config import AgentConfig
 from clca_edge.fleet.config import BrokerConfig, FleetConfig
 from clca_edge.fleet.probation import ProbationConfig
@@ -67,12 +67,12 @@ class Device:
                                   download=DownloadConfig(bandwidth_bps=bandwidth_bps, timeout_s=5),
                                   retry_s=(0.2, 1.0), poll_s=0.05)
         self.trusted = trusted
-        self.agent: Optional[Agent] = None
+        self.agent: Optional[RolloutAgent] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> "Device":
-        self.agent = Agent(self.config, TrustedKeys.load(self.trusted))
+        self.agent = RolloutAgent(self.config, TrustedKeys.load(self.trusted))
         self._stop = threading.Event()
         self.agent.connect()
         assert self.agent.link.wait_connected(10), f"{self.name} did not connect"
