@@ -1,5 +1,6 @@
 """From a downloaded archive to a bundle ready to switch to, on the device: extracted into the
-staging folder with every file's sha256 verified (``bundle.store``), then the device self-check
+staging folder with every file's sha256 verified (``bundle.store``), its TensorRT engine built
+where TensorRT is installed (``clca-edge build-engine``, in its own process), then the device self-check
 of every backend/precision this device can open (``runtime.selfcheck.survey``), uncached: the
 bundle is new, and a variant that does not reproduce the reference logits here (an INT8 path
 that differs on this CPU or GPU) means the device stays on the bundle it runs. The results are
@@ -69,11 +70,35 @@ def _self_check(root: Path) -> Tuple[str, List[str]]:
     return model.sha, lines
 
 
+def _build_engines(root: Path) -> str:
+    """Where TensorRT is importable, ``clca-edge build-engine --precision auto`` on the staged bundle,
+    in its own process (the engine builder is not device-side code the agent imports); engines are
+    then self-checked with the rest. A failed build is not a refusal: capture runs ONNX Runtime."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT not installed: no engine to build"
+    exe = shutil.which("clca-edge")
+    cmd = [exe] if exe else [sys.executable, "-c", "from clca_edge.cli import main; main()"]
+    try:
+        res = subprocess.run([*cmd, "build-engine", "--bundle", str(root), "--precision", "auto"],
+                             capture_output=True, text=True, timeout=3600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"build-engine did not run ({e})"
+    if res.returncode != 0:
+        log.warning("build-engine on %s failed (exit %d): %s", root, res.returncode, res.stderr.strip()[-500:])
+        return f"build-engine failed (exit {res.returncode}); ONNX Runtime will run it"
+    return "engine built"
+
+
 def stage(slots: Slots, archive: Path, tag: str) -> Staged:
-    """Extract, verify and self-check ``archive`` under ``slots.staging``; InstallError otherwise
-    (nothing left behind)."""
+    """Extract, verify, build the TensorRT engine (where there is TensorRT) and self-check
+    ``archive`` under ``slots.staging``; InstallError otherwise (nothing left behind)."""
     folder, root = _extract(slots, archive, tag)
     try:
+        log.info("%s: %s", tag, _build_engines(root))
         sha, lines = _self_check(root)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
