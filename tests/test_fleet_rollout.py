@@ -310,3 +310,60 @@ def test_only_the_publishers_credentials_may_write_announcements(fleet):
     assert "Denied PUBLISH from rogue" in ns.broker.log_text()
     publish(ns.publisher, path, url, "all")   # the publisher's credentials: delivered
     a1.wait_state("installed", 1)
+
+
+def test_a_full_disk_during_the_download_leaves_the_installed_bundle_alone(fleet, monkeypatch):
+    import errno
+
+    from clca_edge.fleet import download as dl
+
+    ns = fleet
+    d = ns.device("c1", ["canary"]).start()
+    path1, url1 = ns.tar(ns.bundles.v1, "v1.tar")
+    publish(ns.publisher, path1, url1, "canary")
+    d.wait_state("installed", 1)
+    before = d.current_manifest_sha()
+    real_open = open
+
+    def full_open(p, mode="r", *a, **k):
+        if str(p).endswith(".part"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(p))
+        return real_open(p, mode, *a, **k)
+
+    monkeypatch.setattr(dl, "open", full_open, raising=False)
+    path2, url2 = ns.tar(ns.bundles.v2, "v2.tar")
+    publish(ns.publisher, path2, url2, "canary")
+    d.wait_state("failed", 2)
+    assert "no space left" in d.state.reason
+    assert d.current_manifest_sha() == before and d.state.installed_version == 1
+    assert not list(d.agent.slots.staging.glob("*.part"))
+    assert not d.state.is_refused(2)   # a full disk is not the bundle's fault: tried again on the next announcement
+
+
+def test_the_agent_command_runs_until_sigterm_and_keeps_its_state(fleet):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ns = fleet
+    fleet_file = ns.tmp / "a1.toml"
+    fleet_file.write_text(f'broker = "{ns.broker.url}"\ndevice = "a1"\nusername = "a1"\npassword = "{PASSWORD}"\n'
+                          f'rings = ["all"]\ntrusted_keys = "{ns.pub}"\n[probation]\nduration_s = 0.2\n')
+    path, url = ns.tar(ns.bundles.v1, "v1.tar")
+    publish(ns.publisher, path, url, "all")
+    bundles = ns.tmp / "a1-bundles"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", "from clca_edge.cli import main; main()", "agent", "--fleet",
+                             str(fleet_file), "--bundles", str(bundles)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (bundles / "state.json").is_file()
+                 and json.loads((bundles / "state.json").read_text())["state"] == "probation_passed", 60,
+                 "the agent process to install v1")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "agent stopped: probation_passed, running v1" in err
+    assert (bundles / "current" / "manifest.json").is_file()
+    wait_for(lambda: _latest(ns.store, "a1").state == "probation_passed", 10, "the centre to hear it")
