@@ -172,7 +172,8 @@ def guard_cost_in_process(bundle: Path, video: Path, reps: int, threads: int) ->
     """Capture loop frames/s with the quality guard on and off in ONE process, sharing one ONNX
     Runtime session, alternating on/off run by run (``reps`` runs of each over the whole video):
     slow changes in machine load hit both alike, and the median per-pair ratio is what is left."""
-    from clca_edge.capture.loop import CaptureConfig, run_capture
+    from clca_edge.capture.config import CaptureConfig
+    from clca_edge.capture.loop import run_capture
     from clca_edge.capture.quality import QualityConfig
     from clca_edge.capture.sources import make_source, parse_source
     from clca_edge.runtime.backends import select_classifier

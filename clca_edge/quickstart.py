@@ -168,7 +168,9 @@ def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
     def capture() -> str:
         from .capture.fieldlog import open_log
         from .capture.frames import FrameSaveConfig, FrameSaver
-        from .capture.loop import CaptureConfig, StopRequest, run_capture, stop_on_signals
+        from .capture.config import CaptureConfig
+        from .capture.loop import run_capture
+        from .capture.stop import StopRequest, stop_on_signals
         from .capture.sources import make_source, parse_source
         from .runtime.backends import select_classifier
         from .runtime.model import load_model

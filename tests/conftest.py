@@ -50,7 +50,7 @@ def bundle_dir(tmp_path_factory):
     session (per worker under xdist) and shared by every test module; tests that change it copy it."""
     from test_runtime_helpers import write_bundle
 
-    return write_bundle(tmp_path_factory.mktemp("bundle") / "leafnet")
+    return read_only(write_bundle(tmp_path_factory.mktemp("bundle") / "leafnet"))
 
 
 @pytest.fixture
@@ -75,4 +75,51 @@ def cpu_int8_bundle(tmp_path_factory):
     run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=out, calib_data=ws["calib"], eval_data=ws["eval"], target="cpu",
                             precisions=("int8", "fp32"), calibration=CalibrationConfig(num_images=12),
                             build_engines=False))
-    return ws, out
+    return ws, read_only(out)
+
+
+@pytest.fixture(scope="session")
+def _device_cache_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("user-cache")
+
+
+@pytest.fixture(autouse=True)
+def _device_caches_under_tmp(_device_cache_root, monkeypatch):
+    """The device caches (runtime/device_cache.py: self-check verdicts, CPU latencies) of every test,
+    and of every process it starts, go to one session folder under pytest's tmp, never to the real
+    user cache; a test that needs them fresh sets its own XDG_CACHE_HOME or --cache-dir."""
+    monkeypatch.delenv("CLCA_EDGE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_device_cache_root))
+
+
+# ------------------------------------------------------------------ read-only session fixtures
+# Session fixtures that tests only read (bundles above all: reading one must never write it) are
+# registered with read_only(); at the end of the session every file in them must be as it was.
+_READ_ONLY: dict = {}
+
+
+def _snapshot(root) -> dict:
+    import hashlib
+    from pathlib import Path
+
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def read_only(path):
+    """Register a session fixture's folder as read-only (a test that changes it must copy it first)."""
+    _READ_ONLY[path] = _snapshot(path)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _read_only_fixtures_are_left_unchanged():
+    yield
+    changed = {}
+    for path, before in _READ_ONLY.items():
+        after = _snapshot(path)
+        diff = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        if diff:
+            changed[str(path)] = diff
+    assert not changed, f"tests changed files of read-only session fixtures (copy before writing): {changed}"

@@ -306,3 +306,21 @@ def test_cli_backend_and_precision_choices_are_the_runtime_ones():
 
     assert BACKEND_CHOICES == ["auto", *BACKENDS]
     assert PRECISION_CHOICES == ["auto", *PRECISIONS]
+
+
+def test_session_bundle_fixtures_are_registered_read_only():
+    """Every session-scoped fixture of tests/conftest.py that makes a bundle registers it with
+    ``read_only``: the session then fails if any test left a file in it changed (issue 21: reading a
+    bundle never writes it, and shared fixtures do not accumulate state between tests)."""
+    conftest = Path(__file__).with_name("conftest.py")
+    tree = ast.parse(conftest.read_text())
+    unregistered = []
+    for fn in tree.body:
+        if not isinstance(fn, ast.FunctionDef) or "bundle" not in fn.name:
+            continue
+        session = any(isinstance(d, ast.Call) and any(k.arg == "scope" and getattr(k.value, "value", None) == "session"
+                                                      for k in d.keywords) for d in fn.decorator_list)
+        calls = {n.func.id for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        if session and "read_only" not in calls:
+            unregistered.append(fn.name)
+    assert not unregistered, f"session bundle fixtures not registered read_only: {unregistered}"

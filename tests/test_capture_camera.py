@@ -9,8 +9,11 @@ import pytest
 
 from clca_edge.capture.fieldlog import open_log, read_log
 from clca_edge.capture.grabber import LatestFrameGrabber, ReconnectPolicy
-from clca_edge.capture.loop import CaptureConfig, StopRequest, run_capture
-from clca_edge.capture.sources import SourceConfig, VideoCaptureSource, _cv2_capture, csi_pipeline, parse_source
+from clca_edge.capture.config import CaptureConfig
+from clca_edge.capture.hooks import FrameObserver
+from clca_edge.capture.loop import run_capture
+from clca_edge.capture.stop import StopRequest
+from clca_edge.capture.sources import CameraSource, SourceConfig, csi_pipeline, make_source, parse_source
 from clca_edge.core.preprocess import PreprocessSpec
 from clca_edge.runtime.backends import Classifier
 from clca_edge.core.errors import SourceError
@@ -89,7 +92,17 @@ def fake_model():
 
 
 def camera_source(cam):
-    return VideoCaptureSource(SourceConfig("camera", "0"), opener=cam.opener)
+    return CameraSource(SourceConfig("camera", "0"), opener=cam.opener)
+
+
+class OnDecision(FrameObserver):
+    """Calls ``fn(record)`` for every classified frame."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_decision(self, frame, record):
+        self.fn(record)
 
 
 FAST_RECONNECT = ReconnectPolicy(initial_s=0.02, max_s=0.1, factor=2.0, stall_s=0.15)
@@ -100,15 +113,14 @@ def test_camera_unplugged_mid_run_reconnects_and_the_run_goes_on(tmp_path):
     stop = StopRequest()
     seen = []
 
-    def on_record(rec, summary, bgr):
-        seen.append(rec["frame"])
-        if rec["frame"] == 5:
+    def on_record(rec):
+        seen.append(rec.frame)
+        if rec.frame == 5:
             cam.unplug(0.4)
-        return True
 
     with open_log(tmp_path / "log.jsonl") as flog:
         summary = run_capture(fake_model(), SlowClassifier(0.005), camera_source(cam), flog,
-                              CaptureConfig(max_frames=30, reconnect=FAST_RECONNECT), stop=stop, on_record=on_record)
+                              CaptureConfig(max_frames=30, reconnect=FAST_RECONNECT), stop=stop, observers=[OnDecision(on_record)])
     recs = list(read_log(tmp_path / "log.jsonl"))
     events = [(i, r["event"]) for i, r in enumerate(recs) if r["type"] == "camera"]
     names = [e for _, e in events]
@@ -151,13 +163,12 @@ def test_stale_frames_are_dropped_and_counted():
 
 
 def hang_at_frame(cam, frame, seconds):
-    """An on_record hook that makes ``cam`` block one read for ``seconds`` after ``frame``."""
-    def on_record(rec, summary, bgr):
-        if rec["frame"] == frame:
+    """An observer that makes ``cam`` block one read for ``seconds`` after ``frame``."""
+    def on_record(rec):
+        if rec.frame == frame:
             cam.hang(seconds)
-        return True
 
-    return on_record
+    return OnDecision(on_record)
 
 
 def test_a_stalled_stream_is_logged_with_its_duration():
@@ -166,7 +177,7 @@ def test_a_stalled_stream_is_logged_with_its_duration():
     on_record = hang_at_frame(cam, 3, 0.5)
     patient = ReconnectPolicy(initial_s=0.02, max_s=0.1, factor=2.0, stall_s=0.15, lost_after_stalls=20)
     summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), flog,
-                          CaptureConfig(max_frames=8, poll_s=0.05, reconnect=patient), on_record=on_record)
+                          CaptureConfig(max_frames=8, poll_s=0.05, reconnect=patient), observers=[on_record])
     ev = {r["event"]: r for r in flog.camera_events()}
     assert "stalled" in ev and "stall_ended" in ev and "lost" not in ev
     assert 0.3 <= ev["stall_ended"]["duration_s"] <= 2.0
@@ -180,7 +191,7 @@ def test_a_read_blocked_for_several_stall_times_is_a_loss_and_reconnects():
     flog = ListLog()
     on_record = hang_at_frame(cam, 3, 0.8)
     summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), flog,
-                          CaptureConfig(max_frames=10, poll_s=0.05, reconnect=FAST_RECONNECT), on_record=on_record)
+                          CaptureConfig(max_frames=10, poll_s=0.05, reconnect=FAST_RECONNECT), observers=[on_record])
     events = flog.camera_events()
     names = [r["event"] for r in events]
     assert names == ["opened", "stalled", "lost", "reconnected"]
@@ -207,10 +218,10 @@ def test_stream_and_camera_captures_get_opencv_timeouts(monkeypatch):
             return True
 
     monkeypatch.setattr(cv2, "VideoCapture", FakeVideoCapture)
-    _cv2_capture(parse_source("rtsp://10.0.0.5/cam", timeout_s=4.5))
+    make_source(parse_source("rtsp://10.0.0.5/cam", timeout_s=4.5)).capture()
     assert made[-1].args == ("rtsp://10.0.0.5/cam", cv2.CAP_ANY,
                              [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 4500, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 4500])
-    _cv2_capture(parse_source("/dev/video1", timeout_s=2))
+    make_source(parse_source("/dev/video1", timeout_s=2)).capture()
     assert made[-1].props[cv2.CAP_PROP_READ_TIMEOUT_MSEC] == 2000
 
 

@@ -183,7 +183,7 @@ def test_live_panel_shows_refusals(guarded_bundle, frames, tmp_path):
     from rich.console import Console
 
     from clca_edge.capture.display import LivePanel
-    from clca_edge.capture.loop import Summary
+    from clca_edge.capture.records import Summary
 
     imgs, _ = frames
     recs = capture(guarded_bundle, imgs, tmp_path / "panel.jsonl")
@@ -215,7 +215,8 @@ def test_live_frames_are_judged_in_the_loop_and_refused_ones_never_reach_the_mod
     import time
 
     from clca_edge.capture.fieldlog import open_log
-    from clca_edge.capture.loop import CaptureConfig, run_capture
+    from clca_edge.capture.config import CaptureConfig
+    from clca_edge.capture.loop import run_capture
     from clca_edge.capture.sources import Frame, FrameSource
     from clca_edge.runtime.backends import Classifier, ModelFiles
     from clca_edge.runtime.model import RuntimeModel

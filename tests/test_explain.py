@@ -305,3 +305,21 @@ def test_explain_refuses_a_bundle_and_reports_no_images(explain_inputs, tmp_path
     # an --out that is a file: the output-path error (exit 11), one line, before the model is loaded
     assert res.exit_code == ExitCode.OUTPUT and "exists and is a file, not a folder" in res.output, res.output
     assert "Traceback" not in res.output
+
+
+def test_method_labels_come_from_the_registry():
+    """The picture names a method by its reducer's own ``label``; a method registered without one
+    (or subclassing a labelled one) is shown by its registry name."""
+    from clca_edge.models.reduction import get_reducer_class, list_methods, method_label, register_reducer
+    from clca_edge.models.reduction.registry import _REDUCERS
+
+    assert method_label("none") == "plain ViT" and method_label("evit") == "EViT" and method_label("tome") == "ToMe"
+    for name in list_methods()[1:]:
+        assert method_label(name) == (get_reducer_class(name).__dict__.get("label") or name)
+    evit = get_reducer_class("evit")
+    try:
+        register_reducer("evit_variant")(type("EViTVariant", (evit,), {}))
+        assert method_label("evit_variant") == "evit_variant"
+    finally:
+        _REDUCERS.pop("evit_variant", None)
+    assert method_label("not-registered") == "not-registered"

@@ -191,7 +191,8 @@ def test_status_is_an_enum_written_and_printed_as_its_text():
     assert rec.to_dict() == {"precision": "int8", "status": "failed to run", "file": "m.onnx"}
     assert json.dumps(Status.PASSED) == '"passed"' and f"{Status.PASSED}" == str(Status.PASSED) == "passed"
     assert Status.PASSED == "passed" and Status.PASSED in {"passed"} and {"passed": 1}[Status.PASSED] == 1
-    assert [s for s in Status if not s.usable] == [Status.REJECTED, Status.FAILED_TO_RUN, Status.BUILD_FAILED]
+    assert [s for s in Status if not s.usable] == [Status.REJECTED, Status.FAILED_TO_RUN, Status.BUILD_FAILED,
+                                                   Status.FAILED, Status.SKIPPED, Status.UNAVAILABLE]
 
 
 def test_a_format_1_bundle_still_loads_and_runs(tmp_path, bundle_dir):  # noqa: F811

@@ -20,7 +20,6 @@ from test_runtime_helpers import CLASSES
 
 @pytest.fixture(autouse=True)
 def fresh_announcements(monkeypatch):
-    monkeypatch.setattr(backends, "_announced", set())
     # Make sure no real or leftover tensorrt is importable in these tests.
     monkeypatch.setitem(sys.modules, "tensorrt", None)
 

@@ -26,8 +26,6 @@ from test_deploy_support import CLASSES
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    monkeypatch.setattr(backends, "_announced", set())
-    monkeypatch.setattr(selfcheck, "_announced", set())
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
 
@@ -195,7 +193,11 @@ def test_predict_json_reports_the_checks(bundle, cpu_int8_bundle):
     assert {c["precision"]: c["status"] for c in out["self_check"]} == {"int8": "failed", "fp32": "passed"}
 
 
-def test_cached_start_runs_nothing_and_a_changed_key_checks_again(bundle, monkeypatch):
+def _cache_files(tmp_path):
+    return sorted((tmp_path / "user-cache" / "clca-edge" / "device").glob("*/selfcheck.json"))
+
+
+def test_cached_start_runs_nothing_and_a_changed_key_checks_again(bundle, monkeypatch, tmp_path):
     from clca_edge.core.cpuinfo import CpuInfo
 
     calls = _count_logits(monkeypatch)  # every inference of every ONNX Runtime classifier
@@ -206,7 +208,7 @@ def test_cached_start_runs_nothing_and_a_changed_key_checks_again(bundle, monkey
 
     sel = start()
     assert calls["n"] == n and not sel.checks[0].cached
-    assert (bundle / selfcheck.CACHE_NAME).is_file()
+    assert len(_cache_files(tmp_path)) == 1 and not list(bundle.glob(".*"))   # in the device cache, not the bundle
     sel = start()  # a second start
     assert calls["n"] == n and sel.checks[0].cached and sel.checks[0].status == "passed"
     # Another OpenCV: check again (and once more only).
@@ -227,21 +229,33 @@ def test_cached_start_runs_nothing_and_a_changed_key_checks_again(bundle, monkey
     assert calls["n"] == 4 * n
 
 
-def test_read_only_bundle_caches_in_the_user_cache(bundle, monkeypatch, tmp_path):
-    real = selfcheck.os.access
-    monkeypatch.setattr(selfcheck.os, "access", lambda p, mode: False if str(p).startswith(str(bundle)) else real(p, mode))
+def test_caches_go_to_the_cache_dir_keyed_by_content_and_the_bundle_is_never_written(bundle, monkeypatch, tmp_path):
+    """Reading a bundle writes nothing into it; its caches live in --cache-dir (or the user cache),
+    under the bundle's content, so a copy of the bundle elsewhere finds them."""
+    before = {p: p.stat().st_mtime_ns for p in bundle.rglob("*")}
     calls = _count_logits(monkeypatch)
-    select_classifier(load_model(bundle).files, "ort-cpu", "int8")
-    select_classifier(load_model(bundle).files, "ort-cpu", "int8")
-    assert not (bundle / selfcheck.CACHE_NAME).exists()
-    assert list((tmp_path / "user-cache" / "clca-edge" / "selfcheck").glob("bundle-*.json"))
-    assert calls["n"] == len(_reference(bundle)["samples"])
+    select_classifier(load_model(bundle, cache_dir=tmp_path / "dev").files, "ort-cpu", "auto")
+    assert {p: p.stat().st_mtime_ns for p in bundle.rglob("*")} == before
+    [folder] = (tmp_path / "dev" / "device").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["latency.json", "selfcheck.json"]
+    assert folder.name == sha256_file(bundle / "manifest.json")[:16]
+    n = calls["n"]
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    sel = select_classifier(load_model(copy, cache_dir=tmp_path / "dev").files, "ort-cpu", "auto")
+    assert calls["n"] == n and all(c.cached for c in sel.checks)
+    # The CLI's --cache-dir (and CLCA_EDGE_CACHE_DIR) reach it.
+    res = CliRunner().invoke(main, ["predict", "--bundle", str(copy), "--cache-dir", str(tmp_path / "cli"),
+                                    "--json", str(bundle / "reference")])
+    assert res.exit_code == 0, res.output
+    assert list((tmp_path / "cli" / "device").glob("*/selfcheck.json"))
 
 
 def test_bundle_without_reference_samples_is_used_with_one_warning(bundle_dir, caplog):
+    model = load_model(bundle_dir)
     with caplog.at_level(logging.WARNING, logger="clca_edge.runtime.selfcheck"):
-        first = select_classifier(load_model(bundle_dir).files, "ort-cpu")
-        second = select_classifier(load_model(bundle_dir).files, "ort-cpu")
+        first = select_classifier(model.files, "ort-cpu")
+        second = select_classifier(model.files, "ort-cpu")
     assert first.checks[0].status == second.checks[0].status == "skipped"
     warnings = [r.getMessage() for r in caplog.records if "reference samples" in r.getMessage()]
     assert len(warnings) == 1 and "\n" not in warnings[0]
@@ -258,7 +272,7 @@ def test_a_check_that_cannot_run_is_a_fallback_not_a_verdict(bundle, monkeypatch
     monkeypatch.setattr(OrtClassifier, "logits", broken_int8)
     sel = select_classifier(load_model(bundle).files)
     assert sel.classifier.precision == "fp32"
-    assert {c.precision: c.status for c in sel.checks} == {"int8": "could not run", "fp32": "passed"}
+    assert {c.precision: c.status for c in sel.checks} == {"int8": "failed to run", "fp32": "passed"}
     with pytest.raises(BackendError, match="could not run"):
         select_classifier(load_model(bundle).files, "ort-cpu", "int8")
 

@@ -85,6 +85,11 @@ class Status(str, enum.Enum):
     UNVERIFIED = "built, not verified"  # built, no --eval-data given to gate it
     FAILED_TO_RUN = "failed to run"  # the runtime could not load or run it
     BUILD_FAILED = "build failed"
+    # The device self-check's verdicts (runtime/selfcheck.py; with PASSED and FAILED_TO_RUN, a
+    # classifier that raised on a sample); never written in a manifest.
+    FAILED = "failed"  # outputs beyond the self-check's bounds
+    SKIPPED = "skipped"  # nothing to check against (a bundle from before reference samples)
+    UNAVAILABLE = "unavailable"  # the backend cannot open here (doctor --bundle)
 
     def __str__(self) -> str:
         return self.value
@@ -101,7 +106,9 @@ class Status(str, enum.Enum):
         return self not in UNUSABLE
 
 
-UNUSABLE = (Status.REJECTED, Status.FAILED_TO_RUN, Status.BUILD_FAILED)
+# The self-check's own verdicts are never a manifest status: a manifest that holds one has nothing usable.
+UNUSABLE = (Status.REJECTED, Status.FAILED_TO_RUN, Status.BUILD_FAILED, Status.FAILED, Status.SKIPPED,
+            Status.UNAVAILABLE)
 
 
 def extra_field() -> Any:

@@ -9,6 +9,8 @@ from typing import Optional
 
 import numpy as np
 
+from .hooks import FrameObserver
+
 log = logging.getLogger(__name__)
 
 
@@ -118,3 +120,27 @@ class OverlayWindow:
                 cv2.destroyWindow(self.name)
             except Exception:
                 pass
+
+
+class DisplayObserver(FrameObserver):
+    """The live panel and/or the overlay window as a capture run's observer; q/Esc in the window
+    asks the run to stop."""
+
+    def __init__(self, panel: Optional[LivePanel] = None, overlay: Optional[OverlayWindow] = None):
+        self.panel, self.overlay = panel, overlay
+        self._run = None
+
+    def on_start(self, run) -> None:
+        self._run = run
+
+    def on_decision(self, frame, record) -> None:
+        self._show(frame, record.to_dict())
+
+    def on_refusal(self, frame, record) -> None:
+        self._show(frame, record.to_dict())
+
+    def _show(self, frame, record: dict) -> None:
+        if self.panel is not None:
+            self.panel.update(record, self._run.summary)
+        if self.overlay is not None and self.overlay.show(frame.bgr, record) is False:
+            self._run.stop.set("stop requested by the display")

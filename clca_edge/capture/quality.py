@@ -77,6 +77,12 @@ class QualityConfig:
         if lo is not None and hi is not None and lo >= hi:
             raise ConfigError(f"--min-luminance {lo} must be below --max-luminance {hi}")
 
+    @property
+    def has_thresholds(self) -> bool:
+        """Whether any threshold was set by the user (not derived from a bundle)."""
+        return any(v is not None for v in (self.min_luminance, self.max_luminance, self.min_sharpness,
+                                           self.max_ood, self.max_cast))
+
 
 @dataclass(frozen=True)
 class QualityThresholds:

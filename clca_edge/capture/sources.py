@@ -22,12 +22,12 @@ from ..core.errors import ConfigError, SourceError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # the one list, in data.files
-LIVE_KINDS = ("camera", "v4l2", "csi", "stream")
 
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """Where frames come from. ``kind``: camera | v4l2 | csi | stream | video | images."""
+    """Where frames come from: ``kind``, a registered source (``source_kinds()``: camera | v4l2 |
+    csi | stream | images | video and any registered later), and its ``uri``."""
 
     kind: str
     uri: str
@@ -40,9 +40,10 @@ class SourceConfig:
 
     @property
     def live(self) -> bool:
-        return self.kind in LIVE_KINDS
+        return source_class(self.kind).live
 
     def __post_init__(self) -> None:
+        source_class(self.kind)
         for name in ("width", "height", "fps"):
             v = getattr(self, name)
             if v is not None and v <= 0:
@@ -51,33 +52,44 @@ class SourceConfig:
             raise ConfigError(f"source timeout {self.timeout_s} s must be > 0")
 
 
+# kind -> FrameSource class, in the order parse_source tries them (register_source appends).
+_SOURCES: "dict[str, type]" = {}
+
+
+def register_source(cls):
+    """Class decorator: ``cls.kind`` becomes a --source kind, recognised by ``cls.matches``."""
+    if not cls.kind or cls.kind in _SOURCES:
+        raise ValueError(f"frame source kind {cls.kind!r} is empty or already registered")
+    _SOURCES[cls.kind] = cls
+    return cls
+
+
+def source_kinds() -> "tuple[str, ...]":
+    return tuple(_SOURCES)
+
+
+def source_class(kind: str):
+    try:
+        return _SOURCES[kind]
+    except KeyError:
+        raise ConfigError(f"source kind {kind!r} is unknown; choose one of {', '.join(_SOURCES)}") from None
+
+
 def parse_source(text: str, width: Optional[int] = None, height: Optional[int] = None,
                  fps: Optional[float] = None, timeout_s: float = 15.0) -> SourceConfig:
-    """Classify a --source/--camera value: '0', '/dev/video0', 'csi://0', 'rtsp://...', a video
-    file, an image folder or a glob."""
+    """Classify a --source/--camera value: the first registered source that recognises it ('0',
+    '/dev/video0', 'csi://0', 'rtsp://...', an image folder, a glob or image file, a video file)."""
     text = str(text).strip()
-    kw = dict(width=width, height=height, fps=fps, timeout_s=timeout_s)
-    if re.fullmatch(r"\d+", text):
-        return SourceConfig("camera", text, **kw)
-    if re.fullmatch(r"/dev/video\d+", text):
-        return SourceConfig("v4l2", text, **kw)
-    m = re.fullmatch(r"csi://(\d+)", text)
-    if m:
-        return SourceConfig("csi", m.group(1), **kw)
-    if text.startswith("csi://"):
-        raise ConfigError(f"--source {text!r}: a CSI camera is csi://N with N the sensor id (csi://0)")
-    if re.match(r"(rtsp|rtsps|rtmp|http|https|udp|tcp)://", text):
-        return SourceConfig("stream", text, **kw)
-    if any(c in text for c in "*?["):
-        return SourceConfig("images", text, **kw)
-    p = Path(text)
-    if p.is_dir():
-        return SourceConfig("images", text, **kw)
-    if p.is_file():
-        kind = "images" if p.suffix.lower() in IMAGE_SUFFIXES else "video"
-        return SourceConfig(kind, text, **kw)
+    for kind, cls in _SOURCES.items():
+        uri = cls.matches(text)
+        if uri is not None:
+            return SourceConfig(kind, uri, width=width, height=height, fps=fps, timeout_s=timeout_s)
     raise SourceError(f"--source {text!r} is neither a camera (0, /dev/videoN, csi://N), a stream URL, "
                       "an existing video file, an image folder nor a glob")
+
+
+def make_source(cfg: SourceConfig) -> "FrameSource":
+    return source_class(cfg.kind)(cfg)
 
 
 def csi_pipeline(sensor_id: int, width: int = 1280, height: int = 720, fps: float = 30) -> str:
@@ -104,14 +116,31 @@ class Frame:
     prep_ms: float = 0.0     # time that preprocessing took (on whichever thread did it)
     due: bool = True         # False: the trigger skipped it (decided on the reader thread)
     quality: Optional[Any] = None   # capture.quality.Verdict once the quality guard measured it
+    prepared_for: Optional[Any] = None   # the capture.hooks.BundleRuntime that made ``x`` and ``quality``
 
 
 class FrameSource:
     """open() -> read() ... -> close(). read() returns None at the end of a recorded source or
-    when a live source has lost its camera."""
+    when a live source has lost its camera.
 
+    A new kind of source is one class decorated with ``@register_source``: its ``kind``, whether it
+    is ``live`` (read through the grabber thread, latest frame only) and ``matches(text)``, which
+    recognises a --source value; ``parse_source``, ``make_source`` and the CLI then know it."""
+
+    kind: str = ""
     live: bool = False
     description: str = ""
+    skipped: int = 0         # unreadable items passed over (image sources)
+
+    def __init__(self, cfg: SourceConfig):
+        self.cfg = cfg
+        self.description = f"{cfg.kind}:{cfg.uri}"
+
+    @classmethod
+    def matches(cls, text: str) -> Optional[str]:
+        """The source's uri if ``text`` names one of this kind, else None (ConfigError: it is one,
+        but malformed)."""
+        return None
 
     def open(self) -> None:
         raise NotImplementedError
@@ -122,8 +151,6 @@ class FrameSource:
     def close(self) -> None:
         pass
 
-    skipped: int = 0         # unreadable items passed over (image sources)
-
 
 def _timeout_params(cv2, timeout_s: float) -> list[int]:
     """[prop, value, ...] for the open and read timeouts this OpenCV build knows (4.5.2+)."""
@@ -132,64 +159,32 @@ def _timeout_params(cv2, timeout_s: float) -> list[int]:
             if hasattr(cv2, name) for v in (getattr(cv2, name), ms)]
 
 
-def _cv2_capture(cfg: SourceConfig):
-    import cv2
-
-    params = _timeout_params(cv2, cfg.timeout_s) if cfg.live else []
-    if cfg.kind == "camera":
-        cap = cv2.VideoCapture(int(cfg.uri))
-    elif cfg.kind == "v4l2":
-        cap = cv2.VideoCapture(cfg.uri, cv2.CAP_V4L2)
-    elif cfg.kind == "csi":
-        cap = cv2.VideoCapture(csi_pipeline(int(cfg.uri), cfg.width or 1280, cfg.height or 720, cfg.fps or 30),
-                               cv2.CAP_GSTREAMER)
-    elif cfg.kind == "stream" and params:
-        # FFmpeg reads its timeouts only when opening. OpenCV skips a backend that cannot use
-        # a parameter; if none could, open without them rather than not at all.
-        cap = cv2.VideoCapture(cfg.uri, cv2.CAP_ANY, params)
-        if not cap.isOpened():
-            cap = cv2.VideoCapture(cfg.uri)
-    else:
-        cap = cv2.VideoCapture(cfg.uri)
-    if cfg.live and cfg.kind != "stream":
-        # Cameras: backends that support a read timeout take it now; the others ignore it (set()
-        # returns False) and a hung read is caught by the grabber's stall-then-loss rule.
-        for prop, value in zip(params[::2], params[1::2]):
-            cap.set(prop, value)
-    if cfg.kind in ("camera", "v4l2"):
-        if cfg.width:
-            cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
-        if cfg.height:
-            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
-        if cfg.fps:
-            cap.set(cv2.CAP_PROP_FPS, cfg.fps)
-        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # fewer stale frames queued inside the driver
-    return cap
-
-
 class VideoCaptureSource(FrameSource):
-    """Anything cv2.VideoCapture opens. ``opener`` is injectable so tests can fake a camera."""
+    """Anything cv2.VideoCapture opens; subclasses say how (``capture``). ``opener`` is injectable
+    so tests can fake a camera."""
 
-    def __init__(self, cfg: SourceConfig, opener: Callable[[SourceConfig], object] = _cv2_capture):
-        self.cfg = cfg
-        self.live = cfg.live
-        self.description = f"{cfg.kind}:{cfg.uri}"
-        self._opener = opener
+    def __init__(self, cfg: SourceConfig, opener: Optional[Callable[[SourceConfig], object]] = None):
+        super().__init__(cfg)
+        self._opener = opener or (lambda _cfg: self.capture())
         self._cap = None
         self._seq = 0
         self._fps = 0.0
         self._t0 = time.monotonic()
 
+    def capture(self):
+        """The cv2.VideoCapture of this source, configured."""
+        import cv2
+
+        return cv2.VideoCapture(self.cfg.uri)
+
     def open(self) -> None:
-        if self.cfg.kind == "video" and not Path(self.cfg.uri).is_file():
-            raise SourceError(f"video file {self.cfg.uri} does not exist")
         try:
             cap = self._opener(self.cfg)
         except Exception as e:  # cv2 / GStreamer errors for a missing device
             raise SourceError(f"cannot open {self.description}: {e}") from None
         if cap is None or not cap.isOpened():
             raise SourceError(f"cannot open {self.description}: "
-                              + ("is the file a video OpenCV can decode?" if self.cfg.kind == "video"
+                              + ("is the file a video OpenCV can decode?" if not self.live
                                  else "is the camera connected and not in use by another process?"))
         self._cap = cap
         try:
@@ -228,6 +223,110 @@ class VideoCaptureSource(FrameSource):
                 self._cap = None
 
 
+class _CameraSource(VideoCaptureSource):
+    """A local camera: timeouts where the backend takes them, the requested size and rate, and a
+    one-frame driver buffer (fewer stale frames queued inside the driver)."""
+
+    live = True
+
+    def _open_cv2(self, cv2):
+        return cv2.VideoCapture(self.cfg.uri)
+
+    def capture(self):
+        import cv2
+
+        cfg = self.cfg
+        cap = self._open_cv2(cv2)
+        # Backends that support a read timeout take it now; the others ignore it (set() returns
+        # False) and a hung read is caught by the grabber's stall-then-loss rule.
+        params = _timeout_params(cv2, cfg.timeout_s)
+        for prop, value in zip(params[::2], params[1::2]):
+            cap.set(prop, value)
+        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, cfg.width), (cv2.CAP_PROP_FRAME_HEIGHT, cfg.height),
+                            (cv2.CAP_PROP_FPS, cfg.fps)):
+            if value:
+                cap.set(prop, value)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+
+
+@register_source
+class CameraSource(_CameraSource):
+    """A camera by index (``--camera N``, ``--source N``)."""
+
+    kind = "camera"
+
+    @classmethod
+    def matches(cls, text: str) -> Optional[str]:
+        return text if re.fullmatch(r"\d+", text) else None
+
+    def _open_cv2(self, cv2):
+        return cv2.VideoCapture(int(self.cfg.uri))
+
+
+@register_source
+class V4l2Source(_CameraSource):
+    kind = "v4l2"
+
+    @classmethod
+    def matches(cls, text: str) -> Optional[str]:
+        return text if re.fullmatch(r"/dev/video\d+", text) else None
+
+    def _open_cv2(self, cv2):
+        return cv2.VideoCapture(self.cfg.uri, cv2.CAP_V4L2)
+
+
+@register_source
+class CsiSource(VideoCaptureSource):
+    """A Jetson CSI camera through GStreamer (``csi://N``, N the sensor id)."""
+
+    kind = "csi"
+    live = True
+
+    @classmethod
+    def matches(cls, text: str) -> Optional[str]:
+        m = re.fullmatch(r"csi://(\d+)", text)
+        if m:
+            return m.group(1)
+        if text.startswith("csi://"):
+            raise ConfigError(f"--source {text!r}: a CSI camera is csi://N with N the sensor id (csi://0)")
+        return None
+
+    def capture(self):
+        import cv2
+
+        cfg = self.cfg
+        cap = cv2.VideoCapture(csi_pipeline(int(cfg.uri), cfg.width or 1280, cfg.height or 720, cfg.fps or 30),
+                               cv2.CAP_GSTREAMER)
+        params = _timeout_params(cv2, cfg.timeout_s)
+        for prop, value in zip(params[::2], params[1::2]):
+            cap.set(prop, value)
+        return cap
+
+
+@register_source
+class StreamSource(VideoCaptureSource):
+    """A network stream (rtsp, rtmp, http, udp, tcp)."""
+
+    kind = "stream"
+    live = True
+
+    @classmethod
+    def matches(cls, text: str) -> Optional[str]:
+        return text if re.match(r"(rtsp|rtsps|rtmp|http|https|udp|tcp)://", text) else None
+
+    def capture(self):
+        import cv2
+
+        params = _timeout_params(cv2, self.cfg.timeout_s)
+        if not params:
+            return cv2.VideoCapture(self.cfg.uri)
+        # FFmpeg reads its timeouts only when opening. OpenCV skips a backend that cannot use
+        # a parameter; if none could, open without them rather than not at all.
+        cap = cv2.VideoCapture(self.cfg.uri, cv2.CAP_ANY, params)
+        return cap if cap.isOpened() else cv2.VideoCapture(self.cfg.uri)
+
+
 def expand_images(pattern: str) -> list[Path]:
     """Image files of a folder (recursively, hidden ones skipped, sorted) or matched by a glob
     (sorted); the ``data.files`` rules, as for training and deploy."""
@@ -239,14 +338,23 @@ def expand_images(pattern: str) -> list[Path]:
     return glob_images(pattern)
 
 
+@register_source
 class ImageSource(FrameSource):
-    """Images of a folder or glob, in sorted order; unreadable files are skipped and counted."""
+    """Images of a folder or glob (or one image file), in sorted order; unreadable files are
+    skipped and counted."""
+
+    kind = "images"
 
     def __init__(self, cfg: SourceConfig):
-        self.cfg = cfg
-        self.description = f"images:{cfg.uri}"
+        super().__init__(cfg)
         self._files: list[Path] = []
         self._i = 0
+
+    @classmethod
+    def matches(cls, text: str) -> Optional[str]:
+        if any(c in text for c in "*?[") or Path(text).is_dir():
+            return text
+        return text if Path(text).is_file() and Path(text).suffix.lower() in IMAGE_SUFFIXES else None
 
     def open(self) -> None:
         self._files = expand_images(self.cfg.uri)
@@ -271,5 +379,17 @@ class ImageSource(FrameSource):
         return None
 
 
-def make_source(cfg: SourceConfig) -> FrameSource:
-    return ImageSource(cfg) if cfg.kind == "images" else VideoCaptureSource(cfg)
+@register_source
+class VideoFileSource(VideoCaptureSource):
+    """A video file, every frame in order (media time from its frame rate)."""
+
+    kind = "video"
+
+    @classmethod
+    def matches(cls, text: str) -> Optional[str]:
+        return text if Path(text).is_file() else None
+
+    def open(self) -> None:
+        if not Path(self.cfg.uri).is_file():
+            raise SourceError(f"video file {self.cfg.uri} does not exist")
+        super().open()

@@ -8,6 +8,7 @@ import click
 
 from ..core.errors import ExitCode
 from ._common import console, emit_json, main, reports_errors
+from .options import cache_dir_option
 
 
 @main.command()
@@ -16,8 +17,9 @@ from ._common import console, emit_json, main, reports_errors
 @click.option("--disk-path", default=".", show_default=True, help="Where capture will write its logs.")
 @click.option("--bundle", "bundle", default=None, type=click.Path(),
               help="Also run the device self-check of every backend/precision this machine can run for this bundle.")
+@cache_dir_option
 @reports_errors
-def doctor(as_json: bool, disk_path: str, bundle) -> None:
+def doctor(as_json: bool, disk_path: str, bundle, cache_dir) -> None:
     """Check Python, JetPack, TensorRT, CUDA, ONNX Runtime, OpenCV, cameras, disk, power mode, swap.
 
     Exit code 1 when something blocks `capture`; missing GPU pieces are warnings (CPU fallback).
@@ -26,7 +28,7 @@ def doctor(as_json: bool, disk_path: str, bundle) -> None:
     from ..doctor import FAIL, INFO, OK, WARN, findings_to_json, run_checks
 
     findings = run_checks(disk_path=disk_path)
-    rows = _self_check_rows(bundle) if bundle is not None else None
+    rows = _self_check_rows(bundle, cache_dir) if bundle is not None else None
     if as_json:
         out = findings_to_json(findings)
         if rows is not None:
@@ -51,7 +53,7 @@ def doctor(as_json: bool, disk_path: str, bundle) -> None:
         sys.exit(ExitCode.SELF_CHECK)
 
 
-def _self_check_rows(bundle):
+def _self_check_rows(bundle, cache_dir):
     """Every backend/precision's self-check on ``bundle``; a bundle that cannot be opened is the
     one-line error and exit code of any other command."""
     from ..core.errors import ClcaEdgeError
@@ -59,7 +61,7 @@ def _self_check_rows(bundle):
     from ..runtime.selfcheck import survey
 
     try:
-        return survey(load_model(bundle))
+        return survey(load_model(bundle, cache_dir=cache_dir))
     except ClcaEdgeError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(e.exit_code)
@@ -68,7 +70,7 @@ def _self_check_rows(bundle):
 def _print_self_check(bundle, rows) -> None:
     from rich.table import Table
 
-    style = {"passed": "green", "failed": "bold red", "skipped": "yellow", "could not run": "yellow",
+    style = {"passed": "green", "failed": "bold red", "skipped": "yellow", "failed to run": "yellow",
              "unavailable": "dim"}
     table = Table(title=f"device self-check: {bundle}")
     for col in ("backend", "precision", "top-1 agreement", "max logit distance", "latency ms", "verdict"):

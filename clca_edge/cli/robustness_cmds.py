@@ -10,7 +10,7 @@ import click
 
 from ..robustness.suite import BY_NAME
 from ._common import console, emit_json, main, reports_errors
-from .quality_opts import describe_guard, quality_config, quality_options
+from .options import describe_guard, quality_options
 
 
 def _names(only: Optional[str]) -> Optional[list[str]]:
@@ -48,6 +48,7 @@ def write_report_outputs(out, reports: dict, title: str) -> list[str]:
 
 
 @main.command(context_settings={"show_default": True})
+@reports_errors
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="A .safetensors checkpoint or run folder (PyTorch).")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
@@ -70,10 +71,8 @@ def write_report_outputs(out, reports: dict, title: str) -> list[str]:
               help="Folder for robustness.csv and robustness.png (accuracy vs severity).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @quality_options
-@reports_errors
 def robustness(checkpoint, bundle, data, split, image_root, suite, only, seed, backend, precision, threads, device,
-               batch_size, out, as_json, quality, min_luminance, max_luminance, min_sharpness, max_ood,
-               max_cast) -> None:
+               batch_size, out, as_json, quality) -> None:
     """Accuracy under a fixed suite of field perturbations (exposure, white balance, contrast,
     saturation, JPEG, blur, noise, zoom-out, rotation; 3 severities each), clean vs each.
 
@@ -95,8 +94,7 @@ def robustness(checkpoint, bundle, data, split, image_root, suite, only, seed, b
         from ..robustness.bundle import run_bundle_suite
 
         precisions = [p.strip() for p in precision.split(",") if p.strip()] if precision else None
-        qconfig = quality_config(quality, min_luminance, max_luminance, min_sharpness, max_ood, max_cast)
-        res = run_bundle_suite(bundle, data, split, backend, precisions, threads, suite, seed, names, quality=qconfig)
+        res = run_bundle_suite(bundle, data, split, backend, precisions, threads, suite, seed, names, quality=quality)
         reports, backends = res.result.reports, res.backends
         for note in res.notes:
             click.echo(f"Note: {note}", err=True)
@@ -109,7 +107,7 @@ def robustness(checkpoint, bundle, data, split, image_root, suite, only, seed, b
     else:
         if precision or backend != "auto" or threads:
             raise ConfigError("--backend/--precision/--threads are for --bundle; a checkpoint runs in PyTorch")
-        if any(v is not None for v in (min_luminance, max_luminance, min_sharpness, max_ood, max_cast)):
+        if quality.has_thresholds:
             raise ConfigError("the quality guard's thresholds are for --bundle (a checkpoint has no quality reference)")
         from ..training.robustness import checkpoint_suite
 

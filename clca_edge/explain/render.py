@@ -7,16 +7,11 @@ from __future__ import annotations
 import io
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .run import ExplainReport, ImageExplanation, LocationView
+from .report import ExplainReport, ImageExplanation, LocationView
 
-# How the picture names the built-in methods (any other shows its registry name).
-METHOD_LABELS = {"none": "plain ViT", "topk": "Top-k", "evit": "EViT", "dynamicvit": "DynamicViT", "ats": "ATS",
-                 "sit": "SiT", "patchmerger": "PatchMerger", "dpcknn": "DPC-KNN", "tome": "ToMe"}
 DIM = 0.4  # brightness of a dropped patch (greyscale)
 TINT = 0.45  # opacity of a merge group's colour
 SMALL_GROUP = (200, 200, 200)  # merged tokens beyond the palette: light grey
@@ -51,7 +46,7 @@ def _boundaries(owner: np.ndarray) -> np.ndarray:
     return edge
 
 
-def selection_image(crop: np.ndarray, view: "LocationView", grid: tuple[int, int]) -> np.ndarray:
+def selection_image(crop: np.ndarray, view: LocationView, grid: tuple[int, int]) -> np.ndarray:
     """Kept patches as they are, the rest dimmed to grey."""
     n = grid[0] * grid[1]
     kept = np.zeros(n, bool)
@@ -62,7 +57,7 @@ def selection_image(crop: np.ndarray, view: "LocationView", grid: tuple[int, int
     return img.astype(np.uint8)
 
 
-def merge_image(crop: np.ndarray, view: "LocationView", grid: tuple[int, int]) -> np.ndarray:
+def merge_image(crop: np.ndarray, view: LocationView, grid: tuple[int, int]) -> np.ndarray:
     """The largest merged tokens each in a colour of their own, smaller ones in grey, a patch still
     alone as it is, patches no token stands for dimmed; white lines between tokens. No colour is
     used twice, so two regions of one colour are one token (ToMe merges across the image)."""
@@ -94,7 +89,7 @@ def _pct(x: float) -> str:
     return f"{p:.0f}%" if p >= 1 or p == 0 else f"{p:.1f}%"
 
 
-def location_text(view: "LocationView", num_patches: int) -> tuple[str, str]:
+def location_text(view: LocationView, num_patches: int) -> tuple[str, str]:
     """(title, explanation) of one location panel."""
     notes = [f"Keeps {_pct(view.keep_rate)} of the tokens reaching it."]
     if view.groups is not None:
@@ -129,24 +124,36 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.fill(part, width) for part in text.split("\n"))
 
 
-def render_png(crop: np.ndarray, exp: "ImageExplanation", report: "ExplainReport", dpi: int = 100) -> bytes:
+def render_png(crop: np.ndarray, exp: ImageExplanation, report: ExplainReport, dpi: int = 100) -> bytes:
     """The picture for one image, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
-    grid = report.grid
-    num_patches = grid[0] * grid[1]
     views = exp.locations
     has_cla = exp.cla is not None
     # The bar chart gets a spacer column before it for its block labels.
     widths = [1.0] * (1 + len(views)) + ([0.32, 1.1] if has_cla else [])
-    ncols = len(widths)
     fig = plt.figure(figsize=(max(11.0, 2.75 * sum(widths)), 4.9), dpi=dpi)  # room for the titles
-    gs = fig.add_gridspec(1, ncols, width_ratios=widths, left=0.02, right=0.98, top=0.8, bottom=0.33, wspace=0.1)
+    gs = fig.add_gridspec(1, len(widths), width_ratios=widths, left=0.02, right=0.98, top=0.8, bottom=0.33,
+                          wspace=0.1)
+    merging = _image_panels(fig, gs, crop, views, report)
+    if has_cla:
+        _cla_panel(fig.add_subplot(gs[0, len(widths) - 1]), exp)
+    _titles(fig, exp, report)
+    handles = _legend_handles(bool(views), merging, has_cla)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
 
+
+def _image_panels(fig, gs, crop: np.ndarray, views: list, report: ExplainReport) -> bool:
+    """The crop, then one panel per reduction location; whether any location merged tokens."""
+    grid = report.grid
     ax = fig.add_subplot(gs[0, 0])
     ax.imshow(crop, interpolation="nearest")
     ax.set_title("What the model saw", fontsize=10, fontweight="bold")
@@ -154,43 +161,49 @@ def render_png(crop: np.ndarray, exp: "ImageExplanation", report: "ExplainReport
                               f"patches of {report.patch_size} px", 34),
             transform=ax.transAxes, ha="center", va="top", fontsize=8, color=NEUTRAL)
     ax.axis("off")
-
     merging = False
     for col, view in enumerate(views, start=1):
         ax = fig.add_subplot(gs[0, col])
         merging |= view.groups is not None
         img = merge_image(crop, view, grid) if view.groups is not None else selection_image(crop, view, grid)
         ax.imshow(img, interpolation="nearest")
-        title, note = location_text(view, num_patches)
+        title, note = location_text(view, grid[0] * grid[1])
         ax.set_title(title, fontsize=9.5, fontweight="bold")
         ax.text(0.5, -0.04, _wrap(note, 36), transform=ax.transAxes, ha="center", va="top", fontsize=7.8,
                 color=NEUTRAL)
         ax.axis("off")
+    return merging
 
-    if has_cla:
-        ax = fig.add_subplot(gs[0, ncols - 1])
-        blocks, values = exp.cla["blocks"], exp.cla["contributions"]
-        labels = [f"block {b}" + (" (last)" if b == blocks[-1] else "") for b in blocks]
-        y = np.arange(len(values))[::-1]
-        ax.barh(y, values, color=[GOOD if v >= 0 else BAD for v in values], height=0.6)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(y, labels, fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
-        for yy, v in zip(y, values):
-            ax.text(v, yy, f" {v:+.2g} ", va="center", ha="left" if v >= 0 else "right", fontsize=7.5)
-        lim = max(1e-6, max(abs(v) for v in values)) * 1.8
-        ax.set_xlim(-lim, lim)
-        ax.set_title(_wrap(f"Evidence for \u201c{exp.predicted}\u201d from each block's summary token", 32),
-                     fontsize=9.5, fontweight="bold")
-        ax.set_xlabel("score change, compared with an average leaf", fontsize=7.5)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
+
+def _cla_panel(ax, exp: ImageExplanation) -> None:
+    """What each depth's summary token added to the predicted class (CLA head)."""
+    blocks, values = exp.cla["blocks"], exp.cla["contributions"]
+    labels = [f"block {b}" + (" (last)" if b == blocks[-1] else "") for b in blocks]
+    y = np.arange(len(values))[::-1]
+    ax.barh(y, values, color=[GOOD if v >= 0 else BAD for v in values], height=0.6)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    for yy, v in zip(y, values):
+        ax.text(v, yy, f" {v:+.2g} ", va="center", ha="left" if v >= 0 else "right", fontsize=7.5)
+    lim = max(1e-6, max(abs(v) for v in values)) * 1.8
+    ax.set_xlim(-lim, lim)
+    ax.set_title(_wrap(f"Evidence for \u201c{exp.predicted}\u201d from each block's summary token", 32),
+                 fontsize=9.5, fontweight="bold")
+    ax.set_xlabel("score change, compared with an average leaf", fontsize=7.5)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _titles(fig, exp: ImageExplanation, report: ExplainReport) -> None:
+    """The prediction (and whether it is right) and the model's setup, above the panels."""
+    from ..models.reduction import method_label
 
     rates = sorted(set(report.keep_rates))
     rate_text = ", ".join(f"{r:g}" for r in report.keep_rates) if len(rates) > 1 else f"{rates[0]:g} per location"
-    method = METHOD_LABELS.get(report.method, report.method)
+    method = method_label(report.method)
     setup = f"{method}, keep rate {rate_text}  \u00b7  each panel: the patches still looked at after that block"
-    if not views:
+    if not exp.locations:
         setup = f"{method}: no token reduction, every patch is looked at in every block"
     verdict, colour = "", NEUTRAL
     if exp.true is not None:
@@ -201,23 +214,22 @@ def render_png(crop: np.ndarray, exp: "ImageExplanation", report: "ExplainReport
                  fontweight="bold", color=colour, y=0.985)
     fig.text(0.5, 0.905, f"{_short_path(exp.path)}  \u00b7  {setup}", ha="center", fontsize=8.5, color=NEUTRAL)
 
-    handles = [Patch(facecolor="#7fbf5f", edgecolor="white", label="bright: patch still looked at"),
-               Patch(facecolor=(DIM * 0.55,) * 3, edgecolor="white", label="dimmed: dropped (no token of its own)")]
-    if not views:
-        handles = []
-    elif merging:
+
+def _legend_handles(has_views: bool, merging: bool, has_cla: bool) -> list:
+    from matplotlib.patches import Patch
+
+    handles = []
+    if has_views and merging:
         handles = [Patch(facecolor=PALETTE[0] / 255, edgecolor="white", label="one colour: patches merged into one token"),
                    Patch(facecolor=np.asarray(SMALL_GROUP) / 255, edgecolor="white", label="grey: smaller merged tokens"),
                    Patch(facecolor="#7fbf5f", edgecolor="white", label="uncoloured: a patch still on its own")]
+    elif has_views:
+        handles = [Patch(facecolor="#7fbf5f", edgecolor="white", label="bright: patch still looked at"),
+                   Patch(facecolor=(DIM * 0.55,) * 3, edgecolor="white", label="dimmed: dropped (no token of its own)")]
     if has_cla:
         handles.append(Patch(facecolor=GOOD, label="green bar: pushed towards the prediction"))
         handles.append(Patch(facecolor=BAD, label="red bar: pushed away from it"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, 0.0))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    return buf.getvalue()
+    return handles
 
 
 def _short_path(path: str) -> str:

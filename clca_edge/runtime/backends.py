@@ -1,8 +1,8 @@
 """Inference backends behind one ``Classifier`` interface, chosen in the design's order:
 TensorRT engine -> ONNX Runtime with a GPU provider -> ONNX Runtime on the CPU.
 
-Every step down is a ``Fallback``: logged once per process at WARNING and returned to the caller,
-which records it in the field log. ``backend=`` forces one backend; if it cannot open, that is a
+Every step down is a ``Fallback``: said once per opened bundle (at WARNING, or through the caller's
+``on_fallback``) and returned to the caller, which records it in the field log. ``backend=`` forces one backend; if it cannot open, that is a
 ``BackendError`` (no silent substitute). Never imports torch.
 """
 
@@ -17,14 +17,13 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..core.errors import BackendError, ConfigError
-from ..bundle import PRECISIONS
+from ..core.logonce import LogOnce
+from ..bundle import PRECISIONS, Status
 from .sessions import CPU_PROVIDER, GPU_PROVIDERS, open_session
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("tensorrt", "ort-gpu", "ort-cpu")
-
-_announced: set[tuple[str, str]] = set()
 
 
 class BackendUnavailable(Exception):
@@ -99,6 +98,9 @@ class ModelFiles:
     cpu_int8_needs_proof: bool = False
     # What deploy built the bundle for (manifest ``target``): a "cpu" bundle expects no TensorRT/GPU.
     target: Optional[str] = None
+    # What selections on this opened bundle have said (fallbacks, failed self-checks, the CPU choice):
+    # each once, however often a classifier is selected on it.
+    said: LogOnce = field(default_factory=lambda: LogOnce(log), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if "fp32" not in self.onnx:
@@ -167,13 +169,10 @@ class OrtClassifier(Classifier):
         self._sess = None
 
 
-def _announce(fb: Fallback) -> None:
-    """Say a fallback once per process: a warning, or INFO (-v) for one the bundle's target implies."""
-    key = (fb.backend, fb.reason)
-    if key in _announced:
-        return
-    _announced.add(key)
-    (log.info if fb.expected else log.warning)("FALLBACK: %s unavailable: %s", fb.backend, fb.reason)
+def _announce(said: LogOnce, fb: Fallback) -> None:
+    """Say a fallback once: a warning, or INFO (-v) for one the bundle's target implies."""
+    said.log(logging.INFO if fb.expected else logging.WARNING, (fb.backend, fb.reason),
+             "FALLBACK: %s unavailable: %s", fb.backend, fb.reason)
 
 
 # Backends a bundle built for ``target`` is not meant for: their absence is no fallback worth a warning.
@@ -225,7 +224,12 @@ class Selection:
     @property
     def rejected(self) -> list[Any]:
         """Self-checks that failed (a candidate not used, or a forced one used anyway)."""
-        return [c for c in self.checks if c.status == "failed"]
+        return failed_checks(self.checks)
+
+
+def failed_checks(checks: Sequence[Any]) -> list[Any]:
+    """The self-checks whose verdict is FAILED (outputs beyond the bounds; not 'could not run')."""
+    return [c for c in checks if c.status == Status.FAILED]
 
 
 def _candidates(files: ModelFiles, backend: str, precision: str) -> list[str]:
@@ -238,15 +242,12 @@ def _candidates(files: ModelFiles, backend: str, precision: str) -> list[str]:
     return [first] + [p for p in rest if p != first]
 
 
-def _announce_check(res: Any) -> None:
-    key = ("selfcheck", res.summary())
-    if key not in _announced:
-        _announced.add(key)
-        log.warning("SELF-CHECK FAILED: %s", res.summary())
+def _announce_check(said: LogOnce, res: Any) -> None:
+    said.warning(("selfcheck", res.summary()), "SELF-CHECK FAILED: %s", res.summary())
 
 
 def _open_checked(files: ModelFiles, backend: str, precision: str, threads: int, force: bool,
-                  checks: list[Any]) -> Classifier:
+                  checks: list[Any], said: LogOnce) -> Classifier:
     """Open ``backend`` with the first candidate precision that passes the device self-check.
 
     The first candidate not opening is the backend being unavailable (BackendUnavailable, as
@@ -257,7 +258,7 @@ def _open_checked(files: ModelFiles, backend: str, precision: str, threads: int,
 
     if (backend == "ort-cpu" and precision == "auto" and files.latency is not None
             and {"fp32", "int8"} <= set(files.files_for(backend))):
-        return _fastest_on_cpu(files, threads, checks)
+        return _fastest_on_cpu(files, threads, checks, said)
     cands = _candidates(files, backend, precision)
     passed_over: list[str] = []
     for i, prec in enumerate(cands):
@@ -274,7 +275,7 @@ def _open_checked(files: ModelFiles, backend: str, precision: str, threads: int,
         checks.append(res)
         if res.usable:
             return clf
-        if res.status != "failed":  # could not run: the provider/engine fails at run time
+        if res.status != Status.FAILED:  # could not run: the provider/engine fails at run time
             clf.close()
             if precision != "auto":
                 raise BackendUnavailable(f"{prec} self-check could not run ({res.reason})")
@@ -290,12 +291,12 @@ def _open_checked(files: ModelFiles, backend: str, precision: str, threads: int,
             raise SelfCheckError(f"{res.summary()}; on this device it does not compute what deploy measured. "
                                  "Choose another --precision/--backend, re-deploy, or pass --force-variant to use it anyway")
         clf.close()
-        _announce_check(res)
+        _announce_check(said, res)
         passed_over.append(f"{prec} failed the device self-check")
     raise BackendUnavailable("; ".join(passed_over))
 
 
-def _fastest_on_cpu(files: ModelFiles, threads: int, checks: list[Any]) -> Classifier:
+def _fastest_on_cpu(files: ModelFiles, threads: int, checks: list[Any], said: LogOnce) -> Classifier:
     """``--precision auto`` on ort-cpu: fp32 and INT8 each opened and self-checked, then timed on
     this device (cached); the faster one runs, and the choice is said once. INT8 that fails its
     check, or cannot prove itself where it may saturate, is passed over with the reason."""
@@ -305,15 +306,15 @@ def _fastest_on_cpu(files: ModelFiles, threads: int, checks: list[Any]) -> Class
     passed_over: list[str] = []
     for prec in ("fp32", "int8"):
         try:
-            clf = _open_checked(files, "ort-cpu", prec, threads, False, checks)
+            clf = _open_checked(files, "ort-cpu", prec, threads, False, checks, said)
         except SelfCheckError:
-            _announce_check(checks[-1])
+            _announce_check(said, checks[-1])
             passed_over.append(f"{prec} failed the device self-check")
             continue
         except (BackendUnavailable, BackendError) as e:
             passed_over.append(f"{prec}: {e}")
             continue
-        proven = files.self_check is None or bool(checks and checks[-1].status == "passed")
+        proven = files.self_check is None or bool(checks and checks[-1].status == Status.PASSED)
         if prec == "int8" and files.cpu_int8_needs_proof and not proven:
             clf.close()
             passed_over.append("int8: this bundle's CPU INT8 has 8-bit u8s8 weights, which saturate on x86 without "
@@ -323,9 +324,7 @@ def _fastest_on_cpu(files: ModelFiles, threads: int, checks: list[Any]) -> Class
     if not opened:
         raise BackendUnavailable("; ".join(passed_over))
     for note in passed_over:
-        if ("cpu-skip", note) not in _announced:
-            _announced.add(("cpu-skip", note))
-            log.warning("ort-cpu --precision auto: not using %s", note)
+        said.warning(("cpu-skip", note), "ort-cpu --precision auto: not using %s", note)
     if len(opened) == 1:
         return next(iter(opened.values()))
     ms = {p: files.latency.measure(c, threads) for p, c in opened.items()}
@@ -340,10 +339,7 @@ def _fastest_on_cpu(files: ModelFiles, threads: int, checks: list[Any]) -> Class
     chosen = opened[best]
     chosen.selection_note = (f"{figures}: running int8" if best == "int8"
                              else f"INT8 is not faster than fp32 on this CPU ({figures}): running fp32")
-    key = ("cpu-choice", chosen.selection_note)
-    if key not in _announced:
-        _announced.add(key)
-        log.info("ort-cpu --precision auto: %s", chosen.selection_note)
+    said.info(("cpu-choice", chosen.selection_note), "ort-cpu --precision auto: %s", chosen.selection_note)
     return chosen
 
 
@@ -353,7 +349,7 @@ def select_classifier(files: ModelFiles, backend: str = "auto", precision: str =
     """The first backend of ``order`` that opens and passes the device self-check
     (``backend='auto'``), or exactly ``backend``. ``force`` uses an explicitly requested
     precision even if it fails its self-check (loudly). Each fallback is said by ``on_fallback``
-    (default: logged once per process); a caller that prints them itself passes its own, so a
+    (default: logged once per opened bundle, ``files.said``); a caller that prints them itself passes its own, so a
     fallback is said once, not twice."""
     from ..core.errors import SelfCheckError
 
@@ -362,11 +358,12 @@ def select_classifier(files: ModelFiles, backend: str = "auto", precision: str =
     if force and precision == "auto":
         raise ConfigError("--force-variant needs an explicit --precision (auto only uses variants that pass the self-check)")
     checks: list[Any] = []
+    said = files.said
     if backend != "auto":
         try:
-            return Selection(_open_checked(files, backend, precision, threads, force, checks), [], checks)
+            return Selection(_open_checked(files, backend, precision, threads, force, checks, said), [], checks)
         except BackendUnavailable as e:
-            failed = [c for c in checks if c.status == "failed"]
+            failed = failed_checks(checks)
             if failed:
                 raise SelfCheckError(f"--backend {backend}: no variant passes the device self-check: "
                                      + "; ".join(c.summary() for c in failed)) from e
@@ -374,14 +371,17 @@ def select_classifier(files: ModelFiles, backend: str = "auto", precision: str =
     fallbacks: list[Fallback] = []
     for name in order:
         try:
-            clf = _open_checked(files, name, precision, threads, force, checks)
+            clf = _open_checked(files, name, precision, threads, force, checks, said)
         except BackendUnavailable as e:
             fb = Fallback(name, str(e), expected=name in NOT_EXPECTED_ON.get(files.target or "", ()))
-            (on_fallback or _announce)(fb)
+            if on_fallback is not None:
+                on_fallback(fb)
+            else:
+                _announce(said, fb)
             fallbacks.append(fb)
             continue
         return Selection(clf, fallbacks, checks)
-    failed = [c for c in checks if c.status == "failed"]
+    failed = failed_checks(checks)
     if failed:
         raise SelfCheckError("no backend/precision passes the device self-check: "
                              + "; ".join(c.summary() for c in failed))

@@ -6,7 +6,7 @@ at all) depends on the CPU: VNNI, AVX2, ARM dot-product, core count. So at the f
 device the runtime times fp32 and INT8 (p50 of a few runs after warm-up, one image, the session
 settings capture uses) and caches the figures per device key (the self-check's key: backend,
 precision, model sha256, CPU model and instruction-set flags, library versions; plus the thread
-setting), in ``.latency.json`` next to the self-check cache. A cached start measures nothing.
+setting), in ``latency.json`` next to the self-check cache (this device's cache folder, ``runtime/device_cache.py``). A cached start measures nothing.
 Torch-free.
 """
 
@@ -28,11 +28,6 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 CACHE_ENTRIES = 64
-
-
-def latency_cache_path(selfcheck_cache: Path) -> Path:
-    """``.selfcheck.json`` -> ``.selfcheck.latency.json`` (the same folder, bundle or user cache)."""
-    return Path(selfcheck_cache).with_suffix(".latency.json")
 
 
 def time_p50_ms(classifier, chw: np.ndarray, warmup: int = 5, runs: int = 30) -> float:
@@ -101,4 +96,4 @@ class LatencyProbe:
         return ms, False
 
 
-__all__ = ["LatencyProbe", "latency_cache_path", "time_p50_ms"]
+__all__ = ["LatencyProbe", "time_p50_ms"]

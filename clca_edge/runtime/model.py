@@ -62,9 +62,10 @@ def _cpu_precision(bundle, onnx: dict) -> str:
     return v.precision
 
 
-def load_model(path, trusted_keys=None) -> RuntimeModel:
+def load_model(path, trusted_keys=None, cache_dir=None) -> RuntimeModel:
     """Open and verify a bundle folder or .tar (every sha256 checked) for the runtime;
-    ``trusted_keys`` (bundle.signature.TrustedKeys): it must be signed by one of them, too."""
+    ``trusted_keys`` (bundle.signature.TrustedKeys): it must be signed by one of them, too.
+    ``cache_dir``: this device's cache folder (``runtime/device_cache.py``; None: the default)."""
     from ..bundle import MANIFEST_NAME, load_bundle, sha256_file
 
     bundle = load_bundle(path, trusted_keys=trusted_keys)
@@ -83,14 +84,15 @@ def load_model(path, trusted_keys=None) -> RuntimeModel:
                          else (engine_precisions[0] if engine_precisions else "fp16"))
     files = ModelFiles(onnx, bundle.preprocess.img_size, default_precision, _engine_opener(bundle),
                        tuple(engine_precisions), _cpu_precision(bundle, onnx))
-    checker = self_checker(bundle)
+    sha = sha256_file(bundle.root / MANIFEST_NAME)
+    checker = self_checker(bundle, cache_dir, sha)
     cpu_onnx = _cpu_onnx(bundle, onnx)
     files = dataclasses.replace(files, self_check=checker.check, cpu_onnx=cpu_onnx,
                                 latency=_latency_probe(bundle, checker),
                                 cpu_int8_needs_proof="int8" in cpu_onnx and _int8_may_saturate(bundle),
                                 target=getattr(bundle.manifest, "target", None))
     confidence = _section(bundle, "confidence", ConfidenceCalibration)
-    return RuntimeModel(files, bundle.preprocess, tuple(bundle.labels), sha256_file(bundle.root / MANIFEST_NAME),
+    return RuntimeModel(files, bundle.preprocess, tuple(bundle.labels), sha,
                         temperature=confidence.temperature if confidence is not None else 1.0,
                         quality_reference=_section(bundle, "quality_reference", QualityReference),
                         checker=checker)
@@ -121,18 +123,21 @@ def _int8_may_saturate(bundle) -> bool:
 
 
 def _latency_probe(bundle, checker):
-    from .cpu_latency import LatencyProbe, latency_cache_path
+    from .cpu_latency import LatencyProbe
+    from .device_cache import LATENCY_FILE
 
-    cache = checker.cache.path if checker.cache is not None else None
-    return LatencyProbe(bundle.preprocess.img_size, checker.key_for,
-                        latency_cache_path(cache) if cache is not None else None)
+    cache = checker.cache.path.with_name(LATENCY_FILE) if checker.cache is not None else None
+    return LatencyProbe(bundle.preprocess.img_size, checker.key_for, cache)
 
 
-def self_checker(bundle) -> "SelfChecker":
+def self_checker(bundle, cache_dir=None, manifest_sha256: Optional[str] = None) -> "SelfChecker":
     """The bundle's self-checker: its reference samples (None for a bundle from before them: every
-    check is then skipped with one warning), cached next to the bundle or in the user cache."""
+    check is then skipped with one warning), its verdicts cached in this device's cache folder for
+    the bundle (``runtime/device_cache.py``), never in the bundle."""
+    from ..bundle import MANIFEST_NAME, sha256_file
     from ..core.errors import BundleError
-    from .selfcheck import SelfCheckCache, SelfChecker, cache_path
+    from .device_cache import SELFCHECK_FILE, bundle_cache_dir
+    from .selfcheck import SelfCheckCache, SelfChecker
 
     ref = bundle.manifest.reference
     if ref is not None:
@@ -147,7 +152,9 @@ def self_checker(bundle) -> "SelfChecker":
         except (KeyError, ValueError):
             return None
 
-    return SelfChecker(bundle.root, ref, bundle.preprocess, model_sha256, SelfCheckCache(cache_path(bundle.root)))
+    sha = manifest_sha256 or sha256_file(bundle.root / MANIFEST_NAME)
+    cache = SelfCheckCache(bundle_cache_dir(sha, cache_dir) / SELFCHECK_FILE)
+    return SelfChecker(bundle.root, ref, bundle.preprocess, model_sha256, cache)
 
 
 def _section(bundle, key: str, cls):

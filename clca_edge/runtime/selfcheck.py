@@ -9,9 +9,10 @@ manifest gives per precision: top-1 agreement (percent of samples) and the max l
 
 Results are cached per device key (backend, precision, model file sha256, CPU model + instruction
 set, GPU + TensorRT version where used, ONNX Runtime / OpenCV / numpy / clca-edge versions and the
-reference set itself) in a small JSON file: ``.selfcheck.json`` in the bundle folder, or under the
-user cache when the bundle is read-only. A normal start finds its key there and runs nothing; any
-change of the key checks again. Torch-free.
+reference set itself) in a small JSON file in this device's cache folder for the bundle
+(``runtime/device_cache.py``; never in the bundle). A normal start finds its key there and runs
+nothing; any change of the key checks again. Verdicts are ``bundle.Status`` values (PASSED, FAILED,
+SKIPPED, FAILED_TO_RUN; UNAVAILABLE for a backend ``survey`` cannot open). Torch-free.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,20 +28,20 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..bundle.manifest import Status
 from ..bundle.reference import ReferenceSet, SelfCheckBounds
 from ..core.fileio import atomic_write_bytes
+from ..core.logonce import LogOnce
 
 log = logging.getLogger(__name__)
 
-PASSED = "passed"
-FAILED = "failed"
-SKIPPED = "skipped"            # nothing to check against (bundle from before reference samples)
-COULD_NOT_RUN = "could not run"  # the classifier raised on a sample: a fallback, not a verdict
-CACHE_NAME = ".selfcheck.json"
+PASSED = Status.PASSED
+FAILED = Status.FAILED
+SKIPPED = Status.SKIPPED              # nothing to check against (bundle from before reference samples)
+COULD_NOT_RUN = Status.FAILED_TO_RUN  # the classifier raised on a sample: a fallback, not a verdict
+UNAVAILABLE = Status.UNAVAILABLE
 CACHE_ENTRIES = 64
 CACHE_FORMAT = 1
-
-_announced: set = set()
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def compare_logits(got: np.ndarray, ref: np.ndarray) -> Figures:
 class SelfCheckResult:
     backend: str
     precision: str
-    status: str
+    status: Status
     reason: str = ""
     figures: Optional[Figures] = None
     bounds: Optional[SelfCheckBounds] = None
@@ -115,7 +115,7 @@ class SelfCheckResult:
         return f"{what}: device self-check {self.status}: {self.reason}"
 
     def to_dict(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {"backend": self.backend, "precision": self.precision, "status": self.status}
+        d: Dict[str, Any] = {"backend": self.backend, "precision": self.precision, "status": self.status.value}
         if self.reason:
             d["reason"] = self.reason
         if self.figures is not None:
@@ -133,7 +133,7 @@ class SelfCheckResult:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "SelfCheckResult":
-        return cls(backend=str(d["backend"]), precision=str(d["precision"]), status=str(d["status"]),
+        return cls(backend=str(d["backend"]), precision=str(d["precision"]), status=Status(d["status"]),
                    reason=str(d.get("reason", "")),
                    figures=Figures.from_dict(d["figures"]) if d.get("figures") else None,
                    bounds=SelfCheckBounds.from_dict(d["bounds"]) if d.get("bounds") else None,
@@ -192,21 +192,6 @@ def key_digest(key: Dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------ cache
-def user_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clca-edge" / "selfcheck"
-
-
-def cache_path(bundle_root: Path) -> Path:
-    """``.selfcheck.json`` in the bundle folder when it is writable, else a per-bundle file in the
-    user cache (a bundle on read-only media)."""
-    root = Path(bundle_root)
-    inside = root / CACHE_NAME
-    if os.access(root, os.W_OK) and (not inside.exists() or os.access(inside, os.W_OK)):
-        return inside
-    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    return user_cache_dir() / f"{root.name}-{tag}.json"
-
-
 class SelfCheckCache:
     """{key digest: result} in one small JSON file; unreadable or foreign content is ignored (and
     rewritten), a write that fails is logged at debug and never stops a run."""
@@ -265,6 +250,7 @@ class SelfChecker:
                                            "before the device self-check); self-check skipped")
         self._tensors: Optional[List[np.ndarray]] = None
         self._unreadable: Optional[str] = None
+        self._said = LogOnce(log)
         self.runs = 0  # samples actually classified (cache misses), for tests and benchmarks
 
     def _inputs(self) -> Optional[List[np.ndarray]]:
@@ -293,9 +279,7 @@ class SelfChecker:
     def check(self, classifier, use_cache: bool = True) -> SelfCheckResult:
         backend, precision = classifier.backend, classifier.precision
         if self.reference is None or not self.reference.samples:
-            if self.root not in _announced:
-                _announced.add(self.root)
-                log.warning("%s: %s", self.root, self.skip_reason)
+            self._said.warning("no reference", "%s: %s", self.root, self.skip_reason)
             return SelfCheckResult(backend, precision, SKIPPED, self.skip_reason)
         key = self.key_for(classifier)
         digest = key_digest(key) if key is not None else None
@@ -340,21 +324,18 @@ class SelfChecker:
 
 
 # ------------------------------------------------------------------------------ doctor --bundle
-UNAVAILABLE = "unavailable"
-
-
 @dataclass
 class SurveyRow:
     """One row of ``doctor --bundle``: a backend/precision and its self-check (or why it cannot run)."""
 
     backend: str
     precision: str
-    status: str
+    status: Status
     reason: str = ""
     result: Optional[SelfCheckResult] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {"backend": self.backend, "precision": self.precision, "verdict": self.status}
+        d: Dict[str, Any] = {"backend": self.backend, "precision": self.precision, "verdict": self.status.value}
         if self.reason:
             d["reason"] = self.reason
         if self.result is not None:
@@ -391,6 +372,5 @@ def survey(model, threads: int = 0) -> List[SurveyRow]:
     return rows
 
 
-__all__ = ["CACHE_NAME", "COULD_NOT_RUN", "FAILED", "Figures", "PASSED", "SKIPPED", "SelfCheckCache", "SelfCheckResult",
-           "SelfChecker", "SurveyRow", "UNAVAILABLE", "cache_path", "compare_logits", "device_key", "judge", "key_digest",
-           "survey", "user_cache_dir"]
+__all__ = ["COULD_NOT_RUN", "FAILED", "Figures", "PASSED", "SKIPPED", "SelfCheckCache", "SelfCheckResult",
+           "SelfChecker", "SurveyRow", "UNAVAILABLE", "compare_logits", "device_key", "judge", "key_digest", "survey"]

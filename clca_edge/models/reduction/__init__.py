@@ -39,6 +39,21 @@ def get_reducer_class(name: str) -> type | None:
     return table[name]
 
 
+NONE_LABEL = "plain ViT"
+
+
+def method_label(name: str) -> str:
+    """How pictures and reports name a method: its reducer's ``label`` (the paper's spelling), else
+    its registry name; an unknown name is shown as it is."""
+    if name == NONE:
+        return NONE_LABEL
+    try:
+        cls = get_reducer_class(name)
+    except KeyError:
+        return name
+    return cls.__dict__.get("label", "") or name   # its own, not a parent method's
+
+
 def is_method(name: str) -> bool:
     """Whether ``name`` is ``none`` or a registered method (loads the built-in ones only when needed)."""
     if name == NONE or name in registered():
@@ -47,4 +62,4 @@ def is_method(name: str) -> bool:
     return name in registered()
 
 
-__all__ = ["get_reducer_class", "is_method", "list_methods", "register_reducer"]
+__all__ = ["get_reducer_class", "is_method", "list_methods", "method_label", "register_reducer"]

@@ -57,6 +57,7 @@ class TokenReducer(nn.Module):
     """
 
     method_name: ClassVar[str] = ""
+    label: ClassVar[str] = ""  # how pictures and reports name the method (its paper's spelling); "": method_name
     placement: ClassVar[Placement] = "mid"
     needs_attention: ClassVar[bool] = False
     tracks_size: ClassVar[bool] = False  # carry token sizes (B, N, 1) from the first block

@@ -28,6 +28,8 @@ from ..registry import register_reducer
 
 @register_reducer("ats")
 class ATSReducer(TokenReducer):
+    label = "ATS"
+
     placement = "mid"
     needs_attention = True
     masks_with_bias = True

@@ -40,6 +40,8 @@ from ._bound import BoundReducer
 
 @register_reducer("dpcknn")
 class DpcKnnReducer(BoundReducer):
+    label = "DPC-KNN"
+
     def __init__(self, keep_rate: float, dim: int, num_heads: int, k_nn: int = 5, equal_weight: bool = False,
                  **kwargs) -> None:
         super().__init__(keep_rate, dim, num_heads, **kwargs)

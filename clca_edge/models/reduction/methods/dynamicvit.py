@@ -59,6 +59,8 @@ class KeepPredictor(nn.Module):
 
 @register_reducer("dynamicvit")
 class DynamicViTReducer(TokenReducer):
+    label = "DynamicViT"
+
     placement = "pre"
 
     def __init__(

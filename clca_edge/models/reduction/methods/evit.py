@@ -12,6 +12,8 @@ from .topk import TopKReducer
 
 @register_reducer("evit")
 class EViTReducer(TopKReducer):
+    label = "EViT"
+
     def num_out(self, n: int) -> int:
         k = keep_count(n, self.keep_rate)
         return k + 1 if k < n else n

@@ -23,6 +23,8 @@ from ._bound import BoundReducer
 
 @register_reducer("patchmerger")
 class PatchMergerReducer(BoundReducer):
+    label = "PatchMerger"
+
     def __init__(self, keep_rate: float, dim: int, num_heads: int, scaled: bool = True,
                  merge_normalized: bool = False, **kwargs) -> None:
         super().__init__(keep_rate, dim, num_heads, **kwargs)

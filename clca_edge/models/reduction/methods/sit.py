@@ -25,6 +25,8 @@ def init_linear(layer: nn.Linear) -> nn.Linear:
 
 @register_reducer("sit")
 class SiTReducer(BoundReducer):
+    label = "SiT"
+
     def __init__(self, keep_rate: float, dim: int, num_heads: int, hidden_ratio: float = 0.5, **kwargs) -> None:
         super().__init__(keep_rate, dim, num_heads, **kwargs)
         self.hidden = max(1, int(dim * hidden_ratio))

@@ -23,6 +23,8 @@ from ..registry import register_reducer
 
 @register_reducer("tome")
 class ToMeReducer(TokenReducer):
+    label = "ToMe"
+
     placement = "mid"
     needs_attention = True
     tracks_size = True

@@ -9,6 +9,8 @@ from ..registry import register_reducer
 
 @register_reducer("topk")
 class TopKReducer(TokenReducer):
+    label = "Top-k"
+
     placement = "mid"
     needs_attention = True
 
