@@ -367,3 +367,107 @@ def test_the_agent_command_runs_until_sigterm_and_keeps_its_state(fleet):
     assert "agent stopped: probation_passed, running v1" in err
     assert (bundles / "current" / "manifest.json").is_file()
     wait_for(lambda: _latest(ns.store, "a1").state == "probation_passed", 10, "the centre to hear it")
+
+
+def _put(slots, state, src, version):
+    """Install the bundle folder ``src`` as ``version`` the way the agent does (free slot, then switch)."""
+    import os
+    import shutil
+
+    from clca_edge.fleet.slots import InstalledBundle
+
+    slot = slots.free_slot(state)
+    staged = slots.new_staging_dir("t-")
+    shutil.copytree(src, staged / "leafnet", ignore=shutil.ignore_patterns(".selfcheck.json"))
+    dest = slots.fill_slot(slot, staged)
+    slots.switch(state, InstalledBundle("leafnet", version, "0" * 64, sha256_file(src / "manifest.json"), slot,
+                                        os.path.relpath(dest / "leafnet", slots.root)))
+
+
+def test_capture_follows_the_agents_pointer_between_two_frames(bundles, tmp_path):
+    from clca_edge.capture.bundle_runtime import BundleRuntime
+    from clca_edge.capture.config import CaptureConfig
+    from clca_edge.capture.fieldlog import open_log, read_log
+    from clca_edge.capture.hooks import FrameObserver
+    from clca_edge.capture.quality import QualityConfig
+    from clca_edge.capture.run import CaptureRun
+    from clca_edge.capture.sources import make_source, parse_source
+    from clca_edge.fleet.slots import Slots
+    from clca_edge.fleet.switch import PointerSwitch, resolve_pointer
+    from clca_edge.runtime.open import RuntimeConfig, open_runtime
+
+    slots = Slots(tmp_path / "bundles")
+    state = slots.load_state()
+    _put(slots, state, bundles.v1, 1)
+    config, pointer = resolve_pointer(RuntimeConfig(bundle=str(slots.pointer)))
+    assert pointer == slots.pointer and config.bundle == str(slots.current())
+    model, sel = open_runtime(config)
+    off = QualityConfig(enabled=False)
+    switch = PointerSwitch(pointer, config, off, poll_s=0.02).start()
+
+    class AgentSwitchesAt(FrameObserver):
+        seen = 0
+
+        def on_decision(self, frame, record):
+            self.seen += 1
+            if self.seen == 6:   # the agent switches while capture runs; capture waits until it is ready
+                _put(slots, state, bundles.v2, 2)
+                wait_for(lambda: switch._ready is not None, 30, "the switch to open v2")
+
+    try:
+        with open_log(tmp_path / "log.jsonl") as flog:
+            run = CaptureRun(BundleRuntime.create(model, sel, off, switch.label(switch.target)),
+                             make_source(parse_source(str(bundles.images))), flog, CaptureConfig(quality=off),
+                             observers=[AgentSwitchesAt()], switch=switch)
+            summary = run.run()
+    finally:
+        switch.close()
+        run.runtime.close()
+    recs = list(read_log(tmp_path / "log.jsonl"))
+    decisions = [r for r in recs if r["type"] == "decision"]
+    assert [r["source_frame"] for r in decisions] == list(range(16))   # none lost, none twice
+    i = next(k for k, r in enumerate(recs) if r["type"] == "bundle_switch")
+    assert recs[i]["after_frames"] == 6 and recs[i]["bundle"] == "leafnet v2"
+    v1, v2 = (sha256_file(b / "manifest.json") for b in (bundles.v1, bundles.v2))
+    assert {(r["bundle"], r["bundle_sha"]) for r in recs[:i] if r["type"] == "decision"} == {("leafnet v1", v1)}
+    assert {(r["bundle"], r["bundle_sha"]) for r in recs[i:] if r["type"] == "decision"} == {("leafnet v2", v2)}
+    assert summary.switches == 1 and summary.bundle_sha == v2
+
+
+def test_capture_keeps_running_while_the_agent_installs_a_new_bundle(fleet, tmp_path):
+    import threading
+
+    from test_runtime_helpers import write_video
+
+    ns = fleet
+    frames = [cv2.imread(str(p)) for p in sorted(ns.bundles.images.iterdir())]
+    video = write_video(tmp_path / "long.avi", frames * 250)   # 4000 frames: seconds of capture
+    d = ns.device("c1", ["canary"]).start()
+    path, url = ns.tar(ns.bundles.v1, "v1.tar")
+    publish(ns.publisher, path, url, "canary")
+    d.wait_state("installed", 1)
+    log = tmp_path / "capture.jsonl"
+    result = {}
+
+    def capture():
+        result["res"] = _cli("capture", "--bundle", d.agent.slots.pointer, "--source", video, "--no-live", "--log", log,
+                             "--run-dir", tmp_path / "runs")
+
+    t = threading.Thread(target=capture)
+    t.start()
+    wait_for(lambda: log.is_file() and log.stat().st_size > 0, 30, "capture to start")
+    path, url = ns.tar(ns.bundles.v2, "v2.tar")
+    publish(ns.publisher, path, url, "canary")
+    d.wait_state("installed", 2)
+    t.join(120)
+    assert result["res"].exit_code == 0, result["res"].output
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    decisions = [r for r in recs if r["type"] == "decision"]
+    assert [r["source_frame"] for r in decisions] == list(range(4000))   # no frame lost across the switch
+    switches = [r for r in recs if r["type"] == "bundle_switch"]
+    assert len(switches) == 1 and switches[0]["bundle"] == "v2 v2"   # bundle id (the .tar's name) and version
+    n = switches[0]["after_frames"]
+    assert 0 < n < 4000
+    v1, v2 = (sha256_file(b / "manifest.json") for b in (ns.bundles.v1, ns.bundles.v2))
+    assert {(r["bundle"], r["bundle_sha"]) for r in decisions[:n]} == {("v1 v1", v1)}
+    assert {(r["bundle"], r["bundle_sha"]) for r in decisions[n:]} == {("v2 v2", v2)}
