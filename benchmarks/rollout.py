@@ -1,6 +1,6 @@
 """Bundle rollout on loopback: time from announcement to installed (and where it goes), bytes
-downloaded after a cut at 50%, and capture frames/s while the agent downloads a bundle and
-while it switches the one capture runs.
+downloaded after a cut at 50%, and capture frames/s (capture following the agent's pointer) before
+an announcement, while the agent downloads and stages the bundle, and around the switch.
 
 A real Mosquitto and a real HTTP server on 127.0.0.1 (the tests' helpers in tests/support/), the
 real agent (``fleet.rollout_agent.RolloutAgent``) on a thread of this process, as when capture runs it
@@ -41,11 +41,13 @@ class TimedAgent:
         from clca_edge.fleet.rollout_agent import RolloutAgent
 
         self.times = {}
+        self.wall = {}
         outer = self
 
         class _Agent(RolloutAgent):
             def report(self, state, version, *a, **k):
                 outer.times[(state, version)] = time.monotonic()
+                outer.wall[(state, version)] = time.time()
                 return super().report(state, version, *a, **k)
 
         self.agent = _Agent(config, trusted)
@@ -143,19 +145,6 @@ def cut_at_half(bundle: Path) -> dict:
     return {"bundle_bytes": size, "before_cut": first, "after_cut": after, "after_cut_share": round(after / size, 4)}
 
 
-def _capture_fps(bundle_path: Path, video: Path, frames: int, log: Path) -> float:
-    from click.testing import CliRunner
-
-    from clca_edge.cli import main
-
-    res = CliRunner().invoke(main, ["capture", "--bundle", str(bundle_path), "--source", str(video), "--max-frames",
-                                    str(frames), "--no-live", "--log", str(log), "--run-dir", str(log.parent)])
-    if res.exit_code != 0:
-        raise RuntimeError(res.output)
-    recs = [json.loads(line) for line in log.read_text().splitlines()]
-    return next(r for r in reversed(recs) if r["type"] == "summary")["fps"]
-
-
 def _looped(video: Path, dest: Path, frames: int) -> Path:
     """``video`` repeated to at least ``frames`` frames (a quick-start video is 90 frames)."""
     import cv2
@@ -207,30 +196,77 @@ def _listening(port: int) -> bool:
         return False
 
 
-def fps_during_download(bundle: Path, video: Path, frames: int, mb: int, bandwidth_bps: float) -> dict:
-    """Capture frames/s before, during and after a rate-limited download by the in-process agent."""
+def _capture_thread(pointer: Path, video: Path, log: Path):
+    from click.testing import CliRunner
+
+    from clca_edge.cli import main
+
+    result = {}
+
+    def run():
+        result["res"] = CliRunner().invoke(main, ["capture", "--bundle", str(pointer), "--source", str(video),
+                                                  "--no-live", "--log", str(log), "--run-dir", str(log.parent)])
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, result
+
+
+def _rate(times, a: float, b: float) -> float:
+    n = sum(a <= t < b for t in times)
+    return round(n / (b - a), 1) if b > a else 0.0
+
+
+def _decision_times(log: Path):
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    stamp = lambda r: dt.datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp()  # noqa: E731
+    times = [stamp(r) for r in recs if r["type"] == "decision"]
+    switch = next((stamp(r) for r in recs if r["type"] == "bundle_switch"), None)
+    return times, switch
+
+
+def capture_across_rollout(bundle: Path, video: Path, frames: int, mb: int, bandwidth_bps: float) -> dict:
+    """Capture (following the agent's pointer, in this process) frames/s before the announcement,
+    while the agent downloads and stages a bundle, and around the switch between two frames."""
+    from support.rollout import make_tar, with_temperature
+
     from clca_edge.centre.rollout import publish
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         video = _looped(video, tmp / "long.avi", frames)
-        big = _padded(bundle, tmp / "big" / bundle.name, mb)
-        timed, centre, http, tar, close = _setup(tmp / "fleet", big, bandwidth_bps)
+        # v2: another manifest (another temperature) padded with mb MB, so the download lasts.
+        v2 = _padded(with_temperature(bundle, tmp / "v2src" / bundle.name, 1.5), tmp / "v2" / bundle.name, mb)
+        timed, centre, http, tar, close = _setup(tmp / "fleet", bundle, bandwidth_bps)
         proc, base = _http_process(tar.parent)
         try:
-            idle = [_capture_fps(bundle, video, frames, tmp / "idle0.jsonl")]
             publish(centre, tar, f"{base}/{tar.name}", "canary", version=1)
-            _wait(lambda: ("downloading", 1) in timed.times)
-            busy = [_capture_fps(bundle, video, frames, tmp / f"busy{i}.jsonl") for i in range(2)]
-            still = ("verified", 1) not in timed.times
-            _wait(lambda: ("installed", 1) in timed.times, 300)
-            idle.append(_capture_fps(bundle, video, frames, tmp / "idle1.jsonl"))
+            _wait(lambda: ("installed", 1) in timed.times)
+            v2_tar = make_tar(v2, tar.parent / "v2.tar")
+            log = tmp / "runs" / "capture.jsonl"
+            log.parent.mkdir()
+            t, result = _capture_thread(timed.agent.slots.pointer, video, log)
+            time.sleep(2.0)
+            t_pub = time.time()
+            publish(centre, v2_tar, f"{base}/v2.tar", "canary", version=2)
+            _wait(lambda: ("installed", 2) in timed.times, 300)
+            t.join(600)
         finally:
             proc.terminate()
             proc.wait(10)
             close()
-    return {"frames": frames, "idle_fps": idle, "downloading_fps": busy, "download_still_running": still,
-            "download_mb": mb, "bandwidth_bps": bandwidth_bps}
+        times, switch = _decision_times(log)
+    w = timed.wall
+    out = {"frames": len(times), "before_fps": _rate(times, t_pub - 2.0, t_pub),
+           "download_and_stage_fps": _rate(times, w[("downloading", 2)], w[("installed", 2)]),
+           "download_and_stage_s": round(w[("installed", 2)] - w[("downloading", 2)], 2),
+           "download_mb": mb, "bandwidth_bps": bandwidth_bps, "switched": switch is not None}
+    if switch is not None:
+        gaps = [b - a for a, b in zip(times, times[1:]) if switch - 1.0 <= a <= switch + 1.0]
+        out.update(switch_window_fps=_rate(times, switch - 0.5, switch + 0.5),
+                   longest_gap_ms_near_switch=round(1000 * max(gaps), 1),
+                   median_gap_ms=round(1000 * statistics.median(b - a for a, b in zip(times, times[1:])), 2))
+    return out
 
 
 def main() -> None:
@@ -239,14 +275,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--video", type=Path, default=None,
                     help="Capture's source (default: heldout.avi next to a quick-start bundle).")
-    ap.add_argument("--frames", type=int, default=2000)
+    ap.add_argument("--frames", type=int, default=30000)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     out = {"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"),
            "load": os.getloadavg(), "announce_to_installed": announce_to_installed(args.bundle, args.rounds),
            "cut_at_half": cut_at_half(args.bundle),
-           "capture_during_download": fps_during_download(args.bundle, args.video or args.bundle.parent / "heldout.avi",
-                                                          args.frames, 40, 4e6)}
+           "capture_across_rollout": capture_across_rollout(args.bundle, args.video or args.bundle.parent / "heldout.avi",
+                                                            args.frames, 40, 4e6)}
     text = json.dumps(out, indent=1)
     print(text)
     if args.json:
