@@ -1,5 +1,5 @@
 """Bundle rollout commands: ``agent`` on the device; ``fleet publish``, ``fleet rollout status``,
-``fleet promote`` and ``fleet halt`` at the centre. Thin: the work is in fleet/agent.py and
+``fleet promote`` and ``fleet halt`` at the centre. Thin: the work is in fleet/rollout_agent.py and
 centre/rollout.py; paho is imported only when a command runs."""
 
 from __future__ import annotations
@@ -11,55 +11,17 @@ from typing import Any, Callable, Optional
 import click
 
 from ._common import console, emit_json, main, reports_errors
+from .fleet_cmds import _broker, broker_options, fleet
 
 log = logging.getLogger(__name__)
 
 
-def _fleet_group() -> click.Group:
-    """The ``fleet`` group (the fleet link's commands live there too)."""
-    group = main.commands.get("fleet")
-    if group is None:
-        @main.group("fleet")
-        def fleet() -> None:
-            """The fleet: devices reporting over MQTT, and bundle rollouts to them."""
-
-        group = fleet
-    return group
-
-
-fleet = _fleet_group()
-
-
-def broker_options(fn: Callable) -> Callable:
-    """--broker and the centre's credentials (as for ``fleet collect``)."""
-    opts = [
-        click.option("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT"),
-        click.option("--username", default=None, help="The centre's MQTT user (the ACL's 'publisher')."),
-        click.option("--password-file", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="File whose first line is the password."),
-        click.option("--ca", type=click.Path(exists=True, dir_okay=False), default=None, help="CA file for mqtts://."),
-        click.option("--cert", type=click.Path(exists=True, dir_okay=False), default=None, help="Client certificate."),
-        click.option("--key", type=click.Path(exists=True, dir_okay=False), default=None, help="Its private key."),
-        click.option("--topic-prefix", default="clca", show_default=True),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
-
-
 def _centre(kw: dict, sign_key: Optional[str] = None):
+    """The centre's broker link (``broker_options``, as for ``fleet collect``) and signing key."""
     from ..centre.rollout import Centre
-    from ..fleet.config import BrokerConfig, read_password
 
-    password = read_password(Path(kw.pop("password_file"))) if kw.get("password_file") else None
-    kw.pop("password_file", None)
-    broker = BrokerConfig(url=kw.pop("broker"), username=kw.pop("username"), password=password,
-                          ca=_path(kw.pop("ca")), cert=_path(kw.pop("cert")), key=_path(kw.pop("key")))
-    return Centre(broker, sign_key=_path(sign_key), topic_prefix=kw.pop("topic_prefix"))
-
-
-def _path(v: Optional[str]) -> Optional[Path]:
-    return Path(v) if v else None
+    prefix = kw.pop("topic_prefix")
+    return Centre(_broker(**kw), sign_key=Path(sign_key) if sign_key else None, topic_prefix=prefix)
 
 
 def _json_flag(fn: Callable) -> Callable:
@@ -201,4 +163,4 @@ def halt_cmd(ring: str, version: Optional[int], sign_key: str, **kw: Any) -> Non
     click.echo(f"halted v{ann.version} on ring {ann.ring}")
 
 
-__all__ = ["agent", "broker_options", "fleet"]
+__all__ = ["agent"]

@@ -16,6 +16,7 @@ events topic (QoS 1), numbered per device, so the centre stores each once. Torch
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import os
@@ -264,9 +265,12 @@ class RolloutAgent:
         root = os.path.relpath(dest / inner, self.slots.root)
         new = InstalledBundle(ann.bundle_id, ann.version, ann.sha256, staged.manifest_sha, slot, root, ann.ring,
                               utc_now())
-        st.probation_since = utc_now()
-        st.state, st.version, st.reason, st.ring = INSTALLED, ann.version, "", ann.ring
-        self.slots.switch(st, new)
+        # The state file says installed before the pointer moves (a restart re-points); this agent's
+        # state (read by other threads) changes once the pointer has moved.
+        after = dataclasses.replace(st, probation_since=utc_now(), state=INSTALLED, version=ann.version, reason="",
+                                    ring=ann.ring)
+        self.slots.switch(after, new)
+        self.state = after
         self.report(INSTALLED, ann.version, ring=ann.ring)
 
     # ------------------------------------------------------------------------------ probation
@@ -309,8 +313,9 @@ class RolloutAgent:
             self.report(FAILED, bad.version, f"{reason}; no previous bundle to return to, stays on it",
                         figures=figures)
             return
-        st.state, st.version, st.reason = ROLLED_BACK, bad.version, reason
-        self.slots.roll_back(st)
+        after = dataclasses.replace(st, state=ROLLED_BACK, version=bad.version, reason=reason)
+        self.slots.roll_back(after)
+        self.state = after
         self.report(ROLLED_BACK, bad.version, reason, figures=figures, ring=bad.ring)
 
 
