@@ -26,7 +26,7 @@ MARKER = ".clca-edge-quickstart"
 def _check_out(out: Path) -> None:
     """A rerun deletes OWNED names under --out: only in a folder a quickstart made (or an empty/new one)."""
     from .core.errors import OutputError
-    from .core.outputs import is_empty_dir, refuse_enclosing
+    from .core.output_paths import is_empty_dir, refuse_enclosing
 
     refuse_enclosing(out, "--out")
     if out.exists() and not out.is_dir():
@@ -158,7 +158,7 @@ def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
         return f"bundle {report.bundle}: {variants}; default variant {report.default_variant}"
 
     def video() -> str:
-        from .core.files import scan_class_images
+        from .core.image_files import scan_class_images
         from .data.video import write_video
 
         heldout[:] = [(p, label) for label, paths in scan_class_images(o / "data" / "val").items() for p in paths]

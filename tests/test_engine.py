@@ -19,20 +19,19 @@ from clca_edge.bundle import AccuracyRecord, Status, load_bundle, read_manifest,
 from clca_edge.engines.tensorrt import GpuInfo, HostMemory
 
 from fake_tensorrt import make_module
-from test_deploy_support import CLASSES, make_workspace
+from support.workspace import TREE_CLASSES as CLASSES
 
 ORIN = GpuInfo("Orin (nvgpu)", "8.7", "test")
 VERSIONS = {"trt8": "8.5.2.2", "trt10": "10.3.0.30"}
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
+def deployed(tmp_path_factory, trained_workspace):
     from clca_edge.deploy.calibration import CalibrationConfig
     from clca_edge.deploy.pipeline import DeployConfig, run_deploy
 
-    root = tmp_path_factory.mktemp("engine")
-    ws = make_workspace(root)
-    out = root / "bundle"
+    ws = trained_workspace
+    out = tmp_path_factory.mktemp("engine") / "bundle"
     run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=out, calib_data=ws["calib"], eval_data=ws["eval"],
                             precisions=("int8", "fp32"), calibration=CalibrationConfig(num_images=12),
                             build_engines=False))
@@ -232,7 +231,7 @@ def _ort_logits(onnx_path, x):
 
 
 def test_gate_scores_fp32_onnx_on_the_device_images_in_the_same_pass(bundle, tmp_path):
-    from test_deploy_support import load_tensors, write_class_tree
+    from support.workspace import load_tensors, write_class_tree
 
     # Deploy's fp32 figure came from other images; make it absurd so using it would show.
     m = read_manifest(bundle)
@@ -241,7 +240,7 @@ def test_gate_scores_fp32_onnx_on_the_device_images_in_the_same_pass(bundle, tmp
     device_eval = write_class_tree(tmp_path / "device_eval", 4, seed=7)
     rep = _build(bundle, make_module("10.3.0.30"), precision="auto", eval_data=device_eval)
 
-    x, y = load_tensors(device_eval, m.preprocess)
+    x, y = load_tensors(device_eval, load_bundle(bundle).preprocess)
     fp32 = _ort_logits(bundle / "model.onnx", x)
     int8 = _ort_logits(bundle / "model.int8.onnx", x)
     top1 = {"fp16": 100.0 * (fp32.argmax(1) == y).mean(), "int8": 100.0 * (int8.argmax(1) == y).mean()}

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..core.errors import TrustError
-from ..core.fileio import atomic_write_bytes
-from ..core.outputs import make_dirs
+from ..core.atomic_io import atomic_write_bytes
+from ..core.output_paths import make_dirs
 from .manifest import ENGINE_KEYS, MANIFEST_NAME
 
 SIGNATURE_NAME = "manifest.sig"

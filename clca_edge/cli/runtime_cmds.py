@@ -188,7 +188,7 @@ def _open_outputs(output):
     """(run folder, log file, open field log, frame saver, the folders this run created)."""
     from ..capture.fieldlog import open_log
     from ..capture.frames import FrameSaver
-    from ..core.outputs import make_dirs, missing_dirs, remove_empty_dirs, writable_parent
+    from ..core.output_paths import make_dirs, missing_dirs, remove_empty_dirs, writable_parent
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = Path(output.run_dir) / f"capture-{stamp}"
@@ -214,7 +214,7 @@ def _run_capture_cmd(model, sel, src_cfg, config, output, display, switch=None):
     from ..capture.quality import QualityGuard
     from ..capture.stop import StopRequest, stop_on_signals
     from ..capture.sources import make_source
-    from ..core.outputs import removes_empty_dirs
+    from ..core.output_paths import removes_empty_dirs
 
     log_file, flog, saver, created = _open_outputs(output)
     con = _err_console()

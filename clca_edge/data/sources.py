@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..core.errors import DataError
-from ..core.fileio import atomic_write_bytes
-from ..core.files import IMAGE_EXTENSIONS, class_folders, scan_class_images
+from ..core.atomic_io import atomic_write_bytes
+from ..core.image_files import IMAGE_EXTENSIONS, class_folders, scan_class_images
 
 log = logging.getLogger(__name__)
 

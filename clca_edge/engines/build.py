@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 from ..core.errors import ConfigError
 from ..bundle import (ENGINE_SOURCE, PRECISIONS, AccuracyRecord, Agreement, Bundle, BundleError, EngineBuildFailure,
-                      EngineRecord, EngineTiming, GateReference, Status, WorstClass, load_bundle, write_manifest)
+                      EngineRecord, EngineTiming, GateBaseline, Status, WorstClass, load_bundle, write_manifest)
 from .report import ENGINE_DIR, BuildEngineReport, EngineOutcome
 from .tensorrt import (EngineBuildConfig, EngineError, EngineKey, TrtRunner, build_serialized_engine,
                        engine_key, gpu_info, import_tensorrt, write_plan)
@@ -86,7 +86,9 @@ def build_engines(config: BuildEngineConfig, trt=None, memory=None,
     gpu = gpu_info()
     make_runner = runner_factory or (lambda t, plan: TrtRunner(t, plan, memory=memory))
     manifest = bundle.manifest
-    max_drop = config.max_drop if config.max_drop is not None else (manifest.gate.max_drop if manifest.gate else 1.0)
+    # A statistical deploy gate (format 3, no --max-drop) leaves the engines' fixed rule at 1 point.
+    deployed = manifest.gate.max_drop if manifest.gate is not None else None
+    max_drop = next(d for d in (config.max_drop, deployed, 1.0) if d is not None)
 
     data = None
     if config.eval_data is not None:
@@ -251,7 +253,7 @@ def _record_gate(rec: EngineRecord, precision: str, res, max_drop: float, data) 
     drop, worst = drop_and_worst(ref, acc)
     rec.accuracy = AccuracyRecord.from_dict(acc.to_dict(), "accuracy")
     rec.skipped_images = len(res.skipped)
-    rec.reference = GateReference(variant="fp32", runtime="onnxruntime CPU", eval_data=str(data.root),
+    rec.reference = GateBaseline(variant="fp32", runtime="onnxruntime CPU", eval_data=str(data.root),
                                   accuracy=AccuracyRecord.from_dict(ref.to_dict(), "reference.accuracy"))
     rec.agreement = Agreement(vs="fp32 ONNX (onnxruntime CPU)", images=acc.count,
                               max_abs_logit_diff=res.parity.get(f"{REFERENCE}_vs_{precision}"),
