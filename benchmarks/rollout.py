@@ -148,7 +148,7 @@ def cut_at_half(bundle: Path) -> dict:
 def _looped(video: Path, dest: Path, frames: int) -> Path:
     """``video`` repeated to at least ``frames`` frames (a quick-start video is 90 frames)."""
     import cv2
-    from test_runtime_helpers import write_video
+    from support.runtime_bundle import write_video
 
     cap = cv2.VideoCapture(str(video))
     got = []

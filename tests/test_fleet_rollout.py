@@ -23,7 +23,7 @@ from clca_edge.fleet.config import BrokerConfig
 from support.http_server import LoopbackHTTPServer
 from support.mosquitto import Mosquitto, needs_mosquitto
 from support.rollout import CENTRE_USERS, PASSWORD, Device, make_tar, wait_for, with_temperature
-from test_runtime_helpers import leaf_images, write_bundle
+from support.runtime_bundle import leaf_images, write_bundle
 
 pytestmark = needs_mosquitto
 DEVICES = ("c1", "c2", "a1", "a2", "a3")
@@ -437,7 +437,7 @@ def test_capture_follows_the_agents_pointer_between_two_frames(bundles, tmp_path
 def test_capture_keeps_running_while_the_agent_installs_a_new_bundle(fleet, tmp_path):
     import threading
 
-    from test_runtime_helpers import write_video
+    from support.runtime_bundle import write_video
 
     ns = fleet
     frames = [cv2.imread(str(p)) for p in sorted(ns.bundles.images.iterdir())]

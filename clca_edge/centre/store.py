@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from ..capture.fieldlog import utc_now
 from ..core.errors import OutputError
-from ..core.fileio import atomic_write_bytes
+from ..core.atomic_io import atomic_write_bytes
 from ..fleet.messages import Event, FrameMessage, Heartbeat, RecordBatch, Status
 
 DB_NAME = "fleet.db"

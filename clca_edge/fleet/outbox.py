@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..capture.fieldlog import detect_format
 from ..core.errors import ConfigError
-from ..core.fileio import atomic_write_bytes
+from ..core.atomic_io import atomic_write_bytes
 from .messages import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..core.errors import ConfigError, OutputError
-from ..core.fileio import atomic_write_bytes, make_temp_dir
+from ..core.atomic_io import atomic_write_bytes, make_temp_dir
 
 log = logging.getLogger(__name__)
 
