@@ -471,3 +471,43 @@ def test_capture_keeps_running_while_the_agent_installs_a_new_bundle(fleet, tmp_
     v1, v2 = (sha256_file(b / "manifest.json") for b in (ns.bundles.v1, ns.bundles.v2))
     assert {(r["bundle"], r["bundle_sha"]) for r in decisions[:n]} == {("v1 v1", v1)}
     assert {(r["bundle"], r["bundle_sha"]) for r in decisions[n:]} == {("v2 v2", v2)}
+
+
+def test_a_capture_that_crashes_on_the_new_bundle_rolls_it_back(fleet, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from support.runtime_bundle import write_video
+
+    from clca_edge.fleet.probation import ProbationConfig
+
+    ns = fleet
+    d = ns.device("c1", ["canary"], probation=ProbationConfig(duration_s=600, min_frames=10)).start()
+    path, url = ns.tar(ns.bundles.v1, "v1.tar")
+    publish(ns.publisher, path, url, "canary")
+    d.wait_state("installed", 1)
+    path, url = ns.tar(ns.bundles.v2, "v2.tar")
+    publish(ns.publisher, path, url, "canary")
+    d.wait_state("installed", 2)   # on probation for 10 minutes
+    frames = [cv2.imread(str(p)) for p in sorted(ns.bundles.images.iterdir())]
+    video = write_video(tmp_path / "long.avi", frames * 250)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", "from clca_edge.cli import main; main()", "capture", "--bundle",
+                             str(d.agent.slots.pointer), "--source", str(video), "--no-live", "--log", str(d.log),
+                             "--run-dir", str(tmp_path / "runs")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def classified() -> int:
+            return sum(1 for line in d.log.read_text().splitlines() if line.endswith("}") and
+                       json.loads(line).get("type") == "decision")
+
+        wait_for(lambda: d.log.is_file() and classified() > 5, 60, "the capture to classify")
+    finally:
+        proc.send_signal(signal.SIGKILL)   # the capture process dies mid-run: no summary record
+        proc.wait(10)
+    d.capture(ns.bundles.images, 2)   # systemd starts capture again
+    d.wait_state("rolled_back", 2)
+    assert d.state.reason == "capture crashed 1 time(s) with the new bundle"
+    assert d.current_manifest_sha() == sha256_file(ns.bundles.v1 / "manifest.json")

@@ -159,10 +159,11 @@ def describe_archive(path: Union[str, Path]) -> Tuple[int, str, str]:
     import tempfile
 
     from ..bundle.store import load_bundle
+    from ..core.errors import BundleError
 
     path = Path(path)
     if not path.is_file():
-        raise AnnouncementError(f"--bundle {path} is not a file; give the bundle .tar that deploy wrote")
+        raise BundleError(f"--bundle {path} is not a file; give the bundle .tar that deploy wrote")
     with tempfile.TemporaryDirectory(prefix="clca-edge-announce-") as tmp:
         load_bundle(path, extract_to=tmp)
     h = hashlib.sha256()
