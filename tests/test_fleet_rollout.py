@@ -511,3 +511,25 @@ def test_a_capture_that_crashes_on_the_new_bundle_rolls_it_back(fleet, tmp_path)
     d.wait_state("rolled_back", 2)
     assert d.state.reason == "capture crashed 1 time(s) with the new bundle"
     assert d.current_manifest_sha() == sha256_file(ns.bundles.v1 / "manifest.json")
+
+
+def test_a_pointer_to_a_bundle_capture_cannot_open_leaves_capture_on_its_bundle(bundles, tmp_path):
+    from clca_edge.capture.quality import QualityConfig
+    from clca_edge.fleet.slots import InstalledBundle, Slots
+    from clca_edge.fleet.switch import PointerSwitch, resolve_pointer
+    from clca_edge.runtime.open import RuntimeConfig
+
+    slots = Slots(tmp_path / "bundles")
+    state = slots.load_state()
+    _put(slots, state, bundles.v1, 1)
+    config, pointer = resolve_pointer(RuntimeConfig(bundle=str(slots.pointer)))
+    switch = PointerSwitch(pointer, config, QualityConfig(enabled=False), poll_s=0.02).start()
+    try:
+        broken = slots.root / "slots" / "b" / "leafnet"
+        broken.mkdir(parents=True)
+        (broken / "manifest.json").write_text("{}")
+        slots.point_to(InstalledBundle("leafnet", 2, "0" * 64, "x", "b", "slots/b/leafnet"))
+        wait_for(lambda: switch.failures == 1, 10, "the switch to try the broken bundle")
+        assert switch.maybe_switch() is None   # capture goes on with v1
+    finally:
+        switch.close()
