@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import zlib
 
 import pytest
 
@@ -114,6 +115,20 @@ def test_every_message_round_trips(msg):
 def test_a_bad_message_is_refused_with_a_reason(kind, payload, why):
     with pytest.raises(MessageError, match=why):
         decode(kind, payload)
+
+
+def test_record_batches_travel_compressed_and_a_zip_bomb_is_refused():
+    batch = RecordBatch("d1", "l", tuple((i, {"type": "decision", "class": "cultivar_003", "confidence": 0.9})
+                                         for i in range(100)))
+    wire = batch.encode()
+    assert wire[:1] == b"\x78" and len(wire) * 4 < len(json.dumps(batch.to_dict()))
+    assert decode("records", wire) == batch
+    bomb = zlib.compress(b'{"v": 1, "kind": "records", "pad": "' + b"x" * (RecordBatch.MAX_BYTES + 10) + b'"}')
+    assert len(bomb) < 2000
+    with pytest.raises(MessageError, match="inflates past"):
+        decode("records", bomb)
+    with pytest.raises(MessageError, match="zlib"):
+        decode("records", wire[:-5])
 
 
 def test_an_oversized_batch_is_refused_by_the_sender_too():

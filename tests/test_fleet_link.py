@@ -222,3 +222,32 @@ def test_the_centre_asks_again_for_records_the_broker_lost(tmp_path):
             uploader.stop()
             collector.stop()
             store.close()
+
+
+def test_fleet_collect_runs_until_sigterm_with_the_collectors_credentials(tmp_path):
+    users = {"collector": "pw-c", "dev-c": "pw-d"}
+    (tmp_path / "collector.pass").write_text("pw-c\n")
+    log = tmp_path / "log.jsonl"
+    write_records(log, 40)
+    with Mosquitto(tmp_path, users=users) as broker:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen([sys.executable, "-c", CLI, "fleet", "collect", "--broker", broker.url,
+                                 "--username", "collector", "--password-file", str(tmp_path / "collector.pass"),
+                                 "--store", str(tmp_path / "store")], stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            wait_for(lambda: "Sending SUBACK to clca-collector" in broker.log_text(), 30, "the collector to subscribe")
+            cfg = FleetConfig(BrokerConfig(broker.url, "dev-c", "pw-d"), "dev-c", reconnect_max_s=1)
+            uploader = Uploader(cfg, LogOutbox(log)).start()
+            assert uploader.drain(10)
+            uploader.stop()
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 0, err
+    assert "records 40" in err
+    with Store(tmp_path / "store", readonly=True) as store:
+        assert stored_frames(store, "dev-c") == list(range(40))

@@ -15,6 +15,89 @@ from ._common import console, emit_json, main, reports_errors
 log = logging.getLogger(__name__)
 
 
+def fleet_option(fn):
+    """``--fleet FILE`` of capture: send the field log, heartbeats and uncertain frames over MQTT."""
+    return click.option(
+        "--fleet", "fleet", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Fleet file (TOML: broker, device, credentials, sampling policy): send the field log, heartbeats and "
+             "uncertain frames to the centre over MQTT, store-and-forward (the capture never waits on the network; "
+             "what is not sent stays pending in the log for the next run or `fleet sync`).")(fn)
+
+
+def load_fleet_option(path):
+    """The fleet file, read and checked before anything starts (None without --fleet)."""
+    if path is None:
+        return None
+    from ..fleet.config import load_fleet
+
+    return load_fleet(path)
+
+
+def start_fleet_agent(config, log_file):
+    if config is None:
+        return None
+    from ..fleet.agent import FleetAgent
+
+    agent = FleetAgent(config, log_file).start()
+    console(stderr=True).print(f"fleet: {config.device} -> {config.broker.url} (store and forward from {log_file})",
+                               highlight=False)
+    return agent
+
+
+def log_predictions(results, model, classifier, log_path, fleet_cfg) -> None:
+    """predict's decisions as field-log records (``--log``), sent over the fleet link with ``--fleet``
+    (the images the sampling policy picks are read again and sent too)."""
+    from ..capture.fieldlog import open_log
+
+    if log_path is None:
+        return
+    tag = {"source": "predict", "backend": classifier.backend, "precision": classifier.precision,
+           "bundle_sha": model.sha}
+    with open_log(log_path) as flog:
+        agent = start_fleet_agent(fleet_cfg, log_path)
+        try:
+            flog.write({"type": "start", **tag, "classes": len(model.class_names)})
+            for i, r in enumerate(results):
+                if r.topk is None:
+                    continue
+                record = {"type": "decision", "frame": i, **tag, **r.to_dict()}
+                record["file"] = record.pop("path")
+                flog.write(record)
+                if agent is not None:
+                    agent.on_record(record, lambda path=r.path: _read_bgr(path))
+        finally:
+            stop_fleet_agent(agent, grace_s=10.0)
+
+
+def _read_bgr(path):
+    import cv2
+
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+
+def fleet_observers(agent) -> tuple:
+    """The capture run's observer that feeds the agent (none without --fleet)."""
+    if agent is None:
+        return ()
+    from ..fleet.observer import FleetObserver
+
+    return (FleetObserver(agent),)
+
+
+def stop_fleet_agent(agent, grace_s: float = 2.0) -> None:
+    """A moment to send what the last frames wrote, then stop and say what is still pending."""
+    if agent is None:
+        return
+    agent.uploader.drain(grace_s)
+    agent.stop()
+    records, frames = agent.uploader.pending()
+    con = console(stderr=True)
+    con.print(f"fleet: sent {agent.uploader.records_sent} record(s) and {agent.uploader.frames_sent} frame(s); "
+              f"pending {records} record(s), {frames} frame(s)"
+              + (" (sent on the next run, or now with `clca-edge fleet sync`)" if records or frames else ""),
+              highlight=False)
+
+
 @main.group()
 def fleet() -> None:
     """Many devices, one place: send field logs and uncertain frames over MQTT, collect and view them."""
@@ -146,3 +229,47 @@ def status(store, low_confidence, stale_s, as_json):
     if drops:
         console().print("dropped messages: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())),
                         highlight=False)
+
+
+@fleet.command()
+@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="The collector's store.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for index.html (a static page: open it from disk).")
+@reports_errors
+def report(store, out):
+    """A static HTML page with plots: decisions per hour, refusal and low-confidence rates, confidence, class mix."""
+    import datetime as dt
+
+    from ..centre.report import write_report
+    from ..centre.store import Store
+    from ..core.output_paths import make_dirs
+
+    with Store(store, readonly=True) as db:
+        make_dirs(out, "--out")
+        path, plots = write_report(db, out, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    console().print(f"report with {plots} plots: {path}", highlight=False)
+
+
+@fleet.command()
+@click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="The collector's store.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Labelling folder: unlabelled/SUGGESTED_CLASS/*.jpg, labelled/, frames.csv, label-studio.json.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@reports_errors
+def harvest(store, out, as_json):
+    """The collected uncertain frames as a folder to label by moving files into labelled/CLASS/.
+
+    Then: clca-edge train --data ORIGINAL --extra-data OUT/labelled (the train split only)."""
+    from ..centre.harvest import harvest as run_harvest
+    from ..centre.store import Store
+    from ..core.output_paths import make_dirs
+
+    with Store(store, readonly=True) as db:
+        make_dirs(out, "--out")
+        result = run_harvest(db, out)
+    if as_json:
+        emit_json({"added": result.added, "already": result.already, "missing": result.missing, "out": str(out)})
+        return
+    console().print(f"{result.added} new frame(s) in {out}/unlabelled ({result.already} already harvested); label "
+                    f"them by moving each into {out}/labelled/CLASS/, then train --extra-data {out}/labelled",
+                    highlight=False)

@@ -50,10 +50,16 @@ class FleetAgent:
         self.uploader.start()
         return self
 
-    def on_record(self, record: Dict[str, Any], bgr: Any = None) -> None:
-        """Every record the run wrote (a decision or refusal with its frame's image)."""
+    def on_record(self, record: Dict[str, Any], bgr: Any = None, margin: Optional[float] = None) -> None:
+        """Every record the run wrote (a decision or refusal with its frame's image, and the
+        frame's top-2 margin when known). ``bgr`` may be a function that reads the image, called
+        only when the policy picks the frame (predict reads files again only for those)."""
         self.stats.observe(record)
-        reason = self.sampler.reason_for(record) if bgr is not None and self.config.sampling.enabled else None
+        reason = (self.sampler.reason_for(record, margin) if bgr is not None and self.config.sampling.enabled
+                  else None)
+        if reason is not None and callable(bgr):
+            bgr = bgr()
+            reason = reason if bgr is not None else None
         if reason is not None:
             try:
                 self._queue.put_nowait((bgr, record, reason))

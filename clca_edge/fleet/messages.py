@@ -1,7 +1,9 @@
 """What travels between a device and the centre: typed, versioned, size-bounded messages.
 
-Every message is a JSON object with ``v`` (the schema version) and ``kind`` (its topic kind). The
-device writes them with ``encode()``; the centre reads them with ``decode(kind, payload)``, which
+Every message is a JSON object with ``v`` (the schema version) and ``kind`` (its topic kind),
+sent as is or, for record batches, zlib-compressed (repeated keys shrink several-fold on a
+cellular link; the reader tells the two apart by the first byte). The device writes them with
+``encode()``; the centre reads them with ``decode(kind, payload)``, which
 refuses (``MessageError``) anything too large, not JSON, of another kind or version, or with a
 missing or mistyped field, before a byte reaches the store. A reader keeps unknown keys out of
 its dataclass, so an older centre reads a newer device's message of the same version.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type
 
@@ -62,7 +65,8 @@ def _counts(d: Mapping[str, Any], key: str) -> Dict[str, int]:
 @dataclass(frozen=True)
 class Message:
     KIND: ClassVar[str] = ""
-    MAX_BYTES: ClassVar[int] = 16 * 1024
+    MAX_BYTES: ClassVar[int] = 16 * 1024     # of the JSON text (compressed or not on the wire)
+    COMPRESS: ClassVar[bool] = False
 
     def body(self) -> Dict[str, Any]:
         raise NotImplementedError
@@ -74,7 +78,7 @@ class Message:
         data = json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
         if len(data) > self.MAX_BYTES:
             raise OversizedMessage(f"{self.KIND} message of {len(data)} bytes exceeds {self.MAX_BYTES}")
-        return data
+        return zlib.compress(data, 6) if self.COMPRESS else data
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Message":
@@ -89,6 +93,7 @@ class RecordBatch(Message):
 
     KIND: ClassVar[str] = "records"
     MAX_BYTES: ClassVar[int] = 512 * 1024
+    COMPRESS: ClassVar[bool] = True
 
     device: str
     log: str
@@ -309,6 +314,23 @@ MESSAGE_TYPES: Dict[str, Type[Message]] = {m.KIND: m for m in (RecordBatch, Hear
                                                                 Resend)}
 
 
+def _inflate(payload: bytes, limit: int, kind: str) -> bytes:
+    """The JSON text of a payload: as is, or zlib-decompressed (never past ``limit`` bytes: a small
+    payload that would inflate without bound is refused, not expanded)."""
+    if not payload[:1] == b"\x78":     # a zlib stream's first byte (deflate, 32 KiB window)
+        return payload
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(payload, limit + 1)
+    except zlib.error as e:
+        raise MessageError(f"not a zlib stream ({e})") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise OversizedMessage(f"{kind} message inflates past {limit} bytes")
+    if not inflater.eof:
+        raise MessageError("a zlib stream cut short")
+    return data
+
+
 def decode(kind: str, payload: bytes) -> Message:
     """The message of ``kind`` in ``payload``, checked whole; ``MessageError`` says what is wrong."""
     cls = MESSAGE_TYPES.get(kind)
@@ -316,6 +338,7 @@ def decode(kind: str, payload: bytes) -> Message:
         raise MessageError(f"unknown message kind {kind!r}")
     if len(payload) > cls.MAX_BYTES:
         raise OversizedMessage(f"{kind} message of {len(payload)} bytes exceeds {cls.MAX_BYTES}")
+    payload = _inflate(payload, cls.MAX_BYTES, kind)
     try:
         d = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as e:

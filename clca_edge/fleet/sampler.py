@@ -137,8 +137,9 @@ class FrameSampler:
         self.chosen: Counter = Counter()
         self.capped: Counter = Counter()
 
-    def reason_for(self, record: Dict[str, Any]) -> Optional[str]:
-        """Why the policy would keep this frame (None: it would not), caps aside."""
+    def reason_for(self, record: Dict[str, Any], margin: Optional[float] = None) -> Optional[str]:
+        """Why the policy would keep this frame (None: it would not), caps aside. ``margin``: the
+        frame's top-1 minus top-2 probability when the caller has it (else read from ``topk``)."""
         p = self.policy
         if record.get("type") == "refused":
             return "out_of_distribution" if p.out_of_distribution and record.get("reason") == "out_of_distribution" \
@@ -148,7 +149,7 @@ class FrameSampler:
         conf = record.get("confidence")
         if isinstance(conf, (int, float)) and conf < p.low_confidence:
             return "low_confidence"
-        margin = margin_of(record)
+        margin = margin_of(record) if margin is None else margin
         if margin is not None and margin < p.small_margin:
             return "small_margin"
         if p.random_share > 0 and self.rng.random() < p.random_share:

@@ -36,6 +36,10 @@ class DeviceStats:
         self.selfcheck = "unknown"
         self._recent: deque = deque()
 
+    def set_bundle(self, sha: Optional[str], version: Optional[str]) -> None:
+        with self._lock:
+            self.bundle, self.bundle_version = sha, version
+
     def observe(self, record: Dict[str, Any]) -> None:
         kind = record.get("type")
         with self._lock:

@@ -108,6 +108,13 @@ class Uploader:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        if self.stats is not None and self.link.connected.is_set():   # the run's last figures
+            self._next_heartbeat = 0.0
+            info = self._maybe_heartbeat()
+            try:
+                info.wait_for_publish(min(timeout_s, 2.0))
+            except (RuntimeError, ValueError):
+                pass
         offline = self._status("offline").encode()
         self.link.stop(last=(self.topics.status(self.config.device), offline))
 
@@ -238,12 +245,13 @@ class Uploader:
         self.bytes_sent += len(payload)
         return True
 
-    def _maybe_heartbeat(self) -> None:
+    def _maybe_heartbeat(self):
+        """Publish a heartbeat if one is due (its message info, else None)."""
         if self.stats is None or time.monotonic() < self._next_heartbeat:
-            return
+            return None
         self._next_heartbeat = time.monotonic() + self.config.heartbeat_s
         records, frames = self.pending()
         beat = self.stats.heartbeat(self.config.device, pending=records, frames_pending=frames,
                                     frames_dropped=self.spool.dropped if self.spool is not None else 0,
                                     disk=self.outbox.path.parent)
-        self.link.client.publish(self.topics.heartbeat(self.config.device), beat.encode(), qos=1)
+        return self.link.client.publish(self.topics.heartbeat(self.config.device), beat.encode(), qos=1)
