@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from ..bundle.signature import TrustedKeys
+from ..core.errors import ClcaEdgeError
 from .agent_config import AgentConfig
 from .announce import Announcement, AnnouncementError, utc_now, verified_announcement
 from .download import DownloadCancelled, DownloadError, DownloadResult, download
@@ -39,6 +40,8 @@ from .slots import (ANNOUNCED, DOWNLOADING, FAILED, HALTED, INSTALLED, PROBATION
 from .topics import Topics
 
 log = logging.getLogger(__name__)
+
+MAX_REASON = 2000   # characters of a reason an event carries (an event is bounded in size)
 
 
 @dataclass
@@ -111,7 +114,10 @@ class RolloutAgent:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.step()
+            try:
+                self.step()
+            except (ClcaEdgeError, OSError) as e:   # a full disk writing the state: try again, say it once a step
+                log.error("rollout agent: %s; going on", e)
             stop.wait(self.config.poll_s)
 
     def step(self) -> None:
@@ -138,7 +144,7 @@ class RolloutAgent:
         st.state, st.version, st.reason, st.ring = state, version, reason, ring or st.ring
         self.slots.save_state(st)
         event = Event(device=self.config.fleet.device, seq=st.event_seq, state=state,
-                      version=str(version) if version else None, reason=reason or None,
+                      version=str(version) if version else None, reason=reason[:MAX_REASON] or None,
                       figures=_flat(figures or {}), time=utc_now(), ring=ring or st.ring or None,
                       installed_version=str(st.installed_version), rings=tuple(self.config.rings))
         level = logging.WARNING if state in (FAILED, ROLLED_BACK) else logging.INFO
