@@ -533,3 +533,25 @@ def test_a_pointer_to_a_bundle_capture_cannot_open_leaves_capture_on_its_bundle(
         assert switch.maybe_switch() is None   # capture goes on with v1
     finally:
         switch.close()
+
+
+def test_a_signed_bundle_must_be_signed_by_a_trusted_key_too(fleet, tmp_path):
+    import shutil
+
+    from clca_edge.bundle.signature import sign_bundle
+
+    ns = fleet
+    d = ns.device("c1", ["canary"]).start()
+    foreign = tmp_path / "foreign" / "leafnet"
+    shutil.copytree(ns.bundles.v1, foreign, ignore=shutil.ignore_patterns(".selfcheck.json"))
+    sign_bundle(foreign, ns.other_priv)   # the announcement is trusted, the bundle's own signature is not
+    path, url = ns.tar(foreign, "v1.tar")
+    publish(ns.publisher, path, url, "canary")
+    d.wait_state("failed", 1)
+    assert "not among the trusted keys" in d.state.reason and d.state.installed_version == 0
+    signed = tmp_path / "signed" / "leafnet"
+    shutil.copytree(ns.bundles.v1, signed, ignore=shutil.ignore_patterns(".selfcheck.json"))
+    sign_bundle(signed, ns.priv)
+    path, url = ns.tar(signed, "v2.tar")
+    publish(ns.publisher, path, url, "canary")
+    d.wait_state("installed", 2)

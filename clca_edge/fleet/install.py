@@ -37,12 +37,18 @@ class Staged:
     checks: Tuple[str, ...]   # "backend precision: status" of every self-check run
 
 
-def _extract(slots: Slots, archive: Path, tag: str) -> Tuple[Path, Path]:
+def _extract(slots: Slots, archive: Path, tag: str, trusted) -> Tuple[Path, Path]:
+    """Extract and verify; a signed bundle's own signature must verify against the trusted keys too
+    (capture with --trusted-keys would refuse it otherwise; an unsigned one is covered by the
+    signed announcement's sha256)."""
+    from ..bundle.signature import SIGNATURE_NAME, verify_bundle
     from ..bundle.store import load_bundle
 
     folder = slots.new_staging_dir(f"{tag}-")
     try:
         bundle = load_bundle(archive, extract_to=folder)   # every listed file's sha256 checked
+        if (bundle.root / SIGNATURE_NAME).is_file():
+            verify_bundle(bundle.root, trusted, where=archive.name)
     except ClcaEdgeError as e:
         shutil.rmtree(folder, ignore_errors=True)
         raise InstallError(f"bundle does not verify: {e}", refuse=True) from None
@@ -93,10 +99,11 @@ def _build_engines(root: Path) -> str:
     return "engine built"
 
 
-def stage(slots: Slots, archive: Path, tag: str) -> Staged:
-    """Extract, verify, build the TensorRT engine (where there is TensorRT) and self-check
-    ``archive`` under ``slots.staging``; InstallError otherwise (nothing left behind)."""
-    folder, root = _extract(slots, archive, tag)
+def stage(slots: Slots, archive: Path, tag: str, trusted) -> Staged:
+    """Extract, verify (``trusted``: bundle.signature.TrustedKeys), build the TensorRT engine (where
+    there is TensorRT) and self-check ``archive`` under ``slots.staging``; InstallError otherwise
+    (nothing left behind)."""
+    folder, root = _extract(slots, archive, tag, trusted)
     try:
         log.info("%s: %s", tag, _build_engines(root))
         sha, lines = _self_check(root)

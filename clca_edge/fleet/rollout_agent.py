@@ -250,7 +250,7 @@ class RolloutAgent:
                 self.report(FAILED, ann.version, f"download: {job.error}", ring=ann.ring)
             return
         try:
-            staged = stage(self.slots, job.dest, f"v{ann.version}")
+            staged = stage(self.slots, job.dest, f"v{ann.version}", self.trusted)
         except InstallError as e:
             if e.refuse:
                 self.state.refused[str(ann.version)] = str(e)
