@@ -27,6 +27,10 @@ ALLOWED = {
     "runtime": {"core", "bundle", "engines.tensorrt"},
     "capture": {"core", "bundle", "engines.tensorrt", "runtime"},
     "doctor": {"core", "bundle", "engines.tensorrt", "runtime"},
+    # The fleet link, device side: the uploader reads capture's field log as its outbox.
+    "fleet": {"core", "bundle", "engines.tensorrt", "runtime", "capture"},
+    # The fleet's centre: collector, store, status, report, harvest (not on the device).
+    "centre": {"core", "bundle", "engines.tensorrt", "runtime", "capture", "fleet"},
     # The field-perturbation suite and its scoring over any runner: torch-free, like the gate's scoring.
     "robustness": {"core", "bundle", "runtime", "capture"},
     "models": {"core"},
@@ -38,11 +42,11 @@ ALLOWED = {
     "benchmark": TOOLS,
     "explain": TOOLS,
     "quickstart": {"core", "bundle", "engines.tensorrt", "runtime", "capture", "models", "data", "training",
-                   "deploy", "engines", "robustness"},
+                   "deploy", "engines", "robustness", "fleet", "centre"},
     "cli": {"core", "bundle", "engines.tensorrt", "runtime", "capture", "doctor", "models", "data", "training",
-            "deploy", "engines", "benchmark", "robustness", "explain", "quickstart"},
+            "deploy", "engines", "benchmark", "robustness", "explain", "quickstart", "fleet", "centre"},
 }
-DEVICE_SIDE = ("core", "bundle", "engines.tensorrt", "runtime", "capture", "doctor")
+DEVICE_SIDE = ("core", "bundle", "engines.tensorrt", "runtime", "capture", "doctor", "fleet")
 
 
 def _module_names() -> dict[str, Path]:
@@ -284,7 +288,8 @@ def _reachable(start: str) -> set[str]:
 @pytest.mark.parametrize("layer", DEVICE_SIDE)
 def test_device_side_never_reaches_torch_or_the_training_side(layer):
     """Transitively: nothing a runtime/capture module imports, however deep, needs the [train] extra."""
-    forbidden_layers = {"training", "models", "data", "deploy", "engines", "benchmark", "explain", "quickstart", "cli"}
+    forbidden_layers = {"training", "models", "data", "deploy", "engines", "benchmark", "explain", "quickstart", "cli",
+                       "centre"}
     for m in (m for m in MODULES if layer_of(m) == layer):
         for dep in _reachable(m):
             assert layer_of(dep) not in forbidden_layers, f"{m} reaches {dep}"
