@@ -181,10 +181,7 @@ def test_no_import_cycles():
 
 # Cycles through ``if TYPE_CHECKING:`` imports still here, each with why (the coordinator prunes
 # this at merge; a new entry needs a reason a reviewer accepts).
-TYPING_CYCLES_ALLOWED = {
-    ("clca_edge.explain.render", "clca_edge.explain.run"): "issue 21, being split (explain's report types "
-                                                           "move to their own module)",
-}
+TYPING_CYCLES_ALLOWED: dict = {}
 
 
 def test_no_import_cycles_through_type_checking_imports():
