@@ -457,6 +457,8 @@ class EngineRecord(ManifestRecord):
     agreement: Optional[Agreement] = None
     drop: Optional[float] = None
     worst_classes: Optional[List[WorstClass]] = None
+    paired: Optional[PairedTest] = None  # format 3: the gate's paired test against the fp32 ONNX
+    rejected_by: Optional[str] = field(default=None, metadata={"choices": REJECTIONS})
     # The device self-check on the bundle's reference samples (runtime.selfcheck result, without its
     # key); a failed one makes the engine "rejected" before it is gated or timed as the default.
     self_check: Optional[Dict[str, Any]] = None

@@ -4,7 +4,7 @@ content-addressed folder tree for frames (``frames/ab/abcdef....jpg``, named by 
 Crash-safe and idempotent: a message is written in one transaction (synchronous=FULL) before the
 collector acknowledges it to the broker, and records are unique on (device, log, seq), frames on
 (device, sha256), events on (device, seq): a redelivery or a device's replay is ignored
-(``INSERT OR IGNORE``); a frame is stored once per (device, sha256). A frame's file is written (atomically) before its row, so a crash between
+(``INSERT OR IGNORE``). A frame's file is written (atomically) before its row, so a crash between
 leaves at worst a file no row names, never a row without its file. Several collectors may share
 one store folder (SQLite serialises writers; ``busy_timeout`` waits for the lock).
 """
@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS frames (
     PRIMARY KEY (device, sha256));
 CREATE TABLE IF NOT EXISTS events (
     device TEXT NOT NULL, seq INTEGER NOT NULL, state TEXT NOT NULL, version TEXT, reason TEXT, figures TEXT,
-    time TEXT, received TEXT NOT NULL, PRIMARY KEY (device, seq));
+    time TEXT, received TEXT NOT NULL, ring TEXT, installed_version TEXT, rings TEXT, PRIMARY KEY (device, seq));
 CREATE TABLE IF NOT EXISTS drops (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS resends (device TEXT PRIMARY KEY, log TEXT NOT NULL, from_seq INTEGER NOT NULL);
 """
@@ -143,9 +143,10 @@ class Store:
 
     def add_event(self, event: Event) -> None:
         now = utc_now()
-        self._tx([("INSERT OR IGNORE INTO events (device, seq, state, version, reason, figures, time, received) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (event.device, event.seq, event.state, event.version,
-                                                       event.reason, json.dumps(event.figures), event.time, now)),
+        self._tx([("INSERT OR IGNORE INTO events (device, seq, state, version, reason, figures, time, received, ring, "
+                   "installed_version, rings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (event.device, event.seq, event.state, event.version, event.reason, json.dumps(event.figures),
+                    event.time, now, event.ring, event.installed_version, json.dumps(list(event.rings)))),
                   self._seen(event.device, now)])
 
     def count_drop(self, reason: str) -> None:

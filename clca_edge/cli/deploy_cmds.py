@@ -217,7 +217,9 @@ def _print_engines(con, report) -> None:
 @click.option("--workspace-mb", default=1024, show_default=True, type=click.IntRange(min=1))
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None,
               help="Held-out images to check the engines against the accuracy gate on the device.")
-@click.option("--max-drop", type=float, default=None, help="Gate threshold (default: the one deploy used).")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=None,
+              help="Also reject an engine whose top-1 drop against the fp32 ONNX is above this many points "
+                   "[default: deploy's]; the paired test and agreement bound are deploy's.")
 @click.option("--builder", type=click.Choice(["tensorrt", "torch-tensorrt"]), default="tensorrt", show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="For --builder torch-tensorrt.")
 @trusted_keys_option

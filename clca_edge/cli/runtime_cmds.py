@@ -170,14 +170,29 @@ def capture(runtime, quality, source, loop, output, display, fleet):
     # A read blocked as long as the grabber's stall-then-loss time makes OpenCV give up too.
     source = dataclasses.replace(source, timeout_s=config.reconnect.lost_after_s)
     fleet_cfg = load_fleet_option(fleet)
+    runtime, switch = _follow_agent(runtime, config)
     model, sel = _open_runtime(runtime)
     if config.top_k > len(model.class_names):
         config = dataclasses.replace(config, top_k=_clamp_top_k(config.top_k, model))
     try:
-        summary, log_file = _run_capture_cmd(model, sel, source, config, output, display, fleet_cfg)
+        summary, log_file = _run_capture_cmd(model, sel, source, config, output, display, fleet_cfg, switch)
     finally:
         sel.classifier.close()
+        if switch is not None:
+            switch.close()
     _print_summary(summary, log_file)
+
+
+def _follow_agent(runtime, config):
+    """--bundle DIR/current of a rollout agent (``clca-edge agent --bundles DIR``): open the bundle it
+    names now, and follow the agent's switches between two frames (fleet/switch.py)."""
+    from ..fleet.switch import PointerSwitch, resolve_pointer
+
+    runtime, pointer = resolve_pointer(runtime)
+    if pointer is None:
+        return runtime, None
+    _err_console().print(f"capture: following the agent's {pointer} (now {runtime.bundle})", highlight=False)
+    return runtime, PointerSwitch(pointer, runtime, config.quality).start()
 
 
 def _open_outputs(output):
@@ -203,8 +218,9 @@ def _open_outputs(output):
     return log_file, flog, saver, created
 
 
-def _run_capture_cmd(model, sel, src_cfg, config, output, display, fleet_cfg=None):
-    from ..capture import loop
+def _run_capture_cmd(model, sel, src_cfg, config, output, display, fleet_cfg=None, switch=None):
+    from ..capture.bundle_runtime import BundleRuntime
+    from ..capture.run import CaptureRun
     from ..capture.display import DisplayObserver, LivePanel, OverlayWindow
     from ..capture.quality import QualityGuard
     from ..capture.stop import StopRequest, stop_on_signals
@@ -233,8 +249,12 @@ def _run_capture_cmd(model, sel, src_cfg, config, output, display, fleet_cfg=Non
             agent = start_fleet_agent(fleet_cfg, log_file)
             observers += fleet_observers(agent)
             with (panel if panel is not None else contextlib.nullcontext()):
-                summary = loop.run_capture(model, sel.classifier, make_source(src_cfg), flog, config, saver,
-                                           tuple(sel.fallbacks), stop, observers, checks=sel.checks)
+                label = switch.label(switch.target) if switch is not None else ""
+                run = CaptureRun(BundleRuntime.create(model, sel, config.quality, label), make_source(src_cfg), flog,
+                                 config, saver=saver, stop=stop, observers=observers, switch=switch)
+                summary = run.run()
+                if run.runtime.classifier is not sel.classifier:   # switched: the last one is the run's to close
+                    run.runtime.close()
         finally:
             if overlay is not None:
                 overlay.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from .errors import ConfigError
 
@@ -70,6 +70,20 @@ class GateVerdict:
     passed: bool
     reason: str = ""  # why it was rejected ("" when it passed)
     rule: str = ""  # "significant drop", "agreement", "max drop" or ""
+
+
+class TopOneRecorder:
+    """Wraps a gate runner (one image in, its logits out as an array with ``argmax``) and keeps the
+    top-1 class of every image it sees, in order: the predictions ``paired_outcome`` pairs."""
+
+    def __init__(self, runner: Callable[[Any], Any]):
+        self._runner = runner
+        self.top1: List[int] = []
+
+    def __call__(self, x: Any) -> Any:
+        out = self._runner(x)
+        self.top1.append(int(out.argmax()))
+        return out
 
 
 def paired_outcome(labels: Sequence[int], reference: Sequence[int], candidate: Sequence[int]) -> PairedOutcome:
@@ -126,5 +140,6 @@ def judge(outcome: PairedOutcome, rule: GateRule) -> GateVerdict:
     return GateVerdict(outcome=outcome, p_value=p, detectable_drop=detectable, passed=not why, reason=why, rule=which)
 
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_MIN_AGREEMENT", "GateRule", "GateVerdict", "PairedOutcome", "binomial_upper_tail",
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_MIN_AGREEMENT", "GateRule", "GateVerdict", "PairedOutcome", "TopOneRecorder",
+           "binomial_upper_tail",
            "detectable_drop", "fewest_detectable_losses", "judge", "mcnemar_p", "paired_outcome"]

@@ -44,10 +44,10 @@ def sample_calibration_images(run: DeployRun) -> None:
     (run.root / CALIB_MANIFEST).parent.mkdir(parents=True, exist_ok=True)
     (run.root / CALIB_MANIFEST).write_text(json.dumps(sample.manifest(), indent=2))
     run.sample = sample
-    run.calibration = CalibrationRecord(manifest=CALIB_MANIFEST, method=cfg.calibration.method,
-                                        images=len(sample.items), seed=cfg.calibration.seed,
-                                        excluded_also_in_eval=len(sample.excluded_overlap),
-                                        skipped_corrupt=len(sample.corrupt))
+    run.manifest.calibration = CalibrationRecord(manifest=CALIB_MANIFEST, method=cfg.calibration.method,
+                                                 images=len(sample.items), seed=cfg.calibration.seed,
+                                                 excluded_also_in_eval=len(sample.excluded_overlap),
+                                                 skipped_corrupt=len(sample.corrupt))
 
 
 def quantise_int8(run: DeployRun) -> None:
@@ -69,9 +69,9 @@ def quantise_int8(run: DeployRun) -> None:
         run.say(f"calibrating INT8 {CPU_FLAVOUR} for the CPU fallback")
         _quantise(run, CPU_INT8_VARIANT, CPU_INT8_FILE, CPU_FLAVOUR)
         cpu_variant = CPU_INT8_VARIANT
-    run.int8 = Int8Record(cpu_variant=cpu_variant, cpu_flavour=CPU_FLAVOUR,
-                          x86_non_vnni_safe=not FLAVOURS[CPU_FLAVOUR].x86_saturates, deploy_cpu=CpuRecord.here(),
-                          tensorrt_variant="int8" if flavour != CPU_FLAVOUR else None)
+    run.manifest.int8 = Int8Record(cpu_variant=cpu_variant, cpu_flavour=CPU_FLAVOUR,
+                                   x86_non_vnni_safe=not FLAVOURS[CPU_FLAVOUR].x86_saturates,
+                                   deploy_cpu=CpuRecord.here(), tensorrt_variant="int8" if flavour != CPU_FLAVOUR else None)
 
 
 def _quantise(run: DeployRun, name: str, file: str, flavour: str, on_batch=None) -> None:
@@ -112,7 +112,7 @@ def open_runners(run: DeployRun) -> None:
             # Recorded, and never used: the runtime skips a variant that failed to run.
             v.status = Status.FAILED_TO_RUN
             v.note = f"ONNX Runtime cannot load it ({type(e).__name__}: {first_line(e)})"
-            run.notes.append(f"{name}: {v.note}")
+            run.manifest.notes.append(f"{name}: {v.note}")
 
 
 def first_line(e: BaseException) -> str:

@@ -6,28 +6,11 @@ the field robustness suite judged by capture's quality guard. Each step is ``ste
 from __future__ import annotations
 
 import logging
-from typing import Callable
-
-import numpy as np
-
-from ..bundle import AccuracyRecord, PairedTest, Status, VariantRecord, WorstClass
-from ..core.gate_stats import judge, paired_outcome
+from ..bundle import AccuracyRecord, GateRecord, PairedTest, Status, VariantRecord, WorstClass
+from ..core.gate_stats import TopOneRecorder, detectable_drop, judge, paired_outcome
 from .run_state import DeployRun, Evaluation
 
 log = logging.getLogger(__name__)
-
-
-class TopOneRecorder:
-    """Wraps a gate runner and keeps the top-1 class of every image it sees, in order."""
-
-    def __init__(self, runner: Callable):
-        self._runner = runner
-        self.top1: list[int] = []
-
-    def __call__(self, x):
-        out = self._runner(x)
-        self.top1.append(int(np.argmax(np.asarray(out).reshape(-1))))
-        return out
 
 
 def evaluate_variants(run: DeployRun) -> None:
@@ -51,7 +34,8 @@ def evaluate_variants(run: DeployRun) -> None:
     skipped = set(res.skipped)
     labels = [label for p, label in run.data.items if p not in skipped]
     run.evaluation = Evaluation(result=res, labels=labels, top1={n: r.top1 for n, r in recorders.items()})
-    run.confidence = fit_confidence(fp32_logits, labels, f"fp32 ONNX logits of {len(labels)} --eval-data images")
+    run.manifest.confidence = fit_confidence(fp32_logits, labels,
+                                             f"fp32 ONNX logits of {len(labels)} --eval-data images")
 
 
 def _accuracy_record(acc) -> AccuracyRecord:
@@ -66,6 +50,7 @@ def gate_accuracy(run: DeployRun) -> None:
 
     ev = run.evaluation
     res, fp32 = ev.result, ev.result.accuracy["fp32"]
+    run.manifest.gate = gate_record(run)
     for name, v in run.onnx_variants().items():
         if name not in res.accuracy:
             continue
@@ -85,6 +70,17 @@ def gate_accuracy(run: DeployRun) -> None:
         # --precision auto on ort-cpu trusts default_variant only when it was measured there.
         v.measured_on = "ort-cpu"
         v.parity = _parity(name, res.parity, acc.count, run.config.parity_images)
+
+
+def gate_record(run: DeployRun) -> GateRecord:
+    """The gate's rules, its images and the smallest drop they can show."""
+    cfg, res = run.config, run.evaluation.result
+    images = res.accuracy["fp32"].count
+    detectable = detectable_drop(images, cfg.gate.alpha)
+    return GateRecord(max_drop=cfg.gate.max_drop, alpha=cfg.gate.alpha, min_agreement=cfg.gate.min_agreement,
+                      detectable_drop=None if detectable is None else round(detectable, 4),
+                      eval_data=str(cfg.eval_data), eval_images=images, eval_skipped=len(res.skipped),
+                      field_suite=cfg.field_suite, max_field_drop=cfg.max_field_drop)
 
 
 def _parity(name: str, parity: dict, images: int, parity_images: int) -> dict:
@@ -108,7 +104,7 @@ def field_suite(run: DeployRun) -> None:
 
     run.say(f"field robustness suite ({cfg.field_suite}) on {', '.join(gated)}")
     # The calibration seed also seeds the suite's noise: one --seed makes the whole deploy repeatable.
-    guard = QualityGuard.for_bundle(run.quality_reference)
+    guard = QualityGuard.for_bundle(run.manifest.quality_reference)
     result = run_suite(run.data.items, run.spec, {n: one_at_a_time(run.runners[n]) for n in gated},
                        suite=cfg.field_suite, seed=cfg.calibration.seed, judge=guard.accepts)
     for name in gated:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..bundle import Status, VariantRecord, load_bundle
+from ..bundle import Manifest, Status, VariantRecord, load_bundle
 from ..core.output_paths import replace_dir
 from . import build_steps, gate_steps, quality_step, write_steps
 from .config import DeployConfig
@@ -93,12 +93,17 @@ class DeployReport:
     signed_by: Optional[str] = None  # key id of --sign-key
 
     @property
+    def manifest(self) -> Manifest:
+        """The bundle's manifest as written (the same records the steps set)."""
+        return self.run.manifest
+
+    @property
     def variants(self) -> list[VariantView]:
-        return [VariantView(n, v) for n, v in self.run.variants.items()]
+        return [VariantView(n, v) for n, v in self.manifest.variants.items()]
 
     @property
     def default_variant(self) -> Optional[str]:
-        return self.run.default_variant
+        return self.manifest.default_variant
 
     @property
     def parity(self) -> dict[str, float]:
@@ -114,11 +119,11 @@ class DeployReport:
 
     @property
     def calib_images(self) -> int:
-        return self.run.calibration.images if self.run.calibration else 0
+        return self.manifest.calibration.images if self.manifest.calibration else 0
 
     @property
     def calib_excluded(self) -> int:
-        return self.run.calibration.excluded_also_in_eval if self.run.calibration else 0
+        return self.manifest.calibration.excluded_also_in_eval if self.manifest.calibration else 0
 
     @property
     def detectable_drop(self) -> Optional[float]:
@@ -130,17 +135,17 @@ class DeployReport:
     @property
     def confidence(self):
         """core.confidence.ConfidenceCalibration (temperature, ECE before/after)."""
-        return self.run.confidence
+        return self.manifest.confidence
 
     @property
     def quality_reference(self):
         """core.image_stats.QualityReference of the training images."""
-        return self.run.quality_reference
+        return self.manifest.quality_reference
 
     @property
     def reference(self):
         """bundle.selfcheck_samples.SelfCheckSamples: the device self-check's samples."""
-        return self.run.reference
+        return self.manifest.reference
 
     @property
     def rejected(self) -> list[VariantView]:
@@ -163,27 +168,42 @@ def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] =
     ``expect(n)``/``advance()`` (cli.progress.StageProgress), it hears the images of the calibration
     and gate stages too."""
     say = progress or (lambda msg: log.info(msg))
-    from ..training.checkpoint import find_checkpoint, load_checkpoint
+    _check_before_work(config)
+    report = _build_in_place(config, say)
+    _verify_and_pack(config, report)
+    report.engines = _engines_here(config, report.bundle, say)
+    return report
 
-    # Before any work: a refused --out costs nothing and nothing at it is touched.
+
+def _check_before_work(config: DeployConfig) -> None:
+    """A refused --out or a bad --sign-key is one line now, not after minutes of work (and nothing
+    at --out is touched)."""
     check_out(Path(config.out), config.force, config.tar, Path(config.checkpoint), config.calib_data,
               config.eval_data)
-    if config.sign_key is not None:  # a bad key is one line now, not after minutes of work
+    if config.sign_key is not None:
         from ..bundle.signature import load_private_key
 
         load_private_key(config.sign_key)
+
+
+def _build_in_place(config: DeployConfig, say) -> DeployReport:
+    """Every step into a temporary folder beside --out, signed, then renamed into place: a failure
+    never leaves a half-written bundle."""
+    from ..data.cache import checkpoint_cache
+    from ..training.checkpoint import find_checkpoint, load_checkpoint
+
     ckpt = find_checkpoint(config.checkpoint)
     say(f"loading {ckpt}")
     model, meta = load_checkpoint(ckpt)
-    classes = list(meta.class_names)
-    data = _eval_set(config.eval_data, classes)
-    from ..data.cache import checkpoint_cache
-
+    data = _eval_set(config.eval_data, list(meta.class_names))
     # The gate reads images the training run decoded (its disk cache) rather than decoding them again.
     data.images = checkpoint_cache(ckpt, meta)
     tmp = temp_bundle_dir(Path(config.out))
     try:
-        report = _build(config, tmp, model, meta, ckpt, data, say)
+        run = DeployRun(config=config, root=tmp, model=model, meta=meta, checkpoint=ckpt, data=data, say=say)
+        for step in STEPS:
+            step(run)
+        report = DeployReport(bundle=Path(config.out), tar=None, run=run)
         if config.sign_key is not None:
             from ..bundle.signature import sign_bundle
 
@@ -192,27 +212,35 @@ def run_deploy(config: DeployConfig, progress: Optional[Callable[[str], None]] =
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    report.bundle = Path(config.out)
-    load_bundle(report.bundle, trusted_keys=_own_key(config))  # verifies every hash (and the signature) we wrote
+    return report
+
+
+def _verify_and_pack(config: DeployConfig, report: DeployReport) -> None:
+    """Read back what was written (every hash, and the signature), and the archive once packed."""
+    load_bundle(report.bundle, trusted_keys=_own_key(config))
     if config.tar:
         report.tar = pack_tar(report.bundle, tar_path(Path(config.out)))
         with tempfile.TemporaryDirectory(prefix="clca-verify-") as d:
             load_bundle(report.tar, extract_to=d, trusted_keys=_own_key(config))
-    want_engines = config.build_engines
-    if want_engines is None:
-        want_engines = config.target == "jetson-orin" and _tensorrt_available()
-    if want_engines:
-        from ..engines.build import BuildEngineConfig, build_engines
 
-        precision = engine_precision(config.precisions)
-        if precision is None:
-            say("TensorRT found, but no fp16/int8 variant requested: no engine to build")
-        else:
-            say("TensorRT found: building engines on this machine")
-            report.engines = build_engines(BuildEngineConfig(bundle=report.bundle, precision=precision,
-                                                             workspace_mb=config.workspace_mb,
-                                                             eval_data=config.eval_data, max_drop=config.gate.max_drop))
-    return report
+
+def _engines_here(config: DeployConfig, bundle: Path, say):
+    """On a machine with TensorRT (jetson-orin target), build-engine right away (engines.report's
+    BuildEngineReport); None when not asked or not possible here."""
+    want = config.build_engines
+    if want is None:
+        want = config.target == "jetson-orin" and _tensorrt_available()
+    if not want:
+        return None
+    precision = engine_precision(config.precisions)
+    if precision is None:
+        say("TensorRT found, but no fp16/int8 variant requested: no engine to build")
+        return None
+    from ..engines.build import BuildEngineConfig, build_engines
+
+    say("TensorRT found: building engines on this machine")
+    return build_engines(BuildEngineConfig(bundle=bundle, precision=precision, workspace_mb=config.workspace_mb,
+                                           eval_data=config.eval_data, max_drop=config.gate.max_drop))
 
 
 def _eval_set(path: Path, classes: list[str]):
@@ -235,13 +263,6 @@ def engine_precision(precisions: tuple[str, ...]) -> Optional[str]:
     if not wanted:
         return None
     return "auto" if len(wanted) == 2 else wanted[0]
-
-
-def _build(config: DeployConfig, root: Path, model, meta, ckpt: Path, data, say) -> DeployReport:
-    run = DeployRun(config=config, root=root, model=model, meta=meta, checkpoint=ckpt, data=data, say=say)
-    for step in STEPS:
-        step(run)
-    return DeployReport(bundle=root, tar=None, run=run)
 
 
 def _own_key(config: DeployConfig):

@@ -30,7 +30,7 @@ def measure_quality_reference(run: DeployRun) -> None:
     view, preset = training_view(run.meta, run.spec)
     if view is None:
         run.say(f"measuring {len(paths)} training images for the capture quality guard")
-        run.quality_reference = quality_reference(paths, run.spec, "--calib-data")
+        run.manifest.quality_reference = quality_reference(paths, run.spec, "--calib-data")
         return
     import torch
 
@@ -38,8 +38,8 @@ def measure_quality_reference(run: DeployRun) -> None:
             "quality guard")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.config.calibration.seed)  # --seed: one seed makes the whole deploy repeatable
-        run.quality_reference = quality_reference(paths, run.spec, "--calib-data", view=view, draws=QUALITY_VIEWS,
-                                                  augment=preset)
+        run.manifest.quality_reference = quality_reference(paths, run.spec, "--calib-data", view=view,
+                                                           draws=QUALITY_VIEWS, augment=preset)
 
 
 def _draw_sample(run: DeployRun):

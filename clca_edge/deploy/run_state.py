@@ -1,16 +1,19 @@
-"""``DeployRun``: what deploy's steps share while they build one bundle. The per-variant state is
-the manifest's own ``VariantRecord`` (``variants``): a step sets its result on the record, and the
-manifest and the report are read from the same records, never synced by hand."""
+"""``DeployRun``: what deploy's steps share while they build one bundle. Its ``manifest`` is the
+bundle's ``Manifest``, made when the run starts: a step sets its result there (a variant's
+``VariantRecord``, a section such as ``int8`` or ``confidence``), and the written manifest and the
+report read the same records, never copies synced by hand. What the steps need but the bundle does
+not keep (the runners, the calibration sample, the gate's pass) lives beside it."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..bundle import CalibrationRecord, VariantRecord
-from ..bundle.int8 import Int8Record
+from .. import __version__
+from ..bundle import LABELS_NAME, PREPROCESS_NAME, CheckpointRef, Manifest, TensorSpec, VariantRecord
 from .config import DeployConfig
 
 log = logging.getLogger(__name__)
@@ -39,17 +42,18 @@ class DeployRun:
     checkpoint: Path
     data: Any  # runtime.scoring.EvalSet: --eval-data
     say: Say
-    variants: dict[str, VariantRecord] = field(default_factory=dict)  # ONNX variants, then TensorRT plans
+    manifest: Manifest = field(init=False)
     runners: dict[str, Callable] = field(default_factory=dict)  # the ONNX variants ONNX Runtime runs here
-    notes: list[str] = field(default_factory=list)
     sample: Any = None  # deploy.calibration.CalibrationSample (INT8 only)
-    calibration: Optional[CalibrationRecord] = None
-    int8: Optional[Int8Record] = None
     evaluation: Optional[Evaluation] = None
-    confidence: Any = None  # core.confidence.ConfidenceCalibration
-    quality_reference: Any = None  # core.image_stats.QualityReference
-    reference: Any = None  # bundle.selfcheck_samples.SelfCheckSamples
-    default_variant: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        self.manifest = new_manifest(self)
+
+    @property
+    def variants(self) -> dict[str, VariantRecord]:
+        """The manifest's variants: ONNX files first, then the TensorRT plans the device builds."""
+        return self.manifest.variants
 
     @property
     def spec(self):
@@ -72,3 +76,20 @@ class DeployRun:
 
     def onnx_variants(self) -> dict[str, VariantRecord]:
         return {n: v for n, v in self.variants.items() if v.file is not None}
+
+
+def new_manifest(run: DeployRun) -> Manifest:
+    """What the checkpoint and the config say before any step ran; the steps fill in the rest."""
+    from .onnx_export import INPUT_NAME, OUTPUT_NAME
+
+    mc, cfg, classes = run.meta.model, run.config, list(run.meta.class_names)
+    return Manifest(
+        version=__version__, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        target=cfg.target, checkpoint=CheckpointRef(file=run.checkpoint.name, epoch=run.meta.epoch),
+        model=mc.to_dict(),
+        # Resolved against the backbone's depth: what the device-side graph actually does.
+        keep_rate=list(run.model.plan.keep_rates), locations=list(run.model.plan.locations),
+        tokens_per_block=list(run.model.tokens_per_block), opset=cfg.opset,
+        input=TensorSpec(INPUT_NAME, [1, 3, mc.img_size, mc.img_size]), output=TensorSpec(OUTPUT_NAME, [1, len(classes)]),
+        class_names=classes, labels=LABELS_NAME, preprocess_file=PREPROCESS_NAME, variants={},
+        augment=(run.meta.extra or {}).get("augment"))

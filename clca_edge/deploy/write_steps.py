@@ -4,17 +4,14 @@ self-check's reference samples, the bundle's files and its manifest. Each step i
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 
-from .. import __version__
-from ..bundle import (LABELS_NAME, PREPROCESS_NAME, CheckpointRef, GateRecord, Manifest, Status, TensorSpec,
-                      VariantRecord, write_manifest)
-from ..core.gate_stats import detectable_drop
+from ..bundle import LABELS_NAME, PREPROCESS_NAME, Status, VariantRecord, write_manifest
 from ..engines.tensorrt import trtexec_command
 from .config import VARIANT_FILES
 from .run_state import DeployRun
 
+TRTEXEC_NAME = "trtexec.sh"
 # A TensorRT plan per precision and the ONNX variant it is built from (fp16 is a builder flag on fp32).
 PLAN_SOURCES = (("fp16", "fp32"), ("int8", "int8"))
 
@@ -40,11 +37,12 @@ def plan_engines(run: DeployRun) -> None:
 def choose_default(run: DeployRun) -> None:
     """The fastest passing variant on ONNX Runtime CPU; TensorRT's Q/DQ INT8 is for engines (ONNX
     Runtime CPU runs the int8-cpu file instead)."""
-    qdq = run.int8.tensorrt_variant if run.int8 is not None else None
+    int8 = run.manifest.int8
+    qdq = int8.tensorrt_variant if int8 is not None else None
     runnable = {n: v for n, v in run.onnx_variants().items()
                 if v.status == Status.PASSED and v.accuracy is not None and v.runtime == "onnxruntime" and n != qdq}
-    run.default_variant = (min(runnable, key=lambda n: runnable[n].accuracy.latency_ms_mean or 0.0)
-                           if runnable else "fp32")
+    run.manifest.default_variant = (min(runnable, key=lambda n: runnable[n].accuracy.latency_ms_mean or 0.0)
+                                    if runnable else "fp32")
 
 
 def store_reference(run: DeployRun) -> None:
@@ -53,11 +51,11 @@ def store_reference(run: DeployRun) -> None:
     run.say("storing reference samples for the device self-check")
     calib_sha256 = {digest for _, _, digest in run.sample.items} if run.sample is not None else set()
     variants = run.onnx_variants()
-    run.reference = build_reference(run.data.items, run.classes, run.spec, run.root, run.runners["fp32"],
-                                    {n: r for n, r in run.runners.items() if n != "fp32"},
-                                    precisions={n: v.precision for n, v in variants.items()},
-                                    usable=[n for n, v in variants.items() if v.status == Status.PASSED],
-                                    exclude_sha256=calib_sha256, seed=run.config.calibration.seed)
+    run.manifest.reference = build_reference(
+        run.data.items, run.classes, run.spec, run.root, run.runners["fp32"],
+        {n: r for n, r in run.runners.items() if n != "fp32"}, precisions={n: v.precision for n, v in variants.items()},
+        usable=[n for n, v in variants.items() if v.status == Status.PASSED], exclude_sha256=calib_sha256,
+        seed=run.config.calibration.seed)
 
 
 def write_files(run: DeployRun) -> None:
@@ -70,35 +68,9 @@ def write_files(run: DeployRun) -> None:
         if v.runtime == "tensorrt":
             lines.append(trtexec_command(VARIANT_FILES[v.source], v.precision, run.config.workspace_mb,
                                          f"engines/{v.precision}.plan"))
-    (run.root / "trtexec.sh").write_text("\n".join(lines) + "\n")
-
-
-def gate_record(run: DeployRun) -> GateRecord:
-    cfg, res = run.config, run.evaluation.result
-    images = res.accuracy["fp32"].count
-    detectable = detectable_drop(images, cfg.gate.alpha)
-    return GateRecord(max_drop=cfg.gate.max_drop, alpha=cfg.gate.alpha, min_agreement=cfg.gate.min_agreement,
-                      detectable_drop=None if detectable is None else round(detectable, 4),
-                      eval_data=str(cfg.eval_data), eval_images=images, eval_skipped=len(res.skipped),
-                      field_suite=cfg.field_suite, max_field_drop=cfg.max_field_drop)
+    (run.root / TRTEXEC_NAME).write_text("\n".join(lines) + "\n")
+    run.manifest.trtexec = TRTEXEC_NAME
 
 
 def write_bundle_manifest(run: DeployRun) -> None:
-    from .onnx_export import INPUT_NAME, OUTPUT_NAME
-
-    mc, cfg = run.meta.model, run.config
-    manifest = Manifest(
-        version=__version__, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        target=cfg.target, checkpoint=CheckpointRef(file=run.checkpoint.name, epoch=run.meta.epoch),
-        model=mc.to_dict(),
-        # Resolved against the backbone's depth: what the device-side graph actually does.
-        keep_rate=list(run.model.plan.keep_rates), locations=list(run.model.plan.locations),
-        tokens_per_block=list(run.model.tokens_per_block), opset=cfg.opset,
-        input=TensorSpec(INPUT_NAME, [1, 3, mc.img_size, mc.img_size]),
-        output=TensorSpec(OUTPUT_NAME, [1, len(run.classes)]),
-        class_names=run.classes, labels=LABELS_NAME, preprocess_file=PREPROCESS_NAME, gate=gate_record(run),
-        calibration=run.calibration, variants=run.variants, default_variant=run.default_variant,
-        trtexec="trtexec.sh", notes=run.notes, augment=(run.meta.extra or {}).get("augment"),
-        confidence=run.confidence, quality_reference=run.quality_reference, reference=run.reference,
-        int8=run.int8)
-    write_manifest(run.root, manifest)
+    write_manifest(run.root, run.manifest)

@@ -183,7 +183,11 @@ _TOP: Dict[str, tuple] = {
     "ca": (str,), "cert": (str,), "key": (str,), "topic_prefix": (str,), "keepalive_s": (int,),
     "heartbeat_s": (int, float), "replay_rate": (int, float), "batch_size": (int,),
     "reconnect_max_s": (int,), "frames_dir": (str,), "sampling": (dict,),
+    # The bundle rollout's keys (``clca-edge agent``): type-checked here, read by fleet/agent_config.py.
+    "rings": (list,), "trusted_keys": (str,), "bandwidth_kbps": (int, float), "field_log": (str,),
+    "probation": (dict,),
 }
+ROLLOUT_KEYS = ("rings", "trusted_keys", "bandwidth_kbps", "field_log", "probation")
 _SAMPLING: Dict[str, tuple] = {
     "low_confidence": (int, float), "small_margin": (int, float), "out_of_distribution": (bool,),
     "random_share": (int, float), "per_hour": (dict,), "quota_mb": (int, float), "jpeg_quality": (int,),

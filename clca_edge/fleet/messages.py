@@ -280,10 +280,16 @@ class Event(Message):
     reason: Optional[str] = None
     figures: Dict[str, float] = field(default_factory=dict)
     time: Optional[str] = None
+    # The rollout's context (fleet/rollout_agent.py): the ring whose announcement this is about, the version
+    # the device runs now, and every ring the device follows (for the share of a ring that passed).
+    ring: Optional[str] = None
+    installed_version: Optional[str] = None
+    rings: Tuple[str, ...] = ()
 
     def body(self) -> Dict[str, Any]:
         return {"device": self.device, "seq": self.seq, "state": self.state, "version": self.version,
-                "reason": self.reason, "figures": dict(self.figures), "time": self.time}
+                "reason": self.reason, "figures": dict(self.figures), "time": self.time, "ring": self.ring,
+                "installed_version": self.installed_version, "rings": list(self.rings)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Event":
@@ -294,9 +300,14 @@ class Event(Message):
         seq = _get(d, "seq", (int,))
         if seq < 0:
             raise MessageError(f"event seq {seq} must be >= 0")
+        rings = _get(d, "rings", (list,), [])
+        if not all(isinstance(r, str) and r and len(r) <= 64 and not any(c in r for c in "/+#") for r in rings):
+            raise MessageError("field 'rings' must list ring names")
+        ring = _name(d, "ring") if d.get("ring") is not None else None
         return cls(device=_name(d, "device"), seq=seq, state=_name(d, "state"),
                    version=_get(d, "version", (str,), None), reason=_get(d, "reason", (str,), None),
-                   figures={k: float(v) for k, v in figures.items()}, time=_get(d, "time", (str,), None))
+                   figures={k: float(v) for k, v in figures.items()}, time=_get(d, "time", (str,), None),
+                   ring=ring, installed_version=_get(d, "installed_version", (str,), None), rings=tuple(rings))
 
 
 MESSAGE_TYPES: Dict[str, Type[Message]] = {m.KIND: m for m in (RecordBatch, Heartbeat, Status, FrameMessage, Event,
