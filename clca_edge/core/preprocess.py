@@ -28,13 +28,14 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from .errors import ConfigError
+from .imageops import LUMA, border, border_colour, channel_means, luma, luma_median, quantiles
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")
-COLOUR_CONSTANCY = ("none", "grey_world")
+COLOUR_CONSTANCY = ("none", "grey_world", "exposure", "levels")
 FRAMING = ("none", "leaf")
 # What `train` records unless told (measured on the synthetic leaves with the field preset:
 # BENCHMARKS.md "Field robustness"); a PreprocessSpec's own default stays none, so specs and
@@ -45,6 +46,12 @@ DEFAULT_FRAMING = "leaf"
 # Channel means below this (of 255) are not scaled up further: a black frame stays black instead
 # of its sensor noise being stretched to full scale (capture's guard refuses such frames anyway).
 MIN_CHANNEL_MEAN = 4.0
+# ``levels``: the spread is measured from this quantile of brightness to the median (the lower
+# half: the highlights an over-exposed photo clips stay out of it) and mapped to LEVELS_Z of the
+# spec's std, the same distance for a normal distribution (its 10th percentile lies 1.2816 std
+# below its median).
+LEVELS_LOW = 0.1
+LEVELS_Z = 1.2816
 # Leaf framing (frame_leaf). A framed leaf covers this share of the crop: about what a leaf
 # photographed to fill the frame covers once centre-cropped (the synthetic leaves: 0.2-0.3), so
 # a clean photo is barely resampled. Changing it changes what "leaf" means: a new FRAMING value,
@@ -152,20 +159,6 @@ def resize_center_crop(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return resized[top:top + spec.img_size, left:left + spec.img_size]
 
 
-def border_colour(img: np.ndarray) -> np.ndarray:
-    """Per-channel median of the image's outermost pixels (float64, the image's channel order and
-    scale): the background a leaf is photographed on."""
-    edge = _border(img)
-    n = edge.shape[0]
-    low, high = np.partition(edge, [(n - 1) // 2, n // 2], axis=0)[[(n - 1) // 2, n // 2]]
-    return (low.astype(np.float64) + high) / 2  # np.median's value, without its overhead
-
-
-def _border(a: np.ndarray) -> np.ndarray:
-    """The outermost pixels of an (H, W[, C]) array, each once."""
-    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
-
-
 def leaf_affine(img: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """The 2x3 affine map of ``frame_leaf`` for a uint8 (H, W, 3) crop (any channel order) and the
     border colour it fills with, or None when the crop is left as it is.
@@ -191,12 +184,12 @@ def leaf_affine(img: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
     # max: numpy's int16 difference and max over the channel axis cost 10x more)
     channels = cv2.split(cv2.absdiff(small, tuple(float(v) for v in np.rint(bg)) + (0.0,)))
     diff = cv2.medianBlur(cv2.max(cv2.max(channels[0], channels[1]), channels[2]), 3)
-    edge = _border(diff)
+    edge = border(diff)
     k = int(0.9 * (edge.size - 1))
     floor = float(np.partition(edge, k)[k])  # the border's 90th percentile: its texture and noise
     otsu, _ = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     _, mask = cv2.threshold(diff, max(otsu, floor + LEAF_MIN_CONTRAST / 2, LEAF_MIN_CONTRAST), 1, cv2.THRESH_BINARY)
-    if np.count_nonzero(_border(mask)) > LEAF_BORDER_LEAF_SHARE * (2 * (h + w) - 4):
+    if np.count_nonzero(border(mask)) > LEAF_BORDER_LEAF_SHARE * (2 * (h + w) - 4):
         return None
     # The convex hull of the leaf's pieces: its area and centroid do not shrink where a faded or
     # textured part of the blade falls under the threshold (holes, eroded teeth).
@@ -244,18 +237,43 @@ def model_crop(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return frame_leaf(resize_center_crop(img, spec), spec)
 
 
-def channel_gains(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.ndarray:
-    """The per-channel gains (RGB order) ``spec.colour_constancy`` applies to the uint8 crop
-    ``img``: ones for ``none``; for ``grey_world`` the spec's mean (x 255) over the crop's channel
-    mean, so every channel's mean becomes the spec's."""
-    if spec.colour_constancy == "none":
-        return np.ones(3, np.float64)
-    import cv2
+def levels(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool = False
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel gain and offset (RGB order, 0-255 scale: ``gain * x + offset``)
+    ``spec.colour_constancy`` applies to the crop ``img`` (uint8 HWC, BGR with ``bgr``; or float
+    [0, 1] CHW with ``chw``: training's augmented crop). Zero offsets but for ``levels``.
 
-    means = np.asarray(cv2.mean(img)[:3], np.float64)
-    if bgr:
-        means = means[::-1]
-    return 255.0 * np.asarray(spec.mean, np.float64) / np.maximum(means, MIN_CHANNEL_MEAN)
+    - ``none``: gains of one.
+    - ``grey_world``: the spec's mean (x 255) over the crop's channel mean, so every channel's
+      mean becomes the spec's (a white balance and an exposure gain cancel; so does the leaf's tint
+      where the leaf fills the frame).
+    - ``exposure``: one gain for all channels, the spec's mean brightness over the crop's median
+      brightness (exact under a gain even where highlights clip): the light's level cancels, the
+      colours stay.
+    - ``levels``: one gain and offset for all channels that map the crop's median brightness to
+      the spec's mean and its spread below the median (median minus 10th percentile) to what a
+      normal distribution of the spec's std has there: per-image standardisation with robust
+      statistics. An exposure gain and a contrast change (both increasing affine maps) cancel
+      exactly where the two quantiles do not clip; the colours stay.
+    """
+    zero = np.zeros(3, np.float64)
+    if spec.colour_constancy == "none":
+        return np.ones(3, np.float64), zero
+    target = 255.0 * float(np.dot(LUMA, spec.mean))
+    if spec.colour_constancy == "grey_world":
+        means = channel_means(img, bgr, chw)
+        return 255.0 * np.asarray(spec.mean, np.float64) / np.maximum(means, MIN_CHANNEL_MEAN), zero
+    if spec.colour_constancy == "exposure":
+        return np.full(3, target / max(luma_median(img, bgr, chw), MIN_CHANNEL_MEAN), np.float64), zero
+    low, median = quantiles(luma(img, bgr, chw), (LEVELS_LOW, 0.5))
+    spread = LEVELS_Z * 255.0 * float(np.dot(LUMA, spec.std))
+    gain = spread / max(median - low, MIN_CHANNEL_MEAN)
+    return np.full(3, gain), np.full(3, target - gain * median)
+
+
+def channel_gains(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool = False) -> np.ndarray:
+    """The gains of ``levels`` (for the modes without an offset: none, grey_world, exposure)."""
+    return levels(img, spec, bgr, chw)[0]
 
 
 def normalize(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.ndarray:
@@ -263,8 +281,10 @@ def normalize(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.nd
     to [0, 1] (after the colour-constancy gains, if any) and normalised, (x / 255 - mean) / std,
     as one multiply-add per channel, written straight into the CHW output (5x faster than the
     broadcast form, same values to float32 rounding)."""
-    scale = channel_gains(img, spec, bgr) / (255.0 * np.asarray(spec.std, np.float64))
-    offset = -np.asarray(spec.mean, np.float64) / np.asarray(spec.std, np.float64)
+    gains, shifts = levels(img, spec, bgr)
+    std = np.asarray(spec.std, np.float64)
+    scale = gains / (255.0 * std)
+    offset = (shifts / 255.0 - np.asarray(spec.mean, np.float64)) / std
     out = np.empty((3, img.shape[0], img.shape[1]), np.float32)
     for c in range(3):
         np.multiply(img[:, :, 2 - c if bgr else c], np.float32(scale[c]), out=out[c], casting="unsafe")

@@ -43,8 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.preprocess import (MIN_CHANNEL_MEAN, PreprocessSpec, border_colour, frame_leaf, normalize,
-                               resize_shorter)
+from ..core.preprocess import PreprocessSpec, border_colour, frame_leaf, levels, normalize, resize_shorter
 
 if TYPE_CHECKING:
     import torch
@@ -337,44 +336,27 @@ class FieldTransform:
     several times faster on float than on uint8);
     JPEG round-trips through uint8 as a camera does. Camera steps run in a camera's order: blur
     (optics), noise (sensor), then compression. Last, the spec's framing and colour constancy, on
-    the augmented crop, as the device applies them to what its camera delivers."""
+    the augmented crop, as the device applies them to what its camera delivers.
+
+    Two stages: ``crop`` (random crop and flip) and ``perturb`` (everything a field camera adds),
+    so ``ConsistencyViews`` can perturb the very crop it also shows clean."""
 
     def __init__(self, spec: PreprocessSpec, preset: AugmentPreset, hflip: float = 0.5) -> None:
         import torch
 
         v2, _ = _v2()
-        pose, gain, noise, jpeg, blur, hue = _make_transforms()
         self.spec, self.preset = spec, preset
         size = spec.img_size
-        p = preset
-        steps: list[Any] = [v2.RandomCrop(size) if p.random_crop else v2.CenterCrop(size)]
-        if p.flip and hflip > 0:
-            steps.append(v2.RandomHorizontalFlip(hflip))
-        if p.rotate or p.zoom != (1.0, 1.0) or p.translate or p.perspective_p:
-            # on uint8, before the float conversion: OpenCV's warp of a quarter of the bytes
-            steps.append(pose(p.rotate, p.zoom, p.translate, p.perspective, p.perspective_p))
-        steps.append(v2.ToDtype(torch.float32, scale=True))
-        if p.photometric_p:
-            steps.append(v2.RandomApply([v2.ColorJitter(brightness=p.exposure, contrast=p.contrast,
-                                                        saturation=p.saturation)], p=p.photometric_p))
-        if p.grayscale_p:
-            steps.append(v2.RandomGrayscale(p.grayscale_p))
-        if p.channel_gain_p:
-            steps.append(gain(p.channel_gain, p.channel_gain_p))
-        if p.hue_p:
-            steps.append(hue(p.hue, p.hue_p))
-        if p.blur_p:
-            steps.append(blur(p.blur_sigma, p.blur_p))
-        if p.noise_p:
-            steps.append(noise(p.noise_sigma, p.noise_p))
-        if p.jpeg_p:
-            steps.append(jpeg(p.jpeg_quality, p.jpeg_p))
-        self.pipeline = v2.Compose(steps)
+        crop: list[Any] = [v2.RandomCrop(size) if preset.random_crop else v2.CenterCrop(size)]
+        if preset.flip and hflip > 0:
+            crop.append(v2.RandomHorizontalFlip(hflip))
+        self.crop = v2.Compose(crop)
+        self.perturb = v2.Compose(_perturb_steps(preset))
         # The clean share: the paper's weak crop + flip, on uint8 through core.preprocess (the
         # device's own framing and normalisation, exactly; a third of the field pipeline's cost).
         from .transforms import EvalTransform, TrainTransform
 
-        self.clean_transform = (TrainTransform(spec, hflip if p.flip else 0.0) if p.random_crop
+        self.clean_transform = (TrainTransform(spec, hflip if preset.flip else 0.0) if preset.random_crop
                                 else EvalTransform(spec))
         self._mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
@@ -383,13 +365,18 @@ class FieldTransform:
         """One image's draws: (uint8 HWC crop, None) for the clean share, else (None, the float
         [0, 1] CHW augmented crop); before framing, colour constancy and normalisation."""
         import torch
-        from torchvision import tv_tensors
 
         if self.preset.clean_p > 0 and float(torch.rand(())) < self.preset.clean_p:
             return self.clean_transform.view(rgb), None
-        img = resize_shorter(rgb, self.spec)
-        chw = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous())
-        return None, self.pipeline(chw).as_subclass(torch.Tensor)
+        chw = _as_image(resize_shorter(rgb, self.spec))
+        return None, self.perturb(self.crop(chw)).as_subclass(torch.Tensor)
+
+    def perturbed(self, crop: np.ndarray) -> "torch.Tensor":
+        """The field camera's perturbations of a uint8 HWC crop (always applied: no clean share),
+        as the float [0, 1] CHW crop before framing, colour constancy and normalisation."""
+        import torch
+
+        return self.perturb(_as_image(crop)).as_subclass(torch.Tensor)
 
     def view(self, rgb: np.ndarray) -> np.ndarray:
         """What this preset makes of ``rgb`` as uint8 HWC, before framing and normalisation: the
@@ -403,25 +390,89 @@ class FieldTransform:
             return crop
         return np.ascontiguousarray((x.permute(1, 2, 0) * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).numpy())
 
+    def clean_input(self, crop: np.ndarray) -> "torch.Tensor":
+        """A uint8 HWC crop exactly as the weak transform and the device preprocess it."""
+        import torch
+
+        return torch.from_numpy(normalize(frame_leaf(crop, self.spec), self.spec))
+
+    def model_input(self, x: "torch.Tensor") -> "torch.Tensor":
+        """A float [0, 1] CHW augmented crop framed, colour-corrected and normalised as the device
+        will treat what its camera delivers (core.preprocess on the float crop)."""
+        import torch
+
+        if self.spec.framing != "none":
+            hwc = frame_leaf(np.ascontiguousarray(x.permute(1, 2, 0).numpy()), self.spec)
+            x = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
+        gains, shifts = (torch.from_numpy(v.astype(np.float32))[:, None, None]
+                         for v in levels(x.numpy(), self.spec, chw=True))
+        # ((x * gain + shift) - mean) / std as one fused multiply-add per pixel
+        return torch.addcmul((shifts / 255.0 - self._mean) / self._std, x, gains / self._std)
+
+    def __call__(self, rgb: np.ndarray) -> "torch.Tensor":
+        with _one_thread():
+            crop, x = self._draw(rgb)
+            return self.clean_input(crop) if crop is not None else self.model_input(x)
+
+
+class ConsistencyViews:
+    """Two views of one image for consistency training (``train --consistency``): the paper's weak
+    crop and flip, and the same crop through the preset's field perturbations (always: the clean
+    share is the first view). Returns a (2, 3, img_size, img_size) tensor, clean view first. The
+    clean view carries the label; the model is asked to give the perturbed one the same
+    prediction (AugMix's Jensen-Shannon consistency), so the perturbations are learned without
+    being fitted as hard labels."""
+
+    def __init__(self, spec: PreprocessSpec, preset: AugmentPreset, hflip: float = 0.5) -> None:
+        self.field = FieldTransform(spec, preset, hflip)
+        self.spec, self.preset = spec, preset
+
+    def view(self, rgb: np.ndarray) -> np.ndarray:
+        return self.field.view(rgb)
+
     def __call__(self, rgb: np.ndarray) -> "torch.Tensor":
         import torch
 
         with _one_thread():
-            crop, x = self._draw(rgb)
-            if crop is not None:
-                # the clean share exactly as the weak transform / the device preprocess it
-                return torch.from_numpy(normalize(frame_leaf(crop, self.spec), self.spec))
-            if self.spec.framing != "none":
-                # core.preprocess.frame_leaf on the augmented crop, as the device will frame it
-                hwc = frame_leaf(np.ascontiguousarray(x.permute(1, 2, 0).numpy()), self.spec)
-                x = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
-            # (x * gain - mean) / std as one fused multiply-add per pixel
-            scale = 1.0 / self._std
-            if self.spec.colour_constancy == "grey_world":
-                # core.preprocess.channel_gains on the augmented crop, as the device will see it
-                means = x.mean(dim=(1, 2), keepdim=True).clamp_min(MIN_CHANNEL_MEAN / 255.0)
-                scale = scale * (self._mean / means)
-            return torch.addcmul(-self._mean / self._std, x, scale)
+            crop = self.field.clean_transform.view(rgb)
+            clean = self.field.clean_input(crop)
+            return torch.stack([clean, self.field.model_input(self.field.perturbed(crop))])
+
+
+def _as_image(hwc: np.ndarray):
+    import torch
+    from torchvision import tv_tensors
+
+    return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1).contiguous())
+
+
+def _perturb_steps(p: AugmentPreset) -> list[Any]:
+    """The preset's field-camera steps after the crop and flip, in a camera's order."""
+    import torch
+
+    v2, _ = _v2()
+    pose, gain, noise, jpeg, blur, hue = _make_transforms()
+    steps: list[Any] = []
+    if p.rotate or p.zoom != (1.0, 1.0) or p.translate or p.perspective_p:
+        # on uint8, before the float conversion: OpenCV's warp of a quarter of the bytes
+        steps.append(pose(p.rotate, p.zoom, p.translate, p.perspective, p.perspective_p))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if p.photometric_p:
+        steps.append(v2.RandomApply([v2.ColorJitter(brightness=p.exposure, contrast=p.contrast,
+                                                    saturation=p.saturation)], p=p.photometric_p))
+    if p.grayscale_p:
+        steps.append(v2.RandomGrayscale(p.grayscale_p))
+    if p.channel_gain_p:
+        steps.append(gain(p.channel_gain, p.channel_gain_p))
+    if p.hue_p:
+        steps.append(hue(p.hue, p.hue_p))
+    if p.blur_p:
+        steps.append(blur(p.blur_sigma, p.blur_p))
+    if p.noise_p:
+        steps.append(noise(p.noise_sigma, p.noise_p))
+    if p.jpeg_p:
+        steps.append(jpeg(p.jpeg_quality, p.jpeg_p))
+    return steps
 
 
 @contextmanager
@@ -459,5 +510,5 @@ def build_train_transform(preset: "str | AugmentPreset", spec: PreprocessSpec, h
     return FieldTransform(spec, preset, hflip)
 
 
-__all__ = ["AUGMENT_CHOICES", "AugmentPreset", "DEFAULT_AUGMENT", "FieldTransform", "PRESETS",
+__all__ = ["AUGMENT_CHOICES", "AugmentPreset", "ConsistencyViews", "DEFAULT_AUGMENT", "FieldTransform", "PRESETS",
            "build_train_transform", "get_preset"]

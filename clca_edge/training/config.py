@@ -67,6 +67,11 @@ class TrainConfig:
     colour_constancy: str = DEFAULT_COLOUR_CONSTANCY
     # core.preprocess framing, recorded likewise: none or leaf (centre and zoom on the leaf)
     framing: str = DEFAULT_FRAMING
+    # Weight of the Jensen-Shannon consistency between each image's clean view and its field view
+    # (training.losses): the augmentation is learned as "predict the same" instead of as hard
+    # labels on the perturbed images; 0: the preset's images are fitted as labelled images.
+    # Ignored by presets that only crop and flip.
+    consistency: float = 0.0
     amp: bool = True
     device: str = "auto"
     resume: bool = False
@@ -102,6 +107,8 @@ class TrainConfig:
                               f"{', '.join(COLOUR_CONSTANCY)}")
         if self.framing not in FRAMING:
             raise ConfigError(f"--framing {self.framing!r}; choose one of {', '.join(FRAMING)}")
+        if not self.consistency >= 0:
+            raise ConfigError(f"--consistency {self.consistency} must be >= 0 (0: off)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device {self.device!r}; choose auto, cpu or cuda")
 

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..data.cache import RUN_CACHE_DIR, RunCache, cached_spec, fill, open_run_cache
 from ..data.dataset import EpochSampler, LeafImages, collate_skipping
 from ..data.sources import DataError, DataSplits, load_splits, write_split_files
-from ..data.augment import AugmentPreset, build_train_transform, get_preset
+from ..data.augment import AugmentPreset, ConsistencyViews, build_train_transform, get_preset
 from ..core.errors import ConfigError, OutputError, TrainingError
 from ..core.outputs import check_writable_dir, holds, is_empty_dir, make_dirs
 from ..data.check import DataCheck, check_training_data
@@ -48,6 +48,7 @@ from ..core.image_cache import CACHE_FILE, cache_settings
 from ..core.preprocess import INTERPOLATIONS, PreprocessSpec
 from .checkpoint import CheckpointError, CheckpointMeta, read_checkpoint_meta, save_checkpoint
 from .config import TrainConfig, config_differences
+from .losses import js_consistency
 from .distributed import DistInfo, all_reduce_sum, barrier, gather_objects, init_distributed, shutdown
 from .evaluate import eval_loader, evaluate_model, resolve_device
 from .metrics import MetricsLog, write_confusion_csv, write_per_class_csv
@@ -214,6 +215,13 @@ def _run_preset(config: TrainConfig, last_meta: Optional[CheckpointMeta]) -> Aug
     return started
 
 
+def _train_transform(config: TrainConfig, preset: AugmentPreset, spec: PreprocessSpec):
+    """The training transform: the preset's, or with --consistency the (clean, field) view pairs."""
+    if config.consistency > 0 and not preset.only_crop_and_flip:
+        return ConsistencyViews(spec, preset, config.hflip)
+    return build_train_transform(preset, spec, config.hflip)
+
+
 def _check_out_path(out: Path, config: TrainConfig) -> None:
     """--out is a folder of its own: not a file, not inside a class-folder tree of the data (it would
     become a class, its confusion PNGs training images), and, if it exists with content, a run
@@ -353,6 +361,8 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
         old_config.setdefault("colour_constancy", "none")
         # ... and before --framing, unframed.
         old_config.setdefault("framing", "none")
+        # ... and before --consistency, with the augmented images fitted as labelled ones.
+        old_config.setdefault("consistency", 0.0)
         diffs = config_differences(old_config, config.to_dict())
         if diffs:
             raise ConfigError(f"--resume: {out} was trained with a different config: " + "; ".join(diffs)
@@ -411,8 +421,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     # The run's last checkpoint, read once: its preset strengths here, its epoch and metrics below.
     last_meta = read_checkpoint_meta(out / LAST) if resumed is not None else None
     preset = _run_preset(config, last_meta)
-    train_ds = LeafImages(splits.train, build_train_transform(preset, spec, config.hflip), images=images,
-                          seed=config.seed)
+    train_ds = LeafImages(splits.train, _train_transform(config, preset, spec), images=images, seed=config.seed)
     b = config.optim.batch_size
     # (epoch, index) pairs: the epoch reaches persistent workers with every index.
     sampler = EpochSampler(DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
@@ -597,16 +606,25 @@ def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: Train
             if not info.enabled:
                 continue
             # Other ranks are waiting in the gradient all-reduce: take part with a zero-weight batch.
-            images = torch.zeros(2, 3, config.model.img_size, config.model.img_size)
+            size = config.model.img_size
+            pair = isinstance(loader.dataset.transform, ConsistencyViews)
+            images = torch.zeros(2, *((2,) if pair else ()), 3, size, size)
             labels = torch.zeros(2, dtype=torch.long)
         elif n == 1:
             # BatchNorm in the CLA head cannot train on one sample; repeat it.
-            images, labels = images.repeat(2, 1, 1, 1), labels.repeat(2)
+            images, labels = images.repeat(2, *[1] * (images.dim() - 1)), labels.repeat(2)
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
+        views = images.shape[1] if images.dim() == 5 else 1
+        if views > 1:  # (N, views, 3, H, W): clean views first, then each perturbed view
+            images = images.transpose(0, 1).flatten(0, 1)
         with torch.autocast(device.type, enabled=use_amp):
             logits, aux = net(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.optim.label_smoothing) + aux
+            loss = aux
+            if views > 1:
+                logits, *others = logits.chunk(views)
+                loss = loss + config.consistency * js_consistency(logits, *others)
+            loss = loss + F.cross_entropy(logits.float(), labels, label_smoothing=config.optim.label_smoothing)
         if n == 0:
             loss = loss * 0.0
         loss_value = loss.detach()

@@ -1,0 +1,164 @@
+"""Train's defaults against the paper's recipe (and candidate recipes) on REAL leaf photos.
+
+Trains the benchmark's tiny EViT r=0.25 + CLCA from scratch (benchmarks/robustness_weak_vs_field.py:
+vit_tiny depth 4, dim 64, 2 heads, lr 1e-3, batch 32) on each data set (default the two real sets
+in ../shared/data: blackgram and chilli; any ``--data`` tree of train/val/test class folders), once
+per variant, seed and epoch budget, one training at a time, and scores the LAST epoch's weights on
+the held-out TEST split: clean top-1 and the field suite (default severity 2 of each perturbation,
+``robustness --suite quick``). Reports per data set and budget: clean, each condition, the worst
+drop, the suite mean, the last epoch's train accuracy and the train time; means over seeds.
+
+Results accumulate in OUT/results.json (a run already there is not trained again), so the budgets
+can be run separately into one --out:
+
+    python benchmarks/field_real.py --out runs/field_real --epochs 30 --seeds 0,1,2 --variants weak,defaults
+    python benchmarks/field_real.py --out runs/field_real --epochs 150 --seeds 0 --data ../shared/data/blackgram
+    python benchmarks/field_real.py --out runs/field_real --table-only
+
+Variants are named in VARIANTS (``defaults`` is whatever ``clca-edge train`` does unless told);
+``--variant NAME:key=value,...`` adds one (keys: TrainConfig's augment, colour_constancy, framing,
+consistency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from robustness_weak_vs_field import machine_meta, tiny_config, train_and_score  # noqa: E402
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+# TrainConfig fields each variant sets; ``defaults`` sets none (train's own defaults).
+VARIANTS: dict[str, dict] = {
+    "weak": {"augment": "weak", "colour_constancy": "none", "framing": "none", "consistency": 0.0},
+    "defaults": {},
+    # train's defaults before issue 24: the field preset fitted as labelled images, grey world, leaf framing
+    "field-labels": {"augment": "field", "colour_constancy": "grey_world", "framing": "leaf", "consistency": 0.0},
+    "field-labels-plain": {"augment": "field", "colour_constancy": "none", "framing": "none", "consistency": 0.0},
+    "weak-grey": {"augment": "weak", "colour_constancy": "grey_world", "framing": "none", "consistency": 0.0},
+    "weak-exposure": {"augment": "weak", "colour_constancy": "exposure", "framing": "none", "consistency": 0.0},
+    "weak-leaf": {"augment": "weak", "colour_constancy": "none", "framing": "leaf", "consistency": 0.0},
+    "js": {"augment": "field", "colour_constancy": "none", "framing": "none", "consistency": 12.0},
+    "js-grey": {"augment": "field", "colour_constancy": "grey_world", "framing": "none", "consistency": 12.0},
+    "js-exposure": {"augment": "field", "colour_constancy": "exposure", "framing": "none", "consistency": 12.0},
+    "js-levels": {"augment": "field", "colour_constancy": "levels", "framing": "none", "consistency": 12.0},
+    "weak-levels": {"augment": "weak", "colour_constancy": "levels", "framing": "none", "consistency": 0.0},
+    "js-exposure-leaf": {"augment": "field", "colour_constancy": "exposure", "framing": "leaf", "consistency": 12.0},
+}
+KEYS = ("augment", "colour_constancy", "framing", "consistency")
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``NAME:key=value,...`` -> (NAME, TrainConfig fields)."""
+    name, _, body = text.partition(":")
+    fields = {}
+    for item in filter(None, body.split(",")):
+        key, _, value = item.partition("=")
+        if key not in KEYS:
+            raise SystemExit(f"--variant {text}: unknown key {key!r} (one of {', '.join(KEYS)})")
+        fields[key] = float(value) if key == "consistency" else value
+    return name, fields
+
+
+def _key(row: dict) -> tuple:
+    return row["data"], row["epochs"], row["variant"], row["seed"]
+
+
+def run(args, variants: dict[str, dict]) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+    done = {_key(r) for r in doc["rows"]}
+    for data in (Path(d) for d in args.data.split(",")):
+        for epochs in (int(e) for e in args.epochs.split(",")):
+            for name in args.variants.split(","):
+                for seed in (int(s) for s in args.seeds.split(",")):
+                    if (data.name, epochs, name, seed) in done:
+                        continue
+                    run_args = argparse.Namespace(**{**vars(args), "epochs": epochs})
+                    cfg = tiny_config(data, out / data.name / f"e{epochs}" / f"{name}_s{seed}", run_args, seed,
+                                      **variants[name])
+                    row = train_and_score(cfg, data, split=args.split, suite=args.suite)
+                    row.update(data=data.name, epochs=epochs, variant=name, augment=cfg.augment,
+                               consistency=cfg.consistency)
+                    doc["rows"].append(row)
+                    doc["meta"] = machine_meta(args)
+                    path.write_text(json.dumps(doc, indent=2))
+                    print(f"{data.name} {epochs} ep {name} s{seed}: clean {row['clean']:.1f}, worst drop "
+                          f"{row['worst_drop']:.1f} ({row['worst']}), mean {row['mean_top1']:.1f}, train acc "
+                          f"{row['train_acc']}, {row['train_s']:.0f} s", file=sys.stderr, flush=True)
+    return doc
+
+
+def _settings(r: dict) -> str:
+    js = f", JS x{r['consistency']:g}" if r.get("consistency") and r["augment"] not in ("weak", "none") else ""
+    return f"{r['augment']}{js}, {r['colour_constancy']}, framing {r['framing']}"
+
+
+def markdown(doc: dict) -> str:
+    rows = doc["rows"]
+    lines = []
+    for data, epochs in dict.fromkeys((r["data"], r["epochs"]) for r in rows):
+        sel = [r for r in rows if r["data"] == data and r["epochs"] == epochs]
+        conds = [c["name"] for c in sel[0]["report"]["results"]]
+        lines += ["", f"**{data}, {epochs} epochs** (test split; mean over seeds; per-seed clean in brackets)", "",
+                  "| variant | settings | seeds | clean | worst drop (condition) | suite mean | train acc | train s | "
+                  + " | ".join(conds) + " |", "|---" * (8 + len(conds)) + "|"]
+        for name in dict.fromkeys(r["variant"] for r in sel):
+            vs = [r for r in sel if r["variant"] == name]
+            m = lambda k: statistics.mean(r[k] for r in vs)  # noqa: E731
+            worst = statistics.mean(r["clean"] - min(c["top1"] for c in r["report"]["results"]) for r in vs)
+            per = {c: statistics.mean(next(x["top1"] for x in r["report"]["results"] if x["name"] == c) for r in vs)
+                   for c in conds}
+            which = ", ".join(dict.fromkeys(r["worst"] for r in vs))
+            seeds = " / ".join(f"{r['clean']:.1f}" for r in vs)
+            accs = [r["train_acc"] for r in vs if r.get("train_acc") is not None]
+            lines.append(f"| {name} | {_settings(vs[0])} | {len(vs)} | {m('clean'):.1f} "
+                         f"({seeds}) | {worst:.1f} ({which}) | "
+                         f"{m('mean_top1'):.1f} | {statistics.mean(accs) if accs else float('nan'):.1f} | "
+                         f"{m('train_s'):.0f} | " + " | ".join(f"{per[c]:.1f}" for c in conds) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/field_real")
+    ap.add_argument("--data", default=f"{SHARED / 'blackgram'},{SHARED / 'chilli'}",
+                    help="data set folders (train/val/test class folders), comma separated")
+    ap.add_argument("--variants", default="weak,defaults", help=f"comma separated, of {', '.join(VARIANTS)}")
+    ap.add_argument("--variant", action="append", default=[], help="NAME:key=value,... another variant")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epochs", default="30", help="epoch budgets, comma separated")
+    ap.add_argument("--img-size", type=int, default=112)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--keep-rate", type=float, default=0.25)
+    ap.add_argument("--model-kwargs", default="depth=4,embed_dim=64,num_heads=2")
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    ap.add_argument("--split", default="test", help="held-out split the last epoch is scored on")
+    ap.add_argument("--suite", default="quick", help="field suite: quick (severity 2) or full")
+    ap.add_argument("--table-only", action="store_true", help="print the table of OUT/results.json")
+    args = ap.parse_args()
+    variants = dict(VARIANTS)
+    variants.update(parse_variant(v) for v in args.variant)
+    unknown = set(args.variants.split(",")) - set(variants)
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(variants)}")
+    doc = json.loads((Path(args.out) / "results.json").read_text()) if args.table_only else run(args, variants)
+    m = doc.get("meta", {})
+    if m:
+        print(f"machine: {m['cpu_model']}, avx512_vnni {'yes' if m['avx512_vnni'] else 'no'}; {m['date']}; "
+              f"load average {', '.join(f'{x:.1f}' for x in m.get('load_avg', []))}")
+    print(markdown(doc))
+
+
+if __name__ == "__main__":
+    main()
