@@ -352,15 +352,15 @@ def test_resume_mismatch_is_in_the_cli_output(leaves, tmp_path, monkeypatch):
 
     out, other = tmp_path / "run", tmp_path / "other"
     args = ["train", "--data", str(leaves), "--epochs", "3"] + TINY_ARGS
-    real = trainer._train_epoch
+    real = trainer.train_epoch
     for folder, crash_epoch in ((out, 1), (other, 2)):  # runs that finished epoch 1 and epoch 2
 
         def crashing(*a, crash_epoch=crash_epoch, **kw):
-            if a[9] == crash_epoch:  # the epoch index argument
+            if a[2] == crash_epoch:  # the epoch index argument
                 raise _Killed
             return real(*a, **kw)
 
-        monkeypatch.setattr(trainer, "_train_epoch", crashing)
+        monkeypatch.setattr(trainer, "train_epoch", crashing)
         assert isinstance(CliRunner().invoke(main, args + ["--out", str(folder)]).exception, _Killed)
     monkeypatch.undo()
     shutil.copy(other / "last.safetensors", out / "last.safetensors")
