@@ -23,6 +23,7 @@ consistency).
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 import json
 import statistics
 import sys
@@ -47,9 +48,35 @@ VARIANTS: dict[str, dict] = {
     "js-exposure": {"augment": "field", "colour_constancy": "exposure", "framing": "none", "consistency": 12.0},
     "js-levels": {"augment": "field", "colour_constancy": "levels", "framing": "none", "consistency": 12.0},
     "weak-levels": {"augment": "weak", "colour_constancy": "levels", "framing": "none", "consistency": 0.0},
+    "kl": {"augment": "field", "colour_constancy": "none", "framing": "none", "consistency": 12.0,
+           "consistency_loss": "clean_target"},
+    "js-leaf": {"augment": "field", "colour_constancy": "none", "framing": "leaf", "consistency": 12.0},
+    # white balance along the warm-cool axis (the light's colour temperature), a smaller independent tint
+    "js-wc": {"augment": "field", "colour_constancy": "none", "framing": "none", "consistency": 12.0,
+              "preset": {"warm_cool": 0.25, "channel_gain": 0.1}},
+    "kl-wc": {"augment": "field", "colour_constancy": "none", "framing": "none", "consistency": 12.0,
+              "consistency_loss": "clean_target", "preset": {"warm_cool": 0.25, "channel_gain": 0.1}},
+    "kl30-wc": {"augment": "field", "colour_constancy": "none", "framing": "none", "consistency": 30.0,
+                "consistency_loss": "clean_target", "preset": {"warm_cool": 0.25, "channel_gain": 0.1}},
     "js-exposure-leaf": {"augment": "field", "colour_constancy": "exposure", "framing": "leaf", "consistency": 12.0},
 }
-KEYS = ("augment", "colour_constancy", "framing", "consistency")
+KEYS = ("augment", "colour_constancy", "framing", "consistency", "consistency_loss")
+
+
+@contextmanager
+def field_strengths(overrides: dict):
+    """The ``field`` preset with some strengths changed, while a candidate trains (its checkpoint
+    records the strengths it was trained with)."""
+    import dataclasses
+
+    from clca_edge.data import augment
+
+    today = augment.PRESETS["field"]
+    augment.PRESETS["field"] = dataclasses.replace(today, **overrides)
+    try:
+        yield
+    finally:
+        augment.PRESETS["field"] = today
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -84,11 +111,14 @@ def run(args, variants: dict[str, dict]) -> dict:
                     if (data.name, epochs, name, seed) in done:
                         continue
                     run_args = argparse.Namespace(**{**vars(args), "epochs": epochs})
+                    fields = dict(variants[name])
+                    strengths = fields.pop("preset", {})
                     cfg = tiny_config(data, out / data.name / f"e{epochs}" / f"{name}_s{seed}", run_args, seed,
-                                      **variants[name])
-                    row = train_and_score(cfg, data, split=args.split, suite=args.suite)
-                    row.update(data=data.name, epochs=epochs, variant=name, augment=cfg.augment,
-                               consistency=cfg.consistency)
+                                      **fields)
+                    with field_strengths(strengths):
+                        row = train_and_score(cfg, data, split=args.split, suite=args.suite)
+                    row.update(data=data.name, epochs=epochs, variant=name, augment=cfg.augment, preset=strengths,
+                               consistency=cfg.consistency, consistency_loss=cfg.consistency_loss)
                     doc["rows"].append(row)
                     doc["meta"] = machine_meta(args)
                     path.write_text(json.dumps(doc, indent=2))
@@ -99,8 +129,10 @@ def run(args, variants: dict[str, dict]) -> dict:
 
 
 def _settings(r: dict) -> str:
-    js = f", JS x{r['consistency']:g}" if r.get("consistency") and r["augment"] not in ("weak", "none") else ""
-    return f"{r['augment']}{js}, {r['colour_constancy']}, framing {r['framing']}"
+    loss = {"js": "JS", "clean_target": "KL to clean"}[r.get("consistency_loss", "js")]
+    js = f", {loss} x{r['consistency']:g}" if r.get("consistency") and r["augment"] not in ("weak", "none") else ""
+    preset = "".join(f" {k}={v}" for k, v in (r.get("preset") or {}).items())
+    return f"{r['augment']}{preset}{js}, {r['colour_constancy']}, framing {r['framing']}"
 
 
 def markdown(doc: dict) -> str:

@@ -105,6 +105,19 @@ def rotate_zoom_matrix(shape: Sequence[int], angle: float, scale: float) -> np.n
     return cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, scale)
 
 
+def hue_shift(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    """Hue rotated by ``degrees`` through OpenCV's HSV conversion (float [0, 1] or uint8 HWC RGB;
+    torchvision's adjust_hue to 1e-6 on float)."""
+    import cv2
+
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL if rgb.dtype == np.uint8 else cv2.COLOR_RGB2HSV)
+    if rgb.dtype == np.uint8:  # hue in 0..255 for the full circle
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + int(round(degrees * 256 / 360))) % 256).astype(np.uint8)
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+    hsv[..., 0] = (hsv[..., 0] + degrees) % 360.0
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
 def channel_means(img: np.ndarray, bgr: bool = False, chw: bool = False) -> np.ndarray:
     """Per-channel means in RGB order on the 0-255 scale, of a uint8 HWC image (RGB, or BGR with
     ``bgr``) or a float [0, 1] CHW one (``chw``: training's augmented crop)."""
@@ -142,5 +155,5 @@ def luma_median(img: np.ndarray, bgr: bool = False, chw: bool = False) -> float:
 
 
 __all__ = ["LUMA", "border", "border_colour", "channel_gain", "channel_means", "contrast", "gaussian_blur",
-           "gaussian_noise", "jpeg_round_trip", "luma", "luma_median", "quantiles", "rotate_zoom_matrix", "saturation", "to_u8",
+           "gaussian_noise", "hue_shift", "jpeg_round_trip", "luma", "luma_median", "quantiles", "rotate_zoom_matrix", "saturation", "to_u8",
            "warp_on_background"]

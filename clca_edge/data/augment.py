@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.preprocess import PreprocessSpec, border_colour, frame_leaf, levels, normalize, resize_shorter
+from ..core import imageops
+from ..core.preprocess import PreprocessSpec, frame_leaf, levels, normalize, resize_shorter
 
 if TYPE_CHECKING:
     import torch
@@ -82,6 +83,10 @@ class AugmentPreset:
     grayscale_p: float = 0.0
     channel_gain: float = 0.0         # white balance: each channel x [1 - g, 1 + g]
     channel_gain_p: float = 0.0
+    # white balance along the warm-cool axis a light's colour temperature moves it (red and blue
+    # in opposite directions, as the suite's wb_warm / wb_cool): red x (1 + t), blue x (1 - t),
+    # |t| up to this, with channel_gain_p, on top of the per-channel gain (the tint)
+    warm_cool: float = 0.0
     # camera
     blur_sigma: tuple[float, float] = (0.0, 0.0)
     blur_p: float = 0.0
@@ -208,21 +213,16 @@ def _make_transforms():
             return params
 
         def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-            import cv2
-
             h, w = inpt.shape[-2:]
             m = np.eye(3)
-            m[:2] = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), params["angle"], params["scale"])
+            m[:2] = imageops.rotate_zoom_matrix((h, w), params["angle"], params["scale"])
             m[:2, 2] += params["translate"]
             if params["corners"] is not None:
+                import cv2
+
                 src = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
                 m = cv2.getPerspectiveTransform(src, np.float32(params["corners"])) @ m
-            hwc = _hwc(inpt)
-            # the background a leaf photo is taken on fills what the warp uncovers (black would
-            # be a cue no camera makes)
-            out = cv2.warpPerspective(hwc, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                      borderValue=tuple(float(v) for v in border_colour(hwc)))
-            return _chw(out, inpt)
+            return _chw(imageops.warp_on_background(_hwc(inpt), m), inpt)
 
     class RandomBlur(v2.Transform):
         """Gaussian blur (defocus, motion) of a random sigma, a fraction of the side; OpenCV's
@@ -237,23 +237,27 @@ def _make_transforms():
             return {"sigma": None if fraction is None else fraction * min(flat_inputs[0].shape[-2:])}
 
         def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-            import cv2
-
             if params["sigma"] is None:
                 return inpt
-            s = max(params["sigma"], 0.1)
-            return _chw(cv2.GaussianBlur(_hwc(inpt), (0, 0), sigmaX=s, sigmaY=s, borderType=cv2.BORDER_REFLECT), inpt)
+            return _chw(imageops.gaussian_blur(_hwc(inpt), params["sigma"]), inpt)
 
     class RandomChannelGain(v2.Transform):
-        """White balance: each channel times its own gain in [1 - g, 1 + g] (float images)."""
+        """White balance: each channel times its own gain in [1 - g, 1 + g] and, with
+        ``warm_cool`` w, red x (1 + t) and blue x (1 - t) for t in [-w, w] (float images)."""
 
-        def __init__(self, gain: float, p: float) -> None:
+        def __init__(self, gain: float, p: float, warm_cool: float = 0.0) -> None:
             super().__init__()
-            self.gain, self.p = gain, p
+            self.gain, self.p, self.warm_cool = gain, p, warm_cool
 
         def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
             apply = float(torch.rand(())) < self.p
-            return {"gains": 1.0 + (2 * torch.rand(3) - 1) * self.gain if apply else None}
+            if not apply:
+                return {"gains": None}
+            gains = 1.0 + (2 * torch.rand(3) - 1) * self.gain
+            if self.warm_cool:  # drawn only when on: presets without it draw as before
+                t = float((2 * torch.rand(()) - 1) * self.warm_cool)
+                gains = gains * torch.tensor([1.0 + t, 1.0, 1.0 - t])
+            return {"gains": gains}
 
         def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
             if params["gains"] is None:
@@ -289,13 +293,9 @@ def _make_transforms():
             return {"degrees": None if shift is None else shift * 360.0}
 
         def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-            import cv2
-
             if params["degrees"] is None:
                 return inpt
-            hsv = cv2.cvtColor(_hwc(inpt), cv2.COLOR_RGB2HSV)  # float32: H in [0, 360)
-            hsv[..., 0] = (hsv[..., 0] + params["degrees"]) % 360.0
-            return _chw(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), inpt)
+            return _chw(imageops.hue_shift(_hwc(inpt), params["degrees"]), inpt)
 
     class RandomJpeg(v2.Transform):
         """JPEG compression at a random quality, through OpenCV's libjpeg (torchvision 0.29
@@ -314,20 +314,10 @@ def _make_transforms():
             if params["quality"] is None:
                 return inpt
             hwc = (inpt.permute(1, 2, 0) * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
-            out = jpeg_round_trip(hwc, params["quality"])
+            out = imageops.jpeg_round_trip(hwc, params["quality"])
             return inpt.new_tensor(out).permute(2, 0, 1).div_(255.0)
 
     return RandomPoseOnBackground, RandomChannelGain, RandomNoise, RandomJpeg, RandomBlur, RandomHue
-
-
-def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
-    """RGB uint8 -> JPEG at ``quality`` (OpenCV, 4:2:0 as cameras write) -> RGB uint8."""
-    import cv2
-
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
-        return rgb
-    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 class FieldTransform:
@@ -463,7 +453,7 @@ def _perturb_steps(p: AugmentPreset) -> list[Any]:
     if p.grayscale_p:
         steps.append(v2.RandomGrayscale(p.grayscale_p))
     if p.channel_gain_p:
-        steps.append(gain(p.channel_gain, p.channel_gain_p))
+        steps.append(gain(p.channel_gain, p.channel_gain_p, p.warm_cool))
     if p.hue_p:
         steps.append(hue(p.hue, p.hue_p))
     if p.blur_p:

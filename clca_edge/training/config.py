@@ -18,6 +18,9 @@ from ..models.config import ModelConfig, parse_model_kwargs  # noqa: F401  (re-e
 # Recorded for people (the paper's settings), not used by the trainer.
 RECIPE_NOTES = {"dataset", "description", "seeds", "augmentation", "optimizer", "paper", "scheduler"}
 
+# training.losses' consistency losses by name (torch-free here: the CLI lists them without torch)
+CONSISTENCY_LOSSES = ("js", "clean_target")
+
 # Settings that may change between a run and its resume without changing what is trained.
 # The decoded-image cache is among them: a cached image is bit for bit the decoded one (data.cache).
 RESUME_FREE = {"out", "resume", "workers", "device", "cache", "cache_dir", "cache_budget"}
@@ -72,6 +75,9 @@ class TrainConfig:
     # labels on the perturbed images; 0: the preset's images are fitted as labelled images.
     # Ignored by presets that only crop and flip.
     consistency: float = 0.0
+    # js: Jensen-Shannon between the views (AugMix); clean_target: KL of the field view's
+    # prediction from the clean view's, detached (the clean prediction is the soft target)
+    consistency_loss: str = "js"
     amp: bool = True
     device: str = "auto"
     resume: bool = False
@@ -107,6 +113,9 @@ class TrainConfig:
                               f"{', '.join(COLOUR_CONSTANCY)}")
         if self.framing not in FRAMING:
             raise ConfigError(f"--framing {self.framing!r}; choose one of {', '.join(FRAMING)}")
+        if self.consistency_loss not in CONSISTENCY_LOSSES:
+            raise ConfigError(f"--consistency-loss {self.consistency_loss!r}; choose one of "
+                              f"{', '.join(CONSISTENCY_LOSSES)}")
         if not self.consistency >= 0:
             raise ConfigError(f"--consistency {self.consistency} must be >= 0 (0: off)")
         if self.device not in ("auto", "cpu", "cuda"):
