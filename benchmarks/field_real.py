@@ -58,6 +58,8 @@ VARIANTS: dict[str, dict] = {
               "consistency_loss": "clean_target", "preset": {"warm_cool": 0.25, "channel_gain": 0.1}},
     "kl30-wc": {"augment": "field", "colour_constancy": "none", "framing": "none", "consistency": 30.0,
                 "consistency_loss": "clean_target", "preset": {"warm_cool": 0.25, "channel_gain": 0.1}},
+    "js-exposure-wc": {"augment": "field", "colour_constancy": "exposure", "framing": "none", "consistency": 12.0,
+                       "preset": {"warm_cool": 0.25, "channel_gain": 0.1}},
     "js-exposure-leaf": {"augment": "field", "colour_constancy": "exposure", "framing": "leaf", "consistency": 12.0},
 }
 KEYS = ("augment", "colour_constancy", "framing", "consistency", "consistency_loss")
@@ -128,6 +130,81 @@ def run(args, variants: dict[str, dict]) -> dict:
     return doc
 
 
+def synthetic_frames(size: int, photo) -> dict:
+    """Frames the guard must refuse: pure sensor noise (uniform, and Gaussian about mid grey as a
+    capped camera at high gain gives), a black frame, and a held-out photo blurred to mush."""
+    import numpy as np
+
+    from clca_edge.core.imageops import gaussian_blur
+
+    rng = np.random.default_rng(0)
+    return {"noise_uniform": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+            "noise_gaussian": np.clip(rng.normal(128, 40, (size, size, 3)), 0, 255).astype(np.uint8),
+            "black": np.zeros((size, size, 3), np.uint8),
+            "blurred_photo": gaussian_blur(photo, 0.05 * size)}
+
+
+def guard_report(run_dir: Path, data: Path) -> dict:
+    """Deploy the run's last epoch (fp32 CPU bundle; the field suite at severity 2 on the test
+    split, each frame judged by the bundle's capture guard) and report: the share of clean
+    held-out photos the guard refuses and its refusals per condition, the temperature's ECE
+    before/after, and the guard's verdict on synthetic_frames."""
+    from clca_edge.capture.quality import QualityGuard
+    from clca_edge.core.preprocess import load_rgb, resize_center_crop
+    from clca_edge.deploy.pipeline import DeployConfig, run_deploy
+    from clca_edge.robustness.bundle import bundle_items
+    from clca_edge.runtime.model import load_model
+
+    bundle = run_dir / "bundle"
+    rep = run_deploy(DeployConfig(checkpoint=run_dir / "last.safetensors", out=bundle, calib_data=data / "train",
+                                  eval_data=data / "test", target="cpu", precisions=("fp32",), field_suite="quick",
+                                  force=True, build_engines=False))
+    rob = rep.variants[0].robustness
+    model = load_model(bundle)
+    guard = QualityGuard.for_bundle(model.quality_reference)
+    photo = resize_center_crop(load_rgb(bundle_items(data, model.class_names, "test")[0][0]), model.spec)
+    frames = {name: guard.check(f).reason or "accepted"
+              for name, f in synthetic_frames(model.spec.img_size, photo).items()}
+    conf = rep.confidence
+    return {"clean_refused": rob.clean_judged.refused if rob.clean_judged else None,
+            "refused": {r.name: r.refused for r in rob.results}, "ece_before": conf.ece_before,
+            "ece_after": conf.ece_after, "ece_after_cv": conf.ece_after_cv, "temperature": conf.temperature,
+            "frames": frames, "eval_images": rep.eval_images}
+
+
+def run_guard(args) -> dict:
+    """guard_report for each data set x variant of the first seed and epoch budget (runs trained
+    before, into the same --out), stored under ``guard`` in OUT/results.json."""
+    out = Path(args.out)
+    path = out / "results.json"
+    doc = json.loads(path.read_text())
+    seed, epochs = args.seeds.split(",")[0], args.epochs.split(",")[0]
+    for data in (Path(d) for d in args.data.split(",")):
+        for name in args.variants.split(","):
+            run_dir = out / data.name / f"e{epochs}" / f"{name}_s{seed}"
+            g = guard_report(run_dir, data)
+            doc.setdefault("guard", {})[f"{data.name} e{epochs} {name} s{seed}"] = g
+            path.write_text(json.dumps(doc, indent=2))
+            print(f"{data.name} {name}: {json.dumps(g)}", file=sys.stderr, flush=True)
+    return doc
+
+
+def guard_markdown(guard: dict) -> str:
+    if not guard:
+        return ""
+    conds = list(next(iter(guard.values()))["refused"])
+    frames = list(next(iter(guard.values()))["frames"])
+    lines = ["", "**capture guard and temperature** (fp32 bundle; % of the test photos refused)", "",
+             "| run | clean refused | ECE before / after (cv) | T | " + " | ".join(conds) + " | "
+             + " | ".join(frames) + " |", "|---" * (4 + len(conds) + len(frames)) + "|"]
+    for key, g in guard.items():
+        lines.append(f"| {key} | {g['clean_refused']:.1f} | {g['ece_before']:.3f} / {g['ece_after']:.3f} "
+                     f"({g['ece_after_cv']:.3f}) | {g['temperature']:.2f} | "
+                     + " | ".join(f"{g['refused'][c]:.1f}" for c in conds) + " | "
+                     + " | ".join(g["frames"][f] for f in frames) + " |")
+    return "\n".join(lines)
+
+
 def _settings(r: dict) -> str:
     loss = {"js": "JS", "clean_target": "KL to clean"}[r.get("consistency_loss", "js")]
     js = f", {loss} x{r['consistency']:g}" if r.get("consistency") and r["augment"] not in ("weak", "none") else ""
@@ -178,18 +255,27 @@ def main() -> None:
     ap.add_argument("--split", default="test", help="held-out split the last epoch is scored on")
     ap.add_argument("--suite", default="quick", help="field suite: quick (severity 2) or full")
     ap.add_argument("--table-only", action="store_true", help="print the table of OUT/results.json")
+    ap.add_argument("--guard", action="store_true",
+                    help="deploy the first seed's runs of the first budget (trained before into --out) and report "
+                         "the capture guard's refusals and the temperature's ECE")
     args = ap.parse_args()
     variants = dict(VARIANTS)
     variants.update(parse_variant(v) for v in args.variant)
     unknown = set(args.variants.split(",")) - set(variants)
     if unknown:
         raise SystemExit(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(variants)}")
-    doc = json.loads((Path(args.out) / "results.json").read_text()) if args.table_only else run(args, variants)
+    if args.guard:
+        doc = run_guard(args)
+    elif args.table_only:
+        doc = json.loads((Path(args.out) / "results.json").read_text())
+    else:
+        doc = run(args, variants)
     m = doc.get("meta", {})
     if m:
         print(f"machine: {m['cpu_model']}, avx512_vnni {'yes' if m['avx512_vnni'] else 'no'}; {m['date']}; "
               f"load average {', '.join(f'{x:.1f}' for x in m.get('load_avg', []))}")
     print(markdown(doc))
+    print(guard_markdown(doc.get("guard", {})))
 
 
 if __name__ == "__main__":
