@@ -4,10 +4,12 @@ them feed the model the same tensor for the same file.
 
 Evaluation transform: resize the shorter side to ``resize_size`` (keeping aspect), center-crop
 ``img_size`` x ``img_size``, scale to [0, 1], normalise with ``mean``/``std``, CHW float32.
-With ``colour_constancy="grey_world"`` each channel of the crop is first scaled so that its mean
-is the spec's mean for that channel (the grey-world assumption of automatic white balance): a
-per-channel gain of the camera or the light (white balance, exposure) then cancels exactly, short
-of clipping, while the leaf's colour relative to the rest of the frame is kept.
+With ``colour_constancy`` other than ``none`` the crop is first scaled (``levels``): ``grey_world``
+per channel so that each channel's mean is the spec's (a camera's white balance or exposure gain
+cancels exactly, short of clipping, but so does the tint of a leaf that fills the frame);
+``half_grey_world`` halfway there; ``exposure`` one gain so that the median brightness is the
+spec's (the light's level cancels, even with clipped highlights; the colours stay); ``levels`` one
+gain and offset that also undo a contrast change.
 With ``framing="leaf"`` the crop is first re-framed on the leaf (``frame_leaf``): where the leaf
 lies on a plain background (a scan, a leaf held against a board), the crop is shifted and zoomed so
 the leaf is centred and covers ``LEAF_AREA`` of it, so the camera's distance (a zoomed-out leaf)
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")
-COLOUR_CONSTANCY = ("none", "grey_world", "exposure", "levels")
+COLOUR_CONSTANCY = ("none", "grey_world", "exposure", "levels", "half_grey_world")
 FRAMING = ("none", "leaf")
 # What `train` records unless told (measured on the synthetic leaves with the field preset:
 # BENCHMARKS.md "Field robustness"); a PreprocessSpec's own default stays none, so specs and
@@ -247,6 +249,9 @@ def levels(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool =
     - ``grey_world``: the spec's mean (x 255) over the crop's channel mean, so every channel's
       mean becomes the spec's (a white balance and an exposure gain cancel; so does the leaf's tint
       where the leaf fills the frame).
+    - ``half_grey_world``: the square root of grey world's gains (an incomplete adaptation, as a
+      human observer's): a light's cast and level are halved (in log terms), the leaf's own
+      colour is compressed by half, not erased.
     - ``exposure``: one gain for all channels, the spec's mean brightness over the crop's median
       brightness (exact under a gain even where highlights clip): the light's level cancels, the
       colours stay.
@@ -260,9 +265,10 @@ def levels(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool =
     if spec.colour_constancy == "none":
         return np.ones(3, np.float64), zero
     target = 255.0 * float(np.dot(LUMA, spec.mean))
-    if spec.colour_constancy == "grey_world":
+    if spec.colour_constancy in ("grey_world", "half_grey_world"):
         means = channel_means(img, bgr, chw)
-        return 255.0 * np.asarray(spec.mean, np.float64) / np.maximum(means, MIN_CHANNEL_MEAN), zero
+        gains = 255.0 * np.asarray(spec.mean, np.float64) / np.maximum(means, MIN_CHANNEL_MEAN)
+        return (gains if spec.colour_constancy == "grey_world" else np.sqrt(gains)), zero
     if spec.colour_constancy == "exposure":
         return np.full(3, target / max(luma_median(img, bgr, chw), MIN_CHANNEL_MEAN), np.float64), zero
     low, median = quantiles(luma(img, bgr, chw), (LEVELS_LOW, 0.5))

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Mapping, Optional
 
+from ..data.augment import DEFAULT_AUGMENT
 from ..data.sources import DataConfig
 from ..core.errors import ConfigError
 from ..core.preprocess import DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING
@@ -18,8 +19,9 @@ from ..models.config import ModelConfig, parse_model_kwargs  # noqa: F401  (re-e
 # Recorded for people (the paper's settings), not used by the trainer.
 RECIPE_NOTES = {"dataset", "description", "seeds", "augmentation", "optimizer", "paper", "scheduler"}
 
-# training.losses' consistency losses by name (torch-free here: the CLI lists them without torch)
-CONSISTENCY_LOSSES = ("js", "clean_target")
+# The consistency weight `train` uses unless told (BENCHMARKS.md "Field defaults on real photos"):
+# AugMix's weight of its Jensen-Shannon term.
+DEFAULT_CONSISTENCY = 12.0
 
 # Settings that may change between a run and its resume without changing what is trained.
 # The decoded-image cache is among them: a cached image is bit for bit the decoded one (data.cache).
@@ -64,7 +66,7 @@ class TrainConfig:
     workers: int = 2
     crop_pct: float = 0.875
     hflip: float = 0.5
-    augment: str = "field"  # data.augment preset: field (default), weak (the paper's), none
+    augment: str = DEFAULT_AUGMENT  # data.augment preset: field (default), weak (the paper's), none
     # core.preprocess colour constancy, recorded in the model's PreprocessSpec (so deploy and the
     # device apply it too): none or grey_world
     colour_constancy: str = DEFAULT_COLOUR_CONSTANCY
@@ -74,10 +76,7 @@ class TrainConfig:
     # (training.losses): the augmentation is learned as "predict the same" instead of as hard
     # labels on the perturbed images; 0: the preset's images are fitted as labelled images.
     # Ignored by presets that only crop and flip.
-    consistency: float = 0.0
-    # js: Jensen-Shannon between the views (AugMix); clean_target: KL of the field view's
-    # prediction from the clean view's, detached (the clean prediction is the soft target)
-    consistency_loss: str = "js"
+    consistency: float = DEFAULT_CONSISTENCY
     amp: bool = True
     device: str = "auto"
     resume: bool = False
@@ -113,9 +112,6 @@ class TrainConfig:
                               f"{', '.join(COLOUR_CONSTANCY)}")
         if self.framing not in FRAMING:
             raise ConfigError(f"--framing {self.framing!r}; choose one of {', '.join(FRAMING)}")
-        if self.consistency_loss not in CONSISTENCY_LOSSES:
-            raise ConfigError(f"--consistency-loss {self.consistency_loss!r}; choose one of "
-                              f"{', '.join(CONSISTENCY_LOSSES)}")
         if not self.consistency >= 0:
             raise ConfigError(f"--consistency {self.consistency} must be >= 0 (0: off)")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -23,7 +23,7 @@ from torch import nn
 from ..core.errors import TrainingError
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum
-from .losses import CONSISTENCY_LOSSES
+from .losses import js_consistency
 
 StepHook = Callable[[int, int], None]  # (epoch index, step within epoch) -> None; may raise
 # Steps between checks for a non-finite loss (and progress-bar statistics): each check waits for
@@ -90,8 +90,7 @@ class Stepper:
             loss = aux
             if self.views > 1:
                 logits, *others = logits.chunk(self.views)
-                consistency = CONSISTENCY_LOSSES[self.config.consistency_loss]
-                loss = loss + self.config.consistency * consistency(logits, *others)
+                loss = loss + self.config.consistency * js_consistency(logits, *others)
             loss = loss + F.cross_entropy(logits.float(), labels, label_smoothing=self.config.optim.label_smoothing)
         return loss, logits
 

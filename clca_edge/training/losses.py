@@ -18,15 +18,4 @@ def js_consistency(*logits: torch.Tensor) -> torch.Tensor:
     return sum(F.kl_div(mixture, p, reduction="batchmean") for p in probs) / len(probs)
 
 
-def clean_target_kl(clean: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
-    """KL divergence of each perturbed view's prediction from the clean view's, the clean one
-    detached: the clean prediction is the target (a teacher's soft label, here the model's own on
-    the clean crop) and is never pulled towards what the model makes of a corrupted image."""
-    target = F.softmax(clean.detach().float(), dim=1)
-    return sum(F.kl_div(F.log_softmax(x.float(), dim=1), target, reduction="batchmean") for x in others) / len(others)
-
-
-# by the names of training.config.CONSISTENCY_LOSSES
-CONSISTENCY_LOSSES = {"js": js_consistency, "clean_target": clean_target_kl}
-
-__all__ = ["CONSISTENCY_LOSSES", "clean_target_kl", "js_consistency"]
+__all__ = ["js_consistency"]

@@ -331,7 +331,6 @@ def _check_resume_config(config: TrainConfig, out: Path, resumed: TrainingState)
     old_config.setdefault("framing", "none")
     # ... and before --consistency, with the augmented images fitted as labelled ones.
     old_config.setdefault("consistency", 0.0)
-    old_config.setdefault("consistency_loss", "js")
     diffs = config_differences(old_config, config.to_dict())
     if diffs:
         raise ConfigError(f"--resume: {out} was trained with a different config: " + "; ".join(diffs)
