@@ -61,9 +61,14 @@ VARIANTS: dict[str, dict] = {
                          "preset": {"warm_cool": 0.25, "channel_gain": 0.1}},
     "js30-wc": {"augment": "field", "colour_constancy": "none", "framing": "none", "consistency": 30.0,
                 "preset": {"warm_cool": 0.25, "channel_gain": 0.1}},
+    "js-halfgrey-wc-ramp": {"augment": "field", "colour_constancy": "half_grey_world", "framing": "none",
+                            "consistency": 12.0, "consistency_ramp": 0.5,
+                            "preset": {"warm_cool": 0.25, "channel_gain": 0.1}},
+    "js-exphalfcast-wc": {"augment": "field", "colour_constancy": "exposure_half_cast", "framing": "none",
+                          "consistency": 12.0, "preset": {"warm_cool": 0.25, "channel_gain": 0.1}},
     "js-exposure-leaf": {"augment": "field", "colour_constancy": "exposure", "framing": "leaf", "consistency": 12.0},
 }
-KEYS = ("augment", "colour_constancy", "framing", "consistency")
+KEYS = ("augment", "colour_constancy", "framing", "consistency", "consistency_ramp")
 
 
 @contextmanager
@@ -121,7 +126,7 @@ def run(args, variants: dict[str, dict]) -> dict:
                     with field_strengths(strengths):
                         row = train_and_score(cfg, data, split=args.split, suite=args.suite)
                     row.update(data=data.name, epochs=epochs, variant=name, augment=cfg.augment, preset=strengths,
-                               consistency=cfg.consistency)
+                               consistency=cfg.consistency, consistency_ramp=cfg.consistency_ramp)
                     doc["rows"].append(row)
                     doc["meta"] = machine_meta(args)
                     path.write_text(json.dumps(doc, indent=2))
@@ -209,7 +214,8 @@ def guard_markdown(guard: dict) -> str:
 def _settings(r: dict) -> str:
     # rows of the dropped clean-target KL variant (BENCHMARKS.md) say so
     loss = {"js": "JS", "clean_target": "KL to clean"}[r.get("consistency_loss", "js")]
-    js = f", {loss} x{r['consistency']:g}" if r.get("consistency") and r["augment"] not in ("weak", "none") else ""
+    ramp = f" ramp {r['consistency_ramp']:g}" if r.get("consistency_ramp") else ""
+    js = f", {loss} x{r['consistency']:g}{ramp}" if r.get("consistency") and r["augment"] not in ("weak", "none") else ""
     preset = "".join(f" {k}={v}" for k, v in (r.get("preset") or {}).items())
     return f"{r['augment']}{preset}{js}, {r['colour_constancy']}, framing {r['framing']}"
 

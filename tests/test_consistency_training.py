@@ -81,7 +81,8 @@ def test_a_consistency_run_resumes_exactly_and_records_the_weight(tmp_path):
 
     data = tmp_path / "data"
     write_synthetic_dataset(data, SynthConfig(classes=3, per_class=20, size=64, seed=5))  # 45 train: 2 steps
-    kw = dict(epochs=2, augment="field", colour_constancy="exposure", consistency=6.0)
+    # the weight ramps over the first half of the run: the resumed half starts where it stood
+    kw = dict(epochs=2, augment="field", colour_constancy="exposure", consistency=6.0, consistency_ramp=0.5)
     with pytest.raises(_Killed):
         train(tiny_config(data, tmp_path / "a", **kw), step_hook=kill)
     train(tiny_config(data, tmp_path / "a", resume=True, **kw))
@@ -99,11 +100,29 @@ def test_a_consistency_run_resumes_exactly_and_records_the_weight(tmp_path):
     assert not _weights_close(tmp_path / "c" / "last.safetensors", tmp_path / "b" / "last.safetensors")
 
 
-def test_a_negative_consistency_weight_is_refused():
+def test_a_negative_consistency_weight_or_a_ramp_beyond_the_run_is_refused():
     from test_train import tiny_config
 
     with pytest.raises(ConfigError, match="--consistency -1"):
         tiny_config("d", "o", consistency=-1.0)
+    with pytest.raises(ConfigError, match="--consistency-ramp 1.5"):
+        tiny_config("d", "o", consistency_ramp=1.5)
+
+
+def test_the_consistency_weight_ramps_with_the_schedules_steps():
+    from types import SimpleNamespace
+
+    from clca_edge.training.epoch import Stepper
+    from test_train import tiny_config
+
+    cfg = tiny_config("d", "o", consistency=12.0, consistency_ramp=0.5)
+    sched = SimpleNamespace(last_epoch=0)
+    st = Stepper(None, None, None, sched, None, cfg, torch.device("cpu"), None, views=2, total_steps=100)
+    weights = []
+    for step in (0, 25, 50, 99):
+        sched.last_epoch = step
+        weights.append(st.consistency_weight())
+    assert weights == [0.0, 6.0, 12.0, 12.0]
 
 
 @pytest.mark.parametrize("gain", [0.6, 1.4, 1.7])

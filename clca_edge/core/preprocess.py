@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")
-COLOUR_CONSTANCY = ("none", "grey_world", "exposure", "levels", "half_grey_world")
+COLOUR_CONSTANCY = ("none", "grey_world", "exposure", "levels", "half_grey_world", "exposure_half_cast")
 FRAMING = ("none", "leaf")
 # What `train` records unless told (measured on the synthetic leaves with the field preset:
 # BENCHMARKS.md "Field robustness"); a PreprocessSpec's own default stays none, so specs and
@@ -269,8 +269,14 @@ def levels(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool =
         means = channel_means(img, bgr, chw)
         gains = 255.0 * np.asarray(spec.mean, np.float64) / np.maximum(means, MIN_CHANNEL_MEAN)
         return (gains if spec.colour_constancy == "grey_world" else np.sqrt(gains)), zero
-    if spec.colour_constancy == "exposure":
-        return np.full(3, target / max(luma_median(img, bgr, chw), MIN_CHANNEL_MEAN), np.float64), zero
+    if spec.colour_constancy in ("exposure", "exposure_half_cast"):
+        gain = np.full(3, target / max(luma_median(img, bgr, chw), MIN_CHANNEL_MEAN), np.float64)
+        if spec.colour_constancy == "exposure_half_cast":
+            # half of grey world's cast correction: its gains over their geometric mean (no level)
+            means = np.maximum(channel_means(img, bgr, chw), MIN_CHANNEL_MEAN)
+            cast = np.asarray(spec.mean, np.float64) / means
+            gain = gain * np.sqrt(cast / np.exp(np.log(cast).mean()))
+        return gain, zero
     low, median = quantiles(luma(img, bgr, chw), (LEVELS_LOW, 0.5))
     spread = LEVELS_Z * 255.0 * float(np.dot(LUMA, spec.std))
     gain = spread / max(median - low, MIN_CHANNEL_MEAN)

@@ -77,6 +77,9 @@ class TrainConfig:
     # labels on the perturbed images; 0: the preset's images are fitted as labelled images.
     # Ignored by presets that only crop and flip.
     consistency: float = DEFAULT_CONSISTENCY
+    # The consistency weight ramps linearly from 0 to ``consistency`` over this share of the run's
+    # steps (0: the full weight from the first step): the model first learns the labelled views.
+    consistency_ramp: float = 0.0
     amp: bool = True
     device: str = "auto"
     resume: bool = False
@@ -114,6 +117,8 @@ class TrainConfig:
             raise ConfigError(f"--framing {self.framing!r}; choose one of {', '.join(FRAMING)}")
         if not self.consistency >= 0:
             raise ConfigError(f"--consistency {self.consistency} must be >= 0 (0: off)")
+        if not 0 <= self.consistency_ramp <= 1:
+            raise ConfigError(f"--consistency-ramp {self.consistency_ramp} is outside [0, 1] (share of the run)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device {self.device!r}; choose auto, cpu or cuda")
 

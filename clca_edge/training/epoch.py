@@ -65,6 +65,14 @@ class Stepper:
     device: torch.device
     info: DistInfo
     views: int = 1
+    total_steps: int = 1  # of the whole run: where the consistency ramp stands
+
+    def consistency_weight(self) -> float:
+        """config.consistency, ramped over the first config.consistency_ramp of the run's steps
+        (the schedule's step count: restored on --resume, so a resumed run ramps identically)."""
+        ramp = self.config.consistency_ramp * self.total_steps
+        done = self.scheduler.last_epoch  # steps taken so far
+        return self.config.consistency * (min(1.0, done / ramp) if ramp > 0 else 1.0)
 
     def inputs(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch as the model takes it, on the device: at least two samples (BatchNorm in the
@@ -90,7 +98,7 @@ class Stepper:
             loss = aux
             if self.views > 1:
                 logits, *others = logits.chunk(self.views)
-                loss = loss + self.config.consistency * js_consistency(logits, *others)
+                loss = loss + self.consistency_weight() * js_consistency(logits, *others)
             loss = loss + F.cross_entropy(logits.float(), labels, label_smoothing=self.config.optim.label_smoothing)
         return loss, logits
 

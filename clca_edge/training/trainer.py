@@ -331,6 +331,7 @@ def _check_resume_config(config: TrainConfig, out: Path, resumed: TrainingState)
     old_config.setdefault("framing", "none")
     # ... and before --consistency, with the augmented images fitted as labelled ones.
     old_config.setdefault("consistency", 0.0)
+    old_config.setdefault("consistency_ramp", 0.0)
     diffs = config_differences(old_config, config.to_dict())
     if diffs:
         raise ConfigError(f"--resume: {out} was trained with a different config: " + "; ".join(diffs)
@@ -469,7 +470,8 @@ class TrainingRun:
             self._restore(resumed, optimizer, scheduler, scaler)
         self._header(resumed is not None)
         self.stepper = Stepper(self._net(), self.model, optimizer, scheduler, scaler, config, self.device, info,
-                               views=2 if isinstance(transform, ConsistencyViews) else 1)
+                               views=2 if isinstance(transform, ConsistencyViews) else 1,
+                               total_steps=config.optim.epochs * len(self.loaders.train))
 
     def _cache_images(self):
         images = self.data.cache.cache
