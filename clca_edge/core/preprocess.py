@@ -7,9 +7,10 @@ Evaluation transform: resize the shorter side to ``resize_size`` (keeping aspect
 With ``colour_constancy`` other than ``none`` the crop is first scaled (``levels``): ``grey_world``
 per channel so that each channel's mean is the spec's (a camera's white balance or exposure gain
 cancels exactly, short of clipping, but so does the tint of a leaf that fills the frame);
-``half_grey_world`` halfway there; ``exposure`` one gain so that the median brightness is the
-spec's (the light's level cancels, even with clipped highlights; the colours stay); ``levels`` one
-gain and offset that also undo a contrast change.
+``half_grey_world`` (train's default) halfway there in log terms, an incomplete adaptation: a
+light's cast and level are halved and the leaf's own colour is compressed, not erased;
+``exposure`` one gain so that the median brightness is the spec's (the light's level cancels, even
+with clipped highlights; the colours stay).
 With ``framing="leaf"`` the crop is first re-framed on the leaf (``frame_leaf``): where the leaf
 lies on a plain background (a scan, a leaf held against a board), the crop is shifted and zoomed so
 the leaf is centred and covers ``LEAF_AREA`` of it, so the camera's distance (a zoomed-out leaf)
@@ -30,30 +31,25 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from .errors import ConfigError
-from .imageops import LUMA, border, border_colour, channel_means, luma, luma_median, quantiles
+from .imageops import LUMA, border, border_colour, channel_means, luma_median
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")
-COLOUR_CONSTANCY = ("none", "grey_world", "exposure", "levels", "half_grey_world", "exposure_half_cast")
+COLOUR_CONSTANCY = ("none", "grey_world", "half_grey_world", "exposure")
 FRAMING = ("none", "leaf")
-# What `train` records unless told (measured on the synthetic leaves with the field preset:
-# BENCHMARKS.md "Field robustness"); a PreprocessSpec's own default stays none, so specs and
-# bundles from before the option read as they were written.
-DEFAULT_COLOUR_CONSTANCY = "grey_world"
-# ... and the framing `train` records unless told (same benchmark).
-DEFAULT_FRAMING = "leaf"
+# What `train` records unless told (measured on real field photos: BENCHMARKS.md "Field defaults
+# on real photos"); a PreprocessSpec's own default stays none, so specs and bundles from before
+# the option read as they were written.
+DEFAULT_COLOUR_CONSTANCY = "half_grey_world"
+# ... and the framing `train` records unless told (same benchmark: leaf framing did not help on
+# natural backgrounds).
+DEFAULT_FRAMING = "none"
 # Channel means below this (of 255) are not scaled up further: a black frame stays black instead
 # of its sensor noise being stretched to full scale (capture's guard refuses such frames anyway).
 MIN_CHANNEL_MEAN = 4.0
-# ``levels``: the spread is measured from this quantile of brightness to the median (the lower
-# half: the highlights an over-exposed photo clips stay out of it) and mapped to LEVELS_Z of the
-# spec's std, the same distance for a normal distribution (its 10th percentile lies 1.2816 std
-# below its median).
-LEVELS_LOW = 0.1
-LEVELS_Z = 1.2816
 # Leaf framing (frame_leaf). A framed leaf covers this share of the crop: about what a leaf
 # photographed to fill the frame covers once centre-cropped (the synthetic leaves: 0.2-0.3), so
 # a clean photo is barely resampled. Changing it changes what "leaf" means: a new FRAMING value,
@@ -243,7 +239,9 @@ def levels(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool =
            ) -> tuple[np.ndarray, np.ndarray]:
     """The per-channel gain and offset (RGB order, 0-255 scale: ``gain * x + offset``)
     ``spec.colour_constancy`` applies to the crop ``img`` (uint8 HWC, BGR with ``bgr``; or float
-    [0, 1] CHW with ``chw``: training's augmented crop). Zero offsets but for ``levels``.
+    [0, 1] CHW with ``chw``: training's augmented crop). The offsets are zero for every mode today:
+    the pair is the contract's general form (``normalize`` applies both), so a mode with an offset
+    needs no second code path.
 
     - ``none``: gains of one.
     - ``grey_world``: the spec's mean (x 255) over the crop's channel mean, so every channel's
@@ -255,11 +253,6 @@ def levels(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool =
     - ``exposure``: one gain for all channels, the spec's mean brightness over the crop's median
       brightness (exact under a gain even where highlights clip): the light's level cancels, the
       colours stay.
-    - ``levels``: one gain and offset for all channels that map the crop's median brightness to
-      the spec's mean and its spread below the median (median minus 10th percentile) to what a
-      normal distribution of the spec's std has there: per-image standardisation with robust
-      statistics. An exposure gain and a contrast change (both increasing affine maps) cancel
-      exactly where the two quantiles do not clip; the colours stay.
     """
     zero = np.zeros(3, np.float64)
     if spec.colour_constancy == "none":
@@ -269,18 +262,7 @@ def levels(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool =
         means = channel_means(img, bgr, chw)
         gains = 255.0 * np.asarray(spec.mean, np.float64) / np.maximum(means, MIN_CHANNEL_MEAN)
         return (gains if spec.colour_constancy == "grey_world" else np.sqrt(gains)), zero
-    if spec.colour_constancy in ("exposure", "exposure_half_cast"):
-        gain = np.full(3, target / max(luma_median(img, bgr, chw), MIN_CHANNEL_MEAN), np.float64)
-        if spec.colour_constancy == "exposure_half_cast":
-            # half of grey world's cast correction: its gains over their geometric mean (no level)
-            means = np.maximum(channel_means(img, bgr, chw), MIN_CHANNEL_MEAN)
-            cast = np.asarray(spec.mean, np.float64) / means
-            gain = gain * np.sqrt(cast / np.exp(np.log(cast).mean()))
-        return gain, zero
-    low, median = quantiles(luma(img, bgr, chw), (LEVELS_LOW, 0.5))
-    spread = LEVELS_Z * 255.0 * float(np.dot(LUMA, spec.std))
-    gain = spread / max(median - low, MIN_CHANNEL_MEAN)
-    return np.full(3, gain), np.full(3, target - gain * median)
+    return np.full(3, target / max(luma_median(img, bgr, chw), MIN_CHANNEL_MEAN), np.float64), zero
 
 
 def channel_gains(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool = False) -> np.ndarray:

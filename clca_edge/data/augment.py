@@ -138,7 +138,7 @@ PRESETS: dict[str, AugmentPreset] = {
                     "rest",
         rotate=180.0, zoom=(0.55, 1.1), translate=0.05, perspective=0.2, perspective_p=0.25,
         photometric_p=0.8, exposure=(0.45, 1.6), contrast=(0.4, 1.25), saturation=(0.35, 1.3),
-        hue=0.02, hue_p=0.3, grayscale_p=0.15, channel_gain=0.2, channel_gain_p=0.8,
+        hue=0.02, hue_p=0.3, grayscale_p=0.15, channel_gain=0.1, channel_gain_p=0.8, warm_cool=0.25,
         blur_sigma=(0.002, 0.015), blur_p=0.2, noise_sigma=(0.005, 0.07), noise_p=0.3,
         jpeg_quality=(15, 95), jpeg_p=0.5,
     ),

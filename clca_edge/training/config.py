@@ -20,8 +20,10 @@ from ..models.config import ModelConfig, parse_model_kwargs  # noqa: F401  (re-e
 RECIPE_NOTES = {"dataset", "description", "seeds", "augmentation", "optimizer", "paper", "scheduler"}
 
 # The consistency weight `train` uses unless told (BENCHMARKS.md "Field defaults on real photos"):
-# AugMix's weight of its Jensen-Shannon term.
+# AugMix's weight of its Jensen-Shannon term (30 made the tiny model predict one class), ramped in
+# over the first half of the run.
 DEFAULT_CONSISTENCY = 12.0
+DEFAULT_CONSISTENCY_RAMP = 0.5
 
 # Settings that may change between a run and its resume without changing what is trained.
 # The decoded-image cache is among them: a cached image is bit for bit the decoded one (data.cache).
@@ -79,7 +81,7 @@ class TrainConfig:
     consistency: float = DEFAULT_CONSISTENCY
     # The consistency weight ramps linearly from 0 to ``consistency`` over this share of the run's
     # steps (0: the full weight from the first step): the model first learns the labelled views.
-    consistency_ramp: float = 0.0
+    consistency_ramp: float = DEFAULT_CONSISTENCY_RAMP
     amp: bool = True
     device: str = "auto"
     resume: bool = False
