@@ -70,8 +70,8 @@ VARIANTS: dict[str, dict] = {
     "js-halfgrey-wc": _v("field", "half_grey_world", js=12.0),
     "js30-wc": _v("field", "none", js=30.0),
     "js30-exposure-wc": _v("field", "exposure", js=30.0),
-    "js-halfgrey-wc-ramp": _v("field", "half_grey_world", js=12.0, ramp=0.5),  # = defaults
-    "js6-halfgrey-wc-ramp": _v("field", "half_grey_world", js=6.0, ramp=0.5),
+    "js-halfgrey-wc-ramp": _v("field", "half_grey_world", js=12.0, ramp=0.5),
+    "js6-halfgrey-wc-ramp": _v("field", "half_grey_world", js=6.0, ramp=0.5),  # = defaults
 }
 KEYS = ("augment", "colour_constancy", "framing", "consistency", "consistency_ramp")
 

@@ -39,7 +39,7 @@ def reports(tmp_path_factory):
 
 def test_the_defaults_are_the_field_ones():
     assert (DEFAULT_AUGMENT, DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING) == ("field", "half_grey_world", "none")
-    assert (DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_RAMP) == (12.0, 0.5)
+    assert (DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_RAMP) == (6.0, 0.5)
 
 
 def test_field_training_has_the_smaller_worst_case_drop(reports):
