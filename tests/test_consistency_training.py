@@ -157,3 +157,22 @@ def test_the_guard_refuses_pure_sensor_noise_and_not_a_noisy_leaf():
         leaf = resize_center_crop(draw_leaf(traits, 110, np.random.default_rng(i)), spec)
         noisy = np.clip(leaf + rng.normal(0, 12, leaf.shape), 0, 255).astype(np.uint8)
         assert guard.check(leaf).ok and guard.check(noisy).ok, (noise_share(measure(leaf)), noise_share(measure(noisy)))
+
+
+def test_half_grey_world_halves_a_cast_and_keeps_the_leafs_tint():
+    from clca_edge.core.preprocess import channel_gains
+
+    half = PreprocessSpec(img_size=48, colour_constancy="half_grey_world")
+    grey = PreprocessSpec(img_size=48, colour_constancy="grey_world")
+    plain = PreprocessSpec(img_size=48)
+    rgb = _leafish(size=54)
+    assert np.allclose(channel_gains(rgb, half), np.sqrt(channel_gains(rgb, grey)))
+    warm = channel_gain(rgb, (1.15, 1.0, 0.85))  # the suite's wb_warm at severity 2
+    moved = {name: np.abs(preprocess(warm, s) - preprocess(rgb, s)).mean()
+             for name, s in (("none", plain), ("half", half), ("grey", grey))}
+    assert moved["grey"] < moved["half"] < 0.75 * moved["none"], moved
+    # a yellowed leaf filling the frame stays told apart from a green one (grey world maps both to grey)
+    green = np.full((54, 54, 3), (60, 140, 50), np.uint8)
+    yellow = np.full((54, 54, 3), (150, 150, 40), np.uint8)
+    gap = {name: np.abs(preprocess(green, s) - preprocess(yellow, s)).mean() for name, s in (("half", half), ("grey", grey))}
+    assert gap["grey"] < 0.05 < gap["half"], gap
