@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -71,15 +72,55 @@ def _framing(option: str, preset: str) -> str:
     return DEFAULT_FRAMING if preset == "field" else "none"
 
 
-def run(args) -> dict:
-    from clca_edge.benchmark.report import machine_description
-    from clca_edge.core.cpuinfo import cpu_info
+def tiny_config(data, run_dir: Path, args, seed: int, **train):
+    """The benchmark's tiny EViT+CLCA from scratch (``args``: --img-size --keep-rate --model-kwargs
+    --epochs --lr --workers), trained on ``data`` into ``run_dir`` with TrainConfig fields ``train``
+    (augment, colour_constancy, framing, ...); resumes a run left unfinished there."""
     from clca_edge.data.sources import DataConfig
-    from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
     from clca_edge.models.config import ModelConfig
     from clca_edge.training.config import OptimConfig, TrainConfig, parse_model_kwargs
+
+    return TrainConfig(
+        data=DataConfig(str(data)),
+        model=ModelConfig(backbone="vit_tiny_patch16_224", method="evit", keep_rate=(args.keep_rate,),
+                          img_size=args.img_size, backbone_kwargs=parse_model_kwargs(args.model_kwargs)),
+        out=str(run_dir), optim=OptimConfig(epochs=args.epochs, batch_size=32, lr=args.lr, warmup_epochs=1),
+        pretrained="none", workers=args.workers, seed=seed, device="cpu",
+        resume=(run_dir / "train_state.pt").is_file(), **train)
+
+
+def train_and_score(cfg, data, split: str = "val", suite: str = "full") -> dict:
+    """Train ``cfg`` (timed), then the field suite on ``data``'s ``split`` with the LAST epoch's
+    weights. A row: clean, worst drop (and which condition), worst and mean top-1 over the
+    conditions, train time, the last epoch's train accuracy, and the suite's report."""
     from clca_edge.training.robustness import checkpoint_suite
     from clca_edge.training.trainer import train
+
+    t0 = time.perf_counter()
+    result = train(cfg)
+    train_s = time.perf_counter() - t0
+    res, _, _ = checkpoint_suite(Path(cfg.out) / "last.safetensors", str(data), split=split, suite=suite,
+                                 device="cpu")
+    rep = res.reports["checkpoint"]
+    worst = rep.worst
+    return {"seed": cfg.seed, "colour_constancy": cfg.colour_constancy, "framing": cfg.framing,
+            "clean": rep.clean, "worst_drop": worst.drop, "worst": f"{worst.name} s{worst.severity}",
+            "worst_top1": min(r.top1 for r in rep.results), "mean_top1": statistics.mean(r.top1 for r in rep.results),
+            "train_s": train_s, "train_acc": result.history[-1]["train_acc"] if result.history else None,
+            "report": rep.to_dict()}
+
+
+def machine_meta(args) -> dict:
+    from clca_edge.benchmark.report import machine_description
+    from clca_edge.core.cpuinfo import cpu_info
+
+    cpu = cpu_info()
+    return {**machine_description(), "cpu_model": cpu.model, "avx512_vnni": cpu.has("avx512_vnni"),
+            "load_avg": list(os.getloadavg()), "settings": vars(args)}
+
+
+def run(args) -> dict:
+    from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
 
     import torch
 
@@ -94,33 +135,14 @@ def run(args) -> dict:
     rows = []
     for preset in args.presets.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            run_dir = out / f"{preset}_s{seed}"
-            cfg = TrainConfig(
-                data=DataConfig(str(data)),
-                model=ModelConfig(backbone="vit_tiny_patch16_224", method="evit", keep_rate=(args.keep_rate,),
-                                  img_size=args.img_size, backbone_kwargs=parse_model_kwargs(args.model_kwargs)),
-                out=str(run_dir), optim=OptimConfig(epochs=args.epochs, batch_size=32, lr=args.lr, warmup_epochs=1),
-                pretrained="none", workers=args.workers, seed=seed, augment=preset, device="cpu",
-                colour_constancy=_colour(args.colour_constancy, preset), framing=_framing(args.framing, preset),
-                resume=(run_dir / "train_state.pt").is_file())
-            t0 = time.perf_counter()
-            train(cfg)
-            train_s = time.perf_counter() - t0
-            res, _, _ = checkpoint_suite(run_dir / "last.safetensors", str(data), device="cpu")
-            rep = res.reports["checkpoint"]
-            worst = rep.worst
-            rows.append({"preset": preset, "seed": seed, "colour_constancy": cfg.colour_constancy,
-                         "framing": cfg.framing, "clean": rep.clean, "worst_drop": worst.drop,
-                         "worst": f"{worst.name} s{worst.severity}", "worst_top1": min(r.top1 for r in rep.results),
-                         "mean_top1": statistics.mean(r.top1 for r in rep.results), "train_s": train_s,
-                         "report": rep.to_dict()})
-            print(f"{preset} seed {seed}: clean {rep.clean:.1f}, worst drop {worst.drop:.1f} ({worst.name} "
-                  f"s{worst.severity}), worst top-1 {rows[-1]['worst_top1']:.1f}, mean {rows[-1]['mean_top1']:.1f}, "
-                  f"{train_s:.0f} s", file=sys.stderr)
-    cpu = cpu_info()
-    meta = {**machine_description(), "cpu_model": cpu.model, "avx512_vnni": cpu.has("avx512_vnni"),
-            "settings": vars(args)}
-    doc = {"meta": meta, "rows": rows, "aug_cost_ms": aug_cost() if args.aug_cost else None}
+            cfg = tiny_config(data, out / f"{preset}_s{seed}", args, seed, augment=preset,
+                              colour_constancy=_colour(args.colour_constancy, preset),
+                              framing=_framing(args.framing, preset))
+            rows.append({"preset": preset, **train_and_score(cfg, data)})
+            r = rows[-1]
+            print(f"{preset} seed {seed}: clean {r['clean']:.1f}, worst drop {r['worst_drop']:.1f} ({r['worst']}), "
+                  f"worst top-1 {r['worst_top1']:.1f}, mean {r['mean_top1']:.1f}, {r['train_s']:.0f} s", file=sys.stderr)
+    doc = {"meta": machine_meta(args), "rows": rows, "aug_cost_ms": aug_cost() if args.aug_cost else None}
     (out / "results.json").write_text(json.dumps(doc, indent=2))
     return doc
 

@@ -41,15 +41,6 @@ def _check_out(out: Path) -> None:
                       f"{', '.join(OWNED)} in its folder, so give a new or empty one")
 
 
-# The paper's recipe (weak augmentation, plain normalisation and centre crop), not train's field
-# defaults: a tiny model trained from scratch for 15 epochs learns the field task far more slowly
-# (about 66% val top-1 at 15 epochs vs 90%; see BENCHMARKS.md "Field robustness"), and the quick
-# start shows the mission in seconds.
-QUICKSTART_AUGMENT = "weak"
-QUICKSTART_COLOUR = "none"
-QUICKSTART_FRAMING = "none"
-
-
 @dataclass(frozen=True)
 class QuickstartConfig:
     """The model fields are the model options' (``--model --model-kwargs --method --keep-rate
@@ -132,10 +123,11 @@ def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
         model = ModelConfig.from_options(model=cfg.model, model_kwargs=cfg.model_kwargs, method=cfg.method,
                                          keep_rate=cfg.keep_rate, locations=cfg.locations, img_size=cfg.img_size,
                                          clca=cfg.clca)
+        # train's own defaults (augmentation, consistency, colour constancy, framing): what a user
+        # gets on their own photos with the command as printed
         config = TrainConfig(data=DataConfig(root=str(o / "data")), model=model, out=str(o / "run"),
                              optim=OptimConfig(epochs=cfg.epochs, batch_size=32, lr=1e-3), pretrained="none",
-                             seed=cfg.seed, workers=0, augment=QUICKSTART_AUGMENT,
-                             colour_constancy=QUICKSTART_COLOUR, framing=QUICKSTART_FRAMING)
+                             seed=cfg.seed, workers=0)
         result = run_training(config, console=console)
         for note in result.notices:
             say(f"Warning: {note}")
@@ -193,8 +185,7 @@ def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
         Stage("data", ["data", "synth", "--out", str(o / "data"), "--classes", str(cfg.classes), "--per-class",
                        str(cfg.per_class), "--size", str(cfg.img_size), "--seed", str(cfg.seed)], data),
         Stage("train", ["train", "--data", str(o / "data"), *model_argv, "--pretrained", "none", "--epochs",
-                        str(cfg.epochs), "--batch-size", "32", "--lr", "1e-3", "--augment", QUICKSTART_AUGMENT,
-                        "--colour-constancy", QUICKSTART_COLOUR, "--framing", QUICKSTART_FRAMING, "--workers", "0",
+                        str(cfg.epochs), "--batch-size", "32", "--lr", "1e-3", "--workers", "0",
                         "--seed", str(cfg.seed), "--out", str(o / "run")], train),
         Stage("eval", ["eval", "--checkpoint", str(o / "run"), "--data", str(o / "data")], evaluate),
         Stage("deploy", ["deploy", "--checkpoint", str(o / "run"), "--target", "cpu", "--out", str(o / "bundle"),

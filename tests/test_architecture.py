@@ -206,8 +206,6 @@ def test_the_cycle_check_sees_type_checking_imports(tmp_path):
 # included), and the ones still longer, each with why. The coordinator prunes this at merge.
 MAX_FUNCTION_LINES = 80
 LONG_FUNCTIONS_ALLOWED = {
-    "clca_edge.data.augment._make_transforms": "issue 21, being split",
-    "clca_edge.training.trainer._train": "issue 21, being split",
     "clca_edge.quickstart.stages": "the quick start's stages are closures over its folders and console "
                                    "(each short); to become one object with a method per stage",
 }

@@ -1,8 +1,8 @@
-"""Issue 13's "must show" on synthetic leaves: the same tiny model trained the paper's way (weak
-augmentation, plain normalisation, centre crop) and with train's field defaults (field preset,
-grey-world colour constancy, leaf framing), then both put through `clca-edge robustness`: the
-field-trained model has the smaller worst-case drop, its white-balance and exposure drops are near
-zero, and so is its zoom-out drop."""
+"""Train's defaults against the paper's recipe on synthetic leaves: the same tiny model trained the
+paper's way (weak augmentation, plain normalisation, centre crop) and with train's defaults (the
+field preset learned by consistency, half grey world), both put through `clca-edge robustness`:
+the defaults have the smaller worst-case drop, smaller white-balance drops and a small zoom-out
+drop. (The figures that chose the defaults are on real photos: benchmarks/field_real.py.)"""
 
 import json
 
@@ -13,6 +13,7 @@ from clca_edge.cli import main
 from clca_edge.core.preprocess import DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING
 from clca_edge.data.augment import DEFAULT_AUGMENT
 from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
+from clca_edge.training.config import DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_RAMP
 
 TINY = ["--model", "vit_tiny_patch16_224", "--pretrained", "none", "--method", "evit", "--keep-rate", "0.25",
         "--img-size", "64", "--model-kwargs", "depth=4,embed_dim=64,num_heads=2", "--batch-size", "16",
@@ -37,24 +38,26 @@ def reports(tmp_path_factory):
 
 
 def test_the_defaults_are_the_field_ones():
-    assert (DEFAULT_AUGMENT, DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING) == ("field", "grey_world", "leaf")
+    assert (DEFAULT_AUGMENT, DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING) == ("field", "half_grey_world", "none")
+    assert (DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_RAMP) == (6.0, 0.5)
 
 
 def test_field_training_has_the_smaller_worst_case_drop(reports):
     weak, field = reports["weak"], reports["field"]
-    assert weak["clean"] > 3 * CHANCE and field["clean"] > 1.5 * CHANCE, (weak["clean"], field["clean"])
+    assert weak["clean"] > 3 * CHANCE and field["clean"] > 3 * CHANCE, (weak["clean"], field["clean"])
     assert field["worst"]["drop"] < weak["worst"]["drop"], (field["worst"], weak["worst"])
-    worst_top1 = {k: min(r["top1"] for r in v["results"]) for k, v in reports.items()}
-    assert worst_top1["field"] > worst_top1["weak"], worst_top1
 
 
-def test_white_balance_and_exposure_cost_the_field_model_next_to_nothing(reports):
+def test_white_balance_costs_the_field_model_less(reports):
+    """Issue 13's failure (a white balance shift: the weak model near chance on the tinted
+    cultivars), reproduced, and smaller with the defaults (measured: 35 / 60 points at 12 epochs)."""
     drops = {k: {r["name"]: r["drop"] for r in v["results"]} for k, v in reports.items()}
-    light = ("wb_warm", "wb_cool", "exposure_down", "exposure_up")
-    assert max(drops["field"][n] for n in light) <= 5, drops["field"]
-    assert max(drops["weak"][n] for n in light) >= 20, drops["weak"]  # the issue's failure, reproduced
+    light = ("wb_warm", "wb_cool")
+    assert max(drops["weak"][n] for n in light) >= 20, drops["weak"]
+    assert max(drops["field"][n] for n in light) < max(drops["weak"][n] for n in light) - 10, drops
 
 
-def test_a_zoomed_out_leaf_costs_the_field_model_next_to_nothing(reports):
+def test_a_zoomed_out_leaf_costs_the_field_model_little(reports):
     drops = {k: {r["name"]: r["drop"] for r in v["results"]} for k, v in reports.items()}
-    assert drops["field"]["zoom_out"] <= 5, drops["field"]
+    assert drops["field"]["zoom_out"] <= 10, drops["field"]
+    assert drops["weak"]["zoom_out"] >= 20, drops["weak"]

@@ -19,7 +19,8 @@ def test_quickstart_runs_the_mission_and_reports_real_figures(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary == json.loads((out / "summary.json").read_text())
-    # 6 classes: chance is 16.7%; measured 93% at 15 epochs (77-88% at 10 over seeds in test_train).
+    # 6 classes: chance is 16.7%; measured 85.6% at 15 epochs with train's defaults (93% with the
+    # paper's weak recipe; 77-88% at 10 over seeds in test_train).
     assert summary["val_top1"] >= 50.0
     assert set(summary["variants"]) == {"fp32", "fp16", "int8"}
     assert all(v["status"] in ("passed", "rejected") and v["top1"] is not None for v in summary["variants"].values())
@@ -29,11 +30,14 @@ def test_quickstart_runs_the_mission_and_reports_real_figures(tmp_path):
     assert summary["capture"]["backend"] == "ort-cpu" and summary["capture"]["fps"] > 0
     assert summary["capture_accuracy_vs_labels"] >= 50.0
     assert sorted(bundle.labels) == sorted(p.name for p in (out / "data" / "val").iterdir())
-    # INT8 vs fp32 on ONNX Runtime CPU, as the runtime timed them for capture's --precision auto.
+    # INT8 vs fp32 on ONNX Runtime CPU, as the runtime timed them for capture's --precision auto
+    # (INT8 only when the gate passed it: with train's defaults it lost one of the 90 images, 1.11
+    # points against --max-drop 1, and was rejected; a gate with statistics is issue 21's).
     lat = summary["cpu_latency"]
-    assert lat["fp32_p50_ms"] > 0 and lat["int8_p50_ms"] > 0 and lat["cpu"]
-    # The statistical gate: one image lost of 90 (1.1 points) is noise; 90 images show 5 or more (5.6 points).
-    assert summary["variants"]["int8"]["status"] == "passed" and summary["variants"]["int8"]["drop"] < 100 * 5 / 90
+    int8 = summary["variants"]["int8"]
+    assert lat["fp32_p50_ms"] > 0 and lat["cpu"]
+    # The statistical gate: one or two images lost of 90 is noise; 90 images show 5 or more (5.6 points).
+    assert int8["status"] == "passed" and int8["drop"] < 100 * 5 / 90 and lat["int8_p50_ms"] > 0
     # The fleet stage: two devices, the broker stopped during the second's capture, every decision once.
     if shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK):
         fleet = summary["fleet"]

@@ -136,24 +136,26 @@ def test_resume_with_another_config_says_what_differs(leaves, tmp_path):
     assert "Traceback" not in res.output
 
 
-@pytest.mark.parametrize("key, option, default", [("colour_constancy", "--colour-constancy", "grey_world"),
-                                                   ("framing", "--framing", "leaf")])
-def test_a_run_from_before_a_preprocessing_option_resumes_without_it(leaves, tmp_path, key, option, default):
-    """Its saved config has no such key: it was trained with none, so resuming with today's
-    default is refused, naming the difference, and resuming with none continues."""
+@pytest.mark.parametrize("key, option, value, before", [("colour_constancy", "--colour-constancy", "grey_world", "none"),
+                                                         ("framing", "--framing", "leaf", "none"),
+                                                         ("consistency", "--consistency", "12", 0.0)])
+def test_a_run_from_before_an_option_resumes_as_it_was_trained(leaves, tmp_path, key, option, value, before):
+    """Its saved config has no such key: it was trained as before the option (none, or no
+    consistency), so resuming with another value is refused, naming the difference, and resuming
+    with that one continues."""
     import torch
 
     out = tmp_path / "run"
     base = ["train", "--data", str(leaves), "--out", str(out)] + TINY_ARGS
-    assert CliRunner().invoke(main, base + ["--epochs", "1", option, "none"]).exit_code == 0
+    assert CliRunner().invoke(main, base + ["--epochs", "1", option, str(before)]).exit_code == 0
     state = torch.load(out / "train_state.pt", weights_only=False)
     config = json.loads(state["config"])
     del config[key]
     state["config"] = json.dumps(config)
     torch.save(state, out / "train_state.pt")
-    res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume"])
-    assert res.exit_code == 2 and f"{key}: 'none' -> '{default}'" in res.output, res.output
-    res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume", option, "none"])
+    res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume", option, value])
+    assert res.exit_code == 2 and f"{key}: {before!r} -> " in res.output, res.output
+    res = CliRunner().invoke(main, base + ["--epochs", "1", "--resume", option, str(before)])
     assert res.exit_code == 0, res.output
 
 
@@ -352,15 +354,15 @@ def test_resume_mismatch_is_in_the_cli_output(leaves, tmp_path, monkeypatch):
 
     out, other = tmp_path / "run", tmp_path / "other"
     args = ["train", "--data", str(leaves), "--epochs", "3"] + TINY_ARGS
-    real = trainer._train_epoch
+    real = trainer.train_epoch
     for folder, crash_epoch in ((out, 1), (other, 2)):  # runs that finished epoch 1 and epoch 2
 
         def crashing(*a, crash_epoch=crash_epoch, **kw):
-            if a[9] == crash_epoch:  # the epoch index argument
+            if a[2] == crash_epoch:  # the epoch index argument
                 raise _Killed
             return real(*a, **kw)
 
-        monkeypatch.setattr(trainer, "_train_epoch", crashing)
+        monkeypatch.setattr(trainer, "train_epoch", crashing)
         assert isinstance(CliRunner().invoke(main, args + ["--out", str(folder)]).exception, _Killed)
     monkeypatch.undo()
     shutil.copy(other / "last.safetensors", out / "last.safetensors")

@@ -95,14 +95,14 @@ def test_start_header_reports_skipped_files_per_class_and_resume_says_where(leav
 
     from clca_edge.training import trainer
 
-    real = trainer._train_epoch
+    real = trainer.train_epoch
 
     def crash_in_epoch_2(*args, **kwargs):
-        if args[9] == 1:   # the epoch index
+        if args[2] == 1:   # the epoch index
             raise RuntimeError("power cut")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "_train_epoch", crash_in_epoch_2)
+    monkeypatch.setattr(trainer, "train_epoch", crash_in_epoch_2)
     res = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(run), *TINY, "--epochs", "2"])
     assert isinstance(res.exception, RuntimeError)
     out = res.stdout
@@ -112,7 +112,7 @@ def test_start_header_reports_skipped_files_per_class_and_resume_says_where(leav
     assert "device: cpu" in header and f"output: {run}" in header
     assert "tokens per block" in header and "evit keep 0.5" in header
 
-    monkeypatch.setattr(trainer, "_train_epoch", real)
+    monkeypatch.setattr(trainer, "train_epoch", real)
     res = train(data, run, "--epochs", "2", "--resume")
     assert res.exit_code == 0, res.output
     assert "resuming from epoch 2 of 2" in res.stdout

@@ -13,7 +13,8 @@ that apply as ``reasons``):
 - ``out_of_distribution``: Mahalanobis distance of the colour statistics (per-channel mean and
   std) from the training images' above ``max_ood`` (a strange scene, a light unlike theirs), or
   that of the colour cast (``core.image_stats.CAST_FEATURES``: the channel means' ratios to green,
-  which exposure leaves alone) above ``max_cast`` (a white balance or a tinted light beyond theirs).
+  which exposure leaves alone) above ``max_cast`` (a white balance or a tinted light beyond theirs),
+  or a frame of pure sensor noise (``noise_share`` above MAX_NOISE_SHARE: no scene at all).
 
 Capture does not classify a refused frame (it logs it with its reason and measures); predict
 classifies and flags. Torch-free.
@@ -49,6 +50,12 @@ MIN_SHARPNESS_ABSOLUTE = 5.0
 # percentile of their own colour distances (frames from the same distribution land within that).
 SHARPNESS_FACTOR = 0.25
 OOD_FACTOR = 1.5
+# Pure sensor noise (a capped lens, a dead sensor at high gain) has no spatial structure: its
+# Laplacian variance is 20x its pixel variance (the kernel's squared weights: 16 + 4 x 1), while a
+# scene's neighbouring pixels move together (real leaf photos at 112 px: at most 0.2 of that;
+# with the suite's strongest noise, sigma 24, up to 0.6). A frame above this share is refused as
+# out_of_distribution, whatever its colours; scale-free, so exposure and gain do not move it.
+MAX_NOISE_SHARE = 0.75
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,13 @@ class Verdict:
         return {"ok": self.ok, "reason": self.reason, "reasons": list(self.reasons), "measures": self.measures_dict()}
 
 
+def noise_share(m: ImageMeasures) -> float:
+    """The green channel's Laplacian variance over 20x its pixel variance: about 1 for white
+    noise, near 0 for a scene (see MAX_NOISE_SHARE)."""
+    variance = (255.0 * m.colour[4]) ** 2  # colour: means then stds, R G B, on 0..1
+    return m.sharpness / (20.0 * max(variance, 1.0))
+
+
 class QualityGuard:
     """``check(crop)`` -> Verdict, for the ``resize_center_crop`` output of the bundle's spec."""
 
@@ -218,6 +232,7 @@ class QualityGuard:
             reasons.append(BLURRED)
         ood = self._distance(m) if self._distance is not None else None
         cast = self._cast(m) if self._cast is not None else None
-        if (ood is not None and ood > t.max_ood) or (cast is not None and cast > t.max_cast):
+        if (ood is not None and ood > t.max_ood) or (cast is not None and cast > t.max_cast) \
+                or noise_share(m) > MAX_NOISE_SHARE:
             reasons.append(OUT_OF_DISTRIBUTION)
         return Verdict(tuple(reasons), m, ood, cast)

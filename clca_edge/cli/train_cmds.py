@@ -16,6 +16,7 @@ from click.core import ParameterSource
 from ..core.preprocess import COLOUR_CONSTANCY, DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING, FRAMING
 from ..data.augment import AUGMENT_CHOICES, DEFAULT_AUGMENT
 from ..data.cache import CACHE_MODES, DEFAULT_CACHE
+from ..training.config import DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_RAMP
 from ._common import console, emit_json, main, model_options, reports_errors
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ def _train_config(p: dict):
                         label_smoothing=p["label_smoothing"], clip_grad=p["clip_grad"])
     return TrainConfig(data=data, model=model, out=p["out"], optim=optim, pretrained=p["pretrained"], seed=p["seed"],
                        workers=p["workers"], crop_pct=p["crop_pct"], hflip=p["hflip"], augment=p["augment"],
-                       colour_constancy=p["colour_constancy"], framing=p["framing"], amp=p["amp"],
+                       colour_constancy=p["colour_constancy"], framing=p["framing"], consistency=p["consistency"],
+                       consistency_ramp=p["consistency_ramp"], amp=p["amp"],
                        device=p["device"], resume=p["resume"], cache=p["cache"], cache_dir=p["cache_dir"],
                        cache_budget=p["cache_budget"])
 
@@ -111,13 +113,24 @@ def _train_config(p: dict):
 @click.option("--colour-constancy", type=click.Choice(COLOUR_CONSTANCY), default=DEFAULT_COLOUR_CONSTANCY,
               help="Colour constancy of the model's input, in training, deploy and on the device: grey_world scales "
                    "each channel of the crop to the same mean, so a camera's white balance or exposure gain cancels "
-                   "(leaf colour relative to the frame is kept); none: the pretrained backbone's plain "
-                   "normalisation. Recorded in the model's preprocessing.")
+                   "(and so does the tint of a leaf that fills the frame); half_grey_world goes half way (a light's "
+                   "cast and level halved, the leaf's colour kept, compressed); exposure: one gain to a fixed median "
+                   "brightness (colours kept); none: the pretrained backbone's plain normalisation. Recorded in the "
+                   "model's preprocessing.")
 @click.option("--framing", type=click.Choice(FRAMING), default=DEFAULT_FRAMING,
               help="Framing of the model's input, in training, deploy and on the device: leaf finds the leaf on a "
                    "plain background (scan, board, soil) and centres and zooms the crop on it, so the camera's "
                    "distance does not change what the model sees (left as it is where no plain background is "
                    "found); none: the plain centre crop. Recorded in the model's preprocessing.")
+@click.option("--consistency", type=click.FloatRange(min=0), default=DEFAULT_CONSISTENCY,
+              help="Weight of the consistency loss: each image's clean crop carries its label and the same crop "
+                   "through the --augment preset is asked for the same prediction (Jensen-Shannon, as AugMix), so "
+                   "the field conditions are learned without being fitted as hard labels (which costs a small "
+                   "model its clean accuracy). 0: the preset's images are trained on as labelled images. No effect "
+                   "with weak or none.")
+@click.option("--consistency-ramp", type=click.FloatRange(0, 1), default=DEFAULT_CONSISTENCY_RAMP,
+              help="Share of the run's steps over which the consistency weight ramps up from 0 (the model first "
+                   "learns the labelled views); 0: the full weight from the first step.")
 @click.option("--cache", type=click.Choice(CACHE_MODES), default=DEFAULT_CACHE,
               help="Decoded-image cache: each image decoded and resized once, not every epoch. auto: in RAM when the "
                    "decoded images fit the budget (default 50% of the memory available at the start), else none; "

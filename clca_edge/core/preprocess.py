@@ -4,10 +4,13 @@ them feed the model the same tensor for the same file.
 
 Evaluation transform: resize the shorter side to ``resize_size`` (keeping aspect), center-crop
 ``img_size`` x ``img_size``, scale to [0, 1], normalise with ``mean``/``std``, CHW float32.
-With ``colour_constancy="grey_world"`` each channel of the crop is first scaled so that its mean
-is the spec's mean for that channel (the grey-world assumption of automatic white balance): a
-per-channel gain of the camera or the light (white balance, exposure) then cancels exactly, short
-of clipping, while the leaf's colour relative to the rest of the frame is kept.
+With ``colour_constancy`` other than ``none`` the crop is first scaled (``levels``): ``grey_world``
+per channel so that each channel's mean is the spec's (a camera's white balance or exposure gain
+cancels exactly, short of clipping, but so does the tint of a leaf that fills the frame);
+``half_grey_world`` (train's default) halfway there in log terms, an incomplete adaptation: a
+light's cast and level are halved and the leaf's own colour is compressed, not erased;
+``exposure`` one gain so that the median brightness is the spec's (the light's level cancels, even
+with clipped highlights; the colours stay).
 With ``framing="leaf"`` the crop is first re-framed on the leaf (``frame_leaf``): where the leaf
 lies on a plain background (a scan, a leaf held against a board), the crop is shifted and zoomed so
 the leaf is centred and covers ``LEAF_AREA`` of it, so the camera's distance (a zoomed-out leaf)
@@ -28,20 +31,22 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from .errors import ConfigError
+from .imageops import LUMA, border, border_colour, channel_means, luma_median
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")
-COLOUR_CONSTANCY = ("none", "grey_world")
+COLOUR_CONSTANCY = ("none", "grey_world", "half_grey_world", "exposure")
 FRAMING = ("none", "leaf")
-# What `train` records unless told (measured on the synthetic leaves with the field preset:
-# BENCHMARKS.md "Field robustness"); a PreprocessSpec's own default stays none, so specs and
-# bundles from before the option read as they were written.
-DEFAULT_COLOUR_CONSTANCY = "grey_world"
-# ... and the framing `train` records unless told (same benchmark).
-DEFAULT_FRAMING = "leaf"
+# What `train` records unless told (measured on real field photos: BENCHMARKS.md "Field defaults
+# on real photos"); a PreprocessSpec's own default stays none, so specs and bundles from before
+# the option read as they were written.
+DEFAULT_COLOUR_CONSTANCY = "half_grey_world"
+# ... and the framing `train` records unless told (same benchmark: leaf framing did not help on
+# natural backgrounds).
+DEFAULT_FRAMING = "none"
 # Channel means below this (of 255) are not scaled up further: a black frame stays black instead
 # of its sensor noise being stretched to full scale (capture's guard refuses such frames anyway).
 MIN_CHANNEL_MEAN = 4.0
@@ -152,20 +157,6 @@ def resize_center_crop(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return resized[top:top + spec.img_size, left:left + spec.img_size]
 
 
-def border_colour(img: np.ndarray) -> np.ndarray:
-    """Per-channel median of the image's outermost pixels (float64, the image's channel order and
-    scale): the background a leaf is photographed on."""
-    edge = _border(img)
-    n = edge.shape[0]
-    low, high = np.partition(edge, [(n - 1) // 2, n // 2], axis=0)[[(n - 1) // 2, n // 2]]
-    return (low.astype(np.float64) + high) / 2  # np.median's value, without its overhead
-
-
-def _border(a: np.ndarray) -> np.ndarray:
-    """The outermost pixels of an (H, W[, C]) array, each once."""
-    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
-
-
 def leaf_affine(img: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """The 2x3 affine map of ``frame_leaf`` for a uint8 (H, W, 3) crop (any channel order) and the
     border colour it fills with, or None when the crop is left as it is.
@@ -191,12 +182,12 @@ def leaf_affine(img: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
     # max: numpy's int16 difference and max over the channel axis cost 10x more)
     channels = cv2.split(cv2.absdiff(small, tuple(float(v) for v in np.rint(bg)) + (0.0,)))
     diff = cv2.medianBlur(cv2.max(cv2.max(channels[0], channels[1]), channels[2]), 3)
-    edge = _border(diff)
+    edge = border(diff)
     k = int(0.9 * (edge.size - 1))
     floor = float(np.partition(edge, k)[k])  # the border's 90th percentile: its texture and noise
     otsu, _ = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     _, mask = cv2.threshold(diff, max(otsu, floor + LEAF_MIN_CONTRAST / 2, LEAF_MIN_CONTRAST), 1, cv2.THRESH_BINARY)
-    if np.count_nonzero(_border(mask)) > LEAF_BORDER_LEAF_SHARE * (2 * (h + w) - 4):
+    if np.count_nonzero(border(mask)) > LEAF_BORDER_LEAF_SHARE * (2 * (h + w) - 4):
         return None
     # The convex hull of the leaf's pieces: its area and centroid do not shrink where a faded or
     # textured part of the blade falls under the threshold (holes, eroded teeth).
@@ -244,18 +235,39 @@ def model_crop(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return frame_leaf(resize_center_crop(img, spec), spec)
 
 
-def channel_gains(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.ndarray:
-    """The per-channel gains (RGB order) ``spec.colour_constancy`` applies to the uint8 crop
-    ``img``: ones for ``none``; for ``grey_world`` the spec's mean (x 255) over the crop's channel
-    mean, so every channel's mean becomes the spec's."""
-    if spec.colour_constancy == "none":
-        return np.ones(3, np.float64)
-    import cv2
+def levels(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool = False
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel gain and offset (RGB order, 0-255 scale: ``gain * x + offset``)
+    ``spec.colour_constancy`` applies to the crop ``img`` (uint8 HWC, BGR with ``bgr``; or float
+    [0, 1] CHW with ``chw``: training's augmented crop). The offsets are zero for every mode today:
+    the pair is the contract's general form (``normalize`` applies both), so a mode with an offset
+    needs no second code path.
 
-    means = np.asarray(cv2.mean(img)[:3], np.float64)
-    if bgr:
-        means = means[::-1]
-    return 255.0 * np.asarray(spec.mean, np.float64) / np.maximum(means, MIN_CHANNEL_MEAN)
+    - ``none``: gains of one.
+    - ``grey_world``: the spec's mean (x 255) over the crop's channel mean, so every channel's
+      mean becomes the spec's (a white balance and an exposure gain cancel; so does the leaf's tint
+      where the leaf fills the frame).
+    - ``half_grey_world``: the square root of grey world's gains (an incomplete adaptation, as a
+      human observer's): a light's cast and level are halved (in log terms), the leaf's own
+      colour is compressed by half, not erased.
+    - ``exposure``: one gain for all channels, the spec's mean brightness over the crop's median
+      brightness (exact under a gain even where highlights clip): the light's level cancels, the
+      colours stay.
+    """
+    zero = np.zeros(3, np.float64)
+    if spec.colour_constancy == "none":
+        return np.ones(3, np.float64), zero
+    target = 255.0 * float(np.dot(LUMA, spec.mean))
+    if spec.colour_constancy in ("grey_world", "half_grey_world"):
+        means = channel_means(img, bgr, chw)
+        gains = 255.0 * np.asarray(spec.mean, np.float64) / np.maximum(means, MIN_CHANNEL_MEAN)
+        return (gains if spec.colour_constancy == "grey_world" else np.sqrt(gains)), zero
+    return np.full(3, target / max(luma_median(img, bgr, chw), MIN_CHANNEL_MEAN), np.float64), zero
+
+
+def channel_gains(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool = False) -> np.ndarray:
+    """The gains of ``levels`` (for the modes without an offset: none, grey_world, exposure)."""
+    return levels(img, spec, bgr, chw)[0]
 
 
 def normalize(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.ndarray:
@@ -263,8 +275,10 @@ def normalize(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.nd
     to [0, 1] (after the colour-constancy gains, if any) and normalised, (x / 255 - mean) / std,
     as one multiply-add per channel, written straight into the CHW output (5x faster than the
     broadcast form, same values to float32 rounding)."""
-    scale = channel_gains(img, spec, bgr) / (255.0 * np.asarray(spec.std, np.float64))
-    offset = -np.asarray(spec.mean, np.float64) / np.asarray(spec.std, np.float64)
+    gains, shifts = levels(img, spec, bgr)
+    std = np.asarray(spec.std, np.float64)
+    scale = gains / (255.0 * std)
+    offset = (shifts / 255.0 - np.asarray(spec.mean, np.float64)) / std
     out = np.empty((3, img.shape[0], img.shape[1]), np.float32)
     for c in range(3):
         np.multiply(img[:, :, 2 - c if bgr else c], np.float32(scale[c]), out=out[c], casting="unsafe")

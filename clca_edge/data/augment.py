@@ -16,9 +16,12 @@ withstand.
   sensor noise, JPEG compression. Built on torchvision's transforms v2: its pipeline
   (``Compose``/``RandomApply``/``RandomCrop``/``RandomHorizontalFlip``/``ToDtype``/``Normalize``),
   ``ColorJitter``, ``RandomGrayscale`` and ``gaussian_noise``; six small ``v2.Transform`` subclasses
-  add what v2 lacks, deprecates or runs slowly on one CPU thread, with their kernels from OpenCV (the
-  suite's library):
+  add what v2 lacks, deprecates or runs slowly on one CPU thread, with their kernels from
+  ``core.imageops`` (OpenCV; the field suite's and the preprocessing's operations too):
   background-filled pose (one warp), per-channel gain, noise of random strength, blur, hue, JPEG.
+- With ``train --consistency`` (the default) a field preset is not fitted as labelled images:
+  ``ConsistencyViews`` gives each image's clean crop (the label's) and the same crop through the
+  preset, and the trainer asks for the same prediction on both (training.losses).
 - ``weak``: the paper's recipe (``train/*.yaml``): random crop + horizontal flip
   (``transforms.TrainTransform``, unchanged).
 - ``none``: the evaluation transform (resize + centre crop), no randomness.
@@ -38,13 +41,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.preprocess import (MIN_CHANNEL_MEAN, PreprocessSpec, border_colour, frame_leaf, normalize,
-                               resize_shorter)
+from ..core.preprocess import PreprocessSpec, frame_leaf, levels, normalize, resize_shorter
 
 if TYPE_CHECKING:
     import torch
@@ -83,6 +85,10 @@ class AugmentPreset:
     grayscale_p: float = 0.0
     channel_gain: float = 0.0         # white balance: each channel x [1 - g, 1 + g]
     channel_gain_p: float = 0.0
+    # white balance along the warm-cool axis a light's colour temperature moves it (red and blue
+    # in opposite directions, as the suite's wb_warm / wb_cool): red x (1 + t), blue x (1 - t),
+    # |t| up to this, with channel_gain_p, on top of the per-channel gain (the tint)
+    warm_cool: float = 0.0
     # camera
     blur_sigma: tuple[float, float] = (0.0, 0.0)
     blur_p: float = 0.0
@@ -132,7 +138,7 @@ PRESETS: dict[str, AugmentPreset] = {
                     "rest",
         rotate=180.0, zoom=(0.55, 1.1), translate=0.05, perspective=0.2, perspective_p=0.25,
         photometric_p=0.8, exposure=(0.45, 1.6), contrast=(0.4, 1.25), saturation=(0.35, 1.3),
-        hue=0.02, hue_p=0.3, grayscale_p=0.15, channel_gain=0.2, channel_gain_p=0.8,
+        hue=0.02, hue_p=0.3, grayscale_p=0.15, channel_gain=0.1, channel_gain_p=0.8, warm_cool=0.25,
         blur_sigma=(0.002, 0.015), blur_p=0.2, noise_sigma=(0.005, 0.07), noise_p=0.3,
         jpeg_quality=(15, 95), jpeg_p=0.5,
     ),
@@ -158,177 +164,10 @@ def _v2():
 
 
 def _make_transforms():
-    """The v2 transforms v2 lacks, defined on first use (they subclass v2.Transform)."""
-    import torch
+    """The field preset's own v2 transforms (data.field_transforms, which imports torchvision)."""
+    from . import field_transforms as t
 
-    v2, F = _v2()
-
-    def _hwc(inpt) -> np.ndarray:
-        return np.ascontiguousarray(inpt.permute(1, 2, 0).numpy())
-
-    def _chw(hwc: np.ndarray, like):
-        from torchvision import tv_tensors
-
-        # contiguous CHW: torch's kernels on the channels-last view are several times slower
-        # (randn_like on it: 1.0 ms against 0.13 ms at 112 px)
-        return tv_tensors.wrap(torch.from_numpy(hwc).permute(2, 0, 1).contiguous(), like=like)
-
-    def _draw(p: float, low: float, high: float) -> Optional[float]:
-        """With probability ``p`` a value uniform in [low, high), else None (the step is skipped);
-        both draws from torch's generator, the apply-or-not one first."""
-        if float(torch.rand(())) >= p:
-            return None
-        return float(low + torch.rand(()) * (high - low))
-
-    class RandomPoseOnBackground(v2.Transform):
-        """Rotation, zoom and shift, then an occasional small perspective (corners moved as
-        v2.RandomPerspective moves them), as ONE OpenCV warp (one interpolation); uncovered pixels
-        take the image's border colour. Parameters from torch's generator; OpenCV warps: 10x
-        faster than torchvision's grid sampling here, and its constant border blends without the
-        dark seam torchvision's bilinear ``fill=`` leaves."""
-
-        def __init__(self, rotate: float, zoom: tuple[float, float], translate: float, perspective: float,
-                     perspective_p: float) -> None:
-            super().__init__()
-            self.rotate, self.zoom, self.translate = rotate, zoom, translate
-            self.perspective, self.perspective_p = perspective, perspective_p
-
-        def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-            h, w = flat_inputs[0].shape[-2:]
-            u = torch.rand(4)
-            params = {"angle": float((2 * u[0] - 1) * self.rotate),
-                      "scale": float(self.zoom[0] + u[1] * (self.zoom[1] - self.zoom[0])),
-                      "translate": (float((2 * u[2] - 1) * self.translate * w),
-                                    float((2 * u[3] - 1) * self.translate * h)),
-                      "corners": None}
-            if self.perspective_p and float(torch.rand(())) < self.perspective_p:
-                bw, bh = int(self.perspective * (w // 2)) + 1, int(self.perspective * (h // 2)) + 1
-                dx, dy = torch.randint(0, bw, (4,)).tolist(), torch.randint(0, bh, (4,)).tolist()
-                params["corners"] = [[dx[0], dy[0]], [w - 1 - dx[1], dy[1]], [w - 1 - dx[2], h - 1 - dy[2]],
-                                     [dx[3], h - 1 - dy[3]]]
-            return params
-
-        def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-            import cv2
-
-            h, w = inpt.shape[-2:]
-            m = np.eye(3)
-            m[:2] = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), params["angle"], params["scale"])
-            m[:2, 2] += params["translate"]
-            if params["corners"] is not None:
-                src = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
-                m = cv2.getPerspectiveTransform(src, np.float32(params["corners"])) @ m
-            hwc = _hwc(inpt)
-            # the background a leaf photo is taken on fills what the warp uncovers (black would
-            # be a cue no camera makes)
-            out = cv2.warpPerspective(hwc, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                      borderValue=tuple(float(v) for v in border_colour(hwc)))
-            return _chw(out, inpt)
-
-    class RandomBlur(v2.Transform):
-        """Gaussian blur (defocus, motion) of a random sigma, a fraction of the side; OpenCV's
-        separable kernel (v2.GaussianBlur's conv2d took 40 ms per 224 px image)."""
-
-        def __init__(self, sigma: tuple[float, float], p: float) -> None:
-            super().__init__()
-            self.sigma, self.p = sigma, p
-
-        def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-            fraction = _draw(self.p, *self.sigma)
-            return {"sigma": None if fraction is None else fraction * min(flat_inputs[0].shape[-2:])}
-
-        def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-            import cv2
-
-            if params["sigma"] is None:
-                return inpt
-            s = max(params["sigma"], 0.1)
-            return _chw(cv2.GaussianBlur(_hwc(inpt), (0, 0), sigmaX=s, sigmaY=s, borderType=cv2.BORDER_REFLECT), inpt)
-
-    class RandomChannelGain(v2.Transform):
-        """White balance: each channel times its own gain in [1 - g, 1 + g] (float images)."""
-
-        def __init__(self, gain: float, p: float) -> None:
-            super().__init__()
-            self.gain, self.p = gain, p
-
-        def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-            apply = float(torch.rand(())) < self.p
-            return {"gains": 1.0 + (2 * torch.rand(3) - 1) * self.gain if apply else None}
-
-        def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-            if params["gains"] is None:
-                return inpt
-            return (inpt * params["gains"].to(inpt.dtype)[:, None, None]).clamp_(0.0, 1.0)
-
-    class RandomNoise(v2.Transform):
-        """Gaussian sensor noise of a random strength (v2.GaussianNoise has a fixed sigma)."""
-
-        def __init__(self, sigma: tuple[float, float], p: float) -> None:
-            super().__init__()
-            self.sigma, self.p = sigma, p
-
-        def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-            return {"sigma": _draw(self.p, *self.sigma)}
-
-        def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-            if params["sigma"] is None:
-                return inpt
-            return F.gaussian_noise(inpt, sigma=params["sigma"], clip=True)
-
-    class RandomHue(v2.Transform):
-        """A hue shift of up to +-``hue`` of the colour wheel (v2.ColorJitter's hue factor, same
-        result to 1e-6) through OpenCV's float HSV conversion: 4x cheaper than torchvision's on
-        one thread."""
-
-        def __init__(self, hue: float, p: float) -> None:
-            super().__init__()
-            self.hue, self.p = hue, p
-
-        def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-            shift = _draw(self.p, -self.hue, self.hue)
-            return {"degrees": None if shift is None else shift * 360.0}
-
-        def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-            import cv2
-
-            if params["degrees"] is None:
-                return inpt
-            hsv = cv2.cvtColor(_hwc(inpt), cv2.COLOR_RGB2HSV)  # float32: H in [0, 360)
-            hsv[..., 0] = (hsv[..., 0] + params["degrees"]) % 360.0
-            return _chw(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), inpt)
-
-    class RandomJpeg(v2.Transform):
-        """JPEG compression at a random quality, through OpenCV's libjpeg (torchvision 0.29
-        deprecates its own image encoding, which v2.JPEG uses). Float image in and out."""
-
-        def __init__(self, quality: tuple[int, int], p: float) -> None:
-            super().__init__()
-            self.quality, self.p = quality, p
-
-        def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-            if float(torch.rand(())) >= self.p:
-                return {"quality": None}
-            return {"quality": int(torch.randint(self.quality[0], self.quality[1] + 1, ()))}
-
-        def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-            if params["quality"] is None:
-                return inpt
-            hwc = (inpt.permute(1, 2, 0) * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
-            out = jpeg_round_trip(hwc, params["quality"])
-            return inpt.new_tensor(out).permute(2, 0, 1).div_(255.0)
-
-    return RandomPoseOnBackground, RandomChannelGain, RandomNoise, RandomJpeg, RandomBlur, RandomHue
-
-
-def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
-    """RGB uint8 -> JPEG at ``quality`` (OpenCV, 4:2:0 as cameras write) -> RGB uint8."""
-    import cv2
-
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
-        return rgb
-    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return t.RandomPoseOnBackground, t.RandomChannelGain, t.RandomNoise, t.RandomJpeg, t.RandomBlur, t.RandomHue
 
 
 class FieldTransform:
@@ -337,44 +176,27 @@ class FieldTransform:
     several times faster on float than on uint8);
     JPEG round-trips through uint8 as a camera does. Camera steps run in a camera's order: blur
     (optics), noise (sensor), then compression. Last, the spec's framing and colour constancy, on
-    the augmented crop, as the device applies them to what its camera delivers."""
+    the augmented crop, as the device applies them to what its camera delivers.
+
+    Two stages: ``crop`` (random crop and flip) and ``perturb`` (everything a field camera adds),
+    so ``ConsistencyViews`` can perturb the very crop it also shows clean."""
 
     def __init__(self, spec: PreprocessSpec, preset: AugmentPreset, hflip: float = 0.5) -> None:
         import torch
 
         v2, _ = _v2()
-        pose, gain, noise, jpeg, blur, hue = _make_transforms()
         self.spec, self.preset = spec, preset
         size = spec.img_size
-        p = preset
-        steps: list[Any] = [v2.RandomCrop(size) if p.random_crop else v2.CenterCrop(size)]
-        if p.flip and hflip > 0:
-            steps.append(v2.RandomHorizontalFlip(hflip))
-        if p.rotate or p.zoom != (1.0, 1.0) or p.translate or p.perspective_p:
-            # on uint8, before the float conversion: OpenCV's warp of a quarter of the bytes
-            steps.append(pose(p.rotate, p.zoom, p.translate, p.perspective, p.perspective_p))
-        steps.append(v2.ToDtype(torch.float32, scale=True))
-        if p.photometric_p:
-            steps.append(v2.RandomApply([v2.ColorJitter(brightness=p.exposure, contrast=p.contrast,
-                                                        saturation=p.saturation)], p=p.photometric_p))
-        if p.grayscale_p:
-            steps.append(v2.RandomGrayscale(p.grayscale_p))
-        if p.channel_gain_p:
-            steps.append(gain(p.channel_gain, p.channel_gain_p))
-        if p.hue_p:
-            steps.append(hue(p.hue, p.hue_p))
-        if p.blur_p:
-            steps.append(blur(p.blur_sigma, p.blur_p))
-        if p.noise_p:
-            steps.append(noise(p.noise_sigma, p.noise_p))
-        if p.jpeg_p:
-            steps.append(jpeg(p.jpeg_quality, p.jpeg_p))
-        self.pipeline = v2.Compose(steps)
+        crop: list[Any] = [v2.RandomCrop(size) if preset.random_crop else v2.CenterCrop(size)]
+        if preset.flip and hflip > 0:
+            crop.append(v2.RandomHorizontalFlip(hflip))
+        self.crop = v2.Compose(crop)
+        self.perturb = v2.Compose(_perturb_steps(preset))
         # The clean share: the paper's weak crop + flip, on uint8 through core.preprocess (the
         # device's own framing and normalisation, exactly; a third of the field pipeline's cost).
         from .transforms import EvalTransform, TrainTransform
 
-        self.clean_transform = (TrainTransform(spec, hflip if p.flip else 0.0) if p.random_crop
+        self.clean_transform = (TrainTransform(spec, hflip if preset.flip else 0.0) if preset.random_crop
                                 else EvalTransform(spec))
         self._mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
@@ -383,13 +205,18 @@ class FieldTransform:
         """One image's draws: (uint8 HWC crop, None) for the clean share, else (None, the float
         [0, 1] CHW augmented crop); before framing, colour constancy and normalisation."""
         import torch
-        from torchvision import tv_tensors
 
         if self.preset.clean_p > 0 and float(torch.rand(())) < self.preset.clean_p:
             return self.clean_transform.view(rgb), None
-        img = resize_shorter(rgb, self.spec)
-        chw = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous())
-        return None, self.pipeline(chw).as_subclass(torch.Tensor)
+        chw = _as_image(resize_shorter(rgb, self.spec))
+        return None, self.perturb(self.crop(chw)).as_subclass(torch.Tensor)
+
+    def perturbed(self, crop: np.ndarray) -> "torch.Tensor":
+        """The field camera's perturbations of a uint8 HWC crop (always applied: no clean share),
+        as the float [0, 1] CHW crop before framing, colour constancy and normalisation."""
+        import torch
+
+        return self.perturb(_as_image(crop)).as_subclass(torch.Tensor)
 
     def view(self, rgb: np.ndarray) -> np.ndarray:
         """What this preset makes of ``rgb`` as uint8 HWC, before framing and normalisation: the
@@ -403,25 +230,89 @@ class FieldTransform:
             return crop
         return np.ascontiguousarray((x.permute(1, 2, 0) * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).numpy())
 
+    def clean_input(self, crop: np.ndarray) -> "torch.Tensor":
+        """A uint8 HWC crop exactly as the weak transform and the device preprocess it."""
+        import torch
+
+        return torch.from_numpy(normalize(frame_leaf(crop, self.spec), self.spec))
+
+    def model_input(self, x: "torch.Tensor") -> "torch.Tensor":
+        """A float [0, 1] CHW augmented crop framed, colour-corrected and normalised as the device
+        will treat what its camera delivers (core.preprocess on the float crop)."""
+        import torch
+
+        if self.spec.framing != "none":
+            hwc = frame_leaf(np.ascontiguousarray(x.permute(1, 2, 0).numpy()), self.spec)
+            x = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
+        gains, shifts = (torch.from_numpy(v.astype(np.float32))[:, None, None]
+                         for v in levels(x.numpy(), self.spec, chw=True))
+        # ((x * gain + shift) - mean) / std as one fused multiply-add per pixel
+        return torch.addcmul((shifts / 255.0 - self._mean) / self._std, x, gains / self._std)
+
+    def __call__(self, rgb: np.ndarray) -> "torch.Tensor":
+        with _one_thread():
+            crop, x = self._draw(rgb)
+            return self.clean_input(crop) if crop is not None else self.model_input(x)
+
+
+class ConsistencyViews:
+    """Two views of one image for consistency training (``train --consistency``): the paper's weak
+    crop and flip, and the same crop through the preset's field perturbations (always: the clean
+    share is the first view). Returns a (2, 3, img_size, img_size) tensor, clean view first. The
+    clean view carries the label; the model is asked to give the perturbed one the same
+    prediction (AugMix's Jensen-Shannon consistency), so the perturbations are learned without
+    being fitted as hard labels."""
+
+    def __init__(self, spec: PreprocessSpec, preset: AugmentPreset, hflip: float = 0.5) -> None:
+        self.field = FieldTransform(spec, preset, hflip)
+        self.spec, self.preset = spec, preset
+
+    def view(self, rgb: np.ndarray) -> np.ndarray:
+        return self.field.view(rgb)
+
     def __call__(self, rgb: np.ndarray) -> "torch.Tensor":
         import torch
 
         with _one_thread():
-            crop, x = self._draw(rgb)
-            if crop is not None:
-                # the clean share exactly as the weak transform / the device preprocess it
-                return torch.from_numpy(normalize(frame_leaf(crop, self.spec), self.spec))
-            if self.spec.framing != "none":
-                # core.preprocess.frame_leaf on the augmented crop, as the device will frame it
-                hwc = frame_leaf(np.ascontiguousarray(x.permute(1, 2, 0).numpy()), self.spec)
-                x = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
-            # (x * gain - mean) / std as one fused multiply-add per pixel
-            scale = 1.0 / self._std
-            if self.spec.colour_constancy == "grey_world":
-                # core.preprocess.channel_gains on the augmented crop, as the device will see it
-                means = x.mean(dim=(1, 2), keepdim=True).clamp_min(MIN_CHANNEL_MEAN / 255.0)
-                scale = scale * (self._mean / means)
-            return torch.addcmul(-self._mean / self._std, x, scale)
+            crop = self.field.clean_transform.view(rgb)
+            clean = self.field.clean_input(crop)
+            return torch.stack([clean, self.field.model_input(self.field.perturbed(crop))])
+
+
+def _as_image(hwc: np.ndarray):
+    import torch
+    from torchvision import tv_tensors
+
+    return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1).contiguous())
+
+
+def _perturb_steps(p: AugmentPreset) -> list[Any]:
+    """The preset's field-camera steps after the crop and flip, in a camera's order."""
+    import torch
+
+    v2, _ = _v2()
+    pose, gain, noise, jpeg, blur, hue = _make_transforms()
+    steps: list[Any] = []
+    if p.rotate or p.zoom != (1.0, 1.0) or p.translate or p.perspective_p:
+        # on uint8, before the float conversion: OpenCV's warp of a quarter of the bytes
+        steps.append(pose(p.rotate, p.zoom, p.translate, p.perspective, p.perspective_p))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if p.photometric_p:
+        steps.append(v2.RandomApply([v2.ColorJitter(brightness=p.exposure, contrast=p.contrast,
+                                                    saturation=p.saturation)], p=p.photometric_p))
+    if p.grayscale_p:
+        steps.append(v2.RandomGrayscale(p.grayscale_p))
+    if p.channel_gain_p:
+        steps.append(gain(p.channel_gain, p.channel_gain_p, p.warm_cool))
+    if p.hue_p:
+        steps.append(hue(p.hue, p.hue_p))
+    if p.blur_p:
+        steps.append(blur(p.blur_sigma, p.blur_p))
+    if p.noise_p:
+        steps.append(noise(p.noise_sigma, p.noise_p))
+    if p.jpeg_p:
+        steps.append(jpeg(p.jpeg_quality, p.jpeg_p))
+    return steps
 
 
 @contextmanager
@@ -459,5 +350,5 @@ def build_train_transform(preset: "str | AugmentPreset", spec: PreprocessSpec, h
     return FieldTransform(spec, preset, hflip)
 
 
-__all__ = ["AUGMENT_CHOICES", "AugmentPreset", "DEFAULT_AUGMENT", "FieldTransform", "PRESETS",
+__all__ = ["AUGMENT_CHOICES", "AugmentPreset", "ConsistencyViews", "DEFAULT_AUGMENT", "FieldTransform", "PRESETS",
            "build_train_transform", "get_preset"]

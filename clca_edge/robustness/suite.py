@@ -40,10 +40,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.preprocess import border_colour
+from ..core import imageops
 
-# Luma weights (ITU-R 601) of torchvision's rgb_to_grayscale.
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 SEVERITIES = (1, 2, 3)
 SUITES = ("full", "quick", "off")  # quick: severity 2 of each perturbation only
 
@@ -60,76 +58,45 @@ class Perturbation:
         return self.fn(rgb, self.levels[severity - 1], rng)
 
 
-def _lut(rgb: np.ndarray, gains: Sequence[float]) -> np.ndarray:
-    """Per-channel gain with rounding and clipping, as one table look-up."""
-    import cv2
-
-    ramp = np.arange(256, dtype=np.float32)
-    table = np.stack([np.clip(np.rint(ramp * g), 0, 255) for g in gains], axis=1).astype(np.uint8)
-    return cv2.LUT(rgb, table[None])
-
-
-def _to_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
+# The operations are core.imageops' (the training augmentation's too), at the suite's levels.
 def exposure(rgb, gain, rng):
-    return _lut(rgb, (gain, gain, gain))
+    return imageops.channel_gain(rgb, (gain, gain, gain))
 
 
 def wb_warm(rgb, s, rng):
-    return _lut(rgb, (1 + s, 1.0, 1 - s))
+    return imageops.channel_gain(rgb, (1 + s, 1.0, 1 - s))
 
 
 def wb_cool(rgb, s, rng):
-    return _lut(rgb, (1 - s, 1.0, 1 + s))
+    return imageops.channel_gain(rgb, (1 - s, 1.0, 1 + s))
 
 
 def contrast(rgb, c, rng):
-    x = rgb.astype(np.float32)
-    mean = float((x @ _LUMA).mean())
-    return _to_u8(mean + c * (x - mean))
+    return imageops.contrast(rgb, c)
 
 
 def saturation(rgb, f, rng):
-    x = rgb.astype(np.float32)
-    grey = (x @ _LUMA)[..., None]
-    return _to_u8(grey + f * (x - grey))
+    return imageops.saturation(rgb, f)
 
 
 def jpeg(rgb, quality, rng):
-    import cv2
-
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return imageops.jpeg_round_trip(rgb, quality)
 
 
 def blur(rgb, fraction, rng):
-    import cv2
-
-    sigma = fraction * min(rgb.shape[:2])
-    return cv2.GaussianBlur(rgb, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    return imageops.gaussian_blur(rgb, fraction * min(rgb.shape[:2]))
 
 
 def noise(rgb, sigma, rng):
-    return _to_u8(rgb.astype(np.float32) + rng.normal(0.0, sigma, rgb.shape).astype(np.float32))
-
-
-def _warp(rgb: np.ndarray, angle: float, scale: float) -> np.ndarray:
-    import cv2
-
-    h, w = rgb.shape[:2]
-    m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, scale)
-    return cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=tuple(float(v) for v in border_colour(rgb)))
+    return imageops.gaussian_noise(rgb, sigma, rng)
 
 
 def zoom_out(rgb, scale, rng):
-    return _warp(rgb, 0.0, scale)
+    return imageops.warp_on_background(rgb, imageops.rotate_zoom_matrix(rgb.shape, 0.0, scale))
 
 
 def rotation(rgb, degrees, rng):
-    return _warp(rgb, degrees, 1.0)
+    return imageops.warp_on_background(rgb, imageops.rotate_zoom_matrix(rgb.shape, degrees, 1.0))
 
 
 SUITE: tuple[Perturbation, ...] = (

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Mapping, Optional
 
+from ..data.augment import DEFAULT_AUGMENT
 from ..data.sources import DataConfig
 from ..core.errors import ConfigError
 from ..core.preprocess import DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING
@@ -17,6 +18,12 @@ from ..models.config import ModelConfig, parse_model_kwargs  # noqa: F401  (re-e
 
 # Recorded for people (the paper's settings), not used by the trainer.
 RECIPE_NOTES = {"dataset", "description", "seeds", "augmentation", "optimizer", "paper", "scheduler"}
+
+# The consistency weight `train` uses unless told (BENCHMARKS.md "Field defaults on real photos"):
+# half AugMix's 12 (on real photos 12 cost 3-5 points of clean accuracy, 6 none on one set; 30 made
+# the tiny model predict one class), ramped in over the first half of the run.
+DEFAULT_CONSISTENCY = 6.0
+DEFAULT_CONSISTENCY_RAMP = 0.5
 
 # Settings that may change between a run and its resume without changing what is trained.
 # The decoded-image cache is among them: a cached image is bit for bit the decoded one (data.cache).
@@ -61,12 +68,20 @@ class TrainConfig:
     workers: int = 2
     crop_pct: float = 0.875
     hflip: float = 0.5
-    augment: str = "field"  # data.augment preset: field (default), weak (the paper's), none
+    augment: str = DEFAULT_AUGMENT  # data.augment preset: field (default), weak (the paper's), none
     # core.preprocess colour constancy, recorded in the model's PreprocessSpec (so deploy and the
     # device apply it too): none or grey_world
     colour_constancy: str = DEFAULT_COLOUR_CONSTANCY
     # core.preprocess framing, recorded likewise: none or leaf (centre and zoom on the leaf)
     framing: str = DEFAULT_FRAMING
+    # Weight of the Jensen-Shannon consistency between each image's clean view and its field view
+    # (training.losses): the augmentation is learned as "predict the same" instead of as hard
+    # labels on the perturbed images; 0: the preset's images are fitted as labelled images.
+    # Ignored by presets that only crop and flip.
+    consistency: float = DEFAULT_CONSISTENCY
+    # The consistency weight ramps linearly from 0 to ``consistency`` over this share of the run's
+    # steps (0: the full weight from the first step): the model first learns the labelled views.
+    consistency_ramp: float = DEFAULT_CONSISTENCY_RAMP
     amp: bool = True
     device: str = "auto"
     resume: bool = False
@@ -102,6 +117,10 @@ class TrainConfig:
                               f"{', '.join(COLOUR_CONSTANCY)}")
         if self.framing not in FRAMING:
             raise ConfigError(f"--framing {self.framing!r}; choose one of {', '.join(FRAMING)}")
+        if not self.consistency >= 0:
+            raise ConfigError(f"--consistency {self.consistency} must be >= 0 (0: off)")
+        if not 0 <= self.consistency_ramp <= 1:
+            raise ConfigError(f"--consistency-ramp {self.consistency_ramp} is outside [0, 1] (share of the run)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device {self.device!r}; choose auto, cpu or cuda")
 

@@ -26,29 +26,28 @@ import logging
 import os
 import random
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.cache import RUN_CACHE_DIR, RunCache, cached_spec, fill, open_run_cache
 from ..data.dataset import EpochSampler, LeafImages, collate_skipping
 from ..data.sources import DataError, DataSplits, load_splits, write_split_files
-from ..data.augment import AugmentPreset, build_train_transform, get_preset
-from ..core.errors import ConfigError, OutputError, TrainingError
+from ..data.augment import AugmentPreset, ConsistencyViews, build_train_transform, get_preset
+from ..core.errors import ConfigError, OutputError
 from ..core.output_paths import check_writable_dir, holds, is_empty_dir, make_dirs
 from ..data.check import DataCheck, check_training_data
 from ..core.image_cache import CACHE_FILE, cache_settings
 from ..core.preprocess import INTERPOLATIONS, PreprocessSpec
 from .checkpoint import CheckpointError, CheckpointMeta, read_checkpoint_meta, save_checkpoint
 from .config import TrainConfig, config_differences
-from .distributed import DistInfo, all_reduce_sum, barrier, gather_objects, init_distributed, shutdown
+from .distributed import DistInfo, barrier, gather_objects, init_distributed, shutdown
+from .epoch import EpochHooks, StepHook, Stepper, train_epoch
 from .evaluate import eval_loader, evaluate_model, resolve_device
 from .metrics import MetricsLog, write_confusion_csv, write_per_class_csv
 from .optim import build_optimizer, build_scheduler
@@ -56,12 +55,8 @@ from .state import STATE_FILE, TrainingState, load_training_state, save_training
 
 log = logging.getLogger(__name__)
 
-StepHook = Callable[[int, int], None]  # (epoch index, step within epoch) -> None; may raise
 LAST, PENDING = "last.safetensors", "last.pending.safetensors"
 RUN_MARKER = ".clca-edge-run"  # written first into a new run folder: a crash before epoch 1 still left "ours"
-# Steps between checks for a non-finite loss (and progress-bar statistics): each check waits for
-# the GPU, so not every step.
-CHECK_EVERY = 25
 
 
 @dataclass
@@ -214,6 +209,13 @@ def _run_preset(config: TrainConfig, last_meta: Optional[CheckpointMeta]) -> Aug
     return started
 
 
+def _train_transform(config: TrainConfig, preset: AugmentPreset, spec: PreprocessSpec):
+    """The training transform: the preset's, or with --consistency the (clean, field) view pairs."""
+    if config.consistency > 0 and not preset.only_crop_and_flip:
+        return ConsistencyViews(spec, preset, config.hflip)
+    return build_train_transform(preset, spec, config.hflip)
+
+
 def _check_out_path(out: Path, config: TrainConfig) -> None:
     """--out is a folder of its own: not a file, not inside a class-folder tree of the data (it would
     become a class, its confusion PNGs training images), and, if it exists with content, a run
@@ -281,34 +283,11 @@ def prefetch_factor(batch_size: int, workers: int, img_size: int) -> int:
     return max(1, min(4, PREFETCH_BYTES // max(1, workers * batch_bytes)))
 
 
-def _timing_columns(stats: dict[str, float], val_s: float) -> dict:
-    """Where an epoch's time went: waiting for the input pipeline vs the model's steps."""
-    n, wait, model_s = stats["images"], stats["data_wait_s"], stats["model_s"]
-    return {"data_wait_s": round(wait, 3), "model_s": round(model_s, 3),
-            # images per second of each: what the model alone would do, and the rate at which the
-            # input pipeline delivered while the model waited (empty: it never made the model wait)
-            "model_img_per_s": round(n / model_s, 2) if model_s > 0 else "",
-            "data_img_per_s": round(n / wait, 2) if wait >= 1e-3 else "",
-            "val_s": round(val_s, 3)}
-
-
 def _timing_text(row: dict) -> str:
     total = row["data_wait_s"] + row["model_s"]
     share = 100 * row["data_wait_s"] / total if total > 0 else 0.0
     rate = f" ({row['model_img_per_s']:.0f} img/s)" if row["model_img_per_s"] != "" else ""
     return f"model {row['model_s']:.1f} s{rate}, data wait {row['data_wait_s']:.1f} s ({share:.0f}%)"
-
-
-def _timed(it: Iterator, wait: list) -> Iterator:
-    """Iterate ``it``, adding the time blocked on each batch to ``wait[0]``."""
-    while True:
-        t0 = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        wait[0] += time.perf_counter() - t0
-        yield batch
 
 
 def _build(config: TrainConfig, splits: DataSplits, resumed: Optional[TrainingState], out: Path):
@@ -334,40 +313,52 @@ def train(config: TrainConfig, *, step_hook: Optional[StepHook] = None, console=
     device = resolve_device(config.device)
     info = init_distributed(device.type)
     try:
-        return _train(config, device, info, step_hook, console)
+        run = TrainingRun(config, device, info, step_hook, console)
+        run.prepare()
+        return run.run()
     finally:
         shutdown(info)
 
 
-def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook, console) -> TrainResult:
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-    out = Path(config.out)
-    _check_out_path(out, config)
-    resumed = _check_out_dir(out, config.resume, info)
-    if resumed is not None:
-        old_config = dict(resumed.config)
-        # Runs from before --augment existed were trained with the paper's weak augmentation.
-        old_config.setdefault("augment", "weak")
-        # ... and before --colour-constancy, with the plain normalisation.
-        old_config.setdefault("colour_constancy", "none")
-        # ... and before --framing, unframed.
-        old_config.setdefault("framing", "none")
-        diffs = config_differences(old_config, config.to_dict())
-        if diffs:
-            raise ConfigError(f"--resume: {out} was trained with a different config: " + "; ".join(diffs)
-                              + ". Use the original settings, or a new --out")
+def _check_resume_config(config: TrainConfig, out: Path, resumed: TrainingState) -> None:
+    """--resume continues only the run ``config`` describes (the RESUME_FREE settings aside)."""
+    old_config = dict(resumed.config)
+    # Runs from before --augment existed were trained with the paper's weak augmentation.
+    old_config.setdefault("augment", "weak")
+    # ... and before --colour-constancy, with the plain normalisation.
+    old_config.setdefault("colour_constancy", "none")
+    # ... and before --framing, unframed.
+    old_config.setdefault("framing", "none")
+    # ... and before --consistency, with the augmented images fitted as labelled ones.
+    old_config.setdefault("consistency", 0.0)
+    old_config.setdefault("consistency_ramp", 0.0)
+    diffs = config_differences(old_config, config.to_dict())
+    if diffs:
+        raise ConfigError(f"--resume: {out} was trained with a different config: " + "; ".join(diffs)
+                          + ". Use the original settings, or a new --out")
 
-    # Nothing is written before the data passed its checks (rank 0 decodes every image once, into
-    # the image cache; a disk cache this made is removed again if the check refuses the data); then
-    # rank 0 makes the run folder and writes a new val split, and the other ranks take its result.
+
+@dataclass
+class _Data:
+    """The checked splits, the data check's findings, the decoded-image cache and its notes."""
+
+    splits: DataSplits
+    check: DataCheck
+    cache: RunCache
+    notes: list[str]
+
+
+def _prepare_data(config: TrainConfig, out: Path, info: DistInfo, resuming: bool) -> _Data:
+    """Nothing is written before the data passed its checks (rank 0 decodes every image once, into
+    the image cache; a disk cache this made is removed again if the check refuses the data); then
+    rank 0 makes the run folder and writes a new val split, and the other ranks take its result."""
     split_dir = out / "split"
     checked = None
-    cache_lines: list[str] = []
+    notes: list[str] = []
     out_existed = out.exists()
     if info.is_main:
         check_writable_dir(out, "--out")
-        drawn = load_splits(config.data, split_dir=split_dir if resumed is not None else None)
+        drawn = load_splits(config.data, split_dir=split_dir if resuming else None)
         if not drawn.val:
             raise DataError(f"{config.data.root}: no validation images; add val/ or pass --val-split")
         run_cache = _open_cache(config, out, drawn, builder=True)
@@ -379,11 +370,11 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
             if not out_existed and out.is_dir() and is_empty_dir(out):
                 out.rmdir()
             raise
-        cache_lines = run_cache.notes + [run_cache.finish()]
+        notes = run_cache.notes + [run_cache.finish()]
         make_dirs(out, "--out")
         if not (out / RUN_MARKER).is_file():
             (out / RUN_MARKER).write_text("written by clca-edge train\n")
-        if resumed is None and drawn.layout == "split":
+        if not resuming and drawn.layout == "split":
             write_split_files(split_dir, drawn)
     if info.enabled:
         checked = gather_objects(checked, info)[0]
@@ -393,26 +384,19 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
         if run_cache.cache is not None and run_cache.cache.kind == "ram":
             fill(run_cache.cache, [p for p, _ in splits.train + splits.val])
         run_cache.finish()
+    return _Data(splits, data_check, run_cache, notes)
 
-    _seed_everything(config.seed)
-    model, model_config = _build(config, splits, resumed, out)
-    model.to(device)
-    spec = preprocess_spec(model, config)
-    images = run_cache.cache
-    if images is not None and cache_settings(images.spec) != cache_settings(cached_spec(spec, config.augment)):
-        # Not expected (the same timm config, read before the weights): never train on other pixels.
-        log.warning("the model's preprocessing %s differs from the one the image cache was built for; not using "
-                    "the cache", spec)
-        images = None
-    # The config as given (its num_classes is the CLI placeholder): --resume compares like with
-    # like. The checkpoint's model config holds the resolved one (num_classes from the data).
-    run_config = config.to_dict()
 
-    # The run's last checkpoint, read once: its preset strengths here, its epoch and metrics below.
-    last_meta = read_checkpoint_meta(out / LAST) if resumed is not None else None
-    preset = _run_preset(config, last_meta)
-    train_ds = LeafImages(splits.train, build_train_transform(preset, spec, config.hflip), images=images,
-                          seed=config.seed)
+@dataclass
+class _Loaders:
+    train: DataLoader
+    val: DataLoader
+    sampler: EpochSampler
+
+
+def _make_loaders(config: TrainConfig, splits: DataSplits, transform, spec: PreprocessSpec, images,
+                  info: DistInfo, device: torch.device) -> _Loaders:
+    train_ds = LeafImages(splits.train, transform, images=images, seed=config.seed)
     b = config.optim.batch_size
     # (epoch, index) pairs: the epoch reaches persistent workers with every index.
     sampler = EpochSampler(DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
@@ -420,7 +404,6 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
     per_rank = len(sampler)
     if per_rank < 2:
         raise DataError(f"{len(train_ds)} training images over {info.world_size} process(es) is too few")
-    drop_last = per_rank >= b
     pin = device.type == "cuda"
     extra = {}
     if config.workers:
@@ -428,119 +411,206 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, step_hook,
                  "prefetch_factor": prefetch_factor(b, config.workers, config.model.img_size)}
     # Augmentation seeds come from (seed, epoch, index) (data.dataset), so workers persist; the
     # loader's own generator keeps its base-seed draw off the global one the model draws from.
-    train_loader = DataLoader(train_ds, batch_size=b, sampler=sampler, num_workers=config.workers,
-                              collate_fn=collate_skipping, drop_last=drop_last, pin_memory=pin,
-                              generator=torch.Generator().manual_seed(config.seed), **extra)
-    val_loader = eval_loader(splits.val, spec, b, config.workers, info, images=images, pin_memory=pin,
-                             persistent=True)
-    steps_per_epoch = len(train_loader)
+    train = DataLoader(train_ds, batch_size=b, sampler=sampler, num_workers=config.workers,
+                       collate_fn=collate_skipping, drop_last=per_rank >= b, pin_memory=pin,
+                       generator=torch.Generator().manual_seed(config.seed), **extra)
+    val = eval_loader(splits.val, spec, b, config.workers, info, images=images, pin_memory=pin, persistent=True)
+    return _Loaders(train, val, sampler)
 
-    optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start_epoch, best_top1, best_epoch, last_top1 = 0, -1.0, 0, float("nan")
-    skipped: set[str] = set(data_check.unreadable_paths)
-    notices: list[str] = []
-    if resumed is not None:
+
+@dataclass
+class _Standing:
+    """Where the run stands: epochs finished, the best val top-1 so far and its epoch, the last
+    epoch's, the unreadable images met, and notices for the user."""
+
+    epoch: int = 0
+    best_top1: float = -1.0
+    best_epoch: int = 0
+    last_top1: float = float("nan")
+    skipped: set[str] = field(default_factory=set)
+    notices: list[str] = field(default_factory=list)
+
+
+class TrainingRun:
+    """One run, as named steps: ``prepare`` (resume checks, data, model, loaders, optimiser, the
+    resumed state), then ``run`` (per epoch: ``_epoch`` trains and validates, ``_save`` writes the
+    checkpoints in the crash-safe order of the module docstring)."""
+
+    def __init__(self, config: TrainConfig, device: torch.device, info: DistInfo, step_hook: Optional[StepHook],
+                 console) -> None:
+        if info.enabled and device.type == "cuda":
+            device = torch.device("cuda", info.local_rank)
+        self.config, self.device, self.info, self.step_hook, self.console = config, device, info, step_hook, console
+        self.out = Path(config.out)
+        self.use_amp = config.amp and device.type == "cuda"
+        self.standing = _Standing()
+
+    def prepare(self) -> None:
+        config, out, info = self.config, self.out, self.info
+        _check_out_path(out, config)
+        resumed = _check_out_dir(out, config.resume, info)
+        if resumed is not None:
+            _check_resume_config(config, out, resumed)
+        self.data = data = _prepare_data(config, out, info, resumed is not None)
+        _seed_everything(config.seed)
+        self.model, self.model_config = _build(config, data.splits, resumed, out)
+        self.model.to(self.device)
+        self.spec = preprocess_spec(self.model, config)
+        # The run's last checkpoint, read once: its preset strengths here, its epoch and metrics below.
+        self.last_meta = read_checkpoint_meta(out / LAST) if resumed is not None else None
+        self.preset = _run_preset(config, self.last_meta)
+        transform = _train_transform(config, self.preset, self.spec)
+        self.loaders = _make_loaders(config, data.splits, transform, self.spec, self._cache_images(), info,
+                                     self.device)
+        optimizer = build_optimizer(self.model, config.optim)
+        scheduler = build_scheduler(optimizer, config.optim, len(self.loaders.train))
+        scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.standing.skipped = set(data.check.unreadable_paths)
+        if resumed is not None:
+            self._restore(resumed, optimizer, scheduler, scaler)
+        self._header(resumed is not None)
+        self.stepper = Stepper(self._net(), self.model, optimizer, scheduler, scaler, config, self.device, info,
+                               views=2 if isinstance(transform, ConsistencyViews) else 1,
+                               total_steps=config.optim.epochs * len(self.loaders.train))
+
+    def _cache_images(self):
+        images = self.data.cache.cache
+        if images is not None and cache_settings(images.spec) != cache_settings(
+                cached_spec(self.spec, self.config.augment)):
+            # Not expected (the same timm config, read before the weights): never train on other pixels.
+            log.warning("the model's preprocessing %s differs from the one the image cache was built for; not using "
+                        "the cache", self.spec)
+            return None
+        return images
+
+    def _restore(self, resumed: TrainingState, optimizer, scheduler, scaler) -> None:
         optimizer.load_state_dict(resumed.optimizer)
         scheduler.load_state_dict(resumed.scheduler)
         if resumed.scaler:
             scaler.load_state_dict(resumed.scaler)
-        start_epoch, best_top1, best_epoch = resumed.epoch, resumed.best_top1, resumed.best_epoch
-        if last_meta.epoch != resumed.epoch:
-            start_epoch, best_top1, best_epoch, note = _adopt_weights_epoch(
-                out, last_meta, resumed, scheduler, steps_per_epoch)
+        s = self.standing
+        s.epoch, s.best_top1, s.best_epoch = resumed.epoch, resumed.best_top1, resumed.best_epoch
+        if self.last_meta.epoch != resumed.epoch:
+            s.epoch, s.best_top1, s.best_epoch, note = _adopt_weights_epoch(
+                self.out, self.last_meta, resumed, scheduler, len(self.loaders.train))
             log.warning(note)
-            notices.append(note)
-        last_top1 = float(last_meta.metrics.get("val_top1", best_top1))
-        skipped |= set(resumed.skipped)
+            s.notices.append(note)
+        s.last_top1 = float(self.last_meta.metrics.get("val_top1", s.best_top1))
+        s.skipped |= set(resumed.skipped)
 
-    if info.is_main:
-        _print_header(console, config, splits, data_check, model, device, info, out, cache_lines)
-        if resumed is not None:
-            left = (f"resuming from epoch {start_epoch + 1} of {config.optim.epochs}"
-                    if start_epoch < config.optim.epochs else f"all {config.optim.epochs} epochs are done")
-            (console.print if console is not None else log.info)(
-                f"{left} (best val top-1 {best_top1:.2f}% at epoch {best_epoch})")
+    def _header(self, resuming: bool) -> None:
+        if not self.info.is_main:
+            return
+        d, s, epochs = self.data, self.standing, self.config.optim.epochs
+        _print_header(self.console, self.config, d.splits, d.check, self.model, self.device, self.info, self.out,
+                      d.notes)
+        if resuming:
+            left = f"resuming from epoch {s.epoch + 1} of {epochs}" if s.epoch < epochs else f"all {epochs} epochs are done"
+            (self.console.print if self.console is not None else log.info)(
+                f"{left} (best val top-1 {s.best_top1:.2f}% at epoch {s.best_epoch})")
 
-    net = _WithAux(model)
-    if info.enabled:
-        # With the CLA head the backbone's final norm is unused, and some reducers leave
-        # parameters idle in some modes: let DDP find them rather than hang.
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    metrics = MetricsLog(out / "metrics.csv", keep_until_epoch=start_epoch) if info.is_main else None
-    if metrics is not None and last_meta is not None and start_epoch and \
-            not any(int(r["epoch"]) == start_epoch for r in metrics.rows):
-        # The row of the epoch whose weights we continue from was never logged (crash before it):
-        # the checkpoint holds the same numbers.
-        metrics.append({"epoch": start_epoch, **last_meta.metrics})
-    history: list[dict] = []
-    # The preset's strengths, not only its name: deploy copies them into the bundle manifest.
-    meta_extra = {"train_config": run_config, "augment": preset.to_dict(),
-                  "data_layout": splits.layout,
-                  "num_train": len(splits.train), "num_val": len(splits.val)}
+    def _net(self) -> nn.Module:
+        net = _WithAux(self.model)
+        if self.info.enabled:
+            # With the CLA head the backbone's final norm is unused, and some reducers leave
+            # parameters idle in some modes: let DDP find them rather than hang.
+            net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        return net
 
-    with _Progress(info.is_main, console) as progress:
-        ahead = None  # the next epoch's batches, already being prepared by the workers
-        for epoch in range(start_epoch, config.optim.epochs):
-            _seed_everything(_epoch_seed(config.seed, epoch, info.rank))
-            if ahead is None:
-                sampler.set_epoch(epoch)
-            t0 = time.perf_counter()
-            task = progress.task(f"epoch {epoch + 1}/{config.optim.epochs}", steps_per_epoch)
-            train_stats = _train_epoch(net, model, train_loader, optimizer, scheduler, scaler, config, device,
-                                       info, epoch, step_hook, progress, task, skipped, batches=ahead)
-            ahead = None
-            t_val = time.perf_counter()
-            report = evaluate_model(model, val_loader, splits.class_names, device, info, amp=use_amp)
-            val_s = time.perf_counter() - t_val
-            if config.workers and epoch + 1 < config.optim.epochs:
-                # Persistent workers start on the next epoch's first batches now, while this one
-                # saves its checkpoints: what they prepare then is not done beside the model's
-                # steps. Not before the validation: on 2 cores that slowed it by 0.3 s per epoch
-                # (the saves, partly serialisation on this thread, take about that much longer
-                # instead). The order and augmentation depend only on (seed, epoch, index), so
-                # starting early changes nothing that is drawn.
-                sampler.set_epoch(epoch + 1)
-                ahead = iter(train_loader)
-            skipped |= set(report.skipped)
-            elapsed = time.perf_counter() - t0
-            last_top1 = report.top1
-            row = {"epoch": epoch + 1, "train_loss": round(train_stats["loss"], 6),
-                   "train_acc": round(train_stats["acc"], 4), "val_loss": round(report.loss, 6),
-                   "val_top1": round(report.top1, 4), "val_top5": round(report.top5, 4),
-                   "lr": optimizer.param_groups[0]["lr"], "img_per_s": round(train_stats["img_per_s"], 2),
-                   "epoch_s": round(elapsed, 2), **_timing_columns(train_stats, val_s)}
-            history.append(row)
-            improved = report.top1 > best_top1
-            if improved:
-                best_top1, best_epoch = report.top1, epoch + 1
-            if info.is_main:
-                meta = CheckpointMeta(model_config, splits.class_names, spec, epoch + 1,
-                                      {k: v for k, v in row.items() if k != "epoch"}, meta_extra)
-                save_checkpoint(out / PENDING, model, meta)
-                if improved:
-                    save_checkpoint(out / "best.safetensors", model, meta)
-                    write_confusion_csv(out / "best_confusion.csv", report)
-                    write_per_class_csv(out / "best_per_class.csv", report)
-                save_training_state(out / STATE_FILE, TrainingState(
-                    epoch + 1, best_top1, best_epoch, run_config, optimizer.state_dict(), scheduler.state_dict(),
-                    scaler.state_dict() if use_amp else None, tuple(sorted(skipped))))
-                _commit_last(out)
-                metrics.append(row)
-                progress.print(f"epoch {epoch + 1}: loss {row['train_loss']:.3f} acc {row['train_acc']:.1f}% | "
-                               f"val top-1 {report.top1:.2f}% top-5 {report.top5:.2f}%" + (" *" if improved else "")
-                               + " | " + _timing_text(row))
-            barrier(info)
-    if metrics is not None:
-        metrics.close()
-    skipped = set().union(*gather_objects(skipped, info))
-    if skipped:
-        log.warning("skipped %d unreadable image(s), e.g. %s", len(skipped), sorted(skipped)[0])
-    return TrainResult(out, config.optim.epochs, best_top1, best_epoch, last_top1, splits.class_names,
-                       sorted(skipped), history, notices)
+    def run(self) -> TrainResult:
+        config, s = self.config, self.standing
+        metrics = self._metrics_log()
+        history: list[dict] = []
+        with _Progress(self.info.is_main, self.console) as progress:
+            ahead = None  # the next epoch's batches, already being prepared by the workers
+            for epoch in range(s.epoch, config.optim.epochs):
+                row, ahead = self._epoch(epoch, progress, ahead)
+                history.append(row)
+                if metrics is not None:
+                    metrics.append(row)
+                barrier(self.info)
+        if metrics is not None:
+            metrics.close()
+        skipped = set().union(*gather_objects(s.skipped, self.info))
+        if skipped:
+            log.warning("skipped %d unreadable image(s), e.g. %s", len(skipped), sorted(skipped)[0])
+        return TrainResult(self.out, config.optim.epochs, s.best_top1, s.best_epoch, s.last_top1,
+                           self.data.splits.class_names, sorted(skipped), history, s.notices)
+
+    def _metrics_log(self) -> Optional[MetricsLog]:
+        if not self.info.is_main:
+            return None
+        s = self.standing
+        metrics = MetricsLog(self.out / "metrics.csv", keep_until_epoch=s.epoch)
+        if self.last_meta is not None and s.epoch and not any(int(r["epoch"]) == s.epoch for r in metrics.rows):
+            # The row of the epoch whose weights we continue from was never logged (crash before it):
+            # the checkpoint holds the same numbers.
+            metrics.append({"epoch": s.epoch, **self.last_meta.metrics})
+        return metrics
+
+    def _epoch(self, epoch: int, progress: _Progress, ahead: Optional[Iterator]) -> tuple[dict, Optional[Iterator]]:
+        """Train and validate one epoch, save it; returns its metrics row and the next epoch's
+        batches if the workers were started on them."""
+        config, loaders, s = self.config, self.loaders, self.standing
+        _seed_everything(_epoch_seed(config.seed, epoch, self.info.rank))
+        if ahead is None:
+            loaders.sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        task = progress.task(f"epoch {epoch + 1}/{config.optim.epochs}", len(loaders.train))
+        stats = train_epoch(self.stepper, loaders.train, epoch, EpochHooks(self.step_hook, progress, task, s.skipped),
+                            batches=ahead)
+        t_val = time.perf_counter()
+        report = evaluate_model(self.model, loaders.val, self.data.splits.class_names, self.device, self.info,
+                                amp=self.use_amp)
+        val_s = time.perf_counter() - t_val
+        ahead = None
+        if config.workers and epoch + 1 < config.optim.epochs:
+            # Persistent workers start on the next epoch's first batches now, while this one
+            # saves its checkpoints: what they prepare then is not done beside the model's
+            # steps. Not before the validation: on 2 cores that slowed it by 0.3 s per epoch
+            # (the saves, partly serialisation on this thread, take about that much longer
+            # instead). The order and augmentation depend only on (seed, epoch, index), so
+            # starting early changes nothing that is drawn.
+            loaders.sampler.set_epoch(epoch + 1)
+            ahead = iter(loaders.train)
+        s.skipped |= set(report.skipped)
+        s.last_top1 = report.top1
+        row = {"epoch": epoch + 1, "train_loss": round(stats.loss, 6), "train_acc": round(stats.acc, 4),
+               "val_loss": round(report.loss, 6), "val_top1": round(report.top1, 4), "val_top5": round(report.top5, 4),
+               "lr": self.stepper.optimizer.param_groups[0]["lr"], "img_per_s": round(stats.img_per_s, 2),
+               "epoch_s": round(time.perf_counter() - t0, 2), **stats.timing_columns(val_s)}
+        improved = report.top1 > s.best_top1
+        if improved:
+            s.best_top1, s.best_epoch = report.top1, epoch + 1
+        if self.info.is_main:
+            self._save(epoch, row, report, improved)
+            progress.print(f"epoch {epoch + 1}: loss {row['train_loss']:.3f} acc {row['train_acc']:.1f}% | "
+                           f"val top-1 {report.top1:.2f}% top-5 {report.top5:.2f}%" + (" *" if improved else "")
+                           + " | " + _timing_text(row))
+        return row, ahead
+
+    def _save(self, epoch: int, row: dict, report, improved: bool) -> None:
+        """Weights to the pending file, then best, then the resume state, then pending -> last."""
+        out, s, st = self.out, self.standing, self.stepper
+        # The preset's strengths, not only its name: deploy copies them into the bundle manifest.
+        # The config as given (its num_classes is the CLI placeholder): --resume compares like with
+        # like; the checkpoint's model config holds the resolved one (num_classes from the data).
+        extra = {"train_config": self.config.to_dict(), "augment": self.preset.to_dict(),
+                 "data_layout": self.data.splits.layout, "num_train": len(self.data.splits.train),
+                 "num_val": len(self.data.splits.val)}
+        meta = CheckpointMeta(self.model_config, self.data.splits.class_names, self.spec, epoch + 1,
+                              {k: v for k, v in row.items() if k != "epoch"}, extra)
+        save_checkpoint(out / PENDING, self.model, meta)
+        if improved:
+            save_checkpoint(out / "best.safetensors", self.model, meta)
+            write_confusion_csv(out / "best_confusion.csv", report)
+            write_per_class_csv(out / "best_per_class.csv", report)
+        save_training_state(out / STATE_FILE, TrainingState(
+            epoch + 1, s.best_top1, s.best_epoch, self.config.to_dict(), st.optimizer.state_dict(),
+            st.scheduler.state_dict(), st.scaler.state_dict() if self.use_amp else None, tuple(sorted(s.skipped))))
+        _commit_last(out)
 
 
 def _adopt_weights_epoch(out: Path, last_meta: CheckpointMeta, state: TrainingState, scheduler,
@@ -571,86 +641,4 @@ def _adopt_weights_epoch(out: Path, last_meta: CheckpointMeta, state: TrainingSt
     return epoch, best_top1, best_epoch, note
 
 
-def _train_epoch(net, model, loader, optimizer, scheduler, scaler, config: TrainConfig, device, info: DistInfo,
-                 epoch: int, step_hook, progress: _Progress, task, skipped: set[str],
-                 batches: Optional[Iterator] = None) -> dict[str, float]:
-    """One epoch over ``loader`` (or ``batches``: its iterator, started ahead)."""
-    net.train()
-    samples = loader.dataset.samples
-    # Sums stay on the device; reading them waits for the GPU, so only every CHECK_EVERY steps.
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.float64, device=device)
-    bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
-    bad_loss = torch.zeros((), dtype=torch.float32, device=device)  # and that loss
-    seen = 0
-    use_amp = scaler.is_enabled()
-    last_step = len(loader) - 1
-    wait = [0.0]
-    t0 = time.perf_counter()
-    for step, batch in enumerate(_timed(batches if batches is not None else iter(loader), wait)):
-        if step_hook is not None:
-            step_hook(epoch, step)
-        skipped.update(samples[i][0] for i in batch.skipped)
-        images, labels = batch.images, batch.labels
-        n = len(batch.indices)
-        if n == 0:
-            if not info.enabled:
-                continue
-            # Other ranks are waiting in the gradient all-reduce: take part with a zero-weight batch.
-            images = torch.zeros(2, 3, config.model.img_size, config.model.img_size)
-            labels = torch.zeros(2, dtype=torch.long)
-        elif n == 1:
-            # BatchNorm in the CLA head cannot train on one sample; repeat it.
-            images, labels = images.repeat(2, 1, 1, 1), labels.repeat(2)
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=use_amp):
-            logits, aux = net(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.optim.label_smoothing) + aux
-        if n == 0:
-            loss = loss * 0.0
-        loss_value = loss.detach()
-        first_bad = (bad_step < 0) & ~torch.isfinite(loss_value)
-        bad_step = torch.where(first_bad, step, bad_step)
-        bad_loss = torch.where(first_bad, loss_value.float(), bad_loss)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if config.optim.clip_grad > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        with warnings.catch_warnings():
-            # GradScaler skips the optimizer step on overflow (by design); the schedule still advances.
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
-            scheduler.step()
-        if n:
-            loss_sum += loss_value * n
-            correct += (logits[:n].argmax(1) == labels[:n]).sum()
-            seen += n
-        if (step + 1) % CHECK_EVERY and step != last_step:
-            progress.update(task, advance=1)
-            continue
-        _check_finite(bad_step, bad_loss, epoch)
-        dt = time.perf_counter() - t0
-        progress.update(task, advance=1, stats=f"loss {float(loss_sum) / max(seen, 1):.4f}  "
-                        f"acc {100 * float(correct) / max(seen, 1):.1f}%  {seen * info.world_size / dt:.1f} img/s")
-    _check_finite(bad_step, bad_loss, epoch)  # also after a loop left early (empty loader)
-    elapsed = time.perf_counter() - t0
-    stats = all_reduce_sum(torch.stack([loss_sum, correct, torch.tensor(float(seen), dtype=torch.float64,
-                                                                        device=device)]), info)
-    total = max(float(stats[2]), 1.0)
-    # This process's split of its time (rank 0's on the epoch line): the model's part includes
-    # waiting for the GPU, which runs asynchronously behind the loop.
-    return {"loss": float(stats[0]) / total, "acc": 100 * float(stats[1]) / total, "img_per_s": float(stats[2]) / elapsed,
-            "images": seen * info.world_size, "data_wait_s": wait[0], "model_s": max(elapsed - wait[0], 0.0)}
-
-
-def _check_finite(bad_step: torch.Tensor, bad_loss: torch.Tensor, epoch: int) -> None:
-    step = int(bad_step)
-    if step >= 0:
-        raise TrainingError(f"loss became {float(bad_loss)} at epoch {epoch + 1}, step {step + 1}; "
-                          "lower --lr or check the data")
-
-
-__all__ = ["TrainResult", "preprocess_spec", "train"]
+__all__ = ["TrainResult", "TrainingRun", "preprocess_spec", "train"]
