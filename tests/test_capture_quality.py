@@ -255,6 +255,9 @@ def test_live_frames_are_judged_in_the_loop_and_refused_ones_never_reach_the_mod
         summary = run_capture(model, clf, Camera(), flog, CaptureConfig(max_frames=6))
     recs = list(read_log(tmp_path / "live.jsonl"))
     refused = [r for r in recs if r["type"] == "refused"]
+    # The run's one warm-up inference (a blank input) comes first, then the six frames.
+    assert clf.means[0] == 0.0 and recs[0]["warm_up_ms"] >= 0
+    clf.means.pop(0)
     assert summary.frames == 6 and len(clf.means) == 6 and summary.refused == len(refused) >= 1
     assert all(r["reason"] == "too_dark" and r["frame_age_ms"] >= 0 and "class" not in r for r in refused)
     # A black frame normalises to a constant tensor far below any leaf's mean: none was classified.

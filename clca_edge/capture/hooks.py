@@ -56,7 +56,8 @@ class BundleSwitch:
 
     def maybe_switch(self) -> Optional[BundleRuntime]:
         """None, or the runtime to classify the next frame with. Called on the loop's thread
-        between frames: must be cheap (a flag or queue check), the new runtime ready."""
+        between frames: must be cheap (a flag or queue check), the new runtime ready (opened,
+        self-checked and ``warm_up()``-ed on the switch's own thread)."""
         return None
 
     def retired(self, old: BundleRuntime) -> None:

@@ -99,7 +99,8 @@ class CaptureRun:
         else:
             for note in rt.guard.notes:
                 log.log(logging.WARNING if note in rt.guard.warnings else logging.INFO, "quality guard: %s", note)
-        self.flog.write(self._records.start(self.config.log_dict()))
+        warm_ms = rt.warm_up()   # before the clock starts: the first frame is not the session's first run
+        self.flog.write({**self._records.start(self.config.log_dict()), "warm_up_ms": round(warm_ms, 3)})
         for fb in rt.fallbacks:
             self.flog.write({"type": "fallback", **fb.to_dict(), "used": rt.classifier.backend})
         for check in rt.checks:
