@@ -146,7 +146,8 @@ def test_a_bundle_switch_between_two_frames_loses_no_frame(image_folder, tmp_pat
     assert {(r["bundle"], r["backend"], r["class"]) for r in after} == {("v2", "new", "z")}
     assert set(old_clf.shapes) == {(3, 32, 32)} and set(new_clf.shapes) == {(3, 48, 48)}
     assert len(new_clf.shapes) == 8
-    assert switch.retired_runtimes == [old] and old_clf.closed and not new_clf.closed and run.runtime is new
+    # The replaced runtime went back to the switch when replaced, the one it gave when the run ended.
+    assert switch.retired_runtimes == [old, new] and old_clf.closed and new_clf.closed and run.runtime is new
     assert summary.switches == 1 and summary.bundle_sha == "b" * 64 and recs[-1]["switches"] == 1
 
 

@@ -11,7 +11,7 @@ from .config import CaptureConfig
 from .fieldlog import FieldLog
 from .frames import FrameSaver
 from .bundle_runtime import BundleRuntime
-from .hooks import FrameObserver
+from .hooks import BundleSwitch, FrameObserver
 from .records import Summary
 from .run import CaptureRun
 from .stop import StopRequest
@@ -21,8 +21,11 @@ from .sources import FrameSource
 def run_capture(model: RuntimeModel, classifier: Classifier, source: FrameSource, flog: FieldLog,
                 config: CaptureConfig = CaptureConfig(), saver: Optional[FrameSaver] = None,
                 fallbacks: Sequence[Fallback] = (), stop: Optional[StopRequest] = None,
-                observers: Sequence[FrameObserver] = (), checks: Sequence = ()) -> Summary:
+                observers: Sequence[FrameObserver] = (), checks: Sequence = (),
+                switch: Optional[BundleSwitch] = None) -> Summary:
     """Run until the source ends, a limit is reached or ``stop`` is set; returns the summary.
-    ``fallbacks`` and ``checks`` (``Selection``): how the classifier was chosen, logged at the start."""
+    ``fallbacks`` and ``checks`` (``Selection``): how the classifier was chosen, logged at the start.
+    The caller closes ``classifier``; runtimes a ``switch`` gives go back to it (``retired``)."""
     runtime = BundleRuntime.create(model, Selection(classifier, list(fallbacks), list(checks)), config.quality)
-    return CaptureRun(runtime, source, flog, config, saver=saver, stop=stop, observers=observers).run()
+    return CaptureRun(runtime, source, flog, config, saver=saver, stop=stop, observers=observers,
+                      switch=switch).run()

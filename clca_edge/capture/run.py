@@ -64,6 +64,7 @@ class CaptureRun:
                  stop: Optional[StopRequest] = None, observers: Sequence[FrameObserver] = (),
                  switch: Optional[BundleSwitch] = None):
         self.runtime = runtime
+        self._initial = runtime   # the caller's; a runtime a switch gave is handed back to it when done
         self.source, self.flog, self.config, self.saver = source, flog, config, saver
         self.stop = stop or StopRequest()
         self.observers = list(observers)
@@ -295,3 +296,5 @@ class CaptureRun:
         self._notify("on_stop", s)
         s.log_failures = self.flog.failures
         self.flog.write({"type": "summary", **self._records.tag, **s.to_dict()})
+        if self.switch is not None and self.runtime is not self._initial:
+            self.switch.retired(self.runtime)

@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from ._common import console, emit_json, main, reports_errors
-from .options import (BACKEND_CHOICES, PRECISION_CHOICES, describe_guard, display_options, loop_options,  # noqa: F401
-                      output_options, quality_options, runtime_options, source_options, top_k_option)
+from .options import (describe_guard, display_options, loop_options, output_options, quality_options, runtime_options,
+                      source_options, top_k_option)
 
 log = logging.getLogger(__name__)
 
