@@ -77,7 +77,7 @@ class CaptureRun:
         self._records = RecordBuilder(runtime, source.description, config.top_k)
         self._grabber: Optional[LatestFrameGrabber] = None
         self._reader: Optional[ReadAhead] = None
-        self._t_start = 0.0
+        self._t_start = time.monotonic()
         self._said = LogOnce(log)
 
     def add_observer(self, observer: FrameObserver) -> None:
@@ -85,8 +85,8 @@ class CaptureRun:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Summary:
-        self._start()
         try:
+            self._start()
             while self._step():
                 pass
         finally:
