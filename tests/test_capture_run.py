@@ -208,3 +208,22 @@ def test_option_groups_build_validated_configs_once(bundle_dir, tmp_path):
         assert res.output.strip().splitlines()[-1] == "Error: --min-luminance 0.8 must be below --max-luminance 0.2"
     res = CliRunner().invoke(main, ["predict", "--bundle", str(bundle_dir), "--force-variant", str(tmp_path)])
     assert res.exit_code == 2 and "--force-variant needs an explicit --precision" in res.output
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_smoothing_is_the_mean_of_the_last_frames_and_a_reset_starts_afresh(window):
+    from clca_edge.runtime.decision import Smoother
+
+    rng = np.random.default_rng(0)
+    s, seen = Smoother([str(i) for i in range(10)], window, min_conf=0.3), []
+    for i in range(200):
+        if i == 120:
+            s.reset()
+            seen = []
+        p = rng.dirichlet(np.full(10, 0.3)).astype(np.float32)
+        seen = (seen + [p])[-window:]
+        d = s.update(p)
+        mean = np.mean(np.asarray(seen, np.float64), axis=0)
+        assert d.confidence == pytest.approx(float(mean.max()), abs=1e-12)
+        assert d.label == (str(int(mean.argmax())) if mean.max() >= 0.3 else "uncertain")
+        assert d.raw_label == str(int(np.argmax(p)))
