@@ -172,6 +172,7 @@ def guard_cost_in_process(bundle: Path, video: Path, reps: int, threads: int) ->
     """Capture loop frames/s with the quality guard on and off in ONE process, sharing one ONNX
     Runtime session, alternating on/off run by run (``reps`` runs of each over the whole video):
     slow changes in machine load hit both alike, and the median per-pair ratio is what is left."""
+    from clca_edge.capture.bundle_runtime import BundleRuntime
     from clca_edge.capture.config import CaptureConfig
     from clca_edge.capture.loop import run_capture
     from clca_edge.capture.quality import QualityConfig
@@ -180,12 +181,13 @@ def guard_cost_in_process(bundle: Path, video: Path, reps: int, threads: int) ->
     from clca_edge.runtime.model import load_model
 
     model = load_model(bundle)
-    clf = select_classifier(model.files, "ort-cpu", threads=threads).classifier
+    sel = select_classifier(model.files, "ort-cpu", threads=threads)
     fps = {"on": [], "off": []}
     for i in range(reps):
         for q in (("off", "on") if i % 2 == 0 else ("on", "off")):
-            summary = run_capture(model, clf, make_source(parse_source(str(video))), _MemoryLog(),
-                                  CaptureConfig(quality=QualityConfig(enabled=q == "on")))
+            config = CaptureConfig(quality=QualityConfig(enabled=q == "on"))
+            summary = run_capture(BundleRuntime.create(model, sel, config.quality),
+                                  make_source(parse_source(str(video))), _MemoryLog(), config)
             if summary.refused:
                 raise SystemExit(f"the guard refused {summary.refused} benchmark frames")
             fps[q].append(summary.fps)
@@ -225,7 +227,8 @@ def cpu_by_thread(bundle: Path, video: Path, threads: int) -> dict:
     from clca_edge.runtime.model import load_model
 
     model = load_model(bundle)
-    clf = select_classifier(model.files, "ort-cpu", threads=threads).classifier
+    sel = select_classifier(model.files, "ort-cpu", threads=threads)
+    clf = sel.classifier
     x = np.random.default_rng(1).standard_normal((3, model.spec.img_size, model.spec.img_size)).astype(np.float32)
     for _ in range(5):
         clf.logits(x)
@@ -243,7 +246,8 @@ def cpu_by_thread(bundle: Path, video: Path, threads: int) -> dict:
     sampler = threading.Thread(target=sample, name="sampler", daemon=True)
     sampler.start()
     with tempfile.TemporaryDirectory() as tmp, open_log(Path(tmp) / "log.jsonl") as flog:
-        summary = run_capture(model, clf, make_source(parse_source(str(video))), flog, CaptureConfig())
+        summary = run_capture(BundleRuntime.create(model, sel), make_source(parse_source(str(video))), flog,
+                              CaptureConfig())
     done.set()
     sampler.join()
     by_name: dict[str, float] = {}

@@ -169,6 +169,7 @@ def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
         from .capture.fieldlog import open_log
         from .capture.frames import FrameSaveConfig, FrameSaver
         from .capture.config import CaptureConfig
+        from .capture.bundle_runtime import BundleRuntime
         from .capture.loop import run_capture
         from .capture.stop import StopRequest, stop_on_signals
         from .capture.sources import make_source, parse_source
@@ -187,8 +188,8 @@ def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
         try:
             with stop_on_signals(stop), open_log(log_file, "jsonl") as flog:
                 saver = FrameSaver(o / "capture" / "frames", FrameSaveConfig())  # saves none: nothing on disk
-                summary = run_capture(model, sel.classifier, make_source(source), flog, config, saver,
-                                      tuple(sel.fallbacks), stop, checks=sel.checks)
+                runtime = BundleRuntime.create(model, sel, config.quality)
+                summary = run_capture(runtime, make_source(source), flog, config, saver, stop)
         finally:
             sel.classifier.close()
         return (f"capture: {summary.frames} frames at {summary.fps:.1f} fps on {summary.backend} "

@@ -194,6 +194,7 @@ def _open_outputs(output):
 
 def _run_capture_cmd(model, sel, src_cfg, config, output, display):
     from ..capture import loop
+    from ..capture.bundle_runtime import BundleRuntime
     from ..capture.display import DisplayObserver, LivePanel, OverlayWindow
     from ..capture.quality import QualityGuard
     from ..capture.stop import StopRequest, stop_on_signals
@@ -219,8 +220,8 @@ def _run_capture_cmd(model, sel, src_cfg, config, output, display):
     with removes_empty_dirs(created), stop_on_signals(stop), flog:
         try:
             with (panel if panel is not None else contextlib.nullcontext()):
-                summary = loop.run_capture(model, sel.classifier, make_source(src_cfg), flog, config, saver,
-                                           tuple(sel.fallbacks), stop, observers, checks=sel.checks)
+                summary = loop.run_capture(BundleRuntime.create(model, sel, config.quality), make_source(src_cfg),
+                                           flog, config, saver, stop, observers)
         finally:
             if overlay is not None:
                 overlay.close()
