@@ -1,5 +1,6 @@
 """``run_capture``: one capture run in one call (the quick start's and the ``capture`` command's
-entry point). The run itself is ``capture/run.py:CaptureRun``; use it directly for a bundle switch."""
+entry point). The run itself is ``capture/run.py:CaptureRun``; use it directly to keep the run
+object (``run.runtime`` after a bundle switch, ``add_observer``)."""
 
 from __future__ import annotations
 

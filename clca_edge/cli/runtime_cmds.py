@@ -196,17 +196,16 @@ def _run_capture_cmd(model, sel, src_cfg, config, output, display):
     from ..capture import loop
     from ..capture.bundle_runtime import BundleRuntime
     from ..capture.display import DisplayObserver, LivePanel, OverlayWindow
-    from ..capture.quality import QualityGuard
     from ..capture.stop import StopRequest, stop_on_signals
     from ..capture.sources import make_source
     from ..core.outputs import removes_empty_dirs
 
+    runtime = BundleRuntime.create(model, sel, config.quality)
     log_file, flog, saver, created = _open_outputs(output)
     con = _err_console()
     con.print(f"capture: {src_cfg.kind} {src_cfg.uri} -> {log_file} ({sel.classifier.describe()})", highlight=False)
     # The run logs the guard's notes (an older bundle's missing reference at WARNING): said once.
-    con.print(describe_guard(QualityGuard.for_bundle(model.quality_reference, config.quality), notes=False),
-              highlight=False)
+    con.print(describe_guard(runtime.guard, notes=False), highlight=False)
     use_live = sys.stdout.isatty() if display.live is None else display.live
     panel = overlay = None
     if use_live:
@@ -220,8 +219,7 @@ def _run_capture_cmd(model, sel, src_cfg, config, output, display):
     with removes_empty_dirs(created), stop_on_signals(stop), flog:
         try:
             with (panel if panel is not None else contextlib.nullcontext()):
-                summary = loop.run_capture(BundleRuntime.create(model, sel, config.quality), make_source(src_cfg),
-                                           flog, config, saver, stop, observers)
+                summary = loop.run_capture(runtime, make_source(src_cfg), flog, config, saver, stop, observers)
         finally:
             if overlay is not None:
                 overlay.close()
