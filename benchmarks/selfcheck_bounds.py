@@ -1,4 +1,4 @@
-"""What the device self-check's default bounds (``bundle.reference.DEFAULT_BOUNDS``) rest on: the
+"""What the device self-check's default bounds (``bundle.selfcheck_samples.DEFAULT_BOUNDS``) rest on: the
 check's two figures on the quick start's held-out images, for the bundle's own variants (what a
 healthy device sees) and for things a device can get wrong (what it must catch).
 
@@ -44,7 +44,7 @@ def main() -> None:
     from onnx import numpy_helper
 
     from clca_edge.benchmark.report import machine_description
-    from clca_edge.bundle.reference import DEFAULT_BOUNDS
+    from clca_edge.bundle.selfcheck_samples import DEFAULT_BOUNDS
     from clca_edge.core.cpuinfo import cpu_info
     from clca_edge.core.preprocess import PreprocessSpec, load_bgr, normalize, preprocess
     from clca_edge.runtime.scoring import eval_set, ort_runner

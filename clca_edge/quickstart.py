@@ -1,5 +1,6 @@
 """The mission end to end on the built-in synthetic leaves: data -> train -> eval -> deploy (cpu
-bundle with INT8) -> capture on a video of held-out leaves, headless.
+bundle with INT8) -> capture on a video of held-out leaves, headless -> a fleet of two simulated
+devices reporting to a local Mosquitto (when it is installed).
 
 Each stage calls the library entry point its ``clca-edge`` command calls, with the settings that
 command's options give, and prints that command first: the quick start is a transcript of what to
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 # Names this command creates under --out; a rerun replaces exactly these and nothing else.
-OWNED = ("data", "run", "bundle", "capture", "heldout.avi", "summary.json")
+OWNED = ("data", "run", "bundle", "capture", "heldout.avi", "fleet", "summary.json")
 # Written first into --out: a folder without it (or an earlier run's summary.json) is not ours to clear.
 MARKER = ".clca-edge-quickstart"
 
@@ -26,7 +27,7 @@ MARKER = ".clca-edge-quickstart"
 def _check_out(out: Path) -> None:
     """A rerun deletes OWNED names under --out: only in a folder a quickstart made (or an empty/new one)."""
     from .core.errors import OutputError
-    from .core.outputs import is_empty_dir, refuse_enclosing
+    from .core.output_paths import is_empty_dir, refuse_enclosing
 
     refuse_enclosing(out, "--out")
     if out.exists() and not out.is_dir():
@@ -78,6 +79,7 @@ class QuickstartResult:
     capture_accuracy: float = 0.0
     # fp32 vs INT8 p50 on ONNX Runtime CPU as the runtime measured them here (capture's start).
     cpu_latency: dict = field(default_factory=dict)
+    fleet: dict = field(default_factory=dict)   # the fleet stage (centre/simulate.py), {} when skipped
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -102,14 +104,16 @@ def _status(console, label: str) -> Iterator[Callable[[str], None]]:
 
 
 def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
-           console=None) -> tuple[list[Stage], list[tuple[Path, str]]]:
-    """The quick start's stages, in order (each one's outputs are the next one's inputs), and the
-    list the video stage fills with the held-out (image, true class) pairs it writes, in order."""
+           console=None) -> tuple[list[Stage], list[tuple[Path, str]], dict]:
+    """The quick start's stages, in order (each one's outputs are the next one's inputs), the list
+    the video stage fills with the held-out (image, true class) pairs it writes, in order, and the
+    dict the fleet stage fills with its figures."""
     o = cfg.out
     model_argv = ["--model", cfg.model, "--model-kwargs", cfg.model_kwargs, "--method", cfg.method,
                   "--keep-rate", str(cfg.keep_rate), *(["--locations", cfg.locations] if cfg.locations else []),
                   "--img-size", str(cfg.img_size), "--clca" if cfg.clca else "--no-clca"]
     heldout: list[tuple[Path, str]] = []
+    fleet_result: dict = {}
 
     def data() -> str:
         from .data.synth import SynthConfig, write_synthetic_dataset
@@ -158,7 +162,7 @@ def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
         return f"bundle {report.bundle}: {variants}; default variant {report.default_variant}"
 
     def video() -> str:
-        from .core.files import scan_class_images
+        from .core.image_files import scan_class_images
         from .data.video import write_video
 
         heldout[:] = [(p, label) for label, paths in scan_class_images(o / "data" / "val").items() for p in paths]
@@ -166,34 +170,24 @@ def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
         return f"[video] {n} held-out leaves -> {o / 'heldout.avi'}"
 
     def capture() -> str:
-        from .capture.fieldlog import open_log
-        from .capture.frames import FrameSaveConfig, FrameSaver
-        from .capture.config import CaptureConfig
-        from .capture.bundle_runtime import BundleRuntime
-        from .capture.loop import run_capture
-        from .capture.stop import StopRequest, stop_on_signals
-        from .capture.sources import make_source, parse_source
-        from .runtime.backends import select_classifier
-        from .runtime.model import load_model
-
-        config = CaptureConfig()
-        source = parse_source(str(o / "heldout.avi"), timeout_s=config.reconnect.lost_after_s)
-        model = load_model(str(o / "bundle"))
-        sel = select_classifier(model.files)
-        for fb in sel.fallbacks:
-            say(f"FALLBACK: {fb.backend} unavailable ({fb.reason})")
         log_file = o / "capture" / "log.jsonl"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        stop = StopRequest()
-        try:
-            with stop_on_signals(stop), open_log(log_file, "jsonl") as flog:
-                saver = FrameSaver(o / "capture" / "frames", FrameSaveConfig())  # saves none: nothing on disk
-                runtime = BundleRuntime.create(model, sel, config.quality)
-                summary = run_capture(runtime, make_source(source), flog, config, saver, stop)
-        finally:
-            sel.classifier.close()
+        summary = _capture_heldout(o, log_file, say)
         return (f"capture: {summary.frames} frames at {summary.fps:.1f} fps on {summary.backend} "
                 f"({summary.precision}) -> {log_file}")
+
+    def fleet() -> str:
+        from .centre.local_broker import have_mosquitto
+        from .centre.simulate import simulate_fleet
+
+        if not have_mosquitto():
+            return "[fleet] skipped: mosquitto is not installed (scripts/setup_env.sh installs it)"
+        sim = simulate_fleet(o / "fleet", lambda log, observers: _capture_heldout(o, log, say, observers))
+        fleet_result.update(sim.to_dict())
+        devices = ", ".join(f"{d} {n}" for d, n in sorted(sim.decisions_at_centre.items()))
+        return (f"[fleet] two devices captured the held-out video, the second with the broker stopped (it sent "
+                f"{sum(sim.synced.values())} records with `fleet sync` afterwards); decisions at the centre: {devices}"
+                f" ({'each once' if sim.every_decision_once else 'NOT each once'}); see "
+                f"`clca-edge fleet status --store {sim.store}`")
 
     return [
         Stage("data", ["data", "synth", "--out", str(o / "data"), "--classes", str(cfg.classes), "--per-class",
@@ -210,7 +204,8 @@ def stages(cfg: QuickstartConfig, say: Callable[[str], None] = print,
         Stage("capture", ["capture", "--bundle", str(o / "bundle"), "--source", str(o / "heldout.avi"),
                           "--run-dir", str(o / "capture"), "--log", str(o / "capture" / "log.jsonl"), "--no-live"],
               capture),
-    ], heldout
+        Stage("fleet", [], fleet),  # several commands (capture --fleet, fleet sync, fleet status): said in its line
+    ], heldout, fleet_result
 
 
 def run_quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print, console=None) -> QuickstartResult:
@@ -226,7 +221,7 @@ def run_quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print, co
         elif target.exists():
             target.unlink()
     res = QuickstartResult(out=cfg.out)
-    todo, heldout = stages(cfg, say, console)
+    todo, heldout, fleet_result = stages(cfg, say, console)
     for stage in todo:
         t0 = time.perf_counter()
         if stage.argv:
@@ -234,8 +229,38 @@ def run_quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print, co
         say(stage.run())
         res.seconds[stage.name] = round(time.perf_counter() - t0, 1)
     _collect(res, cfg, heldout)
+    res.fleet = fleet_result
     (cfg.out / "summary.json").write_text(json.dumps(summary_dict(res), indent=1))
     return res
+
+
+def _capture_heldout(o: Path, log_file: Path, say: Callable[[str], None], observers: tuple = ()):
+    """``capture`` on the held-out video into ``log_file`` (with ``observers``); its summary."""
+    from .capture.fieldlog import open_log
+    from .capture.frames import FrameSaveConfig, FrameSaver
+    from .capture.bundle_runtime import BundleRuntime
+    from .capture.config import CaptureConfig
+    from .capture.loop import run_capture
+    from .capture.stop import StopRequest, stop_on_signals
+    from .capture.sources import make_source, parse_source
+    from .runtime.backends import select_classifier
+    from .runtime.model import load_model
+
+    config = CaptureConfig()
+    source = parse_source(str(o / "heldout.avi"), timeout_s=config.reconnect.lost_after_s)
+    model = load_model(str(o / "bundle"))
+    sel = select_classifier(model.files)
+    for fb in sel.fallbacks:
+        say(f"FALLBACK: {fb.backend} unavailable ({fb.reason})")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    stop = StopRequest()
+    try:
+        with stop_on_signals(stop), open_log(log_file, "jsonl") as flog:
+            saver = FrameSaver(log_file.parent / "frames", FrameSaveConfig())  # saves none: nothing on disk
+            return run_capture(BundleRuntime.create(model, sel, config.quality), make_source(source), flog, config,
+                               saver, stop, observers)
+    finally:
+        sel.classifier.close()
 
 
 def _collect(res: QuickstartResult, cfg: QuickstartConfig, heldout: list[tuple[Path, str]]) -> None:
@@ -289,7 +314,8 @@ def summary_dict(res: QuickstartResult) -> dict:
     return {
         "out": str(res.out), "val_top1": res.val_top1, "variants": res.variants,
         "default_variant": res.default_variant, "capture": res.capture,
-        "capture_accuracy_vs_labels": res.capture_accuracy, "cpu_latency": res.cpu_latency, "seconds": res.seconds,
+        "capture_accuracy_vs_labels": res.capture_accuracy, "cpu_latency": res.cpu_latency, "fleet": res.fleet,
+        "seconds": res.seconds,
         "outputs": {"data": str(res.out / "data"), "checkpoint": str(res.out / "run" / "best.safetensors"),
                     "bundle": str(res.out / "bundle"), "video": str(res.out / "heldout.avi"),
                     "field_log": str(res.out / "capture" / "log.jsonl")},
@@ -317,6 +343,11 @@ def render_summary(res: QuickstartResult, console) -> None:
         verdict = f"INT8 {f / i:.1f}x faster" if i < f else "INT8 not faster: auto runs fp32"
         t.add_row("INT8 vs fp32 latency (ONNX Runtime CPU, p50/image)",
                   f"int8 {i:.3f} ms vs fp32 {f:.3f} ms — {verdict} ({lat['cpu']})")
+    if res.fleet:
+        once = "each once" if res.fleet["every_decision_once"] else "NOT each once"
+        t.add_row("fleet (2 devices, broker stopped for one)",
+                  ", ".join(f"{k} {v}" for k, v in sorted(res.fleet["decisions_at_centre"].items()))
+                  + f" decisions at the centre, {once}")
     for k, v in d["outputs"].items():
         t.add_row(k, v)
     t.add_row("time (s)", ", ".join(f"{k} {v}" for k, v in res.seconds.items()))

@@ -1,29 +1,17 @@
-"""Shared fixtures: tiny timm backbones (real architectures, toy sizes) and small images."""
+"""Shared fixtures: tiny timm backbones (real architectures, toy sizes), small images, one trained
+workspace and the bundles made from it. Helpers live in tests/support/."""
 
 from __future__ import annotations
 
 import os
+from types import MappingProxyType
 
 import pytest
 
+from support.tiny import TINY, TINY_BACKBONES, TINY_IMG, tiny_model  # noqa: F401 (tests import them from here)
+
 # Never touch the network from tests: the hub must fail fast and loudly.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-TINY = dict(depth=4, embed_dim=64, num_heads=2)
-TINY_IMG = 64
-
-# One of each family the wrapper must handle: plain ViT (cls pos-embed), DeiT-III (no pos-embed
-# on the class token, LayerScale), CLIP (pre-norm).
-TINY_BACKBONES = ["vit_tiny_patch16_224", "deit3_small_patch16_224", "vit_base_patch16_clip_224"]
-
-
-def tiny_model(method="evit", keep_rate=0.25, clca=True, backbone="vit_tiny_patch16_224", num_classes=5, **kw):
-    from clca_edge.models import create_model
-
-    opts = dict(TINY)
-    opts.update(kw)
-    return create_model(backbone, method=method, keep_rate=keep_rate, clca=clca, img_size=opts.pop("img_size", TINY_IMG),
-                        num_classes=num_classes, **opts)
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +36,7 @@ def _no_terminal_width_from_the_runner(monkeypatch):
 def bundle_dir(tmp_path_factory):
     """A tiny EViT+CLCA bundle folder (fp32 ONNX, labels, preprocessing, manifest): built once per
     session (per worker under xdist) and shared by every test module; tests that change it copy it."""
-    from test_runtime_helpers import write_bundle
+    from support.runtime_bundle import write_bundle
 
     return read_only(write_bundle(tmp_path_factory.mktemp("bundle") / "leafnet"))
 
@@ -62,16 +50,30 @@ def images():
 
 
 @pytest.fixture(scope="session")
-def cpu_int8_bundle(tmp_path_factory):
-    """(workspace, bundle folder): a tiny trained model deployed for --target cpu with fp32 and
+def trained_workspace(tmp_path_factory):
+    """The one trained workspace (read-only mapping: calib/, eval/, train/ class trees and ckpt, a
+    tiny model trained on train/) every module that deploys or evaluates reads, instead of training
+    its own. Tests write only elsewhere; teardown fails the session if any test changed a file in it."""
+    from support.unchanged import changes, tree_digest
+    from support.workspace import make_workspace
+
+    root = tmp_path_factory.mktemp("trained_workspace")
+    ws = MappingProxyType(make_workspace(root))
+    before = tree_digest(root)
+    yield ws
+    changed = changes(before, tree_digest(root))
+    assert not changed, f"a test changed the shared trained workspace (copy it first): {changed[:5]}"
+
+
+@pytest.fixture(scope="session")
+def cpu_int8_bundle(tmp_path_factory, trained_workspace):
+    """(workspace, bundle folder): the trained workspace deployed for --target cpu with fp32 and
     INT8 variants (and reference samples); tests copy the folder before changing it."""
     from clca_edge.deploy.calibration import CalibrationConfig
     from clca_edge.deploy.pipeline import DeployConfig, run_deploy
-    from test_deploy_support import make_workspace
 
-    root = tmp_path_factory.mktemp("cpu_int8")
-    ws = make_workspace(root)
-    out = root / "bundle"
+    ws = trained_workspace
+    out = tmp_path_factory.mktemp("cpu_int8") / "bundle"
     run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=out, calib_data=ws["calib"], eval_data=ws["eval"], target="cpu",
                             precisions=("int8", "fp32"), calibration=CalibrationConfig(num_images=12),
                             build_engines=False))

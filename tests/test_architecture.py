@@ -27,6 +27,10 @@ ALLOWED = {
     "runtime": {"core", "bundle", "engines.tensorrt"},
     "capture": {"core", "bundle", "engines.tensorrt", "runtime"},
     "doctor": {"core", "bundle", "engines.tensorrt", "runtime"},
+    # The fleet link, device side: the uploader reads capture's field log as its outbox.
+    "fleet": {"core", "bundle", "engines.tensorrt", "runtime", "capture"},
+    # The fleet's centre: collector, store, status, report, harvest (not on the device).
+    "centre": {"core", "bundle", "engines.tensorrt", "runtime", "capture", "fleet"},
     # The field-perturbation suite and its scoring over any runner: torch-free, like the gate's scoring.
     "robustness": {"core", "bundle", "runtime", "capture"},
     "models": {"core"},
@@ -38,11 +42,11 @@ ALLOWED = {
     "benchmark": TOOLS,
     "explain": TOOLS,
     "quickstart": {"core", "bundle", "engines.tensorrt", "runtime", "capture", "models", "data", "training",
-                   "deploy", "engines", "robustness"},
+                   "deploy", "engines", "robustness", "fleet", "centre"},
     "cli": {"core", "bundle", "engines.tensorrt", "runtime", "capture", "doctor", "models", "data", "training",
-            "deploy", "engines", "benchmark", "robustness", "explain", "quickstart"},
+            "deploy", "engines", "benchmark", "robustness", "explain", "quickstart", "fleet", "centre"},
 }
-DEVICE_SIDE = ("core", "bundle", "engines.tensorrt", "runtime", "capture", "doctor")
+DEVICE_SIDE = ("core", "bundle", "engines.tensorrt", "runtime", "capture", "doctor", "fleet")
 
 
 def _module_names() -> dict[str, Path]:
@@ -68,8 +72,9 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _imports(module: str, path: Path) -> tuple[set[str], set[str]]:
-    """(modules of clca_edge, top-level third-party names) that ``module`` imports anywhere in it."""
+def _imports(module: str, path: Path, typing_too: bool = False) -> tuple[set[str], set[str]]:
+    """(modules of clca_edge, top-level third-party names) that ``module`` imports anywhere in it;
+    ``if TYPE_CHECKING:`` blocks only with ``typing_too``."""
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     inside, outside = set(), set()
 
@@ -83,8 +88,9 @@ def _imports(module: str, path: Path) -> tuple[set[str], set[str]]:
 
     tree = ast.parse(path.read_text(), str(path))
     # ``if TYPE_CHECKING:`` imports never run: annotations only, no dependency at run time.
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
-                   for stmt in block.body for n in ast.walk(stmt)}
+    typing_only = set() if typing_too else {
+        id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+        for stmt in block.body for n in ast.walk(stmt)}
     for node in ast.walk(tree):
         if id(node) in typing_only:
             continue
@@ -114,6 +120,9 @@ def _imports(module: str, path: Path) -> tuple[set[str], set[str]]:
 
 
 GRAPH = {m: _imports(m, p) for m, p in MODULES.items()}
+# With the imports under ``if TYPE_CHECKING:``: they never run, but a module that names another
+# that names it back is still a cycle for its readers and for tools (type checkers, import sorters).
+TYPING_GRAPH = {m: _imports(m, p, typing_too=True)[0] for m, p in MODULES.items()}
 
 
 def layer_of(module: str) -> str:
@@ -134,15 +143,15 @@ def test_every_module_belongs_to_a_layer():
     assert not homeless, f"modules of no layer (add them to ALLOWED here and to ARCHITECTURE.md): {homeless}"
 
 
-def test_no_import_cycles():
-    """Tarjan's strongly connected components over module -> imported module."""
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components over module -> imported module (those of 2 or more)."""
     index, low, stack, on_stack, cycles = {}, {}, [], set(), []
 
     def visit(v: str) -> None:
         index[v] = low[v] = len(index)
         stack.append(v)
         on_stack.add(v)
-        for w in GRAPH[v][0]:
+        for w in graph[v]:
             if w not in index:
                 visit(w)
                 low[v] = min(low[v], low[w])
@@ -159,10 +168,86 @@ def test_no_import_cycles():
             if len(comp) > 1:
                 cycles.append(sorted(comp))
 
-    for m in sorted(GRAPH):
+    for m in sorted(graph):
         if m not in index:
             visit(m)
+    return sorted(cycles)
+
+
+def test_no_import_cycles():
+    cycles = _cycles({m: inside for m, (inside, _) in GRAPH.items()})
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+# Cycles through ``if TYPE_CHECKING:`` imports still here, each with why (the coordinator prunes
+# this at merge; a new entry needs a reason a reviewer accepts).
+TYPING_CYCLES_ALLOWED: dict = {}
+
+
+def test_no_import_cycles_through_type_checking_imports():
+    found = _cycles(TYPING_GRAPH)
+    cycles = [c for c in found if tuple(c) not in TYPING_CYCLES_ALLOWED]
+    assert not cycles, ("import cycles (TYPE_CHECKING imports included; move the shared types to a module "
+                        "both import):\n" + "\n".join(" <-> ".join(c) for c in cycles))
+    stale = sorted(set(TYPING_CYCLES_ALLOWED) - {tuple(c) for c in found})
+    assert not stale, f"no longer a cycle: take them off TYPING_CYCLES_ALLOWED: {stale}"
+
+
+def test_the_cycle_check_sees_type_checking_imports(tmp_path):
+    a = tmp_path / "a.py"
+    a.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from clca_edge.core import errors\n")
+    probe = f"{PKG}.probe"
+    assert _imports(probe, a)[0] == set()
+    assert _imports(probe, a, typing_too=True)[0] == {f"{PKG}.core.errors"}
+    assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+
+
+# The longest a function of clca_edge may be (lines from ``def`` to its last line, nested functions
+# included), and the ones still longer, each with why. The coordinator prunes this at merge.
+MAX_FUNCTION_LINES = 80
+LONG_FUNCTIONS_ALLOWED = {
+    "clca_edge.data.augment._make_transforms": "issue 21, being split",
+    "clca_edge.training.trainer._train": "issue 21, being split",
+    "clca_edge.quickstart.stages": "the quick start's stages are closures over its folders and console "
+                                   "(each short); to become one object with a method per stage",
+}
+
+
+def _long_functions(path: Path, module: str, limit: int) -> dict[str, int]:
+    out = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}.{child.name}"
+                if not isinstance(child, ast.ClassDef) and child.end_lineno - child.lineno + 1 > limit:
+                    out[name] = child.end_lineno - child.lineno + 1
+                visit(child, name)
+
+    visit(ast.parse(path.read_text(), str(path)), module)
+    return out
+
+
+def test_no_function_is_longer_than_80_lines():
+    found = {}
+    for m, path in sorted(MODULES.items()):
+        found.update(_long_functions(path, m, MAX_FUNCTION_LINES))
+    too_long = {n: lines for n, lines in found.items() if n not in LONG_FUNCTIONS_ALLOWED}
+    assert not too_long, "functions over 80 lines (split them into named steps): " + ", ".join(
+        f"{n} ({lines} lines)" for n, lines in sorted(too_long.items()))
+    stale = sorted(set(LONG_FUNCTIONS_ALLOWED) - set(found))
+    assert not stale, f"no longer over 80 lines: take them off LONG_FUNCTIONS_ALLOWED: {stale}"
+    assert all(reason.strip() for reason in LONG_FUNCTIONS_ALLOWED.values())
+
+
+def test_the_length_check_counts_what_it_should(tmp_path):
+    def function(name: str, lines: int, indent: str = "") -> list[str]:
+        return [f"{indent}def {name}():"] + [f"{indent}    x{i} = {i}" for i in range(lines - 1)]
+
+    src = tmp_path / "m.py"
+    src.write_text("\n".join(function("at_the_limit", 80) + ["class K:"] + function("over", 81, "    ")
+                             + function("outer", 30) + function("inner", 81, "    ")) + "\n")
+    assert _long_functions(src, "m", 80) == {"m.K.over": 81, "m.outer": 111, "m.outer.inner": 81}
 
 
 def test_layers_import_only_what_they_may():
@@ -200,7 +285,8 @@ def _reachable(start: str) -> set[str]:
 @pytest.mark.parametrize("layer", DEVICE_SIDE)
 def test_device_side_never_reaches_torch_or_the_training_side(layer):
     """Transitively: nothing a runtime/capture module imports, however deep, needs the [train] extra."""
-    forbidden_layers = {"training", "models", "data", "deploy", "engines", "benchmark", "explain", "quickstart", "cli"}
+    forbidden_layers = {"training", "models", "data", "deploy", "engines", "benchmark", "explain", "quickstart", "cli",
+                       "centre"}
     for m in (m for m in MODULES if layer_of(m) == layer):
         for dep in _reachable(m):
             assert layer_of(dep) not in forbidden_layers, f"{m} reaches {dep}"

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from clca_edge.capture.fieldlog import SQLITE_HEADER, detect_format, open_log, read_log
 from clca_edge.cli import main
 from clca_edge.core.errors import ExitCode, OutputError
-from test_runtime_helpers import CLASSES, leaf_images
+from support.runtime_bundle import BUNDLE_CLASSES as CLASSES, leaf_images
 
 
 def _sqlite_log(path):

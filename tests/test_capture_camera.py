@@ -19,7 +19,7 @@ from clca_edge.core.preprocess import PreprocessSpec
 from clca_edge.runtime.backends import Classifier
 from clca_edge.core.errors import SourceError
 from clca_edge.runtime.model import RuntimeModel
-from test_runtime_helpers import CLASSES, leaf_images
+from support.runtime_bundle import BUNDLE_CLASSES as CLASSES, leaf_images
 
 FRAMES = leaf_images(4, seed=2)
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from clca_edge.capture import frames as frames_mod
 from clca_edge.capture.fieldlog import read_log
 from clca_edge.cli import main
-from test_runtime_helpers import leaf_images, write_video
+from support.runtime_bundle import leaf_images, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 

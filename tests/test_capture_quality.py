@@ -21,7 +21,7 @@ from clca_edge.core.confidence import ConfidenceCalibration, softmax
 from clca_edge.core.image_stats import build_reference, measure
 from clca_edge.core.preprocess import PreprocessSpec, load_rgb, preprocess, resize_center_crop
 from clca_edge.data.synth import class_traits, draw_leaf
-from test_runtime_helpers import CLASSES, write_video
+from support.runtime_bundle import BUNDLE_CLASSES as CLASSES, write_video
 
 TRAITS = class_traits(4, seed=0)
 TEMPERATURE = 2.5

@@ -24,7 +24,7 @@ from clca_edge.cli import main
 from clca_edge.core.preprocess import PreprocessSpec
 from clca_edge.runtime.backends import Classifier, ModelFiles
 from clca_edge.runtime.model import RuntimeModel
-from test_runtime_helpers import CLASSES, leaf_images
+from support.runtime_bundle import BUNDLE_CLASSES as CLASSES, leaf_images
 
 OFF = QualityConfig(enabled=False)
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from clca_edge.capture.fieldlog import read_log
 from clca_edge.cli import main
-from test_runtime_helpers import CLASSES, leaf_images, write_video
+from support.runtime_bundle import BUNDLE_CLASSES as CLASSES, leaf_images, write_video
 
 N_FRAMES = 24
 

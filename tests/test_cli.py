@@ -13,7 +13,7 @@ from clca_edge.cli import main
 def test_help_imports_neither_torch_nor_tensorrt():
     code = ("import sys; from click.testing import CliRunner; from clca_edge.cli import main; "
             "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output; "
-            "print(sorted(m for m in ('torch', 'tensorrt', 'timm', 'onnxruntime') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'tensorrt', 'timm', 'onnxruntime', 'paho') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

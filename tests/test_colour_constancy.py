@@ -133,7 +133,7 @@ def test_a_grey_world_model_deploys_and_the_device_applies_it(tmp_path):
     from clca_edge.core.confidence import softmax
     from clca_edge.core.preprocess import load_rgb
     from conftest import TINY_IMG
-    from test_deploy_support import deploy_with_spec
+    from support.workspace import deploy_with_spec
 
     model, meta, out, written, temperature = deploy_with_spec(
         tmp_path, PreprocessSpec(img_size=TINY_IMG, colour_constancy="grey_world"))

@@ -15,16 +15,17 @@ from clca_edge.core.errors import ClcaEdgeError, ExitCode
 from clca_edge.cli import main
 from clca_edge.bundle import BundleIntegrityError, load_bundle, sha256_file
 
-from test_deploy_support import CLASSES, load_tensors, make_workspace
+from support.workspace import TREE_CLASSES as CLASSES, load_tensors
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
+def ws(tmp_path_factory, trained_workspace):
+    """The shared workspace with its eval images copied and one corrupt image added (skipped and
+    counted, never fatal); bundles go to ``out`` beside them."""
     root = tmp_path_factory.mktemp("deploy")
-    w = make_workspace(root)
-    # One corrupt eval image: skipped and counted, never fatal.
-    (w["eval"] / "ash" / "broken.png").write_bytes(b"\x89PNG not really")
-    return w
+    shutil.copytree(trained_workspace["eval"], root / "eval")
+    (root / "eval" / "ash" / "broken.png").write_bytes(b"\x89PNG not really")
+    return {**trained_workspace, "eval": root / "eval", "out": root}
 
 
 def _deploy(ws, out, *extra):
@@ -35,7 +36,7 @@ def _deploy(ws, out, *extra):
 
 @pytest.fixture(scope="module")
 def bundle(ws):
-    out = ws["ckpt"].parent / "bundle"
+    out = ws["out"] / "bundle"
     res = _deploy(ws, out, "--tar")
     assert res.exit_code == 0, res.output
     return out, res
@@ -49,10 +50,14 @@ def test_manifest_records_everything(bundle, ws):
     assert all(sha256_file(out / f) == h for f, h in m["files"].items())
     assert m["input"]["shape"] == [1, 3, 64, 64] and m["opset"] == 17
     assert m["class_names"] == CLASSES and (out / "labels.txt").read_text().split() == CLASSES
-    assert m["preprocess"]["img_size"] == 64 and m["preprocess"]["resize_size"] == 73
-    assert len(m["preprocess"]["mean"]) == 3 and len(m["preprocess"]["std"]) == 3
+    # Each thing once (format 3): the preprocessing in its file, the model config in "model".
+    spec = json.loads((out / m["preprocess_file"]).read_text())
+    assert spec["img_size"] == 64 and spec["resize_size"] == 73
+    assert len(spec["mean"]) == 3 and len(spec["std"]) == 3
+    assert m["format"] == 3 and not {"preprocess", "backbone", "method", "clca"} & set(m)
+    assert m["model"]["backbone"] == "vit_tiny_patch16_224" and m["model"]["clca"]["cla_head"] is True
     # Resolved for the 4-block tiny backbone (default locations scale with depth).
-    assert m["method"] == "evit" and m["keep_rate"] == [0.25, 0.25, 0.25] and m["locations"] == [1, 2, 3]
+    assert m["model"]["method"] == "evit" and m["keep_rate"] == [0.25, 0.25, 0.25] and m["locations"] == [1, 2, 3]
     assert len(m["tokens_per_block"]) == 4 and m["tokens_per_block"][0] == 1 + 1 + 16
     import clca_edge
     assert m["version"] == clca_edge.__version__
@@ -60,8 +65,17 @@ def test_manifest_records_everything(bundle, ws):
     assert v["fp32"]["parity"]["torch_vs_onnx_max_abs"] <= 1e-4
     assert v["fp32"]["accuracy"]["top1"] >= 80.0  # trained: far above the 33% of chance
     assert m["gate"]["eval_images"] == 18 and m["gate"]["eval_skipped"] == 1
+    # The statistical gate: 5 lost images (0.5**5 <= 0.05) of 18 is the smallest drop 18 images show.
+    g = m["gate"]
+    assert g["alpha"] == 0.05 and g["min_agreement"] == 90.0 and "max_drop" not in g
+    assert g["detectable_drop"] == pytest.approx(100 * 5 / 18, abs=1e-3)
+    assert "smallest drop these 18 eval images can detect is 27.78 points" in res.output
     for name in ("int8", "fp16"):
-        assert v[name]["status"] == ("passed" if v[name]["drop"] <= 1.0 else "rejected")
+        p = v[name]["paired"]
+        assert p["images"] == 18 and 0 <= p["lost"] + p["gained"] <= 18 and 0 < p["p_value"] <= 1
+        assert v[name]["drop"] == pytest.approx(100 * (p["lost"] - p["gained"]) / 18, abs=1e-3)
+        passes = not (p["lost"] > p["gained"] and p["p_value"] <= 0.05) and p["agreement"] >= 90.0
+        assert v[name]["status"] == ("passed" if passes else "rejected")
         assert set(v[name]["accuracy"]["per_class"]) == set(CLASSES)
     assert v["trt-fp16"]["status"] == v["trt-int8"]["status"] == "to verify on device"
     # The fastest passing variant on ONNX Runtime CPU; never TensorRT's Q/DQ file (int8-cpu runs there).
@@ -123,7 +137,7 @@ def test_int8_accuracy_is_computed_on_real_ort_outputs(bundle, ws):
 
     out, _ = bundle
     m = json.loads((out / "manifest.json").read_text())
-    x, y = load_tensors(ws["eval"], PreprocessSpec.from_dict(m["preprocess"]))
+    x, y = load_tensors(ws["eval"], PreprocessSpec.from_dict(json.loads((out / "preprocess.json").read_text())))
     sess = ort.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"])
     pred = np.array([sess.run(None, {"images": x[i:i + 1]})[0].argmax() for i in range(len(x))])
     assert m["variants"]["int8"]["accuracy"]["top1"] == pytest.approx(100.0 * (pred == y).mean(), abs=1e-3)
@@ -156,7 +170,9 @@ def test_tar_round_trip_and_one_flipped_byte_is_refused(bundle, tmp_path):
     assert res.exit_code == ExitCode.BUNDLE and "sha256 of model.int8.onnx does not match" in res.output
 
 
-def test_gate_rejects_a_variant_made_worse_on_purpose(ws, tmp_path, monkeypatch):
+@pytest.fixture
+def broken_int8(monkeypatch):
+    """INT8 quantisation that then replaces its weights with random ones: a variant far worse than fp32."""
     import clca_edge.deploy.quantize as q
 
     real = q.quantize_int8
@@ -173,6 +189,9 @@ def test_gate_rejects_a_variant_made_worse_on_purpose(ws, tmp_path, monkeypatch)
         return summary
 
     monkeypatch.setattr(q, "quantize_int8", quantize_then_break)
+
+
+def test_gate_rejects_a_variant_made_worse_on_purpose(ws, tmp_path, broken_int8):
     out = tmp_path / "bad"
     res = _deploy(ws, out, "--precision", "int8,fp32")
     assert res.exit_code == 0, res.output
@@ -182,6 +201,33 @@ def test_gate_rejects_a_variant_made_worse_on_purpose(ws, tmp_path, monkeypatch)
     assert m["default_variant"] == "fp32"
     worst = [w["class"] for w in m["variants"]["int8"]["worst_classes"]]
     assert worst and f"REJECTED: int8 drops" in res.output and worst[0] in res.output
+    p = m["variants"]["int8"]["paired"]
+    assert m["variants"]["int8"]["rejected_by"] == "significant drop" and p["lost"] >= 5 and p["p_value"] <= 0.05
+
+
+def test_each_gate_rule_rejects_on_its_own_and_max_drop_keeps_its_meaning(ws, tmp_path, broken_int8):
+    """With a significance level 18 images cannot reach, the paired test rejects nothing (and the
+    command says no drop is detectable); the agreement bound and a set --max-drop still reject."""
+    def gate(*options):
+        out = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        res = _deploy(ws, out, "--precision", "int8,fp32", "--target", "cpu", "--field-suite", "off",
+                      "--gate-alpha", "1e-9", *options)
+        assert res.exit_code == 0, res.output
+        return json.loads((out / "manifest.json").read_text()), res.output
+
+    m, output = gate("--min-agreement", "0")
+    int8 = m["variants"]["int8"]
+    assert int8["status"] == "passed" and int8["drop"] > 1.0 and "rejected_by" not in int8
+    assert "detectable_drop" not in m["gate"] and "18 eval images are too few to detect any drop" in output
+    m, output = gate("--min-agreement", "0", "--max-drop", "1")
+    int8 = m["variants"]["int8"]
+    assert int8["status"] == "rejected" and int8["rejected_by"] == "max drop" and m["gate"]["max_drop"] == 1.0
+    assert f"REJECTED: int8 drops {int8['drop']:.2f} points (> --max-drop 1)" in output
+    m, output = gate("--min-agreement", "99")
+    int8 = m["variants"]["int8"]
+    assert int8["status"] == "rejected" and int8["rejected_by"] == "agreement"
+    assert int8["paired"]["agreement"] < 99 and f"agrees with fp32 on {int8['paired']['agreement']:.1f}%" in output
+    assert m["variants"]["fp32"]["status"] == "passed" and m["default_variant"] == "fp32"
 
 
 def test_existing_bundle_needs_force_and_nothing_half_written(bundle, ws):
@@ -240,7 +286,7 @@ def _matmuls_with_quantised_output(model):
 
 @pytest.fixture(scope="module")
 def cpu_bundle(ws):
-    out = ws["ckpt"].parent / "cpu_bundle"
+    out = ws["out"] / "cpu_bundle"
     res = _deploy(ws, out, "--target", "cpu", "--precision", "int8,fp32")
     assert res.exit_code == 0, res.output
     return out

@@ -13,25 +13,26 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
-from clca_edge.bundle import read_manifest
+from clca_edge.bundle import load_bundle, read_manifest
 from clca_edge.cli import main
 from clca_edge.core.confidence import ece, softmax
 from clca_edge.core.preprocess import load_rgb, preprocess
-from test_deploy_support import CLASSES, make_workspace
+from support.workspace import TREE_CLASSES as CLASSES
 
 SCALE = 6.0
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    """An over-confident model (the trained tiny model's logits x6) on an eval set with label
-    noise (two images of each class filed under the next class), deployed fp32 only."""
+def deployed(tmp_path_factory, trained_workspace):
+    """An over-confident model (the shared trained tiny model's logits x6) on a copy of its eval set
+    with label noise (two images of each class filed under the next class), deployed fp32 only."""
     import torch
 
     from clca_edge.training.checkpoint import load_checkpoint, save_checkpoint
 
     root = tmp_path_factory.mktemp("fieldstats")
-    ws = make_workspace(root)
+    shutil.copytree(trained_workspace["eval"], root / "eval")
+    ws = {**trained_workspace, "eval": root / "eval"}
     model, meta = load_checkpoint(ws["ckpt"])
     with torch.no_grad():
         model.cla_head.classify.weight.mul_(SCALE)
@@ -48,7 +49,7 @@ def deployed(tmp_path_factory):
 
 
 def eval_logits(bundle, ws):
-    spec = read_manifest(bundle).preprocess
+    spec = load_bundle(bundle).preprocess
     sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     xs, ys = [], []
     for ci, c in enumerate(CLASSES):
@@ -111,7 +112,7 @@ def test_predict_and_capture_use_the_deployed_temperature_and_reference(deployed
     assert recs[-1]["frames"] == len(list((ws["eval"] / "ash").iterdir()))
 
 
-def test_a_field_trained_checkpoint_gets_a_reference_over_its_training_views(tmp_path):
+def test_a_field_trained_checkpoint_gets_a_reference_over_its_training_views(tmp_path, trained_workspace):
     """A checkpoint that records the field preset: deploy measures 4 of its augmentation's views
     of each calibration image (seeded by --seed: two deploys record the same reference), says so,
     and the guard it gives judges a dim eval leaf (exposure x0.6) that the plain crops' reference
@@ -119,11 +120,11 @@ def test_a_field_trained_checkpoint_gets_a_reference_over_its_training_views(tmp
     from clca_edge.capture.quality import QualityGuard
     from clca_edge.core.preprocess import resize_center_crop
     from clca_edge.data.augment import get_preset
-    from clca_edge.deploy.pipeline import QUALITY_VIEWS
+    from clca_edge.deploy.quality_step import QUALITY_VIEWS
     from clca_edge.robustness.suite import BY_NAME
     from clca_edge.training.checkpoint import load_checkpoint, save_checkpoint
 
-    ws = make_workspace(tmp_path)
+    ws = trained_workspace
     model, meta = load_checkpoint(ws["ckpt"])
     assert "augment" not in meta.extra      # (a bare checkpoint: the plain crops, as a weak one)
     meta.extra["augment"] = get_preset("field").to_dict()
@@ -143,7 +144,7 @@ def test_a_field_trained_checkpoint_gets_a_reference_over_its_training_views(tmp
     assert refs["field"].source == "96 field views of 24 images of --calib-data"
     assert "quality reference: 96 field views of training images" in res.output
     assert refs["field"] == refs["field again"] and refs["field"].sharpness != refs["weak"].sharpness
-    spec = read_manifest(tmp_path / "field").preprocess
+    spec = load_bundle(tmp_path / "field").preprocess
     dim = [resize_center_crop(BY_NAME["exposure_down"].apply(load_rgb(p), 2, None), spec)
            for p in sorted(ws["eval"].rglob("*.png"))]
     guards = {k: QualityGuard.for_bundle(refs[k]) for k in ("weak", "field")}

@@ -16,7 +16,7 @@ from rich.console import Console
 from clca_edge.cli import main
 from clca_edge.cli.progress import StageProgress
 from clca_edge.core.errors import ExitCode
-from test_deploy_support import write_class_tree
+from support.workspace import write_class_tree
 
 TINY = ["--model", "vit_tiny_patch16_224", "--pretrained", "none", "--img-size", "32", "--model-kwargs",
         "depth=2,embed_dim=32,num_heads=2", "--keep-rate", "0.5", "--batch-size", "8", "--workers", "0",
@@ -54,7 +54,7 @@ def test_deploy_against_the_runs_own_split_with_the_default_calib_images(run, tm
     assert f"has {n_train} usable calibration images, fewer than the default 256" in res.stdout
     # Progress on stderr, stage by stage (stdout keeps the results).
     for stage in ("loading", "sampling calibration images", "exporting fp32 ONNX", "calibrating INT8",
-                  "evaluating int8, fp32 on"):
+                  "evaluating fp32, int8 on"):
         assert stage in res.stderr, stage
     assert "sampling calibration images" not in res.stdout
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from clca_edge.core.gate_stats import GateRule, mcnemar_p
 from clca_edge.cli import main
 from clca_edge.engines.build import BuildEngineConfig, build_engines
 from clca_edge.engines import tensorrt as te
@@ -19,20 +20,19 @@ from clca_edge.bundle import AccuracyRecord, Status, load_bundle, read_manifest,
 from clca_edge.engines.tensorrt import GpuInfo, HostMemory
 
 from fake_tensorrt import make_module
-from test_deploy_support import CLASSES, make_workspace
+from support.workspace import TREE_CLASSES as CLASSES
 
 ORIN = GpuInfo("Orin (nvgpu)", "8.7", "test")
 VERSIONS = {"trt8": "8.5.2.2", "trt10": "10.3.0.30"}
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
+def deployed(tmp_path_factory, trained_workspace):
     from clca_edge.deploy.calibration import CalibrationConfig
     from clca_edge.deploy.pipeline import DeployConfig, run_deploy
 
-    root = tmp_path_factory.mktemp("engine")
-    ws = make_workspace(root)
-    out = root / "bundle"
+    ws = trained_workspace
+    out = tmp_path_factory.mktemp("engine") / "bundle"
     run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=out, calib_data=ws["calib"], eval_data=ws["eval"],
                             precisions=("int8", "fp32"), calibration=CalibrationConfig(num_images=12),
                             build_engines=False))
@@ -78,7 +78,12 @@ def test_auto_builds_both_gates_times_and_picks_default(bundle, deployed, flavou
         fp32_top1 = rec["reference"]["accuracy"]["top1"]
         assert fp32_top1 == pytest.approx(m["variants"]["fp32"]["accuracy"]["top1"])
         assert rec["drop"] == pytest.approx(fp32_top1 - src_acc)
-        assert rec["status"] == ("passed" if rec["drop"] <= 1.0 else "rejected")
+        # The deploy's statistical gate (core/gate_stats.py), on the device's pass.
+        p = rec["paired"]
+        assert p["p_value"] == pytest.approx(mcnemar_p(p["lost"], p["gained"]), abs=1e-6)
+        assert rec["drop"] == pytest.approx(100 * (p["lost"] - p["gained"]) / p["images"], abs=1e-3)
+        rejected = (p["lost"] > p["gained"] and p["p_value"] <= 0.05) or p["agreement"] < 90
+        assert rec["status"] == ("rejected" if rejected else "passed")
     passing = [o for o in rep.outcomes if o.status == "passed"]
     fastest = min(passing, key=lambda o: o.record.timing.p50_ms)
     assert m["default_engine"] == rep.default_engine == fastest.file and m["default_engine_verified"]
@@ -232,7 +237,7 @@ def _ort_logits(onnx_path, x):
 
 
 def test_gate_scores_fp32_onnx_on_the_device_images_in_the_same_pass(bundle, tmp_path):
-    from test_deploy_support import load_tensors, write_class_tree
+    from support.workspace import load_tensors, write_class_tree
 
     # Deploy's fp32 figure came from other images; make it absurd so using it would show.
     m = read_manifest(bundle)
@@ -241,7 +246,7 @@ def test_gate_scores_fp32_onnx_on_the_device_images_in_the_same_pass(bundle, tmp
     device_eval = write_class_tree(tmp_path / "device_eval", 4, seed=7)
     rep = _build(bundle, make_module("10.3.0.30"), precision="auto", eval_data=device_eval)
 
-    x, y = load_tensors(device_eval, m.preprocess)
+    x, y = load_tensors(device_eval, load_bundle(bundle).preprocess)
     fp32 = _ort_logits(bundle / "model.onnx", x)
     int8 = _ort_logits(bundle / "model.int8.onnx", x)
     top1 = {"fp16": 100.0 * (fp32.argmax(1) == y).mean(), "int8": 100.0 * (int8.argmax(1) == y).mean()}
@@ -251,7 +256,10 @@ def test_gate_scores_fp32_onnx_on_the_device_images_in_the_same_pass(bundle, tmp
         assert rec.reference.accuracy.top1 == pytest.approx(ref_top1, abs=1e-3)
         assert rec.reference.eval_data == str(device_eval) and rec.accuracy.images == len(y)
         assert rec.drop == pytest.approx(ref_top1 - top1[p], abs=1e-3)
-        assert rec.status == ("passed" if rec.drop <= 1.0 else "rejected")
+        mine = (fp32 if p == "fp16" else int8).argmax(1)
+        lost, gained = int(((fp32.argmax(1) == y) & (mine != y)).sum()), int(((fp32.argmax(1) != y) & (mine == y)).sum())
+        assert (rec.paired.lost, rec.paired.gained, rec.paired.images) == (lost, gained, len(y))
+        assert rec.paired.agreement == pytest.approx(100.0 * (mine == fp32.argmax(1)).mean(), abs=1e-3)
     assert by["fp16"].drop == 0.0 and by["fp16"].agreement.top1_agreement == 100.0
     assert by["fp16"].agreement.max_abs_logit_diff == pytest.approx(0.0, abs=1e-5)
     assert by["int8"].agreement.max_abs_logit_diff == pytest.approx(float(np.abs(int8 - fp32).max()), rel=1e-4)
@@ -384,3 +392,52 @@ def test_torch_tensorrt_module_is_recorded_apart_and_never_picked_by_the_runtime
     assert load_model(bundle).files.engine_precisions == ()
     with pytest.raises(BackendUnavailable, match="no fp16 engine built"):
         find_engine(b, "fp16", make_module("10.3.0.30"), ORIN)
+
+
+def test_the_engines_gate_is_the_one_deploy_used():
+    from clca_edge.bundle import GateRecord
+    from clca_edge.engines.build import gate_rule
+
+    # A bundle from before the statistical gate keeps its fixed rule (--max-drop replaces its bound).
+    assert gate_rule(GateRecord(max_drop=1.0), None) == GateRule(min_agreement=0.0, max_drop=1.0)
+    assert gate_rule(GateRecord(max_drop=1.0), 3.0) == GateRule(min_agreement=0.0, max_drop=3.0)
+    assert gate_rule(None, None) == GateRule(min_agreement=0.0, max_drop=1.0)
+    stat = GateRecord(alpha=0.01, min_agreement=95.0)
+    assert gate_rule(stat, None) == GateRule(alpha=0.01, min_agreement=95.0)
+    assert gate_rule(stat, 0.5) == GateRule(alpha=0.01, min_agreement=95.0, max_drop=0.5)
+
+
+def test_an_engine_failing_mid_gate_fails_to_run_and_the_other_keeps_its_paired_verdict(bundle, tmp_path):
+    """The int8 engine raises on one device eval image (after its self-check and timing passed):
+    it is recorded as failed to run, and the fp16 engine is scored again alone, with its paired test."""
+    from clca_edge.core.preprocess import load_rgb, preprocess
+    from support.workspace import write_class_tree
+
+    device_eval = write_class_tree(tmp_path / "device_eval", 4, seed=7)
+    poison = preprocess(load_rgb(sorted((device_eval / "birch").iterdir())[1]), load_bundle(bundle).preprocess)[None]
+    made = []
+
+    class BreaksOnOneImage:
+        def __init__(self, runner, breaks: bool):
+            self.runner, self.breaks = runner, breaks
+
+        def __getattr__(self, name):
+            return getattr(self.runner, name)
+
+        def __call__(self, x):
+            if self.breaks and np.array_equal(x, poison):
+                raise te.EngineError("CUDA error: an illegal memory access was encountered")
+            return self.runner(x)
+
+    def factory(trt, plan):
+        made.append(plan)  # auto builds fp16, then int8
+        return BreaksOnOneImage(te.TrtRunner(trt, plan, memory=HostMemory()), breaks=len(made) == 2)
+
+    rep = build_engines(BuildEngineConfig(bundle=bundle, timing_iters=3, precision="auto", eval_data=device_eval),
+                        trt=make_module("10.3.0.30"), memory=HostMemory(), runner_factory=factory)
+    by = {o.precision: o.record for o in rep.outcomes}
+    assert by["int8"].status == Status.FAILED_TO_RUN and "illegal memory access" in by["int8"].note
+    fp16 = by["fp16"]
+    assert fp16.accuracy.images == fp16.paired.images == 12 and fp16.paired.agreement == 100.0
+    assert (fp16.paired.lost, fp16.paired.gained, fp16.paired.p_value) == (0, 0, 1.0) and fp16.status == Status.PASSED
+    assert rep.default_engine == next(o.file for o in rep.outcomes if o.precision == "fp16")

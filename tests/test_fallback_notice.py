@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from clca_edge.bundle import read_manifest, write_manifest
 from clca_edge.capture.fieldlog import read_log
 from clca_edge.cli import main
-from test_runtime_helpers import leaf_images
+from support.runtime_bundle import leaf_images
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from clca_edge.cli import main
-from test_deploy_support import make_workspace
-from test_runtime_helpers import leaf_images
+from support.runtime_bundle import leaf_images
 
 TINY = ["--model", "vit_tiny_patch16_224", "--pretrained", "none", "--img-size", "32", "--model-kwargs",
         "depth=2,embed_dim=32,num_heads=2", "--keep-rate", "0.5", "--epochs", "1", "--batch-size", "8",
@@ -20,8 +19,8 @@ TINY = ["--model", "vit_tiny_patch16_224", "--pretrained", "none", "--img-size",
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    return make_workspace(tmp_path_factory.mktemp("json"))
+def ws(trained_workspace):
+    return trained_workspace
 
 
 def run_json(*args):

@@ -1,5 +1,6 @@
-"""The typed bundle manifest: one writer/reader, validation that names the field and the fix, format 1
-converted on read, unknown keys kept. Torch-free apart from the session bundle of test_runtime_helpers."""
+"""The typed bundle manifest: one writer/reader, validation that names the field and the fix, formats 1
+and 2 upgraded on read, unknown keys kept. Torch-free apart from the session bundle of
+tests/support/runtime_bundle.py."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ import pytest
 from clca_edge.bundle import (FORMAT_VERSION, BundleError, EngineKey, EngineRecord, Manifest, Status, TensorSpec,
                               TorchTrtModule, VariantRecord, load_bundle, read_manifest, write_manifest)
 from clca_edge.core.errors import ExitCode
-from clca_edge.core.preprocess import PreprocessSpec
 
-from test_runtime_helpers import CLASSES, leaf_images
+from support.runtime_bundle import BUNDLE_CLASSES as CLASSES, leaf_images
 
 FORMAT1 = Path(__file__).parent / "data" / "bundle_format1"
 FP16_PLAN = "fp16_trt10.3.0.30_orin-nvgpu_sm87_dc920908b45f.plan"
@@ -37,7 +37,9 @@ def test_real_format_1_manifest_reads_as_typed_records():
     assert m.format == FORMAT_VERSION and m.version == "0.1.0" and m.target == "jetson-orin"
     assert m.class_names == ["ash", "birch", "cedar"] and m.input.shape == [1, 3, 64, 64]
     assert m.output == TensorSpec("logits", [1, 3], "float32")
-    assert isinstance(m.preprocess, PreprocessSpec) and m.preprocess.resize_size == 73
+    # Each thing once: the model config in ``model``, the preprocessing in preprocess.json only.
+    assert m.model["backbone"] == "vit_tiny_patch16_224" and m.model["method"] == "evit"
+    assert m.preprocess_file == "preprocess.json" and not hasattr(m, "preprocess")
     assert m.gate.max_drop == 1.0 and m.gate.eval_images == 18 and m.calibration.images == 6
     assert {n: v.status for n, v in m.variants.items()} == {
         "int8": Status.PASSED, "fp32": Status.PASSED, "fp16": Status.PASSED,
@@ -56,7 +58,7 @@ def test_real_format_1_manifest_reads_as_typed_records():
     assert m.torch_tensorrt == {} and m.extra == {}
 
 
-def test_format_1_round_trips_through_the_writer_as_format_2(tmp_path):
+def test_format_1_round_trips_through_the_writer_as_format_3(tmp_path):
     m = read_manifest(FORMAT1)
     assert Manifest.from_dict(m.to_dict()) == m
     out = tmp_path / "b"
@@ -64,9 +66,42 @@ def test_format_1_round_trips_through_the_writer_as_format_2(tmp_path):
     write_manifest(out, m, hash_files=False)
     written = json.loads((out / "manifest.json").read_text())
     raw = _raw_format1()
-    assert written["format"] == 2 and list(written)[:4] == ["format", "package", "version", "created"]
+    assert written["format"] == 3 and list(written)[:4] == ["format", "package", "version", "created"]
     assert written.pop("torch_tensorrt") == {}
-    assert {k: v for k, v in written.items() if k != "format"} == {k: v for k, v in raw.items() if k != "format"}
+    dropped = ("format", "backbone", "method", "clca", "preprocess")  # format 3 stores each once
+    assert {k: v for k, v in written.items() if k != "format"} == {k: v for k, v in raw.items() if k not in dropped}
+
+
+def test_format_2_upgrade_keeps_one_copy_of_the_model_and_the_preprocessing():
+    raw = _raw_format1()
+    raw["format"] = 2
+    m = Manifest.from_dict(raw)
+    assert m.model == raw["model"] and m.extra == {} and "preprocess" not in m.to_dict()
+    # A manifest without "model" (written by hand, or by a tool that only set the copies) keeps them there.
+    del raw["model"]
+    m = Manifest.from_dict(raw)
+    assert m.model == {"backbone": "vit_tiny_patch16_224", "method": "evit"} and m.extra == {}
+    assert not {"backbone", "method", "clca", "preprocess"} & set(m.to_dict())
+
+
+def test_format_3_gate_records_the_paired_test_and_what_it_can_detect():
+    from clca_edge.bundle import GateRecord, PairedTest
+
+    raw = _raw_format1()
+    raw["format"] = 3
+    for k in ("backbone", "method", "clca", "preprocess"):
+        del raw[k]
+    raw["gate"] = {"alpha": 0.05, "min_agreement": 90.0, "detectable_drop": 27.7778, "eval_images": 18}
+    raw["variants"]["int8"]["paired"] = {"images": 18, "agreement": 94.4444, "lost": 1, "gained": 0, "p_value": 0.5}
+    raw["variants"]["fp16"].update(status="rejected", rejected_by="significant drop")
+    m = Manifest.from_dict(raw)
+    assert m.gate == GateRecord(alpha=0.05, min_agreement=90.0, detectable_drop=27.7778, eval_images=18)
+    assert m.gate.max_drop is None and m.variants["fp16"].rejected_by == "significant drop"
+    assert m.variants["int8"].paired == PairedTest(images=18, agreement=94.4444, lost=1, gained=0, p_value=0.5)
+    assert Manifest.from_dict(m.to_dict()) == m
+    raw["variants"]["fp16"]["rejected_by"] = "bad luck"
+    with pytest.raises(BundleError, match="'variants.fp16.rejected_by' is 'bad luck', not one of"):
+        Manifest.from_dict(raw)
 
 
 def test_format_1_conversion_fixes_what_format_1_got_wrong():
@@ -112,17 +147,17 @@ def _set(path: str, value):
     (_set("input/shape", [1, 3, "64", 64]), "field 'input.shape[2]' must be an integer, not a string '64'"),
     (_set("input/shape", [64, 64]), "field 'input.shape' is [64, 64], not [1, 3, H, W]"),
     (_set("gate/max_drop", "1.0"), "field 'gate.max_drop' must be a number, not a string"),
-    (_set("clca", "yes"), "field 'clca' must be a boolean"),
+    (_set("model", "vit"), "field 'model' must be an object, not a string"),
     (_set("variants/int8/accuracy/top1", None), "field 'variants.int8.accuracy.top1' must be a number, not null"),
     (_set(f"engines/{FP16_PLAN}/key/onnx_sha256", KeyError), f"field 'engines.{FP16_PLAN}.key.onnx_sha256' is missing"),
     (_set("default_variant", "int4"), "field 'default_variant' is 'int4', not one of the variants"),
-    (_set("preprocess/interpolation", "nearest"), "field 'preprocess' is not a valid PreprocessSpec"),
-    (_set("format", 3), "field 'format' is 3; this clca-edge reads formats 1, 2; upgrade clca-edge"),
-    (_set("format", "2"), "field 'format' is '2'; this clca-edge reads formats 1, 2; re-run clca-edge deploy"),
+    (_set("preprocess_file", 7), "field 'preprocess_file' must be a string, not an integer"),
+    (_set("format", 4), "field 'format' is 4; this clca-edge reads formats 1, 2, 3; upgrade clca-edge"),
+    (_set("format", "2"), "field 'format' is '2'; this clca-edge reads formats 1, 2, 3; re-run clca-edge deploy"),
     (_set("format", True), "field 'format' is True"),
     (_set("format", KeyError), "not a clca-edge bundle manifest (no 'format' field)"),
 ])
-@pytest.mark.parametrize("fmt", [1, 2])
+@pytest.mark.parametrize("fmt", [1, 2, 3])
 def test_a_bad_manifest_is_refused_in_one_line_naming_the_field(tmp_path, change, needle, fmt):
     raw = _raw_format1()
     raw["format"] = fmt
@@ -195,15 +230,18 @@ def test_status_is_an_enum_written_and_printed_as_its_text():
                                                    Status.FAILED, Status.SKIPPED, Status.UNAVAILABLE]
 
 
-def test_a_format_1_bundle_still_loads_and_runs(tmp_path, bundle_dir):  # noqa: F811
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_an_older_format_bundle_still_loads_and_runs(tmp_path, bundle_dir, fmt):  # noqa: F811
     from clca_edge.runtime.backends import select_classifier
     from clca_edge.runtime.model import load_model
 
     b = tmp_path / "old"
     shutil.copytree(bundle_dir, b)
     raw = json.loads((b / "manifest.json").read_text())
-    raw["format"] = 1  # the manifest is not hashed: the files verify as before
-    (b / "manifest.json").write_text(json.dumps(raw))
+    # As formats 1 and 2 were written: the model config's and the preprocessing's copies beside them.
+    spec = json.loads((b / "preprocess.json").read_text())
+    raw.update(format=fmt, backbone="vit_tiny_patch16_224", method="evit", clca=True, preprocess=spec)
+    (b / "manifest.json").write_text(json.dumps(raw))  # the manifest is not hashed: the files verify as before
     assert load_bundle(b).manifest.format == FORMAT_VERSION
     clf = select_classifier(load_model(b).files, "ort-cpu").classifier
     try:

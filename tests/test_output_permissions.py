@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from clca_edge.core.fileio import atomic_write_bytes, current_umask, make_temp_dir
+from clca_edge.core.atomic_io import atomic_write_bytes, current_umask, make_temp_dir
 
 
 @pytest.fixture

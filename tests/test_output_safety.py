@@ -13,7 +13,6 @@ from click.testing import CliRunner
 
 from clca_edge.cli import main
 from clca_edge.core.errors import ExitCode
-from test_deploy_support import make_workspace
 
 TINY = ["--model", "vit_tiny_patch16_224", "--pretrained", "none", "--img-size", "32", "--model-kwargs",
         "depth=2,embed_dim=32,num_heads=2", "--keep-rate", "0.5", "--epochs", "1", "--batch-size", "8",
@@ -42,8 +41,8 @@ def one_error_line(res) -> str:
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    return make_workspace(tmp_path_factory.mktemp("outs"))
+def ws(trained_workspace):
+    return trained_workspace
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from clca_edge.cli import main
 from clca_edge.runtime.sessions import open_session
 from clca_edge.core.preprocess import PreprocessSpec, load_rgb, preprocess
 from clca_edge.runtime.decision import softmax
-from test_runtime_helpers import CLASSES, leaf_images
+from support.runtime_bundle import BUNDLE_CLASSES as CLASSES, leaf_images
 
 
 @pytest.fixture

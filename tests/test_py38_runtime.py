@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_runtime_helpers import leaf_images, write_video
+from support.runtime_bundle import leaf_images, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 PY38 = REPO / ".venv-py38" / "bin" / "python"

@@ -1,6 +1,8 @@
 """The README's main job: the whole mission on synthetic leaves, end to end, from the CLI."""
 
 import json
+import os
+import shutil
 
 import pytest
 
@@ -10,6 +12,7 @@ from clca_edge.cli import main
 from clca_edge.bundle import load_bundle
 
 
+@pytest.mark.slow  # the whole mission: trains 15 epochs, deploys three variants, captures 90 frames (18-35 s)
 def test_quickstart_runs_the_mission_and_reports_real_figures(tmp_path):
     out = tmp_path / "qs"
     res = CliRunner().invoke(main, ["quickstart", "--out", str(out), "--json"])
@@ -29,7 +32,13 @@ def test_quickstart_runs_the_mission_and_reports_real_figures(tmp_path):
     # INT8 vs fp32 on ONNX Runtime CPU, as the runtime timed them for capture's --precision auto.
     lat = summary["cpu_latency"]
     assert lat["fp32_p50_ms"] > 0 and lat["int8_p50_ms"] > 0 and lat["cpu"]
-    assert summary["variants"]["int8"]["status"] == "passed" and summary["variants"]["int8"]["drop"] <= 1.0
+    # The statistical gate: one image lost of 90 (1.1 points) is noise; 90 images show 5 or more (5.6 points).
+    assert summary["variants"]["int8"]["status"] == "passed" and summary["variants"]["int8"]["drop"] < 100 * 5 / 90
+    # The fleet stage: two devices, the broker stopped during the second's capture, every decision once.
+    if shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK):
+        fleet = summary["fleet"]
+        assert fleet["every_decision_once"] and set(fleet["decisions_at_centre"].values()) == {90}
+        assert fleet["pending_after_capture"]["field-b"] > 0 and fleet["synced"]["field-b"] > 0
     # A rerun replaces its own outputs and leaves anything else in the folder alone.
     (out / "keep.txt").write_text("mine")
     res2 = CliRunner().invoke(main, ["quickstart", "--out", str(out), "--epochs", "2"])
@@ -74,7 +83,7 @@ def test_each_stage_calls_the_library_as_its_printed_command_does(tmp_path, monk
     import shutil
 
     from clca_edge.quickstart import QuickstartConfig, stages
-    from test_runtime_helpers import leaf_images, write_video
+    from support.runtime_bundle import leaf_images, write_video
 
     seen = []
 
@@ -92,7 +101,7 @@ def test_each_stage_calls_the_library_as_its_printed_command_does(tmp_path, monk
         monkeypatch.setattr(mod, name, reached)
 
     out = tmp_path / "qs"
-    todo, _ = stages(QuickstartConfig(out=out, epochs=3, keep_rate="0.5", locations="1,3"), say=lambda msg: None)
+    todo, *_ = stages(QuickstartConfig(out=out, epochs=3, keep_rate="0.5", locations="1,3"), say=lambda msg: None)
     # What capture opens before it runs: a bundle and the video (the earlier stages are not run here).
     shutil.copytree(bundle_dir, out / "bundle")
     write_video(out / "heldout.avi", leaf_images(3, size=(64, 64)))

@@ -17,14 +17,14 @@ from clca_edge.core.preprocess import PreprocessSpec, load_rgb, preprocess, resi
 from clca_edge.robustness.evaluate import perturbed_crops, perturbed_inputs, run_suite
 from clca_edge.robustness.suite import BY_NAME, SUITE, conditions
 
-from test_deploy_support import CLASSES, make_workspace
+from support.workspace import TREE_CLASSES as CLASSES
 
 N_CONDITIONS = 33  # 11 perturbations x 3 severities
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    return make_workspace(tmp_path_factory.mktemp("robust"))
+def ws(trained_workspace):
+    return trained_workspace
 
 
 def _img(h=60, w=80, seed=0):

@@ -15,7 +15,7 @@ from clca_edge.runtime import backends
 from clca_edge.runtime.backends import BackendUnavailable, Classifier, ModelFiles, select_classifier
 from clca_edge.core.errors import BackendError
 from clca_edge.runtime.model import load_model
-from test_runtime_helpers import CLASSES
+from support.runtime_bundle import BUNDLE_CLASSES as CLASSES
 
 
 @pytest.fixture(autouse=True)
@@ -199,7 +199,7 @@ def test_tampered_bundle_is_refused_by_predict_and_capture(tmp_path, bundle_dir)
 def test_capture_logs_fallbacks(tmp_path, bundle_dir):
     import cv2
 
-    from test_runtime_helpers import leaf_images
+    from support.runtime_bundle import leaf_images
 
     for i, img in enumerate(leaf_images(2)):
         cv2.imwrite(str(tmp_path / f"{i}.png"), img)

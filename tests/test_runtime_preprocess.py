@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from clca_edge.core.preprocess import PreprocessSpec, load_bgr, load_rgb, preprocess
-from test_runtime_helpers import leaf_images
+from support.runtime_bundle import leaf_images
 
 
 def torch_eval_transform(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

@@ -21,7 +21,7 @@ from clca_edge.runtime import backends, selfcheck
 from clca_edge.runtime.backends import OrtClassifier, select_classifier
 from clca_edge.runtime.model import load_model
 
-from test_deploy_support import CLASSES
+from support.workspace import TREE_CLASSES as CLASSES
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +103,7 @@ def test_deploy_stores_class_balanced_reference_samples_with_fp32_logits(cpu_int
 
 
 def test_sample_choice_skips_calibration_images_and_unreadable_files(cpu_int8_bundle, tmp_path):
-    from clca_edge.deploy.reference import choose_samples
+    from clca_edge.deploy.selfcheck_samples import choose_samples
     from clca_edge.runtime.scoring import eval_set
 
     ws, _ = cpu_int8_bundle
@@ -124,7 +124,7 @@ def test_large_images_are_shrunk_and_reencoded_within_the_budget(tmp_path):
     import cv2
 
     from clca_edge.core.preprocess import PreprocessSpec
-    from clca_edge.deploy.reference import store_samples
+    from clca_edge.deploy.selfcheck_samples import store_samples
 
     rng = np.random.default_rng(0)
     big = tmp_path / "big.png"
@@ -358,7 +358,7 @@ def test_build_engine_self_checks_each_engine_before_gating_it(bundle, monkeypat
 
 
 def test_deploy_widens_a_bound_a_passed_variant_needs():
-    from clca_edge.deploy.reference import _bounds
+    from clca_edge.deploy.selfcheck_samples import _bounds
 
     b = _bounds({"int8": {"samples": 12, "top1_agreement": 100.0, "max_logit_distance": 0.004},
                  "fp16": {"samples": 12, "top1_agreement": 83.333, "max_logit_distance": 0.04}},

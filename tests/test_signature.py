@@ -29,13 +29,10 @@ def keys(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def signed(tmp_path_factory, keys):
+def signed(tmp_path_factory, keys, trained_workspace):
     """A jetson-orin bundle (fp16 + fp32: a TensorRT plan to build later) deployed with --sign-key."""
-    from test_deploy_support import make_workspace
-
-    root = tmp_path_factory.mktemp("signed")
-    ws = make_workspace(root)
-    out = root / "bundle"
+    ws = trained_workspace
+    out = tmp_path_factory.mktemp("signed") / "bundle"
     res = CliRunner().invoke(main, ["deploy", "--checkpoint", str(ws["ckpt"]), "--out", str(out), "--calib-data",
                                     str(ws["calib"]), "--eval-data", str(ws["eval"]), "--precision", "fp16,fp32",
                                     "--no-engines", "--tar", "--sign-key", str(keys["priv"])])

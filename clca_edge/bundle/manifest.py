@@ -7,7 +7,7 @@ annotations use ``typing.List``/``Dict``/``Optional``).
 hashes, and every module and test goes through those. Both are driven by the dataclass fields below,
 so a field is declared once and is then written, read and type-checked the same way everywhere.
 
-Format (``FORMAT_VERSION`` = 2):
+Format (``FORMAT_VERSION`` = 3):
 - JSON keys are the field names (``WorstClass.class_name`` is written ``"class"``); a field whose
   value is ``None`` and whose default is ``None`` is left out; statuses are written as their text.
 - Reading checks every field's type; a missing required field, a mistyped one, an unknown status or
@@ -16,7 +16,14 @@ Format (``FORMAT_VERSION`` = 2):
 - Format 1 (clca-edge 0.1 before this schema; the same layout) is converted on read: Torch-TensorRT
   modules move from ``engines`` to ``torch_tensorrt`` (the device runtime cannot run them), and an
   ONNX variant left "to verify on device" because ONNX Runtime could not load it becomes
-  "failed to run". The writer always writes format 2.
+  "failed to run".
+- Format 2 stored the model config twice (``model`` and ``backbone``/``method``/``clca``) and the
+  preprocessing twice (``preprocess`` beside ``preprocess_file``), and ``gate.max_drop`` was always
+  set. Format 3 keeps each once: the model config in ``model``, the preprocessing in its file
+  (``Bundle.preprocess``); ``gate.max_drop`` is null when the gate was statistical only (``alpha``,
+  ``min_agreement``, ``detectable_drop``; per variant ``paired``). ``upgrade_format_2`` drops the
+  copies of older bundles on read (a ``model``-less one gets its ``backbone``/``method`` moved into
+  ``model``). The writer always writes format 3; each ``upgrade_format_N`` turns N into N + 1.
 - Unknown keys are KEPT, not refused: a file written by a newer minor version keeps the sections this
   version does not know through a read/modify/write (build-engine adding its engines), in each
   record's ``extra``. They are ignored otherwise; an ``EngineKey`` with unknown keys never matches one
@@ -50,13 +57,12 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..core.confidence import ConfidenceCalibration
 from ..core.errors import BundleError
 from ..core.image_stats import QualityReference
-from ..core.preprocess import PreprocessSpec
 from .int8 import Int8Record
-from .reference import ReferenceSet
+from .selfcheck_samples import SelfCheckSamples
 from .robustness import FieldRobustness
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 
 MANIFEST_NAME = "manifest.json"
 # Manifest keys build-engine may change on the device (in an extracted archive, and outside the
@@ -283,10 +289,16 @@ class CheckpointRef(ManifestRecord):
 
 @dataclass
 class GateRecord(ManifestRecord):
-    """How deploy gated the variants: at most ``max_drop`` top-1 points below fp32 on ``eval_data``."""
+    """How deploy gated the variants against fp32 on ``eval_data`` (core/gate_stats.py): rejected
+    when the one-sided exact McNemar test finds a drop at ``alpha``, when top-1 agreement with fp32
+    is below ``min_agreement`` percent, or (``max_drop`` set) when the drop exceeds ``max_drop``
+    points. ``detectable_drop``: the smallest drop these images can show (null: none can)."""
 
-    max_drop: float
+    max_drop: Optional[float] = None
     metric: str = "top-1 points vs fp32 ONNX"
+    alpha: Optional[float] = None
+    min_agreement: Optional[float] = None
+    detectable_drop: Optional[float] = None
     eval_data: Optional[str] = None
     eval_images: Optional[int] = None
     eval_skipped: Optional[int] = None
@@ -327,7 +339,26 @@ class WorstClass(ManifestRecord):
 
 
 @dataclass
-class GateReference(ManifestRecord):
+class PairedTest(ManifestRecord):
+    """A variant against fp32 on the gate's images, paired: top-1 agreement (percent), the images
+    only fp32 got right (``lost``) and only the variant got right (``gained``), and the one-sided
+    exact McNemar p-value of a drop."""
+
+    images: int
+    agreement: float
+    lost: int
+    gained: int
+    p_value: float
+    extra: Dict[str, Any] = extra_field()
+
+
+# Why a variant was rejected (VariantRecord.rejected_by): core/gate_stats.py's rules, the field
+# gate, or a TensorRT plan inheriting its source ONNX's verdict.
+REJECTIONS = ("significant drop", "agreement", "max drop", "field gate", "source")
+
+
+@dataclass
+class GateBaseline(ManifestRecord):
     """What an engine's drop is measured against: the fp32 ONNX on the same images."""
 
     variant: str
@@ -395,6 +426,8 @@ class VariantRecord(ManifestRecord):
     # The accuracy gate at deploy.
     accuracy: Optional[AccuracyRecord] = None
     drop: Optional[float] = None
+    paired: Optional[PairedTest] = None  # format 3: the gate's paired test against fp32
+    rejected_by: Optional[str] = field(default=None, metadata={"choices": REJECTIONS})
     worst_classes: Optional[List[WorstClass]] = None
     measured_on: Optional[str] = None  # where its latency was measured ("ort-cpu")
     parity: Optional[Dict[str, Any]] = None  # max abs logit difference against torch / the fp32 ONNX
@@ -420,10 +453,12 @@ class EngineRecord(ManifestRecord):
     # The accuracy gate on the device (build-engine --eval-data).
     accuracy: Optional[AccuracyRecord] = None
     skipped_images: Optional[int] = None
-    reference: Optional[GateReference] = None
+    reference: Optional[GateBaseline] = None
     agreement: Optional[Agreement] = None
     drop: Optional[float] = None
     worst_classes: Optional[List[WorstClass]] = None
+    paired: Optional[PairedTest] = None  # format 3: the gate's paired test against the fp32 ONNX
+    rejected_by: Optional[str] = field(default=None, metadata={"choices": REJECTIONS})
     # The device self-check on the bundle's reference samples (runtime.selfcheck result, without its
     # key); a failed one makes the engine "rejected" before it is gated or timed as the default.
     self_check: Optional[Dict[str, Any]] = None
@@ -483,17 +518,14 @@ class Manifest(ManifestRecord):
     created: str = field(default_factory=_now)
     target: Optional[str] = None
     checkpoint: Optional[CheckpointRef] = None
-    model: Optional[Dict[str, Any]] = None  # models.ModelConfig.to_dict() (the bundle cannot import models)
-    backbone: Optional[str] = None
-    method: Optional[str] = None
+    # models.ModelConfig.to_dict() (the bundle cannot import models): backbone, method, clca, ...
+    model: Optional[Dict[str, Any]] = None
     # Resolved against the backbone's depth: what the device-side graph actually does.
     keep_rate: Optional[List[float]] = None
     locations: Optional[List[int]] = None
     tokens_per_block: Optional[List[int]] = None
-    clca: Optional[bool] = None
     opset: Optional[int] = None
     labels: str = LABELS_NAME
-    preprocess: Optional[PreprocessSpec] = None  # a copy of preprocess_file, for readers of the manifest alone
     preprocess_file: str = PREPROCESS_NAME
     gate: Optional[GateRecord] = None
     calibration: Optional[CalibrationRecord] = None
@@ -513,8 +545,8 @@ class Manifest(ManifestRecord):
     # from before it; the guard then has no out-of-distribution check).
     quality_reference: Optional[QualityReference] = None
     # Held-out images + fp32 logits the device self-check runs every backend/precision on before it
-    # classifies (bundle/reference.py; None: bundle from before it, the check is skipped).
-    reference: Optional[ReferenceSet] = None
+    # classifies (bundle/selfcheck_samples.py; None: bundle from before it, the check is skipped).
+    reference: Optional[SelfCheckSamples] = None
     # Which INT8 file ONNX Runtime CPU runs, its flavour, and the deploy machine's instruction set
     # (bundle/int8.py; None: bundle from before it).
     int8: Optional[Int8Record] = None
@@ -534,8 +566,9 @@ class Manifest(ManifestRecord):
         fmt = data.get("format")
         if fmt is None:
             raise BundleError(f"not a clca-edge bundle manifest (no 'format' field); {FIX}")
-        if fmt == 1 and type(fmt) is int:
-            data = upgrade_format_1(data)
+        if type(fmt) is int and 1 <= fmt < FORMAT_VERSION:
+            for step in UPGRADES[fmt - 1:]:
+                data = step(data)
         elif fmt != FORMAT_VERSION or type(fmt) is not int:
             newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT_VERSION
             fix = ("upgrade clca-edge on this machine, or re-deploy the bundle with this version" if newer
@@ -560,7 +593,7 @@ class Manifest(ManifestRecord):
 
 def upgrade_format_1(data: Dict[str, Any]) -> Dict[str, Any]:
     """A format-1 manifest (same layout, looser rules) as format-2 JSON, before validation."""
-    out = dict(data, format=FORMAT_VERSION)
+    out = dict(data, format=2)
     engines = data.get("engines")
     if isinstance(engines, dict):
         moved = {}
@@ -589,8 +622,30 @@ def upgrade_format_1(data: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+# The keys format 2 kept beside ``model`` (the manifest's ``clca`` was ``model.clca`` enabled).
+_MODEL_COPIES = ("backbone", "method", "clca")
+
+
+def upgrade_format_2(data: Dict[str, Any]) -> Dict[str, Any]:
+    """A format-2 manifest as format-3 JSON, before validation: the copies of the model config and of
+    the preprocessing go (``preprocess_file`` is the preprocessing); a manifest without ``model``
+    keeps its backbone and method there."""
+    out = {k: v for k, v in data.items() if k not in _MODEL_COPIES and k != "preprocess"}
+    out["format"] = 3
+    if data.get("model") is None:
+        model = {k: data[k] for k in ("backbone", "method") if data.get(k) is not None}
+        if model:
+            out["model"] = model
+    return out
+
+
+# UPGRADES[n - 1] turns format n into n + 1; reading format n runs UPGRADES[n - 1:] in order.
+UPGRADES = (upgrade_format_1, upgrade_format_2)
+
+
 __all__ = ["AccuracyRecord", "Agreement", "CalibrationRecord", "CheckpointRef", "ENGINE_SOURCE", "EngineBuildFailure",
-           "EngineKey", "EngineRecord", "EngineTiming", "FORMAT_VERSION", "GateRecord", "GateReference",
+           "EngineKey", "EngineRecord", "EngineTiming", "FORMAT_VERSION", "GateRecord", "GateBaseline",
            "LABELS_NAME", "MANIFEST_NAME", "Manifest", "ManifestRecord", "PRECISIONS", "PREPROCESS_NAME",
-           "READABLE_FORMATS", "Status", "TORCH_TRT_PRECISIONS", "TensorSpec", "TorchTrtModule", "UNUSABLE",
-           "VariantRecord", "WorstClass", "extra_field", "upgrade_format_1"]
+           "PairedTest", "READABLE_FORMATS", "REJECTIONS", "Status", "TORCH_TRT_PRECISIONS", "TensorSpec",
+           "TorchTrtModule", "UNUSABLE", "UPGRADES", "VariantRecord", "WorstClass", "extra_field", "upgrade_format_1",
+           "upgrade_format_2"]

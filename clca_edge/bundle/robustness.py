@@ -67,6 +67,12 @@ class FieldRobustness:
     worst: Optional[FieldCondition] = None
     clean_judged: Optional[FieldCondition] = None  # the guard on the clean images (None: not judged)
 
+    @property
+    def most_wrong(self) -> Optional[FieldCondition]:
+        """With the guard judging: the condition where capture would give the most wrong decisions."""
+        judged = [r for r in self.results if r.wrong_given is not None]
+        return max(judged, key=lambda r: r.wrong_given, default=None)
+
     def to_dict(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {"clean": self.clean, "images": self.images, "suite": self.suite, "seed": self.seed,
                              "results": [r.to_dict() for r in self.results]}

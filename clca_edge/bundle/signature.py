@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..core.errors import TrustError
-from ..core.fileio import atomic_write_bytes
-from ..core.outputs import make_dirs
+from ..core.atomic_io import atomic_write_bytes
+from ..core.output_paths import make_dirs
 from .manifest import ENGINE_KEYS, MANIFEST_NAME
 
 SIGNATURE_NAME = "manifest.sig"
@@ -281,6 +281,30 @@ def verify_bundle(root: Union[str, Path], trusted: TrustedKeys, where: Optional[
     return SignatureInfo(doc["key_id"], tuple(doc["signed_files"]))
 
 
+def sign_bytes(private_key_path: Union[str, Path], data: bytes) -> Tuple[str, str]:
+    """(key id, base64 Ed25519 signature) of ``data`` with the PEM key at ``private_key_path``: the
+    same keys and key ids as bundles, for other signed documents (a fleet announcement)."""
+    key = load_private_key(private_key_path)
+    return key_id(key.public_key()), base64.b64encode(key.sign(data)).decode("ascii")
+
+
+def verify_bytes(trusted: TrustedKeys, kid: str, signature_b64: str, data: bytes, what: str) -> None:
+    """Raise TrustError (naming ``what``) unless ``signature_b64`` is a signature of ``data`` by the
+    trusted key ``kid``."""
+    _serialization()
+    from cryptography.exceptions import InvalidSignature
+
+    key = trusted.keys.get(kid)
+    if key is None:
+        known = ", ".join(sorted(trusted.keys)) or "none"
+        raise TrustError(f"{what} is signed by key {kid}, which is not among the trusted keys in {trusted.source} "
+                         f"({known})")
+    try:
+        key.verify(base64.b64decode(signature_b64, validate=True), data)
+    except (InvalidSignature, ValueError):
+        raise TrustError(f"{what}: the signature by key {kid} does not verify (changed after signing); refused") from None
+
+
 def trusted_keys_from(value: Optional[Union[str, Path]]) -> Optional[TrustedKeys]:
     """``--trusted-keys`` (or the environment variable, resolved by the CLI) -> TrustedKeys; None
     or an empty value: signatures are not required."""
@@ -290,5 +314,5 @@ def trusted_keys_from(value: Optional[Union[str, Path]]) -> Optional[TrustedKeys
 
 
 __all__ = ["ALGORITHM", "PRIVATE_KEY_NAME", "PUBLIC_KEY_NAME", "SIGNATURE_NAME", "SignatureInfo", "TRUSTED_KEYS_ENV",
-           "TrustedKeys", "generate_keypair", "key_id", "load_private_key", "payload", "sign_bundle",
-           "trusted_keys_from", "verify_bundle"]
+           "TrustedKeys", "generate_keypair", "key_id", "load_private_key", "payload", "sign_bundle", "sign_bytes",
+           "trusted_keys_from", "verify_bundle", "verify_bytes"]

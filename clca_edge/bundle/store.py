@@ -10,7 +10,7 @@ A ``.tar`` is extracted once into a persistent folder next to it (``NAME.tar`` -
 and reused while it agrees with the archive's manifest, so a capture start does not unpack hundreds
 of MB again and ``build-engine`` can cache engines there.
 
-The manifest's schema is ``bundle.manifest`` (typed records, format 2); ``read_manifest`` and
+The manifest's schema is ``bundle.manifest`` (typed records, format 3); ``read_manifest`` and
 ``write_manifest`` here are the only code that reads or writes ``manifest.json``.
 """
 
@@ -27,8 +27,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Optional, Union
 
 from ..core.errors import BundleError, TrustError
-from ..core.fileio import atomic_write_bytes, make_temp_dir
-from ..core.outputs import replace_dir
+from ..core.atomic_io import atomic_write_bytes, make_temp_dir
+from ..core.output_paths import replace_dir
 from ..core.preprocess import PreprocessSpec
 from .manifest import (ENGINE_KEYS, ENGINE_SOURCE, FORMAT_VERSION, LABELS_NAME, MANIFEST_NAME, PRECISIONS,
                        PREPROCESS_NAME, UNUSABLE, Manifest, Status, VariantRecord)
@@ -265,7 +265,7 @@ def _parse_manifest(data: bytes, where: str) -> Manifest:
 
 
 def read_manifest(root: Union[str, Path]) -> Manifest:
-    """The bundle's manifest, validated (format 1 converted); the ONE reader of ``manifest.json``.
+    """The bundle's manifest, validated (formats 1 and 2 upgraded); the ONE reader of ``manifest.json``.
     Does not verify the files' hashes (``load_bundle`` does)."""
     mpath = Path(root) / MANIFEST_NAME
     if not mpath.is_file():
@@ -336,7 +336,7 @@ def _open(root: Path, source: Optional[Path] = None) -> Bundle:
 
 def write_manifest(root: Path, manifest: Manifest, hash_files: bool = True,
                    new_files: Optional[Iterable[str]] = None) -> None:
-    """Write ``manifest`` (format 2) atomically; the ONE writer of ``manifest.json``. ``new_files``
+    """Write ``manifest`` (format 3) atomically; the ONE writer of ``manifest.json``. ``new_files``
     (paths relative to ``root``): hash only these into ``manifest.files`` and keep the other, already
     verified hashes (build-engine adding plans); else with ``hash_files`` re-hash every file under
     ``root`` but the manifest itself (deploy). What is written is read back through the reader

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..core.files import IMAGE_EXTENSIONS, glob_images, has_image_suffix, list_images
+from ..core.image_files import IMAGE_EXTENSIONS, glob_images, has_image_suffix, list_images
 from ..core.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)

@@ -12,5 +12,7 @@ from . import deploy_cmds  # noqa: F401,E402  (registers deploy, build-engine)
 from . import trust_cmds  # noqa: F401,E402  (registers keygen)
 from . import robustness_cmds  # noqa: F401,E402  (registers robustness)
 from . import explain_cmds  # noqa: F401,E402  (registers explain)
+from . import fleet_cmds  # noqa: F401,E402  (registers fleet sync|collect|status|report|harvest)
+from . import rollout_cmds  # noqa: F401,E402  (registers agent, fleet publish|rollout status|promote|halt)
 
 __all__ = ["main"]

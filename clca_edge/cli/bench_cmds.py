@@ -47,7 +47,7 @@ def benchmark(model, model_kwargs, img_size, num_classes, methods, keep_rates, c
         backbone_kwargs=parse_model_kwargs(model_kwargs), threads=threads, data=data, train_epochs=train_epochs, isolate=isolate,
     )
     if out:
-        from ..core.outputs import check_writable_dir
+        from ..core.output_paths import check_writable_dir
 
         check_writable_dir(out, "--out")   # before hours of sweeping, not after
     accuracy = None
@@ -63,7 +63,7 @@ def benchmark(model, model_kwargs, img_size, num_classes, methods, keep_rates, c
     con.print(rich_table(rows, title))
     con.print(f"[dim]{meta['versions']}; python {meta['python']}[/]")
     if out:
-        from ..core.outputs import make_dirs
+        from ..core.output_paths import make_dirs
 
         out = make_dirs(out, "--out")
         csv_path = write_csv(rows, out / "results.csv")

@@ -29,7 +29,14 @@ def _fmt(v, nd=2):
                    "--val-split run's RUN/split/val.csv.")
 @click.option("--precision", default="int8,fp16,fp32", show_default=True,
               help="Comma-separated variants to build; fp32 is always built as the reference.")
-@click.option("--max-drop", default=1.0, show_default=True, type=float, help="Largest allowed top-1 drop (points).")
+@click.option("--max-drop", default=None, type=click.FloatRange(min=0),
+              help="Also reject a variant whose top-1 drop against fp32 is above this many points, significant or "
+                   "not [default: only the paired test and --min-agreement].")
+@click.option("--gate-alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Reject a variant whose drop against fp32 is significant at this level (one-sided exact McNemar "
+                   "test on the eval images only one of them gets right).")
+@click.option("--min-agreement", default=90.0, show_default=True, type=click.FloatRange(0, 100),
+              help="Reject a variant whose top-1 class is fp32's on fewer than this percent of the eval images.")
 @click.option("--calib-images", default=None, type=click.IntRange(min=1),
               help="Calibration images [default: 256, or all usable ones when --calib-data has fewer].")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
@@ -49,9 +56,10 @@ def _fmt(v, nd=2):
               help="Reject a variant whose worst field perturbation drops more top-1 points than this "
                    "(default: record only). Noise is seeded by --seed.")
 @reports_errors
-def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, calib_images, calib_method, seed,
-           workspace_mb, tar, force, no_engines, field_suite, max_field_drop, sign_key) -> None:
+def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, gate_alpha, min_agreement, calib_images,
+           calib_method, seed, workspace_mb, tar, force, no_engines, field_suite, max_field_drop, sign_key) -> None:
     """Turn a checkpoint into a verified deploy bundle: fp32/INT8/FP16 ONNX, accuracy-gated."""
+    from ..core.gate_stats import GateRule
     from ..deploy.calibration import DEFAULT_CALIB_IMAGES, CalibrationConfig
     from ..deploy.pipeline import DeployConfig, run_deploy
 
@@ -60,7 +68,7 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
         precisions = precisions + ("fp32",)
     config = DeployConfig(
         checkpoint=checkpoint, out=out, calib_data=calib_data, eval_data=eval_data, target=target,
-        precisions=precisions, max_drop=max_drop,
+        precisions=precisions, gate=GateRule(alpha=gate_alpha, min_agreement=min_agreement, max_drop=max_drop),
         calibration=CalibrationConfig(num_images=calib_images or DEFAULT_CALIB_IMAGES, method=calib_method, seed=seed,
                                       at_most=calib_images is None),
         tar=tar, force=force, workspace_mb=workspace_mb, build_engines=False if no_engines else None,
@@ -69,16 +77,7 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
     con = console()
     with StageProgress(console(stderr=True)) as progress:   # stages and image counts, on stderr
         report = run_deploy(config, progress=progress)
-    from rich.table import Table
-
-    table = Table(title=f"bundle {report.bundle}  (gate: drop <= {max_drop} points vs fp32)")
-    for col in ("variant", "top-1 %", "drop", "status", "worst classes / note", "field: worst (drop)"):
-        table.add_column(col)
-    for v in report.variants:
-        worst = ", ".join(f"{c} -{d:.1f}" for c, d in v.worst) or v.note
-        style = "red" if v.status in ("rejected", "failed to run") else None
-        table.add_row(v.name, _fmt(v.top1), _fmt(v.drop), str(v.status), worst, _field_cell(v), style=style)
-    con.print(table)
+    _print_variants(con, report, config.gate)
     for k, val in sorted(report.parity.items()):
         con.print(f"parity {k}: max abs diff {val:.3g}")
     con.print(f"eval images: {report.eval_images} ({report.eval_skipped} unreadable, skipped); "
@@ -96,7 +95,7 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
             click.echo(f"REJECTED: {v.name} ({v.note}, whose ONNX was rejected)", err=True)
             continue
         worst = ", ".join(c for c, _ in v.worst) or "none in particular"
-        click.echo(f"REJECTED: {v.name} drops {v.drop:.2f} points (> {max_drop}); worst classes: {worst}", err=True)
+        click.echo(f"REJECTED: {v.name} {v.note}; worst classes: {worst}", err=True)
     _print_field_stats(con, report)
     ref = getattr(report, "reference", None)
     if ref is None:
@@ -118,6 +117,29 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
         raise GateError(f"the field gate (--max-field-drop {max_field_drop:g}) rejected fp32, so the device has no "
                         f"variant to run; {report.bundle} is kept for inspection. Train with --augment field "
                         "(or more field-like data), or raise --max-field-drop")
+
+
+def _print_variants(con, report, gate) -> None:
+    """The variants' table, and what the gate can tell on these eval images."""
+    from rich.table import Table
+
+    rule = f"significant drop at {gate.alpha:g}, agreement < {gate.min_agreement:g}%"
+    if gate.max_drop is not None:
+        rule += f", drop > {gate.max_drop:g} points"
+    table = Table(title=f"bundle {report.bundle}  (gate vs fp32: rejects {rule})")
+    for col in ("variant", "top-1 %", "drop", "agree %", "p", "status", "worst classes / note", "field: worst (drop)"):
+        table.add_column(col)
+    for v in report.variants:
+        worst = ", ".join(f"{c} -{d:.1f}" for c, d in v.worst) or v.note
+        style = "red" if v.status in ("rejected", "failed to run") else None
+        paired = v.record.paired
+        table.add_row(v.name, _fmt(v.top1), _fmt(v.drop), _fmt(paired.agreement if paired else None, 1),
+                      _fmt(paired.p_value if paired else None, 3), str(v.status), worst, _field_cell(v), style=style)
+    con.print(table)
+    detectable = report.detectable_drop
+    what = (f"the smallest drop these {report.eval_images} eval images can detect is {detectable:.2f} points"
+            if detectable is not None else f"{report.eval_images} eval images are too few to detect any drop")
+    con.print(f"gate: {what} (at {gate.alpha:g}); more eval images detect smaller drops", highlight=False)
 
 
 def _field_cell(v) -> str:
@@ -195,7 +217,9 @@ def _print_engines(con, report) -> None:
 @click.option("--workspace-mb", default=1024, show_default=True, type=click.IntRange(min=1))
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None,
               help="Held-out images to check the engines against the accuracy gate on the device.")
-@click.option("--max-drop", type=float, default=None, help="Gate threshold (default: the one deploy used).")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=None,
+              help="Also reject an engine whose top-1 drop against the fp32 ONNX is above this many points "
+                   "[default: deploy's]; the paired test and agreement bound are deploy's.")
 @click.option("--builder", type=click.Choice(["tensorrt", "torch-tensorrt"]), default="tensorrt", show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="For --builder torch-tensorrt.")
 @trusted_keys_option

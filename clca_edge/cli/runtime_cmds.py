@@ -13,6 +13,8 @@ from pathlib import Path
 import click
 
 from ._common import console, emit_json, main, reports_errors
+from .fleet_cmds import (fleet_observers, fleet_option, load_fleet_option, log_predictions, start_fleet_agent,
+                         stop_fleet_agent)
 from .options import (describe_guard, display_options, loop_options, output_options, quality_options, runtime_options,
                       source_options, top_k_option)
 
@@ -68,7 +70,10 @@ def _clamp_top_k(top_k: int, model) -> int:
 @quality_options
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def predict(runtime, top_k, quality, paths, as_json):
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append a decision record per image to this field log (JSON lines); with --fleet, the outbox.")
+@fleet_option
+def predict(runtime, top_k, quality, paths, as_json, log_path, fleet):
     """Classify image files, folders (recursively) and globs with a deploy bundle.
 
     Unreadable images are reported and skipped. Images the quality guard would refuse in capture
@@ -78,6 +83,9 @@ def predict(runtime, top_k, quality, paths, as_json):
     from ..core.errors import NoInputError
     from ..runtime.predict import expand_inputs, predict_files
 
+    fleet_cfg = load_fleet_option(fleet)
+    if fleet_cfg is not None and log_path is None:
+        raise click.UsageError("--fleet needs --log FILE: the field log predict's decisions are kept and sent from")
     model, sel = _open_runtime(runtime)
     top_k = _clamp_top_k(top_k, model)
     guard = QualityGuard.for_bundle(model.quality_reference, quality)
@@ -91,6 +99,7 @@ def predict(runtime, top_k, quality, paths, as_json):
                                      judge=guard.check if guard is not None else None))
     finally:
         sel.classifier.close()   # frees the engine / session (GPU memory) before printing
+    log_predictions(results, model, sel.classifier, log_path, fleet_cfg)
     ok = [r for r in results if r.topk is not None]
     bad = [r for r in results if r.topk is None]
     if as_json:
@@ -149,7 +158,8 @@ def _print_predict_notes(ok, bad, total: int) -> None:
 @loop_options
 @output_options
 @display_options
-def capture(runtime, quality, source, loop, output, display):
+@fleet_option
+def capture(runtime, quality, source, loop, output, display, fleet):
     """Classify what a camera (or a video, or images) sees, and log every decision durably.
 
     Runs headless until the source ends, --max-frames/--duration, or SIGINT/SIGTERM (clean stop
@@ -159,21 +169,37 @@ def capture(runtime, quality, source, loop, output, display):
     config = dataclasses.replace(loop, quality=quality)
     # A read blocked as long as the grabber's stall-then-loss time makes OpenCV give up too.
     source = dataclasses.replace(source, timeout_s=config.reconnect.lost_after_s)
+    fleet_cfg = load_fleet_option(fleet)
+    runtime, switch = _follow_agent(runtime, config)
     model, sel = _open_runtime(runtime)
     if config.top_k > len(model.class_names):
         config = dataclasses.replace(config, top_k=_clamp_top_k(config.top_k, model))
     try:
-        summary, log_file = _run_capture_cmd(model, sel, source, config, output, display)
+        summary, log_file = _run_capture_cmd(model, sel, source, config, output, display, fleet_cfg, switch)
     finally:
         sel.classifier.close()
+        if switch is not None:
+            switch.close()
     _print_summary(summary, log_file)
+
+
+def _follow_agent(runtime, config):
+    """--bundle DIR/current of a rollout agent (``clca-edge agent --bundles DIR``): open the bundle it
+    names now, and follow the agent's switches between two frames (fleet/switch.py)."""
+    from ..fleet.switch import PointerSwitch, resolve_pointer
+
+    runtime, pointer = resolve_pointer(runtime)
+    if pointer is None:
+        return runtime, None
+    _err_console().print(f"capture: following the agent's {pointer} (now {runtime.bundle})", highlight=False)
+    return runtime, PointerSwitch(pointer, runtime, config.quality).start()
 
 
 def _open_outputs(output):
     """(run folder, log file, open field log, frame saver, the folders this run created)."""
     from ..capture.fieldlog import open_log
     from ..capture.frames import FrameSaver
-    from ..core.outputs import make_dirs, missing_dirs, remove_empty_dirs, writable_parent
+    from ..core.output_paths import make_dirs, missing_dirs, remove_empty_dirs, writable_parent
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = Path(output.run_dir) / f"capture-{stamp}"
@@ -192,15 +218,15 @@ def _open_outputs(output):
     return log_file, flog, saver, created
 
 
-def _run_capture_cmd(model, sel, src_cfg, config, output, display):
+def _run_capture_cmd(model, sel, src_cfg, config, output, display, fleet_cfg=None, switch=None):
     from ..capture import loop
     from ..capture.bundle_runtime import BundleRuntime
     from ..capture.display import DisplayObserver, LivePanel, OverlayWindow
     from ..capture.stop import StopRequest, stop_on_signals
     from ..capture.sources import make_source
-    from ..core.outputs import removes_empty_dirs
+    from ..core.output_paths import removes_empty_dirs
 
-    runtime = BundleRuntime.create(model, sel, config.quality)
+    runtime = BundleRuntime.create(model, sel, config.quality, switch.label(switch.target) if switch is not None else "")
     log_file, flog, saver, created = _open_outputs(output)
     con = _err_console()
     con.print(f"capture: {src_cfg.kind} {src_cfg.uri} -> {log_file} ({sel.classifier.describe()})", highlight=False)
@@ -216,13 +242,18 @@ def _run_capture_cmd(model, sel, src_cfg, config, output, display):
         overlay = OverlayWindow()
     observers = (DisplayObserver(panel, overlay),) if panel is not None or overlay is not None else ()
     stop = StopRequest()
+    agent = None
     with removes_empty_dirs(created), stop_on_signals(stop), flog:
         try:
+            agent = start_fleet_agent(fleet_cfg, log_file)
+            observers += fleet_observers(agent)
             with (panel if panel is not None else contextlib.nullcontext()):
-                summary = loop.run_capture(runtime, make_source(src_cfg), flog, config, saver, stop, observers)
+                # A runtime the switch gave goes back to it (closed) when the run ends.
+                summary = loop.run_capture(runtime, make_source(src_cfg), flog, config, saver, stop, observers, switch)
         finally:
             if overlay is not None:
                 overlay.close()
+            stop_fleet_agent(agent)
     return summary, log_file
 
 

@@ -62,7 +62,8 @@ def _train_config(p: dict):
         raise ConfigError("--out is required (or a recipe with out:)")
     model = ModelConfig.from_options(**{k: p[k] for k in TRAIN_MODEL_OPTIONS}, drop_path_rate=p["drop_path"])
     data = DataConfig(root=p["data"], val_split=p["val_split"], split_seed=p["split_seed"], image_root=p["image_root"],
-                      train_csv=p["train_csv"], val_csv=p["val_csv"], test_csv=p["test_csv"])
+                      train_csv=p["train_csv"], val_csv=p["val_csv"], test_csv=p["test_csv"],
+                      extra=tuple(p["extra_data"] or ()))
     optim = OptimConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], min_lr=p["min_lr"],
                         weight_decay=p["weight_decay"], warmup_epochs=p["warmup_epochs"],
                         label_smoothing=p["label_smoothing"], clip_grad=p["clip_grad"])
@@ -85,6 +86,9 @@ def _train_config(p: dict):
 @click.option("--train-csv", default=None, help="Explicit train split CSV (class_id,dir).")
 @click.option("--val-csv", default=None, help="Explicit val split CSV.")
 @click.option("--test-csv", default=None, help="Explicit test split CSV.")
+@click.option("--extra-data", multiple=True, type=click.Path(file_okay=False), default=(),
+              help="More labelled images, CLASS/<images> (e.g. `fleet harvest` labelled by moving files), added "
+                   "to the train split only; repeatable.")
 @model_options(*TRAIN_MODEL_OPTIONS)
 @click.option("--pretrained", default="hub", help="'hub' (timm/Hugging Face), 'none' (random init) or a weights file.")
 @click.option("--drop-path", type=click.FloatRange(0, 1, max_open=True), default=0.0, help="Stochastic depth rate.")

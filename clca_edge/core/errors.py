@@ -167,6 +167,12 @@ class GateError(ClcaEdgeError):
     exit_code = ExitCode.GATE
 
 
-__all__ = ["GateError", "README_BEGIN", "README_END", "exit_code_table", "BackendError", "BundleError", "CheckpointError", "ClcaEdgeError", "ConfigError", "DataError",
+__all__ = ["FleetLinkError", "GateError", "README_BEGIN", "README_END", "exit_code_table", "BackendError", "BundleError", "CheckpointError", "ClcaEdgeError", "ConfigError", "DataError",
            "EXIT_CODES", "EngineError", "ExitCode", "ExportError", "NoInputError", "OutputError",
            "PretrainedWeightsError", "SelfCheckError", "SourceError", "TrainingError", "TrustError"]
+
+
+class FleetLinkError(ClcaEdgeError):
+    """The fleet link could not do what was asked in time (records still pending, a broker never reached)."""
+
+    exit_code = ExitCode.FAILED

@@ -43,7 +43,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .errors import OutputError
-from .fileio import atomic_write_bytes
+from .atomic_io import atomic_write_bytes
 from .preprocess import PreprocessSpec, load_rgb, resize_shorter
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..core.errors import DataError
-from ..core.fileio import atomic_write_bytes
-from ..core.files import IMAGE_EXTENSIONS, class_folders, scan_class_images
+from ..core.atomic_io import atomic_write_bytes
+from ..core.image_files import IMAGE_EXTENSIONS, class_folders, scan_class_images
 
 log = logging.getLogger(__name__)
 
@@ -271,14 +271,35 @@ class DataConfig:
     train_csv: Optional[str] = None
     val_csv: Optional[str] = None
     test_csv: Optional[str] = None
+    # Labelled class-folder trees (``fleet harvest`` then labelled by moving files) added to train only.
+    extra: tuple = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_split < 1.0:
             raise DataError(f"--val-split {self.val_split} is outside [0, 1)")
+        object.__setattr__(self, "extra", tuple(str(e) for e in self.extra or ()))
 
 
 def load_splits(config: DataConfig, split_dir: Optional[Path] = None) -> DataSplits:
-    """Pick the layout from what is on disk (or the explicit CSV paths) and load it."""
+    """Pick the layout from what is on disk (or the explicit CSV paths) and load it; the
+    ``extra`` trees join the train split only, so the held-out splits stay as they were drawn."""
+    return add_extra_train(_load_layout(config, split_dir), config.extra)
+
+
+def add_extra_train(splits: DataSplits, extra: tuple) -> DataSplits:
+    """Append the images of each ``extra`` class-folder tree to ``splits.train``; a class the data
+    set does not have is an error (a typo in a folder name would add a class silently)."""
+    index = {name: i for i, name in enumerate(splits.class_names)}
+    for folder in extra:
+        for name, files in scan_class_tree(Path(folder)).items():
+            if name not in index:
+                raise DataError(f"--extra-data {folder}: class folder {name!r} is not a class of the data set "
+                                f"({', '.join(splits.class_names)}); move its images into one that is")
+            splits.train.extend((p, index[name]) for p in files)
+    return splits
+
+
+def _load_layout(config: DataConfig, split_dir: Optional[Path] = None) -> DataSplits:
     root = Path(config.root)
     if config.train_csv or config.val_csv:
         if not (config.train_csv and config.val_csv):

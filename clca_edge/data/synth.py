@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 
 from ..core.errors import ConfigError, OutputError
-from ..core.fileio import make_temp_dir
-from ..core.outputs import is_empty_dir, refuse_enclosing, replace_dir
+from ..core.atomic_io import make_temp_dir
+from ..core.output_paths import is_empty_dir, refuse_enclosing, replace_dir
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from ..core.files import check_classes, scan_class_folders
+from ..core.image_files import check_classes, scan_class_folders
 from ..core.errors import DataError
 from ..core.preprocess import PreprocessSpec, load_rgb, preprocess
 from ..bundle import sha256_file

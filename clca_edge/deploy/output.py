@@ -5,7 +5,7 @@ manifest, or an ``OUT.tar`` archive of one); anything else at ``--out`` (a data 
 folder of other things) is refused and left untouched, with or without ``--force``. An ``--out``
 that is the working folder, the home folder or holds the checkpoint or the data is refused
 outright. Checked before any work, so a refusal costs nothing; the bundle is built in a temp
-folder next to ``--out`` and swapped in at the end (``core.outputs.replace_dir``).
+folder next to ``--out`` and swapped in at the end (``core.output_paths.replace_dir``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Optional
 
 from ..bundle import MANIFEST_NAME
 from ..core.errors import OutputError
-from ..core.fileio import make_temp_dir
-from ..core.outputs import is_empty_dir, refuse_enclosing
+from ..core.atomic_io import make_temp_dir
+from ..core.output_paths import is_empty_dir, refuse_enclosing
 
 
 class BundleExistsError(OutputError):

@@ -13,7 +13,9 @@ from typing import Any, Callable, Optional
 
 from ..core.errors import ConfigError
 from ..bundle import (ENGINE_SOURCE, PRECISIONS, AccuracyRecord, Agreement, Bundle, BundleError, EngineBuildFailure,
-                      EngineRecord, EngineTiming, GateReference, Status, WorstClass, load_bundle, write_manifest)
+                      EngineRecord, EngineTiming, GateBaseline, GateRecord, PairedTest, Status, WorstClass, load_bundle,
+                      write_manifest)
+from ..core.gate_stats import GateRule, TopOneRecorder, judge, paired_outcome
 from .report import ENGINE_DIR, BuildEngineReport, EngineOutcome
 from .tensorrt import (EngineBuildConfig, EngineError, EngineKey, TrtRunner, build_serialized_engine,
                        engine_key, gpu_info, import_tensorrt, write_plan)
@@ -86,7 +88,7 @@ def build_engines(config: BuildEngineConfig, trt=None, memory=None,
     gpu = gpu_info()
     make_runner = runner_factory or (lambda t, plan: TrtRunner(t, plan, memory=memory))
     manifest = bundle.manifest
-    max_drop = config.max_drop if config.max_drop is not None else (manifest.gate.max_drop if manifest.gate else 1.0)
+    rule = gate_rule(manifest.gate, config.max_drop)
 
     data = None
     if config.eval_data is not None:
@@ -99,7 +101,7 @@ def build_engines(config: BuildEngineConfig, trt=None, memory=None,
     try:
         outcomes = [job.engine(precision) for precision in config.precisions]
         if data is not None and job.runners:
-            _gate(bundle, data, job.runners, max_drop)
+            _gate(bundle, data, job.runners, rule)
         for o in outcomes:
             if o.file:
                 o.status = o.record.status
@@ -208,10 +210,33 @@ class _Job:
         return True
 
 
-def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, EngineRecord]], max_drop: float) -> None:
+def gate_rule(deployed: Optional[GateRecord], max_drop: Optional[float]) -> GateRule:
+    """The engines' gate is the one deploy used (core/gate_stats.py), ``--max-drop`` replacing its
+    fixed bound when given. A bundle from before the statistical gate (no ``alpha``) keeps its
+    fixed rule: drop above ``max_drop`` (1 point unless set), no agreement bound."""
+    if deployed is None or deployed.alpha is None:
+        fixed = next(d for d in (max_drop, deployed.max_drop if deployed else None, 1.0) if d is not None)
+        return GateRule(min_agreement=0.0, max_drop=fixed)
+    return GateRule(alpha=deployed.alpha,
+                    min_agreement=deployed.min_agreement if deployed.min_agreement is not None else 0.0,
+                    max_drop=max_drop if max_drop is not None else deployed.max_drop)
+
+
+def _scored(data, spec, runners: dict[str, Callable]):
+    """One pass of ``runners`` (REFERENCE among them) over ``data``: (EvalResult, the labels of the
+    images read, each runner's top-1 class per image)."""
+    from ..runtime.scoring import evaluate
+
+    recorders = {n: TopOneRecorder(r) for n, r in runners.items()}
+    res = evaluate(data, spec, recorders, parity_against=REFERENCE)
+    skipped = set(res.skipped)
+    return res, [label for p, label in data.items if p not in skipped], {n: r.top1 for n, r in recorders.items()}
+
+
+def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, EngineRecord]], rule: GateRule) -> None:
     """Score the fp32 ONNX (ONNX Runtime CPU) and every engine on the same images in one pass; the
     drop and the logit agreement of each engine are against that reference."""
-    from ..runtime.scoring import evaluate, ort_runner
+    from ..runtime.scoring import ort_runner
 
     fp32 = bundle.variants.get("fp32")
     if fp32 is None or fp32.path is None:
@@ -229,34 +254,40 @@ def _gate(bundle: Bundle, data, runners: dict[str, tuple[Callable, EngineRecord]
         # images kept in memory (a quarter of what is free), not from the files.
         data.images = RamImageCache(bundle.preprocess, ram_budget().bytes // 2)
     try:
-        res = evaluate(data, bundle.preprocess, {REFERENCE: ref, **engines}, parity_against=REFERENCE)
-        per = {p: res for p in engines}
+        scored = _scored(data, bundle.preprocess, {REFERENCE: ref, **engines})
+        per = {p: scored for p in engines}
     except EngineError as e:  # one engine failing mid-run: score each alone so the others keep a verdict
         log.warning("an engine failed during the accuracy gate (%s); scoring each engine separately", e)
         per = {}
         for p, run in engines.items():
             try:
-                per[p] = evaluate(data, bundle.preprocess, {REFERENCE: ref, p: run}, parity_against=REFERENCE)
+                per[p] = _scored(data, bundle.preprocess, {REFERENCE: ref, p: run})
             except EngineError as err:
                 runners[p][1].status = Status.FAILED_TO_RUN
                 runners[p][1].note = str(err)
-    for p, res in per.items():
-        _record_gate(runners[p][1], p, res, max_drop, data)
+    for p, scored in per.items():
+        _record_gate(runners[p][1], p, scored, rule, data)
 
 
-def _record_gate(rec: EngineRecord, precision: str, res, max_drop: float, data) -> None:
+def _record_gate(rec: EngineRecord, precision: str, scored, rule: GateRule, data) -> None:
     from ..runtime.scoring import drop_and_worst
 
+    res, labels, top1 = scored
     ref, acc = res.accuracy[REFERENCE], res.accuracy[precision]
     drop, worst = drop_and_worst(ref, acc)
     rec.accuracy = AccuracyRecord.from_dict(acc.to_dict(), "accuracy")
     rec.skipped_images = len(res.skipped)
-    rec.reference = GateReference(variant="fp32", runtime="onnxruntime CPU", eval_data=str(data.root),
+    rec.reference = GateBaseline(variant="fp32", runtime="onnxruntime CPU", eval_data=str(data.root),
                                   accuracy=AccuracyRecord.from_dict(ref.to_dict(), "reference.accuracy"))
     rec.agreement = Agreement(vs="fp32 ONNX (onnxruntime CPU)", images=acc.count,
                               max_abs_logit_diff=res.parity.get(f"{REFERENCE}_vs_{precision}"),
                               top1_agreement=res.agreement.get(precision))
     rec.drop = round(drop, 4)
     rec.worst_classes = [WorstClass(c, round(d, 2)) for c, d in worst]
-    rec.status = Status.PASSED if drop <= max_drop else Status.REJECTED
-    rec.note = None
+    verdict = judge(paired_outcome(labels, top1[REFERENCE], top1[precision]), rule)
+    o = verdict.outcome
+    rec.paired = PairedTest(images=o.images, agreement=round(o.agreement, 4), lost=o.lost, gained=o.gained,
+                            p_value=round(verdict.p_value, 6))
+    rec.status = Status.PASSED if verdict.passed else Status.REJECTED
+    rec.rejected_by = verdict.rule or None
+    rec.note = verdict.reason or None

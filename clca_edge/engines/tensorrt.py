@@ -27,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..core.errors import EngineError
-from ..core.fileio import atomic_write_bytes
+from ..core.atomic_io import atomic_write_bytes
 from ..bundle import PRECISIONS, EngineKey
 
 log = logging.getLogger(__name__)

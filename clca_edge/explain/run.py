@@ -72,8 +72,8 @@ def explain_images(cfg: ExplainConfig, on_image: Optional[Callable[[ImageExplana
     pass, and write one picture per image into ``cfg.out``."""
     import torch
 
-    from ..core.fileio import atomic_write_bytes
-    from ..core.outputs import check_writable_dir, make_dirs
+    from ..core.atomic_io import atomic_write_bytes
+    from ..core.output_paths import check_writable_dir, make_dirs
     from ..core.preprocess import load_rgb, model_crop, normalize
     from ..models.provenance import record_provenance
     from ..runtime.predict import expand_inputs

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from ..core.fileio import atomic_write_bytes
+from ..core.atomic_io import atomic_write_bytes
 from .evaluate import RobustnessReport
 from .suite import BY_NAME
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..core.fileio import atomic_write_bytes
+from ..core.atomic_io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

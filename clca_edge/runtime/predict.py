@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..core.files import glob_images, list_images
+from ..core.image_files import glob_images, list_images
 from .backends import Classifier
 from .decision import softmax, top_k
 from .model import RuntimeModel

@@ -21,7 +21,7 @@ import numpy as np
 from ..core.preprocess import PreprocessSpec, load_rgb, preprocess
 from ..bundle import sha256_file
 from ..core.errors import DataError
-from ..core.files import check_classes, scan_class_folders
+from ..core.image_files import check_classes, scan_class_folders
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Device self-check: before a backend/precision classifies anything, it classifies the bundle's
-reference samples (``bundle.reference``) and must agree with the fp32 logits deploy stored.
+reference samples (``bundle.selfcheck_samples``) and must agree with the fp32 logits deploy stored.
 
 The samples go through this device's own decode and resize (``core.preprocess.load_bgr`` +
 ``preprocess``), so a decoder or resizer that differs is caught together with a kernel, an INT8
@@ -29,8 +29,8 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from ..bundle.manifest import Status
-from ..bundle.reference import ReferenceSet, SelfCheckBounds
-from ..core.fileio import atomic_write_bytes
+from ..bundle.selfcheck_samples import SelfCheckBounds, SelfCheckSamples
+from ..core.atomic_io import atomic_write_bytes
 from ..core.logonce import LogOnce
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ ModelHash = Callable[[Any], Optional[str]]  # classifier -> sha256 of the model 
 class SelfChecker:
     """Runs (or finds cached) self-checks of classifiers opened on one bundle."""
 
-    def __init__(self, root: Path, reference: Optional[ReferenceSet], spec, model_sha256: ModelHash,
+    def __init__(self, root: Path, reference: Optional[SelfCheckSamples], spec, model_sha256: ModelHash,
                  cache: Optional[SelfCheckCache] = None, skip_reason: str = ""):
         self.root = Path(root)
         self.reference = reference

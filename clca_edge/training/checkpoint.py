@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import CheckpointError, ClcaEdgeError
-from ..core.fileio import atomic_write_bytes  # re-exported: metrics/state import it from here
+from ..core.atomic_io import atomic_write_bytes  # re-exported: metrics/state import it from here
 from ..models.config import ModelConfig
 from ..core.preprocess import PreprocessSpec
 

@@ -122,7 +122,7 @@ def evaluate_checkpoint(cfg: EvalConfig, progress: Optional[Callable[[str], None
                         ) -> tuple[ClassificationReport, Path]:
     """Load a checkpoint, evaluate it, write per-class/confusion CSV and the confusion PNG.
     ``progress(message)`` hears each stage (and, with ``expect``/``advance``, the images)."""
-    from ..core.outputs import check_writable_dir, make_dirs, refuse_overlap
+    from ..core.output_paths import check_writable_dir, make_dirs, refuse_overlap
     from .checkpoint import find_checkpoint, load_checkpoint, read_checkpoint_meta
 
     path = find_checkpoint(cfg.checkpoint)

@@ -42,7 +42,7 @@ from ..data.dataset import EpochSampler, LeafImages, collate_skipping
 from ..data.sources import DataError, DataSplits, load_splits, write_split_files
 from ..data.augment import AugmentPreset, build_train_transform, get_preset
 from ..core.errors import ConfigError, OutputError, TrainingError
-from ..core.outputs import check_writable_dir, holds, is_empty_dir, make_dirs
+from ..core.output_paths import check_writable_dir, holds, is_empty_dir, make_dirs
 from ..data.check import DataCheck, check_training_data
 from ..core.image_cache import CACHE_FILE, cache_settings
 from ..core.preprocess import INTERPOLATIONS, PreprocessSpec

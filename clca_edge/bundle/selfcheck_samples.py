@@ -93,7 +93,7 @@ DEFAULT_BOUNDS: Dict[str, SelfCheckBounds] = {
 
 
 @dataclass
-class ReferenceSample:
+class SelfCheckSample:
     file: str            # bundle-relative path of the stored encoded image
     label: str           # its true class (from the eval folder)
     source_sha256: str   # sha256 of the eval file it was taken from
@@ -105,7 +105,7 @@ class ReferenceSample:
                 "logits": [float(v) for v in self.logits]}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "reference.samples") -> "ReferenceSample":
+    def from_dict(cls, d: Any, where: str = "reference.samples") -> "SelfCheckSample":
         d = _obj(d, where)
         for key in ("file", "label", "source_sha256", "stored"):
             if not isinstance(d.get(key), str):
@@ -118,10 +118,10 @@ class ReferenceSample:
 
 
 @dataclass
-class ReferenceSet:
+class SelfCheckSamples:
     """The manifest's ``"reference"`` section."""
 
-    samples: List[ReferenceSample]
+    samples: List[SelfCheckSample]
     bounds: Dict[str, SelfCheckBounds] = field(default_factory=lambda: dict(DEFAULT_BOUNDS))
     budget_bytes: int = DEFAULT_BUDGET_BYTES
     stored_bytes: int = 0
@@ -151,7 +151,7 @@ class ReferenceSet:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "reference") -> "ReferenceSet":
+    def from_dict(cls, d: Any, where: str = "reference") -> "SelfCheckSamples":
         d = _obj(d, where)
         samples = d.get("samples")
         if not isinstance(samples, list):
@@ -160,7 +160,7 @@ class ReferenceSet:
         unknown = sorted(set(bounds) - set(PRECISIONS))
         if unknown:
             raise _bad(f"{where}.bounds", f"names unknown precisions {unknown}")
-        parsed = [ReferenceSample.from_dict(s, f"{where}.samples[{i}]") for i, s in enumerate(samples)]
+        parsed = [SelfCheckSample.from_dict(s, f"{where}.samples[{i}]") for i, s in enumerate(samples)]
         if len({len(s.logits) for s in parsed}) > 1:
             raise _bad(f"{where}.samples", "has logits of different lengths")
         known = {"samples", "bounds", "budget_bytes", "stored_bytes", "reference_variant", "preprocessing",
@@ -190,4 +190,4 @@ class ReferenceSet:
 
 
 __all__ = ["DEFAULT_BOUNDS", "DEFAULT_BUDGET_BYTES", "DEFAULT_MAX_IMAGES", "DEFAULT_PER_CLASS", "REFERENCE_DIR",
-           "ReferenceSample", "ReferenceSet", "SelfCheckBounds"]
+           "SelfCheckBounds", "SelfCheckSample", "SelfCheckSamples"]

@@ -21,8 +21,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..bundle.reference import (DEFAULT_BOUNDS, DEFAULT_BUDGET_BYTES, DEFAULT_MAX_IMAGES, DEFAULT_PER_CLASS,
-                                REFERENCE_DIR, ReferenceSample, ReferenceSet, SelfCheckBounds)
+from ..bundle.selfcheck_samples import (DEFAULT_BOUNDS, DEFAULT_BUDGET_BYTES, DEFAULT_MAX_IMAGES, DEFAULT_PER_CLASS,
+                                REFERENCE_DIR, SelfCheckSample, SelfCheckSamples, SelfCheckBounds)
 from ..bundle import sha256_file
 from ..core.errors import ConfigError
 from ..core.preprocess import PreprocessSpec, load_bgr, preprocess
@@ -144,7 +144,7 @@ def build_reference(items: Sequence[tuple[Path, int]], class_names: Sequence[str
                     bundle_root: Path, fp32: Runner, others: dict[str, Runner], precisions: dict[str, str],
                     usable: Sequence[str], exclude_sha256: set[str] = frozenset(), seed: int = 0,
                     per_class: int = DEFAULT_PER_CLASS, max_images: int = DEFAULT_MAX_IMAGES,
-                    budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Optional[ReferenceSet]:
+                    budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Optional[SelfCheckSamples]:
     """Pick, store and score the reference samples; ``None`` (with a warning) if no eval image is
     left to use. ``others`` are the other variants' runners (their figures on the samples are
     recorded, and passed ones in ``usable`` may widen the bounds)."""
@@ -165,7 +165,7 @@ def build_reference(items: Sequence[tuple[Path, int]], class_names: Sequence[str
         x = preprocess(bgr, spec, bgr=True)
         tensors.append(x)
         logits = np.asarray(fp32(x[None]), np.float32).reshape(-1)
-        samples.append(ReferenceSample(rel, cls, digest, how, tuple(float(v) for v in logits)))
+        samples.append(SelfCheckSample(rel, cls, digest, how, tuple(float(v) for v in logits)))
     ref = np.stack([np.asarray(s.logits, np.float32) for s in samples])
     figures = {}
     for name, run in others.items():
@@ -173,7 +173,7 @@ def build_reference(items: Sequence[tuple[Path, int]], class_names: Sequence[str
         figures[name] = compare_logits(got, ref).to_dict()
     size = sum((bundle_root / rel).stat().st_size for rel, *_ in stored)
     bounds = _bounds({n: f for n, f in figures.items() if n in usable}, precisions)
-    return ReferenceSet(samples=tuple(samples), bounds=bounds, budget_bytes=budget_bytes, stored_bytes=size,
+    return SelfCheckSamples(samples=tuple(samples), bounds=bounds, budget_bytes=budget_bytes, stored_bytes=size,
                         computed_with={"onnxruntime": ort.__version__, "opencv": cv2.__version__,
                                        "numpy": np.__version__},
                         deploy_figures=figures)

@@ -1,5 +1,6 @@
-"""Shared helpers of the deploy/bundle/engine tests (no tests here): synthetic class-folder image
-trees and a tiny model trained on them for a few seconds, saved as a real checkpoint."""
+"""Synthetic class-folder image trees and a tiny model trained on them for a few seconds, saved as
+a real checkpoint: the workspace the deploy/bundle/engine tests deploy from (conftest's session
+fixture ``trained_workspace`` makes one, read-only, for every module)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-CLASSES = ["ash", "birch", "cedar"]
+TREE_CLASSES = ["ash", "birch", "cedar"]
 # Per-class colour and stripe direction: easy for a tiny ViT to learn in a few steps, so fp32
 # accuracy is far above chance and a broken variant shows as a real drop.
 _COLOURS = {"ash": (200, 60, 60), "birch": (60, 190, 70), "cedar": (60, 80, 210)}
 
 
-def write_class_tree(root: Path, n_per_class: int, seed: int, size: int = 80, classes=CLASSES) -> Path:
+def write_class_tree(root: Path, n_per_class: int, seed: int, size: int = 80, classes=TREE_CLASSES) -> Path:
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -33,7 +34,7 @@ def write_class_tree(root: Path, n_per_class: int, seed: int, size: int = 80, cl
     return root
 
 
-def load_tensors(root: Path, spec, classes=CLASSES):
+def load_tensors(root: Path, spec, classes=TREE_CLASSES):
     from clca_edge.core.preprocess import load_rgb, preprocess
 
     xs, ys = [], []
@@ -52,11 +53,11 @@ def train_checkpoint(path: Path, train_root: Path, steps: int = 12, seed: int = 
 
     from clca_edge.core.preprocess import PreprocessSpec
     from clca_edge.training.checkpoint import CheckpointMeta, save_checkpoint
-    from conftest import TINY_IMG, tiny_model
+    from support.tiny import TINY_IMG, tiny_model
 
     torch.manual_seed(seed)
     spec = spec or PreprocessSpec(img_size=TINY_IMG)
-    model = tiny_model(num_classes=len(CLASSES))
+    model = tiny_model(num_classes=len(TREE_CLASSES))
     x, y = load_tensors(train_root, spec)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
@@ -66,7 +67,7 @@ def train_checkpoint(path: Path, train_root: Path, steps: int = 12, seed: int = 
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     model.eval()
-    meta = CheckpointMeta(model=model.config, class_names=list(CLASSES), preprocess=spec, epoch=1)
+    meta = CheckpointMeta(model=model.config, class_names=list(TREE_CLASSES), preprocess=spec, epoch=1)
     return save_checkpoint(path, model, meta)
 
 

@@ -1,6 +1,6 @@
-"""Helpers for the runtime/capture/predict tests: a tiny real model exported to ONNX in a bundle
-(the session-wide ``bundle_dir`` fixture of conftest.py is built with ``write_bundle``), synthetic
-leaf-like images and a video file. No tests here."""
+"""For the runtime/capture/predict tests: a tiny real model exported to ONNX in a bundle (the
+session-wide ``bundle_dir`` fixture of conftest.py is built with ``write_bundle``), synthetic
+leaf-like images and a video file."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-CLASSES = ["oak", "maple", "birch", "ash", "elm"]
+BUNDLE_CLASSES = ["oak", "maple", "birch", "ash", "elm"]
 
 
-def write_bundle(root: Path, num_classes: int = len(CLASSES), img_size: int = 64, seed: int = 0) -> Path:
+def write_bundle(root: Path, num_classes: int = len(BUNDLE_CLASSES), img_size: int = 64, seed: int = 0) -> Path:
     """A bundle folder: fp32 ONNX of a tiny EViT+CLCA model, labels, preprocessing, manifest."""
     import torch
-    from conftest import tiny_model
+    from support.tiny import tiny_model
 
     from clca_edge.deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
     from clca_edge.core.preprocess import PreprocessSpec
@@ -29,7 +29,8 @@ def write_bundle(root: Path, num_classes: int = len(CLASSES), img_size: int = 64
             p.mul_(1.5)
     root.mkdir(parents=True, exist_ok=True)
     export_onnx(model, root / "model.onnx")
-    classes = CLASSES[:num_classes] if num_classes <= len(CLASSES) else [f"c{i}" for i in range(num_classes)]
+    classes = (BUNDLE_CLASSES[:num_classes] if num_classes <= len(BUNDLE_CLASSES)
+               else [f"c{i}" for i in range(num_classes)])
     (root / "labels.txt").write_text("\n".join(classes) + "\n")
     spec = PreprocessSpec(img_size=img_size, crop_pct=0.875, interpolation="bicubic")
     (root / "preprocess.json").write_text(json.dumps(spec.to_dict()))
@@ -37,7 +38,7 @@ def write_bundle(root: Path, num_classes: int = len(CLASSES), img_size: int = 64
         class_names=classes, input=TensorSpec(INPUT_NAME, [1, 3, img_size, img_size]), output=TensorSpec(OUTPUT_NAME),
         variants={"fp32": VariantRecord(file="model.onnx", precision="fp32", status=Status.PASSED,
                                         runtime="onnxruntime")},
-        default_variant="fp32", preprocess=spec,
+        default_variant="fp32",
     )
     write_manifest(root, manifest)
     return root

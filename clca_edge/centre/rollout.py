@@ -1,0 +1,198 @@
+"""The rollout at the centre: announce a bundle to a ring, see where every device stands, promote
+to the next ring when enough of the first passed probation, halt.
+
+Announcements are retained, signed messages on ``{prefix}/rings/{ring}/announce`` (``fleet.announce``);
+the bundle's bytes stay on the web server, object store or share the URL names. Versions are
+monotonic per fleet: ``publish`` takes the next one after every ring's retained announcement unless
+given one. ``promote`` and ``halt`` re-sign the announcement retained on a ring (so they need the
+signing key too: whoever may not announce may not halt either). Device states come from the
+rollout events the collector stores (``centre.rollout_store``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ..core.errors import ClcaEdgeError, ConfigError
+from ..fleet.announce import (Announcement, AnnouncementError, SignedAnnouncement, parse_announcement,
+                              sign_announcement, utc_now)
+from ..fleet.config import BrokerConfig
+from ..fleet.topics import Topics
+from .rollout_store import latest_rollout
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+PASSED = "probation_passed"
+
+
+class RolloutError(ClcaEdgeError):
+    """A rollout step the centre refuses (too few devices passed, nothing announced on a ring...)."""
+
+
+@dataclass(frozen=True)
+class Centre:
+    """Who the centre is on the broker, and the signing key of its announcements."""
+
+    broker: BrokerConfig
+    sign_key: Optional[Path] = None
+    topic_prefix: str = "clca"
+    timeout_s: float = 10.0
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+
+def _link(centre: Centre, role: str, durable: bool = False):
+    """A link for one job; ``durable``: a fixed client id with a kept session (QoS 1 messages sent
+    while it was away wait at the broker)."""
+    import os
+
+    from ..fleet.mqtt import MqttLink
+
+    client_id = f"clca-edge-{role}" if durable else f"clca-edge-{role}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    return MqttLink(centre.broker, client_id, clean_session=not durable)
+
+
+def _connected(link, centre: Centre) -> None:
+    if not link.wait_connected(centre.timeout_s):
+        link.stop()
+        why = f" ({link.refusal})" if link.refusal else ""
+        raise RolloutError(f"cannot reach the broker {centre.broker.url} within {centre.timeout_s:g} s{why}")
+
+
+def retained_announcements(centre: Centre, quiet_s: float = 0.5) -> Dict[str, SignedAnnouncement]:
+    """ring -> the announcement retained there now (parsed; the centre signed them)."""
+    found: Dict[str, SignedAnnouncement] = {}
+    subscribed, last = threading.Event(), [time.monotonic()]
+    link = _link(centre, "rollout-reader")
+
+    def on_message(client, userdata, msg) -> None:
+        last[0] = time.monotonic()
+        if not msg.payload:
+            return
+        try:
+            signed = parse_announcement(msg.payload)
+        except AnnouncementError as e:
+            log.warning("%s holds no valid announcement (%s)", msg.topic, e)
+            return
+        found[signed.announcement.ring] = signed
+
+    link.client.on_message = on_message
+    link.client.on_subscribe = lambda *a, **k: subscribed.set()
+    link.on_connect(lambda client: client.subscribe(f"{centre.topic_prefix}/rings/+/announce", qos=1))
+    link.start()
+    try:
+        _connected(link, centre)
+        subscribed.wait(centre.timeout_s)
+        last[0] = time.monotonic()
+        while time.monotonic() - last[0] < quiet_s:   # retained messages come right after the subscription
+            time.sleep(0.05)
+    finally:
+        link.stop()
+    return found
+
+
+def send_announcement(centre: Centre, ring: str, payload: bytes) -> None:
+    """Publish ``payload`` retained on ``ring``'s announcement topic and wait for the broker's ack."""
+    link = _link(centre, "rollout-publisher")
+    link.start()
+    try:
+        _connected(link, centre)
+        info = link.client.publish(centre.topics.ring_announce(ring), payload, qos=1, retain=True)
+        info.wait_for_publish(centre.timeout_s)
+        if not info.is_published():
+            raise RolloutError(f"the broker {centre.broker.url} did not acknowledge the announcement")
+    finally:
+        link.stop()
+
+
+def _send(centre: Centre, ann: Announcement) -> None:
+    if centre.sign_key is None:
+        raise ConfigError("--sign-key is needed: devices accept only announcements signed by a key they trust")
+    send_announcement(centre, ann.ring, sign_announcement(ann, centre.sign_key).to_bytes())
+
+
+def publish(centre: Centre, bundle: Path, url: str, ring: str, version: Optional[int] = None,
+            rollback: bool = False) -> Announcement:
+    """Announce ``bundle`` (the .tar deploy wrote, served at ``url``) to ``ring``."""
+    from ..fleet.announce import describe_archive
+
+    size, sha, bundle_id = describe_archive(bundle)
+    current = retained_announcements(centre)
+    highest = max((s.announcement.version for s in current.values()), default=0)
+    if version is None:
+        version = highest + 1
+    elif version <= highest and not rollback:
+        raise RolloutError(f"version {version} is not newer than v{highest} already announced; versions are "
+                           "monotonic per fleet (leave --version out for the next one, or --rollback)")
+    ann = Announcement(bundle_id=bundle_id, version=version, size=size, sha256=sha, url=url, ring=ring,
+                       rollback=rollback, issued_at=utc_now())
+    _send(centre, ann)
+    return ann
+
+
+def _ring_announcement(centre: Centre, ring: str, version: Optional[int]) -> Announcement:
+    current = retained_announcements(centre).get(ring)
+    if current is None:
+        raise RolloutError(f"nothing is announced on ring {ring!r}")
+    ann = current.announcement
+    if version is not None and ann.version != version:
+        raise RolloutError(f"ring {ring!r} is at v{ann.version}, not v{version}")
+    return ann
+
+
+def success(store: Store, ring: str, version: int) -> Dict[str, float]:
+    """How many devices of ``ring`` passed probation on ``version``."""
+    members = [d for d in latest_rollout(store) if ring in d.rings or d.ring == ring]
+    passed = [d for d in members if d.state == PASSED and d.installed_version == str(version)]
+    return {"devices": len(members), "passed": len(passed),
+            "share": len(passed) / len(members) if members else 0.0}
+
+
+def promote(centre: Centre, store: Store, version: int, src: str, dst: str,
+            min_success: float) -> Dict[str, object]:
+    """Announce ring ``src``'s ``version`` to ``dst`` when a share >= ``min_success`` of ``src`` passed."""
+    if not 0.0 <= min_success <= 1.0:
+        raise ConfigError(f"--min-success {min_success} must be within 0..1")
+    got = success(store, src, version)
+    if got["devices"] == 0 or got["share"] < min_success:
+        raise RolloutError(f"v{version} passed probation on {got['passed']} of {got['devices']} device(s) of ring "
+                           f"{src!r} ({got['share']:.0%} < {min_success:.0%}); not promoted to {dst!r}")
+    ann = _ring_announcement(centre, src, version)
+    promoted = ann.replace(ring=dst, issued_at=utc_now(), halted=False)
+    _send(centre, promoted)
+    return {"announcement": promoted.to_dict(), **got}
+
+
+def halt(centre: Centre, ring: str, version: Optional[int] = None) -> Announcement:
+    """Mark ring's retained announcement halted: devices not yet switched stay where they are."""
+    ann = _ring_announcement(centre, ring, version).replace(halted=True, issued_at=utc_now())
+    _send(centre, ann)
+    return ann
+
+
+def status(store: Store) -> Dict[str, object]:
+    """``devices`` (each device's latest state) and ``rings`` (per ring and version, devices per state)."""
+    devices = latest_rollout(store)
+    per_ring: Dict[str, Dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    members: Dict[str, set] = defaultdict(set)
+    for d in devices:
+        for ring in (d.rings or (d.ring,)):
+            members[ring].add(d.device)
+            per_ring[ring][d.version or "-"][d.state] += 1
+    rings = [{"ring": ring, "devices": len(members[ring]),
+              "versions": [{"version": v, "states": dict(sorted(c.items()))} for v, c in sorted(versions.items())]}
+             for ring, versions in sorted(per_ring.items())]
+    return {"devices": [d.to_dict() for d in devices], "rings": rings}
+
+
+__all__ = ["Centre", "RolloutError", "halt", "promote", "publish", "retained_announcements", "send_announcement",
+           "status", "success"]
