@@ -168,10 +168,12 @@ def bench_on_record(work: Path, calls: int, flap_s: float) -> dict:
 def capture_run(model, classifier, video: Path, log: Path, fleet) -> tuple:
     """One capture run in this process, as `capture --fleet` runs it (the agent as the run's
     observer); (loop frames/s, process CPU ms per frame: every thread, the link's included)."""
+    from clca_edge.capture.bundle_runtime import BundleRuntime
     from clca_edge.capture.config import CaptureConfig
     from clca_edge.capture.loop import run_capture
     from clca_edge.capture.sources import make_source, parse_source
     from clca_edge.fleet.agent import FleetAgent
+    from clca_edge.runtime.backends import Selection
     from clca_edge.fleet.observer import FleetObserver
 
     log.parent.mkdir(parents=True)
@@ -179,8 +181,9 @@ def capture_run(model, classifier, video: Path, log: Path, fleet) -> tuple:
     observers = (FleetObserver(agent),) if agent is not None else ()
     cpu0 = time.process_time()
     with open_log(log) as flog:
-        summary = run_capture(model, classifier, make_source(parse_source(str(video))), flog, CaptureConfig(), None,
-                              (), None, observers)
+        runtime = BundleRuntime.create(model, Selection(classifier, [], []))
+        summary = run_capture(runtime, make_source(parse_source(str(video))), flog, CaptureConfig(), None, None,
+                              observers)
     cpu_ms = 1000.0 * (time.process_time() - cpu0) / max(1, summary.frames)
     if agent is not None:
         agent.stop(1.0)

@@ -231,16 +231,35 @@ def check_swap(system: System) -> list[Finding]:
                     "" if total else "building TensorRT engines on 8 GB Orins can run out of memory without swap")]
 
 
+def check_cache_dir(path: Optional[str]) -> list[Finding]:
+    """This device's cache folder (``runtime/device_cache.py``): where self-check verdicts and CPU
+    latencies are kept, so a start after the first one runs neither again."""
+    import os
+
+    from .runtime.device_cache import default_cache_dir
+
+    folder = Path(path) if path else default_cache_dir()
+    where = folder
+    while not where.exists() and where != where.parent:
+        where = where.parent   # created on the first write: can it be?
+    if where.is_dir() and os.access(where, os.W_OK | os.X_OK):
+        return [Finding("device cache", OK, str(folder))]
+    return [Finding("device cache", WARN, f"{folder} not writable",
+                    "every start re-runs the self-check; set --cache-dir or CLCA_EDGE_CACHE_DIR to a writable folder")]
+
+
 CHECKS = (check_python, check_jetson, check_tensorrt, check_cuda, check_onnxruntime, check_opencv,
           check_cameras, check_power, check_swap)
 
 
-def run_checks(system: Optional[System] = None, disk_path: str = ".") -> list[Finding]:
+def run_checks(system: Optional[System] = None, disk_path: str = ".", cache_dir: Optional[str] = None
+               ) -> list[Finding]:
     system = system or System()
     findings: list[Finding] = []
     for check in CHECKS:
         findings.extend(check(system))
     findings.extend(check_disk(system, disk_path))
+    findings.extend(check_cache_dir(cache_dir))
     return findings
 
 

@@ -229,6 +229,7 @@ def _capture_heldout(o: Path, log_file: Path, say: Callable[[str], None], observ
     """``capture`` on the held-out video into ``log_file`` (with ``observers``); its summary."""
     from .capture.fieldlog import open_log
     from .capture.frames import FrameSaveConfig, FrameSaver
+    from .capture.bundle_runtime import BundleRuntime
     from .capture.config import CaptureConfig
     from .capture.loop import run_capture
     from .capture.stop import StopRequest, stop_on_signals
@@ -247,8 +248,8 @@ def _capture_heldout(o: Path, log_file: Path, say: Callable[[str], None], observ
     try:
         with stop_on_signals(stop), open_log(log_file, "jsonl") as flog:
             saver = FrameSaver(log_file.parent / "frames", FrameSaveConfig())  # saves none: nothing on disk
-            return run_capture(model, sel.classifier, make_source(source), flog, config, saver,
-                               tuple(sel.fallbacks), stop, observers, checks=sel.checks)
+            return run_capture(BundleRuntime.create(model, sel, config.quality), make_source(source), flog, config,
+                               saver, stop, observers)
     finally:
         sel.classifier.close()
 

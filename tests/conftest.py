@@ -96,32 +96,24 @@ def _device_caches_under_tmp(_device_cache_root, monkeypatch):
 
 # ------------------------------------------------------------------ read-only session fixtures
 # Session fixtures that tests only read (bundles above all: reading one must never write it) are
-# registered with read_only(); at the end of the session every file in them must be as it was.
+# registered with read_only(); at the end of the session every file in them must be as it was
+# (support/unchanged.py, as for the trained workspace).
 _READ_ONLY: dict = {}
-
-
-def _snapshot(root) -> dict:
-    import hashlib
-    from pathlib import Path
-
-    root = Path(root)
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def read_only(path):
     """Register a session fixture's folder as read-only (a test that changes it must copy it first)."""
-    _READ_ONLY[path] = _snapshot(path)
+    from support.unchanged import tree_digest
+
+    _READ_ONLY[path] = tree_digest(path)
     return path
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _read_only_fixtures_are_left_unchanged():
     yield
-    changed = {}
-    for path, before in _READ_ONLY.items():
-        after = _snapshot(path)
-        diff = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-        if diff:
-            changed[str(path)] = diff
+    from support.unchanged import changes, tree_digest
+
+    changed = {str(p): changes(before, tree_digest(p)) for p, before in _READ_ONLY.items()}
+    changed = {p: c for p, c in changed.items() if c}
     assert not changed, f"tests changed files of read-only session fixtures (copy before writing): {changed}"

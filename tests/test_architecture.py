@@ -380,7 +380,7 @@ def test_comments_and_docs_cite_only_what_exists():
 
 def test_cli_backend_and_precision_choices_are_the_runtime_ones():
     from clca_edge.bundle import PRECISIONS
-    from clca_edge.cli.runtime_cmds import BACKEND_CHOICES, PRECISION_CHOICES
+    from clca_edge.cli.options import BACKEND_CHOICES, PRECISION_CHOICES
     from clca_edge.runtime.backends import BACKENDS
 
     assert BACKEND_CHOICES == ["auto", *BACKENDS]

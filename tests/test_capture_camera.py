@@ -9,6 +9,7 @@ import pytest
 
 from clca_edge.capture.fieldlog import open_log, read_log
 from clca_edge.capture.grabber import LatestFrameGrabber, ReconnectPolicy
+from clca_edge.capture.bundle_runtime import BundleRuntime
 from clca_edge.capture.config import CaptureConfig
 from clca_edge.capture.hooks import FrameObserver
 from clca_edge.capture.loop import run_capture
@@ -91,6 +92,13 @@ def fake_model():
                         "0" * 64)
 
 
+def runtime_of(model, clf, quality=None):
+    """What run_capture classifies with: ``model`` and ``clf`` behind the quality guard ``quality``."""
+    from clca_edge.capture.quality import QualityConfig, QualityGuard
+
+    return BundleRuntime(model, clf, QualityGuard.for_bundle(model.quality_reference, quality or QualityConfig()))
+
+
 def camera_source(cam):
     return CameraSource(SourceConfig("camera", "0"), opener=cam.opener)
 
@@ -119,7 +127,7 @@ def test_camera_unplugged_mid_run_reconnects_and_the_run_goes_on(tmp_path):
             cam.unplug(0.4)
 
     with open_log(tmp_path / "log.jsonl") as flog:
-        summary = run_capture(fake_model(), SlowClassifier(0.005), camera_source(cam), flog,
+        summary = run_capture(runtime_of(fake_model(), SlowClassifier(0.005)), camera_source(cam), flog,
                               CaptureConfig(max_frames=30, reconnect=FAST_RECONNECT), stop=stop, observers=[OnDecision(on_record)])
     recs = list(read_log(tmp_path / "log.jsonl"))
     events = [(i, r["event"]) for i, r in enumerate(recs) if r["type"] == "camera"]
@@ -154,7 +162,7 @@ def test_stale_frames_are_dropped_and_counted():
     """A 500 fps camera and a 50 fps classifier: the loop always gets the newest frame."""
     cam = FakeCamera(period=0.002)
     flog = ListLog()
-    summary = run_capture(fake_model(), SlowClassifier(0.02), camera_source(cam), flog,
+    summary = run_capture(runtime_of(fake_model(), SlowClassifier(0.02)), camera_source(cam), flog,
                           CaptureConfig(max_frames=15, reconnect=FAST_RECONNECT))
     seqs = [r["source_frame"] for r in flog.recs if r["type"] == "decision"]
     assert summary.dropped > 15 and summary.dropped == flog.recs[-1]["dropped"]
@@ -176,7 +184,7 @@ def test_a_stalled_stream_is_logged_with_its_duration():
     flog = ListLog()
     on_record = hang_at_frame(cam, 3, 0.5)
     patient = ReconnectPolicy(initial_s=0.02, max_s=0.1, factor=2.0, stall_s=0.15, lost_after_stalls=20)
-    summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), flog,
+    summary = run_capture(runtime_of(fake_model(), SlowClassifier(0.0)), camera_source(cam), flog,
                           CaptureConfig(max_frames=8, poll_s=0.05, reconnect=patient), observers=[on_record])
     ev = {r["event"]: r for r in flog.camera_events()}
     assert "stalled" in ev and "stall_ended" in ev and "lost" not in ev
@@ -190,7 +198,7 @@ def test_a_read_blocked_for_several_stall_times_is_a_loss_and_reconnects():
     cam = FakeCamera(period=0.005)
     flog = ListLog()
     on_record = hang_at_frame(cam, 3, 0.8)
-    summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), flog,
+    summary = run_capture(runtime_of(fake_model(), SlowClassifier(0.0)), camera_source(cam), flog,
                           CaptureConfig(max_frames=10, poll_s=0.05, reconnect=FAST_RECONNECT), observers=[on_record])
     events = flog.camera_events()
     names = [r["event"] for r in events]
@@ -231,7 +239,7 @@ def test_a_camera_that_never_opens_is_an_error_after_the_timeout():
     flog = ListLog()
     t0 = time.monotonic()
     with pytest.raises(SourceError, match="did not open within 0.3 s"):
-        run_capture(fake_model(), SlowClassifier(0), camera_source(cam), flog,
+        run_capture(runtime_of(fake_model(), SlowClassifier(0)), camera_source(cam), flog,
                     CaptureConfig(open_timeout_s=0.3, poll_s=0.05, reconnect=FAST_RECONNECT))
     assert time.monotonic() - t0 < 5
     assert flog.recs[-1]["type"] == "summary"
@@ -273,7 +281,7 @@ def test_a_slow_first_frame_after_opening_is_not_a_loss():
     cam = FakeCamera(period=0.005)
     cam.hang(0.8)          # > 3 x stall_s (0.45 s), on the very first read
     flog = ListLog()
-    summary = run_capture(fake_model(), SlowClassifier(0.0), camera_source(cam), flog,
+    summary = run_capture(runtime_of(fake_model(), SlowClassifier(0.0)), camera_source(cam), flog,
                           CaptureConfig(max_frames=5, poll_s=0.05, reconnect=FAST_RECONNECT))
     assert summary.frames == 5 and cam.opens == 1
     assert "lost" not in [r["event"] for r in flog.camera_events()]

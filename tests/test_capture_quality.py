@@ -218,6 +218,7 @@ def test_live_frames_are_judged_in_the_loop_and_refused_ones_never_reach_the_mod
     from clca_edge.capture.config import CaptureConfig
     from clca_edge.capture.loop import run_capture
     from clca_edge.capture.sources import Frame, FrameSource
+    from test_capture_camera import runtime_of
     from clca_edge.runtime.backends import Classifier, ModelFiles
     from clca_edge.runtime.model import RuntimeModel
 
@@ -252,9 +253,12 @@ def test_live_frames_are_judged_in_the_loop_and_refused_ones_never_reach_the_mod
     model = RuntimeModel(ModelFiles({"fp32": "unused.onnx"}, 32), spec, tuple(CLASSES), "0" * 64)
     clf = Counting()
     with open_log(tmp_path / "live.jsonl") as flog:
-        summary = run_capture(model, clf, Camera(), flog, CaptureConfig(max_frames=6))
+        summary = run_capture(runtime_of(model, clf), Camera(), flog, CaptureConfig(max_frames=6))
     recs = list(read_log(tmp_path / "live.jsonl"))
     refused = [r for r in recs if r["type"] == "refused"]
+    # The run's one warm-up inference (a blank input) comes first, then the six frames.
+    assert clf.means[0] == 0.0 and recs[0]["warm_up_ms"] >= 0
+    clf.means.pop(0)
     assert summary.frames == 6 and len(clf.means) == 6 and summary.refused == len(refused) >= 1
     assert all(r["reason"] == "too_dark" and r["frame_age_ms"] >= 0 and "class" not in r for r in refused)
     # A black frame normalises to a constant tensor far below any leaf's mean: none was classified.

@@ -146,7 +146,8 @@ def test_a_bundle_switch_between_two_frames_loses_no_frame(image_folder, tmp_pat
     assert {(r["bundle"], r["backend"], r["class"]) for r in after} == {("v2", "new", "z")}
     assert set(old_clf.shapes) == {(3, 32, 32)} and set(new_clf.shapes) == {(3, 48, 48)}
     assert len(new_clf.shapes) == 8
-    assert switch.retired_runtimes == [old] and old_clf.closed and not new_clf.closed and run.runtime is new
+    # The replaced runtime went back to the switch when replaced, the one it gave when the run ended.
+    assert switch.retired_runtimes == [old, new] and old_clf.closed and new_clf.closed and run.runtime is new
     assert summary.switches == 1 and summary.bundle_sha == "b" * 64 and recs[-1]["switches"] == 1
 
 
@@ -207,3 +208,22 @@ def test_option_groups_build_validated_configs_once(bundle_dir, tmp_path):
         assert res.output.strip().splitlines()[-1] == "Error: --min-luminance 0.8 must be below --max-luminance 0.2"
     res = CliRunner().invoke(main, ["predict", "--bundle", str(bundle_dir), "--force-variant", str(tmp_path)])
     assert res.exit_code == 2 and "--force-variant needs an explicit --precision" in res.output
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_smoothing_is_the_mean_of_the_last_frames_and_a_reset_starts_afresh(window):
+    from clca_edge.runtime.decision import Smoother
+
+    rng = np.random.default_rng(0)
+    s, seen = Smoother([str(i) for i in range(10)], window, min_conf=0.3), []
+    for i in range(200):
+        if i == 120:
+            s.reset()
+            seen = []
+        p = rng.dirichlet(np.full(10, 0.3)).astype(np.float32)
+        seen = (seen + [p])[-window:]
+        d = s.update(p)
+        mean = np.mean(np.asarray(seen, np.float64), axis=0)
+        assert d.confidence == pytest.approx(float(mean.max()), abs=1e-12)
+        assert d.label == (str(int(mean.argmax())) if mean.max() >= 0.3 else "uncertain")
+        assert d.raw_label == str(int(np.argmax(p)))

@@ -205,11 +205,11 @@ def test_stop_while_a_read_hangs_does_not_close_the_source_under_it(tmp_path):
     from clca_edge.capture.fieldlog import open_log
     from clca_edge.capture.config import CaptureConfig
     from clca_edge.capture.loop import run_capture
-    from test_capture_camera import OnDecision, SlowClassifier, fake_model
+    from test_capture_camera import OnDecision, SlowClassifier, fake_model, runtime_of
 
     src = _BlockingSource()
     with open_log(tmp_path / "log.jsonl") as flog:
-        summary = run_capture(fake_model(), SlowClassifier(0), src, flog, CaptureConfig(max_frames=1),
+        summary = run_capture(runtime_of(fake_model(), SlowClassifier(0)), src, flog, CaptureConfig(max_frames=1),
                               observers=[OnDecision(lambda _r: src.blocked.wait(5))])   # stop once the read hangs
     assert summary.frames == 1 and summary.stop_reason == "max frames"
     assert not src.closed.is_set()                  # the read is still in progress: not closed under it

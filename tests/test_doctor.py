@@ -65,3 +65,15 @@ def test_doctor_runs_here_and_reports_missing_gpu_pieces_as_findings():
     assert by_check["ONNX Runtime"]["status"] == OK
     assert all(f["status"] in ("ok", "info", "warn", "fail") for f in findings)
     assert len(run_checks()) == len(findings)
+
+
+def test_doctor_names_the_device_cache_folder_and_warns_when_it_cannot_be_written(tmp_path):
+    from clca_edge.doctor import check_cache_dir
+
+    res = CliRunner().invoke(main, ["doctor", "--json", "--cache-dir", str(tmp_path / "cache")])
+    by_check = {f["check"]: f for f in json.loads(res.stdout)}
+    assert by_check["device cache"]["status"] == OK and by_check["device cache"]["value"] == str(tmp_path / "cache")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    f = check_cache_dir(str(blocker / "cache"))[0]
+    assert f.status == WARN and "--cache-dir" in f.hint and not f.blocks_capture

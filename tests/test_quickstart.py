@@ -70,12 +70,12 @@ class _Reached(Exception):
 def _settings(stage, arguments):
     d = {k: v for k, v in arguments.items() if k not in NOT_SETTINGS}
     if stage == "capture":
-        d["model"] = d["model"].sha
-        d["classifier"] = d["classifier"].describe()
+        rt = d.pop("runtime")
+        d["runtime"] = (rt.sha, rt.classifier.describe(), rt.describe_guard(), [c.summary() for c in rt.checks],
+                        [f.to_dict() for f in rt.fallbacks])
         d["source"] = d["source"].cfg
         d["flog"] = str(d["flog"].path)
         d["saver"] = d["saver"].config
-        d["checks"] = [c.summary() for c in d["checks"]]
     return d
 
 

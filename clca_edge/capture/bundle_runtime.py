@@ -50,6 +50,17 @@ class BundleRuntime:
         verdict = self.guard.check(crop, bgr=True)
         return (normalize(frame_leaf(crop, spec), spec, bgr=True) if verdict.ok else None), verdict
 
+    def warm_up(self) -> float:
+        """One inference on a blank input, so that the first frame is not also the session's first
+        run (ONNX Runtime allocates its arena, TensorRT its context, then: several times a frame's
+        time). Returns its milliseconds."""
+        import time
+
+        size = self.model.spec.img_size
+        t0 = time.perf_counter()
+        self.classifier.logits(np.zeros((3, size, size), np.float32))
+        return (time.perf_counter() - t0) * 1000.0
+
     def describe_guard(self) -> dict:
         return self.guard.describe() if self.guard is not None else {"enabled": False}
 

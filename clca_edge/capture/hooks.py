@@ -9,7 +9,8 @@ replace the ``BundleRuntime`` (``capture/bundle_runtime.py``) between two frames
 - A switch implements ``BundleSwitch.maybe_switch``, polled by the loop before each frame: it
   returns None (no change) or a ready ``BundleRuntime`` (opened and self-checked beforehand, on the
   switch's own thread), which classifies the next frame. The run logs a ``bundle_switch`` record,
-  tells the observers (``on_switch``) and hands the old runtime to ``retired`` (default: closed).
+  tells the observers (``on_switch``) and hands the old runtime to ``retired`` (default: closed;
+  the runtime a switch gave is handed back the same way when the run ends).
   Frames already read ahead under the old runtime are prepared again for the new one: none is lost.
 """
 
@@ -56,11 +57,14 @@ class BundleSwitch:
 
     def maybe_switch(self) -> Optional[BundleRuntime]:
         """None, or the runtime to classify the next frame with. Called on the loop's thread
-        between frames: must be cheap (a flag or queue check), the new runtime ready."""
+        between frames: must be cheap (a flag or queue check), the new runtime ready (opened,
+        self-checked and ``warm_up()``-ed on the switch's own thread)."""
         return None
 
     def retired(self, old: BundleRuntime) -> None:
-        """The runtime switched away from; it is no longer used by the run. Default: closed."""
+        """A runtime the run no longer uses: the one a switch replaced, and at the end of the run
+        the one it ends with if this switch gave it. Default: closed (closing twice is harmless; the
+        caller still closes the runtime it started the run with)."""
         old.close()
 
 

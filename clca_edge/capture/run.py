@@ -64,6 +64,7 @@ class CaptureRun:
                  stop: Optional[StopRequest] = None, observers: Sequence[FrameObserver] = (),
                  switch: Optional[BundleSwitch] = None):
         self.runtime = runtime
+        self._initial = runtime   # the caller's; a runtime a switch gave is handed back to it when done
         self.source, self.flog, self.config, self.saver = source, flog, config, saver
         self.stop = stop or StopRequest()
         self.observers = list(observers)
@@ -76,7 +77,7 @@ class CaptureRun:
         self._records = RecordBuilder(runtime, source.description, config.top_k)
         self._grabber: Optional[LatestFrameGrabber] = None
         self._reader: Optional[ReadAhead] = None
-        self._t_start = 0.0
+        self._t_start = time.monotonic()
         self._said = LogOnce(log)
 
     def add_observer(self, observer: FrameObserver) -> None:
@@ -84,8 +85,8 @@ class CaptureRun:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Summary:
-        self._start()
         try:
+            self._start()
             while self._step():
                 pass
         finally:
@@ -99,7 +100,8 @@ class CaptureRun:
         else:
             for note in rt.guard.notes:
                 log.log(logging.WARNING if note in rt.guard.warnings else logging.INFO, "quality guard: %s", note)
-        self.flog.write(self._records.start(self.config.log_dict()))
+        warm_ms = rt.warm_up()   # before the clock starts: the first frame is not the session's first run
+        self.flog.write({**self._records.start(self.config.log_dict()), "warm_up_ms": round(warm_ms, 3)})
         for fb in rt.fallbacks:
             self.flog.write({"type": "fallback", **fb.to_dict(), "used": rt.classifier.backend})
         for check in rt.checks:
@@ -294,3 +296,5 @@ class CaptureRun:
         self._notify("on_stop", s)
         s.log_failures = self.flog.failures
         self.flog.write({"type": "summary", **self._records.tag, **s.to_dict()})
+        if self.switch is not None and self.runtime is not self._initial:
+            self.switch.retired(self.runtime)

@@ -389,6 +389,17 @@ class VideoFileSource(VideoCaptureSource):
     def matches(cls, text: str) -> Optional[str]:
         return text if Path(text).is_file() else None
 
+    def capture(self):
+        import cv2
+
+        # One decoder thread: the read-ahead thread already overlaps decoding with inference, and
+        # FFmpeg's own threads would only take cores from it (benchmarks/capture_fps.py).
+        prop = getattr(cv2, "CAP_PROP_N_THREADS", None)
+        if prop is None:
+            return cv2.VideoCapture(self.cfg.uri)
+        cap = cv2.VideoCapture(self.cfg.uri, cv2.CAP_ANY, [prop, 1])
+        return cap if cap.isOpened() else cv2.VideoCapture(self.cfg.uri)
+
     def open(self) -> None:
         if not Path(self.cfg.uri).is_file():
             raise SourceError(f"video file {self.cfg.uri} does not exist")

@@ -27,7 +27,7 @@ def doctor(as_json: bool, disk_path: str, bundle, cache_dir) -> None:
     """
     from ..doctor import FAIL, INFO, OK, WARN, findings_to_json, run_checks
 
-    findings = run_checks(disk_path=disk_path)
+    findings = run_checks(disk_path=disk_path, cache_dir=cache_dir)
     rows = _self_check_rows(bundle, cache_dir) if bundle is not None else None
     if as_json:
         out = findings_to_json(findings)

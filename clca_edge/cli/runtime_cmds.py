@@ -15,8 +15,8 @@ import click
 from ._common import console, emit_json, main, reports_errors
 from .fleet_cmds import (fleet_observers, fleet_option, load_fleet_option, log_predictions, start_fleet_agent,
                          stop_fleet_agent)
-from .options import (BACKEND_CHOICES, PRECISION_CHOICES, describe_guard, display_options, loop_options,  # noqa: F401
-                      output_options, quality_options, runtime_options, source_options, top_k_option)
+from .options import (describe_guard, display_options, loop_options, output_options, quality_options, runtime_options,
+                      source_options, top_k_option)
 
 log = logging.getLogger(__name__)
 
@@ -219,20 +219,19 @@ def _open_outputs(output):
 
 
 def _run_capture_cmd(model, sel, src_cfg, config, output, display, fleet_cfg=None, switch=None):
+    from ..capture import loop
     from ..capture.bundle_runtime import BundleRuntime
-    from ..capture.run import CaptureRun
     from ..capture.display import DisplayObserver, LivePanel, OverlayWindow
-    from ..capture.quality import QualityGuard
     from ..capture.stop import StopRequest, stop_on_signals
     from ..capture.sources import make_source
     from ..core.output_paths import removes_empty_dirs
 
+    runtime = BundleRuntime.create(model, sel, config.quality, switch.label(switch.target) if switch is not None else "")
     log_file, flog, saver, created = _open_outputs(output)
     con = _err_console()
     con.print(f"capture: {src_cfg.kind} {src_cfg.uri} -> {log_file} ({sel.classifier.describe()})", highlight=False)
     # The run logs the guard's notes (an older bundle's missing reference at WARNING): said once.
-    con.print(describe_guard(QualityGuard.for_bundle(model.quality_reference, config.quality), notes=False),
-              highlight=False)
+    con.print(describe_guard(runtime.guard, notes=False), highlight=False)
     use_live = sys.stdout.isatty() if display.live is None else display.live
     panel = overlay = None
     if use_live:
@@ -249,12 +248,8 @@ def _run_capture_cmd(model, sel, src_cfg, config, output, display, fleet_cfg=Non
             agent = start_fleet_agent(fleet_cfg, log_file)
             observers += fleet_observers(agent)
             with (panel if panel is not None else contextlib.nullcontext()):
-                label = switch.label(switch.target) if switch is not None else ""
-                run = CaptureRun(BundleRuntime.create(model, sel, config.quality, label), make_source(src_cfg), flog,
-                                 config, saver=saver, stop=stop, observers=observers, switch=switch)
-                summary = run.run()
-                if run.runtime.classifier is not sel.classifier:   # switched: the last one is the run's to close
-                    run.runtime.close()
+                # A runtime the switch gave goes back to it (closed) when the run ends.
+                summary = loop.run_capture(runtime, make_source(src_cfg), flog, config, saver, stop, observers, switch)
         finally:
             if overlay is not None:
                 overlay.close()

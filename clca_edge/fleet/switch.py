@@ -88,6 +88,13 @@ class PointerSwitch(BundleSwitch):
                           target, e)
                 continue
             rt = BundleRuntime.create(model, sel, self.quality, label=self.label(target))
+            try:
+                rt.warm_up()   # here, not on the capture loop's thread: its first frame is not a cold run
+            except Exception as e:  # a runtime that cannot run one inference is not switched to
+                self.failures += 1
+                log.error("the new bundle %s failed its first inference (%s); staying on the bundle it runs", target, e)
+                rt.close()
+                continue
             with self._lock:
                 stale, self._ready = self._ready, rt
             if stale is not None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..core.errors import BackendError, ConfigError
+from .config import SuiteConfig, VariantsConfig
 from .evaluate import SuiteResult, run_suite
 
 log = logging.getLogger(__name__)
@@ -40,50 +41,54 @@ def bundle_items(data, class_names: Sequence[str], split: str = "val") -> list[t
     return eval_set(root, list(class_names)).items
 
 
-def run_bundle_suite(bundle, data, split: str = "val", backend: str = "auto", precisions: Optional[Sequence[str]] = None,
-                     threads: int = 0, suite: str = "full", seed: int = 0, names: Optional[Sequence[str]] = None,
-                     progress=None, quality=None) -> BundleSuiteResult:
+def run_bundle_suite(bundle, data, split: str = "val", variants: VariantsConfig = VariantsConfig(),
+                     suite: SuiteConfig = SuiteConfig(), quality=None, progress=None) -> BundleSuiteResult:
     """Accuracy of each usable variant of ``bundle`` on ``data`` under the field suite, each
     frame judged by the guard ``quality`` (a ``capture.quality.QualityConfig``; None: capture's
     defaults; ``enabled=False``: not judged)."""
-    from ..bundle import PRECISIONS
     from ..capture.quality import QualityConfig, QualityGuard
-    from ..runtime.backends import select_classifier
     from ..runtime.model import load_model
 
     model = load_model(bundle)
-    have = [p for p in PRECISIONS if p in model.files.onnx or p in model.files.engine_precisions]
-    if precisions:
-        unknown = [p for p in precisions if p not in PRECISIONS]
-        if unknown:
-            raise ConfigError(f"--precision {','.join(unknown)}: choose among {', '.join(PRECISIONS)}")
-        missing = [p for p in precisions if p not in have]
-        if missing:
-            raise ConfigError(f"bundle {bundle} has no usable {', '.join(missing)} variant (usable: {', '.join(have)})")
-        have = [p for p in have if p in precisions]
     items = bundle_items(data, model.class_names, split)
-    classifiers, backends, notes = {}, {}, []
+    classifiers, notes = _open_variants(model, bundle, variants)
     try:
-        for prec in have:
-            try:
-                sel = select_classifier(model.files, backend, prec, threads)
-            except BackendError as e:
-                notes.append(f"{prec}: cannot run here ({e})")
-                continue
-            classifiers[prec] = sel.classifier
-            backends[prec] = sel.classifier.describe()
-        if not classifiers:
-            raise BackendError(f"no variant of {bundle} can run here: " + "; ".join(notes))
         runners = {name: _runner(clf) for name, clf in classifiers.items()}
         guard = QualityGuard.for_bundle(model.quality_reference, quality or QualityConfig())
-        judge = guard.accepts if guard is not None else None
-        result = run_suite(items, model.spec, runners, suite=suite, seed=seed, names=names, progress=progress,
-                           judge=judge)
+        result = run_suite(items, model.spec, runners, suite=suite.suite, seed=suite.seed, names=suite.only,
+                           progress=progress, judge=guard.accepts if guard is not None else None)
     finally:
         for clf in classifiers.values():
             clf.close()
-    return BundleSuiteResult(result, backends, notes, tuple(model.class_names),
-                             guard)
+    backends = {name: clf.describe() for name, clf in classifiers.items()}
+    return BundleSuiteResult(result, backends, notes, tuple(model.class_names), guard)
+
+
+def _open_variants(model, bundle, variants: VariantsConfig) -> "tuple[dict[str, Any], list[str]]":
+    """({precision: classifier} of every variant asked for that runs here, notes on those that do not)."""
+    from ..bundle import PRECISIONS
+    from ..runtime.backends import select_classifier
+
+    have = [p for p in PRECISIONS if p in model.files.onnx or p in model.files.engine_precisions]
+    if variants.precisions:
+        missing = [p for p in variants.precisions if p not in have]
+        if missing:
+            raise ConfigError(f"bundle {bundle} has no usable {', '.join(missing)} variant (usable: {', '.join(have)})")
+        have = [p for p in have if p in variants.precisions]
+    classifiers, notes = {}, []
+    try:
+        for prec in have:
+            try:
+                classifiers[prec] = select_classifier(model.files, variants.backend, prec, variants.threads).classifier
+            except BackendError as e:
+                notes.append(f"{prec}: cannot run here ({e})")
+    except BaseException:   # a refused self-check, an interrupt: what was opened is closed
+        for clf in classifiers.values():
+            clf.close()
+        raise
+    if not classifiers:
+        raise BackendError(f"no variant of {bundle} can run here: " + "; ".join(notes))
+    return classifiers, notes
 
 
 def _runner(clf):

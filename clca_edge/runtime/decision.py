@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -50,10 +50,18 @@ class Smoother:
         self.class_names = list(class_names)
         self.min_conf = min_conf
         self._window: deque[np.ndarray] = deque(maxlen=window)
+        self._sum: Optional[np.ndarray] = None   # of the window, kept as frames come and go (float64)
 
     def update(self, probs: np.ndarray) -> Decision:
-        self._window.append(np.asarray(probs, dtype=np.float32))
-        mean = np.mean(self._window, axis=0)
+        p = np.asarray(probs, dtype=np.float64)
+        if self._sum is None:
+            self._sum = p.copy()
+        else:
+            if len(self._window) == self._window.maxlen:
+                self._sum -= self._window[0]
+            self._sum += p
+        self._window.append(p)
+        mean = self._sum / len(self._window)
         best = int(np.argmax(mean))
         conf = float(mean[best])
         uncertain = conf < self.min_conf
@@ -62,3 +70,4 @@ class Smoother:
 
     def reset(self) -> None:
         self._window.clear()
+        self._sum = None
