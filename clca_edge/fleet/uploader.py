@@ -17,6 +17,7 @@ the broker, and never makes the capture loop wait.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -24,15 +25,16 @@ from typing import Optional, Tuple
 
 from ..capture.fieldlog import utc_now
 from .config import FleetConfig
-from .messages import FrameMessage, MessageError, RecordBatch, Resend, Status, decode
+from .messages import FrameMessage, MessageError, OversizedMessage, RecordBatch, Resend, Status, decode
 from .mqtt import MqttLink
-from .outbox import LogOutbox
+from .outbox import LogOutbox, bounded
 from .sampler import FrameSpool
 from .stats import DeviceStats
 from .topics import Topics
 
 log = logging.getLogger(__name__)
 
+MAX_BACKOFF_S = 30.0  # longest wait after repeated failed passes
 POLL_S = 0.5          # how often an idle uploader looks at the log again (notify() wakes it sooner)
 LINGER_S = 0.1        # once caught up, records gather this long before the next batch is read
 FULL, PARTIAL, NONE = "full", "partial", "none"
@@ -57,6 +59,21 @@ class TokenBucket:
     def wait_s(self, n: int) -> float:
         """Seconds until ``n`` items are available."""
         return max(0.0, (n - self.tokens) / self.rate)
+
+
+def _encode_batch(device: str, batch) -> bytes:
+    """The batch's message; should it still be over its bound (records whose JSON grew on the way),
+    each record too large travels as the ``bounded`` stub, and then every record if need be: the
+    seqs always go, so the centre sees the log whole and the uploader never sticks on a batch."""
+    try:
+        return RecordBatch(device, batch.end.log, batch.records).encode()
+    except OversizedMessage:
+        pass
+    sizes = [(seq, rec, len(json.dumps(rec, ensure_ascii=False).encode())) for seq, rec in batch.records]
+    try:
+        return RecordBatch(device, batch.end.log, tuple((s, bounded(r, n)) for s, r, n in sizes)).encode()
+    except OversizedMessage:
+        return RecordBatch(device, batch.end.log, tuple((s, bounded(r, n, force=True)) for s, r, n in sizes)).encode()
 
 
 class Uploader:
@@ -84,6 +101,7 @@ class Uploader:
         self.frames_sent = 0
         self.batches_sent = 0
         self.bytes_sent = 0
+        self.failures = 0                  # passes that raised (logged, backed off, retried)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._idle = threading.Event()     # set when a pass found nothing left to send
@@ -172,7 +190,17 @@ class Uploader:
             self.rewinds += 1
             log.warning("the centre misses records of log %s from seq %d: sending them again", key[0], seq)
 
+    def _failed(self, error: Exception, failures: int) -> None:
+        """Log a failed pass: in full (with its traceback) the first time, a line each later time."""
+        self.failures += 1
+        if failures == 1:
+            log.warning("fleet uploader: %s: %s; backing off and retrying", type(error).__name__, error,
+                        exc_info=not isinstance(error, OSError))
+        else:
+            log.debug("fleet uploader: still failing (%d): %s", failures, error)
+
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             if not self.link.connected.wait(POLL_S):
                 continue
@@ -185,10 +213,15 @@ class Uploader:
                 busy = records != NONE or frame
                 if records == PARTIAL and not frame:
                     self._stop.wait(LINGER_S)   # caught up: let records gather for a fuller batch
-            except OSError as e:   # the log or the spool cannot be read right now: try again later
-                log.warning("fleet uploader: %s; retrying", e)
+            except Exception as e:   # noqa: BLE001 - the thread must outlive anything one pass meets
+                # A log or spool that cannot be read right now, a broken SQLite row, a full disk
+                # writing the cursor: back off and try again; the thread never dies silently.
+                failures += 1
+                self._failed(e, failures)
                 busy = False
-                self._stop.wait(POLL_S)
+                self._stop.wait(min(POLL_S * 2 ** min(failures, 6), MAX_BACKOFF_S))
+            else:
+                failures = 0
             if not busy:
                 self._idle.set()
                 woken = self._wake.wait(POLL_S)
@@ -222,7 +255,7 @@ class Uploader:
         batch = self.outbox.next_batch(want)
         if batch is None:
             return NONE
-        payload = RecordBatch(self.config.device, batch.end.log, batch.records).encode()
+        payload = _encode_batch(self.config.device, batch)
         info = self.link.client.publish(self.topics.records(self.config.device), payload, qos=1)
         if not self._wait_acked(info):
             self._stop.wait(POLL_S)   # not sent: still pending, tried again
