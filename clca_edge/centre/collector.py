@@ -9,6 +9,9 @@ that means the broker sends it again, and the store ignores what it already has.
 Statuses come on a plain subscription too, so a starting collector gets every device's retained
 online/offline state.
 
+Collectors that share the load must share one store (one folder): a hole is looked for in the
+store, which holds what every collector of the group wrote, never in what one collector saw.
+
 A broker restart loses shared subscriptions until the collectors subscribe again (Mosquitto 2.0
 does not persist them), so a record the broker acknowledged to a device in that window reaches
 no collector. The collector notices the hole in a log's seqs (a later batch, or the seq a device's
@@ -139,7 +142,9 @@ class Collector:
         for a resend from the first hole, or clear an earlier request once the log is whole."""
         key = (device, log_id)
         whole = self._whole.get(key)
-        if whole is None or first <= whole:
+        if whole is None or first <= whole or whole < end:
+            # Another collector of the group may have stored what lies between (it shares the store):
+            # what this one saw is no proof of a hole, the store is.
             whole = self.store.first_gap(device, log_id, whole or 0)
             self._whole[key] = whole
         asked = self.store.resend_asked(device)

@@ -1,0 +1,39 @@
+"""Collectors that share the load (and one store) ask for a resend only when the store has a hole
+(review 1.2), and a message the store cannot take is retried, not left unacknowledged (1.6)."""
+
+from __future__ import annotations
+
+from support.mosquitto import Mosquitto, needs_mosquitto
+
+from clca_edge.centre.collector import Collector
+from clca_edge.centre.store import Store
+from clca_edge.fleet.config import BrokerConfig
+from clca_edge.fleet.messages import RecordBatch
+
+pytestmark = needs_mosquitto
+
+
+def batch(first: int, n: int = 10) -> bytes:
+    return RecordBatch("dev-s", "log1", tuple((i, {"type": "decision", "frame": i}) for i in range(first, first + n))).encode()
+
+
+def test_alternating_collectors_ask_for_nothing_when_nothing_is_missing(tmp_path):
+    with Mosquitto(tmp_path) as broker:
+        store = Store(tmp_path / "store")
+        a = Collector(BrokerConfig(broker.url), store, client_id="collector-a").start()
+        b = Collector(BrokerConfig(broker.url), store, client_id="collector-b").start()
+        try:
+            assert a.subscribed.wait(10) and b.subscribed.wait(10)
+            for i, first in enumerate(range(0, 60, 10)):        # the broker hands batches A, B, A, B...
+                assert (a if i % 2 == 0 else b).handle("clca/devices/dev-s/records", batch(first))
+            assert a.counts.get("resends_asked", 0) == 0 and b.counts.get("resends_asked", 0) == 0
+            assert store.resend_asked("dev-s") is None
+            assert a.handle("clca/devices/dev-s/records", batch(70))   # a real hole (60..69) is still seen
+            assert a.counts["resends_asked"] == 1 and store.resend_asked("dev-s") == ("log1", 60)
+            assert b.handle("clca/devices/dev-s/records", batch(60))   # filled by the other collector
+            assert a.handle("clca/devices/dev-s/records", batch(80))
+            assert store.resend_asked("dev-s") is None
+        finally:
+            a.stop()
+            b.stop()
+            store.close()
