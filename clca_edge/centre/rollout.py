@@ -5,7 +5,8 @@ Announcements are retained, signed messages on ``{prefix}/rings/{ring}/announce`
 the bundle's bytes stay on the web server, object store or share the URL names. Versions are
 monotonic per fleet: ``publish`` takes the next one after every ring's retained announcement unless
 given one. ``promote`` and ``halt`` re-sign the announcement retained on a ring (so they need the
-signing key too: whoever may not announce may not halt either). Device states come from the
+signing key too: whoever may not announce may not halt either), and only once it verifies against
+that key's public half: an announcement someone else put on the broker is never re-signed. Device states come from the
 rollout events the collector stores (``centre.rollout_store``).
 """
 
@@ -114,10 +115,30 @@ def send_announcement(centre: Centre, ring: str, payload: bytes) -> None:
         link.stop()
 
 
-def _send(centre: Centre, ann: Announcement) -> None:
+def _sign_key(centre: Centre) -> Path:
     if centre.sign_key is None:
         raise ConfigError("--sign-key is needed: devices accept only announcements signed by a key they trust")
-    send_announcement(centre, ann.ring, sign_announcement(ann, centre.sign_key).to_bytes())
+    return centre.sign_key
+
+
+def _send(centre: Centre, ann: Announcement) -> None:
+    send_announcement(centre, ann.ring, sign_announcement(ann, _sign_key(centre)).to_bytes())
+
+
+def verified_retained(centre: Centre) -> Dict[str, Announcement]:
+    """ring -> the retained announcement, only those this centre's key signed (checked against the
+    public half of ``sign_key``): whoever can write on the broker must not get the centre to re-sign,
+    promote or build on an announcement of theirs. The others are logged and left out."""
+    from ..bundle.signature import own_keys
+
+    keys = own_keys(_sign_key(centre))
+    found: Dict[str, Announcement] = {}
+    for ring, signed in retained_announcements(centre).items():
+        try:
+            found[ring] = signed.verify(keys)
+        except AnnouncementError as e:
+            log.warning("ring %s: the retained announcement is not this centre's (%s); ignored", ring, e)
+    return found
 
 
 def publish(centre: Centre, bundle: Path, url: str, ring: str, version: Optional[int] = None,
@@ -126,8 +147,8 @@ def publish(centre: Centre, bundle: Path, url: str, ring: str, version: Optional
     from ..fleet.announce import describe_archive
 
     size, sha, bundle_id = describe_archive(bundle)
-    current = retained_announcements(centre)
-    highest = max((s.announcement.version for s in current.values()), default=0)
+    current = verified_retained(centre)
+    highest = max((a.version for a in current.values()), default=0)
     if version is None:
         version = highest + 1
     elif version <= highest and not rollback:
@@ -140,10 +161,19 @@ def publish(centre: Centre, bundle: Path, url: str, ring: str, version: Optional
 
 
 def _ring_announcement(centre: Centre, ring: str, version: Optional[int]) -> Announcement:
+    """The announcement retained on ``ring``, verified against this centre's key (never re-sign
+    what someone else put there)."""
+    from ..bundle.signature import own_keys
+
+    keys = own_keys(_sign_key(centre))
     current = retained_announcements(centre).get(ring)
     if current is None:
         raise RolloutError(f"nothing is announced on ring {ring!r}")
-    ann = current.announcement
+    try:
+        ann = current.verify(keys)
+    except AnnouncementError as e:
+        raise RolloutError(f"the announcement retained on ring {ring!r} is not signed by this centre's key ({e}); "
+                           "refusing to re-sign it: publish the bundle again with `fleet publish`") from None
     if version is not None and ann.version != version:
         raise RolloutError(f"ring {ring!r} is at v{ann.version}, not v{version}")
     return ann
@@ -195,4 +225,4 @@ def status(store: Store) -> Dict[str, object]:
 
 
 __all__ = ["Centre", "RolloutError", "halt", "promote", "publish", "retained_announcements", "send_announcement",
-           "status", "success"]
+           "status", "success", "verified_retained"]
