@@ -193,9 +193,26 @@ class RolloutAgent:
                 log.warning("refused v%d for ring %s: older than the installed v%d and not a signed rollback",
                             ann.version, ann.ring, st.installed_version)
             return
+        if ann.rollback and not self._rollback_acceptable(ann):
+            return
         if job is not None and job.announcement.version > ann.version and not ann.rollback:
             return   # a newer one is on its way
         self._start_job(ann)
+
+    def _rollback_acceptable(self, ann: Announcement) -> bool:
+        """A rollback replaces the version this device runs and is newer than every announcement it
+        installed; anything else is an old rollback replayed (to force a downgrade): refused."""
+        st = self.state
+        if ann.from_version != st.installed_version:
+            why = f"it replaces v{ann.from_version}, this device runs v{st.installed_version}"
+        elif ann.seq <= st.announce_seq:
+            why = f"its seq {ann.seq} is not newer than the installed announcement's {st.announce_seq} (a replay)"
+        else:
+            return True
+        if (ann.version, ann.seq) not in self._said_older:   # said once: retained messages come again
+            self._said_older.add((ann.version, ann.seq))
+            log.warning("refused the rollback to v%d for ring %s: %s", ann.version, ann.ring, why)
+        return False
 
     def _halt(self, ann: Announcement) -> None:
         job = self.job
@@ -274,7 +291,7 @@ class RolloutAgent:
         # The state file says installed before the pointer moves (a restart re-points); this agent's
         # state (read by other threads) changes once the pointer has moved.
         after = dataclasses.replace(st, probation_since=utc_now(), state=INSTALLED, version=ann.version, reason="",
-                                    ring=ann.ring)
+                                    ring=ann.ring, announce_seq=max(st.announce_seq, ann.seq))
         self.slots.switch(after, new)
         self.state = after
         self.report(INSTALLED, ann.version, ring=ann.ring)
