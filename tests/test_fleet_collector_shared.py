@@ -37,3 +37,47 @@ def test_alternating_collectors_ask_for_nothing_when_nothing_is_missing(tmp_path
             a.stop()
             b.stop()
             store.close()
+
+
+def test_a_message_the_store_refuses_is_stored_again_without_a_reconnect(tmp_path):
+    import sqlite3
+    import time
+
+    from clca_edge.fleet.config import FleetConfig
+    from clca_edge.fleet.outbox import LogOutbox
+    from clca_edge.fleet.uploader import Uploader
+    from support.rollout import wait_for
+
+    from clca_edge.capture.fieldlog import open_log
+
+    log = tmp_path / "log.jsonl"
+    with open_log(log) as flog:
+        for i in range(30):
+            flog.write({"type": "decision", "frame": i})
+
+    def stored_frames(store, device):
+        return [r["record"]["frame"] for r in store.records(device) if r["record"]["type"] == "decision"]
+    with Mosquitto(tmp_path) as broker:
+        store = Store(tmp_path / "store")
+        real, refused = store.add_records, []
+
+        def locked(batch):
+            if len(refused) < 3:
+                refused.append(batch.records[0][0])
+                raise sqlite3.OperationalError("database is locked")
+            return real(batch)
+
+        store.add_records = locked
+        collector = Collector(BrokerConfig(broker.url), store).start()
+        assert collector.subscribed.wait(10)
+        uploader = Uploader(FleetConfig(BrokerConfig(broker.url), "dev-l", batch_size=10), LogOutbox(log)).start()
+        try:
+            started = time.monotonic()
+            wait_for(lambda: sorted(stored_frames(store, "dev-l")) == list(range(30)), 15, "every record stored")
+            assert time.monotonic() - started < 10
+            assert collector.counts["store_failed"] == 3 and collector.link.connections == 1   # no reconnect
+            assert uploader.drain(5) and uploader.pending() == (0, 0)
+        finally:
+            uploader.stop()
+            collector.stop()
+            store.close()
