@@ -7,7 +7,9 @@ the broker, and never makes the capture loop wait.
 - Catching up after a long gap runs at ``replay_rate`` records/s at most (a token bucket), so a
   cellular link and the broker are not flooded.
 - On each connection a retained ``online`` status; the broker publishes the retained ``offline``
-  last will if the device vanishes, and a clean stop publishes it itself.
+  last will if the device vanishes, and a clean stop publishes it itself. Not so for ``fleet sync``
+  (``presence=False``): it does not speak for the device (capture may run beside it), so a hole at
+  the very end of what it sends is found from later batches only.
 - A heartbeat every ``heartbeat_s`` while connected (never queued up while offline: stale health
   is worth nothing).
 - The statuses say which log is being sent and how far (``log``, ``seq``); the centre asks for a
@@ -80,14 +82,17 @@ class Uploader:
     """Sends a field log (``outbox``) and a frame spool over one MQTT link, on its own thread."""
 
     def __init__(self, config: FleetConfig, outbox: LogOutbox, *, stats: Optional[DeviceStats] = None,
-                 spool: Optional[FrameSpool] = None, client_id: Optional[str] = None):
+                 spool: Optional[FrameSpool] = None, client_id: Optional[str] = None, presence: bool = True):
         self.config = config
+        # presence: this uploader speaks for the device (retained online, offline will). A one-off
+        # ``fleet sync`` does not: a capture running on the device meanwhile would be shown offline.
+        self.presence = presence
         self.outbox = outbox
         self.stats = stats
         self.spool = spool
         self.topics = Topics(config.topic_prefix)
         device = config.device
-        will = (self.topics.status(device), Status(device, "offline").encode(), 1, True)
+        will = (self.topics.status(device), Status(device, "offline").encode(), 1, True) if presence else None
         self.link = MqttLink(config.broker, client_id or f"clca-edge-{device}", clean_session=False, will=will,
                              backoff_s=(1, config.reconnect_max_s))
         self.link.on_connect(self._online)
@@ -136,7 +141,7 @@ class Uploader:
             except (RuntimeError, ValueError):
                 pass
         offline = self._status("offline").encode()
-        self.link.stop(last=(self.topics.status(self.config.device), offline))
+        self.link.stop(last=(self.topics.status(self.config.device), offline) if self.presence else None)
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until nothing is left to send (True) or ``timeout_s`` passes (False)."""
@@ -161,7 +166,9 @@ class Uploader:
 
     def _online(self, client) -> None:
         client.subscribe(self.topics.resend(self.config.device), qos=1)
-        client.publish(self.topics.status(self.config.device), self._status("online").encode(), qos=1, retain=True)
+        if self.presence:
+            client.publish(self.topics.status(self.config.device), self._status("online").encode(), qos=1,
+                           retain=True)
         self._next_heartbeat = 0.0     # say how we are right away
 
     def _on_command(self, client, userdata, msg) -> None:
