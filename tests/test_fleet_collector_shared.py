@@ -81,3 +81,20 @@ def test_a_message_the_store_refuses_is_stored_again_without_a_reconnect(tmp_pat
             uploader.stop()
             collector.stop()
             store.close()
+
+
+def test_the_store_keeps_a_frame_once_per_device_and_content(tmp_path):
+    """As FrameMessage says (review 3.3): keyed by (device, sha256 of the JPEG), not by frame_id,
+    which a crashed sampler may give again."""
+    from clca_edge.fleet.messages import FrameMessage
+
+    def frame(frame_id, jpeg, device="dev-f"):
+        return FrameMessage(device=device, frame_id=frame_id, time="2026-12-06T16:00:00Z", reason="low_confidence",
+                            label="ash", confidence=0.3, topk=(("ash", 0.3),), record={}, jpeg=jpeg)
+
+    with Store(tmp_path / "store") as store:
+        assert store.add_frame(frame(1, b"\xff\xd8one"))
+        assert not store.add_frame(frame(2, b"\xff\xd8one"))          # the same JPEG under another id: once
+        assert store.add_frame(frame(1, b"\xff\xd8two"))              # an id given again after a crash: kept
+        assert store.add_frame(frame(1, b"\xff\xd8one", "dev-g"))     # another device
+        assert store.query("SELECT COUNT(*) FROM frames")[0][0] == 3
