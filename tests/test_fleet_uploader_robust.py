@@ -114,3 +114,34 @@ def test_a_batch_over_its_bound_still_goes_with_every_seq():
     assert [seq for seq, _ in sent.records] == list(range(40))
     assert {rec["type"] for _, rec in sent.records} == {"oversized"}
     assert sent.records[3][1]["original_type"] == "decision" and sent.records[3][1]["bytes"] > 15000
+
+
+def test_a_frame_no_message_can_carry_is_dropped_and_the_next_ones_travel(tmp_path):
+    import os
+
+    from clca_edge.fleet.sampler import FrameSpool
+
+    log = tmp_path / "log.jsonl"
+    with open_log(log) as flog:
+        flog.write({"type": "start"})
+    spool = FrameSpool(tmp_path / "frames", 50 * 2 ** 20)
+    meta = {"time": "2026-12-06T16:00:00Z", "reason": "low_confidence", "label": "ash", "confidence": 0.3,
+            "topk": [["ash", 0.3]], "record": {}}
+    spool.add(b"\xff\xd8\xff" + os.urandom(2_500_000), meta)     # base64 makes it over the 3 MiB frame bound
+    broken = spool.add(b"\xff\xd8\xffbroken", meta)
+    (tmp_path / "frames" / f"{broken:010d}.json").write_text('{"topk": 7}')   # a sidecar gone wrong
+    spool.add(b"\xff\xd8\xffgood", meta)
+    with Mosquitto(tmp_path) as broker:
+        store = Store(tmp_path / "store")
+        collector = Collector(BrokerConfig(broker.url), store).start()
+        assert collector.subscribed.wait(10)
+        cfg = FleetConfig(BrokerConfig(broker.url), "dev-fr", reconnect_max_s=1)
+        uploader = Uploader(cfg, LogOutbox(log), spool=spool).start()
+        try:
+            wait_for(lambda: collector.counts["frames"] == 1, 20, "the good frame at the centre")
+            assert uploader.frames_unsendable == 2 and spool.frames() == [] and uploader.failures == 0
+            assert store.query("SELECT frame_id FROM frames")[0][0] == 2
+        finally:
+            uploader.stop()
+            collector.stop()
+            store.close()

@@ -104,6 +104,7 @@ class Uploader:
         self.bucket = TokenBucket(config.replay_rate, max(config.batch_size, config.replay_rate))
         self.records_sent = 0
         self.frames_sent = 0
+        self.frames_unsendable = 0         # frames dropped from the spool because no message can carry them
         self.batches_sent = 0
         self.bytes_sent = 0
         self.failures = 0                  # passes that raised (logged, backed off, retried)
@@ -285,12 +286,15 @@ class Uploader:
         if stored is None:
             self.spool.remove(frame_id)
             return True
-        jpeg, meta = stored
-        msg = FrameMessage(device=self.config.device, frame_id=frame_id, time=str(meta.get("time")),
-                           reason=str(meta.get("reason")), label=meta.get("label"), confidence=meta.get("confidence"),
-                           topk=tuple((str(c), float(p)) for c, p in meta.get("topk") or []),
-                           record=meta.get("record") or {}, jpeg=jpeg)
-        payload = msg.encode()
+        try:
+            payload = self._frame_payload(frame_id, *stored)
+        except (MessageError, ValueError, TypeError, AttributeError) as e:
+            # Never sendable (a JPEG over the frame bound, a broken sidecar): dropped, or it would
+            # hold up every frame behind it for ever.
+            log.warning("fleet uploader: frame %d cannot be sent (%s); dropped from the spool", frame_id, e)
+            self.spool.remove(frame_id)
+            self.frames_unsendable += 1
+            return True
         info = self.link.client.publish(self.topics.frames(self.config.device), payload, qos=1)
         if not self._wait_acked(info):
             self._stop.wait(POLL_S)
@@ -299,6 +303,13 @@ class Uploader:
         self.frames_sent += 1
         self.bytes_sent += len(payload)
         return True
+
+    def _frame_payload(self, frame_id: int, jpeg: bytes, meta) -> bytes:
+        msg = FrameMessage(device=self.config.device, frame_id=frame_id, time=str(meta.get("time")),
+                           reason=str(meta.get("reason")), label=meta.get("label"), confidence=meta.get("confidence"),
+                           topk=tuple((str(c), float(p)) for c, p in meta.get("topk") or []),
+                           record=meta.get("record") or {}, jpeg=jpeg)
+        return msg.encode()
 
     def _maybe_heartbeat(self):
         """Publish a heartbeat if one is due (its message info, else None)."""
