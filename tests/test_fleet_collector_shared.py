@@ -14,7 +14,8 @@ pytestmark = needs_mosquitto
 
 
 def batch(first: int, n: int = 10) -> bytes:
-    return RecordBatch("dev-s", "log1", tuple((i, {"type": "decision", "frame": i}) for i in range(first, first + n))).encode()
+    records = tuple((i, {"type": "decision", "frame": i}) for i in range(first, first + n))
+    return RecordBatch("dev-s", "log1", records).encode()
 
 
 def test_alternating_collectors_ask_for_nothing_when_nothing_is_missing(tmp_path):

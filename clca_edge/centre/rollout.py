@@ -6,8 +6,10 @@ the bundle's bytes stay on the web server, object store or share the URL names. 
 monotonic per fleet: ``publish`` takes the next one after every ring's retained announcement unless
 given one. ``promote`` and ``halt`` re-sign the announcement retained on a ring (so they need the
 signing key too: whoever may not announce may not halt either), and only once it verifies against
-that key's public half: an announcement someone else put on the broker is never re-signed. Device states come from the
-rollout events the collector stores (``centre.rollout_store``).
+that key's public half: an announcement someone else put on the broker is never re-signed. Each
+announcement carries the next announcement ``seq`` (monotonic per fleet), and a rollback the
+version it replaces (``from_version``), so an old rollback cannot be replayed (``fleet.announce``).
+Device states come from the rollout events the collector stores (``centre.rollout_store``).
 """
 
 from __future__ import annotations
