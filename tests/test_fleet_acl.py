@@ -64,3 +64,35 @@ def test_bad_credentials_are_refused(tmp_path):
             assert link.refusal is not None and "authori" in link.refusal.lower()
         finally:
             link.stop()
+
+
+def test_another_devices_client_id_takes_its_session_but_reads_none_of_its_commands(tmp_path):
+    """Why the shipped mosquitto.conf does not set use_username_as_clientid (each device runs several
+    clients under its one username): a device's credentials can connect with another device's client
+    id and take its session over (the other reconnects), but the ACL is checked on every delivery
+    against the username, so nothing of the other device's reaches it."""
+    with Mosquitto(tmp_path, users=USERS) as broker:
+        b_cfg = BrokerConfig(broker.url, "dev-b", USERS["dev-b"])
+        b = MqttLink(b_cfg, "clca-edge-dev-b", clean_session=False, backoff_s=(1, 1))
+        b_got = []
+        b.on_connect(lambda c: c.subscribe(T.resend("dev-b"), qos=1))
+        b.client.on_message = lambda client, userdata, msg: b_got.append(msg.payload)
+        b.start()
+        assert b.wait_connected(10)
+        time.sleep(0.3)
+        b.stop()                                         # b's session (its subscription) stays at the broker
+        thief = MqttLink(BrokerConfig(broker.url, "dev-a", USERS["dev-a"]), "clca-edge-dev-b", clean_session=False)
+        stolen = []
+        thief.client.on_message = lambda client, userdata, msg: stolen.append(msg.payload)
+        thief.start()
+        assert thief.wait_connected(10)
+        collector, _ = _link(broker, "collector")
+        collector.client.publish(T.resend("dev-b"), b"resend-from-7", qos=1, retain=True).wait_for_publish(5)
+        _settle(stolen, 1, 2.0)
+        assert stolen == []                              # b's session, a's username: the ACL refuses delivery
+        thief.stop()
+        b.start()                                        # b comes back and gets its (retained) command
+        _settle(b_got, 1)
+        assert b_got == [b"resend-from-7"]
+        for link in (b, collector):
+            link.stop()

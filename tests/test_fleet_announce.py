@@ -27,10 +27,10 @@ def keys(tmp_path):
 
 def test_signed_announcement_round_trips_and_verifies(keys):
     priv, trusted, _, kid = keys
-    signed = sign_announcement(_ann(rollback=True), priv)
+    signed = sign_announcement(_ann(rollback=True, from_version=4, seq=7), priv)
     assert signed.key_id == kid
     got = verified_announcement(signed.to_bytes(), trusted)
-    assert got == _ann(rollback=True)
+    assert got == _ann(rollback=True, from_version=4, seq=7)
 
 
 def test_tampered_unsigned_and_foreign_key_are_refused(keys):

@@ -222,9 +222,12 @@ def test_tampered_wrong_sha_unsigned_foreign_key_and_older_versions_change_nothi
     wait_for(lambda: d.agent.inbox.empty(), 5)
     time.sleep(0.5)
     unchanged()
-    send(sign_announcement(base.replace(version=3, url=url1, sha256=sha256_file(path1), size=path1.stat().st_size,
-                                        rollback=True), ns.priv).to_bytes())
+    rollback = base.replace(version=3, url=url1, sha256=sha256_file(path1), size=path1.stat().st_size,
+                            rollback=True, from_version=5, seq=d.state.announce_seq + 1)
+    send(sign_announcement(rollback, ns.priv).to_bytes())
     d.wait_state("installed", 3)
+    assert d.state.announce_seq == rollback.seq       # persisted: the same rollback replayed is refused
+    assert d.agent.slots.load_state().announce_seq == rollback.seq
 
 
 def test_an_agent_download_cut_half_way_resumes_where_it_was(fleet):
@@ -555,3 +558,16 @@ def test_a_signed_bundle_must_be_signed_by_a_trusted_key_too(fleet, tmp_path):
     path, url = ns.tar(signed, "v2.tar")
     publish(ns.publisher, path, url, "canary")
     d.wait_state("installed", 2)
+
+
+def test_publish_rollback_names_the_version_it_replaces_and_a_newer_seq(fleet):
+    from clca_edge.centre.rollout import RolloutError, retained_announcements
+
+    ns = fleet
+    path, url = ns.tar(ns.bundles.v1, "v1.tar")
+    with pytest.raises(RolloutError, match="replaces the newer version"):
+        publish(ns.publisher, path, url, "canary", version=1, rollback=True)      # nothing to replace
+    v2 = publish(ns.publisher, path, url, "canary", version=2)
+    back = publish(ns.publisher, path, url, "canary", version=1, rollback=True)
+    assert (back.from_version, back.rollback) == (2, True) and back.seq > v2.seq >= 1
+    assert retained_announcements(ns.publisher)["canary"].announcement == back

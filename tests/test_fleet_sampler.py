@@ -4,6 +4,7 @@ device's quota (oldest dropped first and counted), stored atomically, and sent t
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import time
 
@@ -15,7 +16,7 @@ from clca_edge.centre.collector import Collector
 from clca_edge.centre.store import Store
 from clca_edge.fleet.agent import FleetAgent
 from clca_edge.fleet.config import BrokerConfig, FleetConfig, SamplingPolicy
-from clca_edge.fleet.sampler import FrameSampler, FrameSpool
+from clca_edge.fleet.sampler import ORPHAN_GRACE_S, FrameSampler, FrameSpool
 
 CAPS = {"low_confidence": 3, "small_margin": 2, "out_of_distribution": 2, "random": 1}
 
@@ -93,14 +94,20 @@ def test_the_quota_drops_the_oldest_frames_first_and_counts_them(tmp_path):
     assert ids == [0, 1, 2, 3, 4]
     assert spool.frames() == [3, 4] and spool.dropped == 3            # the newest two fit in 50 kB
     assert spool.size() <= policy.quota_bytes
-    # A crash mid-write leaves a temp file or a JPEG without its sidecar: neither survives a restart,
-    # ids are never reused, and the dropped count is kept.
-    (tmp_path / "spool" / ".0000000009.jpg.abc.tmp").write_bytes(b"partial")
-    (tmp_path / "spool" / "0000000005.jpg").write_bytes(b"\xff\xd8\xffhalf")
+    # A crash mid-write leaves a temp file or a JPEG without its sidecar: neither survives a restart
+    # once older than the grace period, ids are never reused, and the dropped count is kept. A fresh
+    # one may be a frame another process (capture beside a fleet sync) is writing now: kept.
+    old = time.time() - ORPHAN_GRACE_S - 5
+    for name, data in ((".0000000009.jpg.abc.tmp", b"partial"), ("0000000005.jpg", b"\xff\xd8\xffhalf")):
+        (tmp_path / "spool" / name).write_bytes(data)
+        os.utime(tmp_path / "spool" / name, (old, old))
+    (tmp_path / "spool" / ".0000000011.jpg.def.tmp").write_bytes(b"being written")
+    (tmp_path / "spool" / "0000000010.jpg").write_bytes(b"\xff\xd8\xffsidecar next")
     again = FrameSpool(tmp_path / "spool", policy.quota_bytes)
-    assert again.frames() == [3, 4] and again.dropped == 3 and again.next_id == 6
+    assert again.frames() == [3, 4] and again.dropped == 3 and again.next_id == 11
     assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == [
-        "0000000003.jpg", "0000000003.json", "0000000004.jpg", "0000000004.json", "spool.json"]
+        ".0000000011.jpg.def.tmp", "0000000003.jpg", "0000000003.json", "0000000004.jpg", "0000000004.json",
+        "0000000010.jpg", "spool.json"]
 
 
 @needs_mosquitto

@@ -288,6 +288,13 @@ def sign_bytes(private_key_path: Union[str, Path], data: bytes) -> Tuple[str, st
     return key_id(key.public_key()), base64.b64encode(key.sign(data)).decode("ascii")
 
 
+def own_keys(private_key_path: Union[str, Path]) -> TrustedKeys:
+    """The public half of the PEM key at ``private_key_path`` as TrustedKeys: what the signer itself
+    checks its own earlier signatures against (the centre, before re-signing what it finds retained)."""
+    key = load_private_key(private_key_path).public_key()
+    return TrustedKeys(Path(private_key_path), {key_id(key): key})
+
+
 def verify_bytes(trusted: TrustedKeys, kid: str, signature_b64: str, data: bytes, what: str) -> None:
     """Raise TrustError (naming ``what``) unless ``signature_b64`` is a signature of ``data`` by the
     trusted key ``kid``."""

@@ -9,12 +9,20 @@ that means the broker sends it again, and the store ignores what it already has.
 Statuses come on a plain subscription too, so a starting collector gets every device's retained
 online/offline state.
 
+Collectors that share the load must share one store (one folder): a hole is looked for in the
+store, which holds what every collector of the group wrote, never in what one collector saw.
+
 A broker restart loses shared subscriptions until the collectors subscribe again (Mosquitto 2.0
 does not persist them), so a record the broker acknowledged to a device in that window reaches
 no collector. The collector notices the hole in a log's seqs (a later batch, or the seq a device's
 status says it has sent) and asks the device, with a retained ``commands/resend``, to send that
 log again from the hole; the store ignores what it already has, and the request is cleared once
 the log is whole.
+
+A message the store cannot take right now (a locked or full disk) is not dropped and not left
+unacknowledged until the next reconnect: a retry thread stores it again with back-off and
+acknowledges it then (the broker sends nothing new beyond its in-flight window meanwhile; a
+reconnect makes the broker send it again anyway, so the retries are dropped on a disconnect).
 
 Nothing a device sends is trusted: a message that does not parse, breaks its schema, is larger than
 its bound, or names another device than its topic does is dropped and counted (``drops`` in the
@@ -24,6 +32,7 @@ store, by reason), never written.
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
 from collections import Counter
@@ -39,6 +48,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 SHARED_KINDS = ("records", "heartbeat", "frames", "events")
+RETRY_FIRST_S, RETRY_MAX_S = 0.2, 30.0     # back-off storing a message the store refused
 
 
 def default_client_id() -> str:
@@ -58,6 +68,10 @@ class Collector:
         self.link.client.on_subscribe = lambda *_: self.subscribed.set()
         self.subscribed = threading.Event()      # the broker confirmed the subscriptions (SUBACK)
         self.link.on_disconnect(self.subscribed.clear)
+        self.link.on_disconnect(self._forget_retries)
+        self._retries: "queue.Queue[Tuple[str, bytes, int, int]]" = queue.Queue()   # (topic, payload, mid, qos)
+        self._stopping = threading.Event()
+        self._retry_thread: Optional[threading.Thread] = None
         self.counts: Counter = Counter()      # stored, duplicate, dropped:<reason>, by what happened
         self._lock = threading.Lock()
         self._whole: Dict[Tuple[str, str], int] = {}   # (device, log) -> seqs below this are all stored
@@ -73,7 +87,10 @@ class Collector:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self.link.stop()
+        if self._retry_thread is not None:
+            self._retry_thread.join(5)
 
     def _count(self, what: str, n: int = 1) -> None:
         with self._lock:
@@ -89,9 +106,42 @@ class Collector:
         try:
             if self.handle(msg.topic, msg.payload):
                 client.ack(msg.mid, msg.qos)
-        except Exception:  # a store that cannot write: leave it unacknowledged, the broker resends
-            log.exception("could not store a message from %s; it stays unacknowledged", msg.topic)
+        except Exception:  # a store that cannot write: unacknowledged, stored again by the retry thread
+            log.exception("could not store a message from %s; trying again", msg.topic)
             self._count("store_failed")
+            self._retries.put((msg.topic, msg.payload, msg.mid, msg.qos))
+            if self._retry_thread is None:
+                self._retry_thread = threading.Thread(target=self._retry_loop, name="collector-retry", daemon=True)
+                self._retry_thread.start()
+
+    def _forget_retries(self) -> None:
+        """After a disconnect the broker sends every unacknowledged message again: drop ours."""
+        while True:
+            try:
+                self._retries.get_nowait()
+            except queue.Empty:
+                return
+
+    def _retry_loop(self) -> None:
+        """Store the messages that failed, oldest first, with back-off; acknowledge each once stored."""
+        delay = RETRY_FIRST_S
+        while not self._stopping.is_set():
+            try:
+                item = self._retries.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            while not self._stopping.is_set():
+                topic, payload, mid, qos = item
+                try:
+                    if self.handle(topic, payload) and self.link.connected.is_set():
+                        self.link.client.ack(mid, qos)
+                    delay = RETRY_FIRST_S
+                    break
+                except Exception as e:  # noqa: BLE001 - still cannot store: wait longer, never drop it
+                    self._count("store_failed")
+                    log.warning("still cannot store a message from %s (%s); next try in %.1f s", topic, e, delay)
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
 
     def handle(self, topic: str, payload: bytes) -> bool:
         """Validate and store one message; True when it may be acknowledged (stored or dropped)."""
@@ -139,7 +189,9 @@ class Collector:
         for a resend from the first hole, or clear an earlier request once the log is whole."""
         key = (device, log_id)
         whole = self._whole.get(key)
-        if whole is None or first <= whole:
+        if whole is None or first <= whole or whole < end:
+            # Another collector of the group may have stored what lies between (it shares the store):
+            # what this one saw is no proof of a hole, the store is.
             whole = self.store.first_gap(device, log_id, whole or 0)
             self._whole[key] = whole
         asked = self.store.resend_asked(device)

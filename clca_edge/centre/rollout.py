@@ -5,8 +5,11 @@ Announcements are retained, signed messages on ``{prefix}/rings/{ring}/announce`
 the bundle's bytes stay on the web server, object store or share the URL names. Versions are
 monotonic per fleet: ``publish`` takes the next one after every ring's retained announcement unless
 given one. ``promote`` and ``halt`` re-sign the announcement retained on a ring (so they need the
-signing key too: whoever may not announce may not halt either). Device states come from the
-rollout events the collector stores (``centre.rollout_store``).
+signing key too: whoever may not announce may not halt either), and only once it verifies against
+that key's public half: an announcement someone else put on the broker is never re-signed. Each
+announcement carries the next announcement ``seq`` (monotonic per fleet), and a rollback the
+version it replaces (``from_version``), so an old rollback cannot be replayed (``fleet.announce``).
+Device states come from the rollout events the collector stores (``centre.rollout_store``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..core.errors import ClcaEdgeError, ConfigError
 from ..fleet.announce import (Announcement, AnnouncementError, SignedAnnouncement, parse_announcement,
@@ -114,10 +117,37 @@ def send_announcement(centre: Centre, ring: str, payload: bytes) -> None:
         link.stop()
 
 
-def _send(centre: Centre, ann: Announcement) -> None:
+def _sign_key(centre: Centre) -> Path:
     if centre.sign_key is None:
         raise ConfigError("--sign-key is needed: devices accept only announcements signed by a key they trust")
-    send_announcement(centre, ann.ring, sign_announcement(ann, centre.sign_key).to_bytes())
+    return centre.sign_key
+
+
+def _send(centre: Centre, ann: Announcement) -> None:
+    send_announcement(centre, ann.ring, sign_announcement(ann, _sign_key(centre)).to_bytes())
+
+
+def _verify_all(centre: Centre) -> Dict[str, Tuple[Optional[Announcement], str]]:
+    """ring -> (the retained announcement if this centre's key signed it, else None; why not).
+    Checked against the public half of ``sign_key``: whoever can write on the broker must not get the
+    centre to re-sign, promote or build on an announcement of theirs."""
+    from ..bundle.signature import own_keys
+
+    keys = own_keys(_sign_key(centre))
+    found: Dict[str, Tuple[Optional[Announcement], str]] = {}
+    for ring, signed in retained_announcements(centre).items():
+        try:
+            found[ring] = (signed.verify(keys), "")
+        except AnnouncementError as e:
+            log.warning("ring %s: the retained announcement is not this centre's (%s); ignored", ring, e)
+            found[ring] = (None, str(e))
+    return found
+
+
+def verified_retained(centre: Centre) -> Dict[str, Announcement]:
+    """ring -> the retained announcement, only those this centre's key signed (the others are logged
+    and left out)."""
+    return {ring: ann for ring, (ann, _) in _verify_all(centre).items() if ann is not None}
 
 
 def publish(centre: Centre, bundle: Path, url: str, ring: str, version: Optional[int] = None,
@@ -126,27 +156,49 @@ def publish(centre: Centre, bundle: Path, url: str, ring: str, version: Optional
     from ..fleet.announce import describe_archive
 
     size, sha, bundle_id = describe_archive(bundle)
-    current = retained_announcements(centre)
-    highest = max((s.announcement.version for s in current.values()), default=0)
+    current = verified_retained(centre)
+    highest = max((a.version for a in current.values()), default=0)
     if version is None:
         version = highest + 1
     elif version <= highest and not rollback:
         raise RolloutError(f"version {version} is not newer than v{highest} already announced; versions are "
                            "monotonic per fleet (leave --version out for the next one, or --rollback)")
+    from_version = 0
+    if rollback:   # a rollback names what it replaces (the ring's version), so it cannot be replayed later
+        if ring not in current or current[ring].version <= version:
+            raise RolloutError(f"a rollback to v{version} replaces the newer version announced on ring {ring!r}, "
+                               f"and ring {ring!r} announces {_version_of(current.get(ring))}")
+        from_version = current[ring].version
     ann = Announcement(bundle_id=bundle_id, version=version, size=size, sha256=sha, url=url, ring=ring,
-                       rollback=rollback, issued_at=utc_now())
+                       rollback=rollback, issued_at=utc_now(), seq=next_seq(current.values()),
+                       from_version=from_version)
     _send(centre, ann)
     return ann
 
 
-def _ring_announcement(centre: Centre, ring: str, version: Optional[int]) -> Announcement:
-    current = retained_announcements(centre).get(ring)
-    if current is None:
+def _version_of(ann: Optional[Announcement]) -> str:
+    return f"v{ann.version}" if ann is not None else "nothing"
+
+
+def next_seq(current) -> int:
+    """The next announcement seq: after every retained one, and never below the clock's seconds (so it
+    stays monotonic even if the retained messages were cleared from the broker)."""
+    return max(max((a.seq for a in current), default=0) + 1, int(time.time()))
+
+
+def _ring_announcement(centre: Centre, ring: str, version: Optional[int]) -> Tuple[Announcement, int]:
+    """The announcement retained on ``ring``, verified against this centre's key (never re-sign what
+    someone else put there), and the next announcement seq."""
+    every = _verify_all(centre)
+    if ring not in every:
         raise RolloutError(f"nothing is announced on ring {ring!r}")
-    ann = current.announcement
+    ann, why = every[ring]
+    if ann is None:
+        raise RolloutError(f"the announcement retained on ring {ring!r} is not signed by this centre's key ({why}); "
+                           "refusing to re-sign it: publish the bundle again with `fleet publish`")
     if version is not None and ann.version != version:
         raise RolloutError(f"ring {ring!r} is at v{ann.version}, not v{version}")
-    return ann
+    return ann, next_seq(a for a, _ in every.values() if a is not None)
 
 
 def success(store: Store, ring: str, version: int) -> Dict[str, float]:
@@ -166,15 +218,16 @@ def promote(centre: Centre, store: Store, version: int, src: str, dst: str,
     if got["devices"] == 0 or got["share"] < min_success:
         raise RolloutError(f"v{version} passed probation on {got['passed']} of {got['devices']} device(s) of ring "
                            f"{src!r} ({got['share']:.0%} < {min_success:.0%}); not promoted to {dst!r}")
-    ann = _ring_announcement(centre, src, version)
-    promoted = ann.replace(ring=dst, issued_at=utc_now(), halted=False)
+    ann, seq = _ring_announcement(centre, src, version)
+    promoted = ann.replace(ring=dst, issued_at=utc_now(), halted=False, seq=seq)
     _send(centre, promoted)
     return {"announcement": promoted.to_dict(), **got}
 
 
 def halt(centre: Centre, ring: str, version: Optional[int] = None) -> Announcement:
     """Mark ring's retained announcement halted: devices not yet switched stay where they are."""
-    ann = _ring_announcement(centre, ring, version).replace(halted=True, issued_at=utc_now())
+    ann, seq = _ring_announcement(centre, ring, version)
+    ann = ann.replace(halted=True, issued_at=utc_now(), seq=seq)
     _send(centre, ann)
     return ann
 
@@ -195,4 +248,4 @@ def status(store: Store) -> Dict[str, object]:
 
 
 __all__ = ["Centre", "RolloutError", "halt", "promote", "publish", "retained_announcements", "send_announcement",
-           "status", "success"]
+           "status", "success", "verified_retained"]

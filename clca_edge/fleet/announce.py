@@ -6,6 +6,14 @@ that was offline finds it when it comes back. Versions are monotonic per fleet: 
 version older than the one it runs unless the announcement is a signed ``rollback``; ``halted``
 marks a rollout stopped by ``fleet halt`` (devices that have not switched stay where they are).
 
+A rollback must not be replayable (an old signed rollback would force a downgrade): it names
+``from_version``, the version it replaces, and carries ``seq``, the centre's announcement sequence
+(monotonic per fleet: ``centre.rollout``). A device takes a rollback only while it runs
+``from_version`` and only if its ``seq`` is newer than that of every announcement it installed
+(``fleet.rollout_agent``). Both fields are optional in format 1 (an older device ignores them, and
+still verifies them: they are signed) but required of a rollback: a rollback without them (from a
+publisher before they existed) cannot be told from a replay and is refused.
+
 Wire form (JSON): ``{"schema": SCHEMA, "format": FORMAT, "announcement": {...}, "key_id": ...,
 "signature": ...}``. The Ed25519 signature (``bundle.signature``'s keys: ``clca-edge keygen``)
 covers the canonical JSON of schema, format and the announcement object *as received*, so a
@@ -54,6 +62,8 @@ class Announcement:
     rollback: bool = False
     halted: bool = False
     issued_at: str = ""
+    seq: int = 0                 # the centre's announcement sequence (0: a publisher without one)
+    from_version: int = 0        # a rollback: the version it replaces
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -78,6 +88,13 @@ class Announcement:
             return "rollback and halted must be true or false"
         if not isinstance(self.issued_at, str):
             return "issued_at must be a string"
+        for name in ("seq", "from_version"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                return f"{name} {v!r} must be an integer >= 0"
+        if self.rollback and (self.seq < 1 or not self.version < self.from_version):
+            return ("a rollback must carry seq >= 1 and from_version, the newer version it replaces (a rollback "
+                    "without them cannot be told from a replay)")
         return ""
 
     def to_dict(self) -> Dict[str, Any]:

@@ -1,15 +1,16 @@
 """Capture's field log read as it grows, for the probation: only what was appended since the last
-look (JSON lines from a byte offset; a SQLite log from a row count). A partial last line (capture
+look (JSON lines from a byte offset; a SQLite log after the last row id read). A partial last line (capture
 is writing it) waits for the next look. Torch-free."""
 
 from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..capture.fieldlog import detect_format, read_log
+from ..capture.fieldlog import detect_format
 
 log = logging.getLogger(__name__)
 
@@ -18,16 +19,15 @@ class LogTail:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.offset = 0    # bytes of a JSON-lines log read so far
-        self.rows = 0      # records of a SQLite log read so far
+        self.rows = 0      # the last row id of a SQLite log read so far
+        self._file = (0, 0)   # (st_dev, st_ino) of the SQLite log read
 
     def read_new(self) -> List[Dict[str, Any]]:
         fmt = detect_format(self.path)
         if fmt is None:
             return []
         if fmt == "sqlite":
-            records = list(read_log(self.path, "sqlite"))
-            new, self.rows = records[self.rows:], len(records)
-            return new
+            return self._read_sqlite()
         try:
             size = self.path.stat().st_size
             if size < self.offset:   # replaced by a new log: start over
@@ -44,6 +44,33 @@ class LogTail:
         for line in data[:end].splitlines():
             try:
                 rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    def _read_sqlite(self) -> List[Dict[str, Any]]:
+        """The rows after the last one read (by row id: the log is read once, not at every look)."""
+        try:
+            st = self.path.stat()
+            if (st.st_dev, st.st_ino) != self._file:
+                self._file, self.rows = (st.st_dev, st.st_ino), 0   # a new log (or the first look): from its start
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                if self.rows and not db.execute("SELECT 1 FROM records WHERE id = ?", (self.rows,)).fetchone():
+                    self.rows = 0     # rewritten in place: start over
+                rows = db.execute("SELECT id, record FROM records WHERE id > ? ORDER BY id", (self.rows,)).fetchall()
+            finally:
+                db.close()
+        except (sqlite3.Error, OSError) as e:
+            log.warning("cannot read the field log %s (%s); probation waits", self.path, e)
+            return []
+        out = []
+        for row_id, text in rows:
+            self.rows = row_id
+            try:
+                rec = json.loads(text)
             except ValueError:
                 continue
             if isinstance(rec, dict):

@@ -3,8 +3,10 @@ staging folder with every file's sha256 verified (``bundle.store``), its TensorR
 where TensorRT is installed (``clca-edge build-engine``, in its own process), then the device self-check
 of every backend/precision this device can open (``runtime.selfcheck.survey``), uncached: the
 bundle is new, and a variant that does not reproduce the reference logits here (an INT8 path
-that differs on this CPU or GPU) means the device stays on the bundle it runs. The results are
-cached in the bundle folder, so capture's start after the switch finds them. Torch-free.
+that differs on this CPU or GPU) means the device stays on the bundle it runs. The results go
+into this device's cache (``runtime.device_cache``: ``$CLCA_EDGE_CACHE_DIR``, keyed by the bundle's
+content; a bundle folder is never written), so capture's start after the switch finds them when it
+uses the same cache folder (the two systemd units in deploy/jetson/ set the same one). Torch-free.
 """
 
 from __future__ import annotations

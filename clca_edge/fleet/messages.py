@@ -216,8 +216,9 @@ class Resend(Message):
 @dataclass(frozen=True)
 class FrameMessage(Message):
     """A frame the model was unsure about: the JPEG, why it was chosen, and its decision (or refusal)
-    record. ``frame_id`` counts a device's chosen frames for ever (the sampler persists it); the
-    centre stores a frame once per (device, frame_id), its file named by the JPEG's sha256."""
+    record. ``frame_id`` orders and names a device's chosen frames (after a crash one may be given
+    again: fleet/sampler.py); the centre stores a frame once per (device, sha256 of the JPEG), its
+    file named by that sha256, so a frame sent twice or under two ids is kept once."""
 
     KIND: ClassVar[str] = "frames"
     MAX_BYTES: ClassVar[int] = 3 * 1024 * 1024

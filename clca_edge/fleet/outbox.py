@@ -55,12 +55,24 @@ class Batch:
         return len(self.records)
 
 
-def bounded(record: Dict[str, Any], size: int) -> Dict[str, Any]:
+def bounded(record: Dict[str, Any], size: int, force: bool = False) -> Dict[str, Any]:
     """The record, or a stub saying it was too large to send (its seq still travels, so the centre
-    sees the log whole)."""
-    if size <= MAX_RECORD_BYTES:
+    sees the log whole); ``force``: the stub whatever the size."""
+    if size <= MAX_RECORD_BYTES and not force:
         return record
     return {"type": "oversized", "original_type": record.get("type"), "time": record.get("time"), "bytes": size}
+
+
+def _row_record(text: str) -> Dict[str, Any]:
+    """A SQLite row's record; a row that is not a JSON object travels as a stub (its seq must still
+    reach the centre, or the log would look broken there for ever)."""
+    try:
+        rec = json.loads(text)
+    except ValueError:
+        rec = None
+    if isinstance(rec, dict):
+        return rec
+    return {"type": "unreadable", "bytes": len(text.encode())}
 
 
 class LogOutbox:
@@ -170,10 +182,15 @@ class LogOutbox:
 
     def _sqlite_batch(self, start: Cursor, max_records: int) -> Optional[Batch]:
         # Row ids count from 1 without gaps (rows are never deleted): seq = id - 1, as in a JSON-lines log.
-        records, last = [], start.position
+        # Bounded in bytes as a JSON-lines batch is (a batch over RecordBatch.MAX_BYTES could never be sent).
+        records, last, size = [], start.position, 0
         for row_id, text in self._sqlite_rows(start.position, max_records):
-            records.append((row_id - 1, bounded(json.loads(text), len(text))))
+            if size >= MAX_BATCH_BYTES:
+                break
+            n = len(text.encode())
+            records.append((row_id - 1, bounded(_row_record(text), n)))
             last = row_id
+            size += min(n, MAX_RECORD_BYTES)
         if not records:
             return None
         return Batch(tuple(records), Cursor(start.log, last, last))

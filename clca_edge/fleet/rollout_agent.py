@@ -21,6 +21,7 @@ import datetime as _dt
 import logging
 import os
 import queue
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,9 +194,26 @@ class RolloutAgent:
                 log.warning("refused v%d for ring %s: older than the installed v%d and not a signed rollback",
                             ann.version, ann.ring, st.installed_version)
             return
+        if ann.rollback and not self._rollback_acceptable(ann):
+            return
         if job is not None and job.announcement.version > ann.version and not ann.rollback:
             return   # a newer one is on its way
         self._start_job(ann)
+
+    def _rollback_acceptable(self, ann: Announcement) -> bool:
+        """A rollback replaces the version this device runs and is newer than every announcement it
+        installed; anything else is an old rollback replayed (to force a downgrade): refused."""
+        st = self.state
+        if ann.from_version != st.installed_version:
+            why = f"it replaces v{ann.from_version}, this device runs v{st.installed_version}"
+        elif ann.seq <= st.announce_seq:
+            why = f"its seq {ann.seq} is not newer than the installed announcement's {st.announce_seq} (a replay)"
+        else:
+            return True
+        if (ann.version, ann.seq) not in self._said_older:   # said once: retained messages come again
+            self._said_older.add((ann.version, ann.seq))
+            log.warning("refused the rollback to v%d for ring %s: %s", ann.version, ann.ring, why)
+        return False
 
     def _halt(self, ann: Announcement) -> None:
         job = self.job
@@ -249,32 +267,42 @@ class RolloutAgent:
             if job.error is not None:
                 self.report(FAILED, ann.version, f"download: {job.error}", ring=ann.ring)
             return
+        staged = None
         try:
             staged = stage(self.slots, job.dest, f"v{ann.version}", self.trusted)
+            self.report(VERIFIED, ann.version, ring=ann.ring, figures={"bytes": job.result.fetched,
+                                                                        "resumed_from": job.result.resumed_from,
+                                                                        "download_s": job.result.seconds})
+            self._switch(ann, staged)
         except InstallError as e:
             if e.refuse:
                 self.state.refused[str(ann.version)] = str(e)
-            job.dest.unlink(missing_ok=True)
             self.report(FAILED, ann.version, str(e), ring=ann.ring)
-            return
-        self.report(VERIFIED, ann.version, ring=ann.ring, figures={"bytes": job.result.fetched,
-                                                                    "resumed_from": job.result.resumed_from,
-                                                                    "download_s": job.result.seconds})
-        self._switch(ann, staged)
-        job.dest.unlink(missing_ok=True)   # the bundle is in its slot now: give the space back
+        except Exception as e:  # noqa: BLE001 - a full disk, a failed rename: never stuck in "downloading"
+            # Not the bundle's fault (not refused: a retained announcement tries again later); the
+            # device stays on the bundle it runs.
+            log.exception("v%d: the install failed", ann.version)
+            if staged is not None:
+                shutil.rmtree(staged.folder, ignore_errors=True)
+            self.report(FAILED, ann.version, f"install: {type(e).__name__}: {e}", ring=ann.ring)
+        finally:
+            job.dest.unlink(missing_ok=True)   # installed, refused or failed: give the space back
 
     def _switch(self, ann: Announcement, staged) -> None:
         st = self.state
         slot = self.slots.free_slot(st)
         inner = staged.root.relative_to(staged.folder)
+        if st.previous is not None and st.previous.slot == slot:
+            st.previous = None   # its slot is about to be replaced: never roll back into it, even if this fails
         dest = self.slots.fill_slot(slot, staged.folder)
         root = os.path.relpath(dest / inner, self.slots.root)
         new = InstalledBundle(ann.bundle_id, ann.version, ann.sha256, staged.manifest_sha, slot, root, ann.ring,
                               utc_now())
         # The state file says installed before the pointer moves (a restart re-points); this agent's
-        # state (read by other threads) changes once the pointer has moved.
+        # state (read by other threads) changes once the pointer has moved. Should either fail, the
+        # FAILED report writes the state of the bundle still in use again.
         after = dataclasses.replace(st, probation_since=utc_now(), state=INSTALLED, version=ann.version, reason="",
-                                    ring=ann.ring)
+                                    ring=ann.ring, announce_seq=max(st.announce_seq, ann.seq))
         self.slots.switch(after, new)
         self.state = after
         self.report(INSTALLED, ann.version, ring=ann.ring)

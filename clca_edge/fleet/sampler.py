@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 HOUR_S = 3600.0
 STATE = "spool.json"
+ORPHAN_GRACE_S = 60.0    # a JPEG without sidecar (or a temp file) younger than this may be being written
 STATE_EVERY = 16      # the next id is saved every this many frames (and whenever a frame is dropped)
 
 
@@ -67,12 +68,18 @@ class FrameSpool:
         atomic_write_bytes(self.folder / STATE, json.dumps({"next_id": self.next_id, "dropped": self.dropped}).encode())
 
     def _clean(self) -> None:
-        """Remove what a crash left half-written: temp files, and a JPEG whose sidecar never came."""
-        for tmp in self.folder.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-        for jpg in self.folder.glob("*.jpg"):
-            if not jpg.with_suffix(".json").exists():
-                jpg.unlink()
+        """Remove what a crash left half-written: temp files, and a JPEG whose sidecar never came;
+        only once older than ORPHAN_GRACE_S, since another process (a capture beside a ``fleet
+        sync``) may be between writing a frame's JPEG and its sidecar right now."""
+        cutoff = time.time() - ORPHAN_GRACE_S
+        orphans = list(self.folder.glob(".*.tmp"))
+        orphans += [jpg for jpg in self.folder.glob("*.jpg") if not jpg.with_suffix(".json").exists()]
+        for path in orphans:
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except FileNotFoundError:
+                pass   # its writer finished (renamed it) or removed it meanwhile
 
     def frames(self) -> List[int]:
         """Ids of the complete frames waiting, oldest first."""

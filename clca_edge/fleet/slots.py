@@ -74,6 +74,7 @@ class DeviceState:
     refused: Dict[str, str] = field(default_factory=dict)   # version -> why: never retried
     probation_since: str = ""        # UTC time of the switch while on probation, "" otherwise
     event_seq: int = 0               # the last event reported (the centre stores each (device, seq) once)
+    announce_seq: int = 0            # the highest announcement seq installed: an older rollback is a replay
 
     @property
     def installed_version(self) -> int:
@@ -98,7 +99,8 @@ class DeviceState:
                    state=state if state in STATES else IDLE, reason=str(d.get("reason", "")),
                    version=int(d.get("version", 0)), ring=str(d.get("ring", "")),
                    refused={str(k): str(v) for k, v in (d.get("refused") or {}).items()},
-                   probation_since=str(d.get("probation_since", "")), event_seq=int(d.get("event_seq", 0)))
+                   probation_since=str(d.get("probation_since", "")), event_seq=int(d.get("event_seq", 0)),
+                   announce_seq=int(d.get("announce_seq", 0)))
 
 
 class Slots:

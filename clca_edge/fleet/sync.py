@@ -48,8 +48,10 @@ def sync_log(config: FleetConfig, log_path, timeout_s: float) -> SyncResult:
         raise ConfigError(f"--log {log_path} is not a file")
     spool_dir = frames_dir(config, log_path)
     spool = FrameSpool(spool_dir, config.sampling.quota_bytes) if spool_dir.is_dir() else None
-    # Its own client id: a capture still running on the same device keeps its session.
-    uploader = Uploader(config, LogOutbox(log_path), spool=spool, client_id=f"clca-edge-{config.device}-sync")
+    # Its own client id: a capture still running on the same device keeps its session; and no
+    # retained online/offline status: that is the running capture's to say.
+    uploader = Uploader(config, LogOutbox(log_path), spool=spool, client_id=f"clca-edge-{config.device}-sync",
+                        presence=False)
     t0 = time.monotonic()
     deadline = t0 + timeout_s
     uploader.start()

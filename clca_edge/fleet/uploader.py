@@ -7,7 +7,9 @@ the broker, and never makes the capture loop wait.
 - Catching up after a long gap runs at ``replay_rate`` records/s at most (a token bucket), so a
   cellular link and the broker are not flooded.
 - On each connection a retained ``online`` status; the broker publishes the retained ``offline``
-  last will if the device vanishes, and a clean stop publishes it itself.
+  last will if the device vanishes, and a clean stop publishes it itself. Not so for ``fleet sync``
+  (``presence=False``): it does not speak for the device (capture may run beside it), so a hole at
+  the very end of what it sends is found from later batches only.
 - A heartbeat every ``heartbeat_s`` while connected (never queued up while offline: stale health
   is worth nothing).
 - The statuses say which log is being sent and how far (``log``, ``seq``); the centre asks for a
@@ -17,6 +19,7 @@ the broker, and never makes the capture loop wait.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -24,15 +27,16 @@ from typing import Optional, Tuple
 
 from ..capture.fieldlog import utc_now
 from .config import FleetConfig
-from .messages import FrameMessage, MessageError, RecordBatch, Resend, Status, decode
+from .messages import FrameMessage, MessageError, OversizedMessage, RecordBatch, Resend, Status, decode
 from .mqtt import MqttLink
-from .outbox import LogOutbox
+from .outbox import LogOutbox, bounded
 from .sampler import FrameSpool
 from .stats import DeviceStats
 from .topics import Topics
 
 log = logging.getLogger(__name__)
 
+MAX_BACKOFF_S = 30.0  # longest wait after repeated failed passes
 POLL_S = 0.5          # how often an idle uploader looks at the log again (notify() wakes it sooner)
 LINGER_S = 0.1        # once caught up, records gather this long before the next batch is read
 FULL, PARTIAL, NONE = "full", "partial", "none"
@@ -59,18 +63,36 @@ class TokenBucket:
         return max(0.0, (n - self.tokens) / self.rate)
 
 
+def _encode_batch(device: str, batch) -> bytes:
+    """The batch's message; should it still be over its bound (records whose JSON grew on the way),
+    each record too large travels as the ``bounded`` stub, and then every record if need be: the
+    seqs always go, so the centre sees the log whole and the uploader never sticks on a batch."""
+    try:
+        return RecordBatch(device, batch.end.log, batch.records).encode()
+    except OversizedMessage:
+        pass
+    sizes = [(seq, rec, len(json.dumps(rec, ensure_ascii=False).encode())) for seq, rec in batch.records]
+    try:
+        return RecordBatch(device, batch.end.log, tuple((s, bounded(r, n)) for s, r, n in sizes)).encode()
+    except OversizedMessage:
+        return RecordBatch(device, batch.end.log, tuple((s, bounded(r, n, force=True)) for s, r, n in sizes)).encode()
+
+
 class Uploader:
     """Sends a field log (``outbox``) and a frame spool over one MQTT link, on its own thread."""
 
     def __init__(self, config: FleetConfig, outbox: LogOutbox, *, stats: Optional[DeviceStats] = None,
-                 spool: Optional[FrameSpool] = None, client_id: Optional[str] = None):
+                 spool: Optional[FrameSpool] = None, client_id: Optional[str] = None, presence: bool = True):
         self.config = config
+        # presence: this uploader speaks for the device (retained online, offline will). A one-off
+        # ``fleet sync`` does not: a capture running on the device meanwhile would be shown offline.
+        self.presence = presence
         self.outbox = outbox
         self.stats = stats
         self.spool = spool
         self.topics = Topics(config.topic_prefix)
         device = config.device
-        will = (self.topics.status(device), Status(device, "offline").encode(), 1, True)
+        will = (self.topics.status(device), Status(device, "offline").encode(), 1, True) if presence else None
         self.link = MqttLink(config.broker, client_id or f"clca-edge-{device}", clean_session=False, will=will,
                              backoff_s=(1, config.reconnect_max_s))
         self.link.on_connect(self._online)
@@ -82,8 +104,10 @@ class Uploader:
         self.bucket = TokenBucket(config.replay_rate, max(config.batch_size, config.replay_rate))
         self.records_sent = 0
         self.frames_sent = 0
+        self.frames_unsendable = 0         # frames dropped from the spool because no message can carry them
         self.batches_sent = 0
         self.bytes_sent = 0
+        self.failures = 0                  # passes that raised (logged, backed off, retried)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._idle = threading.Event()     # set when a pass found nothing left to send
@@ -118,7 +142,7 @@ class Uploader:
             except (RuntimeError, ValueError):
                 pass
         offline = self._status("offline").encode()
-        self.link.stop(last=(self.topics.status(self.config.device), offline))
+        self.link.stop(last=(self.topics.status(self.config.device), offline) if self.presence else None)
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until nothing is left to send (True) or ``timeout_s`` passes (False)."""
@@ -143,7 +167,9 @@ class Uploader:
 
     def _online(self, client) -> None:
         client.subscribe(self.topics.resend(self.config.device), qos=1)
-        client.publish(self.topics.status(self.config.device), self._status("online").encode(), qos=1, retain=True)
+        if self.presence:
+            client.publish(self.topics.status(self.config.device), self._status("online").encode(), qos=1,
+                           retain=True)
         self._next_heartbeat = 0.0     # say how we are right away
 
     def _on_command(self, client, userdata, msg) -> None:
@@ -172,7 +198,17 @@ class Uploader:
             self.rewinds += 1
             log.warning("the centre misses records of log %s from seq %d: sending them again", key[0], seq)
 
+    def _failed(self, error: Exception, failures: int) -> None:
+        """Log a failed pass: in full (with its traceback) the first time, a line each later time."""
+        self.failures += 1
+        if failures == 1:
+            log.warning("fleet uploader: %s: %s; backing off and retrying", type(error).__name__, error,
+                        exc_info=not isinstance(error, OSError))
+        else:
+            log.debug("fleet uploader: still failing (%d): %s", failures, error)
+
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             if not self.link.connected.wait(POLL_S):
                 continue
@@ -185,10 +221,15 @@ class Uploader:
                 busy = records != NONE or frame
                 if records == PARTIAL and not frame:
                     self._stop.wait(LINGER_S)   # caught up: let records gather for a fuller batch
-            except OSError as e:   # the log or the spool cannot be read right now: try again later
-                log.warning("fleet uploader: %s; retrying", e)
+            except Exception as e:   # noqa: BLE001 - the thread must outlive anything one pass meets
+                # A log or spool that cannot be read right now, a broken SQLite row, a full disk
+                # writing the cursor: back off and try again; the thread never dies silently.
+                failures += 1
+                self._failed(e, failures)
                 busy = False
-                self._stop.wait(POLL_S)
+                self._stop.wait(min(POLL_S * 2 ** min(failures, 6), MAX_BACKOFF_S))
+            else:
+                failures = 0
             if not busy:
                 self._idle.set()
                 woken = self._wake.wait(POLL_S)
@@ -222,7 +263,7 @@ class Uploader:
         batch = self.outbox.next_batch(want)
         if batch is None:
             return NONE
-        payload = RecordBatch(self.config.device, batch.end.log, batch.records).encode()
+        payload = _encode_batch(self.config.device, batch)
         info = self.link.client.publish(self.topics.records(self.config.device), payload, qos=1)
         if not self._wait_acked(info):
             self._stop.wait(POLL_S)   # not sent: still pending, tried again
@@ -245,12 +286,15 @@ class Uploader:
         if stored is None:
             self.spool.remove(frame_id)
             return True
-        jpeg, meta = stored
-        msg = FrameMessage(device=self.config.device, frame_id=frame_id, time=str(meta.get("time")),
-                           reason=str(meta.get("reason")), label=meta.get("label"), confidence=meta.get("confidence"),
-                           topk=tuple((str(c), float(p)) for c, p in meta.get("topk") or []),
-                           record=meta.get("record") or {}, jpeg=jpeg)
-        payload = msg.encode()
+        try:
+            payload = self._frame_payload(frame_id, *stored)
+        except (MessageError, ValueError, TypeError, AttributeError) as e:
+            # Never sendable (a JPEG over the frame bound, a broken sidecar): dropped, or it would
+            # hold up every frame behind it for ever.
+            log.warning("fleet uploader: frame %d cannot be sent (%s); dropped from the spool", frame_id, e)
+            self.spool.remove(frame_id)
+            self.frames_unsendable += 1
+            return True
         info = self.link.client.publish(self.topics.frames(self.config.device), payload, qos=1)
         if not self._wait_acked(info):
             self._stop.wait(POLL_S)
@@ -259,6 +303,13 @@ class Uploader:
         self.frames_sent += 1
         self.bytes_sent += len(payload)
         return True
+
+    def _frame_payload(self, frame_id: int, jpeg: bytes, meta) -> bytes:
+        msg = FrameMessage(device=self.config.device, frame_id=frame_id, time=str(meta.get("time")),
+                           reason=str(meta.get("reason")), label=meta.get("label"), confidence=meta.get("confidence"),
+                           topk=tuple((str(c), float(p)) for c, p in meta.get("topk") or []),
+                           record=meta.get("record") or {}, jpeg=jpeg)
+        return msg.encode()
 
     def _maybe_heartbeat(self):
         """Publish a heartbeat if one is due (its message info, else None)."""
