@@ -61,7 +61,7 @@ def make_bundle(root: Path, backbone: str, keep_rate: float, img_size: int, num_
         class_names=classes, input=TensorSpec(INPUT_NAME, [1, 3, img_size, img_size]), output=TensorSpec(OUTPUT_NAME),
         variants={"fp32": VariantRecord(file="model.onnx", precision="fp32", status=Status.PASSED,
                                         runtime="onnxruntime")},
-        default_variant="fp32", preprocess=spec, model=model.config.to_dict(), backbone=backbone, method="evit"))
+        default_variant="fp32", model=model.config.to_dict()))
     return root
 
 
@@ -116,20 +116,21 @@ def add_quality_reference(bundle: Path, video: Path) -> None:
     """Measure the video's frames as deploy measures training images and record the reference."""
     import cv2
 
-    from clca_edge.bundle import read_manifest, write_manifest
+    from clca_edge.bundle import load_bundle, read_manifest, write_manifest
     from clca_edge.core.image_stats import build_reference, measure
     from clca_edge.core.preprocess import resize_center_crop
 
     m = read_manifest(bundle)
+    spec = load_bundle(bundle).preprocess
     cap = cv2.VideoCapture(str(video))
     measures = []
     while True:
         ok, bgr = cap.read()
         if not ok:
             break
-        measures.append(measure(resize_center_crop(bgr, m.preprocess), bgr=True))
+        measures.append(measure(resize_center_crop(bgr, spec), bgr=True))
     cap.release()
-    m.quality_reference = build_reference(measures, f"{len(measures)} frames of {video.name}", m.preprocess.img_size)
+    m.quality_reference = build_reference(measures, f"{len(measures)} frames of {video.name}", spec.img_size)
     write_manifest(bundle, m)
 
 
@@ -219,6 +220,7 @@ def cpu_by_thread(bundle: Path, video: Path, threads: int) -> dict:
     preprocesses; the field log's fsync thread), sampled from /proc while it runs."""
     import threading
 
+    from clca_edge.capture.bundle_runtime import BundleRuntime
     from clca_edge.capture.config import CaptureConfig
     from clca_edge.capture.fieldlog import open_log
     from clca_edge.capture.loop import run_capture

@@ -52,16 +52,13 @@ def main() -> None:
 
     from clca_edge.benchmark.report import machine_description
     from clca_edge.core.cpuinfo import cpu_info
-    from clca_edge.runtime.selfcheck import cache_path
+    from clca_edge.bundle import MANIFEST_NAME, sha256_file
+    from clca_edge.runtime.device_cache import LATENCY_FILE, SELFCHECK_FILE, bundle_cache_dir
 
-    cache = cache_path(args.bundle)
-    caches = [cache]
-    try:  # auto on ort-cpu also times fp32 vs INT8 once per device (runtime.cpu_latency), cached beside it
-        from clca_edge.runtime.cpu_latency import latency_cache_path
-
-        caches.append(latency_cache_path(cache))
-    except ImportError:
-        pass
+    # This device's caches of the bundle (runtime/device_cache.py): the self-check's, and the CPU
+    # latencies auto on ort-cpu measures once (runtime.cpu_latency), beside it.
+    folder = bundle_cache_dir(sha256_file(args.bundle / MANIFEST_NAME))
+    caches = [folder / SELFCHECK_FILE, folder / LATENCY_FILE]
     out_rows = []
     for precision in args.precisions.split(","):
         rows = {"first start (caches empty)": [], "cached start": [], "no self-check": []}
