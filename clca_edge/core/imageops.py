@@ -106,14 +106,11 @@ def rotate_zoom_matrix(shape: Sequence[int], angle: float, scale: float) -> np.n
 
 
 def hue_shift(rgb: np.ndarray, degrees: float) -> np.ndarray:
-    """Hue rotated by ``degrees`` through OpenCV's HSV conversion (float [0, 1] or uint8 HWC RGB;
-    torchvision's adjust_hue to 1e-6 on float)."""
+    """Hue of a float32 [0, 1] HWC RGB image rotated by ``degrees`` through OpenCV's float HSV
+    conversion (torchvision's adjust_hue to 1e-6)."""
     import cv2
 
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL if rgb.dtype == np.uint8 else cv2.COLOR_RGB2HSV)
-    if rgb.dtype == np.uint8:  # hue in 0..255 for the full circle
-        hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + int(round(degrees * 256 / 360))) % 256).astype(np.uint8)
-        return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)  # float32: H in [0, 360)
     hsv[..., 0] = (hsv[..., 0] + degrees) % 360.0
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
