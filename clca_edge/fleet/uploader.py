@@ -25,7 +25,7 @@ from typing import Optional, Tuple
 from ..capture.fieldlog import utc_now
 from .config import FleetConfig
 from .messages import FrameMessage, MessageError, RecordBatch, Resend, Status, decode
-from .mqtt import MqttLink
+from .mqtt import MqttLink, wait_acked
 from .outbox import LogOutbox
 from .sampler import FrameSpool
 from .stats import DeviceStats
@@ -196,18 +196,6 @@ class Uploader:
                 if woken:   # let a few records gather: fuller batches, fewer cursor writes
                     self._stop.wait(LINGER_S)
 
-    def _wait_acked(self, info) -> bool:
-        """Wait for the broker's PUBACK (paho resends across reconnects); False if stopping, or if
-        the message was never queued (it is then sent again later: the centre stores it once)."""
-        while not self._stop.is_set():
-            try:
-                info.wait_for_publish(0.25)
-                if info.is_published():
-                    return True
-            except (RuntimeError, ValueError):
-                return False
-        return False
-
     def _send_records(self) -> str:
         """One batch: FULL (more may be waiting), PARTIAL (sent all there was) or NONE (nothing)."""
         available = self.bucket.available()
@@ -224,7 +212,7 @@ class Uploader:
             return NONE
         payload = RecordBatch(self.config.device, batch.end.log, batch.records).encode()
         info = self.link.client.publish(self.topics.records(self.config.device), payload, qos=1)
-        if not self._wait_acked(info):
+        if not wait_acked(info, self._stop):
             self._stop.wait(POLL_S)   # not sent: still pending, tried again
             return FULL
         self.outbox.commit(batch)
@@ -252,7 +240,7 @@ class Uploader:
                            record=meta.get("record") or {}, jpeg=jpeg)
         payload = msg.encode()
         info = self.link.client.publish(self.topics.frames(self.config.device), payload, qos=1)
-        if not self._wait_acked(info):
+        if not wait_acked(info, self._stop):
             self._stop.wait(POLL_S)
             return True
         self.spool.remove(frame_id)
