@@ -341,26 +341,40 @@ def test_a_full_disk_during_the_download_leaves_the_installed_bundle_alone(fleet
     assert not d.state.is_refused(2)   # a full disk is not the bundle's fault: tried again on the next announcement
 
 
-def test_the_agent_command_runs_until_sigterm_and_keeps_its_state(fleet):
+def _agent_process(ns, device: str, probation_s: float, stderr):
+    """A fleet file for ``device`` (ring all), v1 published to it, and a way to start the real
+    ``clca-edge agent`` process on it: (start, bundles folder, its state file as a dict)."""
     import os
-    import signal
     import subprocess
     import sys
 
-    ns = fleet
-    fleet_file = ns.tmp / "a1.toml"
-    fleet_file.write_text(f'broker = "{ns.broker.url}"\ndevice = "a1"\nusername = "a1"\npassword = "{PASSWORD}"\n'
-                          f'rings = ["all"]\ntrusted_keys = "{ns.pub}"\n[probation]\nduration_s = 0.2\n')
+    fleet_file = ns.tmp / f"{device}.toml"
+    fleet_file.write_text(f'broker = "{ns.broker.url}"\ndevice = "{device}"\nusername = "{device}"\n'
+                          f'password = "{PASSWORD}"\nrings = ["all"]\ntrusted_keys = "{ns.pub}"\n'
+                          f'[probation]\nduration_s = {probation_s}\n')
     path, url = ns.tar(ns.bundles.v1, "v1.tar")
     publish(ns.publisher, path, url, "all")
-    bundles = ns.tmp / "a1-bundles"
+    bundles = ns.tmp / f"{device}-bundles"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", "from clca_edge.cli import main; main()", "agent", "--fleet",
-                             str(fleet_file), "--bundles", str(bundles)], env=env, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-c", "from clca_edge.cli import main; main()", "agent", "--fleet", str(fleet_file),
+           "--bundles", str(bundles)]
+
+    def state() -> dict:
+        f = bundles / "state.json"
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+    return (lambda: subprocess.Popen(cmd, env=env, stderr=stderr, text=True)), bundles, state
+
+
+def test_the_agent_command_runs_until_sigterm_and_keeps_its_state(fleet):
+    import signal
+    import subprocess
+
+    ns = fleet
+    start, bundles, state = _agent_process(ns, "a1", 0.2, subprocess.PIPE)
+    proc = start()
     try:
-        wait_for(lambda: (bundles / "state.json").is_file()
-                 and json.loads((bundles / "state.json").read_text())["state"] == "probation_passed", 60,
-                 "the agent process to install v1")
+        wait_for(lambda: state().get("state") == "probation_passed", 60, "the agent process to install v1")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -374,23 +388,12 @@ def test_an_event_the_broker_never_acknowledged_survives_a_kill_9_of_the_agent(f
     """probation_passed happens while the broker is down; the agent is killed with SIGKILL before it
     could send it; restarted with the broker back, the centre stores that event once and no seq is
     missing."""
-    import os
     import signal
     import subprocess
-    import sys
 
     ns = fleet
-    fleet_file = ns.tmp / "a2.toml"
-    fleet_file.write_text(f'broker = "{ns.broker.url}"\ndevice = "a2"\nusername = "a2"\npassword = "{PASSWORD}"\n'
-                          f'rings = ["all"]\ntrusted_keys = "{ns.pub}"\n[probation]\nduration_s = 3\n')
-    path, url = ns.tar(ns.bundles.v1, "v1.tar")
-    publish(ns.publisher, path, url, "all")
-    bundles = ns.tmp / "a2-bundles"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-c", "from clca_edge.cli import main; main()", "agent", "--fleet", str(fleet_file),
-           "--bundles", str(bundles)]
-    state = lambda: json.loads((bundles / "state.json").read_text()) if (bundles / "state.json").is_file() else {}  # noqa: E731
-    proc = subprocess.Popen(cmd, env=env, stderr=open(ns.tmp / "agent.err", "a"))
+    start, _, state = _agent_process(ns, "a2", 3, subprocess.DEVNULL)
+    proc = start()
     try:
         wait_for(lambda: state().get("state") == "installed", 60, "the agent to install v1")
         ns.broker.stop()
@@ -399,22 +402,21 @@ def test_an_event_the_broker_never_acknowledged_survives_a_kill_9_of_the_agent(f
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     seq = state()["event_seq"]
-    rows = lambda: ns.store.query("SELECT seq, state FROM events WHERE device = 'a2' ORDER BY seq")  # noqa: E731
-    assert (seq, "probation_passed") not in [tuple(r) for r in rows()]   # never reached the centre
+    rows = lambda: [tuple(r) for r in ns.store.query("SELECT seq, state FROM events WHERE device = 'a2' ORDER BY seq")]  # noqa: E731
+    assert (seq, "probation_passed") not in rows()   # never reached the centre
 
     ns.broker.start()
     # A restarted Mosquitto forgets shared subscriptions until the collector subscribes again
     # (centre/collector.py); what a device sends before then is the centre's gap, not this test's.
     wait_for(ns.collector.subscribed.is_set, 30, "the collector to subscribe again")
-    proc = subprocess.Popen(cmd, env=env, stderr=open(ns.tmp / "agent.err", "a"))
+    proc = start()
     try:
-        wait_for(lambda: (seq, "probation_passed") in [tuple(r) for r in rows()], 60,
-                 "the centre to get the event sent after the restart")
+        wait_for(lambda: (seq, "probation_passed") in rows(), 60, "the centre to get the event sent after the restart")
         wait_for(lambda: len(rows()) > seq, 30, "the restarted agent's hello")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    got = [tuple(r) for r in rows()]
+    got = rows()
     assert [s for s, _ in got] == list(range(1, len(got) + 1))     # each event once, none missing
     assert got.count((seq, "probation_passed")) == 1
 

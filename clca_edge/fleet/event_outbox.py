@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Optional, Tuple
 
 from .messages import Event, MessageError
 from .mqtt import MqttLink, wait_acked
 from .outbox import Batch, LogOutbox
+from .sender_thread import SenderThread
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -101,24 +101,18 @@ class EventOutbox:
         return self.outbox.pending()[0]
 
 
-class EventSender:
+class EventSender(SenderThread):
     """Sends an ``EventOutbox`` over the agent's MQTT link, in order, on its own thread."""
 
+    THREAD_NAME = "fleet-events"
+
     def __init__(self, outbox: EventOutbox, link: MqttLink, topics: Topics):
+        super().__init__()
         self.outbox, self.link, self.topics = outbox, link, topics
         self.sent = 0
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._idle = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def notify(self) -> None:
-        self._idle.clear()
-        self._wake.set()
 
     def start(self) -> "EventSender":
-        self._thread = threading.Thread(target=self._run, name="fleet-events", daemon=True)
-        self._thread.start()
+        self._start_thread()
         return self
 
     def drain(self, timeout_s: float) -> bool:
@@ -127,11 +121,8 @@ class EventSender:
         return self._idle.wait(timeout_s)
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+        """Stop; what the broker has not acknowledged stays in the outbox for the next run."""
+        self._stop_thread(timeout_s)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -28,6 +28,7 @@ from .messages import FrameMessage, MessageError, RecordBatch, Resend, Status, d
 from .mqtt import MqttLink, wait_acked
 from .outbox import LogOutbox
 from .sampler import FrameSpool
+from .sender_thread import SenderThread
 from .stats import DeviceStats
 from .topics import Topics
 
@@ -59,11 +60,14 @@ class TokenBucket:
         return max(0.0, (n - self.tokens) / self.rate)
 
 
-class Uploader:
+class Uploader(SenderThread):
+    THREAD_NAME = "fleet-uploader"
+
     """Sends a field log (``outbox``) and a frame spool over one MQTT link, on its own thread."""
 
     def __init__(self, config: FleetConfig, outbox: LogOutbox, *, stats: Optional[DeviceStats] = None,
                  spool: Optional[FrameSpool] = None, client_id: Optional[str] = None):
+        super().__init__()
         self.config = config
         self.outbox = outbox
         self.stats = stats
@@ -84,32 +88,18 @@ class Uploader:
         self.frames_sent = 0
         self.batches_sent = 0
         self.bytes_sent = 0
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._idle = threading.Event()     # set when a pass found nothing left to send
-        self._thread: Optional[threading.Thread] = None
         self._next_heartbeat = 0.0
 
     # -- the capture side: cheap, never blocks -------------------------------------------------
-    def notify(self) -> None:
-        """A new record is in the log (or a frame in the spool): look sooner than the next poll."""
-        self._idle.clear()
-        self._wake.set()
-
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> "Uploader":
         self.link.start()
-        self._thread = threading.Thread(target=self._run, name="fleet-uploader", daemon=True)
-        self._thread.start()
+        self._start_thread()
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop sending (what is not acknowledged stays pending in the log), say offline, disconnect."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+        self._stop_thread(timeout_s)
         if self.stats is not None and self.link.connected.is_set():   # the run's last figures
             self._next_heartbeat = 0.0
             info = self._maybe_heartbeat()
