@@ -22,6 +22,7 @@ from ..capture.fieldlog import utc_now
 from ..core.errors import OutputError
 from ..core.atomic_io import atomic_write_bytes
 from ..fleet.messages import Event, FrameMessage, Heartbeat, RecordBatch, Status
+from .eval_mix import EvalMix
 
 DB_NAME = "fleet.db"
 SCHEMA = """
@@ -43,6 +44,8 @@ CREATE TABLE IF NOT EXISTS events (
     time TEXT, received TEXT NOT NULL, ring TEXT, installed_version TEXT, rings TEXT, PRIMARY KEY (device, seq));
 CREATE TABLE IF NOT EXISTS drops (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS resends (device TEXT PRIMARY KEY, log TEXT NOT NULL, from_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS bundles (
+    manifest_sha TEXT PRIMARY KEY, bundle TEXT NOT NULL, eval_classes TEXT NOT NULL, recorded TEXT NOT NULL);
 """
 
 
@@ -179,6 +182,19 @@ class Store:
     def query(self, sql: str, args: tuple = ()) -> List[tuple]:
         with self._lock:
             return self.db.execute(sql, args).fetchall()
+
+    def add_eval_mix(self, mix: EvalMix) -> None:
+        """A bundle's eval-set class counts (``fleet publish --store``), keyed by its manifest's sha256."""
+        self._tx([("INSERT OR REPLACE INTO bundles (manifest_sha, bundle, eval_classes, recorded) VALUES (?, ?, ?, ?)",
+                   (mix.manifest_sha, mix.bundle, json.dumps(mix.classes), utc_now()))])
+
+    def eval_mixes(self) -> Dict[str, EvalMix]:
+        """Every recorded bundle's eval mix by manifest sha256 ({} for a store from before them)."""
+        try:
+            rows = self.query("SELECT manifest_sha, bundle, eval_classes FROM bundles")
+        except sqlite3.OperationalError:   # a store written before the table, opened read-only
+            return {}
+        return {sha: EvalMix(sha, name, json.loads(classes)) for sha, name, classes in rows}
 
     def drops(self) -> Dict[str, int]:
         return dict(self.query("SELECT reason, count FROM drops"))

@@ -197,15 +197,20 @@ def collect(link, store, client_id, group):
               help="A decision below this confidence counts as low-confidence.")
 @click.option("--stale", "stale_s", type=click.FloatRange(min=0), default=600.0, show_default=True,
               help="Seconds of silence after which a device is not shown online.")
+@click.option("--bundle", "bundles", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="A bundle (folder or .tar) whose eval-set class mix devices running it are compared with, "
+                   "besides those `fleet publish --store` recorded (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @reports_errors
-def status(store, low_confidence, stale_s, as_json):
-    """One row per device: online, last seen, bundle, backend, decisions and refusals, confidence, classes."""
+def status(store, low_confidence, stale_s, bundles, as_json):
+    """One row per device: online, last seen, bundle, backend, decisions and refusals, confidence, classes
+    (and their distance to the bundle's eval-set class mix)."""
     from ..centre.status import device_statuses
     from ..centre.store import Store
 
+    mixes = eval_mixes_of(bundles)
     with Store(store, readonly=True) as db:
-        rows = device_statuses(db, low_confidence, stale_s)
+        rows = device_statuses(db, low_confidence, stale_s, eval_mixes=mixes)
         drops = db.drops()
     if as_json:
         emit_json({"devices": [r.to_dict() for r in rows], "dropped": drops}, indent=2)
@@ -214,7 +219,7 @@ def status(store, low_confidence, stale_s, as_json):
 
     t = Table(title=f"fleet: {len(rows)} device(s)")
     for col in ("device", "online", "last seen", "bundle", "backend", "fps", "decisions (today)",
-                "refused (today)", "low conf", "classes", "self-check", "pending"):
+                "refused (today)", "low conf", "classes", "vs eval mix", "self-check", "pending"):
         t.add_column(col)
     for r in rows:
         top = ", ".join(f"{c} {n}" for c, n in sorted(r.classes.items(), key=lambda kv: -kv[1])[:3])
@@ -223,11 +228,26 @@ def status(store, low_confidence, stale_s, as_json):
                   f"{r.fps:.1f}" if r.fps is not None else "-", f"{r.decisions} ({r.decisions_today})",
                   f"{r.refused} ({r.refused_today})",
                   f"{r.low_confidence_share:.1%}" if r.low_confidence_share is not None else "-", top or "-",
-                  r.selfcheck or "-", str(r.pending) if r.pending is not None else "-")
+                  f"TVD {r.eval_mix.tvd:.2f}" if r.eval_mix is not None else "-", r.selfcheck or "-", str(r.pending) if r.pending is not None else "-")
     console().print(t)
     if drops:
         console().print("dropped messages: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())),
                         highlight=False)
+
+
+def eval_mixes_of(bundles) -> dict:
+    """The eval-set class mixes of bundles given on the command line, by manifest sha256 (a bundle
+    from before they were recorded is named and left out)."""
+    from ..centre.eval_mix import read_eval_mix
+
+    mixes = {}
+    for path in bundles:
+        mix = read_eval_mix(path)
+        if mix is None:
+            log.warning("bundle %s records no eval-set class counts (deployed before them): not compared", path)
+        else:
+            mixes[mix.manifest_sha] = mix
+    return mixes
 
 
 @fleet.command()

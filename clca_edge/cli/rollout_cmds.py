@@ -61,13 +61,24 @@ def agent(fleet_file: str, bundles: str) -> None:
 @click.option("--version", "version", type=click.IntRange(min=1), default=None,
               help="The version (default: the next after every ring's current one).")
 @click.option("--rollback", is_flag=True, help="A signed rollback: devices accept this older version.")
+@click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The collector's store: record the bundle's eval-set class mix there, which `fleet status` "
+                   "compares the devices running it with.")
 @_json_flag
 def publish_cmd(link: Any, bundle: str, url: str, ring: str, sign_key: str, version: Optional[int], rollback: bool,
-                as_json: bool) -> None:
+                store: Optional[Path], as_json: bool) -> None:
     """Announce a bundle to a ring (a retained, signed MQTT message; the bytes stay at --url)."""
     from ..centre.rollout import publish
+    from .fleet_cmds import eval_mixes_of
 
+    mixes = eval_mixes_of([bundle]) if store is not None else {}
     ann = publish(_centre(link, sign_key), Path(bundle), url, ring, version=version, rollback=rollback)
+    if mixes:
+        from ..centre.store import Store
+
+        with Store(store) as db:
+            for mix in mixes.values():
+                db.add_eval_mix(mix)
     if as_json:
         emit_json(ann.to_dict())
     else:
