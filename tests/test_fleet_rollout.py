@@ -421,6 +421,29 @@ def test_an_event_the_broker_never_acknowledged_survives_a_kill_9_of_the_agent(f
     assert got.count((seq, "probation_passed")) == 1
 
 
+def test_events_the_centre_lost_are_asked_for_and_sent_again(fleet):
+    """Events the broker acknowledged but no collector stored (a restarted Mosquitto forgets shared
+    subscriptions until the collectors subscribe again) are a hole in the device's event seqs: the
+    collector asks (retained commands/resend-events, under the shipped ACL), the agent sends them
+    again from its events outbox, and the request is cleared once they are whole."""
+    ns = fleet
+    d = ns.device("c1", ["canary"]).start()
+    path, url = ns.tar(ns.bundles.v1, "v1.tar")
+    publish(ns.publisher, path, url, "canary")
+    d.wait_state("installed", 1)
+    seqs = lambda: [s for (s,) in ns.store.query("SELECT seq FROM events WHERE device = 'c1' ORDER BY seq")]  # noqa: E731
+    wait_for(lambda: _latest(ns.store, "c1").state == "installed", 10, "the centre to hear it")
+    top = seqs()[-1]
+    ns.store._tx([("DELETE FROM events WHERE device = 'c1' AND seq IN (2, 3)", ())])   # lost at the centre
+    d.stop()
+    d.start()                # its hello (a new event) shows the hole
+    wait_for(lambda: seqs() == list(range(1, top + 2)), 30, "the lost events sent again")
+    # Asked again from seq 3 once 2 is in, whichever the device already resends: idempotent.
+    assert 1 <= d.agent.sender.rewinds <= 2 and 1 <= ns.collector.counts["resends_asked"] <= 2
+    wait_for(lambda: ns.store.event_resend_asked("c1") is None, 10, "the request to be cleared")
+    assert seqs() == list(range(1, top + 2))
+
+
 def _put(slots, state, src, version):
     """Install the bundle folder ``src`` as ``version`` the way the agent does (free slot, then switch)."""
     import os

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .messages import Event, MessageError
+from .messages import Event, MessageError, Resend
 from .mqtt import MqttLink, wait_acked
 from .outbox import Batch, LogOutbox
 from .sender_thread import SenderThread
@@ -26,6 +27,7 @@ from .topics import Topics
 log = logging.getLogger(__name__)
 
 EVENTS_NAME = "events.jsonl"
+EVENTS_LOG = "events"       # the ``log`` a resend request for the events names (commands/resend-events)
 POLL_S = 0.5
 TAIL_BYTES = 64 * 1024      # enough for the last event (an event is bounded in size)
 
@@ -97,6 +99,25 @@ class EventOutbox:
     def commit(self, batch: Batch) -> None:
         self.outbox.commit(batch)
 
+    def rewind(self, seq: int) -> bool:
+        """Send again from the event numbered ``seq`` (the centre misses it): ``LogOutbox.rewind`` to
+        that event's record index, which never moves the cursor forward."""
+        index = 0
+        try:
+            with open(self.path, "rb") as f:
+                for line in f:
+                    try:
+                        d = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(d, dict):
+                        if isinstance(d.get("seq"), int) and d["seq"] >= seq:
+                            return self.outbox.rewind(index)
+                        index += 1
+        except FileNotFoundError:
+            pass
+        return False
+
     def pending(self) -> int:
         return self.outbox.pending()[0]
 
@@ -110,6 +131,28 @@ class EventSender(SenderThread):
         super().__init__()
         self.outbox, self.link, self.topics = outbox, link, topics
         self.sent = 0
+        self.rewinds = 0
+        self._rewind_lock = threading.Lock()
+        self._rewind_to: Optional[int] = None
+        self._rewound: set = set()          # requests applied in this run (a retained one comes on every connect)
+
+    def request_rewind(self, request: Resend) -> None:
+        """The centre's resend request (any thread): applied by the sender's thread, between two events."""
+        if request.log != EVENTS_LOG:
+            return
+        with self._rewind_lock:
+            self._rewind_to = request.from_seq if self._rewind_to is None else min(self._rewind_to, request.from_seq)
+        self.notify()
+
+    def _apply_rewind(self) -> None:
+        with self._rewind_lock:
+            seq, self._rewind_to = self._rewind_to, None
+        if seq is None or seq in self._rewound:
+            return
+        self._rewound.add(seq)
+        if self.outbox.rewind(seq):
+            self.rewinds += 1
+            log.warning("the centre misses rollout events from seq %d: sending them again", seq)
 
     def start(self) -> "EventSender":
         self._start_thread()
@@ -129,6 +172,7 @@ class EventSender(SenderThread):
             if not self.link.connected.wait(POLL_S):
                 continue
             try:
+                self._apply_rewind()
                 sent = self._send_one()
             except OSError as e:   # the file cannot be read right now: try again later
                 log.warning("rollout events: %s; retrying", e)
@@ -152,4 +196,4 @@ class EventSender(SenderThread):
         return True
 
 
-__all__ = ["EVENTS_NAME", "EventOutbox", "EventSender"]
+__all__ = ["EVENTS_LOG", "EVENTS_NAME", "EventOutbox", "EventSender"]

@@ -36,7 +36,7 @@ from .download import DownloadCancelled, DownloadError, DownloadResult, download
 from .event_outbox import EventOutbox, EventSender
 from .evidence import LogTail
 from .install import InstallError, stage
-from .messages import Event
+from .messages import Event, MessageError, Resend, decode
 from .probation import PASS, ROLLBACK, Evidence, Tally, judge
 from .slots import (ANNOUNCED, DOWNLOADING, FAILED, HALTED, INSTALLED, PROBATION_PASSED, ROLLED_BACK, VERIFIED,
                     InstalledBundle, Slots)
@@ -106,6 +106,7 @@ class RolloutAgent:
     def _subscribe(self, client) -> None:
         for ring in self.config.rings:
             client.subscribe(self.topics.ring_announce(ring), qos=1)
+        client.subscribe(self.topics.resend_events(self.config.fleet.device), qos=1)
         self.inbox.put(("", b"hello"))   # the main loop says where it stands (one thread changes state)
 
     def close(self, drain_s: float = 2.0) -> None:
@@ -172,6 +173,9 @@ class RolloutAgent:
         return None
 
     def handle_message(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.resend_events(self.config.fleet.device):
+            self._resend_events(payload)
+            return
         ring = self._ring_of(topic)
         if ring is None or ring not in self.config.rings or not payload:
             return   # not ours, or a cleared retained announcement
@@ -187,6 +191,18 @@ class RolloutAgent:
                         ann.ring, topic)
             return
         self.consider(ann)
+
+    def _resend_events(self, payload: bytes) -> None:
+        """The centre misses some of this device's events (a retained request; empty once cleared)."""
+        if not payload or self.sender is None:
+            return
+        try:
+            request = decode(Resend.KIND, payload)
+        except MessageError as e:
+            log.warning("ignored a malformed resend request: %s", e)
+            return
+        if request.device == self.config.fleet.device:
+            self.sender.request_rewind(request)
 
     def consider(self, ann: Announcement) -> None:
         st, job = self.state, self.job
