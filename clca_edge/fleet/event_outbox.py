@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -28,7 +27,6 @@ log = logging.getLogger(__name__)
 
 EVENTS_NAME = "events.jsonl"
 EVENTS_LOG = "events"       # the ``log`` a resend request for the events names (commands/resend-events)
-POLL_S = 0.5
 TAIL_BYTES = 64 * 1024      # enough for the last event (an event is bounded in size)
 
 
@@ -131,26 +129,15 @@ class EventSender(SenderThread):
         super().__init__()
         self.outbox, self.link, self.topics = outbox, link, topics
         self.sent = 0
-        self.rewinds = 0
-        self._rewind_lock = threading.Lock()
-        self._rewind_to: Optional[int] = None
-        self._rewound: set = set()          # requests applied in this run (a retained one comes on every connect)
 
     def request_rewind(self, request: Resend) -> None:
         """The centre's resend request (any thread): applied by the sender's thread, between two events."""
-        if request.log != EVENTS_LOG:
-            return
-        with self._rewind_lock:
-            self._rewind_to = request.from_seq if self._rewind_to is None else min(self._rewind_to, request.from_seq)
-        self.notify()
+        if request.log == EVENTS_LOG:
+            self._request_rewind(request.from_seq)
 
     def _apply_rewind(self) -> None:
-        with self._rewind_lock:
-            seq, self._rewind_to = self._rewind_to, None
-        if seq is None or seq in self._rewound:
-            return
-        self._rewound.add(seq)
-        if self.outbox.rewind(seq):
+        seq = self._take_rewind(EVENTS_LOG)
+        if seq is not None and self.outbox.rewind(seq):
             self.rewinds += 1
             log.warning("the centre misses rollout events from seq %d: sending them again", seq)
 
@@ -167,20 +154,8 @@ class EventSender(SenderThread):
         """Stop; what the broker has not acknowledged stays in the outbox for the next run."""
         self._stop_thread(timeout_s)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self.link.connected.wait(POLL_S):
-                continue
-            try:
-                self._apply_rewind()
-                sent = self._send_one()
-            except OSError as e:   # the file cannot be read right now: try again later
-                log.warning("rollout events: %s; retrying", e)
-                sent = False
-            if not sent:
-                self._idle.set()
-                self._wake.wait(POLL_S)
-                self._wake.clear()
+    def _pass(self) -> bool:
+        return self._send_one()
 
     def _send_one(self) -> bool:
         item = self.outbox.next()

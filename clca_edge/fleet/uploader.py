@@ -18,7 +18,6 @@ the broker, and never makes the capture loop wait.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Optional, Tuple
 
@@ -28,13 +27,12 @@ from .messages import FrameMessage, MessageError, RecordBatch, Resend, Status, d
 from .mqtt import MqttLink, wait_acked
 from .outbox import LogOutbox
 from .sampler import FrameSpool
-from .sender_thread import SenderThread
+from .sender_thread import POLL_S, SenderThread
 from .stats import DeviceStats
 from .topics import Topics
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.5          # how often an idle uploader looks at the log again (notify() wakes it sooner)
 LINGER_S = 0.1        # once caught up, records gather this long before the next batch is read
 FULL, PARTIAL, NONE = "full", "partial", "none"
 
@@ -62,6 +60,7 @@ class TokenBucket:
 
 class Uploader(SenderThread):
     THREAD_NAME = "fleet-uploader"
+    LINGER_S = LINGER_S    # woken from idle: let a few records gather (fuller batches, fewer cursor writes)
 
     """Sends a field log (``outbox``) and a frame spool over one MQTT link, on its own thread."""
 
@@ -79,10 +78,6 @@ class Uploader(SenderThread):
                              backoff_s=(1, config.reconnect_max_s))
         self.link.on_connect(self._online)
         self.link.client.on_message = self._on_command
-        self._rewind_lock = threading.Lock()
-        self._rewind_to: Optional[int] = None
-        self._rewound: set = set()         # (log, seq) requests already applied in this run
-        self.rewinds = 0
         self.bucket = TokenBucket(config.replay_rate, max(config.batch_size, config.replay_rate))
         self.records_sent = 0
         self.frames_sent = 0
@@ -146,45 +141,23 @@ class Uploader(SenderThread):
             log.warning("ignored a malformed command on %s: %s", msg.topic, e)
             return
         if request.device == self.config.device and request.log == self.outbox.cursor.log:
-            with self._rewind_lock:
-                self._rewind_to = request.from_seq if self._rewind_to is None else min(self._rewind_to,
-                                                                                         request.from_seq)
-            self.notify()
+            self._request_rewind(request.from_seq)
 
     def _apply_rewind(self) -> None:
-        with self._rewind_lock:
-            seq, self._rewind_to = self._rewind_to, None
-        key = (self.outbox.cursor.log, seq)
-        if seq is None or key in self._rewound:
-            return
-        self._rewound.add(key)
-        if self.outbox.rewind(seq):
+        log_id = self.outbox.cursor.log
+        seq = self._take_rewind(log_id)
+        if seq is not None and self.outbox.rewind(seq):
             self.rewinds += 1
-            log.warning("the centre misses records of log %s from seq %d: sending them again", key[0], seq)
+            log.warning("the centre misses records of log %s from seq %d: sending them again", log_id, seq)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self.link.connected.wait(POLL_S):
-                continue
-            try:
-                self._apply_rewind()
-                self._maybe_heartbeat()
-                records = self._send_records()
-                # Frames go between batches once the records have caught up (never starved by them).
-                frame = records != FULL and self._send_frame()
-                busy = records != NONE or frame
-                if records == PARTIAL and not frame:
-                    self._stop.wait(LINGER_S)   # caught up: let records gather for a fuller batch
-            except OSError as e:   # the log or the spool cannot be read right now: try again later
-                log.warning("fleet uploader: %s; retrying", e)
-                busy = False
-                self._stop.wait(POLL_S)
-            if not busy:
-                self._idle.set()
-                woken = self._wake.wait(POLL_S)
-                self._wake.clear()
-                if woken:   # let a few records gather: fuller batches, fewer cursor writes
-                    self._stop.wait(LINGER_S)
+    def _pass(self) -> bool:
+        self._maybe_heartbeat()
+        records = self._send_records()
+        # Frames go between batches once the records have caught up (never starved by them).
+        frame = records != FULL and self._send_frame()
+        if records == PARTIAL and not frame:
+            self._stop.wait(LINGER_S)   # caught up: let records gather for a fuller batch
+        return records != NONE or frame
 
     def _send_records(self) -> str:
         """One batch: FULL (more may be waiting), PARTIAL (sent all there was) or NONE (nothing)."""
