@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -255,10 +254,9 @@ def main() -> None:
     ap.add_argument("--flap-s", type=float, default=1.0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    from clca_edge.benchmark.report import machine_description
+    from clca_edge.benchmark.report import emit_results, run_header
 
-    res = {"machine": machine_description()["machine"], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "load": os.getloadavg()}
+    res = run_header()
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         if args.only in (None, "collector"):
             res["collector"] = bench_collector(Path(tmp) / "collector", args.records)
@@ -267,10 +265,7 @@ def main() -> None:
         if args.only in (None, "capture"):
             res["capture"] = bench_capture(Path(tmp) / "capture", args.rounds, args.frames, args.flap_s)
     res["load_after"] = os.getloadavg()
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
+    emit_results(res, args.json)
 
 
 if __name__ == "__main__":

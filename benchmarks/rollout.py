@@ -28,12 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 
-def machine() -> str:
-    from clca_edge.benchmark.report import machine_description
-
-    return machine_description()["machine"]
-
-
 class TimedAgent:
     """An agent whose state changes are time-stamped here (monotonic), by state and version."""
 
@@ -278,15 +272,13 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=30000)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    out = {"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"),
-           "load": os.getloadavg(), "announce_to_installed": announce_to_installed(args.bundle, args.rounds),
+    from clca_edge.benchmark.report import emit_results, run_header
+
+    out = {**run_header(), "announce_to_installed": announce_to_installed(args.bundle, args.rounds),
            "cut_at_half": cut_at_half(args.bundle),
            "capture_across_rollout": capture_across_rollout(args.bundle, args.video or args.bundle.parent / "heldout.avi",
                                                             args.frames, 40, 4e6)}
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
+    emit_results(out, args.json)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,13 @@ def test_deploy_fits_a_temperature_that_lowers_the_calibration_error(deployed):
     assert set(raw["confidence"]) >= {"temperature", "ece_before", "ece_after", "ece_after_cv", "bounds"}
 
 
+def test_deploy_records_the_eval_sets_class_counts(deployed):
+    out, ws, _ = deployed
+    counts = read_manifest(out).eval_classes        # what `fleet status` compares a device's mix with
+    assert counts == {c: len(list((ws["eval"] / c).iterdir())) for c in CLASSES}
+    assert sum(counts.values()) == 18
+
+
 def test_deploy_records_the_training_images_quality_reference(deployed):
     out, ws, res = deployed
     q = read_manifest(out).quality_reference

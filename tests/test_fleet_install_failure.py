@@ -36,8 +36,6 @@ def test_a_full_disk_while_switching_reports_failed_and_keeps_the_running_bundle
     v2 = InstalledBundle("leafnet", 2, "cd" * 32, "ef" * 32, "a", "slots/a/leafnet", "canary")
     slots.save_state(DeviceState(installed=v2, previous=v1, state="probation_passed", version=2))
     agent = RolloutAgent(cfg, TrustedKeys.load(pub))
-    sent = []
-    agent.publish = lambda topic, payload: sent.append(json.loads(payload))
     before = slots.current()
 
     staged_dir = slots.new_staging_dir("v3-")
@@ -67,7 +65,8 @@ def test_a_full_disk_while_switching_reports_failed_and_keeps_the_running_bundle
 
     assert agent.job is None
     assert agent.state.state == "failed" and "No space left" in agent.state.reason
-    assert sent[-1]["state"] == "failed" and sent[-1]["version"] == "3"
+    sent = [json.loads(line) for line in agent.events.path.read_text().splitlines() if line.strip()]
+    assert sent[-1]["state"] == "failed" and sent[-1]["version"] == "3"   # durable in the events outbox
     assert not agent.state.is_refused(3)                    # not the bundle's fault: tried again later
     assert agent.state.installed == v2 and slots.current() == before
     assert not dest.exists() and not staged_dir.exists()    # the staging space is given back

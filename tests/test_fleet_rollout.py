@@ -60,7 +60,8 @@ def fleet(tmp_path, bundles):
                           client_id="test-collector").start()
     assert collector.subscribed.wait(10)
     ns = SimpleNamespace(tmp=tmp_path, priv=priv, pub=pub, other_priv=other_priv, served=served, broker=broker,
-                         http=http, store=store, publisher=publisher, devices=[], bundles=bundles)
+                         http=http, store=store, publisher=publisher, devices=[], bundles=bundles,
+                         collector=collector)
 
     def device(name, rings, **kw):
         d = Device(name, rings, tmp_path / "devices", broker.url, pub, **kw)
@@ -343,26 +344,40 @@ def test_a_full_disk_during_the_download_leaves_the_installed_bundle_alone(fleet
     assert not d.state.is_refused(2)   # a full disk is not the bundle's fault: tried again on the next announcement
 
 
-def test_the_agent_command_runs_until_sigterm_and_keeps_its_state(fleet):
+def _agent_process(ns, device: str, probation_s: float, stderr):
+    """A fleet file for ``device`` (ring all), v1 published to it, and a way to start the real
+    ``clca-edge agent`` process on it: (start, bundles folder, its state file as a dict)."""
     import os
-    import signal
     import subprocess
     import sys
 
-    ns = fleet
-    fleet_file = ns.tmp / "a1.toml"
-    fleet_file.write_text(f'broker = "{ns.broker.url}"\ndevice = "a1"\nusername = "a1"\npassword = "{PASSWORD}"\n'
-                          f'rings = ["all"]\ntrusted_keys = "{ns.pub}"\n[probation]\nduration_s = 0.2\n')
+    fleet_file = ns.tmp / f"{device}.toml"
+    fleet_file.write_text(f'broker = "{ns.broker.url}"\ndevice = "{device}"\nusername = "{device}"\n'
+                          f'password = "{PASSWORD}"\nrings = ["all"]\ntrusted_keys = "{ns.pub}"\n'
+                          f'[probation]\nduration_s = {probation_s}\n')
     path, url = ns.tar(ns.bundles.v1, "v1.tar")
     publish(ns.publisher, path, url, "all")
-    bundles = ns.tmp / "a1-bundles"
+    bundles = ns.tmp / f"{device}-bundles"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", "from clca_edge.cli import main; main()", "agent", "--fleet",
-                             str(fleet_file), "--bundles", str(bundles)], env=env, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-c", "from clca_edge.cli import main; main()", "agent", "--fleet", str(fleet_file),
+           "--bundles", str(bundles)]
+
+    def state() -> dict:
+        f = bundles / "state.json"
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+    return (lambda: subprocess.Popen(cmd, env=env, stderr=stderr, text=True)), bundles, state
+
+
+def test_the_agent_command_runs_until_sigterm_and_keeps_its_state(fleet):
+    import signal
+    import subprocess
+
+    ns = fleet
+    start, bundles, state = _agent_process(ns, "a1", 0.2, subprocess.PIPE)
+    proc = start()
     try:
-        wait_for(lambda: (bundles / "state.json").is_file()
-                 and json.loads((bundles / "state.json").read_text())["state"] == "probation_passed", 60,
-                 "the agent process to install v1")
+        wait_for(lambda: state().get("state") == "probation_passed", 60, "the agent process to install v1")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -370,6 +385,66 @@ def test_the_agent_command_runs_until_sigterm_and_keeps_its_state(fleet):
     assert "agent stopped: probation_passed, running v1" in err
     assert (bundles / "current" / "manifest.json").is_file()
     wait_for(lambda: _latest(ns.store, "a1").state == "probation_passed", 10, "the centre to hear it")
+
+
+def test_an_event_the_broker_never_acknowledged_survives_a_kill_9_of_the_agent(fleet):
+    """probation_passed happens while the broker is down; the agent is killed with SIGKILL before it
+    could send it; restarted with the broker back, the centre stores that event once and no seq is
+    missing."""
+    import signal
+    import subprocess
+
+    ns = fleet
+    start, _, state = _agent_process(ns, "a2", 3, subprocess.DEVNULL)
+    proc = start()
+    try:
+        wait_for(lambda: state().get("state") == "installed", 60, "the agent to install v1")
+        ns.broker.stop()
+        wait_for(lambda: state().get("state") == "probation_passed", 30, "probation to pass offline")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    seq = state()["event_seq"]
+    rows = lambda: [tuple(r) for r in ns.store.query("SELECT seq, state FROM events WHERE device = 'a2' ORDER BY seq")]  # noqa: E731
+    assert (seq, "probation_passed") not in rows()   # never reached the centre
+
+    ns.broker.start()
+    # A restarted Mosquitto forgets shared subscriptions until the collector subscribes again
+    # (centre/collector.py); what a device sends before then is the centre's gap, not this test's.
+    wait_for(ns.collector.subscribed.is_set, 30, "the collector to subscribe again")
+    proc = start()
+    try:
+        wait_for(lambda: (seq, "probation_passed") in rows(), 60, "the centre to get the event sent after the restart")
+        wait_for(lambda: len(rows()) > seq, 30, "the restarted agent's hello")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    got = rows()
+    assert [s for s, _ in got] == list(range(1, len(got) + 1))     # each event once, none missing
+    assert got.count((seq, "probation_passed")) == 1
+
+
+def test_events_the_centre_lost_are_asked_for_and_sent_again(fleet):
+    """Events the broker acknowledged but no collector stored (a restarted Mosquitto forgets shared
+    subscriptions until the collectors subscribe again) are a hole in the device's event seqs: the
+    collector asks (retained commands/resend-events, under the shipped ACL), the agent sends them
+    again from its events outbox, and the request is cleared once they are whole."""
+    ns = fleet
+    d = ns.device("c1", ["canary"]).start()
+    path, url = ns.tar(ns.bundles.v1, "v1.tar")
+    publish(ns.publisher, path, url, "canary")
+    d.wait_state("installed", 1)
+    seqs = lambda: [s for (s,) in ns.store.query("SELECT seq FROM events WHERE device = 'c1' ORDER BY seq")]  # noqa: E731
+    wait_for(lambda: _latest(ns.store, "c1").state == "installed", 10, "the centre to hear it")
+    top = seqs()[-1]
+    ns.store._tx([("DELETE FROM events WHERE device = 'c1' AND seq IN (2, 3)", ())])   # lost at the centre
+    d.stop()
+    d.start()                # its hello (a new event) shows the hole
+    wait_for(lambda: seqs() == list(range(1, top + 2)), 30, "the lost events sent again")
+    # Asked again from seq 3 once 2 is in, whichever the device already resends: idempotent.
+    assert 1 <= d.agent.sender.rewinds <= 2 and 1 <= ns.collector.counts["resends_asked"] <= 2
+    wait_for(lambda: ns.store.event_resend_asked("c1") is None, 10, "the request to be cleared")
+    assert seqs() == list(range(1, top + 2))
 
 
 def _put(slots, state, src, version):

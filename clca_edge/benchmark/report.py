@@ -35,6 +35,22 @@ def machine_description() -> dict[str, str]:
             "versions": ", ".join(f"{k} {v}" for k, v in versions.items())}
 
 
+def run_header() -> dict:
+    """What a benchmark script's JSON opens with: the machine, when, and the load it ran under."""
+    return {"machine": machine_description()["machine"],
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "load": os.getloadavg()}
+
+
+def emit_results(results: dict, json_path: Optional[Path]) -> None:
+    """A benchmark script's results on stdout (the figures BENCHMARKS.md quotes), and to ``json_path``."""
+    import json
+
+    text = json.dumps(results, indent=2)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text)
+
+
 COLUMNS = ("method", "keep_rate", "clca", "backend", "gflops", "params_m", "p50_ms", "p90_ms", "throughput",
            "peak_mb", "top1", "speedup", "error")
 

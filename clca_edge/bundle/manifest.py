@@ -550,6 +550,9 @@ class Manifest(ManifestRecord):
     # Which INT8 file ONNX Runtime CPU runs, its flavour, and the deploy machine's instruction set
     # (bundle/int8.py; None: bundle from before it).
     int8: Optional[Int8Record] = None
+    # The deploy eval set's images per class name (the ones evaluated): the class mix a device's
+    # decisions are compared with in `fleet status` (None: bundle from before it).
+    eval_classes: Optional[Dict[str, int]] = None
     notes: List[str] = field(default_factory=list)
     files: Dict[str, str] = field(default_factory=dict, metadata={"required": True})
     extra: Dict[str, Any] = extra_field()

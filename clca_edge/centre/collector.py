@@ -39,6 +39,7 @@ from collections import Counter
 from typing import Dict, Optional, Tuple
 
 from ..fleet.config import BrokerConfig
+from ..fleet.event_outbox import EVENTS_LOG
 from ..fleet.messages import (Event, FrameMessage, Heartbeat, MessageError, OversizedMessage, RecordBatch, Resend,
                               Status, decode)
 from ..fleet.mqtt import MqttLink
@@ -183,6 +184,7 @@ class Collector:
         elif isinstance(message, Event):
             self.store.add_event(message)
             self._count("events")
+            self._check_events(message.device)
 
     def _check_log(self, device: str, log_id: str, first: int, end: int) -> None:
         """After records [first, end) of a log arrived (or a device said it sent up to ``end``): ask
@@ -205,6 +207,20 @@ class Collector:
         elif asked is not None and asked[0] == log_id:
             self._publish_resend(device, b"")      # an empty retained message clears the request
             self.store.set_resend(device, None)
+
+    def _check_events(self, device: str) -> None:
+        """The same for a device's rollout events (numbered 1, 2, ...; ``fleet.event_outbox``): a
+        retained ``commands/resend-events`` from the first missing seq, cleared once they are whole."""
+        gap, asked = self.store.first_event_gap(device), self.store.event_resend_asked(device)
+        if gap is not None and gap != asked:
+            log.warning("%s: rollout events from seq %d are missing; asking the device to send them again", device, gap)
+            self.link.client.publish(self.topics.resend_events(device), Resend(device, EVENTS_LOG, gap).encode(),
+                                     qos=1, retain=True)
+            self.store.set_event_resend(device, gap)
+            self._count("resends_asked")
+        elif gap is None and asked is not None:
+            self.link.client.publish(self.topics.resend_events(device), b"", qos=1, retain=True)
+            self.store.set_event_resend(device, None)
 
     def _publish_resend(self, device: str, payload: bytes) -> None:
         self.link.client.publish(self.topics.resend(device), payload, qos=1, retain=True)

@@ -1,14 +1,16 @@
 """``fleet status``: one row per device from the store: online and last seen, what it runs, how fast,
 what it decided and refused (in all and today), its share of low-confidence decisions, its class
-mix, its self-check, and what it still has to send."""
+mix (and, where its bundle's eval-set mix is known, the distance to it: ``centre/eval_mix.py``), its
+self-check, and what it still has to send."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
+from .eval_mix import ClassComparison, EvalMix, compare
 from .store import Store
 
 STALE_S = 600.0     # a device silent this long is not counted online, whatever it last said
@@ -36,6 +38,9 @@ class DeviceStatus:
     selfcheck: Optional[str] = None
     pending: Optional[int] = None
     disk_free_mb: Optional[float] = None
+    # The decisions on the bundle it runs now against that bundle's eval set (None: the eval mix is
+    # not known, or no decision on it yet).
+    eval_mix: Optional[ClassComparison] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -57,9 +62,23 @@ def _per_device(store: Store, sql: str, args: tuple = ()) -> Dict[str, Dict[str,
     return out
 
 
+def _bundle_classes(store: Store) -> Dict[tuple, Dict[str, int]]:
+    """Decisions by class per (device, bundle sha) (the bundle each decision record names)."""
+    out: Dict[tuple, Dict[str, int]] = {}
+    for device, sha, cls, n in store.query(
+            "SELECT device, json_extract(record, '$.bundle_sha'), class, COUNT(*) FROM records "
+            "WHERE type = 'decision' GROUP BY 1, 2, 3"):
+        out.setdefault((device, sha), {})[str(cls)] = n
+    return out
+
+
 def device_statuses(store: Store, low_confidence: float = 0.5, stale_s: float = STALE_S,
-                    now: Optional[dt.datetime] = None) -> List[DeviceStatus]:
+                    now: Optional[dt.datetime] = None,
+                    eval_mixes: Optional[Mapping[str, EvalMix]] = None) -> List[DeviceStatus]:
+    """``eval_mixes``: eval-set mixes by manifest sha256 besides those the store holds (``--bundle``)."""
     now = now or dt.datetime.now(dt.timezone.utc)
+    mixes = {**store.eval_mixes(), **(eval_mixes or {})}
+    by_bundle = _bundle_classes(store) if mixes else {}
     today = now.strftime("%Y-%m-%d")
     types = _per_device(store, "SELECT device, type, COUNT(*) FROM records GROUP BY device, type")
     today_types = _per_device(store, "SELECT device, type, COUNT(*) FROM records WHERE time >= ? "
@@ -87,5 +106,11 @@ def device_statuses(store: Store, low_confidence: float = 0.5, stale_s: float = 
             classes=classes.get(device, {}), refused_reasons=reasons.get(device, {}), frames=frames.get(device, 0),
             bundle=beat.get("bundle"), bundle_version=beat.get("bundle_version"), backend=beat.get("backend"),
             precision=beat.get("precision"), fps=beat.get("fps"), selfcheck=beat.get("selfcheck"),
-            pending=beat.get("pending"), disk_free_mb=beat.get("disk_free_mb")))
+            pending=beat.get("pending"), disk_free_mb=beat.get("disk_free_mb"),
+            eval_mix=_eval_mix(by_bundle, mixes, device, beat.get("bundle"))))
     return rows
+
+
+def _eval_mix(by_bundle, mixes: Mapping[str, EvalMix], device: str, sha: Optional[str]) -> Optional[ClassComparison]:
+    mix = mixes.get(sha) if sha else None
+    return compare(by_bundle.get((device, sha), {}), mix) if mix is not None else None

@@ -22,6 +22,7 @@ from ..capture.fieldlog import utc_now
 from ..core.errors import OutputError
 from ..core.atomic_io import atomic_write_bytes
 from ..fleet.messages import Event, FrameMessage, Heartbeat, RecordBatch, Status
+from .eval_mix import EvalMix
 
 DB_NAME = "fleet.db"
 SCHEMA = """
@@ -43,6 +44,9 @@ CREATE TABLE IF NOT EXISTS events (
     time TEXT, received TEXT NOT NULL, ring TEXT, installed_version TEXT, rings TEXT, PRIMARY KEY (device, seq));
 CREATE TABLE IF NOT EXISTS drops (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS resends (device TEXT PRIMARY KEY, log TEXT NOT NULL, from_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS event_resends (device TEXT PRIMARY KEY, from_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS bundles (
+    manifest_sha TEXT PRIMARY KEY, bundle TEXT NOT NULL, eval_classes TEXT NOT NULL, recorded TEXT NOT NULL);
 """
 
 
@@ -79,8 +83,11 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _tx(self, statements) -> None:
+    def _tx(self, statements) -> int:
+        """Run ``statements`` in one transaction; the rows they changed (counted under the lock, so
+        another thread's transaction is never counted with them)."""
         with self._lock:
+            before = self.db.total_changes
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 for sql, args in statements:
@@ -92,6 +99,7 @@ class Store:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+            return self.db.total_changes - before
 
     @staticmethod
     def _seen(device: str, now: str):
@@ -104,12 +112,10 @@ class Store:
         rows = [(batch.device, batch.log, seq, rec.get("type"), rec.get("time"), _text(rec.get("class")),
                  _number(rec.get("confidence")), _text(rec.get("reason")),
                  json.dumps(rec, separators=(",", ":"), ensure_ascii=False), now) for seq, rec in batch.records]
-        with self._lock:
-            before = self.db.total_changes
-        self._tx([("INSERT OR IGNORE INTO records (device, log, seq, type, time, class, confidence, reason, record, "
-                   "received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows), self._seen(batch.device, now)])
-        with self._lock:
-            return self.db.total_changes - before - 1
+        changed = self._tx([("INSERT OR IGNORE INTO records (device, log, seq, type, time, class, confidence, reason, "
+                              "record, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows),
+                             self._seen(batch.device, now)])
+        return changed - 1      # the device's last-seen row
 
     def add_heartbeat(self, beat: Heartbeat) -> None:
         now, body = utc_now(), json.dumps(beat.to_dict(), separators=(",", ":"))
@@ -131,15 +137,13 @@ class Store:
         if not path.exists():
             atomic_write_bytes(path, frame.jpeg)
         now = utc_now()
-        with self._lock:
-            before = self.db.total_changes
-        self._tx([("INSERT OR IGNORE INTO frames (device, frame_id, sha256, time, reason, label, confidence, topk, "
-                   "record, path, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (frame.device, frame.frame_id, sha, frame.time, frame.reason, frame.label, frame.confidence,
-                    json.dumps(frame.topk), json.dumps(frame.record, separators=(",", ":")), str(rel), now)),
-                  self._seen(frame.device, now)])
-        with self._lock:
-            return self.db.total_changes - before > 1
+        changed = self._tx([("INSERT OR IGNORE INTO frames (device, frame_id, sha256, time, reason, label, confidence, "
+                              "topk, record, path, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              (frame.device, frame.frame_id, sha, frame.time, frame.reason, frame.label,
+                               frame.confidence, json.dumps(frame.topk), json.dumps(frame.record, separators=(",", ":")),
+                               str(rel), now)),
+                             self._seen(frame.device, now)])
+        return changed > 1      # more than the device's last-seen row
 
     def add_event(self, event: Event) -> None:
         now = utc_now()
@@ -179,6 +183,42 @@ class Store:
     def query(self, sql: str, args: tuple = ()) -> List[tuple]:
         with self._lock:
             return self.db.execute(sql, args).fetchall()
+
+    def first_event_gap(self, device: str) -> Optional[int]:
+        """The first event seq of ``device`` missing below its highest stored one (None: whole).
+        A device numbers its events 1, 2, ... so the count equals the highest seq when none is missing."""
+        n, top = self.query("SELECT COUNT(*), MAX(seq) FROM events WHERE device = ?", (device,))[0]
+        if not n or n == top:
+            return None
+        expected = 1
+        for (seq,) in self.query("SELECT seq FROM events WHERE device = ? ORDER BY seq", (device,)):
+            if seq != expected:
+                return expected
+            expected += 1
+        return None
+
+    def event_resend_asked(self, device: str) -> Optional[int]:
+        rows = self.query("SELECT from_seq FROM event_resends WHERE device = ?", (device,))
+        return rows[0][0] if rows else None
+
+    def set_event_resend(self, device: str, from_seq: Optional[int]) -> None:
+        if from_seq is None:
+            self._tx([("DELETE FROM event_resends WHERE device = ?", (device,))])
+        else:
+            self._tx([("INSERT OR REPLACE INTO event_resends (device, from_seq) VALUES (?, ?)", (device, from_seq))])
+
+    def add_eval_mix(self, mix: EvalMix) -> None:
+        """A bundle's eval-set class counts (``fleet publish --store``), keyed by its manifest's sha256."""
+        self._tx([("INSERT OR REPLACE INTO bundles (manifest_sha, bundle, eval_classes, recorded) VALUES (?, ?, ?, ?)",
+                   (mix.manifest_sha, mix.bundle, json.dumps(mix.classes), utc_now()))])
+
+    def eval_mixes(self) -> Dict[str, EvalMix]:
+        """Every recorded bundle's eval mix by manifest sha256 ({} for a store from before them)."""
+        try:
+            rows = self.query("SELECT manifest_sha, bundle, eval_classes FROM bundles")
+        except sqlite3.OperationalError:   # a store written before the table, opened read-only
+            return {}
+        return {sha: EvalMix(sha, name, json.loads(classes)) for sha, name, classes in rows}
 
     def drops(self) -> Dict[str, int]:
         return dict(self.query("SELECT reason, count FROM drops"))

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ._common import console, emit_json, main, reports_errors
+from .options import OptionGroup
 
 log = logging.getLogger(__name__)
 
@@ -103,23 +104,29 @@ def fleet() -> None:
     """Many devices, one place: send field logs and uncertain frames over MQTT, collect and view them."""
 
 
-def broker_options(fn):
-    """The broker and credentials, as a device's fleet file gives them (the collector's side)."""
-    for opt in reversed([
-        click.option("--broker", required=True, help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]."),
-        click.option("--username", default=None, help="MQTT username (the shipped ACL's reader is 'collector')."),
-        click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="File whose first line is the MQTT password."),
-        click.option("--ca", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="CA certificate for mqtts:// (default: the system's)."),
-        click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Client certificate (mqtts://), with --key."),
-        click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Client certificate's private key."),
-        click.option("--topic-prefix", default="clca", show_default=True, help="The fleet's topic prefix."),
-    ]):
-        fn = opt(fn)
-    return fn
+def _centre_link(broker, username, password_file, ca, cert, key, topic_prefix):
+    from ..fleet.config import BrokerConfig, CentreLink, read_password
+
+    password = read_password(password_file) if password_file is not None else None
+    return CentreLink(BrokerConfig(url=broker, username=username, password=password, ca=ca, cert=cert, key=key),
+                      topic_prefix)
+
+
+# The broker and credentials, as a device's fleet file gives them (the centre's side): the command
+# receives one ``fleet.config.CentreLink`` as ``link`` (collect, publish, promote, halt).
+broker_options = OptionGroup("link", [
+    click.option("--broker", required=True, help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]."),
+    click.option("--username", default=None, help="MQTT username (the shipped ACL's reader is 'collector')."),
+    click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="File whose first line is the MQTT password."),
+    click.option("--ca", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="CA certificate for mqtts:// (default: the system's)."),
+    click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Client certificate (mqtts://), with --key."),
+    click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Client certificate's private key."),
+    click.option("--topic-prefix", default="clca", show_default=True, help="The fleet's topic prefix."),
+], _centre_link)
 
 
 @fleet.command()
@@ -151,14 +158,8 @@ def sync(fleet_file, log_path, timeout, as_json):
                              f"{result.frames_left} frame(s) left{why}; run `fleet sync` again")
 
 
-def _broker(broker, username, password_file, ca, cert, key):
-    from ..fleet.config import BrokerConfig, read_password
-
-    password = read_password(password_file) if password_file is not None else None
-    return BrokerConfig(url=broker, username=username, password=password, ca=ca, cert=cert, key=key)
-
-
 @fleet.command()
+@reports_errors
 @broker_options
 @click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Store folder (SQLite fleet.db + frames/); created if missing, resumed if not.")
@@ -166,8 +167,7 @@ def _broker(broker, username, password_file, ca, cert, key):
                                                 "stable so the broker queues messages while this collector is away.")
 @click.option("--group", default="clca-collectors", show_default=True,
               help="Shared-subscription group: collectors of one group share the messages.")
-@reports_errors
-def collect(broker, username, password_file, ca, cert, key, topic_prefix, store, client_id, group):
+def collect(link, store, client_id, group):
     """Collect every device's records, heartbeats, frames and events into a store, until SIGINT/SIGTERM."""
     from ..centre.collector import Collector
     from ..centre.store import Store
@@ -176,9 +176,8 @@ def collect(broker, username, password_file, ca, cert, key, topic_prefix, store,
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with Store(store) as db:
-            collector = Collector(_broker(broker, username, password_file, ca, cert, key), db, topic_prefix,
-                                  client_id=client_id, group=group).start()
-            console(stderr=True).print(f"collecting from {broker} into {store} (SIGINT/SIGTERM stops)", highlight=False)
+            collector = Collector(link.broker, db, link.topic_prefix, client_id=client_id, group=group).start()
+            console(stderr=True).print(f"collecting from {link.broker.url} into {store} (SIGINT/SIGTERM stops)", highlight=False)
             try:
                 while not stop.wait(60.0):
                     log.info("collected so far: %s", dict(collector.counts))
@@ -198,15 +197,20 @@ def collect(broker, username, password_file, ca, cert, key, topic_prefix, store,
               help="A decision below this confidence counts as low-confidence.")
 @click.option("--stale", "stale_s", type=click.FloatRange(min=0), default=600.0, show_default=True,
               help="Seconds of silence after which a device is not shown online.")
+@click.option("--bundle", "bundles", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="A bundle (folder or .tar) whose eval-set class mix devices running it are compared with, "
+                   "besides those `fleet publish --store` recorded (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @reports_errors
-def status(store, low_confidence, stale_s, as_json):
-    """One row per device: online, last seen, bundle, backend, decisions and refusals, confidence, classes."""
+def status(store, low_confidence, stale_s, bundles, as_json):
+    """One row per device: online, last seen, bundle, backend, decisions and refusals, confidence, classes
+    (and their distance to the bundle's eval-set class mix)."""
     from ..centre.status import device_statuses
     from ..centre.store import Store
 
+    mixes = eval_mixes_of(bundles)
     with Store(store, readonly=True) as db:
-        rows = device_statuses(db, low_confidence, stale_s)
+        rows = device_statuses(db, low_confidence, stale_s, eval_mixes=mixes)
         drops = db.drops()
     if as_json:
         emit_json({"devices": [r.to_dict() for r in rows], "dropped": drops}, indent=2)
@@ -215,7 +219,7 @@ def status(store, low_confidence, stale_s, as_json):
 
     t = Table(title=f"fleet: {len(rows)} device(s)")
     for col in ("device", "online", "last seen", "bundle", "backend", "fps", "decisions (today)",
-                "refused (today)", "low conf", "classes", "self-check", "pending"):
+                "refused (today)", "low conf", "classes", "vs eval mix", "self-check", "pending"):
         t.add_column(col)
     for r in rows:
         top = ", ".join(f"{c} {n}" for c, n in sorted(r.classes.items(), key=lambda kv: -kv[1])[:3])
@@ -224,11 +228,26 @@ def status(store, low_confidence, stale_s, as_json):
                   f"{r.fps:.1f}" if r.fps is not None else "-", f"{r.decisions} ({r.decisions_today})",
                   f"{r.refused} ({r.refused_today})",
                   f"{r.low_confidence_share:.1%}" if r.low_confidence_share is not None else "-", top or "-",
-                  r.selfcheck or "-", str(r.pending) if r.pending is not None else "-")
+                  f"TVD {r.eval_mix.tvd:.2f}" if r.eval_mix is not None else "-", r.selfcheck or "-", str(r.pending) if r.pending is not None else "-")
     console().print(t)
     if drops:
         console().print("dropped messages: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())),
                         highlight=False)
+
+
+def eval_mixes_of(bundles) -> dict:
+    """The eval-set class mixes of bundles given on the command line, by manifest sha256 (a bundle
+    from before they were recorded is named and left out)."""
+    from ..centre.eval_mix import read_eval_mix
+
+    mixes = {}
+    for path in bundles:
+        mix = read_eval_mix(path)
+        if mix is None:
+            log.warning("bundle %s records no eval-set class counts (deployed before them): not compared", path)
+        else:
+            mixes[mix.manifest_sha] = mix
+    return mixes
 
 
 @fleet.command()

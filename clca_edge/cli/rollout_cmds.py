@@ -11,17 +11,16 @@ from typing import Any, Callable, Optional
 import click
 
 from ._common import console, emit_json, main, reports_errors
-from .fleet_cmds import _broker, broker_options, fleet
+from .fleet_cmds import broker_options, fleet
 
 log = logging.getLogger(__name__)
 
 
-def _centre(kw: dict, sign_key: Optional[str] = None):
+def _centre(link, sign_key: Optional[str] = None):
     """The centre's broker link (``broker_options``, as for ``fleet collect``) and signing key."""
     from ..centre.rollout import Centre
 
-    prefix = kw.pop("topic_prefix")
-    return Centre(_broker(**kw), sign_key=Path(sign_key) if sign_key else None, topic_prefix=prefix)
+    return Centre(link.broker, sign_key=Path(sign_key) if sign_key else None, topic_prefix=link.topic_prefix)
 
 
 def _json_flag(fn: Callable) -> Callable:
@@ -51,6 +50,7 @@ def agent(fleet_file: str, bundles: str) -> None:
 
 
 @fleet.command("publish")
+@reports_errors
 @broker_options
 @click.option("--bundle", "bundle", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The bundle .tar that deploy wrote.")
@@ -61,14 +61,24 @@ def agent(fleet_file: str, bundles: str) -> None:
 @click.option("--version", "version", type=click.IntRange(min=1), default=None,
               help="The version (default: the next after every ring's current one).")
 @click.option("--rollback", is_flag=True, help="A signed rollback: devices accept this older version.")
+@click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The collector's store: record the bundle's eval-set class mix there, which `fleet status` "
+                   "compares the devices running it with.")
 @_json_flag
-@reports_errors
-def publish_cmd(bundle: str, url: str, ring: str, sign_key: str, version: Optional[int], rollback: bool,
-                as_json: bool, **kw: Any) -> None:
+def publish_cmd(link: Any, bundle: str, url: str, ring: str, sign_key: str, version: Optional[int], rollback: bool,
+                store: Optional[Path], as_json: bool) -> None:
     """Announce a bundle to a ring (a retained, signed MQTT message; the bytes stay at --url)."""
     from ..centre.rollout import publish
+    from .fleet_cmds import eval_mixes_of
 
-    ann = publish(_centre(kw, sign_key), Path(bundle), url, ring, version=version, rollback=rollback)
+    mixes = eval_mixes_of([bundle]) if store is not None else {}
+    ann = publish(_centre(link, sign_key), Path(bundle), url, ring, version=version, rollback=rollback)
+    if mixes:
+        from ..centre.store import Store
+
+        with Store(store) as db:
+            for mix in mixes.values():
+                db.add_eval_mix(mix)
     if as_json:
         emit_json(ann.to_dict())
     else:
@@ -121,6 +131,7 @@ def _print_status(report: dict) -> None:
 
 
 @fleet.command("promote")
+@reports_errors
 @broker_options
 @click.option("--store", required=True, type=click.Path(file_okay=False), help="The collector's store folder.")
 @click.option("--version", "version", required=True, type=click.IntRange(min=1))
@@ -130,16 +141,15 @@ def _print_status(report: dict) -> None:
               help="Share of --from's devices that must have passed probation.")
 @click.option("--sign-key", required=True, type=click.Path(exists=True, dir_okay=False))
 @_json_flag
-@reports_errors
-def promote_cmd(store: str, version: int, src: str, dst: str, min_success: float, sign_key: str, as_json: bool,
-                **kw: Any) -> None:
+def promote_cmd(link: Any, store: str, version: int, src: str, dst: str, min_success: float, sign_key: str,
+                as_json: bool) -> None:
     """Announce a version to the next ring when enough devices of the first passed probation."""
     from ..centre.rollout import promote
     from ..centre.store import Store
 
     s = Store(Path(store), readonly=True)
     try:
-        got = promote(_centre(kw, sign_key), s, version, src, dst, min_success)
+        got = promote(_centre(link, sign_key), s, version, src, dst, min_success)
     finally:
         s.close()
     if as_json:
@@ -149,17 +159,17 @@ def promote_cmd(store: str, version: int, src: str, dst: str, min_success: float
 
 
 @fleet.command("halt")
+@reports_errors
 @broker_options
 @click.option("--ring", required=True)
 @click.option("--version", "version", type=click.IntRange(min=1), default=None,
               help="Halt only if the ring is at this version.")
 @click.option("--sign-key", required=True, type=click.Path(exists=True, dir_okay=False))
-@reports_errors
-def halt_cmd(ring: str, version: Optional[int], sign_key: str, **kw: Any) -> None:
+def halt_cmd(link: Any, ring: str, version: Optional[int], sign_key: str) -> None:
     """Stop a ring's rollout: devices that have not switched stay where they are."""
     from ..centre.rollout import halt
 
-    ann = halt(_centre(kw, sign_key), ring, version)
+    ann = halt(_centre(link, sign_key), ring, version)
     click.echo(f"halted v{ann.version} on ring {ann.ring}")
 
 

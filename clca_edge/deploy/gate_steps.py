@@ -34,8 +34,17 @@ def evaluate_variants(run: DeployRun) -> None:
     skipped = set(res.skipped)
     labels = [label for p, label in run.data.items if p not in skipped]
     run.evaluation = Evaluation(result=res, labels=labels, top1={n: r.top1 for n, r in recorders.items()})
+    run.manifest.eval_classes = eval_class_counts(labels, run.manifest.class_names)
     run.manifest.confidence = fit_confidence(fp32_logits, labels,
                                              f"fp32 ONNX logits of {len(labels)} --eval-data images")
+
+
+def eval_class_counts(labels, class_names) -> dict:
+    """Images per class name of the evaluated eval set (every class, zeros included)."""
+    counts = {name: 0 for name in class_names}
+    for label in labels:
+        counts[class_names[label]] += 1
+    return counts
 
 
 def _accuracy_record(acc) -> AccuracyRecord:

@@ -18,21 +18,15 @@ Read whole and validated: a wrong value is one ConfigError line naming the file 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
 from ..core.errors import ConfigError
 from .announce import NAME_RE
-from .config import FleetConfig, fleet_from_dict
+from .config import FleetConfig, fleet_from_dict, read_fleet_toml
 from .download import DownloadConfig
 from .probation import ProbationConfig
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
 
 _PROBATION_KEYS = {"duration_s", "min_frames", "low_confidence", "max_rise", "max_share", "z"}
 
@@ -89,13 +83,7 @@ def agent_from_dict(data: Mapping[str, Any], base: Path, bundles: Path) -> Agent
 
 def load_agent_config(path, bundles) -> AgentConfig:
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"--fleet {path}: cannot read it ({e.strerror or e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"--fleet {path}: not valid TOML ({e})") from None
+    data = read_fleet_toml(path)
     try:
         return agent_from_dict(data, path.parent, Path(bundles))
     except ConfigError as e:

@@ -99,6 +99,20 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
+class CentreLink:
+    """The centre's side of the broker (the collector, the rollout's publisher): the broker and
+    credentials as a device's fleet file gives them, and the fleet's topic prefix."""
+
+    broker: BrokerConfig
+    topic_prefix: str = "clca"
+
+    def __post_init__(self) -> None:
+        if not PREFIX_RE.match(self.topic_prefix):
+            raise ConfigError(f"--topic-prefix {self.topic_prefix!r}: use letters, digits, '_', '-', '.' "
+                              "and '/' between levels, no wildcards")
+
+
+@dataclass(frozen=True)
 class SamplingPolicy:
     """Which frames travel to the centre for labelling, and how many the device may keep.
 
@@ -251,16 +265,21 @@ def fleet_from_dict(data: Mapping[str, Any], base: Path = Path(".")) -> FleetCon
                        frames_dir=paths.get("frames_dir"), **rest)
 
 
-def load_fleet(path) -> FleetConfig:
-    """Read and validate a fleet file; every problem is one ConfigError line naming the file and key."""
-    path = Path(path)
+def read_fleet_toml(path: Path) -> Dict[str, Any]:
+    """The fleet file's TOML, or one ConfigError line naming the file (shared by the agent's settings)."""
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"--fleet {path}: cannot read it ({e.strerror or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"--fleet {path}: not valid TOML ({e})") from None
+
+
+def load_fleet(path) -> FleetConfig:
+    """Read and validate a fleet file; every problem is one ConfigError line naming the file and key."""
+    path = Path(path)
+    data = read_fleet_toml(path)
     try:
         return fleet_from_dict(data, path.parent)
     except ConfigError as e:

@@ -86,7 +86,15 @@ class Message:
 
 
 @dataclass(frozen=True)
-class RecordBatch(Message):
+class DeviceMessage(Message):
+    """A message from or to one device; its topic names the device too, and the centre drops a
+    message whose ``device`` is not its topic's."""
+
+    device: str
+
+
+@dataclass(frozen=True)
+class RecordBatch(DeviceMessage):
     """Field-log records in log order. ``log`` names the field log (a hash of its first record), and
     ``seq`` is a record's index in it, so (device, log, seq) names a record for ever: a replay after a
     crash is recognised at the centre and stored once."""
@@ -95,7 +103,6 @@ class RecordBatch(Message):
     MAX_BYTES: ClassVar[int] = 512 * 1024
     COMPRESS: ClassVar[bool] = True
 
-    device: str
     log: str
     records: Tuple[Tuple[int, Dict[str, Any]], ...]
 
@@ -121,12 +128,11 @@ class RecordBatch(Message):
 
 
 @dataclass(frozen=True)
-class Heartbeat(Message):
+class Heartbeat(DeviceMessage):
     """How a device is: what it runs, how fast, what it decided and refused, its disk and backlog."""
 
     KIND: ClassVar[str] = "heartbeat"
 
-    device: str
     time: str
     uptime_s: float
     bundle: Optional[str] = None            # the bundle's sha256 (its id)
@@ -162,14 +168,13 @@ class Heartbeat(Message):
 
 
 @dataclass(frozen=True)
-class Status(Message):
+class Status(DeviceMessage):
     """``online`` (retained, on connect) or ``offline`` (retained: the last will, or a clean exit)."""
 
     KIND: ClassVar[str] = "status"
     MAX_BYTES: ClassVar[int] = 1024
     STATES: ClassVar[Tuple[str, ...]] = ("online", "offline")
 
-    device: str
     state: str
     time: Optional[str] = None              # None in the last will: it is written before it happens
     log: Optional[str] = None               # the log being sent, and the seq of its next unsent record:
@@ -189,7 +194,7 @@ class Status(Message):
 
 
 @dataclass(frozen=True)
-class Resend(Message):
+class Resend(DeviceMessage):
     """The centre's request (a retained command) to send a log again from ``from_seq``: records the
     broker acknowledged but lost before a collector had them (a broker restart drops shared
     subscriptions until the collectors subscribe again). Cleared (an empty retained message) once
@@ -198,7 +203,6 @@ class Resend(Message):
     KIND: ClassVar[str] = "resend"
     MAX_BYTES: ClassVar[int] = 1024
 
-    device: str
     log: str
     from_seq: int
 
@@ -214,7 +218,7 @@ class Resend(Message):
 
 
 @dataclass(frozen=True)
-class FrameMessage(Message):
+class FrameMessage(DeviceMessage):
     """A frame the model was unsure about: the JPEG, why it was chosen, and its decision (or refusal)
     record. ``frame_id`` orders and names a device's chosen frames (after a crash one may be given
     again: fleet/sampler.py); the centre stores a frame once per (device, sha256 of the JPEG), its
@@ -223,7 +227,6 @@ class FrameMessage(Message):
     KIND: ClassVar[str] = "frames"
     MAX_BYTES: ClassVar[int] = 3 * 1024 * 1024
 
-    device: str
     frame_id: int
     time: str
     reason: str                             # low_confidence | small_margin | out_of_distribution | random
@@ -269,12 +272,11 @@ class FrameMessage(Message):
 
 
 @dataclass(frozen=True)
-class Event(Message):
+class Event(DeviceMessage):
     """A device's rollout state change (``seq`` counts a device's events, for idempotence)."""
 
     KIND: ClassVar[str] = "events"
 
-    device: str
     seq: int
     state: str
     version: Optional[str] = None

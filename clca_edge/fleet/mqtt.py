@@ -54,6 +54,20 @@ def make_client(broker: BrokerConfig, client_id: str, *, clean_session: bool = F
     return client
 
 
+def wait_acked(info, stop: threading.Event, poll_s: float = 0.25) -> bool:
+    """Wait for the broker's PUBACK of a QoS 1 publish (paho resends it across reconnects); False if
+    ``stop`` is set first, or if the message was never queued (the caller sends it again later: the
+    centre stores what it gets once)."""
+    while not stop.is_set():
+        try:
+            info.wait_for_publish(poll_s)
+            if info.is_published():
+                return True
+        except (RuntimeError, ValueError):
+            return False
+    return False
+
+
 class MqttLink:
     """A client that connects in the background and keeps reconnecting (paho's network thread),
     so nothing that uses it ever waits for the broker unless it asks to.

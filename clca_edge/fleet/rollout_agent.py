@@ -11,7 +11,9 @@ than the one installed is refused unless it is a signed rollback; a version this
 thread (resumable, rate-limited: ``fleet.download``) while the agent keeps reading messages, so a
 ``fleet halt`` stops it. The switch is ``fleet.slots``' atomic pointer; the probation's evidence is
 capture's field log (``fleet.probation``). Every state change is an ``Event`` on the device's
-events topic (QoS 1), numbered per device, so the centre stores each once. Torch-free.
+events topic (QoS 1), numbered per device, so the centre stores each once; it is made durable in the
+device's events outbox first (``fleet.event_outbox``), so one not yet acknowledged survives a restart.
+Torch-free.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from ..core.errors import ClcaEdgeError
 from .agent_config import AgentConfig
 from .announce import Announcement, AnnouncementError, utc_now, verified_announcement
 from .download import DownloadCancelled, DownloadError, DownloadResult, download
+from .event_outbox import EventOutbox, EventSender
 from .evidence import LogTail
 from .install import InstallError, stage
-from .messages import Event
+from .messages import Event, MessageError, Resend, decode
 from .probation import PASS, ROLLBACK, Evidence, Tally, judge
 from .slots import (ANNOUNCED, DOWNLOADING, FAILED, HALTED, INSTALLED, PROBATION_PASSED, ROLLED_BACK, VERIFIED,
                     InstalledBundle, Slots)
@@ -70,7 +73,7 @@ def _flat(figures: Dict[str, Any], prefix: str = "") -> Dict[str, float]:
 
 
 class RolloutAgent:
-    """One device's agent. ``publish(topic, payload)`` sends an event (the MQTT link's, or a test's)."""
+    """One device's agent."""
 
     def __init__(self, config: AgentConfig, trusted: TrustedKeys):
         self.config = config
@@ -78,6 +81,10 @@ class RolloutAgent:
         self.slots = Slots(config.bundles)
         self.state = self.slots.load_state()
         self.slots.ensure_pointer(self.state)
+        self.events = EventOutbox(config.bundles)
+        # Killed between the event's append and the state's save: number on after the event.
+        self.state.event_seq = max(self.state.event_seq, self.events.last_seq())
+        self.sender: Optional[EventSender] = None
         self.topics = Topics(config.fleet.topic_prefix)
         self.inbox: "queue.Queue[Tuple[str, bytes]]" = queue.Queue()
         self.job: Optional[Job] = None
@@ -94,22 +101,25 @@ class RolloutAgent:
         self.link = MqttLink(self.config.fleet.broker, f"{self.config.fleet.device}-agent", clean_session=False)
         self.link.on_connect(self._subscribe)
         self.link.client.on_message = lambda client, userdata, msg: self.inbox.put((msg.topic, msg.payload))
+        self.sender = EventSender(self.events, self.link, self.topics).start()
         self.link.start()
 
     def _subscribe(self, client) -> None:
         for ring in self.config.rings:
             client.subscribe(self.topics.ring_announce(ring), qos=1)
+        client.subscribe(self.topics.resend_events(self.config.fleet.device), qos=1)
         self.inbox.put(("", b"hello"))   # the main loop says where it stands (one thread changes state)
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        if self.link is not None:
-            self.link.client.publish(topic, payload, qos=1)
-
-    def close(self) -> None:
+    def close(self, drain_s: float = 2.0) -> None:
+        """Stop; events the broker has not acknowledged within ``drain_s`` stay in the outbox."""
         if self.job is not None:
             self.job.stop.set()
             if self.job.thread is not None:
                 self.job.thread.join(10)
+        if self.sender is not None:
+            if self.link is not None and self.link.connected.is_set():
+                self.sender.drain(drain_s)
+            self.sender.stop()
         if self.link is not None:
             self.link.stop()
 
@@ -139,18 +149,21 @@ class RolloutAgent:
     # ------------------------------------------------------------------------------ events
     def report(self, state: str, version: int, reason: str = "", figures: Optional[Dict[str, Any]] = None,
                ring: str = "") -> Event:
-        """Publish a state change, which becomes the device's state (kept across restarts)."""
+        """Report a state change, which becomes the device's state (kept across restarts): the event
+        is durable in the outbox before the state file moves on, and sent by the events thread."""
         st = self.state
         st.event_seq += 1
         st.state, st.version, st.reason, st.ring = state, version, reason, ring or st.ring
-        self.slots.save_state(st)
         event = Event(device=self.config.fleet.device, seq=st.event_seq, state=state,
                       version=str(version) if version else None, reason=reason[:MAX_REASON] or None,
                       figures=_flat(figures or {}), time=utc_now(), ring=ring or st.ring or None,
                       installed_version=str(st.installed_version), rings=tuple(self.config.rings))
+        self.events.append(event)
+        self.slots.save_state(st)
         level = logging.WARNING if state in (FAILED, ROLLED_BACK) else logging.INFO
         log.log(level, "v%s: %s%s", version, state, f": {reason}" if reason else "")
-        self.publish(self.topics.events(self.config.fleet.device), event.encode())
+        if self.sender is not None:
+            self.sender.notify()
         return event
 
     # ------------------------------------------------------------------------------ announcements
@@ -161,6 +174,9 @@ class RolloutAgent:
         return None
 
     def handle_message(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.resend_events(self.config.fleet.device):
+            self._resend_events(payload)
+            return
         ring = self._ring_of(topic)
         if ring is None or ring not in self.config.rings or not payload:
             return   # not ours, or a cleared retained announcement
@@ -176,6 +192,18 @@ class RolloutAgent:
                         ann.ring, topic)
             return
         self.consider(ann)
+
+    def _resend_events(self, payload: bytes) -> None:
+        """The centre misses some of this device's events (a retained request; empty once cleared)."""
+        if not payload or self.sender is None:
+            return
+        try:
+            request = decode(Resend.KIND, payload)
+        except MessageError as e:
+            log.warning("ignored a malformed resend request: %s", e)
+            return
+        if request.device == self.config.fleet.device:
+            self.sender.request_rewind(request)
 
     def consider(self, ann: Announcement) -> None:
         st, job = self.state, self.job

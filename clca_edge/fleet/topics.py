@@ -6,7 +6,8 @@
     {prefix}/devices/{device}/frames       frames the model was unsure about (QoS 1)
     {prefix}/devices/{device}/events       rollout state changes (QoS 1)
     {prefix}/devices/{device}/commands/#   what the centre asks of one device (commands/resend: the
-                                           collector's retained request to send a log again)
+                                           collector's retained request to send a log again;
+                                           commands/resend-events: the same for the rollout events)
     {prefix}/rings/{ring}/announce         what the centre announces to a rollout ring (retained)
 
 A device may write only under its own ``devices/{device}`` and read only its own ``commands``
@@ -52,6 +53,9 @@ class Topics:
 
     def resend(self, device: str) -> str:
         return self.commands(device, "resend")
+
+    def resend_events(self, device: str) -> str:
+        return self.commands(device, "resend-events")
 
     def ring_announce(self, ring: str) -> str:
         return f"{self.prefix}/rings/{ring}/announce"

@@ -21,23 +21,21 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from typing import Optional, Tuple
 
 from ..capture.fieldlog import utc_now
 from .config import FleetConfig
 from .messages import FrameMessage, MessageError, OversizedMessage, RecordBatch, Resend, Status, decode
-from .mqtt import MqttLink
+from .mqtt import MqttLink, wait_acked
 from .outbox import LogOutbox, bounded
 from .sampler import FrameSpool
+from .sender_thread import POLL_S, SenderThread
 from .stats import DeviceStats
 from .topics import Topics
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 30.0  # longest wait after repeated failed passes
-POLL_S = 0.5          # how often an idle uploader looks at the log again (notify() wakes it sooner)
 LINGER_S = 0.1        # once caught up, records gather this long before the next batch is read
 FULL, PARTIAL, NONE = "full", "partial", "none"
 
@@ -78,11 +76,15 @@ def _encode_batch(device: str, batch) -> bytes:
         return RecordBatch(device, batch.end.log, tuple((s, bounded(r, n, force=True)) for s, r, n in sizes)).encode()
 
 
-class Uploader:
+class Uploader(SenderThread):
     """Sends a field log (``outbox``) and a frame spool over one MQTT link, on its own thread."""
+
+    THREAD_NAME = "fleet-uploader"
+    LINGER_S = LINGER_S    # woken from idle: let a few records gather (fuller batches, fewer cursor writes)
 
     def __init__(self, config: FleetConfig, outbox: LogOutbox, *, stats: Optional[DeviceStats] = None,
                  spool: Optional[FrameSpool] = None, client_id: Optional[str] = None, presence: bool = True):
+        super().__init__()
         self.config = config
         # presence: this uploader speaks for the device (retained online, offline will). A one-off
         # ``fleet sync`` does not: a capture running on the device meanwhile would be shown offline.
@@ -97,43 +99,23 @@ class Uploader:
                              backoff_s=(1, config.reconnect_max_s))
         self.link.on_connect(self._online)
         self.link.client.on_message = self._on_command
-        self._rewind_lock = threading.Lock()
-        self._rewind_to: Optional[int] = None
-        self._rewound: set = set()         # (log, seq) requests already applied in this run
-        self.rewinds = 0
         self.bucket = TokenBucket(config.replay_rate, max(config.batch_size, config.replay_rate))
         self.records_sent = 0
         self.frames_sent = 0
         self.frames_unsendable = 0         # frames dropped from the spool because no message can carry them
         self.batches_sent = 0
         self.bytes_sent = 0
-        self.failures = 0                  # passes that raised (logged, backed off, retried)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._idle = threading.Event()     # set when a pass found nothing left to send
-        self._thread: Optional[threading.Thread] = None
         self._next_heartbeat = 0.0
-
-    # -- the capture side: cheap, never blocks -------------------------------------------------
-    def notify(self) -> None:
-        """A new record is in the log (or a frame in the spool): look sooner than the next poll."""
-        self._idle.clear()
-        self._wake.set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> "Uploader":
         self.link.start()
-        self._thread = threading.Thread(target=self._run, name="fleet-uploader", daemon=True)
-        self._thread.start()
+        self._start_thread()
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop sending (what is not acknowledged stays pending in the log), say offline, disconnect."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+        self._stop_thread(timeout_s)
         if self.stats is not None and self.link.connected.is_set():   # the run's last figures
             self._next_heartbeat = 0.0
             info = self._maybe_heartbeat()
@@ -182,72 +164,23 @@ class Uploader:
             log.warning("ignored a malformed command on %s: %s", msg.topic, e)
             return
         if request.device == self.config.device and request.log == self.outbox.cursor.log:
-            with self._rewind_lock:
-                self._rewind_to = request.from_seq if self._rewind_to is None else min(self._rewind_to,
-                                                                                         request.from_seq)
-            self.notify()
+            self._request_rewind(request.from_seq)
 
     def _apply_rewind(self) -> None:
-        with self._rewind_lock:
-            seq, self._rewind_to = self._rewind_to, None
-        key = (self.outbox.cursor.log, seq)
-        if seq is None or key in self._rewound:
-            return
-        self._rewound.add(key)
-        if self.outbox.rewind(seq):
+        log_id = self.outbox.cursor.log
+        seq = self._take_rewind(log_id)
+        if seq is not None and self.outbox.rewind(seq):
             self.rewinds += 1
-            log.warning("the centre misses records of log %s from seq %d: sending them again", key[0], seq)
+            log.warning("the centre misses records of log %s from seq %d: sending them again", log_id, seq)
 
-    def _failed(self, error: Exception, failures: int) -> None:
-        """Log a failed pass: in full (with its traceback) the first time, a line each later time."""
-        self.failures += 1
-        if failures == 1:
-            log.warning("fleet uploader: %s: %s; backing off and retrying", type(error).__name__, error,
-                        exc_info=not isinstance(error, OSError))
-        else:
-            log.debug("fleet uploader: still failing (%d): %s", failures, error)
-
-    def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            if not self.link.connected.wait(POLL_S):
-                continue
-            try:
-                self._apply_rewind()
-                self._maybe_heartbeat()
-                records = self._send_records()
-                # Frames go between batches once the records have caught up (never starved by them).
-                frame = records != FULL and self._send_frame()
-                busy = records != NONE or frame
-                if records == PARTIAL and not frame:
-                    self._stop.wait(LINGER_S)   # caught up: let records gather for a fuller batch
-            except Exception as e:   # noqa: BLE001 - the thread must outlive anything one pass meets
-                # A log or spool that cannot be read right now, a broken SQLite row, a full disk
-                # writing the cursor: back off and try again; the thread never dies silently.
-                failures += 1
-                self._failed(e, failures)
-                busy = False
-                self._stop.wait(min(POLL_S * 2 ** min(failures, 6), MAX_BACKOFF_S))
-            else:
-                failures = 0
-            if not busy:
-                self._idle.set()
-                woken = self._wake.wait(POLL_S)
-                self._wake.clear()
-                if woken:   # let a few records gather: fuller batches, fewer cursor writes
-                    self._stop.wait(LINGER_S)
-
-    def _wait_acked(self, info) -> bool:
-        """Wait for the broker's PUBACK (paho resends across reconnects); False if stopping, or if
-        the message was never queued (it is then sent again later: the centre stores it once)."""
-        while not self._stop.is_set():
-            try:
-                info.wait_for_publish(0.25)
-                if info.is_published():
-                    return True
-            except (RuntimeError, ValueError):
-                return False
-        return False
+    def _pass(self) -> bool:
+        self._maybe_heartbeat()
+        records = self._send_records()
+        # Frames go between batches once the records have caught up (never starved by them).
+        frame = records != FULL and self._send_frame()
+        if records == PARTIAL and not frame:
+            self._stop.wait(LINGER_S)   # caught up: let records gather for a fuller batch
+        return records != NONE or frame
 
     def _send_records(self) -> str:
         """One batch: FULL (more may be waiting), PARTIAL (sent all there was) or NONE (nothing)."""
@@ -265,7 +198,7 @@ class Uploader:
             return NONE
         payload = _encode_batch(self.config.device, batch)
         info = self.link.client.publish(self.topics.records(self.config.device), payload, qos=1)
-        if not self._wait_acked(info):
+        if not wait_acked(info, self._stop):
             self._stop.wait(POLL_S)   # not sent: still pending, tried again
             return FULL
         self.outbox.commit(batch)
@@ -296,7 +229,7 @@ class Uploader:
             self.frames_unsendable += 1
             return True
         info = self.link.client.publish(self.topics.frames(self.config.device), payload, qos=1)
-        if not self._wait_acked(info):
+        if not wait_acked(info, self._stop):
             self._stop.wait(POLL_S)
             return True
         self.spool.remove(frame_id)
