@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from ..core.preprocess import COLOUR_CONSTANCY, DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING, FRAMING
 from ..data.augment import AUGMENT_CHOICES, DEFAULT_AUGMENT
 from ..data.cache import CACHE_MODES, DEFAULT_CACHE
-from ..training.config import DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_RAMP
+from ..training.defaults import DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_RAMP
 from ._common import console, emit_json, main, model_options, reports_errors
 
 log = logging.getLogger(__name__)

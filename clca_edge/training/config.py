@@ -14,16 +14,12 @@ from ..data.augment import DEFAULT_AUGMENT
 from ..data.sources import DataConfig
 from ..core.errors import ConfigError
 from ..core.preprocess import DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING
+from .defaults import DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_RAMP  # noqa: F401  (re-exported)
 from ..models.config import ModelConfig, parse_model_kwargs  # noqa: F401  (re-exported)
 
 # Recorded for people (the paper's settings), not used by the trainer.
 RECIPE_NOTES = {"dataset", "description", "seeds", "augmentation", "optimizer", "paper", "scheduler"}
 
-# The consistency weight `train` uses unless told (BENCHMARKS.md "Field defaults on real photos"):
-# half AugMix's 12 (on real photos 12 cost 3-5 points of clean accuracy, 6 none on one set; 30 made
-# the tiny model predict one class), ramped in over the first half of the run.
-DEFAULT_CONSISTENCY = 6.0
-DEFAULT_CONSISTENCY_RAMP = 0.5
 
 # Settings that may change between a run and its resume without changing what is trained.
 # The decoded-image cache is among them: a cached image is bit for bit the decoded one (data.cache).
