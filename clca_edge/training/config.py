@@ -24,6 +24,7 @@ RECIPE_NOTES = {"dataset", "description", "seeds", "augmentation", "optimizer", 
 # the tiny model predict one class), ramped in over the first half of the run.
 DEFAULT_CONSISTENCY = 6.0
 DEFAULT_CONSISTENCY_RAMP = 0.5
+DEFAULT_CONSISTENCY_MIX = 0
 
 # Settings that may change between a run and its resume without changing what is trained.
 # The decoded-image cache is among them: a cached image is bit for bit the decoded one (data.cache).
@@ -82,6 +83,9 @@ class TrainConfig:
     # The consistency weight ramps linearly from 0 to ``consistency`` over this share of the run's
     # steps (0: the full weight from the first step): the model first learns the labelled views.
     consistency_ramp: float = DEFAULT_CONSISTENCY_RAMP
+    # AugMix mixing of the perturbed views (data.augment.ConsistencyViews): 0, one perturbed view,
+    # the field chain itself; k > 0, two perturbed views, each the clean crop mixed with k chains.
+    consistency_mix: int = DEFAULT_CONSISTENCY_MIX
     amp: bool = True
     device: str = "auto"
     resume: bool = False
@@ -121,6 +125,8 @@ class TrainConfig:
             raise ConfigError(f"--consistency {self.consistency} must be >= 0 (0: off)")
         if not 0 <= self.consistency_ramp <= 1:
             raise ConfigError(f"--consistency-ramp {self.consistency_ramp} is outside [0, 1] (share of the run)")
+        if not 0 <= self.consistency_mix <= 8:
+            raise ConfigError(f"--consistency-mix {self.consistency_mix} is outside [0, 8] (chains per mixed view)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device {self.device!r}; choose auto, cpu or cuda")
 
