@@ -39,10 +39,10 @@ BEFORE_WC = {"warm_cool": 0.0, "channel_gain": 0.2}
 
 
 def _v(augment: str, colour: str, framing: str = "none", js: float = 0.0, ramp: float = 0.0,
-       preset: Optional[dict] = None) -> dict:
+       preset: Optional[dict] = None, mix: int = 0) -> dict:
     """A variant: TrainConfig fields, and the field preset's strengths it changes (``preset``)."""
     d = {"augment": augment, "colour_constancy": colour, "framing": framing, "consistency": js,
-         "consistency_ramp": ramp}
+         "consistency_ramp": ramp, "consistency_mix": mix}
     return {**d, "preset": preset} if preset else d
 
 
@@ -71,11 +71,12 @@ VARIANTS: dict[str, dict] = {
     "js30-wc": _v("field", "none", js=30.0),
     "js30-exposure-wc": _v("field", "exposure", js=30.0),
     "js-halfgrey-wc-ramp": _v("field", "half_grey_world", js=12.0, ramp=0.5),
-    "js6-halfgrey-wc-ramp": _v("field", "half_grey_world", js=6.0, ramp=0.5),  # = defaults
+    # the defaults of issue 24 before AugMix mixing (its rows named ``defaults`` then are renamed to this)
+    "js6-halfgrey-wc-ramp": _v("field", "half_grey_world", js=6.0, ramp=0.5),
     # issue 24's follow-up: the weight ramped in over the whole run instead of its first half
     "js6-halfgrey-wc-ramp1": _v("field", "half_grey_world", js=6.0, ramp=1.0),
     # ... AugMix: clean + 2 views, each the clean crop mixed with 3 field chains (AugMix's width, alpha 1)
-    "js6-halfgrey-wc-ramp-augmix3": {**_v("field", "half_grey_world", js=6.0, ramp=0.5), "consistency_mix": 3},
+    "js6-halfgrey-wc-ramp-augmix3": _v("field", "half_grey_world", js=6.0, ramp=0.5, mix=3),  # = defaults
 }
 KEYS = ("augment", "colour_constancy", "framing", "consistency", "consistency_ramp", "consistency_mix")
 

@@ -24,7 +24,9 @@ RECIPE_NOTES = {"dataset", "description", "seeds", "augmentation", "optimizer", 
 # the tiny model predict one class), ramped in over the first half of the run.
 DEFAULT_CONSISTENCY = 6.0
 DEFAULT_CONSISTENCY_RAMP = 0.5
-DEFAULT_CONSISTENCY_MIX = 0
+# AugMix's mixing (width 3, alpha 1, its own values): each perturbed view is the clean crop blended
+# with 3 field chains; on real photos it kept clean accuracy where a bare field chain cost 4 points.
+DEFAULT_CONSISTENCY_MIX = 3
 
 # Settings that may change between a run and its resume without changing what is trained.
 # The decoded-image cache is among them: a cached image is bit for bit the decoded one (data.cache).
