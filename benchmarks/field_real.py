@@ -39,10 +39,10 @@ BEFORE_WC = {"warm_cool": 0.0, "channel_gain": 0.2}
 
 
 def _v(augment: str, colour: str, framing: str = "none", js: float = 0.0, ramp: float = 0.0,
-       preset: Optional[dict] = None) -> dict:
+       preset: Optional[dict] = None, mix: int = 0) -> dict:
     """A variant: TrainConfig fields, and the field preset's strengths it changes (``preset``)."""
     d = {"augment": augment, "colour_constancy": colour, "framing": framing, "consistency": js,
-         "consistency_ramp": ramp}
+         "consistency_ramp": ramp, "consistency_mix": mix}
     return {**d, "preset": preset} if preset else d
 
 
@@ -71,9 +71,14 @@ VARIANTS: dict[str, dict] = {
     "js30-wc": _v("field", "none", js=30.0),
     "js30-exposure-wc": _v("field", "exposure", js=30.0),
     "js-halfgrey-wc-ramp": _v("field", "half_grey_world", js=12.0, ramp=0.5),
-    "js6-halfgrey-wc-ramp": _v("field", "half_grey_world", js=6.0, ramp=0.5),  # = defaults
+    # the defaults of issue 24 before AugMix mixing (its rows named ``defaults`` then are renamed to this)
+    "js6-halfgrey-wc-ramp": _v("field", "half_grey_world", js=6.0, ramp=0.5),
+    # issue 24's follow-up: the weight ramped in over the whole run instead of its first half
+    "js6-halfgrey-wc-ramp1": _v("field", "half_grey_world", js=6.0, ramp=1.0),
+    # ... AugMix: clean + 2 views, each the clean crop mixed with 3 field chains (AugMix's width, alpha 1)
+    "js6-halfgrey-wc-ramp-augmix3": _v("field", "half_grey_world", js=6.0, ramp=0.5, mix=3),  # = defaults
 }
-KEYS = ("augment", "colour_constancy", "framing", "consistency", "consistency_ramp")
+KEYS = ("augment", "colour_constancy", "framing", "consistency", "consistency_ramp", "consistency_mix")
 
 
 @contextmanager
@@ -100,7 +105,8 @@ def parse_variant(text: str) -> tuple[str, dict]:
         key, _, value = item.partition("=")
         if key not in KEYS:
             raise SystemExit(f"--variant {text}: unknown key {key!r} (one of {', '.join(KEYS)})")
-        fields[key] = float(value) if key == "consistency" else value
+        fields[key] = (float(value) if key in ("consistency", "consistency_ramp")
+                      else int(value) if key == "consistency_mix" else value)
     return name, fields
 
 
@@ -131,7 +137,8 @@ def run(args, variants: dict[str, dict]) -> dict:
                     with field_strengths(strengths):
                         row = train_and_score(cfg, data, split=args.split, suite=args.suite)
                     row.update(data=data.name, epochs=epochs, variant=name, augment=cfg.augment, preset=strengths,
-                               consistency=cfg.consistency, consistency_ramp=cfg.consistency_ramp)
+                               consistency=cfg.consistency, consistency_ramp=cfg.consistency_ramp,
+                               consistency_mix=cfg.consistency_mix)
                     doc["rows"].append(row)
                     doc["meta"] = machine_meta(args)
                     path.write_text(json.dumps(doc, indent=2))
@@ -220,6 +227,7 @@ def _settings(r: dict) -> str:
     # rows of the dropped clean-target KL variant (BENCHMARKS.md) say so
     loss = {"js": "JS", "clean_target": "KL to clean"}[r.get("consistency_loss", "js")]
     ramp = f" ramp {r['consistency_ramp']:g}" if r.get("consistency_ramp") else ""
+    ramp += f" AugMix width {r['consistency_mix']}" if r.get("consistency_mix") else ""
     js = f", {loss} x{r['consistency']:g}{ramp}" if r.get("consistency") and r["augment"] not in ("weak", "none") else ""
     preset = "".join(f" {k}={v}" for k, v in (r.get("preset") or {}).items())
     return f"{r['augment']}{preset}{js}, {r['colour_constancy']}, framing {r['framing']}"

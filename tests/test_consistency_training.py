@@ -176,3 +176,53 @@ def test_half_grey_world_halves_a_cast_and_keeps_the_leafs_tint():
     yellow = np.full((54, 54, 3), (150, 150, 40), np.uint8)
     gap = {name: np.abs(preprocess(green, s) - preprocess(yellow, s)).mean() for name, s in (("half", half), ("grey", grey))}
     assert gap["grey"] < 0.05 < gap["half"], gap
+
+
+def test_augmix_views_mix_field_chains_into_the_clean_crop_from_torchs_generator():
+    rgb = _leafish()
+    views = ConsistencyViews(SPEC, get_preset("field"), mix_width=3)
+    weak = TrainTransform(SPEC)
+    assert views.views == 3 and ConsistencyViews(SPEC, get_preset("field")).views == 2
+    torch.manual_seed(0)
+    a = [views(rgb) for _ in range(4)]
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(0)
+    b = [views(rgb) for _ in range(4)]
+    torch.manual_seed(0)
+    assert torch.equal(a[0][0], weak(rgb))  # the labelled view is the paper's crop and flip
+    for x, y in zip(a, b):
+        assert x.shape == (3, 3, 48, 48) and torch.equal(x, y)
+        assert not torch.equal(x[1], x[2]) and not torch.equal(x[0], x[1])
+    # a Beta(1, 1) share of the chains: on average the mixed views lie nearer the clean crop than a chain
+    single = ConsistencyViews(SPEC, get_preset("field"))
+    torch.manual_seed(0)
+    chain = np.mean([float((p[1] - p[0]).abs().mean()) for p in (single(rgb) for _ in range(24))])
+    torch.manual_seed(0)
+    mixed = np.mean([float((t[1:] - t[0]).abs().mean()) for t in (views(rgb) for _ in range(24))])
+    assert mixed < chain, (mixed, chain)
+
+
+def test_an_augmix_run_resumes_exactly_and_records_the_width(tmp_path):
+    from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
+    from clca_edge.training.checkpoint import read_checkpoint_meta
+    from clca_edge.training.trainer import train
+    from test_train import _Killed, _weights_close, tiny_config
+
+    def kill(epoch, step):
+        if epoch == 1 and step == 1:
+            raise _Killed
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, SynthConfig(classes=3, per_class=20, size=64, seed=5))
+    kw = dict(epochs=2, augment="field", consistency=6.0, consistency_ramp=0.5, consistency_mix=3)
+    with pytest.raises(_Killed):
+        train(tiny_config(data, tmp_path / "a", **kw), step_hook=kill)
+    train(tiny_config(data, tmp_path / "a", resume=True, **kw))
+    train(tiny_config(data, tmp_path / "b", **kw))
+    assert _weights_close(tmp_path / "a" / "last.safetensors", tmp_path / "b" / "last.safetensors")
+    assert read_checkpoint_meta(tmp_path / "a" / "last.safetensors").extra["train_config"]["consistency_mix"] == 3
+    with pytest.raises(ConfigError, match="consistency_mix: 3 -> 0"):
+        train(tiny_config(data, tmp_path / "a", **{**kw, "consistency_mix": 0}, resume=True))
+    with pytest.raises(ConfigError, match="--consistency-mix -1"):
+        tiny_config(data, tmp_path / "c", consistency_mix=-1)

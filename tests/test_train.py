@@ -138,7 +138,8 @@ def test_resume_with_another_config_says_what_differs(leaves, tmp_path):
 
 @pytest.mark.parametrize("key, option, value, before", [("colour_constancy", "--colour-constancy", "grey_world", "none"),
                                                          ("framing", "--framing", "leaf", "none"),
-                                                         ("consistency", "--consistency", "12", 0.0)])
+                                                         ("consistency", "--consistency", "12", 0.0),
+                                                         ("consistency_mix", "--consistency-mix", "3", 0)])
 def test_a_run_from_before_an_option_resumes_as_it_was_trained(leaves, tmp_path, key, option, value, before):
     """Its saved config has no such key: it was trained as before the option (none, or no
     consistency), so resuming with another value is refused, naming the difference, and resuming

@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from ..core.preprocess import COLOUR_CONSTANCY, DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING, FRAMING
 from ..data.augment import AUGMENT_CHOICES, DEFAULT_AUGMENT
 from ..data.cache import CACHE_MODES, DEFAULT_CACHE
-from ..training.defaults import DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_RAMP
+from ..training.defaults import DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_MIX, DEFAULT_CONSISTENCY_RAMP
 from ._common import console, emit_json, main, model_options, reports_errors
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def _train_config(p: dict):
     return TrainConfig(data=data, model=model, out=p["out"], optim=optim, pretrained=p["pretrained"], seed=p["seed"],
                        workers=p["workers"], crop_pct=p["crop_pct"], hflip=p["hflip"], augment=p["augment"],
                        colour_constancy=p["colour_constancy"], framing=p["framing"], consistency=p["consistency"],
-                       consistency_ramp=p["consistency_ramp"], amp=p["amp"],
+                       consistency_ramp=p["consistency_ramp"], consistency_mix=p["consistency_mix"], amp=p["amp"],
                        device=p["device"], resume=p["resume"], cache=p["cache"], cache_dir=p["cache_dir"],
                        cache_budget=p["cache_budget"])
 
@@ -131,6 +131,11 @@ def _train_config(p: dict):
 @click.option("--consistency-ramp", type=click.FloatRange(0, 1), default=DEFAULT_CONSISTENCY_RAMP,
               help="Share of the run's steps over which the consistency weight ramps up from 0 (the model first "
                    "learns the labelled views); 0: the full weight from the first step.")
+@click.option("--consistency-mix", type=click.IntRange(0, 8), default=DEFAULT_CONSISTENCY_MIX,
+              help="AugMix mixing: each image gives two perturbed views, each its clean crop blended (Beta(1,1) "
+                   "share) with this many chains of the --augment preset (Dirichlet(1) weights), and the "
+                   "consistency is taken over the clean and both views; 0: one perturbed view, the preset's chain "
+                   "itself.")
 @click.option("--cache", type=click.Choice(CACHE_MODES), default=DEFAULT_CACHE,
               help="Decoded-image cache: each image decoded and resized once, not every epoch. auto: in RAM when the "
                    "decoded images fit the budget (default 50% of the memory available at the start), else none; "

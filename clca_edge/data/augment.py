@@ -255,6 +255,10 @@ class FieldTransform:
             return self.clean_input(crop) if crop is not None else self.model_input(x)
 
 
+# AugMix's own Dirichlet and Beta concentration (Hendrycks et al. 2020, their default), not tuned here.
+AUGMIX_ALPHA = 1.0
+
+
 class ConsistencyViews:
     """Two views of one image for consistency training (``train --consistency``): the paper's weak
     crop and flip, and the same crop through the preset's field perturbations (always: the clean
@@ -263,12 +267,30 @@ class ConsistencyViews:
     prediction (AugMix's Jensen-Shannon consistency), so the perturbations are learned without
     being fitted as hard labels."""
 
-    def __init__(self, spec: PreprocessSpec, preset: AugmentPreset, hflip: float = 0.5) -> None:
+    def __init__(self, spec: PreprocessSpec, preset: AugmentPreset, hflip: float = 0.5, mix_width: int = 0) -> None:
         self.field = FieldTransform(spec, preset, hflip)
         self.spec, self.preset = spec, preset
+        # AugMix (``train --consistency-mix``): 0, one perturbed view, the field chain itself; k > 0,
+        # two perturbed views, each the clean crop mixed with k field chains (AUGMIX_ALPHA).
+        self.mix_width = mix_width
+        self.views = 3 if mix_width > 0 else 2
 
     def view(self, rgb: np.ndarray) -> np.ndarray:
         return self.field.view(rgb)
+
+    def augmix(self, crop: np.ndarray) -> "torch.Tensor":
+        """AugMix's mixed view (Hendrycks et al. 2020, alpha 1): mix_width field chains of the crop
+        with Dirichlet weights, then blended with the clean crop by a Beta weight, in [0, 1] pixel
+        space. The weights come from torch's generator, as every other draw here (deterministic
+        per seed and worker)."""
+        import torch
+
+        a = torch.full((self.mix_width,), AUGMIX_ALPHA)
+        w = torch.distributions.Dirichlet(a).sample()
+        m = float(torch.distributions.Beta(AUGMIX_ALPHA, AUGMIX_ALPHA).sample())
+        chains = sum(float(w[i]) * self.field.perturbed(crop) for i in range(self.mix_width))
+        clean = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float() / 255.0
+        return clean * (1.0 - m) + chains * m
 
     def __call__(self, rgb: np.ndarray) -> "torch.Tensor":
         import torch
@@ -276,6 +298,8 @@ class ConsistencyViews:
         with _one_thread():
             crop = self.field.clean_transform.view(rgb)
             clean = self.field.clean_input(crop)
+            if self.mix_width > 0:
+                return torch.stack([clean] + [self.field.model_input(self.augmix(crop)) for _ in range(2)])
             return torch.stack([clean, self.field.model_input(self.field.perturbed(crop))])
 
 

@@ -14,7 +14,7 @@ from ..data.augment import DEFAULT_AUGMENT
 from ..data.sources import DataConfig
 from ..core.errors import ConfigError
 from ..core.preprocess import DEFAULT_COLOUR_CONSTANCY, DEFAULT_FRAMING
-from .defaults import DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_RAMP  # noqa: F401  (re-exported)
+from .defaults import DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_MIX, DEFAULT_CONSISTENCY_RAMP  # noqa: F401  (re-exported)
 from ..models.config import ModelConfig, parse_model_kwargs  # noqa: F401  (re-exported)
 
 # Recorded for people (the paper's settings), not used by the trainer.
@@ -78,6 +78,9 @@ class TrainConfig:
     # The consistency weight ramps linearly from 0 to ``consistency`` over this share of the run's
     # steps (0: the full weight from the first step): the model first learns the labelled views.
     consistency_ramp: float = DEFAULT_CONSISTENCY_RAMP
+    # AugMix mixing of the perturbed views (data.augment.ConsistencyViews): 0, one perturbed view,
+    # the field chain itself; k > 0, two perturbed views, each the clean crop mixed with k chains.
+    consistency_mix: int = DEFAULT_CONSISTENCY_MIX
     amp: bool = True
     device: str = "auto"
     resume: bool = False
@@ -117,6 +120,8 @@ class TrainConfig:
             raise ConfigError(f"--consistency {self.consistency} must be >= 0 (0: off)")
         if not 0 <= self.consistency_ramp <= 1:
             raise ConfigError(f"--consistency-ramp {self.consistency_ramp} is outside [0, 1] (share of the run)")
+        if not 0 <= self.consistency_mix <= 8:
+            raise ConfigError(f"--consistency-mix {self.consistency_mix} is outside [0, 8] (chains per mixed view)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device {self.device!r}; choose auto, cpu or cuda")
 

@@ -4,9 +4,9 @@ optimiser, schedule, grad scaler, the loss's settings) takes each batch through 
 the loader and returns typed ``EpochStats``.
 
 Loss: cross-entropy of the clean images (label smoothing) plus the model's auxiliary loss; with
-consistency pairs (``data.augment.ConsistencyViews``: batches of (N, 2, 3, H, W), clean view
-first) also ``config.consistency`` x the Jensen-Shannon divergence between the clean and the
-perturbed view's predictions (training.losses), both views in one forward pass.
+consistency views (``data.augment.ConsistencyViews``: batches of (N, V, 3, H, W), clean view
+first; V = 3 with AugMix mixing) also ``config.consistency`` x the Jensen-Shannon divergence
+between the views' predictions (training.losses), all views in one forward pass.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ class EpochStats:
 @dataclass
 class Stepper:
     """What one optimisation step needs. ``net`` is ``model`` as forward_with_aux, possibly
-    wrapped in DDP (gradients are synchronised through its forward); ``views``: 1, or 2 for
-    consistency pairs."""
+    wrapped in DDP (gradients are synchronised through its forward); ``views``: 1, or 2 or 3
+    (AugMix mixing) for consistency views."""
 
     net: nn.Module
     model: nn.Module

@@ -212,7 +212,7 @@ def _run_preset(config: TrainConfig, last_meta: Optional[CheckpointMeta]) -> Aug
 def _train_transform(config: TrainConfig, preset: AugmentPreset, spec: PreprocessSpec):
     """The training transform: the preset's, or with --consistency the (clean, field) view pairs."""
     if config.consistency > 0 and not preset.only_crop_and_flip:
-        return ConsistencyViews(spec, preset, config.hflip)
+        return ConsistencyViews(spec, preset, config.hflip, config.consistency_mix)
     return build_train_transform(preset, spec, config.hflip)
 
 
@@ -332,6 +332,7 @@ def _check_resume_config(config: TrainConfig, out: Path, resumed: TrainingState)
     # ... and before --consistency, with the augmented images fitted as labelled ones.
     old_config.setdefault("consistency", 0.0)
     old_config.setdefault("consistency_ramp", 0.0)
+    old_config.setdefault("consistency_mix", 0)
     diffs = config_differences(old_config, config.to_dict())
     if diffs:
         raise ConfigError(f"--resume: {out} was trained with a different config: " + "; ".join(diffs)
@@ -470,7 +471,7 @@ class TrainingRun:
             self._restore(resumed, optimizer, scheduler, scaler)
         self._header(resumed is not None)
         self.stepper = Stepper(self._net(), self.model, optimizer, scheduler, scaler, config, self.device, info,
-                               views=2 if isinstance(transform, ConsistencyViews) else 1,
+                               views=transform.views if isinstance(transform, ConsistencyViews) else 1,
                                total_steps=config.optim.epochs * len(self.loaders.train))
 
     def _cache_images(self):
