@@ -24,6 +24,7 @@ from clca_edge.fleet.messages import Heartbeat, RecordBatch
 from clca_edge.fleet.mqtt import MqttLink
 from clca_edge.fleet.outbox import LogOutbox
 from clca_edge.fleet.uploader import Uploader
+from support.waiting import wait_for
 
 pytestmark = needs_mosquitto
 REPO = Path(__file__).resolve().parents[1]
@@ -36,14 +37,6 @@ def write_records(path: Path, n: int, start: int = 0, every_s: float = 0.0) -> N
             flog.write({"type": "decision", "frame": i, "class": f"c{i % 3}", "confidence": 0.9})
             if every_s:
                 time.sleep(every_s)
-
-
-def wait_for(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def stored_frames(store: Store, device: str) -> list:

@@ -17,16 +17,9 @@ from clca_edge.fleet.config import BrokerConfig, FleetConfig
 from clca_edge.fleet.messages import RecordBatch
 from clca_edge.fleet.outbox import MAX_BATCH_BYTES, LogOutbox
 from clca_edge.fleet.uploader import Uploader
+from support.waiting import wait_for
 
 pytestmark = needs_mosquitto
-
-
-def wait_for(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def write_big(path, n: int) -> None:

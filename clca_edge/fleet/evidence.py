@@ -8,7 +8,7 @@ import json
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterable, List
 
 from ..capture.fieldlog import detect_format
 
@@ -40,15 +40,7 @@ class LogTail:
             return []
         end = data.rfind(b"\n") + 1
         self.offset += end
-        out = []
-        for line in data[:end].splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return _records(data[:end].splitlines())
 
     def _read_sqlite(self) -> List[Dict[str, Any]]:
         """The rows after the last one read (by row id: the log is read once, not at every look)."""
@@ -66,16 +58,22 @@ class LogTail:
         except (sqlite3.Error, OSError) as e:
             log.warning("cannot read the field log %s (%s); probation waits", self.path, e)
             return []
-        out = []
-        for row_id, text in rows:
-            self.rows = row_id
-            try:
-                rec = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        if rows:
+            self.rows = rows[-1][0]
+        return _records(text for _, text in rows)
+
+
+def _records(texts: Iterable) -> List[Dict[str, Any]]:
+    """The JSON objects among ``texts`` (a line torn or mangled is no record: skipped)."""
+    out = []
+    for text in texts:
+        try:
+            rec = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 __all__ = ["LogTail"]

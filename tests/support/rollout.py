@@ -17,6 +17,7 @@ from clca_edge.fleet.rollout_agent import RolloutAgent
 from clca_edge.fleet.agent_config import AgentConfig
 from clca_edge.fleet.config import BrokerConfig, FleetConfig
 from clca_edge.fleet.probation import ProbationConfig
+from support.waiting import wait_for  # noqa: F401  (the rollout tests import it from here)
 
 PASSWORD = "pw"
 CENTRE_USERS = ("publisher", "collector")
@@ -41,15 +42,6 @@ def with_temperature(src: Path, dst: Path, temperature: float) -> Path:
     m.confidence = ConfidenceCalibration(temperature=temperature)
     write_manifest(dst, m, new_files=[])
     return dst
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Device:
