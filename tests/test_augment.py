@@ -120,23 +120,16 @@ def test_no_augmentation_is_the_evaluation_tensor():
 
 
 def test_a_field_run_resumes_exactly_and_records_its_preset(tmp_path):
-    from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
     from clca_edge.training.checkpoint import read_checkpoint_meta
     from clca_edge.training.trainer import train
-    from test_train import _Killed, _weights_close, tiny_config
+    from support.training import killed_resumed_and_whole, small_leaves, weights_close
+    from test_train import tiny_config
 
-    def kill(epoch, step):
-        if epoch == 1 and step == 1:  # mid-way through the second epoch
-            raise _Killed
-
-    data = tmp_path / "data"
-    write_synthetic_dataset(data, SynthConfig(classes=3, per_class=20, size=64, seed=5))  # 45 train: 2 steps
-    with pytest.raises(_Killed):
-        train(tiny_config(data, tmp_path / "a", epochs=2, augment="field"), step_hook=kill)
-    train(tiny_config(data, tmp_path / "a", epochs=2, augment="field", resume=True))
-    train(tiny_config(data, tmp_path / "b", epochs=2, augment="field"))
-    assert _weights_close(tmp_path / "a" / "last.safetensors", tmp_path / "b" / "last.safetensors")
-    meta = read_checkpoint_meta(tmp_path / "a" / "last.safetensors")
+    data = small_leaves(tmp_path / "data")
+    a, b, _ = killed_resumed_and_whole(lambda out, **k: tiny_config(data, out, **k), tmp_path,
+                                       epochs=2, augment="field")   # killed mid-way through the second epoch
+    assert weights_close(a / "last.safetensors", b / "last.safetensors")
+    meta = read_checkpoint_meta(a / "last.safetensors")
     assert meta.extra["augment"] == get_preset("field").to_dict()
     assert meta.extra["train_config"]["augment"] == "field"
     # The augmentation is part of what a resume must not change.
@@ -153,7 +146,8 @@ def test_a_resumed_run_keeps_the_strengths_it_started_with(tmp_path, monkeypatch
     from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
     from clca_edge.training.checkpoint import read_checkpoint_meta
     from clca_edge.training.trainer import train
-    from test_train import _Killed, _weights_close, tiny_config
+    from support.training import Killed as _Killed, weights_close as _weights_close
+    from test_train import tiny_config
 
     def kill(epoch, step):
         if epoch == 1 and step == 0:

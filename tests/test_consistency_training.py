@@ -70,23 +70,15 @@ def test_js_consistency_is_zero_when_views_agree_and_bounded():
 
 
 def test_a_consistency_run_resumes_exactly_and_records_the_weight(tmp_path):
-    from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
     from clca_edge.training.checkpoint import read_checkpoint_meta
     from clca_edge.training.trainer import train
-    from test_train import _Killed, _weights_close, tiny_config
+    from support.training import killed_resumed_and_whole, small_leaves, weights_close as _weights_close
+    from test_train import tiny_config
 
-    def kill(epoch, step):
-        if epoch == 1 and step == 1:  # mid-way through the second epoch
-            raise _Killed
-
-    data = tmp_path / "data"
-    write_synthetic_dataset(data, SynthConfig(classes=3, per_class=20, size=64, seed=5))  # 45 train: 2 steps
+    data = small_leaves(tmp_path / "data")
     # the weight ramps over the first half of the run: the resumed half starts where it stood
     kw = dict(epochs=2, augment="field", colour_constancy="exposure", consistency=6.0, consistency_ramp=0.5)
-    with pytest.raises(_Killed):
-        train(tiny_config(data, tmp_path / "a", **kw), step_hook=kill)
-    train(tiny_config(data, tmp_path / "a", resume=True, **kw))
-    full = train(tiny_config(data, tmp_path / "b", **kw))
+    _, _, full = killed_resumed_and_whole(lambda out, **k: tiny_config(data, out, **k), tmp_path, **kw)
     assert _weights_close(tmp_path / "a" / "last.safetensors", tmp_path / "b" / "last.safetensors")
     assert all(math.isfinite(r["train_loss"]) for r in full.history)
     meta = read_checkpoint_meta(tmp_path / "a" / "last.safetensors")
@@ -204,22 +196,14 @@ def test_augmix_views_mix_field_chains_into_the_clean_crop_from_torchs_generator
 
 
 def test_an_augmix_run_resumes_exactly_and_records_the_width(tmp_path):
-    from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
     from clca_edge.training.checkpoint import read_checkpoint_meta
     from clca_edge.training.trainer import train
-    from test_train import _Killed, _weights_close, tiny_config
+    from support.training import killed_resumed_and_whole, small_leaves, weights_close as _weights_close
+    from test_train import tiny_config
 
-    def kill(epoch, step):
-        if epoch == 1 and step == 1:
-            raise _Killed
-
-    data = tmp_path / "data"
-    write_synthetic_dataset(data, SynthConfig(classes=3, per_class=20, size=64, seed=5))
+    data = small_leaves(tmp_path / "data")
     kw = dict(epochs=2, augment="field", consistency=6.0, consistency_ramp=0.5, consistency_mix=3)
-    with pytest.raises(_Killed):
-        train(tiny_config(data, tmp_path / "a", **kw), step_hook=kill)
-    train(tiny_config(data, tmp_path / "a", resume=True, **kw))
-    train(tiny_config(data, tmp_path / "b", **kw))
+    killed_resumed_and_whole(lambda out, **k: tiny_config(data, out, **k), tmp_path, **kw)
     assert _weights_close(tmp_path / "a" / "last.safetensors", tmp_path / "b" / "last.safetensors")
     assert read_checkpoint_meta(tmp_path / "a" / "last.safetensors").extra["train_config"]["consistency_mix"] == 3
     with pytest.raises(ConfigError, match="consistency_mix: 3 -> 0"):

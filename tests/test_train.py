@@ -13,6 +13,7 @@ from clca_edge.data.synth import SynthConfig, write_synthetic_dataset
 from clca_edge.models.config import ModelConfig
 from clca_edge.training.config import OptimConfig, TrainConfig, load_recipe, parse_model_kwargs
 from clca_edge.training.trainer import train
+from support.training import Killed, weights_close
 
 TINY_KW = dict(depth=4, embed_dim=64, num_heads=2)
 NUM_CLASSES = 6
@@ -277,21 +278,11 @@ def test_model_kwargs_parse_key_values_and_json():
         parse_model_kwargs("depth")
 
 
-def _weights_close(a_path, b_path):
-    from safetensors.torch import load_file
-
-    a, b = load_file(str(a_path)), load_file(str(b_path))
-    return max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
-
-
-class _Killed(RuntimeError):
-    pass
-
 
 def _kill_at(epoch_to_kill):
     def hook(epoch, step):
         if epoch == epoch_to_kill and step == 0:
-            raise _Killed
+            raise Killed
     return hook
 
 
@@ -306,13 +297,13 @@ def test_crash_in_the_end_of_epoch_save_resumes_exactly(leaves, tmp_path, monkey
         def crash_on_epoch_2(real):
             def wrapped(*args):
                 if trainer.read_checkpoint_meta(out / trainer.PENDING).epoch == 2:
-                    raise _Killed
+                    raise Killed
                 return real(*args)
             return wrapped
 
         monkeypatch.setattr(trainer, "save_training_state" if where == "state" else "_commit_last",
                             crash_on_epoch_2(real_state if where == "state" else real_commit))
-        with pytest.raises(_Killed):
+        with pytest.raises(Killed):
             train(tiny_config(leaves, out, epochs=2))
         monkeypatch.undo()
         assert (out / trainer.PENDING).is_file()
@@ -320,7 +311,7 @@ def test_crash_in_the_end_of_epoch_save_resumes_exactly(leaves, tmp_path, monkey
         # Before the state was written epoch 2 is trained again; after it, the saved weights are kept.
         assert [r["epoch"] for r in resumed.history] == ([2] if where == "state" else [])
         assert not (out / trainer.PENDING).exists() and resumed.notices == []
-        assert _weights_close(out / "last.safetensors", full.out / "last.safetensors")
+        assert weights_close(out / "last.safetensors", full.out / "last.safetensors")
         assert resumed.best_top1 == full.best_top1
 
 
@@ -332,9 +323,9 @@ def test_weights_newer_than_the_resume_file_are_reported_and_not_trained_again(l
     from clca_edge.training.checkpoint import read_checkpoint_meta
 
     a, b = tmp_path / "a", tmp_path / "b"
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         train(tiny_config(leaves, a, epochs=3), step_hook=_kill_at(1))
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         train(tiny_config(leaves, b, epochs=3), step_hook=_kill_at(2))
     shutil.copy(b / "last.safetensors", a / "last.safetensors")  # what the crash window left behind
     with caplog.at_level(logging.WARNING, logger="clca_edge.training.trainer"):
@@ -360,11 +351,11 @@ def test_resume_mismatch_is_in_the_cli_output(leaves, tmp_path, monkeypatch):
 
         def crashing(*a, crash_epoch=crash_epoch, **kw):
             if a[2] == crash_epoch:  # the epoch index argument
-                raise _Killed
+                raise Killed
             return real(*a, **kw)
 
         monkeypatch.setattr(trainer, "train_epoch", crashing)
-        assert isinstance(CliRunner().invoke(main, args + ["--out", str(folder)]).exception, _Killed)
+        assert isinstance(CliRunner().invoke(main, args + ["--out", str(folder)]).exception, Killed)
     monkeypatch.undo()
     shutil.copy(other / "last.safetensors", out / "last.safetensors")
     res = CliRunner().invoke(main, args + ["--out", str(out), "--resume", "--json"])
@@ -376,11 +367,11 @@ def test_resume_mismatch_is_in_the_cli_output(leaves, tmp_path, monkeypatch):
 def test_resumed_run_with_a_worker_draws_the_same_augmentation(tmp_path):
     data = tmp_path / "data"
     write_synthetic_dataset(data, SynthConfig(classes=2, per_class=8, size=64, seed=3))
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         train(tiny_config(data, tmp_path / "a", epochs=2, workers=1), step_hook=_kill_at(1))
     train(tiny_config(data, tmp_path / "a", epochs=2, workers=1, resume=True))
     train(tiny_config(data, tmp_path / "b", epochs=2, workers=1))
-    assert _weights_close(tmp_path / "a" / "last.safetensors", tmp_path / "b" / "last.safetensors")
+    assert weights_close(tmp_path / "a" / "last.safetensors", tmp_path / "b" / "last.safetensors")
 
 
 def test_a_nan_loss_stops_training_naming_epoch_and_step(leaves, tmp_path, monkeypatch):
@@ -431,9 +422,9 @@ def test_resume_with_persistent_workers_and_field_augmentation_is_bit_exact(tmp_
 
     def kill_mid_epoch_2(epoch, step):
         if (epoch, step) == (1, 1):
-            raise _Killed
+            raise Killed
 
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         train(config(tmp_path / "a", 2), step_hook=kill_mid_epoch_2)
     resumed = train(config(tmp_path / "a", 2, resume=True))
     full = train(config(tmp_path / "b", 0))
