@@ -15,15 +15,9 @@ from clca_edge.core.errors import ConfigError
 from clca_edge.core.preprocess import PreprocessSpec, preprocess
 from clca_edge.data.augment import PRESETS, AugmentPreset, FieldTransform, build_train_transform, get_preset
 from clca_edge.data.transforms import EvalTransform, TrainTransform
+from support.training import leafish as _leafish
 
 SPEC = PreprocessSpec(img_size=48, crop_pct=0.875, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-
-
-def _leafish(seed: int = 0, size: int = 64) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    img = np.full((size, size, 3), (120, 90, 60), np.uint8)  # soil
-    img[16:48, 20:44] = (40, 160, 50)  # leaf
-    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
 
 
 def test_presets_are_data_and_pick_their_transform():

@@ -41,3 +41,13 @@ def killed_resumed_and_whole(make_config, tmp_path: Path, kill_at: Tuple[int, in
         train(make_config(a, **kw), step_hook=kill)
     train(make_config(a, resume=True, **kw))
     return a, b, train(make_config(b, **kw))
+
+
+def leafish(seed: int = 0, size: int = 64):
+    """A green leaf on soil with a little sensor noise (uint8 RGB), for the transform tests."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size, 3), (120, 90, 60), np.uint8)  # soil
+    img[16:48, 20:44] = (40, 160, 50)  # leaf
+    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
