@@ -5,7 +5,6 @@ recorded in the checkpoint."""
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from clca_edge.core.errors import ConfigError
 from clca_edge.core.preprocess import PreprocessSpec, preprocess
 from clca_edge.data.augment import PRESETS, AugmentPreset, FieldTransform, build_train_transform, get_preset
 from clca_edge.data.transforms import EvalTransform, TrainTransform
-from support.training import leafish as _leafish
+from support.training import leafish as _leafish, seeded_draws
 
 SPEC = PreprocessSpec(img_size=48, crop_pct=0.875, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -34,13 +33,7 @@ def test_field_transform_draws_only_from_torchs_generator():
     rgb = _leafish()
     t = build_train_transform("field", SPEC)
 
-    def draw(torch_seed, other_seed):
-        random.seed(other_seed)
-        np.random.seed(other_seed)
-        torch.manual_seed(torch_seed)
-        return [t(rgb) for _ in range(8)]
-
-    a, b, c = draw(0, 1), draw(0, 2), draw(1, 1)
+    a, b, c = (seeded_draws(t, rgb, ts, os, 8) for ts, os in ((0, 1), (0, 2), (1, 1)))
     assert all(x.shape == (3, 48, 48) and x.dtype == torch.float32 and torch.isfinite(x).all() for x in a)
     assert all(torch.equal(x, y) for x, y in zip(a, b))  # numpy/python seeds change nothing
     assert not all(torch.equal(x, y) for x, y in zip(a, c))  # torch's seed changes everything

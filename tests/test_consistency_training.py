@@ -6,7 +6,6 @@ the exposure normalisation of the input and the guard's refusal of pure sensor n
 from __future__ import annotations
 
 import math
-import random
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from clca_edge.core.preprocess import PreprocessSpec, preprocess
 from clca_edge.data.augment import ConsistencyViews, get_preset
 from clca_edge.data.transforms import TrainTransform
 from clca_edge.training.losses import js_consistency
-from support.training import leafish as _leafish
+from support.training import leafish as _leafish, seeded_draws
 
 SPEC = PreprocessSpec(img_size=48, crop_pct=0.875, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -40,13 +39,7 @@ def test_pairs_draw_only_from_torchs_generator():
     rgb = _leafish()
     views = ConsistencyViews(SPEC, get_preset("field"))
 
-    def draw(torch_seed, other_seed):
-        random.seed(other_seed)
-        np.random.seed(other_seed)
-        torch.manual_seed(torch_seed)
-        return [views(rgb) for _ in range(6)]
-
-    a, b, c = draw(0, 1), draw(0, 2), draw(1, 1)
+    a, b, c = (seeded_draws(views, rgb, ts, os, 6) for ts, os in ((0, 1), (0, 2), (1, 1)))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
 
@@ -169,12 +162,7 @@ def test_augmix_views_mix_field_chains_into_the_clean_crop_from_torchs_generator
     views = ConsistencyViews(SPEC, get_preset("field"), mix_width=3)
     weak = TrainTransform(SPEC)
     assert views.views == 3 and ConsistencyViews(SPEC, get_preset("field")).views == 2
-    torch.manual_seed(0)
-    a = [views(rgb) for _ in range(4)]
-    random.seed(1)
-    np.random.seed(1)
-    torch.manual_seed(0)
-    b = [views(rgb) for _ in range(4)]
+    a, b = (seeded_draws(views, rgb, 0, other, 4) for other in (0, 1))
     torch.manual_seed(0)
     assert torch.equal(a[0][0], weak(rgb))  # the labelled view is the paper's crop and flip
     for x, y in zip(a, b):

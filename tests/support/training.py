@@ -51,3 +51,18 @@ def leafish(seed: int = 0, size: int = 64):
     img = np.full((size, size, 3), (120, 90, 60), np.uint8)  # soil
     img[16:48, 20:44] = (40, 160, 50)  # leaf
     return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+
+def seeded_draws(transform, rgb, torch_seed: int, other_seed: int, n: int) -> list:
+    """``n`` calls of ``transform(rgb)`` after seeding torch with ``torch_seed`` and Python's and
+    numpy's generators with ``other_seed``: a transform that draws from torch's generator alone
+    gives the same list for any ``other_seed``."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(other_seed)
+    np.random.seed(other_seed)
+    torch.manual_seed(torch_seed)
+    return [transform(rgb) for _ in range(n)]
