@@ -54,8 +54,20 @@ class FrameInfo:
         return d
 
 
+class _LoggedOnce:
+    """A record's field-log JSON is built once: the run writes it and every observer (the display,
+    the fleet link) reads the same dict, which nobody may change."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.__dict__.get("_as_dict")
+        if d is None:
+            d = self._as_log_dict()
+            object.__setattr__(self, "_as_dict", d)   # a frozen dataclass: a cache, not a field
+        return d
+
+
 @dataclass(frozen=True)
-class DecisionRecord:
+class DecisionRecord(_LoggedOnce):
     frame: int                   # index among classified frames
     info: FrameInfo
     tag: dict                    # source, backend, precision, bundle_sha (and bundle): RecordBuilder.tag
@@ -73,7 +85,7 @@ class DecisionRecord:
         two = np.partition(self.probs, -2)[-2:]
         return float(two[1] - two[0])
 
-    def to_dict(self) -> dict[str, Any]:
+    def _as_log_dict(self) -> dict[str, Any]:
         d = {"type": "decision", "frame": self.frame, "source_frame": self.info.source_frame, **self.tag,
              "topk": [{"class": c, "conf": round(p, 6)} for c, p in self.topk],
              "class": self.decision.label, "confidence": round(self.decision.confidence, 6),
@@ -85,7 +97,7 @@ class DecisionRecord:
 
 
 @dataclass(frozen=True)
-class RefusalRecord:
+class RefusalRecord(_LoggedOnce):
     info: FrameInfo
     tag: dict
     verdict: Verdict
@@ -95,7 +107,7 @@ class RefusalRecord:
     def reason(self) -> str:
         return self.verdict.reason or ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def _as_log_dict(self) -> dict[str, Any]:
         d = {"type": "refused", "source_frame": self.info.source_frame, **self.tag, "reason": self.verdict.reason,
              "reasons": list(self.verdict.reasons), "measures": self.verdict.measures_dict(),
              "latency_ms": self.latency.to_dict()}
