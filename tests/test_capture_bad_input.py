@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from clca_edge.capture.fieldlog import SQLITE_HEADER, detect_format, open_log, read_log
 from clca_edge.cli import main
 from clca_edge.core.errors import ExitCode, OutputError
-from support.runtime_bundle import BUNDLE_CLASSES as CLASSES, leaf_images
+from support.runtime_bundle import BUNDLE_CLASSES as CLASSES, leaf_images, write_leaf_images
 
 
 def _sqlite_log(path):
@@ -65,9 +65,7 @@ def test_open_log_refuses_a_mismatch_and_leaves_the_file(tmp_path, existing, fmt
 def _images(tmp_path):
     src = tmp_path / "images"
     if not src.exists():
-        src.mkdir()
-        for i, img in enumerate(leaf_images(3, seed=4)):
-            cv2.imwrite(str(src / f"leaf_{i}.png"), img)
+        write_leaf_images(src, 3, seed=4, name="leaf_{}.png")
     return src
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -24,7 +23,7 @@ from clca_edge.cli import main
 from clca_edge.core.preprocess import PreprocessSpec
 from clca_edge.runtime.backends import Classifier, ModelFiles
 from clca_edge.runtime.model import RuntimeModel
-from support.runtime_bundle import BUNDLE_CLASSES as CLASSES, leaf_images
+from support.runtime_bundle import BUNDLE_CLASSES as CLASSES, leaf_images, write_leaf_images
 
 OFF = QualityConfig(enabled=False)
 
@@ -56,11 +55,7 @@ def runtime(img_size: int, sha: str, clf: Classifier, classes=tuple(CLASSES), la
 
 @pytest.fixture
 def image_folder(tmp_path):
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    for i, img in enumerate(leaf_images(12, seed=4)):
-        cv2.imwrite(str(folder / f"{i:03d}.png"), img)
-    return folder
+    return write_leaf_images(tmp_path / "frames", 12, seed=4)
 
 
 class Seen(FrameObserver):

@@ -7,23 +7,18 @@ from __future__ import annotations
 import logging
 import shutil
 
-import cv2
 import pytest
 from click.testing import CliRunner
 
 from clca_edge.bundle import read_manifest, write_manifest
 from clca_edge.capture.fieldlog import read_log
 from clca_edge.cli import main
-from support.runtime_bundle import leaf_images
+from support.runtime_bundle import write_leaf_images
 
 
 @pytest.fixture
 def images(tmp_path):
-    src = tmp_path / "images"
-    src.mkdir()
-    for i, img in enumerate(leaf_images(2, seed=7)):
-        cv2.imwrite(str(src / f"leaf_{i}.png"), img)
-    return src
+    return write_leaf_images(tmp_path / "images", 2, seed=7, name="leaf_{}.png")
 
 
 def _with_target(bundle_dir, tmp_path, target):

@@ -17,7 +17,7 @@ from clca_edge.centre.collector import Collector
 from clca_edge.centre.store import Store
 from clca_edge.cli import main
 from clca_edge.fleet.config import BrokerConfig
-from support.runtime_bundle import leaf_images, write_video
+from support.runtime_bundle import leaf_images, write_leaf_images, write_video
 
 pytestmark = needs_mosquitto
 N_FRAMES = 16
@@ -117,10 +117,7 @@ def test_a_bad_fleet_file_stops_capture_before_it_starts(bundle_dir, video, tmp_
 
 
 def test_predict_on_a_folder_sends_its_decisions_and_picked_images(bundle_dir, tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i, img in enumerate(leaf_images(6, seed=4)):
-        cv2.imwrite(str(folder / f"leaf{i}.png"), img)
+    folder = write_leaf_images(tmp_path / "photos", 6, seed=4, name="leaf{}.png")
     with Mosquitto(tmp_path) as broker:
         store = Store(tmp_path / "store")
         collector = Collector(BrokerConfig(broker.url), store).start()

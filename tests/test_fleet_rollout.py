@@ -23,7 +23,7 @@ from clca_edge.fleet.config import BrokerConfig
 from support.http_server import LoopbackHTTPServer
 from support.mosquitto import Mosquitto, needs_mosquitto
 from support.rollout import CENTRE_USERS, PASSWORD, Device, make_tar, wait_for, with_temperature
-from support.runtime_bundle import leaf_images, write_bundle
+from support.runtime_bundle import write_bundle, write_leaf_images
 
 pytestmark = needs_mosquitto
 DEVICES = ("c1", "c2", "a1", "a2", "a3")
@@ -35,10 +35,7 @@ def bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("rollout-bundles")
     src1 = write_bundle(root / "src1" / "leafnet")
     src2 = write_bundle(root / "src2" / "leafnet", seed=1)
-    images = root / "images"
-    images.mkdir()
-    for i, im in enumerate(leaf_images(16)):
-        cv2.imwrite(str(images / f"{i:03d}.png"), im)
+    images = write_leaf_images(root / "images", 16)
     return SimpleNamespace(
         v1=with_temperature(src1, root / "v1" / "leafnet", 0.05),   # confident decisions
         v2=with_temperature(src2, root / "v2" / "leafnet", 0.05),

@@ -197,12 +197,9 @@ def test_tampered_bundle_is_refused_by_predict_and_capture(tmp_path, bundle_dir)
 
 
 def test_capture_logs_fallbacks(tmp_path, bundle_dir):
-    import cv2
+    from support.runtime_bundle import write_leaf_images
 
-    from support.runtime_bundle import leaf_images
-
-    for i, img in enumerate(leaf_images(2)):
-        cv2.imwrite(str(tmp_path / f"{i}.png"), img)
+    write_leaf_images(tmp_path, 2, name="{}.png")
     log = tmp_path / "log.jsonl"
     res = CliRunner().invoke(main, ["capture", "--bundle", str(bundle_dir), "--source", str(tmp_path / "*.png"),
                                     "--log", str(log), "--run-dir", str(tmp_path / "runs")])

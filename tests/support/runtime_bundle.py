@@ -63,6 +63,16 @@ def leaf_images(n: int, seed: int = 0, size=(96, 128)) -> list[np.ndarray]:
     return out
 
 
+def write_leaf_images(folder: Path, n: int, seed: int = 0, name: str = "{:03d}.png") -> Path:
+    """``n`` of ``leaf_images`` as files in ``folder`` (made if missing), named ``name.format(i)``."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(leaf_images(n, seed=seed)):
+        cv2.imwrite(str(folder / name.format(i)), img)
+    return folder
+
+
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
     import cv2
 
