@@ -248,6 +248,57 @@ def test_the_length_check_counts_what_it_should(tmp_path):
     assert _long_functions(src, "m", 80) == {"m.K.over": 81, "m.outer": 111, "m.outer.inner": 81}
 
 
+# A click command takes a handful of typed configs built by its option groups (cli/options.OptionGroup),
+# not one parameter per option. 8 is the project's bound on any function's parameters (its code rules: no
+# function of more than 8 or so), and the largest commands left (robustness, fleet promote,
+# build-engine) are at it. Commands taking ``**options`` get every raw value in a dict, so they are
+# listed here with why.
+MAX_COMMAND_PARAMS = 8
+KWARGS_COMMANDS_ALLOWED = {
+    "clca_edge.cli.train_cmds.train": "a recipe must fill every option not given on the command line before "
+                                      "any config is built (_apply_recipe), so it sees them all first",
+    "clca_edge.cli.quickstart_cmds.quickstart": "**model is the model options, handed whole to QuickstartConfig",
+    "clca_edge.cli.model_cmds.flops": "**options is the model options, handed whole to model_config (ModelConfig)",
+}
+
+
+def _command_functions(path: Path, module: str) -> dict[str, ast.FunctionDef]:
+    """The functions of ``path`` decorated with ``<group>.command(...)`` (click commands)."""
+    def is_command(d: ast.expr) -> bool:
+        f = d.func if isinstance(d, ast.Call) else d
+        return isinstance(f, ast.Attribute) and f.attr == "command"
+
+    tree = ast.parse(path.read_text(), str(path))
+    return {f"{module}.{n.name}": n for n in ast.walk(tree)
+            if isinstance(n, ast.FunctionDef) and any(is_command(d) for d in n.decorator_list)}
+
+
+def _parameter_count(fn: ast.FunctionDef) -> int:
+    a = fn.args
+    return len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + (a.vararg is not None) + (a.kwarg is not None)
+
+
+def test_no_cli_command_takes_more_than_a_handful_of_parameters():
+    commands = {}
+    for m, path in sorted(MODULES.items()):
+        if m.startswith(f"{PKG}.cli."):
+            commands.update(_command_functions(path, m))
+    assert len(commands) > 20 and f"{PKG}.cli.deploy_cmds.deploy" in commands   # the scan finds them
+    too_many = {n: _parameter_count(f) for n, f in commands.items() if _parameter_count(f) > MAX_COMMAND_PARAMS}
+    assert not too_many, (f"commands over {MAX_COMMAND_PARAMS} parameters (give them option groups that build "
+                          f"their configs, cli/options.OptionGroup): {too_many}")
+    with_kwargs = {n for n, f in commands.items() if f.args.kwarg is not None}
+    assert with_kwargs == set(KWARGS_COMMANDS_ALLOWED), "commands taking **options: " + ", ".join(sorted(with_kwargs))
+
+
+def test_the_command_check_counts_what_it_should(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("@main.command()\ndef a(x, y, *rest, z, **kw): pass\n@fleet.command('b')\ndef b(): pass\n"
+                   "@main.group()\ndef g(x): pass\ndef plain(a, b, c): pass\n")
+    found = _command_functions(src, "m")
+    assert {n: _parameter_count(f) for n, f in found.items()} == {"m.a": 5, "m.b": 0}
+
+
 def test_layers_import_only_what_they_may():
     wrong = []
     for m, (inside, _) in sorted(GRAPH.items()):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from clca_edge.bundle import sha256_file
 from clca_edge.bundle.signature import generate_keypair
 from clca_edge.centre.collector import Collector
-from clca_edge.centre.rollout import Centre, publish, success
+from clca_edge.centre.rollout import Centre, Release, publish, success
 from clca_edge.centre.rollout_store import event_figures, latest_rollout
 from clca_edge.centre.store import Store
 from clca_edge.cli import main
@@ -146,13 +146,13 @@ def test_a_bundle_refusing_most_frames_in_probation_is_rolled_back_and_not_retri
     ns = fleet
     d = ns.device("c1", ["canary"]).start()
     path, url = ns.tar(ns.bundles.v1, "v1.tar")
-    publish(ns.publisher, path, url, "canary")
+    publish(ns.publisher, Release(path, url, "canary"))
     d.wait_state("installed", 1)
     d.capture(ns.bundles.images, 12)
     d.wait_state("probation_passed", 1)
     v1_sha = d.current_manifest_sha()
     path, url = ns.tar(ns.bundles.doubtful, "v2.tar")
-    assert publish(ns.publisher, path, url, "canary").version == 2
+    assert publish(ns.publisher, Release(path, url, "canary")).version == 2
     d.wait_state("installed", 2)
     assert d.current_manifest_sha() != v1_sha
     d.capture(ns.bundles.images, 12)   # every decision low-confidence
@@ -180,7 +180,7 @@ def test_tampered_wrong_sha_unsigned_foreign_key_and_older_versions_change_nothi
     d = ns.device("c1", ["canary"]).start()
     path1, url1 = ns.tar(ns.bundles.v1, "v1.tar")
     path2, url2 = ns.tar(ns.bundles.v2, "v2.tar")
-    publish(ns.publisher, path1, url1, "canary", version=5)
+    publish(ns.publisher, Release(path1, url1, "canary", version=5))
     d.wait_state("installed", 5)
     before = d.current_manifest_sha()
 
@@ -237,7 +237,7 @@ def test_an_agent_download_cut_half_way_resumes_where_it_was(fleet):
     cut = LoopbackHTTPServer(ns.served, port=port, cut_after=size // 2).start()
     d = ns.device("c1", ["canary"]).start()
     try:
-        publish(ns.publisher, path, cut.url("v1.tar"), "canary")
+        publish(ns.publisher, Release(path, cut.url("v1.tar"), "canary"))
         wait_for(cut.cut.is_set, 20, "the cut")
     finally:
         cut.stop()   # the server is gone for a while
@@ -255,7 +255,7 @@ def test_halt_stops_a_rollout_in_progress(fleet):
     ns = fleet
     d = ns.device("c1", ["canary"], bandwidth_bps=50_000).start()   # ~20 s for the bundle
     path, url = ns.tar(ns.bundles.v1, "v1.tar")
-    publish(ns.publisher, path, url, "canary")
+    publish(ns.publisher, Release(path, url, "canary"))
     d.wait_state("downloading", 1)
     res = _cli("fleet", "halt", *_broker_args(ns), "--ring", "canary", "--sign-key", ns.priv)
     assert res.exit_code == 0, res.output
@@ -276,11 +276,11 @@ def test_a_bundle_whose_int8_fails_the_device_self_check_is_not_installed(fleet,
     _break_int8(bad)
     d = ns.device("c1", ["canary"]).start()
     path, url = ns.tar(good, "v1.tar")
-    publish(ns.publisher, path, url, "canary")
+    publish(ns.publisher, Release(path, url, "canary"))
     d.wait_state("installed", 1)
     before = d.current_manifest_sha()
     path, url = ns.tar(bad, "v2.tar")
-    publish(ns.publisher, path, url, "canary")
+    publish(ns.publisher, Release(path, url, "canary"))
     d.wait_state("failed", 2)
     assert d.state.reason.startswith("self-check failed: ort-cpu int8")
     assert "max logit distance" in d.state.reason
@@ -309,7 +309,7 @@ def test_only_the_publishers_credentials_may_write_announcements(fleet):
     time.sleep(1.0)
     assert a1.state.installed_version == 0 and a1.state.state == "idle"
     assert "Denied PUBLISH from rogue" in ns.broker.log_text()
-    publish(ns.publisher, path, url, "all")   # the publisher's credentials: delivered
+    publish(ns.publisher, Release(path, url, "all"))   # the publisher's credentials: delivered
     a1.wait_state("installed", 1)
 
 
@@ -321,7 +321,7 @@ def test_a_full_disk_during_the_download_leaves_the_installed_bundle_alone(fleet
     ns = fleet
     d = ns.device("c1", ["canary"]).start()
     path1, url1 = ns.tar(ns.bundles.v1, "v1.tar")
-    publish(ns.publisher, path1, url1, "canary")
+    publish(ns.publisher, Release(path1, url1, "canary"))
     d.wait_state("installed", 1)
     before = d.current_manifest_sha()
     real_open = open
@@ -333,7 +333,7 @@ def test_a_full_disk_during_the_download_leaves_the_installed_bundle_alone(fleet
 
     monkeypatch.setattr(dl, "open", full_open, raising=False)
     path2, url2 = ns.tar(ns.bundles.v2, "v2.tar")
-    publish(ns.publisher, path2, url2, "canary")
+    publish(ns.publisher, Release(path2, url2, "canary"))
     d.wait_state("failed", 2)
     assert "no space left" in d.state.reason
     assert d.current_manifest_sha() == before and d.state.installed_version == 1
@@ -353,7 +353,7 @@ def _agent_process(ns, device: str, probation_s: float, stderr):
                           f'password = "{PASSWORD}"\nrings = ["all"]\ntrusted_keys = "{ns.pub}"\n'
                           f'[probation]\nduration_s = {probation_s}\n')
     path, url = ns.tar(ns.bundles.v1, "v1.tar")
-    publish(ns.publisher, path, url, "all")
+    publish(ns.publisher, Release(path, url, "all"))
     bundles = ns.tmp / f"{device}-bundles"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [sys.executable, "-c", "from clca_edge.cli import main; main()", "agent", "--fleet", str(fleet_file),
@@ -429,7 +429,7 @@ def test_events_the_centre_lost_are_asked_for_and_sent_again(fleet):
     ns = fleet
     d = ns.device("c1", ["canary"]).start()
     path, url = ns.tar(ns.bundles.v1, "v1.tar")
-    publish(ns.publisher, path, url, "canary")
+    publish(ns.publisher, Release(path, url, "canary"))
     d.wait_state("installed", 1)
     seqs = lambda: [s for (s,) in ns.store.query("SELECT seq FROM events WHERE device = 'c1' ORDER BY seq")]  # noqa: E731
     wait_for(lambda: _latest(ns.store, "c1").state == "installed", 10, "the centre to hear it")
@@ -519,7 +519,7 @@ def test_capture_keeps_running_while_the_agent_installs_a_new_bundle(fleet, tmp_
     video = write_video(tmp_path / "long.avi", frames * 250)   # 4000 frames: seconds of capture
     d = ns.device("c1", ["canary"]).start()
     path, url = ns.tar(ns.bundles.v1, "v1.tar")
-    publish(ns.publisher, path, url, "canary")
+    publish(ns.publisher, Release(path, url, "canary"))
     d.wait_state("installed", 1)
     log = tmp_path / "capture.jsonl"
     result = {}
@@ -532,7 +532,7 @@ def test_capture_keeps_running_while_the_agent_installs_a_new_bundle(fleet, tmp_
     t.start()
     wait_for(lambda: log.is_file() and log.stat().st_size > 0, 30, "capture to start")
     path, url = ns.tar(ns.bundles.v2, "v2.tar")
-    publish(ns.publisher, path, url, "canary")
+    publish(ns.publisher, Release(path, url, "canary"))
     d.wait_state("installed", 2)
     t.join(120)
     assert result["res"].exit_code == 0, result["res"].output
@@ -561,10 +561,10 @@ def test_a_capture_that_crashes_on_the_new_bundle_rolls_it_back(fleet, tmp_path)
     ns = fleet
     d = ns.device("c1", ["canary"], probation=ProbationConfig(duration_s=600, min_frames=10)).start()
     path, url = ns.tar(ns.bundles.v1, "v1.tar")
-    publish(ns.publisher, path, url, "canary")
+    publish(ns.publisher, Release(path, url, "canary"))
     d.wait_state("installed", 1)
     path, url = ns.tar(ns.bundles.v2, "v2.tar")
-    publish(ns.publisher, path, url, "canary")
+    publish(ns.publisher, Release(path, url, "canary"))
     d.wait_state("installed", 2)   # on probation for 10 minutes
     frames = [cv2.imread(str(p)) for p in sorted(ns.bundles.images.iterdir())]
     video = write_video(tmp_path / "long.avi", frames * 250)
@@ -621,14 +621,14 @@ def test_a_signed_bundle_must_be_signed_by_a_trusted_key_too(fleet, tmp_path):
     shutil.copytree(ns.bundles.v1, foreign, ignore=shutil.ignore_patterns(".selfcheck.json"))
     sign_bundle(foreign, ns.other_priv)   # the announcement is trusted, the bundle's own signature is not
     path, url = ns.tar(foreign, "v1.tar")
-    publish(ns.publisher, path, url, "canary")
+    publish(ns.publisher, Release(path, url, "canary"))
     d.wait_state("failed", 1)
     assert "not among the trusted keys" in d.state.reason and d.state.installed_version == 0
     signed = tmp_path / "signed" / "leafnet"
     shutil.copytree(ns.bundles.v1, signed, ignore=shutil.ignore_patterns(".selfcheck.json"))
     sign_bundle(signed, ns.priv)
     path, url = ns.tar(signed, "v2.tar")
-    publish(ns.publisher, path, url, "canary")
+    publish(ns.publisher, Release(path, url, "canary"))
     d.wait_state("installed", 2)
 
 
@@ -638,8 +638,8 @@ def test_publish_rollback_names_the_version_it_replaces_and_a_newer_seq(fleet):
     ns = fleet
     path, url = ns.tar(ns.bundles.v1, "v1.tar")
     with pytest.raises(RolloutError, match="replaces the newer version"):
-        publish(ns.publisher, path, url, "canary", version=1, rollback=True)      # nothing to replace
-    v2 = publish(ns.publisher, path, url, "canary", version=2)
-    back = publish(ns.publisher, path, url, "canary", version=1, rollback=True)
+        publish(ns.publisher, Release(path, url, "canary", version=1, rollback=True))      # nothing to replace
+    v2 = publish(ns.publisher, Release(path, url, "canary", version=2))
+    back = publish(ns.publisher, Release(path, url, "canary", version=1, rollback=True))
     assert (back.from_version, back.rollback) == (2, True) and back.seq > v2.seq >= 1
     assert retained_announcements(ns.publisher)["canary"].announcement == back

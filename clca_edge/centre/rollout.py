@@ -150,12 +150,30 @@ def verified_retained(centre: Centre) -> Dict[str, Announcement]:
     return {ring: ann for ring, (ann, _) in _verify_all(centre).items() if ann is not None}
 
 
-def publish(centre: Centre, bundle: Path, url: str, ring: str, version: Optional[int] = None,
-            rollback: bool = False) -> Announcement:
-    """Announce ``bundle`` (the .tar deploy wrote, served at ``url``) to ``ring``."""
+@dataclass(frozen=True)
+class Release:
+    """What ``publish`` announces (``fleet publish``): the bundle .tar deploy wrote, the URL devices
+    download it from, the ring; ``version`` None: the next after every ring's current one;
+    ``rollback``: a signed rollback to an older ``version``. The ring and URL are the announcement's
+    to check (``fleet.announce``), so a bad one is refused as an announcement is."""
+
+    bundle: Path
+    url: str
+    ring: str
+    version: Optional[int] = None
+    rollback: bool = False
+
+    def __post_init__(self) -> None:
+        if self.version is not None and self.version < 1:
+            raise ConfigError(f"--version {self.version} must be >= 1")
+
+
+def publish(centre: Centre, release: Release) -> Announcement:
+    """Announce ``release.bundle`` (served at ``release.url``) to ``release.ring``."""
     from ..fleet.announce import describe_archive
 
-    size, sha, bundle_id = describe_archive(bundle)
+    ring, version, rollback = release.ring, release.version, release.rollback
+    size, sha, bundle_id = describe_archive(release.bundle)
     current = verified_retained(centre)
     highest = max((a.version for a in current.values()), default=0)
     if version is None:
@@ -169,7 +187,7 @@ def publish(centre: Centre, bundle: Path, url: str, ring: str, version: Optional
             raise RolloutError(f"a rollback to v{version} replaces the newer version announced on ring {ring!r}, "
                                f"and ring {ring!r} announces {_version_of(current.get(ring))}")
         from_version = current[ring].version
-    ann = Announcement(bundle_id=bundle_id, version=version, size=size, sha256=sha, url=url, ring=ring,
+    ann = Announcement(bundle_id=bundle_id, version=version, size=size, sha256=sha, url=release.url, ring=ring,
                        rollback=rollback, issued_at=utc_now(), seq=next_seq(current.values()),
                        from_version=from_version)
     _send(centre, ann)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..bundle import BUILD_FAILED, PRECISIONS
 from ..core.errors import ExitCode
 from ._common import console, main, reports_errors
+from .deploy_options import deploy_options
 from .progress import StageProgress
 from .trust_cmds import load_trusted, trusted_keys_option
+
+if TYPE_CHECKING:
+    from ..deploy.config import DeployConfig
 
 
 def _fmt(v, nd=2):
@@ -18,62 +23,13 @@ def _fmt(v, nd=2):
 
 
 @main.command()
-@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Checkpoint file or run folder.")
-@click.option("--target", type=click.Choice(["jetson-orin", "cpu"]), default="jetson-orin", show_default=True)
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to create.")
-@click.option("--calib-data", required=True, type=click.Path(path_type=Path),
-              help="Calibration images, DIR/<class>/<image> or a split file such as RUN/split/train.csv "
-                   "(training images, never the eval ones).")
-@click.option("--eval-data", required=True, type=click.Path(path_type=Path),
-              help="Held-out images for the accuracy gate: DIR/<class>/<image>, or a split file such as a "
-                   "--val-split run's RUN/split/val.csv.")
-@click.option("--precision", default="int8,fp16,fp32", show_default=True,
-              help="Comma-separated variants to build; fp32 is always built as the reference.")
-@click.option("--max-drop", default=None, type=click.FloatRange(min=0),
-              help="Also reject a variant whose top-1 drop against fp32 is above this many points, significant or "
-                   "not [default: only the paired test and --min-agreement].")
-@click.option("--gate-alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Reject a variant whose drop against fp32 is significant at this level (one-sided exact McNemar "
-                   "test on the eval images only one of them gets right).")
-@click.option("--min-agreement", default=90.0, show_default=True, type=click.FloatRange(0, 100),
-              help="Reject a variant whose top-1 class is fp32's on fewer than this percent of the eval images.")
-@click.option("--calib-images", default=None, type=click.IntRange(min=1),
-              help="Calibration images [default: 256, or all usable ones when --calib-data has fewer].")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
-              show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the calibration sample.")
-@click.option("--workspace-mb", default=1024, show_default=True, type=click.IntRange(min=1))
-@click.option("--tar", is_flag=True, help="Also pack the bundle as OUT.tar (verified after packing).")
-@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
-@click.option("--no-engines", is_flag=True, help="Do not build TensorRT engines even if TensorRT is here.")
-@click.option("--sign-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Sign the bundle with this Ed25519 private key (clca-edge keygen): devices with "
-                   "--trusted-keys then refuse any other or changed bundle.")
-@click.option("--field-suite", type=click.Choice(["full", "quick", "off"]), default="full", show_default=True,
-              help="Field robustness suite on --eval-data per variant, recorded in the manifest: full (11 "
-                   "perturbations x 3 severities), quick (severity 2 only), off.")
-@click.option("--max-field-drop", type=click.FloatRange(min=0), default=None,
-              help="Reject a variant whose worst field perturbation drops more top-1 points than this "
-                   "(default: record only). Noise is seeded by --seed.")
 @reports_errors
-def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, gate_alpha, min_agreement, calib_images,
-           calib_method, seed, workspace_mb, tar, force, no_engines, field_suite, max_field_drop, sign_key) -> None:
+@deploy_options
+def deploy(config: DeployConfig) -> None:
     """Turn a checkpoint into a verified deploy bundle: fp32/INT8/FP16 ONNX, accuracy-gated."""
-    from ..core.gate_stats import GateRule
-    from ..deploy.calibration import DEFAULT_CALIB_IMAGES, CalibrationConfig
-    from ..deploy.pipeline import DeployConfig, run_deploy
+    from ..deploy.calibration import DEFAULT_CALIB_IMAGES
+    from ..deploy.pipeline import run_deploy
 
-    precisions = tuple(dict.fromkeys(p.strip() for p in precision.split(",") if p.strip()))
-    if "fp32" not in precisions:
-        precisions = precisions + ("fp32",)
-    config = DeployConfig(
-        checkpoint=checkpoint, out=out, calib_data=calib_data, eval_data=eval_data, target=target,
-        precisions=precisions, gate=GateRule(alpha=gate_alpha, min_agreement=min_agreement, max_drop=max_drop),
-        calibration=CalibrationConfig(num_images=calib_images or DEFAULT_CALIB_IMAGES, method=calib_method, seed=seed,
-                                      at_most=calib_images is None),
-        tar=tar, force=force, workspace_mb=workspace_mb, build_engines=False if no_engines else None,
-        field_suite=field_suite, max_field_drop=max_field_drop, sign_key=sign_key,
-    )
     con = console()
     with StageProgress(console(stderr=True)) as progress:   # stages and image counts, on stderr
         report = run_deploy(config, progress=progress)
@@ -82,9 +38,9 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
         con.print(f"parity {k}: max abs diff {val:.3g}")
     con.print(f"eval images: {report.eval_images} ({report.eval_skipped} unreadable, skipped); "
               f"calibration images: {report.calib_images} ({report.calib_excluded} excluded: also in eval)")
-    if calib_images is None and 0 < report.calib_images < DEFAULT_CALIB_IMAGES:
-        con.print(f"[yellow]--calib-images: {calib_data} has {report.calib_images} usable calibration images, fewer "
-                  f"than the default {DEFAULT_CALIB_IMAGES}: calibrated on all of them[/]", highlight=False)
+    if config.calibration.at_most and 0 < report.calib_images < DEFAULT_CALIB_IMAGES:
+        con.print(f"[yellow]--calib-images: {config.calib_data} has {report.calib_images} usable calibration "
+                  f"images, fewer than the default {DEFAULT_CALIB_IMAGES}: calibrated on all of them[/]", highlight=False)
     for v in report.failed:
         click.echo(f"FAILED TO RUN: {v.name} ({v.note}); recorded in the manifest, never used", err=True)
     for v in report.rejected:
@@ -114,8 +70,8 @@ def deploy(checkpoint, target, out, calib_data, eval_data, precision, max_drop, 
     if any(v.field_rejected and v.name == "fp32" for v in report.variants):
         from ..core.errors import GateError
 
-        raise GateError(f"the field gate (--max-field-drop {max_field_drop:g}) rejected fp32, so the device has no "
-                        f"variant to run; {report.bundle} is kept for inspection. Train with --augment field "
+        raise GateError(f"the field gate (--max-field-drop {config.max_field_drop:g}) rejected fp32, so the device "
+                        f"has no variant to run; {report.bundle} is kept for inspection. Train with --augment field "
                         "(or more field-like data), or raise --max-field-drop")
 
 

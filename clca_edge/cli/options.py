@@ -1,10 +1,11 @@
 """Option groups: options that together make one typed config, declared once and shared by the
-commands that take them (``predict``, ``capture``, ``robustness``). A command decorated with a
-group receives the built config (``QualityConfig``, ``RuntimeConfig``, ``SourceConfig``,
-``CaptureConfig``, ``OutputConfig``, ``DisplayConfig``) under the group's name instead of the raw
-values; it is built and validated once, before the command's body runs (a ConfigError is the usual
-one-line error: put ``@reports_errors`` right under ``@main.command()``). Builders import lazily:
-``clca-edge --help`` loads no runtime."""
+commands that take them (``predict``, ``capture``, ``robustness``; ``deploy``, ``benchmark``,
+``eval``, ``data synth`` and ``fleet publish`` declare theirs next to the command). A command
+decorated with a group receives the built config (``QualityConfig``, ``RuntimeConfig``,
+``SourceConfig``, ``CaptureConfig``, ``OutputConfig``, ``DisplayConfig``...) under the group's name
+instead of the raw values; it is built and validated once, before the command's body runs (a
+ConfigError is the usual one-line error: put ``@reports_errors`` right under ``@main.command()``).
+Builders import lazily: ``clca-edge --help`` loads no runtime."""
 
 from __future__ import annotations
 
@@ -24,12 +25,24 @@ CACHE_DIR_ENV = "CLCA_EDGE_CACHE_DIR"
 
 class OptionGroup:
     """``options`` (click.option decorators) whose values ``build(**values)`` turns into the one
-    config the command receives as ``dest``."""
+    config the command receives as ``dest``.
 
-    def __init__(self, dest: str, options: Sequence[Callable], build: Callable[..., Any]):
-        self.dest, self.options, self.build = dest, list(options), build
+    An option group among ``options`` is built first and reaches ``build`` as its own ``dest``
+    (``deploy``'s gate options -> ``GateRule``, inside its ``DeployConfig``). ``passes`` names
+    options declared among ``options`` (so that ``--help`` lists them where they always were) that
+    ``build`` does not take: the command receives their raw values."""
+
+    def __init__(self, dest: str, options: Sequence[Callable], build: Callable[..., Any],
+                 passes: Sequence[str] = ()):
+        self.dest, self.options, self.build, self.passes = dest, list(options), build, tuple(passes)
         probe = self._apply(lambda: None)
-        self.names = [p.name for p in probe.__click_params__]
+        declared = [p.name for p in probe.__click_params__]
+        inner = [g for g in self.options if isinstance(g, OptionGroup)]
+        taken_inside = {n for g in inner for n in g.names}
+        unknown = set(self.passes) - set(declared)
+        if unknown:
+            raise ValueError(f"option group {dest!r}: {sorted(unknown)} pass through but are not declared")
+        self.names = [n for n in declared if n not in taken_inside and n not in self.passes] + [g.dest for g in inner]
 
     def _apply(self, fn: Callable) -> Callable:
         for opt in reversed(self.options):

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import click
 
 from ._common import console, emit_json, main, reports_errors
 from .fleet_cmds import broker_options, fleet
+from .options import OptionGroup
+
+if TYPE_CHECKING:
+    from ..centre.rollout import Release
+    from ..fleet.config import CentreLink
 
 log = logging.getLogger(__name__)
 
@@ -49,30 +54,41 @@ def agent(fleet_file: str, bundles: str) -> None:
     click.echo(f"agent stopped: {a.state.state}, running v{a.state.installed_version}", err=True)
 
 
+def _release(bundle, url, ring, version, rollback):
+    from ..centre.rollout import Release
+
+    return Release(bundle=Path(bundle), url=url, ring=ring, version=version, rollback=rollback)
+
+
+# What to announce; --sign-key (listed among them, as it always was) is the centre's and passes to the command.
+release_options = OptionGroup("release", [
+    click.option("--bundle", "bundle", required=True, type=click.Path(exists=True, dir_okay=False),
+                 help="The bundle .tar that deploy wrote."),
+    click.option("--url", required=True, help="Where devices download it: https://, http:// or file://"),
+    click.option("--ring", required=True, help="The ring to announce to (canary, farm-north, all...)."),
+    click.option("--sign-key", required=True, type=click.Path(exists=True, dir_okay=False),
+                 help="The clca-edge.key devices trust (clca-edge keygen)."),
+    click.option("--version", "version", type=click.IntRange(min=1), default=None,
+                 help="The version (default: the next after every ring's current one)."),
+    click.option("--rollback", is_flag=True, help="A signed rollback: devices accept this older version."),
+], _release, passes=("sign_key",))
+
+
 @fleet.command("publish")
 @reports_errors
 @broker_options
-@click.option("--bundle", "bundle", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="The bundle .tar that deploy wrote.")
-@click.option("--url", required=True, help="Where devices download it: https://, http:// or file://")
-@click.option("--ring", required=True, help="The ring to announce to (canary, farm-north, all...).")
-@click.option("--sign-key", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="The clca-edge.key devices trust (clca-edge keygen).")
-@click.option("--version", "version", type=click.IntRange(min=1), default=None,
-              help="The version (default: the next after every ring's current one).")
-@click.option("--rollback", is_flag=True, help="A signed rollback: devices accept this older version.")
+@release_options
 @click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The collector's store: record the bundle's eval-set class mix there, which `fleet status` "
                    "compares the devices running it with.")
 @_json_flag
-def publish_cmd(link: Any, bundle: str, url: str, ring: str, sign_key: str, version: Optional[int], rollback: bool,
-                store: Optional[Path], as_json: bool) -> None:
+def publish_cmd(link: CentreLink, release: Release, sign_key: str, store: Optional[Path], as_json: bool) -> None:
     """Announce a bundle to a ring (a retained, signed MQTT message; the bytes stay at --url)."""
     from ..centre.rollout import publish
     from .fleet_cmds import eval_mixes_of
 
-    mixes = eval_mixes_of([bundle]) if store is not None else {}
-    ann = publish(_centre(link, sign_key), Path(bundle), url, ring, version=version, rollback=rollback)
+    mixes = eval_mixes_of([release.bundle]) if store is not None else {}
+    ann = publish(_centre(link, sign_key), release)
     if mixes:
         from ..centre.store import Store
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
@@ -18,6 +19,11 @@ from ..data.augment import AUGMENT_CHOICES, DEFAULT_AUGMENT
 from ..data.cache import CACHE_MODES, DEFAULT_CACHE
 from ..training.defaults import DEFAULT_CONSISTENCY, DEFAULT_CONSISTENCY_MIX, DEFAULT_CONSISTENCY_RAMP
 from ._common import console, emit_json, main, model_options, reports_errors
+from .options import OptionGroup
+
+if TYPE_CHECKING:
+    from ..data.synth import SynthConfig
+    from ..training.evaluate import EvalConfig
 
 log = logging.getLogger(__name__)
 
@@ -177,34 +183,44 @@ def train(ctx: click.Context, **params) -> None:
                         f"checkpoints in {result.out}")
 
 
+def _eval_config(**fields):
+    from ..training.evaluate import EvalConfig
+
+    return EvalConfig(**fields)
+
+
+# The options named as EvalConfig's fields; --json and --robustness say what to print, not what to evaluate.
+eval_options = OptionGroup("config", [
+    click.option("--checkpoint", required=True, help="A .safetensors checkpoint or a run folder (uses best)."),
+    click.option("--data", default=None, help="Dataset folder (default: the checkpoint's training data)."),
+    click.option("--split", type=click.Choice(["val", "test", "train"]), default="val"),
+    click.option("--image-root", default=None, help="Folder the CSV 'dir' paths are relative to."),
+    click.option("--out", default=None, help="Folder for confusion.csv/png and per_class.csv."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=64),
+    click.option("--workers", type=click.IntRange(min=0), default=2),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto"),
+    click.option("--json", "as_json", is_flag=True, help="Print one JSON object (top1, top5, num_images, ...)."),
+    click.option("--robustness", is_flag=True,
+                 help="Also the field robustness report (as `clca-edge robustness --checkpoint`: full suite, seed 0; "
+                      "robustness.csv/png into the outputs folder; under 'robustness' with --json)."),
+    click.option("--cache-dir", default=None,
+                 help="Read decoded images through this `train --cache disk` cache (default: the checkpoint's run "
+                      "cache, when it has one with the checkpoint's preprocessing). Read only; a changed image is "
+                      "decoded afresh."),
+], _eval_config, passes=("as_json", "robustness"))
+
+
 @main.command(name="eval", context_settings={"show_default": True})
-@click.option("--checkpoint", required=True, help="A .safetensors checkpoint or a run folder (uses best).")
-@click.option("--data", default=None, help="Dataset folder (default: the checkpoint's training data).")
-@click.option("--split", type=click.Choice(["val", "test", "train"]), default="val")
-@click.option("--image-root", default=None, help="Folder the CSV 'dir' paths are relative to.")
-@click.option("--out", default=None, help="Folder for confusion.csv/png and per_class.csv.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64)
-@click.option("--workers", type=click.IntRange(min=0), default=2)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (top1, top5, num_images, ...).")
-@click.option("--robustness", is_flag=True,
-              help="Also the field robustness report (as `clca-edge robustness --checkpoint`: full suite, seed 0; "
-                   "robustness.csv/png into the outputs folder; under 'robustness' with --json).")
-@click.option("--cache-dir", default=None,
-              help="Read decoded images through this `train --cache disk` cache (default: the checkpoint's run "
-                   "cache, when it has one with the checkpoint's preprocessing). Read only; a changed image is "
-                   "decoded afresh.")
 @reports_errors
-def eval_cmd(checkpoint, data, split, image_root, out, batch_size, workers, device, as_json, robustness,
-             cache_dir) -> None:
+@eval_options
+def eval_cmd(config: EvalConfig, as_json: bool, robustness: bool) -> None:
     """Top-1/top-5, per-class accuracy and confusion matrix (CSV + PNG) of a checkpoint."""
-    from ..training.evaluate import EvalConfig, evaluate_checkpoint
+    from ..training.evaluate import evaluate_checkpoint
 
     from .progress import StageProgress
 
     with StageProgress(console(stderr=True)) as progress:   # on stderr: stdout is for the results
-        report, folder = evaluate_checkpoint(EvalConfig(checkpoint, data, split, image_root, out, batch_size, workers,
-                                                        device, cache_dir=cache_dir), progress=progress)
+        report, folder = evaluate_checkpoint(config, progress=progress)
     if report.skipped:
         click.echo(f"Skipped {len(report.skipped)} unreadable image(s): " + ", ".join(report.skipped[:5]), err=True)
     field = None
@@ -212,7 +228,8 @@ def eval_cmd(checkpoint, data, split, image_root, out, batch_size, workers, devi
         from ..training.robustness import checkpoint_suite
         from .robustness_cmds import write_report_outputs
 
-        res, _meta, path = checkpoint_suite(checkpoint, data, split, image_root, batch_size=batch_size, device=device)
+        res, _meta, path = checkpoint_suite(config.checkpoint, config.data, config.split, config.image_root,
+                                            batch_size=config.batch_size, device=config.device)
         field = res.reports["checkpoint"]
         write_report_outputs(folder, {"checkpoint": field}, f"field robustness of {path}")
     if as_json:
@@ -246,25 +263,37 @@ def data() -> None:
     """Dataset tools."""
 
 
+def _synth_config(**fields):
+    from ..data.synth import SynthConfig
+
+    return SynthConfig(**fields)
+
+
+# The options named as SynthConfig's fields: what the data set is, not where it goes.
+synth_options = OptionGroup("config", [
+    click.option("--classes", type=click.IntRange(min=2), default=8),
+    click.option("--per-class", type=click.IntRange(min=2), default=40, help="Images per class (train + val)."),
+    click.option("--size", type=click.IntRange(min=16), default=96, help="Image side in pixels."),
+    click.option("--seed", type=int, default=0),
+    click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25),
+    click.option("--format", "fmt", type=click.Choice(["png", "jpg"]), default="png"),
+    click.option("--tint/--no-tint", default=True, help="Cultivars differ in blade tint too (--no-tint: only in "
+                 "shape and texture, so colour identifies no class)."),
+], _synth_config)
+
+
 @data.command(context_settings={"show_default": True})
-@click.option("--out", required=True, type=click.Path(), help="Output folder (train/ and val/).")
-@click.option("--classes", type=click.IntRange(min=2), default=8)
-@click.option("--per-class", type=click.IntRange(min=2), default=40, help="Images per class (train + val).")
-@click.option("--size", type=click.IntRange(min=16), default=96, help="Image side in pixels.")
-@click.option("--seed", type=int, default=0)
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25)
-@click.option("--format", "fmt", type=click.Choice(["png", "jpg"]), default="png")
-@click.option("--tint/--no-tint", default=True, help="Cultivars differ in blade tint too (--no-tint: only in shape "
-              "and texture, so colour identifies no class).")
-@click.option("--force", is_flag=True, help="Replace a synthetic data set written here before (and nothing else).")
 @reports_errors
-def synth(out, classes, per_class, size, seed, val_fraction, fmt, tint, force) -> None:
+@click.option("--out", required=True, type=click.Path(), help="Output folder (train/ and val/).")
+@synth_options
+@click.option("--force", is_flag=True, help="Replace a synthetic data set written here before (and nothing else).")
+def synth(out: str, config: SynthConfig, force: bool) -> None:
     """Write a synthetic ultra-fine-grained leaf dataset (ImageFolder train/ + val/).
 
     --out must be new or empty; --force replaces an earlier `data synth` output there whole, and
     never a folder holding anything else."""
-    from ..data.synth import SynthConfig, write_synthetic_dataset
+    from ..data.synth import write_synthetic_dataset
 
-    summary = write_synthetic_dataset(out, SynthConfig(classes, per_class, size, seed, val_fraction, fmt, tint), force)
+    summary = write_synthetic_dataset(out, config, force)
     click.echo(f"wrote {summary.train_images} train + {summary.val_images} val images of "
                f"{len(summary.class_names)} classes to {summary.root}")
