@@ -566,3 +566,12 @@ def test_build_engine_reuses_the_bundles_own_engine_without_writing_the_bundle(d
     assert o.reused and not [c for c in trt.calls if c[0] == "build_serialized_network"]
     assert o.path.read_bytes() == (b / "engines" / own).read_bytes() and o.path.parent.parent == _cached(b).folder
     assert tree_digest(b) == before and rep.default_engine == o.file
+
+
+def test_an_unwritable_cache_folder_is_one_line_naming_it(bundle, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_module("10.3.0.30"))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle), "--cache-dir", str(blocker)])
+    assert res.exit_code == 9 and "cannot write this device's cache folder" in res.output
+    assert "--cache-dir" in res.output and "Traceback" not in res.output

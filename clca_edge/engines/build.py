@@ -129,7 +129,13 @@ def _target(bundle: Bundle, config: BuildEngineConfig):
     from ..runtime.engine_cache import DeviceEngines, build_lock
 
     sha = bundle_digest(bundle)
-    with build_lock(bundle_cache_dir(sha, config.cache_dir)):
+    folder = bundle_cache_dir(sha, config.cache_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EngineError(f"cannot write this device's cache folder {folder} ({e.strerror or e}); set --cache-dir "
+                          "or CLCA_EDGE_CACHE_DIR to a writable folder (the bundle itself is never written)") from None
+    with build_lock(folder):
         yield _CacheTarget(DeviceEngines.open(sha, config.cache_dir))  # read under the lock
 
 
