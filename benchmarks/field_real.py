@@ -77,6 +77,9 @@ VARIANTS: dict[str, dict] = {
     "js6-halfgrey-wc-ramp1": _v("field", "half_grey_world", js=6.0, ramp=1.0),
     # ... AugMix: clean + 2 views, each the clean crop mixed with 3 field chains (AugMix's width, alpha 1)
     "js6-halfgrey-wc-ramp-augmix3": _v("field", "half_grey_world", js=6.0, ramp=0.5, mix=3),  # = defaults
+    # ... with half_auto input normalisation (half grey world, and brightness and colour spreads pulled half-way)
+    "weak-halfauto": _v("weak", "half_auto"),
+    "augmix3-halfauto": _v("field", "half_auto", js=6.0, ramp=0.5, mix=3),
 }
 KEYS = ("augment", "colour_constancy", "framing", "consistency", "consistency_ramp", "consistency_mix")
 

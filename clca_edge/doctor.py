@@ -232,8 +232,9 @@ def check_swap(system: System) -> list[Finding]:
 
 
 def check_cache_dir(path: Optional[str]) -> list[Finding]:
-    """This device's cache folder (``runtime/device_cache.py``): where self-check verdicts and CPU
-    latencies are kept, so a start after the first one runs neither again."""
+    """This device's cache folder (``runtime/device_cache.py``): where self-check verdicts, CPU
+    latencies and the TensorRT engines build-engine builds are kept, so a start after the first one
+    runs, times and builds none of them again."""
     import os
 
     from .runtime.device_cache import default_cache_dir
@@ -245,7 +246,8 @@ def check_cache_dir(path: Optional[str]) -> list[Finding]:
     if where.is_dir() and os.access(where, os.W_OK | os.X_OK):
         return [Finding("device cache", OK, str(folder))]
     return [Finding("device cache", WARN, f"{folder} not writable",
-                    "every start re-runs the self-check; set --cache-dir or CLCA_EDGE_CACHE_DIR to a writable folder")]
+                    "every start re-runs the self-check and build-engine cannot keep its engines; set --cache-dir or "
+                    "CLCA_EDGE_CACHE_DIR to a writable folder")]
 
 
 CHECKS = (check_python, check_jetson, check_tensorrt, check_cuda, check_onnxruntime, check_opencv,

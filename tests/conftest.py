@@ -87,7 +87,7 @@ def _device_cache_root(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _device_caches_under_tmp(_device_cache_root, monkeypatch):
-    """The device caches (runtime/device_cache.py: self-check verdicts, CPU latencies) of every test,
+    """The device caches (runtime/device_cache.py: self-check verdicts, CPU latencies, engines) of every test,
     and of every process it starts, go to one session folder under pytest's tmp, never to the real
     user cache; a test that needs them fresh sets its own XDG_CACHE_HOME or --cache-dir."""
     monkeypatch.delenv("CLCA_EDGE_CACHE_DIR", raising=False)

@@ -1,5 +1,6 @@
 """build-engine through the TensorRT Python API, against fake tensorrt modules of each major
-version: network flags, precision flags, workspace API, serialisation, cache keys, rebuilds."""
+version: network flags, precision flags, workspace API, serialisation, cache keys, rebuilds; engines
+go to this device's cache (runtime/engine_cache.py), the bundle is only read."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from clca_edge.engines.build import BuildEngineConfig, build_engines
 from clca_edge.engines import tensorrt as te
 from clca_edge.bundle import AccuracyRecord, Status, load_bundle, read_manifest, sha256_file, write_manifest
 from clca_edge.engines.tensorrt import GpuInfo, HostMemory
+from clca_edge.runtime.engine_cache import ENGINE_CACHE_FILE, DeviceEngines
 
 from fake_tensorrt import make_module
+from support.unchanged import tree_digest
 from support.workspace import TREE_CLASSES as CLASSES
 
 ORIN = GpuInfo("Orin (nvgpu)", "8.7", "test")
@@ -41,10 +44,21 @@ def deployed(tmp_path_factory, trained_workspace):
 
 @pytest.fixture
 def bundle(deployed, tmp_path, monkeypatch):
+    """A copy of the deployed bundle, with a device cache of its own (tests' copies share one content)."""
     monkeypatch.setattr("clca_edge.engines.build.gpu_info", lambda: ORIN)
+    monkeypatch.setenv("CLCA_EDGE_CACHE_DIR", str(tmp_path / "device-cache"))
     dst = tmp_path / "bundle"
     shutil.copytree(deployed[1], dst)
     return dst
+
+
+def _cached(bundle) -> DeviceEngines:
+    """This device's engine cache for ``bundle`` (the test's CLCA_EDGE_CACHE_DIR)."""
+    return DeviceEngines.open(sha256_file(bundle / "manifest.json"))
+
+
+def _cache_json(bundle) -> dict:
+    return json.loads((_cached(bundle).folder / ENGINE_CACHE_FILE).read_text())
 
 
 def _build(bundle, trt, **kw):
@@ -64,9 +78,12 @@ def test_auto_builds_both_gates_times_and_picks_default(bundle, deployed, flavou
     assert [c[1] for c in calls if c[0] == "build_serialized_network"] == [["FP16"], ["FP16", "INT8"]]
 
     m = json.loads((bundle / "manifest.json").read_text())
-    assert len(m["engines"]) == 2
+    assert m["engines"] == {} and m.get("default_engine") is None  # the bundle is only read
+    c = _cache_json(bundle)
+    assert len(c["engines"]) == 2 and rep.where == "cache" and rep.engine_dir == _cached(bundle).folder
     for o in rep.outcomes:
-        rec = m["engines"][o.file]
+        rec = c["engines"][o.file]
+        assert o.path == rep.engine_dir / rec["file"] and c["files"][rec["file"]] == sha256_file(o.path)
         src = "model.onnx" if o.precision == "fp16" else "model.int8.onnx"
         assert rec["key"] == {"trt_version": VERSIONS[flavour], "gpu_name": ORIN.name, "compute_capability": "8.7",
                               "precision": o.precision, "onnx_sha256": sha256_file(bundle / src)}
@@ -86,8 +103,8 @@ def test_auto_builds_both_gates_times_and_picks_default(bundle, deployed, flavou
         assert rec["status"] == ("rejected" if rejected else "passed")
     passing = [o for o in rep.outcomes if o.status == "passed"]
     fastest = min(passing, key=lambda o: o.record.timing.p50_ms)
-    assert m["default_engine"] == rep.default_engine == fastest.file and m["default_engine_verified"]
-    assert set(load_bundle(bundle).engines) == {o.file for o in rep.outcomes}  # plans are hashed too
+    assert c["default_engine"] == rep.default_engine == fastest.file and c["default_engine_verified"]
+    assert set(_cached(bundle).cache.engines) == {o.file for o in rep.outcomes}
 
 
 def test_cached_engine_is_reused_and_foreign_ones_rebuilt(bundle, monkeypatch):
@@ -110,7 +127,7 @@ def test_cached_engine_is_reused_and_foreign_ones_rebuilt(bundle, monkeypatch):
     upgraded = _build(bundle, trt10, precision="fp16")
     assert not upgraded.outcomes[0].reused and "trt10.3.0.30" in upgraded.outcomes[0].file
     assert upgraded.outcomes[0].status != "failed to run"
-    assert len(load_bundle(bundle).engines) == 3
+    assert len(_cached(bundle).cache.engines) == 3 and load_bundle(bundle).engines == {}
 
 
 def test_changed_onnx_means_a_new_key(bundle):
@@ -181,8 +198,9 @@ def test_deploy_on_a_tensorrt_machine_builds_right_away_only_what_was_asked(depl
     monkeypatch.setattr(te, "_CudaRt", HostMemory)
     rep = run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=tmp_path / "b", calib_data=ws["calib"], eval_data=ws["eval"],
                                   precisions=precisions, calibration=CalibrationConfig(num_images=6)))
-    if built:
+    if built:  # the bundle's own engines: recorded in the bundle deploy has just written
         assert rep.engines is not None and [o.precision for o in rep.engines.outcomes] == built
+        assert rep.engines.where == "bundle" and rep.engines.engine_dir == tmp_path / "b"
         assert list(load_bundle(tmp_path / "b").engines) == [rep.engines.outcomes[0].file]
     else:  # an fp32-only deploy asked for no fp16/int8 engine: none is built
         assert rep.engines is None and load_bundle(tmp_path / "b").engines == {}
@@ -273,11 +291,11 @@ def test_failed_int8_build_keeps_the_fp16_engine(bundle, deployed):
     assert by["int8"].status == "build failed" and by["int8"].file is None
     assert "failed to build a int8 engine" in by["int8"].note
     assert by["fp16"].file and by["fp16"].status in ("passed", "rejected")
-    m = json.loads((bundle / "manifest.json").read_text())
-    assert list(m["engines"]) == [by["fp16"].file] and (bundle / m["engines"][by["fp16"].file]["file"]).is_file()
-    (fail_name, fail), = m["engine_build_failures"].items()
+    c = _cache_json(bundle)
+    assert list(c["engines"]) == [by["fp16"].file] and (_cached(bundle).folder / c["engines"][by["fp16"].file]["file"]).is_file()
+    (fail_name, fail), = c["engine_build_failures"].items()
     assert fail["status"] == "build failed" and fail["key"]["precision"] == "int8" and "int8" in fail["note"]
-    assert set(load_bundle(bundle).engines) == {by["fp16"].file}  # manifest written and verifiable
+    assert set(_cached(bundle).cache.engines) == {by["fp16"].file}  # the cache record is written and readable
 
     # Next start with a working builder: fp16 is reused as is, int8 built, the failure cleared.
     fixed = make_module("10.3.0.30")
@@ -286,7 +304,7 @@ def test_failed_int8_build_keeps_the_fp16_engine(bundle, deployed):
     assert by2["fp16"].reused and by2["fp16"].file == by["fp16"].file
     assert [c[1] for c in fixed.calls if c[0] == "build_serialized_network"] == [["FP16", "INT8"]]
     assert by2["int8"].file == fail_name
-    assert json.loads((bundle / "manifest.json").read_text())["engine_build_failures"] == {}
+    assert _cache_json(bundle)["engine_build_failures"] == {}
 
 
 def test_cli_reports_a_failed_build_without_traceback(bundle, monkeypatch):
@@ -304,9 +322,10 @@ def test_build_reuses_verified_hashes(bundle, monkeypatch):
     monkeypatch.setattr(bmod, "sha256_file", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
     n_files = len(json.loads((bundle / "manifest.json").read_text())["files"])
     rep = _build(bundle, make_module("10.3.0.30"), precision="auto")
-    assert hashed.count("model.onnx") == 1  # load_bundle's verification only
-    assert len(hashed) == n_files + 2  # + the two new plans; unchanged files are not re-hashed
-    assert sorted(hashed[n_files:]) == sorted(o.file for o in rep.outcomes)
+    assert hashed.count("model.onnx") == 1 and len(hashed) == n_files  # load_bundle's verification only
+    files = _cached(bundle).cache.files  # the plans' sha256, from the bytes written
+    assert sorted(files) == sorted(f"engines/{o.file}" for o in rep.outcomes)
+    assert all(files[f"engines/{o.file}"] == real(o.path) for o in rep.outcomes)
 
 
 class RecordingMemory(HostMemory):
@@ -351,14 +370,17 @@ def test_build_engine_and_engine_lookup_on_a_tar(bundle, monkeypatch, tmp_path):
     res = CliRunner().invoke(main, ["build-engine", "--bundle", str(tar), "--precision", "fp16"])
     assert res.exit_code == 0, res.output
     root = tmp_path / "field.tar.d" / "bundle"
-    (plan,) = (root / "engines").iterdir()
+    extracted = tree_digest(tmp_path / "field.tar.d")
+    assert not (root / "engines").exists()  # the extraction is not the engine cache
+    (plan,) = (_cached(root).folder / "engines").iterdir()
     trt.calls.clear()
     res = CliRunner().invoke(main, ["build-engine", "--bundle", str(tar), "--precision", "fp16"])
     assert res.exit_code == 0 and "cached" in res.output
     assert not [c for c in trt.calls if c[0] == "build_serialized_network"]
-    b = load_bundle(tar)  # what capture opens: the same extracted folder, engine included
-    assert b.root == root and b.source == tar
-    assert find_engine(b, "fp16", trt, ORIN) == plan
+    b = load_bundle(tar)  # what capture opens: the same extracted folder, as extracted
+    assert b.root == root and b.source == tar and tree_digest(tmp_path / "field.tar.d") == extracted
+    found = find_engine(b, "fp16", trt, ORIN, _cached(root))
+    assert found.path == plan and found.cached
 
 
 def test_torch_tensorrt_module_is_recorded_apart_and_never_picked_by_the_runtime(bundle, deployed, monkeypatch):
@@ -383,15 +405,17 @@ def test_torch_tensorrt_module_is_recorded_apart_and_never_picked_by_the_runtime
     res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle), "--builder", "torch-tensorrt",
                                     "--precision", "fp16", "--checkpoint", str(deployed[0]["ckpt"])])
     assert res.exit_code == 0, res.output
-    b = load_bundle(bundle)  # the .ep is hashed and verifies
-    (name, module), = b.manifest.torch_tensorrt.items()
+    b = load_bundle(bundle)  # the bundle is only read: the .ep is in this device's cache, hashed there
+    assert b.manifest.torch_tensorrt == {} and b.engines == {}
+    cached = _cached(bundle)
+    (name, module), = cached.cache.torch_tensorrt.items()
     assert name.endswith(".ep") and module.precision == "fp16" and module.torch_tensorrt_version == "2.4.0"
-    assert module.status == Status.UNVERIFIED and b.sha256(b.root / module.file) == sha256_file(b.root / module.file)
-    assert b.engines == {} and b.manifest.default_engine is None
-    assert json.loads((bundle / "manifest.json").read_text())["engines"] == {}
+    ep = cached.path(module.file)
+    assert module.status == Status.UNVERIFIED and cached.cache.files[module.file] == sha256_file(ep)
+    assert ep.read_bytes() == b"exported program" and cached.cache.engines == {} and cached.cache.default_engine is None
     assert load_model(bundle).files.engine_precisions == ()
     with pytest.raises(BackendUnavailable, match="no fp16 engine built"):
-        find_engine(b, "fp16", make_module("10.3.0.30"), ORIN)
+        find_engine(b, "fp16", make_module("10.3.0.30"), ORIN, cached)
 
 
 def test_the_engines_gate_is_the_one_deploy_used():
@@ -441,3 +465,113 @@ def test_an_engine_failing_mid_gate_fails_to_run_and_the_other_keeps_its_paired_
     assert fp16.accuracy.images == fp16.paired.images == 12 and fp16.paired.agreement == 100.0
     assert (fp16.paired.lost, fp16.paired.gained, fp16.paired.p_value) == (0, 0, 1.0) and fp16.status == Status.PASSED
     assert rep.default_engine == next(o.file for o in rep.outcomes if o.precision == "fp16")
+
+
+@pytest.fixture
+def read_only_bundle(bundle):
+    """The bundle copy made read-only (as the session fixtures and read-only media are)."""
+    modes = {p: p.stat().st_mode for p in [bundle, *bundle.rglob("*")]}
+    for p in modes:
+        p.chmod(modes[p] & ~0o222)
+    yield bundle
+    for p, mode in modes.items():
+        p.chmod(mode)
+
+
+def test_build_engine_leaves_the_bundle_byte_identical_and_the_runtime_finds_its_engines(read_only_bundle, deployed,
+                                                                                          monkeypatch):
+    from clca_edge.runtime.backends import select_classifier
+    from clca_edge.runtime.model import load_model
+
+    bundle = read_only_bundle
+    before = tree_digest(bundle)
+    trt = make_module("10.3.0.30")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(te, "_CudaRt", HostMemory)
+    monkeypatch.setattr(te, "gpu_info", lambda: ORIN)  # what the runtime asks
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle), "--precision", "auto", "--json",
+                                    "--eval-data", str(deployed[0]["eval"])])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert tree_digest(bundle) == before  # every file, byte for byte; nothing added
+    cached = _cached(bundle)
+    assert report["where"] == "cache" and report["engine_dir"] == str(cached.folder)
+    paths = {e["precision"]: Path(e["path"]) for e in report["engines"]}
+    assert set(paths) == {"fp16", "int8"} and all(p.parent == cached.folder / "engines" and p.is_file()
+                                                   for p in paths.values())
+    default = cached.cache.engines[report["default_engine"]]
+
+    # The next open finds them in the cache and runs the default engine (the fake plan runs its ONNX).
+    model = load_model(bundle)
+    assert set(model.files.engine_precisions) == {"fp16", "int8"}
+    sel = select_classifier(model.files, backend="tensorrt")
+    assert sel.classifier.source_file == cached.path(default.file) and sel.classifier.precision == default.key.precision
+    assert sel.checks[-1].status == Status.PASSED and "this device's cache" in sel.classifier.detail
+    sel.classifier.close()
+    assert tree_digest(bundle) == before
+
+
+def test_another_bundle_or_workspace_never_reuses_an_engine(bundle, tmp_path):
+    trt = make_module("10.3.0.30")
+    first = _build(bundle, trt, precision="fp16").outcomes[0]
+    assert first.file.endswith("_ws1024.plan")
+
+    # Another workspace: another engine (the builder may pick other kernels), kept apart.
+    trt.calls.clear()
+    small = _build(bundle, trt, precision="fp16", workspace_mb=512).outcomes[0]
+    assert not small.reused and small.file.endswith("_ws512.plan") and small.file != first.file
+    assert [c[0] for c in trt.calls].count("build_serialized_network") == 1
+    assert set(_cached(bundle).cache.engines) == {first.file, small.file}
+
+    # Another bundle with the same ONNX (its manifest differs): its own cache folder, built afresh.
+    other = tmp_path / "other"
+    shutil.copytree(bundle, other)
+    m = read_manifest(other)
+    m.default_variant = "fp32" if m.default_variant != "fp32" else "int8"
+    write_manifest(other, m, hash_files=False)
+    trt.calls.clear()
+    again = _build(other, trt, precision="fp16").outcomes[0]
+    assert not again.reused and [c[0] for c in trt.calls].count("build_serialized_network") == 1
+    assert _cached(other).folder != _cached(bundle).folder and again.path.parent.parent == _cached(other).folder
+
+    # A cache record copied to another bundle's folder names its bundle: ignored there.
+    shutil.rmtree(_cached(other).folder)
+    shutil.copytree(_cached(bundle).folder, _cached(other).folder)
+    assert _cached(other).cache.engines == {}
+    trt.calls.clear()
+    assert not _build(other, trt, precision="fp16").outcomes[0].reused
+
+
+def test_build_engine_reuses_the_bundles_own_engine_without_writing_the_bundle(deployed, tmp_path, monkeypatch):
+    """Deploy on a Jetson records the bundle's own engine in the bundle; build-engine on that device
+    then reuses it (copied into the cache, gated and timed there) instead of building it again."""
+    from clca_edge.deploy.calibration import CalibrationConfig
+    from clca_edge.deploy.pipeline import DeployConfig, run_deploy
+
+    ws = deployed[0]
+    trt = make_module("8.5.2.2")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("clca_edge.deploy.pipeline._tensorrt_available", lambda: True)
+    monkeypatch.setattr("clca_edge.engines.build.gpu_info", lambda: ORIN)
+    monkeypatch.setattr(te, "_CudaRt", HostMemory)
+    monkeypatch.setenv("CLCA_EDGE_CACHE_DIR", str(tmp_path / "device-cache"))
+    b = tmp_path / "b"
+    run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=b, calib_data=ws["calib"], eval_data=ws["eval"],
+                            precisions=("fp16", "fp32"), calibration=CalibrationConfig(num_images=6)))
+    (own,) = load_bundle(b).engines
+    before = tree_digest(b)
+    trt.calls.clear()
+    rep = _build(b, trt, precision="fp16")
+    o = rep.outcomes[0]
+    assert o.reused and not [c for c in trt.calls if c[0] == "build_serialized_network"]
+    assert o.path.read_bytes() == (b / "engines" / own).read_bytes() and o.path.parent.parent == _cached(b).folder
+    assert tree_digest(b) == before and rep.default_engine == o.file
+
+
+def test_an_unwritable_cache_folder_is_one_line_naming_it(bundle, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_module("10.3.0.30"))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle), "--cache-dir", str(blocker)])
+    assert res.exit_code == 9 and "cannot write this device's cache folder" in res.output
+    assert "--cache-dir" in res.output and "Traceback" not in res.output

@@ -169,6 +169,57 @@ def test_stale_or_missing_engine_falls_back_naming_build_engine(tmp_path, bundle
     assert "no fp16 engine built for TensorRT 10.3.0 on Orin (nvgpu)" in no_engine.fallbacks[0].reason
 
 
+def _cache_engines(bundle, cache_dir, engines, bundle_sha=None):
+    """Engines as build-engine leaves them in this device's cache for ``bundle`` (runtime/engine_cache.py)."""
+    from clca_edge.bundle import EngineRecord, Status, sha256_file
+    from clca_edge.runtime.engine_cache import DeviceEngines
+
+    sha = sha256_file(bundle / "manifest.json")
+    cached = DeviceEngines.open(sha, cache_dir)
+    cached.cache.bundle_sha256 = bundle_sha or sha
+    for fname, key in engines.items():
+        rel = cached.write_plan(fname, b"cached:" + fname.encode())
+        cached.cache.engines[fname] = EngineRecord(file=rel, key=key, status=Status.PASSED, workspace_mb=1024)
+    cached.cache.default_engine = next(iter(engines), None)
+    cached.save()
+    return cached
+
+
+def test_an_engine_in_the_device_cache_is_preferred_to_the_bundles_own(tmp_path, bundle_dir, fake_trt):
+    from support.unchanged import tree_digest
+
+    b = _bundle_with_engines(tmp_path, bundle_dir, {"fp16_own.plan": _key(bundle_dir)})
+    cache = tmp_path / "cache"
+    cached = _cache_engines(b, cache, {"fp16_here_ws1024.plan": _key(bundle_dir)})
+    before = tree_digest(b)
+    model = load_model(b, cache_dir=cache)
+    assert model.files.engine_precisions == ("fp16",)
+    sel = select_classifier(model.files)
+    assert sel.classifier.backend == "tensorrt" and fake_trt == [b"cached:fp16_here_ws1024.plan"]
+    assert sel.classifier.source_file == cached.folder / "engines" / "fp16_here_ws1024.plan"
+    assert "this device's cache" in sel.classifier.detail and tree_digest(b) == before
+    # Its self-check is cached by the plan's sha256 (it is not a bundle file).
+    assert model.checker.model_sha256(sel.classifier) == cached.cache.files["engines/fp16_here_ws1024.plan"]
+    # Without that cache (another --cache-dir), the bundle's own engine runs, as before.
+    fake_trt.clear()
+    sel = select_classifier(load_model(b, cache_dir=tmp_path / "other").files)
+    assert fake_trt == [b"plan:fp16_own.plan"] and "the bundle" in sel.classifier.detail
+
+
+def test_a_cached_engine_that_changed_or_belongs_to_another_bundle_is_not_run(tmp_path, bundle_dir, fake_trt):
+    cache = tmp_path / "cache"
+    cached = _cache_engines(bundle_dir, cache, {"fp16_here_ws1024.plan": _key(bundle_dir)})
+    (cached.folder / "engines" / "fp16_here_ws1024.plan").write_bytes(b"truncated")
+    sel = select_classifier(load_model(bundle_dir, cache_dir=cache).files)
+    assert sel.classifier.backend == "ort-cpu" and fake_trt == []
+    assert "does not match its sha256" in sel.fallbacks[0].reason and "build-engine" in sel.fallbacks[0].reason
+    # engines.json written for another bundle's content (same folder prefix): ignored, never loaded.
+    _cache_engines(bundle_dir, cache, {"fp16_here_ws1024.plan": _key(bundle_dir)}, bundle_sha="f" * 64)
+    model = load_model(bundle_dir, cache_dir=cache)
+    assert model.files.engine_precisions == () and select_classifier(model.files).classifier.backend == "ort-cpu"
+    assert fake_trt == []
+
+
 def test_rejected_variant_is_never_used(tmp_path, bundle_dir):
     from clca_edge.bundle import Status, VariantRecord, read_manifest, write_manifest
 

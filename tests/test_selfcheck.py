@@ -322,10 +322,12 @@ def test_cpuinfo_reads_x86_and_arm():
     assert arm.flags_sha256 != x86.flags_sha256
 
 
-def test_build_engine_self_checks_each_engine_before_gating_it(bundle, monkeypatch):
+def test_build_engine_self_checks_each_engine_before_gating_it(bundle, monkeypatch, tmp_path):
     """Fake TensorRT (tests/fake_tensorrt runs the plan's ONNX in ONNX Runtime): the fp16 engine
     passes; an INT8 engine whose outputs are wrong is rejected, never the default."""
     from fake_tensorrt import make_module
+
+    from clca_edge.runtime.engine_cache import DeviceEngines
 
     from clca_edge.engines import tensorrt as te
     from clca_edge.engines.build import BuildEngineConfig, build_engines
@@ -347,9 +349,9 @@ def test_build_engine_self_checks_each_engine_before_gating_it(bundle, monkeypat
         r = te.TrtRunner(trt, plan, memory=HostMemory())
         return Wrong(r) if b"INT8" in plan.split(b"\n", 1)[0] else r
 
-    rep = build_engines(BuildEngineConfig(bundle=bundle, precision="auto", timing_iters=2), trt=make_module("10.3.0.30"),
-                        memory=HostMemory(), runner_factory=runners)
-    engines = read_manifest(bundle).engines
+    rep = build_engines(BuildEngineConfig(bundle=bundle, precision="auto", timing_iters=2, cache_dir=tmp_path / "cache"),
+                        trt=make_module("10.3.0.30"), memory=HostMemory(), runner_factory=runners)
+    engines = DeviceEngines.open(sha256_file(bundle / "manifest.json"), tmp_path / "cache").cache.engines
     by_prec = {e.key.precision: e for e in engines.values()}
     assert by_prec["fp16"].self_check["status"] == "passed" and by_prec["fp16"].status == "built, not verified"
     assert by_prec["int8"].self_check["status"] == "failed" and by_prec["int8"].status == "rejected"

@@ -1,5 +1,6 @@
 """Signed bundles: keygen, deploy --sign-key, and devices with trusted keys refusing unsigned,
-foreign or tampered bundles while engines built on the device keep the signature valid."""
+foreign or tampered bundles; build-engine leaves a signed bundle as it was (engines go to the device
+cache), and the bundle's own engines recorded after signing keep the signature valid."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def test_unsigned_and_foreign_bundles_are_refused_with_keys_only(signed, keys, t
     sign_bundle(b, keys["other_priv"])  # signed, but by a key the device does not trust
     res = _predict(b, ws, "--trusted-keys", str(keys["trusted"]))
     assert res.exit_code == ExitCode.TRUST and "not among the trusted keys" in res.output
-    # A signature that claims more device-writable keys than build-engine may write is refused.
+    # A signature that leaves out more than the engine keys is refused.
     sign_bundle(b, keys["priv"])
     sig = json.loads((b / SIGNATURE_NAME).read_text())
     sig["unsigned_keys"].append("variants")
@@ -129,23 +130,47 @@ def test_unsigned_and_foreign_bundles_are_refused_with_keys_only(signed, keys, t
         load_bundle(b, trusted_keys=TrustedKeys.load(keys["trusted"]))
 
 
-def test_engines_built_on_the_device_keep_the_signature(signed, keys, tmp_path, monkeypatch):
+def test_build_engine_leaves_a_signed_bundle_and_its_signature_as_they_were(signed, keys, tmp_path, monkeypatch):
     from fake_tensorrt import make_module
 
     from clca_edge.engines.build import BuildEngineConfig, build_engines
     from clca_edge.engines.tensorrt import GpuInfo, HostMemory
+    from support.unchanged import tree_digest
 
     ws, _ = signed
     b = _copy(signed, tmp_path)
+    before = tree_digest(b)
     trusted = TrustedKeys.load(keys["trusted"])
     monkeypatch.setattr("clca_edge.engines.build.gpu_info", lambda: GpuInfo("Orin (nvgpu)", "8.7", "test"))
     rep = build_engines(BuildEngineConfig(bundle=b, precision="fp16", timing_iters=2, eval_data=ws["eval"],
-                                          trusted_keys=trusted), trt=make_module("8.5.2.2"), memory=HostMemory())
-    assert rep.outcomes[0].file
-    bundle = load_bundle(b, trusted_keys=trusted)  # manifest rewritten by build-engine: still verifies
+                                          trusted_keys=trusted, cache_dir=tmp_path / "cache"),
+                        trt=make_module("8.5.2.2"), memory=HostMemory())
+    assert rep.outcomes[0].file and rep.engine_dir.parent.parent == tmp_path / "cache"
+    assert tree_digest(b) == before  # manifest, manifest.sig and every file, byte for byte
+    assert load_bundle(b, trusted_keys=trusted).engines == {}
+
+
+def test_a_signed_bundle_with_engines_recorded_after_signing_still_verifies_and_runs_them(signed, keys, tmp_path):
+    """Deploy on a Jetson records the bundle's own engines after signing (and bundles signed before
+    engines moved to the device cache hold what an older build-engine added): the engine keys are
+    outside the signature, so these verify and their engines are found; a deploy-written field
+    edited on the device does not verify."""
+    from clca_edge.bundle import EngineKey, EngineRecord, Status
+    from clca_edge.runtime.model import load_model
+
+    b = _copy(signed, tmp_path)
+    m = read_manifest(b)
+    (b / "engines").mkdir()
+    (b / "engines" / "own.plan").write_bytes(b"plan")
+    key = EngineKey("8.5.2.2", "Orin (nvgpu)", "8.7", "fp16", m.files["model.onnx"])
+    m.engines = {"own.plan": EngineRecord(file="engines/own.plan", key=key, status=Status.PASSED, workspace_mb=1024)}
+    m.default_engine = "own.plan"
+    write_manifest(b, m, new_files=["engines/own.plan"])
+    trusted = TrustedKeys.load(keys["trusted"])
+    bundle = load_bundle(b, trusted_keys=trusted)
     (engine,) = bundle.engines.values()
     assert engine.file in bundle.manifest.files and engine.file not in verify_bundle(b, trusted).signed_files
-    # But a deploy-written field edited on the device does not.
+    assert load_model(b, trusted_keys=trusted).files.engine_precisions == ("fp16",)
     m = read_manifest(b)
     m.default_variant = "fp16" if m.default_variant != "fp16" else "fp32"
     write_manifest(b, m, hash_files=False)

@@ -25,7 +25,7 @@ Format (``FORMAT_VERSION`` = 3):
   copies of older bundles on read (a ``model``-less one gets its ``backbone``/``method`` moved into
   ``model``). The writer always writes format 3; each ``upgrade_format_N`` turns N into N + 1.
 - Unknown keys are KEPT, not refused: a file written by a newer minor version keeps the sections this
-  version does not know through a read/modify/write (build-engine adding its engines), in each
+  version does not know through a read/modify/write (deploy adding its engines), in each
   record's ``extra``. They are ignored otherwise; an ``EngineKey`` with unknown keys never matches one
   computed here, so such a plan is treated as built elsewhere. A new *major* change bumps
   ``FORMAT_VERSION`` (older readers then refuse it with "upgrade clca-edge").
@@ -65,8 +65,10 @@ FORMAT_VERSION = 3
 READABLE_FORMATS = (1, 2, 3)
 
 MANIFEST_NAME = "manifest.json"
-# Manifest keys build-engine may change on the device (in an extracted archive, and outside the
-# signature); everything else is deploy's and must match the .tar and what was signed.
+# Manifest keys left out of a bundle's signature: deploy on a Jetson records the bundle's own engines
+# after it signed (and packed) the bundle, and a build-engine before engines moved to the device cache
+# (runtime/engine_cache.py) added its engines here on the device; such signed bundles still verify.
+# Everything else is deploy's and must match what was signed. build-engine no longer writes a manifest.
 ENGINE_KEYS = ("engines", "engine_build_failures", "default_engine", "default_engine_verified", "torch_tensorrt",
                "files")
 LABELS_NAME = "labels.txt"
@@ -439,7 +441,8 @@ class VariantRecord(ManifestRecord):
 
 @dataclass
 class EngineRecord(ManifestRecord):
-    """A TensorRT plan build-engine built (or reused) on a device, under ``engines/``."""
+    """A TensorRT plan built for one device: a bundle's own (deploy on a Jetson, under its ``engines/``),
+    or one build-engine built on a device (in that device's cache, ``runtime/engine_cache.py``)."""
 
     file: str
     key: EngineKey
@@ -467,7 +470,7 @@ class EngineRecord(ManifestRecord):
 
 @dataclass
 class EngineBuildFailure(ManifestRecord):
-    """A precision build-engine tried and could not build here; cleared once it builds."""
+    """A precision build-engine (or deploy) tried and could not build here; cleared once it builds."""
 
     key: EngineKey
     note: str

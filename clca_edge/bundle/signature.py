@@ -5,17 +5,19 @@ signature, a device that trusts a set of public keys (``--trusted-keys DIR``, or
 variable ``CLCA_EDGE_TRUSTED_KEYS`` the systemd unit sets) refuses a bundle that is unsigned, signed
 by another key, or changed after signing.
 
-What is signed (``payload``): the manifest as deploy wrote it, minus the keys build-engine may add
-or change on the device (``manifest.ENGINE_KEYS``: engines, their failures, the default engine, and the
-``files`` hashes of the plans it adds), plus the sha256 of every file deploy wrote. So engines built
-on the device are recorded without breaking the signature, and every deploy-written file (the ONNX
-variants, labels, preprocessing, reference samples, calibration list) is covered through its hash,
-which ``store.verify_files`` checks against the bytes on load. Engines are the device's own output:
-they are keyed to the device and re-checked by the device self-check, not signed.
+What is signed (``payload``): the manifest as deploy wrote it, minus the engine keys
+(``manifest.ENGINE_KEYS``: engines, their failures, the default engine, Torch-TensorRT modules, and
+the ``files`` hashes of the plans), plus the sha256 of every file deploy wrote. Deploy on a Jetson
+records the bundle's own engines after signing it, and bundles signed before engines moved to the
+device cache may hold engines an older build-engine added on the device: both keep their signature
+valid. (build-engine now writes into the device's cache, never into a bundle.) Every deploy-written
+file (the ONNX variants, labels, preprocessing, reference samples, calibration list) is covered
+through its hash, which ``store.verify_files`` checks against the bytes on load. Engines are a
+device's own output: they are keyed to the device and re-checked by the device self-check, not signed.
 
 The manifest is read as plain JSON, not through the typed schema, and canonicalised (sorted keys,
-numbers as floats, null members dropped), so a read/modify/write by build-engine that re-serialises
-it does not change what was signed. ``manifest.sig`` (JSON, next to the manifest, not listed in its
+numbers as floats, null members dropped), so a read/modify/write that re-serialises it (deploy
+adding its engines) does not change what was signed. ``manifest.sig`` (JSON, next to the manifest, not listed in its
 ``files``) holds the key id, the excluded keys and the signed file list (both inside the signed
 payload too, so neither can be edited) and the signature.
 

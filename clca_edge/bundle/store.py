@@ -2,13 +2,14 @@
 
 A bundle is a folder (or a ``.tar`` of one) holding ``manifest.json`` and every file it lists
 under ``files`` with its sha256: the ONNX variants, ``labels.txt``, ``preprocess.json``, the
-calibration manifest, ``trtexec.sh`` and any TensorRT engines built on the device. Loading
+calibration manifest, ``trtexec.sh`` and the TensorRT engines deploy built when it ran on a Jetson
+(engines ``build-engine`` builds on a device go to that device's cache, never into a bundle). Loading
 refuses a bundle with a missing file or a hash that does not match, so a truncated copy or a
 tampered file never reaches the model.
 
 A ``.tar`` is extracted once into a persistent folder next to it (``NAME.tar`` -> ``NAME.tar.d/``)
-and reused while it agrees with the archive's manifest, so a capture start does not unpack hundreds
-of MB again and ``build-engine`` can cache engines there.
+and reused while its manifest is the archive's, so a capture start does not unpack hundreds of MB
+again. Nothing else is written there (engines go to the device cache, ``runtime/engine_cache.py``).
 
 The manifest's schema is ``bundle.manifest`` (typed records, format 3); ``read_manifest`` and
 ``write_manifest`` here are the only code that reads or writes ``manifest.json``.
@@ -30,7 +31,7 @@ from ..core.errors import BundleError, TrustError
 from ..core.atomic_io import atomic_write_bytes, make_temp_dir
 from ..core.output_paths import replace_dir
 from ..core.preprocess import PreprocessSpec
-from .manifest import (ENGINE_KEYS, ENGINE_SOURCE, FORMAT_VERSION, LABELS_NAME, MANIFEST_NAME, PRECISIONS,
+from .manifest import (ENGINE_SOURCE, FORMAT_VERSION, LABELS_NAME, MANIFEST_NAME, PRECISIONS,
                        PREPROCESS_NAME, UNUSABLE, Manifest, Status, VariantRecord)
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class Bundle:
 
     @property
     def engines(self):
-        """Cached TensorRT engines (``EngineRecord``), keyed by file name (see ``EngineKey``)."""
+        """The bundle's own TensorRT engines (``EngineRecord``, built by deploy on a Jetson), keyed by
+        file name (see ``EngineKey``); a device's own builds are in its cache (``runtime/engine_cache.py``)."""
         return self.manifest.engines
 
     def sha256(self, path: Path) -> str:
@@ -202,15 +204,12 @@ def extraction_dir(tar_path: Path) -> Path:
 
 
 def _agrees(root: Path, tar_manifest: Manifest) -> bool:
-    """The extracted manifest is the archive's, plus only what build-engine adds (engines)."""
+    """The extracted manifest is the archive's. (One where an older build-engine added engines is
+    extracted again: engines now live in the device cache.)"""
     try:
-        mine = read_manifest(root)
+        return read_manifest(root).to_dict() == tar_manifest.to_dict()
     except BundleError:
         return False
-    ours, theirs = mine.to_dict(), tar_manifest.to_dict()
-    if {k: v for k, v in ours.items() if k not in ENGINE_KEYS} != {k: v for k, v in theirs.items() if k not in ENGINE_KEYS}:
-        return False
-    return all(mine.files.get(rel) == digest for rel, digest in tar_manifest.files.items())
 
 
 def _extract_fresh(tar_path: Path, dest: Path) -> None:
@@ -338,7 +337,7 @@ def write_manifest(root: Path, manifest: Manifest, hash_files: bool = True,
                    new_files: Optional[Iterable[str]] = None) -> None:
     """Write ``manifest`` (format 3) atomically; the ONE writer of ``manifest.json``. ``new_files``
     (paths relative to ``root``): hash only these into ``manifest.files`` and keep the other, already
-    verified hashes (build-engine adding plans); else with ``hash_files`` re-hash every file under
+    verified hashes (deploy adding the bundle's own plans); else with ``hash_files`` re-hash every file under
     ``root`` but the manifest itself (deploy). What is written is read back through the reader
     first, so nothing the reader would refuse is ever written."""
     if not isinstance(manifest, Manifest):

@@ -9,8 +9,9 @@ import click
 
 from ..bundle import BUILD_FAILED, PRECISIONS
 from ..core.errors import ExitCode
-from ._common import console, main, reports_errors
+from ._common import console, emit_json, main, reports_errors
 from .deploy_options import deploy_options
+from .options import cache_dir_option
 from .progress import StageProgress
 from .trust_cmds import load_trusted, trusted_keys_option
 
@@ -163,11 +164,16 @@ def _print_engines(con, report) -> None:
                       note)
     con.print(table)
     con.print(f"default engine: [bold]{report.default_engine}[/]")
+    if report.engine_dir is not None:
+        where = ("this device's cache (the bundle is not written)" if report.where == "cache"
+                 else "the bundle (its own engines)")
+        con.print(f"engines in: {report.engine_dir} ({where})", highlight=False)
 
 
 @main.command("build-engine")
 @click.option("--bundle", required=True, type=click.Path(path_type=Path),
-              help="Bundle folder, or .tar (extracted once to NAME.tar.d/ next to it; engines are cached there).")
+              help="Bundle folder, or .tar (extracted once to NAME.tar.d/ next to it). It is only read: the "
+                   "engines go to this device's cache folder (--cache-dir).")
 @click.option("--precision", type=click.Choice([*PRECISIONS, "auto"]), default="auto", show_default=True,
               help="auto builds fp16 and int8, times both and records the faster passing one as default.")
 @click.option("--workspace-mb", default=1024, show_default=True, type=click.IntRange(min=1))
@@ -179,17 +185,23 @@ def _print_engines(con, report) -> None:
 @click.option("--builder", type=click.Choice(["tensorrt", "torch-tensorrt"]), default="tensorrt", show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="For --builder torch-tensorrt.")
 @trusted_keys_option
+@cache_dir_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: where the engines went (engine_dir, each engine's path) and their records.")
 @reports_errors
-def build_engine(bundle, precision, workspace_mb, eval_data, max_drop, builder, checkpoint, trusted_keys) -> None:
-    """Build (or reuse) the TensorRT engines of a bundle on this device."""
+def build_engine(bundle, precision, workspace_mb, eval_data, max_drop, builder, checkpoint, trusted_keys, cache_dir,
+                 as_json) -> None:
+    """Build (or reuse) the TensorRT engines of a bundle on this device, into this device's cache."""
     from ..engines.build import BuildEngineConfig, build_engines
 
     config = BuildEngineConfig(bundle=bundle, precision=precision, workspace_mb=workspace_mb, eval_data=eval_data,
                                max_drop=max_drop, builder=builder, checkpoint=checkpoint,
-                               trusted_keys=load_trusted(trusted_keys))
+                               trusted_keys=load_trusted(trusted_keys), cache_dir=cache_dir)
     report = build_engines(config)
-    con = console()
-    _print_engines(con, report)
+    if as_json:
+        emit_json(report.to_dict(), indent=1)
+    else:
+        _print_engines(console(), report)
     for o in report.outcomes:
         if o.status == "rejected" and o.record is not None:
             worst = ", ".join(w.class_name for w in o.record.worst_classes or []) or "none in particular"

@@ -116,8 +116,9 @@ def _runtime_config(bundle, backend, precision, threads, force_variant, trusted_
 
 cache_dir_option = click.option(
     "--cache-dir", "cache_dir", type=click.Path(path_type=Path), default=None, envvar=CACHE_DIR_ENV,
-    show_envvar=True, help="This device's cache folder (self-check verdicts, CPU latencies); a bundle is never "
-                           "written [default: $XDG_CACHE_HOME/clca-edge, ~/.cache/clca-edge].")
+    show_envvar=True, help="This device's cache folder (self-check verdicts, CPU latencies, the TensorRT engines "
+                           "build-engine builds); a bundle is never written "
+                           "[default: $XDG_CACHE_HOME/clca-edge, ~/.cache/clca-edge].")
 
 runtime_options = OptionGroup("runtime", [
     # No exists=True: a missing bundle is a bundle error (exit 8, as the README's table says), not click's 2.

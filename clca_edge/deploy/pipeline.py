@@ -239,8 +239,12 @@ def _engines_here(config: DeployConfig, bundle: Path, say):
     from ..engines.build import BuildEngineConfig, build_engines
 
     say("TensorRT found: building engines on this machine")
+    # The bundle's own engines: recorded in the bundle just written (after its signature and .tar,
+    # under the manifest's unsigned engine keys), where the device finds them; build-engine on a device
+    # writes its own into that device's cache instead.
     return build_engines(BuildEngineConfig(bundle=bundle, precision=precision, workspace_mb=config.workspace_mb,
-                                           eval_data=config.eval_data, max_drop=config.gate.max_drop))
+                                           eval_data=config.eval_data, max_drop=config.gate.max_drop,
+                                           into_bundle=True))
 
 
 def _eval_set(path: Path, classes: list[str]):

@@ -1,10 +1,18 @@
-"""``build-engine``: build (or reuse) TensorRT engines inside a bundle, on the device they will run
-on, check them against the accuracy gate when eval images are given, time them, and record the
-fastest passing one as the default. Torch-free: this runs on the Jetson.
+"""``build-engine``: build (or reuse) a bundle's TensorRT engines on the device they will run on,
+check them against the accuracy gate when eval images are given, time them, and record the fastest
+passing one as the default. Torch-free: this runs on the Jetson.
+
+Where they go: this device's cache folder for the bundle (``runtime/engine_cache.py``, ``--cache-dir``),
+never the bundle, which stays byte for byte as it was (read-only media, signed bundles, a ``.tar``'s
+extraction). Only deploy, building right away on a Jetson the bundle it has just written, records
+engines in that bundle (``into_bundle``): the bundle's own engines, which the device also finds and
+which build-engine here reuses (copied into the cache) when one fits this device.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -40,6 +48,9 @@ class BuildEngineConfig:
     # bundle.signature.TrustedKeys: refuse a bundle not signed by one of them (--trusted-keys).
     trusted_keys: Any = None
     timing_iters: int = 50
+    cache_dir: Optional[Path] = None  # this device's cache folder (runtime/device_cache.py; None: the default)
+    # deploy only: record the engines in the bundle it has just written (the bundle's own engines).
+    into_bundle: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", *PRECISIONS):
@@ -54,17 +65,83 @@ class BuildEngineConfig:
         return ("fp16", "int8") if self.precision == "auto" else (self.precision,)
 
 
-def _find_cached(bundle: Bundle, key: EngineKey) -> Optional[str]:
-    """The cached plan for exactly ``key``; any other plan (other TRT, GPU, ONNX) is never loaded."""
-    for fname, rec in bundle.engines.items():
-        if rec.key == key and (bundle.root / rec.file).is_file():
-            return fname
-    return None
+class _BundleTarget:
+    """Deploy's own engines: plans under the fresh bundle's ``engines/``, recorded in its manifest."""
+
+    where = "bundle"
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle, self.record, self.folder = bundle, bundle.manifest, bundle.root
+        self.new_files: list[str] = []
+
+    def plan_name(self, key: EngineKey, workspace_mb: int) -> str:
+        return key.file_name()
+
+    def path(self, rel: str) -> Path:
+        return self.bundle.root / rel
+
+    def read_plan(self, rel: str) -> bytes:
+        return self.path(rel).read_bytes()  # verified at load
+
+    def write_plan(self, fname: str, plan: bytes) -> str:
+        rel = f"{ENGINE_DIR}/{fname}"
+        write_plan(self.bundle.root / rel, plan)
+        self.new_files.append(rel)
+        return rel
+
+    def save(self) -> None:
+        write_manifest(self.bundle.root, self.record, new_files=self.new_files)
 
 
-def _stale_for(bundle: Bundle, key: EngineKey) -> list[str]:
+class _CacheTarget:
+    """build-engine's engines: this device's cache for the bundle (runtime.engine_cache.DeviceEngines)."""
+
+    where = "cache"
+
+    def __init__(self, engines) -> None:
+        self.engines, self.record, self.folder = engines, engines.cache, engines.folder
+
+    def plan_name(self, key: EngineKey, workspace_mb: int) -> str:
+        from ..runtime.engine_cache import cache_plan_name
+
+        return cache_plan_name(key, workspace_mb)
+
+    def path(self, rel: str) -> Path:
+        return self.engines.path(rel)
+
+    def read_plan(self, rel: str) -> bytes:
+        return self.engines.read_plan(rel)
+
+    def write_plan(self, fname: str, plan: bytes) -> str:
+        return self.engines.write_plan(fname, plan)
+
+    def save(self) -> None:
+        self.engines.save()
+
+
+@contextlib.contextmanager
+def _target(bundle: Bundle, config: BuildEngineConfig):
+    """Where this run's engines go (deploy: the bundle; else the device cache, one build at a time)."""
+    if config.into_bundle:
+        yield _BundleTarget(bundle)
+        return
+    from ..runtime.device_cache import bundle_cache_dir, bundle_digest
+    from ..runtime.engine_cache import DeviceEngines, build_lock
+
+    sha = bundle_digest(bundle)
+    folder = bundle_cache_dir(sha, config.cache_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EngineError(f"cannot write this device's cache folder {folder} ({e.strerror or e}); set --cache-dir "
+                          "or CLCA_EDGE_CACHE_DIR to a writable folder (the bundle itself is never written)") from None
+    with build_lock(folder):
+        yield _CacheTarget(DeviceEngines.open(sha, config.cache_dir))  # read under the lock
+
+
+def _stale_for(engines: dict, key: EngineKey) -> list[str]:
     out = []
-    for fname, rec in bundle.engines.items():
+    for fname, rec in engines.items():
         if rec.key.precision == key.precision and rec.key != key:
             out.append(f"{fname} (differs in {', '.join(rec.key.differs_in(key))})")
     return out
@@ -72,12 +149,12 @@ def _stale_for(bundle: Bundle, key: EngineKey) -> list[str]:
 
 def build_engines(config: BuildEngineConfig, trt=None, memory=None,
                   runner_factory: Optional[Callable[[Any, bytes], Callable]] = None) -> BuildEngineReport:
-    """Build/reuse, gate and time engines for ``config.precisions``; updates the bundle manifest.
+    """Build/reuse, gate and time engines for ``config.precisions`` into this device's cache (deploy:
+    into the bundle); the bundle itself is only read.
 
-    A ``.tar`` bundle is worked on through its persistent extracted folder (engines are cached
-    there). One precision failing to build is recorded and does not cost the others; the manifest
-    is always written for what was built. ``trt``/``memory``/``runner_factory`` are injectable so
-    the logic is testable without a GPU.
+    One precision failing to build is recorded and does not cost the others; the record is always
+    written for what was built. ``trt``/``memory``/``runner_factory`` are injectable so the logic is
+    testable without a GPU.
     """
     if config.builder == "torch-tensorrt":
         from .torch_trt import build_with_torch_tensorrt
@@ -85,89 +162,129 @@ def build_engines(config: BuildEngineConfig, trt=None, memory=None,
         return build_with_torch_tensorrt(config)
     bundle = load_bundle(config.bundle, trusted_keys=config.trusted_keys)
     trt = trt or import_tensorrt()
-    gpu = gpu_info()
     make_runner = runner_factory or (lambda t, plan: TrtRunner(t, plan, memory=memory))
-    manifest = bundle.manifest
-    rule = gate_rule(manifest.gate, config.max_drop)
-
     data = None
     if config.eval_data is not None:
         from ..runtime.scoring import eval_set
 
         data = eval_set(config.eval_data, bundle.labels)
+    with _target(bundle, config) as target:
+        job = _Job(bundle, target, trt, gpu_info(), config, make_runner)
+        try:
+            outcomes = [job.engine(precision) for precision in config.precisions]
+            default = _gate_and_pick(job, outcomes, data, gate_rule(bundle.manifest.gate, config.max_drop))
+        finally:
+            for runner in job.runners.values():
+                getattr(runner, "close", lambda: None)()
+            target.save()  # whatever was built is kept
+    return BuildEngineReport(bundle.root, outcomes, default, job.gpu.to_dict(), str(trt.__version__),
+                             engine_dir=target.folder, where=target.where)
 
-    job = _Job(bundle, trt, gpu, config, make_runner)
-    default = manifest.default_engine
-    try:
-        outcomes = [job.engine(precision) for precision in config.precisions]
-        if data is not None and job.runners:
-            _gate(bundle, data, job.runners, rule)
-        for o in outcomes:
-            if o.file:
-                o.status = o.record.status
-        candidates = [o for o in outcomes if o.file and o.status in (Status.PASSED, Status.UNVERIFIED)
-                      and o.record.timing is not None]
-        verified = [o for o in candidates if o.status == Status.PASSED]
-        pool = verified or candidates
-        if pool:
-            default = min(pool, key=lambda o: o.record.timing.p50_ms).file
-            manifest.default_engine = default
-            manifest.default_engine_verified = bool(verified)
-    finally:
-        for runner in job.runners.values():
-            getattr(runner, "close", lambda: None)()
-        write_manifest(bundle.root, manifest, new_files=job.new_files)  # whatever was built is kept
-    return BuildEngineReport(bundle.root, outcomes, default, gpu.to_dict(), str(trt.__version__))
+
+def _gate_and_pick(job: "_Job", outcomes: list[EngineOutcome], data, rule: GateRule) -> Optional[str]:
+    """Gate the engines that ran (with eval images), then record the fastest passing one (else the
+    fastest unverified one) as the default; returns the default engine."""
+    record = job.target.record
+    if data is not None and job.runners:
+        _gate(job.bundle, data, job.runners, rule)
+    for o in outcomes:
+        if o.file:
+            o.status = o.record.status
+    candidates = [o for o in outcomes if o.file and o.status in (Status.PASSED, Status.UNVERIFIED)
+                  and o.record.timing is not None]
+    verified = [o for o in candidates if o.status == Status.PASSED]
+    pool = verified or candidates
+    if pool:
+        record.default_engine = min(pool, key=lambda o: o.record.timing.p50_ms).file
+        record.default_engine_verified = bool(verified)
+    return record.default_engine
 
 
 class _Job:
     """Per-precision build/reuse state of one build-engine run."""
 
-    def __init__(self, bundle: Bundle, trt, gpu, config: BuildEngineConfig, make_runner) -> None:
-        self.bundle, self.trt, self.gpu, self.config, self.make_runner = bundle, trt, gpu, config, make_runner
-        self.engines = bundle.manifest.engines
-        self.failures = bundle.manifest.engine_build_failures
+    def __init__(self, bundle: Bundle, target, trt, gpu, config: BuildEngineConfig, make_runner) -> None:
+        self.bundle, self.target, self.trt, self.gpu = bundle, target, trt, gpu
+        self.config, self.make_runner = config, make_runner
+        self.engines = target.record.engines
+        self.failures = target.record.engine_build_failures
         self.runners: dict[str, tuple[Callable, EngineRecord]] = {}
         self.checker = None  # runtime.selfcheck.SelfChecker, made on the first engine
-        self.new_files: list[str] = []
+
+    def _reusable(self, key: EngineKey) -> Optional[tuple[str, bytes]]:
+        """(name, plan) of an engine built for exactly ``key`` with this workspace: one in the target,
+        else (building into the cache) the bundle's own, copied into the cache with its record."""
+        ws = self.config.workspace_mb
+        for fname, rec in self.engines.items():
+            if rec.key == key and rec.workspace_mb == ws and self.target.path(rec.file).is_file():
+                try:
+                    return fname, self.target.read_plan(rec.file)
+                except (BundleError, OSError) as e:  # changed on disk: built again under the same name
+                    log.warning("not reusing %s: %s", fname, e)
+        if self.target.where == "bundle":
+            return None
+        for fname, rec in self.bundle.engines.items():
+            if rec.key == key and rec.workspace_mb == ws:
+                plan = (self.bundle.root / rec.file).read_bytes()  # verified at load
+                name = self.target.plan_name(key, ws)
+                self.engines[name] = dataclasses.replace(rec, file=self.target.write_plan(name, plan))
+                log.info("reusing the bundle's own engine %s (copied into this device's cache)", fname)
+                return name, plan
+        return None
+
+    def _build(self, precision: str, src, key: EngineKey) -> tuple[Optional[str], Optional[bytes], str]:
+        """Build a plan for ``key`` into the target: (name, plan, "") or (None, None, why not)."""
+        for stale in _stale_for(self.engines, key):
+            log.warning("engine %s was built elsewhere; not loading it, building for this device", stale)
+        ws = self.config.workspace_mb
+        fname = self.target.plan_name(key, ws)
+        t0 = time.perf_counter()
+        try:
+            plan = build_serialized_engine(self.trt, src.path, EngineBuildConfig(precision, ws))
+        except EngineError as e:
+            log.error("%s engine not built: %s", precision, e)
+            self.failures[fname] = EngineBuildFailure(key=key, source=src.name, note=str(e), workspace_mb=ws)
+            return None, None, str(e)
+        rel = self.target.write_plan(fname, plan)
+        self.failures.pop(fname, None)
+        self.engines[fname] = EngineRecord(file=rel, key=key, source=src.name, status=Status.UNVERIFIED,
+                                           workspace_mb=ws, build_seconds=round(time.perf_counter() - t0, 3),
+                                           gpu_info_source=self.gpu.source)
+        return fname, plan, ""
+
+    def _source(self, precision: str):
+        """The ONNX variant a ``precision`` engine is built from, or why there is none to build."""
+        src_name = ENGINE_SOURCE[precision]
+        src = self.bundle.variants.get(src_name)
+        if src is None or src.path is None:
+            return None, f"bundle has no {src_name} ONNX"
+        if src.status == Status.REJECTED:
+            return None, f"the {src_name} ONNX was rejected by the accuracy gate at deploy"
+        if not src.status.usable:
+            return None, f"the {src_name} ONNX is {src.status} at deploy"
+        return src, ""
 
     def engine(self, precision: str) -> EngineOutcome:
-        bundle, src_name = self.bundle, ENGINE_SOURCE[precision]
-        src = bundle.variants.get(src_name)
-        if src is None or src.path is None:
-            return EngineOutcome(precision, None, "skipped", note=f"bundle has no {src_name} ONNX")
-        if src.status == Status.REJECTED:
-            return EngineOutcome(precision, None, "skipped",
-                                 note=f"the {src_name} ONNX was rejected by the accuracy gate at deploy")
-        if not src.status.usable:
-            return EngineOutcome(precision, None, "skipped", note=f"the {src_name} ONNX is {src.status} at deploy")
-        key = engine_key(self.trt, self.gpu, precision, bundle.sha256(src.path))  # verified at load
-        fname = _find_cached(bundle, key)
-        reused = fname is not None
-        if reused:
-            plan = (bundle.root / self.engines[fname].file).read_bytes()
+        src, why = self._source(precision)
+        if src is None:
+            return EngineOutcome(precision, None, "skipped", note=why)
+        key = engine_key(self.trt, self.gpu, precision, self.bundle.sha256(src.path))  # verified at load
+        found = self._reusable(key)
+        reused = found is not None
+        if found is not None:
+            fname, plan = found
             log.info("reusing cached engine %s", fname)
         else:
-            for stale in _stale_for(bundle, key):
-                log.warning("engine %s was built elsewhere; not loading it, building for this device", stale)
-            fname = key.file_name()
-            t0 = time.perf_counter()
-            try:
-                plan = build_serialized_engine(self.trt, src.path, EngineBuildConfig(precision, self.config.workspace_mb))
-            except EngineError as e:
-                log.error("%s engine not built: %s", precision, e)
-                self.failures[fname] = EngineBuildFailure(key=key, source=src_name, note=str(e),
-                                                          workspace_mb=self.config.workspace_mb)
-                return EngineOutcome(precision, None, Status.BUILD_FAILED, note=str(e))
-            rel = f"{ENGINE_DIR}/{fname}"
-            write_plan(bundle.root / rel, plan)
-            self.new_files.append(rel)
-            self.failures.pop(fname, None)
-            self.engines[fname] = EngineRecord(file=rel, key=key, source=src_name, status=Status.UNVERIFIED,
-                                               workspace_mb=self.config.workspace_mb,
-                                               build_seconds=round(time.perf_counter() - t0, 3),
-                                               gpu_info_source=self.gpu.source)
+            fname, plan, why = self._build(precision, src, key)
+            if fname is None:
+                return EngineOutcome(precision, None, Status.BUILD_FAILED, note=why)
         rec = self.engines[fname]
+        self._run(precision, plan, rec)
+        return EngineOutcome(precision, fname, rec.status, reused=reused, record=rec,
+                             path=self.target.path(rec.file))
+
+    def _run(self, precision: str, plan: bytes, rec: EngineRecord) -> None:
+        """Time the plan and self-check it; an engine that passes joins ``runners`` for the gate."""
         try:
             runner = self.make_runner(self.trt, plan)
             timing = runner.time_ms(iters=self.config.timing_iters) if hasattr(runner, "time_ms") else None
@@ -175,13 +292,12 @@ class _Job:
         except EngineError as e:
             rec.status = Status.FAILED_TO_RUN
             rec.note = str(e)
-        else:
-            if rec.status == Status.FAILED_TO_RUN:  # runs now (e.g. CUDA bindings installed since)
-                rec.status = Status.UNVERIFIED
-                rec.note = None
-            if self._self_check(precision, runner, rec):
-                self.runners[precision] = (runner, rec)
-        return EngineOutcome(precision, fname, rec.status, reused=reused, record=rec)
+            return
+        if rec.status == Status.FAILED_TO_RUN:  # runs now (e.g. CUDA bindings installed since)
+            rec.status = Status.UNVERIFIED
+            rec.note = None
+        if self._self_check(precision, runner, rec):
+            self.runners[precision] = (runner, rec)
 
     def _self_check(self, precision: str, runner, rec: EngineRecord) -> bool:
         """Before an engine is gated or can become the default, it classifies the bundle's reference
@@ -194,7 +310,7 @@ class _Job:
 
         if self.checker is None:
             self.checker = self_checker(self.bundle)
-        clf = TensorRTClassifier(runner, precision, source_file=self.bundle.root / rec.file,
+        clf = TensorRTClassifier(runner, precision, source_file=self.target.path(rec.file),
                                  key={"tensorrt": str(self.trt.__version__), "gpu": self.gpu.name,
                                       "compute_capability": self.gpu.compute_capability})
         res = self.checker.check(clf, use_cache=False)

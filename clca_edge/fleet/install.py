@@ -1,12 +1,14 @@
 """From a downloaded archive to a bundle ready to switch to, on the device: extracted into the
 staging folder with every file's sha256 verified (``bundle.store``), its TensorRT engine built
-where TensorRT is installed (``clca-edge build-engine``, in its own process), then the device self-check
+where TensorRT is installed (``clca-edge build-engine``, in its own process, into this device's
+cache: ``runtime/engine_cache.py``), then the device self-check
 of every backend/precision this device can open (``runtime.selfcheck.survey``), uncached: the
 bundle is new, and a variant that does not reproduce the reference logits here (an INT8 path
 that differs on this CPU or GPU) means the device stays on the bundle it runs. The results go
 into this device's cache (``runtime.device_cache``: ``$CLCA_EDGE_CACHE_DIR``, keyed by the bundle's
-content; a bundle folder is never written), so capture's start after the switch finds them when it
-uses the same cache folder (the two systemd units in deploy/jetson/ set the same one). Torch-free.
+content; a bundle folder is never written), so capture's start after the switch finds them and the
+engines when it uses the same cache folder (the two systemd units in deploy/jetson/ set the same one).
+Torch-free.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def _self_check(root: Path) -> Tuple[str, List[str]]:
 
 def _build_engines(root: Path) -> str:
     """Where TensorRT is importable, ``clca-edge build-engine --precision auto`` on the staged bundle,
-    in its own process (the engine builder is not device-side code the agent imports); engines are
+    in its own process (the engine builder is not device-side code the agent imports; it inherits
+    ``CLCA_EDGE_CACHE_DIR``, so its engines land in the cache ``load_model`` reads); engines are
     then self-checked with the rest. A failed build is not a refusal: capture runs ONNX Runtime."""
     import importlib.util
     import subprocess

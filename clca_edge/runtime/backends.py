@@ -53,8 +53,11 @@ class Classifier(ABC):
     detail: str = ""
     # Why this precision was picked, when it was a measured choice (ort-cpu --precision auto).
     selection_note: str = ""
-    # The bundle file it runs (ONNX or plan): its verified sha256 keys the device self-check cache.
+    # The file it runs (a bundle's ONNX or plan, or a plan in this device's engine cache): its
+    # verified sha256 keys the device self-check cache.
     source_file: Optional[Path] = None
+    # That sha256 when the file is not the bundle's (a cached engine's, recorded when it was built).
+    source_sha256: Optional[str] = None
 
     @abstractmethod
     def logits(self, chw: np.ndarray) -> np.ndarray: ...

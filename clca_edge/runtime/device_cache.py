@@ -1,7 +1,8 @@
 """This device's caches: what the runtime learns about a bundle on this machine (self-check
-verdicts, CPU latencies) lives in a per-device folder, never in the bundle: reading a bundle
-never writes it (read-only media, one bundle shared by two processes, a signed bundle stay as
-they were).
+verdicts, CPU latencies) and the TensorRT engines build-engine builds for it here
+(``runtime/engine_cache.py``) live in a per-device folder, never in the bundle: reading a bundle, or
+building its engines, never writes it (read-only media, one bundle shared by two processes, a signed
+bundle stay as they were).
 
 The folder is ``--cache-dir`` (the systemd unit sets one), else ``$CLCA_EDGE_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/clca-edge`` (``~/.cache/clca-edge``). Each bundle gets a subfolder named by its
@@ -30,3 +31,10 @@ def bundle_cache_dir(manifest_sha256: str, cache_dir: Optional[Union[str, Path]]
     """The folder of one bundle's caches on this device (created when a cache is first written)."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / "device" / manifest_sha256[:16]
+
+
+def bundle_digest(bundle) -> str:
+    """The sha256 of a loaded bundle's manifest: what names its cache folder (and capture's records)."""
+    from ..bundle import MANIFEST_NAME, sha256_file
+
+    return sha256_file(bundle.root / MANIFEST_NAME)

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
 from ..core.confidence import ConfidenceCalibration
 from ..core.image_stats import QualityReference
@@ -36,18 +36,34 @@ class RuntimeModel:
     checker: Optional["SelfChecker"] = None
 
 
-def _engine_opener(bundle) -> Callable[[str], Classifier]:
-    """A TensorRT opener for the bundle; any missing piece (tensorrt, CUDA bindings, an engine
-    for this device) is a BackendUnavailable, i.e. a fallback to ONNX Runtime."""
+def _engine_opener(bundle, cached) -> Callable[[str], Classifier]:
+    """A TensorRT opener for the bundle (``cached``: this device's engine cache for it); any missing
+    piece (tensorrt, CUDA bindings, an engine for this device) is a BackendUnavailable, i.e. a
+    fallback to ONNX Runtime."""
 
     def open_engine(precision: str) -> Classifier:
         try:
             from .tensorrt_backend import TensorRTClassifier
         except ImportError as e:
             raise BackendUnavailable(f"TensorRT support is not importable ({e})") from None
-        return TensorRTClassifier.from_bundle(bundle, precision)
+        return TensorRTClassifier.from_bundle(bundle, precision, cached)
 
     return open_engine
+
+
+def _engine_precisions(bundle, cached) -> Tuple[Tuple[str, ...], str]:
+    """(precisions with a usable engine, the one ``--precision auto`` tries first): engines
+    build-engine built in this device's cache, and the bundle's own (deploy on a Jetson); which one
+    matches this device is decided on opening. The cache's default engine comes first, then the
+    bundle's. (Torch-TensorRT modules are kept apart, in ``torch_tensorrt``: this runtime cannot run them.)"""
+    c = cached.cache
+    records = [*c.engines.values(), *bundle.engines.values()]
+    precisions = tuple(sorted({e.key.precision for e in records if e.status.usable}))
+    for engines, name in ((c.engines, c.default_engine), (bundle.engines, bundle.manifest.default_engine)):
+        default = engines.get(name or "")
+        if default is not None and default.status.usable:
+            return precisions, default.key.precision
+    return precisions, precisions[0] if precisions else "fp16"
 
 
 def _cpu_precision(bundle, onnx: dict) -> str:
@@ -67,6 +83,7 @@ def load_model(path, trusted_keys=None, cache_dir=None) -> RuntimeModel:
     ``trusted_keys`` (bundle.signature.TrustedKeys): it must be signed by one of them, too.
     ``cache_dir``: this device's cache folder (``runtime/device_cache.py``; None: the default)."""
     from ..bundle import MANIFEST_NAME, load_bundle, sha256_file
+    from .engine_cache import DeviceEngines
 
     bundle = load_bundle(path, trusted_keys=trusted_keys)
     onnx: dict[str, Path] = {}
@@ -76,15 +93,11 @@ def load_model(path, trusted_keys=None, cache_dir=None) -> RuntimeModel:
             continue
         if v.path.suffix == ".onnx":
             onnx.setdefault(v.precision, v.path)
-    # Engines cached by build-engine, per precision; which one matches this device is decided on opening.
-    # (Torch-TensorRT modules are kept apart, in manifest.torch_tensorrt: this runtime cannot run them.)
-    engine_precisions = sorted({e.key.precision for e in bundle.engines.values() if e.status.usable})
-    default = bundle.engines.get(bundle.manifest.default_engine or "")
-    default_precision = (default.key.precision if default is not None and default.status.usable
-                         else (engine_precisions[0] if engine_precisions else "fp16"))
-    files = ModelFiles(onnx, bundle.preprocess.img_size, default_precision, _engine_opener(bundle),
-                       tuple(engine_precisions), _cpu_precision(bundle, onnx))
     sha = sha256_file(bundle.root / MANIFEST_NAME)
+    cached = DeviceEngines.open(sha, cache_dir)
+    engine_precisions, default_precision = _engine_precisions(bundle, cached)
+    files = ModelFiles(onnx, bundle.preprocess.img_size, default_precision, _engine_opener(bundle, cached),
+                       engine_precisions, _cpu_precision(bundle, onnx))
     checker = self_checker(bundle, cache_dir, sha)
     cpu_onnx = _cpu_onnx(bundle, onnx)
     files = dataclasses.replace(files, self_check=checker.check, cpu_onnx=cpu_onnx,
@@ -146,6 +159,8 @@ def self_checker(bundle, cache_dir=None, manifest_sha256: Optional[str] = None) 
             raise BundleError(f"{bundle.source}: {problem}; re-run clca-edge deploy")
 
     def model_sha256(classifier) -> Optional[str]:
+        if getattr(classifier, "source_sha256", None):
+            return classifier.source_sha256  # a plan in this device's engine cache
         path = getattr(classifier, "source_file", None)
         try:
             return bundle.sha256(path) if path is not None else None  # verified at load: no re-hash
