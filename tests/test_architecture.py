@@ -249,10 +249,9 @@ def test_the_length_check_counts_what_it_should(tmp_path):
 
 
 # A click command takes a handful of typed configs built by its option groups (cli/options.OptionGroup),
-# not one parameter per option. 8 is the project's bound on any function's parameters (its code rules: no
-# function of more than 8 or so), and the largest commands left (robustness, fleet promote,
-# build-engine) are at it. Commands taking ``**options`` get every raw value in a dict, so they are
-# listed here with why.
+# not one parameter per option. 8 is the project's bound on any function's parameters (its code rules:
+# no function of more than 8 or so), and the largest commands left (robustness, fleet promote) are at
+# it. Commands taking ``**options`` get every raw value in a dict, so they are listed here with why.
 MAX_COMMAND_PARAMS = 8
 KWARGS_COMMANDS_ALLOWED = {
     "clca_edge.cli.train_cmds.train": "a recipe must fill every option not given on the command line before "

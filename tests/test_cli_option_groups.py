@@ -1,5 +1,5 @@
-"""The commands whose options became option groups (``deploy``, ``fleet publish``, ``benchmark``,
-``eval``, ``data synth``): the same options as before (names, defaults, help, order), and each
+"""The commands whose options became option groups (``deploy``, ``build-engine``, ``fleet publish``,
+``benchmark``, ``eval``, ``data synth``): the same options as before (names, defaults, help, order), and each
 command receives one typed config carrying the values given; bad values are the same one-line
 errors and exit codes. The library call each command makes is replaced by one that records what it
 was handed and stops the command (nothing is deployed, swept or announced)."""
@@ -134,6 +134,30 @@ def test_deploy_bad_values_are_one_line_errors(monkeypatch, extra, code, message
 def test_deploy_out_of_range_gate_is_clicks_error():
     res = _invoke(DEPLOY + ["--gate-alpha", "1"])
     assert res.exit_code == 2 and "Invalid value for '--gate-alpha'" in res.stderr
+
+
+# ------------------------------------------------------------------ build-engine
+def test_build_engine_receives_one_build_engine_config(monkeypatch, tmp_path):
+    from clca_edge.engines.build import BuildEngineConfig
+
+    seen = {}
+    _record(monkeypatch, "clca_edge.engines.build.build_engines", seen)
+    res = _invoke(["build-engine", "--bundle", "b.tar", "--precision", "int8", "--workspace-mb", "64", "--eval-data",
+                   "eval", "--max-drop", "1.5", "--builder", "torch-tensorrt", "--checkpoint", "c.safetensors",
+                   "--cache-dir", tmp_path, "--json"])
+    assert isinstance(res.exception, Stop), res.output
+    assert seen["args"] == (BuildEngineConfig(bundle=Path("b.tar"), precision="int8", workspace_mb=64,
+                                              eval_data=Path("eval"), max_drop=1.5, builder="torch-tensorrt",
+                                              checkpoint=Path("c.safetensors"), cache_dir=tmp_path),)
+
+
+def test_build_engine_unreadable_trusted_keys_is_a_one_line_trust_error(monkeypatch, tmp_path):
+    seen = {}
+    _record(monkeypatch, "clca_edge.engines.build.build_engines", seen)
+    res = _invoke(["build-engine", "--bundle", "b.tar", "--trusted-keys", tmp_path / "none", "--json"])
+    assert res.exit_code == 15 and res.stdout == "" and seen == {}
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and f"trusted keys {tmp_path / 'none'} does not exist" in errors[0], res.stderr
 
 
 # ------------------------------------------------------------------ fleet publish

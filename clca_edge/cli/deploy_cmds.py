@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from ..bundle import BUILD_FAILED, PRECISIONS
+from ..bundle import BUILD_FAILED
 from ..core.errors import ExitCode
 from ._common import console, emit_json, main, reports_errors
-from .deploy_options import deploy_options
-from .options import cache_dir_option
+from .deploy_options import build_engine_options, deploy_options
 from .progress import StageProgress
-from .trust_cmds import load_trusted, trusted_keys_option
 
 if TYPE_CHECKING:
     from ..deploy.config import DeployConfig
+    from ..engines.build import BuildEngineConfig
 
 
 def _fmt(v, nd=2):
@@ -171,32 +169,12 @@ def _print_engines(con, report) -> None:
 
 
 @main.command("build-engine")
-@click.option("--bundle", required=True, type=click.Path(path_type=Path),
-              help="Bundle folder, or .tar (extracted once to NAME.tar.d/ next to it). It is only read: the "
-                   "engines go to this device's cache folder (--cache-dir).")
-@click.option("--precision", type=click.Choice([*PRECISIONS, "auto"]), default="auto", show_default=True,
-              help="auto builds fp16 and int8, times both and records the faster passing one as default.")
-@click.option("--workspace-mb", default=1024, show_default=True, type=click.IntRange(min=1))
-@click.option("--eval-data", type=click.Path(path_type=Path), default=None,
-              help="Held-out images to check the engines against the accuracy gate on the device.")
-@click.option("--max-drop", type=click.FloatRange(min=0), default=None,
-              help="Also reject an engine whose top-1 drop against the fp32 ONNX is above this many points "
-                   "[default: deploy's]; the paired test and agreement bound are deploy's.")
-@click.option("--builder", type=click.Choice(["tensorrt", "torch-tensorrt"]), default="tensorrt", show_default=True)
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="For --builder torch-tensorrt.")
-@trusted_keys_option
-@cache_dir_option
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: where the engines went (engine_dir, each engine's path) and their records.")
 @reports_errors
-def build_engine(bundle, precision, workspace_mb, eval_data, max_drop, builder, checkpoint, trusted_keys, cache_dir,
-                 as_json) -> None:
+@build_engine_options
+def build_engine(config: BuildEngineConfig, as_json: bool) -> None:
     """Build (or reuse) the TensorRT engines of a bundle on this device, into this device's cache."""
-    from ..engines.build import BuildEngineConfig, build_engines
+    from ..engines.build import build_engines
 
-    config = BuildEngineConfig(bundle=bundle, precision=precision, workspace_mb=workspace_mb, eval_data=eval_data,
-                               max_drop=max_drop, builder=builder, checkpoint=checkpoint,
-                               trusted_keys=load_trusted(trusted_keys), cache_dir=cache_dir)
     report = build_engines(config)
     if as_json:
         emit_json(report.to_dict(), indent=1)

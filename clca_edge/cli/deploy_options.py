@@ -1,8 +1,9 @@
-"""``deploy``'s options as option groups (``cli/options.OptionGroup``): the accuracy gate's options
-build a ``GateRule``, the calibration options a ``CalibrationConfig``, and those two with the rest
-one ``DeployConfig``, the only thing the command receives. The options' names below are
-DeployConfig's fields where they mean the same, so the builder hands them over unchanged and
-DeployConfig's own checks are the validation. Builders import lazily (no torch at ``--help``)."""
+"""The deployment commands' options as option groups (``cli/options.OptionGroup``). ``deploy``: the
+accuracy gate's options build a ``GateRule``, the calibration options a ``CalibrationConfig``, and
+those two with the rest one ``DeployConfig``, the only thing the command receives. ``build-engine``:
+a ``BuildEngineConfig`` (and ``--json``). The options' names are the configs' fields where they mean
+the same, so the builders hand them over unchanged and the configs' own checks are the validation.
+Builders import lazily (no torch at ``--help``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import click
 
-from .options import OptionGroup
+from ..bundle import PRECISIONS
+from .options import OptionGroup, cache_dir_option
+from .trust_cmds import load_trusted, trusted_keys_option
 
 
 def _gate_rule(max_drop, gate_alpha, min_agreement):
@@ -90,3 +93,33 @@ deploy_options = OptionGroup("config", [
                  help="Reject a variant whose worst field perturbation drops more top-1 points than this "
                       "(default: record only). Noise is seeded by --seed."),
 ], _deploy_config)
+
+
+def _build_engine_config(trusted_keys, **fields):
+    """``fields``: the options named as BuildEngineConfig's fields."""
+    from ..engines.build import BuildEngineConfig
+
+    return BuildEngineConfig(trusted_keys=load_trusted(trusted_keys), **fields)
+
+
+build_engine_options = OptionGroup("config", [
+    click.option("--bundle", required=True, type=click.Path(path_type=Path),
+                 help="Bundle folder, or .tar (extracted once to NAME.tar.d/ next to it). It is only read: the "
+                      "engines go to this device's cache folder (--cache-dir)."),
+    click.option("--precision", type=click.Choice([*PRECISIONS, "auto"]), default="auto", show_default=True,
+                 help="auto builds fp16 and int8, times both and records the faster passing one as default."),
+    click.option("--workspace-mb", default=1024, show_default=True, type=click.IntRange(min=1)),
+    click.option("--eval-data", type=click.Path(path_type=Path), default=None,
+                 help="Held-out images to check the engines against the accuracy gate on the device."),
+    click.option("--max-drop", type=click.FloatRange(min=0), default=None,
+                 help="Also reject an engine whose top-1 drop against the fp32 ONNX is above this many points "
+                      "[default: deploy's]; the paired test and agreement bound are deploy's."),
+    click.option("--builder", type=click.Choice(["tensorrt", "torch-tensorrt"]), default="tensorrt",
+                 show_default=True),
+    click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="For --builder torch-tensorrt."),
+    trusted_keys_option,
+    cache_dir_option,
+    click.option("--json", "as_json", is_flag=True,
+                 help="Print one JSON object: where the engines went (engine_dir, each engine's path) and their "
+                      "records."),
+], _build_engine_config, passes=("as_json",))

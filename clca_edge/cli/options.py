@@ -1,6 +1,6 @@
 """Option groups: options that together make one typed config, declared once and shared by the
-commands that take them (``predict``, ``capture``, ``robustness``; ``deploy``, ``benchmark``,
-``eval``, ``data synth`` and ``fleet publish`` declare theirs next to the command). A command
+commands that take them (``predict``, ``capture``, ``robustness``; ``deploy``, ``build-engine``,
+``benchmark``, ``eval``, ``data synth`` and ``fleet publish`` declare theirs next to the command). A command
 decorated with a group receives the built config (``QualityConfig``, ``RuntimeConfig``,
 ``SourceConfig``, ``CaptureConfig``, ``OutputConfig``, ``DisplayConfig``...) under the group's name
 instead of the raw values; it is built and validated once, before the command's body runs (a
