@@ -47,8 +47,8 @@ def _v(augment: str, colour: str, framing: str = "none", js: float = 0.0, ramp: 
 
 
 # Each variant's TrainConfig fields; ``defaults`` sets none (train's own defaults). Rows of dropped
-# variants whose code is gone (levels and exposure_half_cast input normalisation, the clean-target
-# KL) stay in the results: BENCHMARKS.md names the commit that ran them.
+# variants whose code is gone (levels, exposure_half_cast and half_auto input normalisation, the
+# clean-target KL) stay in the results: BENCHMARKS.md names the commit that ran them.
 VARIANTS: dict[str, dict] = {
     "weak": _v("weak", "none"),  # the paper's recipe
     "defaults": {},
@@ -77,9 +77,6 @@ VARIANTS: dict[str, dict] = {
     "js6-halfgrey-wc-ramp1": _v("field", "half_grey_world", js=6.0, ramp=1.0),
     # ... AugMix: clean + 2 views, each the clean crop mixed with 3 field chains (AugMix's width, alpha 1)
     "js6-halfgrey-wc-ramp-augmix3": _v("field", "half_grey_world", js=6.0, ramp=0.5, mix=3),  # = defaults
-    # ... with half_auto input normalisation (half grey world, and brightness and colour spreads pulled half-way)
-    "weak-halfauto": _v("weak", "half_auto"),
-    "augmix3-halfauto": _v("field", "half_auto", js=6.0, ramp=0.5, mix=3),
 }
 KEYS = ("augment", "colour_constancy", "framing", "consistency", "consistency_ramp", "consistency_mix")
 

@@ -126,16 +126,6 @@ def channel_means(img: np.ndarray, bgr: bool = False, chw: bool = False) -> np.n
     return means[::-1] if bgr else means
 
 
-def channel_moments(img: np.ndarray, bgr: bool = False, chw: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel means (3,) and second moments E[x x^T] (3, 3), RGB order, 0-255 scale, of a
-    uint8 HWC image (RGB, or BGR with ``bgr``) or a float [0, 1] CHW one (``chw``)."""
-    px = img.reshape(3, -1).T * 255.0 if chw else img.reshape(-1, 3)
-    px = px.astype(np.float64)
-    if bgr:
-        px = px[:, ::-1]
-    return px.mean(axis=0), (px.T @ px) / max(len(px), 1)
-
-
 def luma(img: np.ndarray, bgr: bool = False, chw: bool = False) -> np.ndarray:
     """ITU-R 601 luma on the 0-255 scale, flat, of a uint8 HWC image (RGB, or BGR with ``bgr``)
     or a float [0, 1] CHW one (``chw``)."""
@@ -161,6 +151,6 @@ def luma_median(img: np.ndarray, bgr: bool = False, chw: bool = False) -> float:
     return float(quantiles(luma(img, bgr, chw), (0.5,))[0])
 
 
-__all__ = ["LUMA", "border", "border_colour", "channel_gain", "channel_means", "channel_moments", "contrast", "gaussian_blur",
+__all__ = ["LUMA", "border", "border_colour", "channel_gain", "channel_means", "contrast", "gaussian_blur",
            "gaussian_noise", "hue_shift", "jpeg_round_trip", "luma", "luma_median", "quantiles", "rotate_zoom_matrix", "saturation", "to_u8",
            "warp_on_background"]

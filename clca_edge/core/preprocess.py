@@ -31,14 +31,14 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from .errors import ConfigError
-from .imageops import LUMA, border, border_colour, channel_means, channel_moments, luma_median
+from .imageops import LUMA, border, border_colour, channel_means, luma_median
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")
-COLOUR_CONSTANCY = ("none", "grey_world", "half_grey_world", "exposure", "half_auto")
+COLOUR_CONSTANCY = ("none", "grey_world", "half_grey_world", "exposure")
 FRAMING = ("none", "leaf")
 # What `train` records unless told (measured on real field photos: BENCHMARKS.md "Field defaults
 # on real photos"); a PreprocessSpec's own default stays none, so specs and bundles from before
@@ -55,13 +55,6 @@ MIN_CHANNEL_MEAN = 4.0
 # a clean photo is barely resampled. Changing it changes what "leaf" means: a new FRAMING value,
 # never a new figure under the old name (bundles record only the name).
 LEAF_AREA = 0.25
-# half_auto: a crop's brightness spread and colour spread are pulled half-way (in log terms)
-# toward this many grey levels each: the spec's std (x 255) in luma. A unit, not a fit: half-way
-# pulls scale every photo's spreads by the same constant whatever it is, which the model's first
-# layer absorbs. Spreads below SPREAD_FLOOR (a flat or black frame) are not stretched further, and
-# the two gains stay within AUTO_GAIN_RANGE.
-SPREAD_FLOOR = 2.0
-AUTO_GAIN_RANGE = (0.25, 4.0)
 LEAF_ZOOM = (0.75, 3.0)  # zoom applied at most: out (a leaf larger than LEAF_AREA), in (a distant one)
 LEAF_MIN_CONTRAST = 12  # grey levels between leaf and background, at least
 LEAF_FIND_SIZE = 128  # px: the leaf is looked for on a copy this large at most
@@ -265,46 +258,11 @@ def levels(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool =
     if spec.colour_constancy == "none":
         return np.ones(3, np.float64), zero
     target = 255.0 * float(np.dot(LUMA, spec.mean))
-    if spec.colour_constancy in ("grey_world", "half_grey_world", "half_auto"):  # half_auto: see colour_transform
-        gains = _grey_world_gains(channel_means(img, bgr, chw), spec)
+    if spec.colour_constancy in ("grey_world", "half_grey_world"):
+        means = channel_means(img, bgr, chw)
+        gains = 255.0 * np.asarray(spec.mean, np.float64) / np.maximum(means, MIN_CHANNEL_MEAN)
         return (gains if spec.colour_constancy == "grey_world" else np.sqrt(gains)), zero
     return np.full(3, target / max(luma_median(img, bgr, chw), MIN_CHANNEL_MEAN), np.float64), zero
-
-
-def colour_transform(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool = False
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """The affine colour map ``spec.colour_constancy`` applies to the crop ``img`` (as ``levels``
-    takes it): a 3x3 matrix and an offset in RGB order on the 0-255 scale, ``A @ x + b`` per pixel.
-    Every mode but ``half_auto`` is ``levels``' gains on the diagonal.
-
-    ``half_auto``: the crop's brightness spread (the luma's standard deviation about its mean) and
-    colour spread (the RMS of each pixel's distance from its own grey, which a saturation change
-    scales) are each pulled half-way in log terms toward the spec's std (x 255, in luma), then half
-    grey world: a contrast or saturation change of a camera or a hazy light is halved, as half grey
-    world halves a cast, and a leaf's own contrast and colour are compressed, not erased. Both
-    spreads come from the crop's channel means and second moments, so the map is one matrix."""
-    gains, offsets = levels(img, spec, bgr, chw)
-    if spec.colour_constancy != "half_auto":
-        return np.diag(gains), offsets
-    mean, second = channel_moments(img, bgr, chw)
-    w = LUMA.astype(np.float64)
-    grey = np.outer(np.ones(3), w)  # a pixel -> its luma in every channel
-    chroma = np.eye(3) - grey
-    luma_sd = math.sqrt(max(float(w @ (second - np.outer(mean, mean)) @ w), 0.0))
-    colour_rms = math.sqrt(max(float(np.trace(chroma @ second @ chroma.T)), 0.0))
-    ref = 255.0 * float(np.dot(LUMA, spec.std))
-    lo, hi = AUTO_GAIN_RANGE
-    k_luma = min(max(math.sqrt(ref / max(luma_sd, SPREAD_FLOOR)), lo), hi)
-    k_colour = min(max(math.sqrt(ref / max(colour_rms, SPREAD_FLOOR)), lo), hi)
-    # luma deviations scaled about the mean luma, each pixel's colour about its own grey
-    spread = k_luma * grey + k_colour * chroma
-    shift = np.full(3, (1.0 - k_luma) * float(w @ mean))
-    half_grey = np.sqrt(_grey_world_gains(spread @ mean + shift, spec))
-    return half_grey[:, None] * spread, half_grey * shift
-
-
-def _grey_world_gains(means: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    return 255.0 * np.asarray(spec.mean, np.float64) / np.maximum(means, MIN_CHANNEL_MEAN)
 
 
 def channel_gains(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False, chw: bool = False) -> np.ndarray:
@@ -317,26 +275,15 @@ def normalize(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.nd
     to [0, 1] (after the colour-constancy gains, if any) and normalised, (x / 255 - mean) / std,
     as one multiply-add per channel, written straight into the CHW output (5x faster than the
     broadcast form, same values to float32 rounding)."""
-    matrix, shifts = colour_transform(img, spec, bgr)
+    gains, shifts = levels(img, spec, bgr)
     std = np.asarray(spec.std, np.float64)
+    scale = gains / (255.0 * std)
     offset = (shifts / 255.0 - np.asarray(spec.mean, np.float64)) / std
-    if np.count_nonzero(matrix - np.diag(np.diag(matrix))):
-        return _normalize_mixed(img, matrix / (255.0 * std[:, None]), offset, bgr)
-    scale = np.diag(matrix) / (255.0 * std)
     out = np.empty((3, img.shape[0], img.shape[1]), np.float32)
     for c in range(3):
         np.multiply(img[:, :, 2 - c if bgr else c], np.float32(scale[c]), out=out[c], casting="unsafe")
         out[c] += np.float32(offset[c])
     return out
-
-
-def _normalize_mixed(img: np.ndarray, matrix: np.ndarray, offset: np.ndarray, bgr: bool) -> np.ndarray:
-    """``normalize`` for a colour map that mixes channels: one cv2.transform over the pixels."""
-    import cv2
-
-    m = np.concatenate([matrix[:, ::-1] if bgr else matrix, offset[:, None]], axis=1).astype(np.float32)
-    hwc = cv2.transform(img.astype(np.float32), m)
-    return np.ascontiguousarray(hwc.transpose(2, 0, 1))
 
 
 def preprocess(img: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.ndarray:

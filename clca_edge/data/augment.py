@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.preprocess import PreprocessSpec, colour_transform, frame_leaf, normalize, resize_shorter
+from ..core.preprocess import PreprocessSpec, frame_leaf, levels, normalize, resize_shorter
 
 if TYPE_CHECKING:
     import torch
@@ -244,14 +244,10 @@ class FieldTransform:
         if self.spec.framing != "none":
             hwc = frame_leaf(np.ascontiguousarray(x.permute(1, 2, 0).numpy()), self.spec)
             x = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
-        matrix, shifts = colour_transform(x.numpy(), self.spec, chw=True)
-        offset = (torch.from_numpy(shifts.astype(np.float32))[:, None, None] / 255.0 - self._mean) / self._std
-        if np.count_nonzero(matrix - np.diag(np.diag(matrix))):
-            mixed = torch.from_numpy(matrix.astype(np.float32)) @ x.reshape(3, -1)
-            return mixed.reshape(x.shape) / self._std + offset
+        gains, shifts = (torch.from_numpy(v.astype(np.float32))[:, None, None]
+                         for v in levels(x.numpy(), self.spec, chw=True))
         # ((x * gain + shift) - mean) / std as one fused multiply-add per pixel
-        gains = torch.from_numpy(np.diag(matrix).astype(np.float32))[:, None, None]
-        return torch.addcmul(offset, x, gains / self._std)
+        return torch.addcmul((shifts / 255.0 - self._mean) / self._std, x, gains / self._std)
 
     def __call__(self, rgb: np.ndarray) -> "torch.Tensor":
         with _one_thread():
