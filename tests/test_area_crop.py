@@ -1,0 +1,105 @@
+"""resize_center_crop resizes only the part of a frame its crop keeps where that is exact
+(core/area_crop.py): byte-equal to resizing the whole frame and cropping, for camera sizes, odd
+sizes, every interpolation, and where no exact cut exists (the whole frame is resized)."""
+
+
+import cv2
+import numpy as np
+import pytest
+
+from clca_edge.core import area_crop
+from clca_edge.core.area_crop import crop_plan
+from clca_edge.core.preprocess import PreprocessSpec, resize_center_crop
+
+FRAMES = [(480, 640), (720, 1280), (1080, 1920), (481, 643), (333, 517), (600, 800), (1000, 1000), (257, 300),
+          (299, 299), (375, 500), (512, 512), (240, 320), (97, 131), (64, 48), (1944, 2592)]
+SPECS = [PreprocessSpec(img_size=224), PreprocessSpec(img_size=224, crop_pct=1.0),
+         PreprocessSpec(img_size=96, crop_pct=0.875, interpolation="bicubic"), PreprocessSpec(img_size=64, crop_pct=0.5),
+         PreprocessSpec(img_size=160, crop_pct=0.9), PreprocessSpec(img_size=199, crop_pct=0.77, interpolation="bicubic"),
+         PreprocessSpec(img_size=384, crop_pct=1.0)]
+
+
+def full_frame_crop(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Before the cut: the whole frame resized (area when shrinking, the spec's filter when
+    enlarging), then the centred square."""
+    h, w = img.shape[:2]
+    scale = spec.resize_size / min(h, w)
+    nh, nw = max(spec.resize_size, round(h * scale)), max(spec.resize_size, round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}[spec.interpolation]
+    resized = cv2.resize(img, (nw, nh), interpolation=interp)
+    top, left = (nh - spec.img_size) // 2, (nw - spec.img_size) // 2
+    return resized[top:top + spec.img_size, left:left + spec.img_size]
+
+
+@pytest.mark.parametrize("shape", FRAMES + [(w, h) for h, w in FRAMES if h != w])
+def test_the_crop_is_byte_equal_to_the_full_frame_resize(shape):
+    rng = np.random.default_rng(sum(shape))
+    img = rng.integers(0, 256, shape + (3,), dtype=np.uint8)   # noise: any weight difference shows
+    for spec in SPECS:
+        got = resize_center_crop(img, spec)
+        assert got.shape == (spec.img_size, spec.img_size, 3)
+        assert np.array_equal(got, full_frame_crop(img, spec)), (shape, spec)
+
+
+def test_camera_frames_are_cut_and_what_each_keeps():
+    spec = PreprocessSpec(img_size=224)
+    # 640x480 -> 341x256: 640/341 repeats only over the whole width, so only rows are cut (15/8)
+    plan = crop_plan(480, 640, 256, 341, 224)
+    assert (plan.rows.src0, plan.rows.src1, plan.cols.src0, plan.cols.src1) == (30, 450, 0, 640)
+    # 1280x720 -> 455x256: 1280/455 = 256/91 and 45/16, both axes cut
+    plan = crop_plan(720, 1280, 256, 455, 224)
+    assert (plan.rows.src0, plan.rows.src1, plan.cols.src0, plan.cols.src1) == (45, 675, 256, 1024)
+    # 1920x1080: the crop's rows span the whole period (32 of 256), only columns are cut
+    plan = crop_plan(1080, 1920, 256, 455, 224)
+    assert (plan.rows.src0, plan.rows.src1, plan.cols.src0, plan.cols.src1) == (0, 1080, 384, 1536)
+    assert spec.resize_size == 256
+
+
+def test_no_exact_cut_resizes_the_whole_frame(monkeypatch):
+    # 643x481 -> 342x256: 481/256 and 643/342 are in lowest terms, no period inside the frame
+    assert crop_plan(481, 643, 256, 342, 224) is None
+    calls = []
+    real = cv2.resize
+    monkeypatch.setattr(cv2, "resize", lambda img, size, **k: calls.append(img.shape) or real(img, size, **k))
+    img = np.random.default_rng(0).integers(0, 256, (481, 643, 3), dtype=np.uint8)
+    resize_center_crop(img, PreprocessSpec(img_size=224))
+    assert calls == [(481, 643, 3)]
+    # enlarging (bilinear/bicubic) is never cut
+    assert crop_plan(100, 120, 256, 307, 224) is None
+
+
+def test_a_cut_whose_weights_differ_by_one_bit_is_refused(monkeypatch):
+    """The cut is taken only where OpenCV's weight tables of the kept pixels match to the bit."""
+    real = area_crop._area_table
+
+    def off_by_one_ulp(src, dst, first, count):
+        taps = real(src, dst, first, count)
+        if src != 720:   # the cut's table, not the full axis's
+            s, wt = taps[0][0]
+            taps[0][0] = (s, np.nextafter(wt, np.float32(2)))
+        return taps
+
+    monkeypatch.setattr(area_crop, "_area_table", off_by_one_ulp)
+    cut = area_crop._axis(720, 256, 16, 224)
+    assert (cut.src0, cut.src1, cut.dst0, cut.dst1) == (0, 720, 0, 256)
+    monkeypatch.undo()
+    cut = area_crop._axis(720, 256, 16, 224)
+    assert (cut.src0, cut.src1) == (45, 675)
+
+
+def test_any_aligned_cut_of_an_axis_matches():
+    """Random axes (one row tall): the planned cut equals the full resize wherever it is taken."""
+    rng = np.random.default_rng(5)
+    taken = 0
+    for _ in range(300):
+        src = int(rng.integers(20, 700))
+        dst = int(rng.integers(4, src))
+        size = int(rng.integers(1, dst + 1))
+        start = (dst - size) // 2
+        cut = area_crop._axis(src, dst, start, size)
+        row = rng.integers(0, 256, (1, src, 3), dtype=np.uint8)
+        full = cv2.resize(row, (dst, 1), interpolation=cv2.INTER_AREA)[:, start:start + size]
+        part = cv2.resize(row[:, cut.src0:cut.src1], (cut.dst1 - cut.dst0, 1), interpolation=cv2.INTER_AREA)
+        assert np.array_equal(part[:, cut.keep:cut.keep + size], full), (src, dst, size, cut)
+        taken += cut.src1 - cut.src0 < src
+    assert taken > 30
