@@ -2,7 +2,6 @@
 (core/area_crop.py): byte-equal to resizing the whole frame and cropping, for camera sizes, odd
 sizes, every interpolation, and where no exact cut exists (the whole frame is resized)."""
 
-
 import cv2
 import numpy as np
 import pytest
