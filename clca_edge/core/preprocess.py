@@ -158,7 +158,7 @@ def resize_center_crop(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """``resize_shorter`` then a centred ``img_size`` square. uint8 in, uint8 out.
 
     When shrinking, only the part of the image the crop keeps is resized where that gives the same
-    pixels to the bit (``core/area_crop.py``: a 1280x720 frame costs a third as much)."""
+    pixels to the bit (``core/area_crop.py``: about half the time for a 1280x720 frame)."""
     h, w = rgb.shape[:2]
     nh, nw, scale = _resized_size(h, w, spec)
     plan = crop_plan(h, w, nh, nw, spec.img_size) if scale < 1 else None
