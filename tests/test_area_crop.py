@@ -41,28 +41,27 @@ def test_the_crop_is_byte_equal_to_the_full_frame_resize(shape):
 
 
 def test_camera_frames_are_cut_and_what_each_keeps():
-    spec = PreprocessSpec(img_size=224)
-    # 640x480 -> 341x256: 640/341 repeats only over the whole width, so only rows are cut (15/8)
-    plan = crop_plan(480, 640, 256, 341, 224)
-    assert (plan.rows.src0, plan.rows.src1, plan.cols.src0, plan.cols.src1) == (30, 450, 0, 640)
-    # 1280x720 -> 455x256: 1280/455 = 256/91 and 45/16, both axes cut
-    plan = crop_plan(720, 1280, 256, 455, 224)
-    assert (plan.rows.src0, plan.rows.src1, plan.cols.src0, plan.cols.src1) == (45, 675, 256, 1024)
-    # 1920x1080: the crop's rows span the whole period (32 of 256), only columns are cut
-    plan = crop_plan(1080, 1920, 256, 455, 224)
-    assert (plan.rows.src0, plan.rows.src1, plan.cols.src0, plan.cols.src1) == (0, 1080, 384, 1536)
-    assert spec.resize_size == 256
+    def kept(plan):
+        return plan.rows.src0, plan.rows.src1, plan.cols.src0, plan.cols.src1
+
+    # 640x480 -> 341x256: rows from a whole pixel (15/8: output 16 is source row 30) to one past the
+    # crop's last cell; 640/341 repeats only over the whole width: columns from 0
+    assert kept(crop_plan(480, 640, 256, 341, 224)) == (30, 451, 0, 531)
+    # 1280x720 -> 455x256: 45/16 and 256/91, both axes cut on both sides
+    assert kept(crop_plan(720, 1280, 256, 455, 224)) == (45, 676, 256, 955)
+    # 1920x1080 -> 455x256: the crop's first row (16) is inside the first period (32): rows from 0
+    assert kept(crop_plan(1080, 1920, 256, 455, 224)) == (0, 1014, 384, 1432)
 
 
-def test_no_exact_cut_resizes_the_whole_frame(monkeypatch):
-    # 643x481 -> 342x256: 481/256 and 643/342 are in lowest terms, no period inside the frame
-    assert crop_plan(481, 643, 256, 342, 224) is None
+def test_no_cut_resizes_the_whole_frame(monkeypatch):
+    # the crop is the whole resized square: nothing to leave out
+    assert crop_plan(1000, 1000, 224, 224, 224) is None
     calls = []
     real = cv2.resize
     monkeypatch.setattr(cv2, "resize", lambda img, size, **k: calls.append(img.shape) or real(img, size, **k))
-    img = np.random.default_rng(0).integers(0, 256, (481, 643, 3), dtype=np.uint8)
-    resize_center_crop(img, PreprocessSpec(img_size=224))
-    assert calls == [(481, 643, 3)]
+    img = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
+    resize_center_crop(img, PreprocessSpec(img_size=224, crop_pct=1.0))
+    assert calls == [(1000, 1000, 3)]
     # enlarging (bilinear/bicubic) is never cut
     assert crop_plan(100, 120, 256, 307, 224) is None
 
@@ -71,8 +70,8 @@ def test_a_cut_whose_weights_differ_by_one_bit_is_refused(monkeypatch):
     """The cut is taken only where OpenCV's weight tables of the kept pixels match to the bit."""
     real = area_crop._area_table
 
-    def off_by_one_ulp(src, dst, first, count):
-        taps = real(src, dst, first, count)
+    def off_by_one_ulp(src, inv_scale, first, count):
+        taps = real(src, inv_scale, first, count)
         if src != 720:   # the cut's table, not the full axis's
             s, wt = taps[0][0]
             taps[0][0] = (s, np.nextafter(wt, np.float32(2)))
@@ -80,13 +79,13 @@ def test_a_cut_whose_weights_differ_by_one_bit_is_refused(monkeypatch):
 
     monkeypatch.setattr(area_crop, "_area_table", off_by_one_ulp)
     cut = area_crop._axis(720, 256, 16, 224)
-    assert (cut.src0, cut.src1, cut.dst0, cut.dst1) == (0, 720, 0, 256)
+    assert (cut.src0, cut.src1, cut.keep) == (0, 720, 16)
     monkeypatch.undo()
     cut = area_crop._axis(720, 256, 16, 224)
-    assert (cut.src0, cut.src1) == (45, 675)
+    assert (cut.src0, cut.src1, cut.keep) == (45, 676, 0)
 
 
-def test_any_aligned_cut_of_an_axis_matches():
+def test_any_cut_of_an_axis_matches():
     """Random axes (one row tall): the planned cut equals the full resize wherever it is taken."""
     rng = np.random.default_rng(5)
     taken = 0
@@ -98,7 +97,7 @@ def test_any_aligned_cut_of_an_axis_matches():
         cut = area_crop._axis(src, dst, start, size)
         row = rng.integers(0, 256, (1, src, 3), dtype=np.uint8)
         full = cv2.resize(row, (dst, 1), interpolation=cv2.INTER_AREA)[:, start:start + size]
-        part = cv2.resize(row[:, cut.src0:cut.src1], (cut.dst1 - cut.dst0, 1), interpolation=cv2.INTER_AREA)
+        part = cv2.resize(row[:, cut.src0:cut.src1], None, fx=cut.inv_scale, fy=1.0, interpolation=cv2.INTER_AREA)
         assert np.array_equal(part[:, cut.keep:cut.keep + size], full), (src, dst, size, cut)
         taken += cut.src1 - cut.src0 < src
-    assert taken > 30
+    assert taken > 200

@@ -3,15 +3,16 @@ for pixel equal to resizing the whole frame and cropping (``core/preprocess.py:r
 
 OpenCV's INTER_AREA shrink (``cv::resize``, ``computeResizeAreaTab`` and the area invoker) gives
 each output column the source columns it covers and float weights computed from ``dx * scale``
-alone (``scale = 1 / (dst / src)`` in doubles), and sums them in a fixed order; rows likewise. For a
-scale ``src / dst = p / q`` (lowest terms) the weights repeat every ``q`` output pixels (``p``
-source pixels), so an output range that starts and ends on a period boundary, resized on its own
-from the matching source range, has the same scale (the same rational, so the same double) and the
-same weights, up to the last bit of the doubles they come from. Whether they are the same to the
-last bit is not left to argument: ``_axis`` recomputes both weight tables as that OpenCV code does
-and takes the shortcut only where every kept pixel's table matches; otherwise the axis is resized
-whole. A 640x480 frame resized to 341x256 has no such range across (640/341 has no period within
-it), so only its rows are cut (420 of 480); 1280x720 and 1920x1080 (to 455x256) cut both axes.
+alone (``scale = 1 / inv_scale``, ``inv_scale = dst / src`` in doubles), and sums them in a fixed
+order; rows likewise. Resized on its own at the same ``inv_scale`` (given to ``cv2.resize`` as
+``fx``/``fy``), a part of the frame gives its outputs the same weights where its first output's
+source position is a whole pixel (for ``src / dst = p / q`` in lowest terms, the weights repeat
+every ``q`` outputs, ``p`` source pixels) and it reaches past the last kept output's cell; up to
+the last bit of the doubles they come from. Whether they are the same to the last bit is not left
+to argument: ``_axis`` recomputes both weight tables as that OpenCV code does and cuts an axis
+only where every kept pixel's weights match; otherwise the axis is resized whole. A 640x480 frame
+resized to 341x256 keeps source rows 30-450 and columns 0-530 (640/341 repeats only over the whole
+width, so no column can be cut on the left).
 
 Only shrinking (the area filter) is planned: enlarging a small frame (bilinear, bicubic) resamples
 with taps on both sides and fixed-point weights, and keeps the full path.
@@ -29,14 +30,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class AxisCut:
-    """Resize source ``[src0, src1)`` to ``[dst0, dst1)`` of the full output, keep ``[keep, keep + size)``
-    of that sub-range."""
+    """Resize source ``[src0, src1)`` at the full resize's scale (``dst / src``, passed to
+    ``cv2.resize`` as ``fx``/``fy`` so that OpenCV divides by the very same double); its outputs
+    ``[keep, keep + size)`` are the full resize's ``[dst0 + keep, ...)``."""
 
     src0: int
     src1: int
     dst0: int
-    dst1: int
     keep: int
+    inv_scale: float
 
 
 @dataclass(frozen=True)
@@ -49,15 +51,16 @@ class CropPlan:
         import cv2
 
         r, c = self.rows, self.cols
-        sub = cv2.resize(img[r.src0:r.src1, c.src0:c.src1], (c.dst1 - c.dst0, r.dst1 - r.dst0),
+        sub = cv2.resize(img[r.src0:r.src1, c.src0:c.src1], None, fx=c.inv_scale, fy=r.inv_scale,
                          interpolation=cv2.INTER_AREA)
         return sub[r.keep:r.keep + self.size, c.keep:c.keep + self.size]
 
 
-def _area_table(src: int, dst: int, first: int, count: int) -> list:
-    """OpenCV's area weights (``computeResizeAreaTab``) of outputs ``first .. first + count - 1`` of a
-    ``src`` -> ``dst`` shrink: per output, its (source index, float32 weight) pairs in summing order."""
-    scale = 1.0 / (dst / src)   # cv::resize: scale_x = 1. / inv_scale_x, inv_scale_x = dst / src
+def _area_table(src: int, inv_scale: float, first: int, count: int) -> list:
+    """OpenCV's area weights (``computeResizeAreaTab``) of outputs ``first .. first + count - 1`` of
+    a resize of ``src`` pixels by ``inv_scale``: per output, its (source index, float32 weight)
+    pairs in summing order."""
+    scale = 1.0 / inv_scale   # cv::resize: scale_x = 1. / inv_scale_x
     out = []
     for dx in range(first, first + count):
         fsx1 = dx * scale
@@ -76,20 +79,22 @@ def _area_table(src: int, dst: int, first: int, count: int) -> list:
 
 
 def _axis(src: int, dst: int, start: int, size: int) -> AxisCut:
-    """The smallest period-aligned cut of one axis that keeps outputs ``[start, start + size)`` with
-    the full resize's weights; the whole axis when no smaller one has them."""
-    whole = AxisCut(0, src, 0, dst, start)
+    """The smallest cut of one axis that keeps outputs ``[start, start + size)`` with the full
+    resize's weights: it starts on a period boundary (a source position that is a whole pixel) and
+    ends one source pixel past the last kept output's cell; the whole axis when no cut has them."""
+    inv = dst / src
+    whole = AxisCut(0, src, 0, start, inv)
     g = math.gcd(src, dst)
     p, q = src // g, dst // g
-    d0, d1 = (start // q) * q, min(dst, -(-(start + size) // q) * q)
-    if (d0, d1) == (0, dst):
+    d0 = (start // q) * q
+    s0, s1 = d0 // q * p, min(src, -(-(start + size) * p // q) + 1)
+    if (s0, s1) == (0, src) or round((s1 - s0) * inv) < start + size - d0:   # cv::resize's dst size
         return whole
-    s0, s1 = d0 // q * p, (src if d1 == dst else d1 // q * p)
-    full = _area_table(src, dst, start, size)
-    cut = _area_table(s1 - s0, d1 - d0, start - d0, size)
+    full = _area_table(src, inv, start, size)
+    cut = _area_table(s1 - s0, inv, start - d0, size)
     same = all(len(a) == len(b) and all(sa == sb + s0 and wa == wb for (sa, wa), (sb, wb) in zip(a, b))
                for a, b in zip(full, cut))
-    return AxisCut(s0, s1, d0, d1, start - d0) if same else whole
+    return AxisCut(s0, s1, d0, start - d0, inv) if same else whole
 
 
 @lru_cache(maxsize=32)
