@@ -101,3 +101,11 @@ def test_any_cut_of_an_axis_matches():
         assert np.array_equal(part[:, cut.keep:cut.keep + size], full), (src, dst, size, cut)
         taken += cut.src1 - cut.src0 < src
     assert taken > 200
+
+
+@pytest.mark.parametrize("shape,dtype", [((480, 640), np.uint8), ((480, 640, 4), np.uint8),
+                                         ((720, 1280, 3), np.float32), ((481, 643, 3), np.uint16)])
+def test_grey_four_channel_and_float_images_too(shape, dtype):
+    img = (np.random.default_rng(3).random(shape) * 255).astype(dtype)
+    spec = PreprocessSpec(img_size=224)
+    assert np.array_equal(resize_center_crop(img, spec), full_frame_crop(img, spec))
