@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from clca_edge.capture.fieldlog import read_log
+from clca_edge.capture.sources import make_source, parse_source
 from clca_edge.cli import main
 from support.runtime_bundle import BUNDLE_CLASSES as CLASSES, leaf_images, write_video
 
@@ -26,15 +27,13 @@ def video(tmp_path_factory):
     # What the capture will see: the decoded (lossy) frames, saved losslessly for predict.
     frames_dir = folder / "decoded"
     frames_dir.mkdir()
-    cap = cv2.VideoCapture(str(path))
+    source = make_source(parse_source(str(path)))
+    source.open()
     i = 0
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        cv2.imwrite(str(frames_dir / f"{i:04d}.png"), img)
+    while (frame := source.read()) is not None:
+        cv2.imwrite(str(frames_dir / f"{i:04d}.png"), frame.bgr)
         i += 1
-    cap.release()
+    source.close()
     assert i == N_FRAMES
     return path, frames_dir
 

@@ -30,6 +30,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from .area_crop import crop_plan
 from .errors import ConfigError
 from .imageops import LUMA, border, border_colour, channel_means, luma_median
 
@@ -136,23 +137,34 @@ def load_rgb(path) -> Optional[np.ndarray]:
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def _resized_size(h: int, w: int, spec: PreprocessSpec) -> tuple[int, int, float]:
+    """(height, width, scale) of ``resize_shorter`` for an ``h`` x ``w`` image."""
+    short = spec.resize_size
+    scale = short / min(h, w)
+    return max(short, round(h * scale)), max(short, round(w * scale)), scale
+
+
 def resize_shorter(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Shorter side to ``spec.resize_size``, aspect kept (area filter when shrinking, to avoid
     aliasing; the spec's interpolation when enlarging)."""
     import cv2
 
-    h, w = rgb.shape[:2]
-    short = spec.resize_size
-    scale = short / min(h, w)
-    nh, nw = max(short, round(h * scale)), max(short, round(w * scale))
+    nh, nw, scale = _resized_size(rgb.shape[0], rgb.shape[1], spec)
     interp = cv2.INTER_AREA if scale < 1 else getattr(cv2, _INTERP[spec.interpolation])
     return cv2.resize(rgb, (nw, nh), interpolation=interp)
 
 
 def resize_center_crop(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """``resize_shorter`` then a centred ``img_size`` square. uint8 in, uint8 out."""
+    """``resize_shorter`` then a centred ``img_size`` square. uint8 in, uint8 out.
+
+    When shrinking, only the part of the image the crop keeps is resized where that gives the same
+    pixels to the bit (``core/area_crop.py``: about half the time for a 1280x720 frame)."""
+    h, w = rgb.shape[:2]
+    nh, nw, scale = _resized_size(h, w, spec)
+    plan = crop_plan(h, w, nh, nw, spec.img_size) if scale < 1 else None
+    if plan is not None:
+        return plan.apply(rgb)
     resized = resize_shorter(rgb, spec)
-    nh, nw = resized.shape[:2]
     top, left = (nh - spec.img_size) // 2, (nw - spec.img_size) // 2
     return resized[top:top + spec.img_size, left:left + spec.img_size]
 
