@@ -24,6 +24,7 @@ mkdir -p "$OUT"
 # tests start as Python subprocesses is measured too).
 measure() {
     local tree=$1 name=$2
+    shift 2
     mkdir -p "$OUT/$name.data"
     (cd "$tree" && COVERAGE_FILE="$OUT/$name.data/.coverage" PYTHONPATH="$tree" \
         "$CLCA_PY" -m pytest -n 2 -q -p no:cacheprovider --cov=clca_edge --cov-config="$REPO/pyproject.toml" \
