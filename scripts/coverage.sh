@@ -12,6 +12,7 @@ BASE=
 if [ "${1:-}" = --base ]; then BASE=$2; shift 2; fi
 if [ -z "${CLCA_PY:-}" ]; then
     bash scripts/setup_env.sh
+    bash scripts/setup_py38_runtime.sh   # its tests run, unmeasured (no coverage in .venv-py38)
     CLCA_PY=$REPO/.venv/bin/python
 fi
 "$CLCA_PY" -c "import pytest_cov" 2>/dev/null || "$CLCA_PY" -m pip install -q -e ".[train,dev,coverage]"
@@ -32,11 +33,13 @@ measure() {
 }
 
 if [ -n "$BASE" ]; then
-    WT=$(mktemp -d)/base
+    TMP=$(mktemp -d)
+    WT=$TMP/base
     git worktree add -q --detach "$WT" "$BASE"
-    trap 'git worktree remove --force "$WT"' EXIT
+    trap 'git worktree remove --force "$WT"; rmdir "$TMP"' EXIT
     measure "$WT" base "$@" || echo "the suite at $BASE failed; its coverage is still reported" >&2
     git worktree remove --force "$WT"
+    rmdir "$TMP"
     trap - EXIT
 fi
 measure "$REPO" head "$@" || echo "the suite failed; its coverage is still reported" >&2
