@@ -83,3 +83,19 @@ def test_accuracy_sweep_trains_each_model_and_plots_accuracy(tmp_path):
 def test_accuracy_without_budget_is_refused(tmp_path):
     res = CliRunner().invoke(main, ["benchmark", *TINY_ARGS, "--data", str(tmp_path)])
     assert res.exit_code == 2 and "--train-epochs needs --data" not in res.output and "--train-epochs N" in res.output
+
+
+def test_a_benchmark_scripts_results_open_with_machine_date_and_load_and_go_to_stdout_and_json(tmp_path, capsys):
+    import json
+
+    from clca_edge.benchmark.report import emit_results, run_header
+
+    header = run_header()
+    assert header["machine"].endswith(" cores") and header["date"].endswith(" UTC")
+    assert len(header["load"]) == 3 and all(x >= 0 for x in header["load"])
+    results = {**header, "fps": 12.5}
+    emit_results(results, tmp_path / "r.json")
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(results))
+    emit_results({"fps": 1.0}, None)   # stdout only
+    assert json.loads(capsys.readouterr().out) == {"fps": 1.0}

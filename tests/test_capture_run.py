@@ -1,18 +1,22 @@
 """The capture run's extension points: observers see every frame after it is logged (an observer
 that fails never ends the run), a bundle switch replaces model + classifier + guard between two
 frames with no frame lost, a new frame source is one registered class, and the CLI's option
-groups build the typed configs once."""
+groups build the typed configs once; the display (live panel, overlay window) is an observer that
+can stop the run."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from clca_edge.capture import sources
 from clca_edge.capture.config import CaptureConfig
+from clca_edge.capture.display import DisplayObserver, LivePanel, OverlayWindow
 from clca_edge.capture.fieldlog import open_log, read_log
 from clca_edge.capture.bundle_runtime import BundleRuntime
 from clca_edge.capture.hooks import BundleSwitch, FrameObserver
@@ -222,3 +226,47 @@ def test_smoothing_is_the_mean_of_the_last_frames_and_a_reset_starts_afresh(wind
         assert d.confidence == pytest.approx(float(mean.max()), abs=1e-12)
         assert d.label == (str(int(mean.argmax())) if mean.max() >= 0.3 else "uncertain")
         assert d.raw_label == str(int(np.argmax(p)))
+
+
+class QuitOnThird(OverlayWindow):
+    """The overlay window as a user sees it: draws each frame, then q pressed on the third."""
+
+    def __init__(self):
+        super().__init__()
+        self.shown: list = []
+
+    def show(self, bgr, record):
+        self.shown.append((bgr.shape, record["class"]))
+        return len(self.shown) < 3
+
+
+def test_the_display_shows_each_decision_and_q_in_its_window_stops_the_run(image_folder, tmp_path):
+    out = io.StringIO()
+    panel = LivePanel(Console(file=out, width=160, force_terminal=False), "capture: leaves")
+    overlay = QuitOnThird()
+    rt = runtime(32, "b" * 64, Recording("fake", favour=1))
+    with open_log(tmp_path / "log.jsonl") as flog, panel:
+        summary = CaptureRun(rt, make_source(parse_source(str(image_folder))), flog, CaptureConfig(quality=OFF),
+                             observers=[DisplayObserver(panel, overlay)]).run()
+    assert summary.frames == 3 and summary.stop_reason == "stop requested by the display"
+    assert overlay.shown == [((96, 128, 3), "maple")] * 3
+    shown = out.getvalue()   # the panel's last render: the decision, its top-k and the counts
+    assert "capture: leaves" in shown and "maple (" in shown and "maple: 3" in shown and "fake (fp32)" in shown
+
+
+def test_a_headless_opencv_turns_the_overlay_off_once_and_the_run_goes_on(image_folder, tmp_path, caplog):
+    import cv2
+
+    try:
+        cv2.imshow("probe", np.zeros((2, 2, 3), np.uint8))
+        cv2.destroyWindow("probe")
+        pytest.skip("this OpenCV has a GUI: the overlay window would open")
+    except cv2.error:
+        pass
+    overlay = OverlayWindow()
+    rt = runtime(32, "c" * 64, Recording("fake", favour=0))
+    with open_log(tmp_path / "log.jsonl") as flog:
+        summary = CaptureRun(rt, make_source(parse_source(str(image_folder))), flog, CaptureConfig(quality=OFF),
+                             observers=[DisplayObserver(overlay=overlay)]).run()
+    assert summary.frames == 12 and summary.stop_reason == "end of source" and not overlay.enabled
+    assert sum("no display window available" in r.getMessage() for r in caplog.records) == 1

@@ -64,6 +64,19 @@ random = 3
     ('broker = "mqtt://h"', "device"),
     ('broker = "mqtt://h"\ndevice = "a"\npassword_file = "missing"', "password_file"),
     ('broker = [', "not valid TOML"),
+    ('broker = "mqtt://h"\ndevice = "a"\nbatch_size = true', "batch_size = True: expected int"),
+    ('broker = "mqtt://h"\ndevice = "a"\npassword = "pw"', "password without username"),
+    ('broker = "mqtt://h"\ndevice = "a"\npassword = "pw"\npassword_file = "pw"', "password and password_file"),
+    ('broker = "mqtt://h"\ndevice = "a"\nca = "ca.pem"', "ca.pem is not a readable file"),
+    ('broker = "mqtt://h"\ndevice = "a"\nkeepalive_s = 1', "keepalive_s 1 must be within 5..3600"),
+    ('broker = "mqtt://u@h"\ndevice = "a"', "give only scheme, host and port"),
+    ('broker = "mqtt://h"\ndevice = "a"\nheartbeat_s = 0', "heartbeat_s 0.0 must be within"),
+    ('broker = "mqtt://h"\ndevice = "a"\nreplay_rate = 0', "replay_rate 0.0 must be within"),
+    ('broker = "mqtt://h"\ndevice = "a"\nreconnect_max_s = 0', "reconnect_max_s 0 must be within"),
+    ('broker = "mqtt://h"\ndevice = "a"\n[sampling.per_hour]\nrandom = -1', "sampling.per_hour.random -1"),
+    ('broker = "mqtt://h"\ndevice = "a"\n[sampling]\nquota_mb = -1', "sampling.quota_mb -1.0 must be >= 0"),
+    ('broker = "mqtt://h"\ndevice = "a"\n[sampling]\nmin_gap_s = 4000', "sampling.min_gap_s 4000.0 must be"),
+    ('broker = "mqtt://h"\ndevice = "a"\n[sampling]\njpeg_quality = 5', "sampling.jpeg_quality 5 must be"),
 ])
 def test_a_wrong_value_is_one_line_naming_the_key(tmp_path, text, names):
     path = _write(tmp_path, text)
@@ -71,6 +84,15 @@ def test_a_wrong_value_is_one_line_naming_the_key(tmp_path, text, names):
         load_fleet(path)
     msg = str(e.value)
     assert names in msg and str(path) in msg and "\n" not in msg
+
+
+def test_an_empty_password_file_or_a_missing_fleet_file_is_one_line(tmp_path):
+    (tmp_path / "pw").write_text("")
+    path = _write(tmp_path, 'broker = "mqtt://h"\ndevice = "a"\nusername = "a"\npassword_file = "pw"')
+    with pytest.raises(ConfigError, match=r"password_file .*pw is empty; its first line is the password"):
+        load_fleet(path)
+    with pytest.raises(ConfigError, match=r"--fleet .*none\.toml: cannot read it \(No such file or directory\)"):
+        load_fleet(tmp_path / "none.toml")
 
 
 def test_topics_parse_back_and_share():

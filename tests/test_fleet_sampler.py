@@ -111,6 +111,43 @@ def test_the_quota_drops_the_oldest_frames_first_and_counts_them(tmp_path):
 
 
 @needs_mosquitto
+class FullDisk(FrameSpool):
+    def add(self, jpeg, meta):
+        raise OSError(28, "No space left on device")
+
+
+def test_a_frame_that_will_not_encode_or_store_is_skipped_and_capture_goes_on(tmp_path, caplog):
+    policy = SamplingPolicy(low_confidence=0.5, per_hour=CAPS, min_gap_s=0.0)
+    bgr = np.zeros((8, 8, 3), np.uint8)
+
+    def broken(bgr, quality):
+        raise ValueError("cv2.imencode failed")
+
+    sampler = FrameSampler(policy, FrameSpool(tmp_path / "a", policy.quota_bytes), random.Random(0), Clock(), broken)
+    assert sampler.on_decision(bgr, decision(0.3, 0.2)) is None and sampler.spool.frames() == []
+    sampler = FrameSampler(policy, FullDisk(tmp_path / "b", policy.quota_bytes), random.Random(0), Clock(),
+                           fake_jpeg(100))
+    assert sampler.on_decision(bgr, decision(0.3, 0.2)) is None and not sampler.chosen
+    said = [r.getMessage() for r in caplog.records]
+    assert any("could not encode a chosen frame as JPEG (cv2.imencode failed)" in m for m in said)
+    assert any("could not store a chosen frame ([Errno 28] No space left on device)" in m for m in said)
+
+
+def test_what_the_policy_never_keeps_and_a_frame_over_the_whole_quota(tmp_path):
+    policy = SamplingPolicy(low_confidence=0.5, small_margin=0.1, random_share=0.0, per_hour=CAPS, min_gap_s=0.0)
+    spool = FrameSpool(tmp_path / "spool", 500)
+    sampler = FrameSampler(policy, spool, random.Random(0), Clock(), fake_jpeg(100))
+    bgr = np.zeros((8, 8, 3), np.uint8)
+    assert sampler.reason_for({"type": "start"}) is None
+    sure_alone = {"type": "decision", "confidence": 0.9, "topk": [{"class": "a", "conf": 0.9}]}
+    assert sampler.reason_for(sure_alone) is None                  # one class in top-k: no margin to judge
+    off = FrameSampler(SamplingPolicy(enabled=False), spool, random.Random(0), Clock(), fake_jpeg(100))
+    assert off.on_decision(bgr, decision(0.1, 0.05)) is None and spool.frames() == []
+    assert spool.add(b"x" * 501, {}) is None and spool.dropped == 1   # can never fit: dropped, counted
+    assert FrameSpool(tmp_path / "spool", 500).dropped == 1            # ... and remembered
+    assert spool.read(12345) is None
+
+
 def test_chosen_frames_travel_to_the_centre_content_addressed(tmp_path):
     log = tmp_path / "run" / "log.jsonl"
     with open_log(log) as flog:

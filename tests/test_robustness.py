@@ -232,6 +232,12 @@ def test_deploy_records_the_suite_per_variant_and_robustness_reads_the_bundle(ws
     assert judged["clean_judged"]["refused"] < 50
     text = _robustness(*args[:-1]).stdout
     assert "refused %" in text and "wrong %" in text and "with capture's quality guard" in text
+    # --precision picks variants; one the bundle lacks is a one-line error naming those it has.
+    only = json.loads(_robustness(*args, "--quality", "off", "--precision", "int8").stdout)
+    assert set(only["variants"]) == {"int8"} and only["variants"]["int8"] == out["variants"]["int8"]
+    res = CliRunner().invoke(main, ["robustness", *map(str, args), "--precision", "fp16,int8"])
+    assert res.exit_code == ExitCode.BAD_INPUT and "Traceback" not in res.output, res.output
+    assert "has no usable fp16 variant (usable: fp32, int8)" in " ".join(res.output.split())
 
 
 def _pale(src, dst):
