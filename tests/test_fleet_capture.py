@@ -64,6 +64,8 @@ def test_capture_sends_every_decision_once_and_the_frames_its_policy_picks(bundl
             assert wait_for(lambda: len(store.query("SELECT 1 FROM frames")) == 5, 10)
             # The run's last heartbeat (sent as the agent stops) carries its final figures.
             assert wait_for(lambda: store.query("SELECT 1 FROM heartbeats WHERE body LIKE '%\"decisions\":16%'"), 10)
+            # ... and then its retained offline status, which may reach the collector after that heartbeat
+            assert wait_for(lambda: store.query("SELECT state FROM devices WHERE device = 'cam-1'") == [("offline",)], 10)
         finally:
             collector.stop()
         stored = [r["record"] for r in store.records("cam-1")]
@@ -77,7 +79,6 @@ def test_capture_sends_every_decision_once_and_the_frames_its_policy_picks(bundl
         beat = json.loads(beat[0])
         assert beat["backend"] == "ort-cpu" and beat["bundle"] and beat["decisions"] > 0
         assert beat["selfcheck"] in ("passed", "skipped")      # the run's own check of the variant it runs
-        assert store.query("SELECT state FROM devices WHERE device = 'cam-1'") == [("offline",)]
         assert not any((tmp_path / "run" / "fleet-frames").glob("*.jpg"))   # all sent, none left behind
         store.close()
 
