@@ -184,6 +184,16 @@ def test_cli_builds_with_injected_tensorrt(bundle, deployed, monkeypatch):
     assert "default engine: int8_trt10.3.0.30" in res.output
 
 
+def _tensorrt_machine(monkeypatch):
+    """This process as an Orin with TensorRT 8.5 (the fake module), for deploy and build-engine."""
+    trt = make_module("8.5.2.2")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("clca_edge.deploy.pipeline._tensorrt_available", lambda: True)
+    monkeypatch.setattr("clca_edge.engines.build.gpu_info", lambda: ORIN)
+    monkeypatch.setattr(te, "_CudaRt", HostMemory)
+    return trt
+
+
 @pytest.mark.parametrize("precisions,built", [(("int8", "fp32"), ["int8"]), (("fp32",), [])])
 def test_deploy_on_a_tensorrt_machine_builds_right_away_only_what_was_asked(deployed, tmp_path, monkeypatch,
                                                                              precisions, built):
@@ -191,11 +201,7 @@ def test_deploy_on_a_tensorrt_machine_builds_right_away_only_what_was_asked(depl
     from clca_edge.deploy.pipeline import DeployConfig, run_deploy
 
     ws = deployed[0]
-    trt = make_module("8.5.2.2")
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("clca_edge.deploy.pipeline._tensorrt_available", lambda: True)
-    monkeypatch.setattr("clca_edge.engines.build.gpu_info", lambda: ORIN)
-    monkeypatch.setattr(te, "_CudaRt", HostMemory)
+    trt = _tensorrt_machine(monkeypatch)
     rep = run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=tmp_path / "b", calib_data=ws["calib"], eval_data=ws["eval"],
                                   precisions=precisions, calibration=CalibrationConfig(num_images=6)))
     if built:  # the bundle's own engines: recorded in the bundle deploy has just written
@@ -549,11 +555,7 @@ def test_build_engine_reuses_the_bundles_own_engine_without_writing_the_bundle(d
     from clca_edge.deploy.pipeline import DeployConfig, run_deploy
 
     ws = deployed[0]
-    trt = make_module("8.5.2.2")
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("clca_edge.deploy.pipeline._tensorrt_available", lambda: True)
-    monkeypatch.setattr("clca_edge.engines.build.gpu_info", lambda: ORIN)
-    monkeypatch.setattr(te, "_CudaRt", HostMemory)
+    trt = _tensorrt_machine(monkeypatch)
     monkeypatch.setenv("CLCA_EDGE_CACHE_DIR", str(tmp_path / "device-cache"))
     b = tmp_path / "b"
     run_deploy(DeployConfig(checkpoint=ws["ckpt"], out=b, calib_data=ws["calib"], eval_data=ws["eval"],
