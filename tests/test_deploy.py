@@ -81,7 +81,8 @@ def test_manifest_records_everything(bundle, ws):
     # The fastest passing variant on ONNX Runtime CPU; never TensorRT's Q/DQ file (int8-cpu runs there).
     assert m["default_variant"] in ("fp32", "int8-cpu")
     script = (out / "trtexec.sh").read_text()
-    assert "--onnx=model.onnx --fp16" in script and "--onnx=model.int8.onnx --int8 --fp16" in script
+    assert '--onnx="$B/model.onnx" --fp16' in script and '--onnx="$B/model.int8.onnx" --int8 --fp16' in script
+    assert '--saveEngine="$OUT/fp16.plan"' in script and "engines/" not in script   # never into the bundle
     assert "REJECTED" not in res.output
 
 

@@ -62,12 +62,15 @@ def write_files(run: DeployRun) -> None:
     """labels.txt, preprocess.json (the one copy of the preprocessing) and trtexec.sh."""
     (run.root / LABELS_NAME).write_text("\n".join(run.classes) + "\n")
     (run.root / PREPROCESS_NAME).write_text(json.dumps(run.spec.to_dict(), indent=2))
-    lines = ["#!/bin/sh", "# What `clca-edge build-engine` does, as trtexec commands (run inside the bundle).",
-             "# TensorRT < 8.4: replace --memPoolSize=workspace:NM with --workspace=N.", "set -e", "mkdir -p engines"]
+    # The plans go to a folder the caller names: a bundle is never written after deploy (build-engine
+    # keeps its engines in the device's cache folder).
+    lines = ["#!/bin/sh", "# What `clca-edge build-engine` does, as trtexec commands: sh trtexec.sh OUT_DIR",
+             "# TensorRT < 8.4: replace --memPoolSize=workspace:NM with --workspace=N.", "set -e",
+             'B="$(cd "$(dirname "$0")" && pwd)"', 'OUT="${1:?usage: sh trtexec.sh OUT_DIR}"', 'mkdir -p "$OUT"']
     for v in run.variants.values():
         if v.runtime == "tensorrt":
-            lines.append(trtexec_command(VARIANT_FILES[v.source], v.precision, run.config.workspace_mb,
-                                         f"engines/{v.precision}.plan"))
+            lines.append(trtexec_command(f'"$B/{VARIANT_FILES[v.source]}"', v.precision, run.config.workspace_mb,
+                                         f'"$OUT/{v.precision}.plan"'))
     (run.root / TRTEXEC_NAME).write_text("\n".join(lines) + "\n")
     run.manifest.trtexec = TRTEXEC_NAME
 
