@@ -577,3 +577,76 @@ def test_an_unwritable_cache_folder_is_one_line_naming_it(bundle, tmp_path, monk
     res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle), "--cache-dir", str(blocker)])
     assert res.exit_code == 9 and "cannot write this device's cache folder" in res.output
     assert "--cache-dir" in res.output and "Traceback" not in res.output
+
+
+def test_a_cache_folder_whose_build_lock_cannot_open_is_the_same_one_line(bundle, tmp_path, monkeypatch):
+    """The bundle's cache folder exists but its lock cannot be opened (here: a folder in its place,
+    as root cannot be refused a write): the same exit-9 line, before anything is built."""
+    from clca_edge.runtime.device_cache import bundle_cache_dir
+    from clca_edge.runtime.engine_cache import LOCK_FILE
+
+    trt = make_module("10.3.0.30")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    folder = bundle_cache_dir(sha256_file(bundle / "manifest.json"), tmp_path / "cache")
+    (folder / LOCK_FILE).mkdir(parents=True)
+    res = CliRunner().invoke(main, ["build-engine", "--bundle", str(bundle), "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 9 and "cannot write this device's cache folder" in res.output
+    assert not [c for c in trt.calls if c[0] == "build_serialized_network"]
+
+
+def test_an_unreadable_engine_cache_is_an_empty_one_not_an_error(bundle, monkeypatch):
+    """Every open of a bundle reads this device's engine cache: one this user may not read (made
+    by root, umask 077) leaves the runtime without cached engines, not without a model."""
+    from pathlib import Path
+
+    real = Path.read_bytes
+
+    def refused(self):
+        if self.name == ENGINE_CACHE_FILE:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    _build(bundle, make_module("10.3.0.30"), precision="fp16")
+    assert _cached(bundle).cache.engines                   # built and cached
+    monkeypatch.setattr(Path, "read_bytes", refused)
+    assert _cached(bundle).cache.engines == {}             # unreadable: empty, said once
+
+
+def test_each_plan_is_kept_in_the_cache_as_soon_as_it_is_built(bundle, monkeypatch):
+    """A unit stopped between two builds (systemd's start timeout) keeps the plans it built."""
+    trt = make_module("10.3.0.30")
+    saved = []
+    real_save = DeviceEngines.save
+
+    def counting(self):
+        saved.append(sorted(self.cache.engines))
+        real_save(self)
+
+    monkeypatch.setattr(DeviceEngines, "save", counting)
+    _build(bundle, trt, precision="auto")
+    assert len(saved[0]) == 1 and len(saved[1]) == 2      # one plan, then both, before the run's end
+
+
+def test_build_engines_self_check_verdict_is_kept_where_the_runtime_looks(bundle, monkeypatch):
+    """The verdict of build-engine's self-check of a cached plan is stored under the plan's sha256
+    in this device's cache, so capture's start finds it instead of checking again."""
+    from clca_edge.runtime.device_cache import SELFCHECK_FILE
+
+    rep = _build(bundle, make_module("10.3.0.30"), precision="fp16")
+    record = rep.outcomes[0].record
+    assert record.self_check["status"] == "passed"
+    plan_sha = _cached(bundle).cache.files[record.file]
+    kept = (_cached(bundle).folder / SELFCHECK_FILE).read_text()
+    assert plan_sha in kept and '"tensorrt"' in kept
+
+
+def test_an_os_error_while_tensorrt_starts_is_a_fallback_not_a_crash(bundle, monkeypatch):
+    from clca_edge.runtime.backends import BackendUnavailable
+    from clca_edge.runtime.tensorrt_backend import TensorRTClassifier
+
+    def broken():
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(te, "import_tensorrt", broken)
+    with pytest.raises(BackendUnavailable, match="TensorRT cannot start"):
+        TensorRTClassifier.from_bundle(load_bundle(bundle), "fp16")

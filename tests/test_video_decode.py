@@ -83,3 +83,34 @@ def test_a_corrupt_packet_is_skipped_and_counted(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "_decode_jpeg", third_is_corrupt)
     source, frames = frames_of(video)
     assert source._jpeg and [f.seq for f in frames] == [0, 1, 3] and source.skipped == 1
+
+
+def test_a_failing_first_compressed_read_falls_back_to_whole_ffmpeg_frames(tmp_path, monkeypatch):
+    """Once the capture is switched to compressed packets, any failure of the first read reopens it
+    decoded: packets are never passed on as frames."""
+    video = write_video(tmp_path / "v.avi", leaf_images(3, seed=5, size=(120, 160)), fps=10.0)
+    import clca_edge.capture.sources as sources
+
+    real_capture = sources.VideoFileSource.capture
+
+    class RawReadFails:
+        def __init__(self, cap):
+            self.cap, self.raw = cap, False
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+        def set(self, prop, value):
+            self.raw = self.raw or (prop == cv2.CAP_PROP_FORMAT and value == -1)
+            return self.cap.set(prop, value)
+
+        def read(self):
+            if self.raw:
+                raise cv2.error("compressed read failed")
+            return self.cap.read()
+
+    monkeypatch.setattr(sources.VideoFileSource, "capture", lambda self: RawReadFails(real_capture(self)))
+    source, frames = frames_of(video)
+    assert not source._jpeg and len(frames) == 3
+    assert all(f.bgr.shape == (120, 160, 3) for f in frames)
+    assert np.array_equal(cv2.VideoCapture(str(video)).read()[1], frames[0].bgr)

@@ -429,10 +429,14 @@ class VideoFileSource(VideoCaptureSource):
             size = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
             if fourcc not in MJPEG_FOURCCS or not cap.set(cv2.CAP_PROP_FORMAT, -1):
                 return False
-            ok, packet = cap.read()
         except Exception as e:  # fake captures in tests, backends without the properties
             log.debug("%s: no compressed frames (%s); FFmpeg decodes", self.description, e)
             return False
+        try:  # the capture is in raw mode from here: any failure reopens it decoded
+            ok, packet = cap.read()
+        except Exception as e:
+            log.debug("%s: reading a compressed frame failed (%s)", self.description, e)
+            ok, packet = False, None
         first = _decode_jpeg(packet) if ok else None
         if first is not None and first.shape[:2] == size:
             self._pending = first

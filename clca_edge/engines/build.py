@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,12 +132,17 @@ def _target(bundle: Bundle, config: BuildEngineConfig):
 
     sha = bundle_digest(bundle)
     folder = bundle_cache_dir(sha, config.cache_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EngineError(f"cannot write this device's cache folder {folder} ({e.strerror or e}); set --cache-dir "
-                          "or CLCA_EDGE_CACHE_DIR to a writable folder (the bundle itself is never written)") from None
-    with build_lock(folder):
+    with contextlib.ExitStack() as stack:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # an existing folder this user cannot write (made by root) fails here, before minutes of building
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            stack.enter_context(build_lock(folder))
+        except OSError as e:
+            raise EngineError(f"cannot write this device's cache folder {folder} ({e.strerror or e}); set "
+                              "--cache-dir or CLCA_EDGE_CACHE_DIR to a writable folder (the bundle itself is never "
+                              "written)") from None
         yield _CacheTarget(DeviceEngines.open(sha, config.cache_dir))  # read under the lock
 
 
@@ -250,6 +257,9 @@ class _Job:
         self.engines[fname] = EngineRecord(file=rel, key=key, source=src.name, status=Status.UNVERIFIED,
                                            workspace_mb=ws, build_seconds=round(time.perf_counter() - t0, 3),
                                            gpu_info_source=self.gpu.source)
+        if self.target.where == "cache":
+            # kept as soon as built: a unit stopped mid-run (systemd's start timeout) keeps what it built
+            self.target.save()
         return fname, plan, ""
 
     def _source(self, precision: str):
@@ -309,8 +319,10 @@ class _Job:
         from ..runtime.tensorrt_backend import TensorRTClassifier
 
         if self.checker is None:
-            self.checker = self_checker(self.bundle)
-        clf = TensorRTClassifier(runner, precision, source_file=self.target.path(rec.file),
+            self.checker = self_checker(self.bundle, self.config.cache_dir)
+        # a cached plan's verdict is kept under its sha256, where the runtime looks it up (no re-check at start)
+        plan_sha = self.target.record.files.get(rec.file) if self.target.where == "cache" else None
+        clf = TensorRTClassifier(runner, precision, source_file=self.target.path(rec.file), source_sha256=plan_sha,
                                  key={"tensorrt": str(self.trt.__version__), "gpu": self.gpu.name,
                                       "compute_capability": self.gpu.compute_capability})
         res = self.checker.check(clf, use_cache=False)

@@ -104,10 +104,12 @@ class DeviceEngines:
 
 def _read(path: Path, manifest_sha256: str) -> EngineCache:
     empty = EngineCache(bundle_sha256=manifest_sha256)
-    if not path.is_file():
-        return empty
     try:
+        # is_file() itself raises on a folder this user may not enter (made by root, umask 077):
+        # every open of a bundle reads this, so such a cache is empty, not an error
         cache = EngineCache.from_dict(json.loads(path.read_bytes()), str(path))
+    except FileNotFoundError:
+        return empty
     except (OSError, ValueError, BundleError) as e:
         log.warning("engine cache %s is unreadable (%s); treated as empty, clca-edge build-engine rewrites it", path, e)
         return empty

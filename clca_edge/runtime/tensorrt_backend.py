@@ -90,6 +90,7 @@ class TensorRTClassifier(Classifier):
         from ..core.errors import ClcaEdgeError
         from ..engines.tensorrt import TrtRunner, gpu_info, import_tensorrt
 
+        found = None
         try:
             trt = import_tensorrt()
             gpu = gpu_info()
@@ -99,7 +100,8 @@ class TensorRTClassifier(Classifier):
         except ClcaEdgeError as e:  # EngineError: no TensorRT, no CUDA bindings, undeserialisable plan
             raise BackendUnavailable(str(e)) from None
         except OSError as e:
-            raise BackendUnavailable(f"engine {found.path} cannot be read ({e.strerror or e})") from None
+            what = f"engine {found.path} cannot be read" if found is not None else "TensorRT cannot start"
+            raise BackendUnavailable(f"{what} ({e.strerror or e})") from None
         where = "this device's cache" if found.cached else "the bundle"
         return cls(runner, precision, detail=f"TensorRT {trt.__version__}, {found.path.name} ({where})",
                    source_file=found.path, source_sha256=found.sha256,
