@@ -244,6 +244,17 @@ def open_log(path, fmt: str = "jsonl") -> FieldLog:
                           "--run-dir/--log") from None
 
 
+def json_object(line) -> Optional[dict[str, Any]]:
+    """The record a field-log line (or SQLite row) holds: its JSON object, or None for a line a power
+    cut tore or that holds no object. The uploader, its resends and the probation evidence all skip
+    the same lines by this, so their record counts agree."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 def read_log(path, fmt: Optional[str] = None) -> Iterator[dict[str, Any]]:
     """Every complete record of a field log (format told by its content unless given); a partial
     line left by a power cut is skipped."""

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,11 +132,7 @@ def _target(bundle: Bundle, config: BuildEngineConfig):
     folder = bundle_cache_dir(sha, config.cache_dir)
     with contextlib.ExitStack() as stack:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            # an existing folder this user cannot write (made by root) fails here, before minutes of building
-            if not os.access(folder, os.W_OK | os.X_OK):
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-            stack.enter_context(build_lock(folder))
+            stack.enter_context(build_lock(folder))  # fails before minutes of building, not after
         except OSError as e:
             raise EngineError(f"cannot write this device's cache folder {folder} ({e.strerror or e}); set "
                               "--cache-dir or CLCA_EDGE_CACHE_DIR to a writable folder (the bundle itself is never "

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Optional, Tuple
 
+from ..capture.fieldlog import json_object
 from .messages import Event, MessageError, Resend
 from .mqtt import MqttLink, wait_acked
 from .outbox import Batch, LogOutbox
@@ -72,15 +73,8 @@ class EventOutbox:
                 lines = f.read().split(b"\n")
         except FileNotFoundError:
             return 0
-        best = 0
-        for line in lines:
-            try:
-                seq = json.loads(line).get("seq")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(seq, int):
-                best = max(best, seq)
-        return best
+        seqs = (d.get("seq") for d in filter(None, map(json_object, lines)))
+        return max((s for s in seqs if isinstance(s, int)), default=0)
 
     def next(self) -> Optional[Tuple[Batch, Optional[Event]]]:
         """The oldest unacknowledged event (None if none); the event is None for a line that is not one."""
@@ -103,15 +97,10 @@ class EventOutbox:
         index = 0
         try:
             with open(self.path, "rb") as f:
-                for line in f:
-                    try:
-                        d = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(d, dict):
-                        if isinstance(d.get("seq"), int) and d["seq"] >= seq:
-                            return self.outbox.rewind(index)
-                        index += 1
+                for d in filter(None, map(json_object, f)):
+                    if isinstance(d.get("seq"), int) and d["seq"] >= seq:
+                        return self.outbox.rewind(index)
+                    index += 1
         except FileNotFoundError:
             pass
         return False

@@ -4,13 +4,12 @@ is writing it) waits for the next look. Torch-free."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from pathlib import Path
 from typing import Any, Dict, Iterable, List
 
-from ..capture.fieldlog import detect_format
+from ..capture.fieldlog import detect_format, json_object
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +64,7 @@ class LogTail:
 
 def _records(texts: Iterable) -> List[Dict[str, Any]]:
     """The JSON objects among ``texts`` (a line torn or mangled is no record: skipped)."""
-    out = []
-    for text in texts:
-        try:
-            rec = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+    return [rec for rec in map(json_object, texts) if rec is not None]
 
 
 __all__ = ["LogTail"]

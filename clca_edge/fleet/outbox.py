@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..capture.fieldlog import detect_format
+from ..capture.fieldlog import detect_format, json_object
 from ..core.errors import ConfigError
 from ..core.atomic_io import atomic_write_bytes
 from .messages import MAX_RECORD_BYTES
@@ -66,13 +66,8 @@ def bounded(record: Dict[str, Any], size: int, force: bool = False) -> Dict[str,
 def _row_record(text: str) -> Dict[str, Any]:
     """A SQLite row's record; a row that is not a JSON object travels as a stub (its seq must still
     reach the centre, or the log would look broken there for ever)."""
-    try:
-        rec = json.loads(text)
-    except ValueError:
-        rec = None
-    if isinstance(rec, dict):
-        return rec
-    return {"type": "unreadable", "bytes": len(text.encode())}
+    rec = json_object(text)
+    return rec if rec is not None else {"type": "unreadable", "bytes": len(text.encode())}
 
 
 class LogOutbox:
@@ -157,12 +152,9 @@ class LogOutbox:
                 if not line.endswith(b"\n"):
                     break          # the end, or a record being written right now
                 position += len(line)
-                try:
-                    rec = json.loads(line)
-                except ValueError:
+                rec = json_object(line)
+                if rec is None:
                     continue       # a line a power cut left partial: read_log skips it too
-                if not isinstance(rec, dict):
-                    continue
                 records.append((seq, bounded(rec, len(line))))
                 seq += 1
                 size += min(len(line), MAX_RECORD_BYTES)
@@ -210,10 +202,7 @@ class LogOutbox:
                 if not line.endswith(b"\n"):
                     break
                 position += len(line)
-                try:
-                    n += isinstance(json.loads(line), dict)
-                except ValueError:
-                    pass
+                n += json_object(line) is not None
         self.commit(Batch((), Cursor(start.log, position, n)))
         return True
 

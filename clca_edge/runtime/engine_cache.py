@@ -16,9 +16,11 @@ writes it afresh."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Iterator, Optional, Union
@@ -122,8 +124,12 @@ def _read(path: Path, manifest_sha256: str) -> EngineCache:
 @contextlib.contextmanager
 def build_lock(folder: Path) -> Iterator[None]:
     """One build-engine at a time per bundle on this device (the agent's staging and the capture
-    unit's start may both run one): the second waits, then reuses what the first built."""
+    unit's start may both run one): the second waits, then reuses what the first built. An
+    existing folder this user cannot write (made by root) raises PermissionError here, before any
+    build, not when its first plan is written."""
     folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
     try:
         import fcntl
     except ImportError:  # not on Linux: no lock (the device is Linux)
