@@ -143,8 +143,13 @@ def test_canary_passes_probation_promote_reaches_the_rest_and_an_offline_device_
 
 
 def test_a_bundle_refusing_most_frames_in_probation_is_rolled_back_and_not_retried(fleet):
+    from clca_edge.fleet.probation import ProbationConfig
+
     ns = fleet
-    d = ns.device("c1", ["canary"]).start()
+    # The agent reads the field log while capture writes it: with min_frames at the 12 frames each
+    # capture gives, it judges all of them, not the first 10 or 11 (which made the figures below racy).
+    d = ns.device("c1", ["canary"], probation=ProbationConfig(duration_s=0.5, min_frames=12,
+                                                              low_confidence=0.5)).start()
     path, url = ns.tar(ns.bundles.v1, "v1.tar")
     publish(ns.publisher, Release(path, url, "canary"))
     d.wait_state("installed", 1)
