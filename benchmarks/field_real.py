@@ -79,6 +79,12 @@ VARIANTS: dict[str, dict] = {
     "js6-halfgrey-wc-ramp-augmix3": _v("field", "half_grey_world", js=6.0, ramp=0.5, mix=3),  # = defaults
     # ... without colour constancy (half grey world cost the paper's recipe 6.8 points at 150 epochs)
     "augmix3-none": _v("field", "none", js=6.0, ramp=0.5, mix=3),
+    # issue 24's second follow-up: the suite's worst conditions are saturation and contrast, which the
+    # AugMix blend dilutes; every chain gets the photometric step, reaching further down
+    "augmix3-photo": _v("field", "half_grey_world", js=6.0, ramp=0.5, mix=3,
+                        preset={"photometric_p": 1.0, "saturation": (0.15, 1.3), "contrast": (0.25, 1.25)}),
+    # ... with full grey world instead of half (without mixing, JS x12, it had the smallest drops and cost clean)
+    "augmix3-grey": _v("field", "grey_world", js=6.0, ramp=0.5, mix=3),
 }
 KEYS = ("augment", "colour_constancy", "framing", "consistency", "consistency_ramp", "consistency_mix")
 
