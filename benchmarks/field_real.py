@@ -238,6 +238,8 @@ def _settings(r: dict) -> str:
     ramp += f" AugMix width {r['consistency_mix']}" if r.get("consistency_mix") else ""
     # rows of the dropped temperature on the consistency's softmax (BENCHMARKS.md) say so
     ramp += f" T {r['consistency_temperature']:g}" if r.get("consistency_temperature") else ""
+    # ... and of the dropped distillation from a weak-recipe teacher
+    ramp += f", KL to the teacher's clean prediction x{r['distill']:g}" if r.get("distill") else ""
     js = f", {loss} x{r['consistency']:g}{ramp}" if r.get("consistency") and r["augment"] not in ("weak", "none") else ""
     preset = "".join(f" {k}={v}" for k, v in (r.get("preset") or {}).items())
     return f"{r['augment']}{preset}{js}, {r['colour_constancy']}, framing {r['framing']}"
