@@ -23,7 +23,6 @@ round to round; 5 rounds of 300 frames gave 0.836-0.849 (BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import math
@@ -37,12 +36,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine() -> str:
-    from clca_edge.benchmark.report import machine_description
-
-    return machine_description()["machine"]
 
 
 def make_bundle(root: Path, backbone: str, keep_rate: float, img_size: int, num_classes: int) -> Path:
@@ -356,9 +349,11 @@ def main() -> None:
 
     import onnxruntime as ort
 
+    from clca_edge.benchmark.report import emit_results, run_header
+
     ratios = sorted(r["ratio"] for r in rounds)
     result = {
-        "date": dt.date.today().isoformat(), "machine": machine(), "onnxruntime": ort.__version__,
+        **run_header(), "onnxruntime": ort.__version__,
         "model": f"{args.model} EViT+CLCA r={args.keep_rate} @ {args.img_size}, {args.num_classes} classes",
         "video": f"{args.frames} frames {args.width}x{args.height} MJPG", "rounds": rounds,
         "median_ratio": ratios[len(ratios) // 2], "peak_rss_mb": round(max(rss), 1),
@@ -366,9 +361,7 @@ def main() -> None:
         "guard_in_process": guard, "cpu_ms_per_frame": cpu, "reader_ms_per_frame": parts, "load_average": [round(v, 1) for v in os.getloadavg()],
         "targets": {"ratio": ">= 0.95", "peak_rss_mb": "<= 500", "quality_on_vs_off": ">= 0.95"},
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    emit_results(result, args.json)
 
 
 if __name__ == "__main__":

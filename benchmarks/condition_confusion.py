@@ -26,10 +26,7 @@ def confusions(checkpoint: str, data: Path, split: str, names: list[str]) -> tup
     torch.set_num_threads(1)
     model, meta = load_checkpoint(find_checkpoint(checkpoint))
     model.eval()
-    conds = [c for c in conditions("quick", None) if c.name in names]
-    unknown = set(names) - {c.name for c in conds}
-    if unknown:
-        raise SystemExit(f"unknown condition(s) {sorted(unknown)}")
+    conds = conditions("quick", names)
     k = len(meta.class_names)
     out = {n: np.zeros((k, k), np.int64) for n in ["clean"] + [c.name for c in conds]}
     with torch.no_grad():

@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    from clca_edge.benchmark.report import machine_description
+    from clca_edge.benchmark.report import emit_results, machine_description
     from clca_edge.core.cpuinfo import cpu_info
     from clca_edge.bundle import MANIFEST_NAME, sha256_file
     from clca_edge.runtime.device_cache import LATENCY_FILE, SELFCHECK_FILE, bundle_cache_dir
@@ -79,9 +79,7 @@ def main() -> None:
     cpu = cpu_info()
     result = {**machine_description(), "avx512_vnni": cpu.has("avx512_vnni"), "bundle": str(args.bundle),
               "reference_samples": len(refs.get("samples", [])), "runs": args.runs, "rows": out_rows}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    emit_results(result, args.json)
     print("| --precision | start | median ms | min | max | samples run | runs on |")
     print("|---|---|---|---|---|---|---|")
     for r in out_rows:
